@@ -1,0 +1,32 @@
+"""The `worldenv` console script: one subcommand per job.
+
+Each command module exposes `register(subparsers)`; heavy imports happen inside the handlers so
+`worldenv --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = [
+    "worldenv.commands",       # up, serve, worker, rollout, health, gen-protos
+    "worldenv.sim.commands",   # demos, starts, explore, eval (LIBERO)
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="worldenv", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

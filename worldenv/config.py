@@ -1,0 +1,73 @@
+"""Typed settings for every entry point.
+
+Each entry point has one settings class. Values come from (highest first) command-line flags,
+environment variables (`WORLDENV_<FIELD>`, plus `REDIS_URL`), then the defaults below. Field
+descriptions become `--help` text (see `worldenv.cli_args`).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["world-model", "reflector", "policy"]
+DEFAULT_PORTS = {"world-model": 50051, "reflector": 50052, "policy": 50053, "debug-api": 8080}
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORLDENV_", extra="forbid", validate_default=True)
+
+
+class ServeConfig(_Settings):
+    """One gRPC model service."""
+
+    host: str = Field("0.0.0.0", description="interface to bind")
+    port: int = Field(0, ge=0, le=65535, description="port to bind; 0 = the service's default port (-1 not allowed)")
+    checkpoint: str | None = Field(None, description="directory with config.json + model.safetensors; none = random init")
+    device: str = Field("cpu", description="torch device, e.g. cpu or cuda:0")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model dtype")
+    seed: int = Field(0, description="seed for random initialisation when no checkpoint is given")
+    max_batch_size: int = Field(32, ge=1, description="largest merged batch of the dynamic batcher (items)")
+    max_delay_ms: float = Field(5.0, ge=0, description="longest a request waits for others to join its batch")
+    max_message_mb: float = Field(64.0, gt=0, description="largest gRPC message accepted or sent, MiB")
+    auth_token: str | None = Field(None, description="bearer token required in 'authorization' metadata; none = open")
+    session_ttl_s: float = Field(300.0, gt=0, description="world model: idle seconds before a session expires")
+    max_sessions: int = Field(4096, ge=1, description="world model: open sessions allowed at once")
+    eta: float = Field(0.5, gt=0, lt=1, description="reflector: default done threshold, done = p > eta")
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
+
+
+class DebugApiConfig(_Settings):
+    """The REST episode-debugging API."""
+
+    host: str = Field("0.0.0.0", description="interface to bind")
+    port: int = Field(8080, ge=0, le=65535, description="port to bind (0 = any free port)")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),
+                           description="Redis holding the episode store")
+    prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
+
+
+class WorkerConfig(_Settings):
+    """A rollout worker: jobs from Redis, run as one batch through Policy -> WorldModel -> Reflector."""
+
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),
+                           description="Redis with the job and result streams")
+    prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
+    world_model_addr: str = Field("127.0.0.1:50051", description="WorldModel address (dns:///host:port balances across pods)")
+    reflector_addr: str = Field("127.0.0.1:50052", description="Reflector address")
+    policy_addr: str = Field("127.0.0.1:50053", description="Policy address")
+    auth_token: str | None = Field(None, description="bearer token sent to the services")
+    batch_size: int = Field(8, ge=1, description="jobs taken and run as one batch")
+    consumer: str | None = Field(None, description="consumer name in the group; none = host-pid")
+    reclaim_idle_s: float = Field(60.0, gt=0, description="pending jobs idle this long are reclaimed from dead workers")
+    block_ms: int = Field(1000, ge=1, description="how long one read waits for jobs")
+    max_episodes: int = Field(10000, ge=1, description="episode store retention: oldest episodes beyond this are dropped")
+    max_jobs: int = Field(0, ge=0, description="stop after this many jobs (0 = run forever)")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_ok(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError("prefix must be non-empty without whitespace")
+        return v

@@ -1,0 +1,161 @@
+"""Tensor <-> numpy codec: one encoding for gRPC messages and for the Redis queue.
+
+`encode`/`decode` convert between numpy arrays and `worldenv.v1.Tensor` messages.
+`to_bytes`/`from_bytes` write and read the *serialized* Tensor message directly: the frame
+bytes are written once (a small header + the array's buffer) and decoded by pointing
+`np.frombuffer` into the received buffer, so a large frame batch is never copied on decode.
+Both paths are wire-compatible: protobuf parses `to_bytes` output and `from_bytes` reads
+protobuf's `SerializeToString`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from worldenv.v1 import tensor_pb2 as pb
+
+
+class CodecError(ValueError):
+    """A tensor could not be encoded or decoded; the message names the field."""
+
+
+_TO_NUMPY = {
+    pb.UINT8: np.dtype("<u1"), pb.INT8: np.dtype("<i1"), pb.UINT16: np.dtype("<u2"),
+    pb.INT16: np.dtype("<i2"), pb.UINT32: np.dtype("<u4"), pb.INT32: np.dtype("<i4"),
+    pb.UINT64: np.dtype("<u8"), pb.INT64: np.dtype("<i8"), pb.FLOAT16: np.dtype("<f2"),
+    pb.FLOAT32: np.dtype("<f4"), pb.FLOAT64: np.dtype("<f8"), pb.BOOL: np.dtype("?"),
+}
+_FROM_NUMPY = {dt.newbyteorder("=") if dt.byteorder != "|" else dt: code for code, dt in _TO_NUMPY.items()}
+_FROM_NUMPY.update({dt: code for code, dt in _TO_NUMPY.items()})
+
+
+def dtype_code(dtype: np.dtype, field: str = "tensor") -> int:
+    """The wire DType enum value for a numpy dtype."""
+    dt = np.dtype(dtype)
+    code = _FROM_NUMPY.get(dt.newbyteorder("<") if dt.byteorder in "<>=" else dt)
+    if code is None:
+        raise CodecError(f"{field}: dtype {dt} is not supported on the wire (numeric and bool only)")
+    return code
+
+
+def numpy_dtype(code: int, field: str = "tensor") -> np.dtype:
+    """The numpy dtype for a wire DType enum value."""
+    try:
+        return _TO_NUMPY[code]
+    except KeyError:
+        raise CodecError(f"{field}.dtype: unknown or unspecified dtype enum {code}") from None
+
+
+def dtype_name(code: int) -> str:
+    return pb.DType.Name(code) if code in pb.DType.values() else str(code)
+
+
+def _little_endian(arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and np.little_endian is False):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(arr)
+
+
+def encode(arr: np.ndarray, field: str = "tensor") -> pb.Tensor:
+    """numpy array -> Tensor message (one copy, into the message)."""
+    arr = _little_endian(arr)
+    code = dtype_code(arr.dtype, field)
+    return pb.Tensor(dtype=code, shape=arr.shape, data=arr.tobytes())
+
+
+def _view(data, dtype: np.dtype, shape: tuple[int, ...], offset: int, field: str) -> np.ndarray:
+    if any(d < 0 for d in shape):
+        raise CodecError(f"{field}.shape: negative dimension in {list(shape)}")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    nbytes = count * dtype.itemsize
+    available = len(data) - offset
+    if available != nbytes:
+        raise CodecError(f"{field}.data: {available} bytes do not match shape {list(shape)} of "
+                         f"{dtype.name} ({nbytes} bytes expected)")
+    if count == 0:
+        return np.empty(shape, dtype)
+    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+
+def decode(tensor: pb.Tensor, field: str = "tensor") -> np.ndarray:
+    """Tensor message -> read-only numpy view of its bytes (no copy beyond protobuf's own)."""
+    dtype = numpy_dtype(tensor.dtype, field)
+    return _view(tensor.data, dtype, tuple(tensor.shape), 0, field)
+
+
+# ---- serialized-message fast path -------------------------------------------------------
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    value &= (1 << 64) - 1  # int64 two's complement, as protobuf writes negative varints
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(buf, pos: int, field: str) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise CodecError(f"{field}: truncated or malformed varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def to_bytes(arr: np.ndarray, field: str = "tensor") -> bytes:
+    """numpy array -> serialized Tensor message; the array's bytes are written once."""
+    arr = _little_endian(arr)
+    code = dtype_code(arr.dtype, field)
+    dims = b"".join(_varint(d) for d in arr.shape)
+    header = b"\x08" + _varint(code) if code else b""
+    if dims:
+        header += b"\x12" + _varint(len(dims)) + dims
+    if arr.nbytes == 0:
+        return header
+    return b"".join((header, b"\x1a", _varint(arr.nbytes), memoryview(arr).cast("B")))
+
+
+def from_bytes(buf, field: str = "tensor") -> np.ndarray:
+    """Serialized Tensor message -> read-only numpy view into `buf` (no copy)."""
+    view = memoryview(buf).cast("B") if not isinstance(buf, (bytes, bytearray)) else buf
+    pos, code, shape, data_at, data_len = 0, 0, [], None, 0
+    while pos < len(view):
+        key, pos = _read_varint(view, pos, field)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(view, pos, field)
+            if number == 1:
+                code = value
+            elif number == 2:  # unpacked repeated int64
+                shape.append(value - (1 << 64) if value >> 63 else value)
+        elif wire == 2:
+            length, pos = _read_varint(view, pos, field)
+            if pos + length > len(view):
+                raise CodecError(f"{field}: truncated message")
+            if number == 2:
+                end, p = pos + length, pos
+                while p < end:
+                    value, p = _read_varint(view, p, field)
+                    shape.append(value - (1 << 64) if value >> 63 else value)
+            elif number == 3:
+                data_at, data_len = pos, length
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise CodecError(f"{field}: unsupported wire type {wire}")
+    dtype = numpy_dtype(code, field)
+    if data_at is None:
+        return _view(b"", dtype, tuple(shape), 0, field)
+    return _view(view[: data_at + data_len], dtype, tuple(shape), data_at, field)
