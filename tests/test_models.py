@@ -1,0 +1,226 @@
+"""The three tiny models: shapes, input dependence, Laplace maths, checkpoints, gradients."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save as save_bytes
+
+from worldenv import models
+from worldenv.models import text
+from worldenv.models.policy import LaplacePolicy, PolicyConfig
+from worldenv.models.reflector import Reflector, sample_indices
+
+S, K, A, P = 64, 8, 7, 8
+TASKS = ["pick up the red block and place it in the basket", "push the yellow block to the left"]
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def frames(*lead, seed=0):
+    return rng(seed).integers(0, 256, (*lead, S, S, 3), dtype=np.uint8)
+
+
+def proprio(b, seed=0):
+    return rng(seed).normal(0, 0.3, (b, P)).astype(np.float32)
+
+
+def actions(b, seed=0):
+    return rng(seed).uniform(-1, 1, (b, K, A)).astype(np.float32)
+
+
+def instructions(b):
+    return [TASKS[i % 2] for i in range(b)]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.manual_seed(0)
+    return models.build("policy")
+
+
+@pytest.fixture(scope="module")
+def reflector():
+    torch.manual_seed(0)
+    return models.build("reflector")
+
+
+# --- text ---------------------------------------------------------------------------------
+
+def test_tokenize_is_deterministic_padded_and_masked():
+    ids, mask = text.tokenize(["Pick up the RED block", ""], vocab_size=1024, max_tokens=6)
+    assert ids.shape == mask.shape == (2, 6) and ids.dtype == torch.int64 and mask.dtype == torch.bool
+    assert mask[0].tolist() == [True] * 5 + [False] and not mask[1].any()
+    assert ids[0, 3] == text.word_id("red", 1024) == 913  # pinned: checkpoints rely on stable ids
+    assert (ids[~mask] == 0).all() and ((ids[mask] >= 1) & (ids[mask] < 1024)).all()
+
+
+# --- policy -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_policy_act_shapes_and_dtypes(policy, b):
+    out = policy.act(frames(b), proprio(b), instructions(b), generator=torch.Generator().manual_seed(0))
+    for key in ("loc", "scale", "actions"):
+        assert out[key].shape == (b, K, A) and out[key].dtype == np.float32, key
+    assert out["log_probs"].shape == (b,) and out["log_probs"].dtype == np.float32
+    assert np.all(np.abs(out["loc"]) <= 1) and np.all(out["scale"] > 0)
+    lo, hi = np.exp(PolicyConfig().min_log_scale), np.exp(PolicyConfig().max_log_scale)
+    assert np.all((out["scale"] >= lo) & (out["scale"] <= hi))
+
+
+def test_policy_loc_depends_on_frames_proprio_and_instruction(policy):
+    base = policy.act(frames(2), proprio(2), [TASKS[0]] * 2, deterministic=True)["loc"]
+    other_frames = policy.act(frames(2, seed=1), proprio(2), [TASKS[0]] * 2, deterministic=True)["loc"]
+    other_proprio = policy.act(frames(2), proprio(2, seed=1), [TASKS[0]] * 2, deterministic=True)["loc"]
+    other_text = policy.act(frames(2), proprio(2), [TASKS[1]] * 2, deterministic=True)["loc"]
+    for other in (other_frames, other_proprio, other_text):
+        assert np.abs(other - base).max() > 1e-4
+
+
+def test_policy_log_prob_matches_torch_laplace(policy):
+    f, p, ins = frames(3), proprio(3), instructions(3)
+    out = policy.act(f, p, ins, generator=torch.Generator().manual_seed(1))
+    ref = torch.distributions.Laplace(torch.from_numpy(out["loc"]), torch.from_numpy(out["scale"]))
+    expected = ref.log_prob(torch.from_numpy(out["actions"])).sum(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(out["log_probs"], expected, rtol=1e-5, atol=1e-4)
+    lp = policy.log_prob(torch.from_numpy(f), torch.from_numpy(p), ins, torch.from_numpy(out["actions"]))
+    np.testing.assert_allclose(lp.detach().numpy(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_policy_deterministic_act_returns_loc_and_sampling_is_seeded(policy):
+    f, p, ins = frames(3), proprio(3), instructions(3)
+    det = policy.act(f, p, ins, deterministic=True)
+    np.testing.assert_array_equal(det["actions"], det["loc"])
+    a = policy.act(f, p, ins, generator=torch.Generator().manual_seed(5))["actions"]
+    b = policy.act(f, p, ins, generator=torch.Generator().manual_seed(5))["actions"]
+    c = policy.act(f, p, ins, generator=torch.Generator().manual_seed(6))["actions"]
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_policy_log_prob_is_differentiable():
+    torch.manual_seed(0)
+    model = models.build("policy").train()
+    f, p, ins = torch.from_numpy(frames(3)), torch.from_numpy(proprio(3)), instructions(3)
+    acts = torch.from_numpy(actions(3))
+    before = model.log_prob(f, p, ins, acts)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    (-before.mean()).backward()
+    optimizer.step()
+    after = model.log_prob(f, p, ins, acts)
+    assert after.mean() > before.mean().detach()
+
+
+def test_policy_rejects_bad_shapes_by_name(policy):
+    with pytest.raises(ValueError, match="frames"):
+        policy.act(frames(2)[:, :32], proprio(2), instructions(2))
+    with pytest.raises(ValueError, match="proprio"):
+        policy.act(frames(2), proprio(3), instructions(2))
+    with pytest.raises(ValueError, match="instructions"):
+        policy.act(frames(2), proprio(2), instructions(3))
+
+
+def test_policy_config_validates():
+    with pytest.raises(ValueError, match="min_log_scale"):
+        PolicyConfig(min_log_scale=2.0)
+    with pytest.raises(ValueError, match="image_size"):
+        PolicyConfig(image_size=4)
+
+
+# --- reflector ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_reflector_judge_shapes_and_range(reflector, b):
+    p = reflector.judge(frames(b, 5), instructions(b))
+    assert p.shape == (b,) and p.dtype == np.float32 and np.all((p >= 0) & (p <= 1))
+
+
+def test_reflector_depends_on_frames_and_instruction(reflector):
+    video = frames(2, 12)
+    base = reflector.judge(video, [TASKS[0]] * 2)
+    other_last = video.copy()
+    other_last[:, -1] = frames(2, seed=3)
+    assert np.abs(reflector.judge(other_last, [TASKS[0]] * 2) - base).max() > 1e-5
+    assert np.abs(reflector.judge(video, [TASKS[1]] * 2) - base).max() > 1e-5
+
+
+def test_reflector_samples_uniformly_with_last_frame():
+    assert sample_indices(5, 8).tolist() == [0, 1, 2, 3, 4]
+    idx = sample_indices(30, 8).tolist()
+    assert len(idx) == 8 and idx[0] == 0 and idx[-1] == 29 and idx == sorted(set(idx))
+
+
+def test_reflector_loss_backward():
+    torch.manual_seed(0)
+    model = models.build("reflector").train()
+    loss = model.loss(torch.from_numpy(frames(3, 4)), instructions(3), torch.tensor([0.0, 1.0, 1.0]))
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert model.head[-1].weight.grad.abs().sum() > 0 and model.vision.convs[0][0].weight.grad.abs().sum() > 0
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+def test_policy_round_trip_and_dispatch(policy, tmp_path):
+    policy.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["kind"] == "policy"
+    loaded = models.load_pretrained(tmp_path)
+    assert isinstance(loaded, LaplacePolicy)
+    f, p, ins = frames(3), proprio(3), instructions(3)
+    a = policy.act(f, p, ins, generator=torch.Generator().manual_seed(0))
+    b = loaded.act(f, p, ins, generator=torch.Generator().manual_seed(0))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_reflector_round_trip_and_dispatch(reflector, tmp_path):
+    reflector.save_pretrained(tmp_path)
+    loaded = models.load_pretrained(tmp_path)
+    assert isinstance(loaded, Reflector)
+    video = frames(3, 6)
+    np.testing.assert_array_equal(reflector.judge(video, instructions(3)), loaded.judge(video, instructions(3)))
+
+
+def test_from_pretrained_refuses_another_kind(reflector, tmp_path):
+    reflector.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="reflector"):
+        LaplacePolicy.from_pretrained(tmp_path)
+
+
+def test_from_pretrained_casts_dtype(policy, tmp_path):
+    policy.save_pretrained(tmp_path)
+    loaded = models.load_pretrained(tmp_path, dtype="bfloat16")
+    assert loaded.dtype == torch.bfloat16
+    out = loaded.act(frames(2), proprio(2), instructions(2), deterministic=True)
+    assert out["loc"].dtype == np.float32
+
+
+def test_load_safetensors_bytes_is_strict():
+    torch.manual_seed(1)
+    source = models.build("policy")
+    torch.manual_seed(2)
+    target = models.build("policy")
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    assert target.load_safetensors_bytes(save_bytes(state)) == len(state)
+    f, p, ins = frames(2), proprio(2), instructions(2)
+    np.testing.assert_array_equal(source.act(f, p, ins, deterministic=True)["loc"],
+                                  target.act(f, p, ins, deterministic=True)["loc"])
+    bad = dict(state, **{"loc_head.weight": torch.zeros(3, 3)})
+    with pytest.raises(ValueError, match="loc_head.weight"):
+        target.load_safetensors_bytes(save_bytes(bad))
+    missing = {k: v for k, v in state.items() if k != "scale_head.bias"}
+    with pytest.raises(ValueError, match="scale_head.bias"):
+        target.load_safetensors_bytes(save_bytes(missing))
+    with pytest.raises(ValueError, match="safetensors"):
+        target.load_safetensors_bytes(b"not a checkpoint")
+
+
+def test_build_rejects_unknown_kind_and_bad_override():
+    with pytest.raises(ValueError, match="kind"):
+        models.build("critic")
+    with pytest.raises(ValueError, match="width"):
+        models.build("policy", width="wide")

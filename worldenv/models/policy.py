@@ -1,0 +1,119 @@
+"""Tiny Laplace action-chunk policy: frame + proprio + instruction -> Laplace(loc, scale) over (K, A).
+
+As in World-Env's OpenVLA-OFT policy: the action head gives loc (tanh-bounded, as OFT's
+continuous head), a separate scale head gives log b, and actions are sampled from a
+per-dimension Laplace so PPO can score them with a log-density.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pydantic
+import torch
+
+from worldenv.models import checkpoint, inputs, text, vision
+
+
+class PolicyConfig(pydantic.BaseModel):
+    """Shape and size of the tiny policy."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["policy"] = "policy"
+    name: str = "tiny-laplace-policy"
+    image_size: int = pydantic.Field(64, ge=16, description="frame side, pixels")
+    chunk_length: int = pydantic.Field(8, ge=1, description="K, actions per chunk")
+    action_dim: int = pydantic.Field(7, ge=1, description="A, dims per action")
+    proprio_dim: int = pydantic.Field(8, ge=1, description="P: eef pos 3, axis-angle 3, gripper qpos 2")
+    vocab_size: int = pydantic.Field(1024, ge=2, description="hashed instruction vocabulary")
+    max_tokens: int = pydantic.Field(24, ge=1, description="instruction words kept")
+    width: int = pydantic.Field(128, ge=8, description="feature width")
+    min_log_scale: float = -5.0
+    max_log_scale: float = 1.0
+
+    @pydantic.model_validator(mode="after")
+    def _scales_ordered(self):
+        if not self.min_log_scale < self.max_log_scale:
+            raise ValueError(f"min_log_scale ({self.min_log_scale}) must be below max_log_scale ({self.max_log_scale})")
+        return self
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(torch.nn.Linear(d_in, d_hidden), torch.nn.SiLU(), torch.nn.Linear(d_hidden, d_out))
+
+
+class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained):
+    """Vision + instruction + proprio -> Laplace over an action chunk (B, K, A)."""
+
+    config_class = PolicyConfig
+
+    def __init__(self, config: PolicyConfig | None = None):
+        super().__init__()
+        self.config = config = config or PolicyConfig()
+        w, ka = config.width, config.chunk_length * config.action_dim
+        self.vision = vision.ConvEncoder(w)
+        self.instruction = text.InstructionEmbedding(config.vocab_size, w)
+        self.proprio = _mlp(config.proprio_dim, w, w)
+        self.trunk = torch.nn.Sequential(_mlp(3 * w, 2 * w, w), torch.nn.SiLU())
+        self.loc_head = torch.nn.Linear(w, ka)
+        self.scale_head = torch.nn.Linear(w, ka)
+
+    def forward(self, frames: torch.Tensor, proprio: torch.Tensor, tokens: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, H, W, 3) uint8, proprio (B, P), tokens/mask (B, L) -> loc, scale (B, K, A)."""
+        c = self.config
+        dims: dict[str, int] = {}
+        inputs.expect("frames", frames, ("B", c.image_size, c.image_size, 3), "uint8", dims)
+        inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
+        inputs.expect("tokens", tokens, ("B", "L"), None, dims)
+        feats = torch.cat([self.vision(frames), self.instruction(tokens, mask),
+                           self.proprio(proprio.to(self.dtype))], dim=-1)          # (B, 3W)
+        h = self.trunk(feats)                                                       # (B, W)
+        shape = (-1, c.chunk_length, c.action_dim)
+        loc = torch.tanh(self.loc_head(h)).view(shape)                              # (B, K, A)
+        # A sigmoid squash keeps log b inside [min, max] but, unlike a hard clamp, never
+        # zeroes the gradient; at init it sits mid-range (b ~ 0.14 with the defaults).
+        span = c.max_log_scale - c.min_log_scale
+        log_scale = c.min_log_scale + span * torch.sigmoid(self.scale_head(h)).view(shape)
+        return loc, log_scale.exp()
+
+    def distribution(self, frames: torch.Tensor, proprio: torch.Tensor,
+                     instructions: list[str]) -> torch.distributions.Laplace:
+        """Laplace with batch shape (B, K, A), in float32 whatever the model dtype."""
+        inputs.expect_texts("instructions", instructions, {"B": len(frames)})
+        tokens, mask = text.tokenize(instructions, self.config.vocab_size, self.config.max_tokens, self.device)
+        loc, scale = self(frames, proprio, tokens, mask)
+        return torch.distributions.Laplace(loc.float(), scale.float())
+
+    def log_prob(self, frames: torch.Tensor, proprio: torch.Tensor, instructions: list[str],
+                 actions: torch.Tensor) -> torch.Tensor:
+        """Log-density of action chunks (B, K, A) summed over K and A -> (B,); differentiable."""
+        c = self.config
+        inputs.expect("actions", actions, (len(frames), c.chunk_length, c.action_dim), "float")
+        dist = self.distribution(frames, proprio, instructions)
+        return dist.log_prob(actions.to(dist.loc.device, torch.float32)).sum(dim=(1, 2))
+
+    @torch.no_grad()
+    def act(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str], deterministic: bool = False,
+            generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
+        """Sample action chunks. Returns float32 arrays: loc, scale, actions (B, K, A), log_probs (B,).
+
+        deterministic=True returns actions = loc. Actions are not clipped: log_probs must be
+        the density of exactly what was returned; the environment clips.
+        """
+        frames_t = inputs.as_tensor(frames, self.device)
+        proprio_t = inputs.as_tensor(proprio, self.device)
+        dist = self.distribution(frames_t, proprio_t, instructions)
+        actions = dist.loc if deterministic else _sample_laplace(dist, generator)  # (B, K, A)
+        log_probs = dist.log_prob(actions).sum(dim=(1, 2))                           # (B,)
+        out = {"loc": dist.loc, "scale": dist.scale, "actions": actions, "log_probs": log_probs}
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+def _sample_laplace(dist: torch.distributions.Laplace, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverse-CDF Laplace sample that honours an explicit generator (torch's .sample() does not)."""
+    device = generator.device if generator is not None else dist.loc.device
+    u = torch.rand(dist.loc.shape, generator=generator, device=device, dtype=torch.float32).to(dist.loc.device)
+    u = (u - 0.5).clamp(-0.5 + 1e-7, 0.5 - 1e-7)                                      # (B, K, A) in (-1/2, 1/2)
+    return dist.loc - dist.scale * u.sign() * torch.log1p(-2.0 * u.abs())

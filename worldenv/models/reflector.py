@@ -1,0 +1,83 @@
+"""Tiny instant reflector: video + instruction -> p(task done), the reward and stop signal.
+
+Stands in for World-Env's frozen VLM + trainable reward head: R(o_1..t, g) = sigmoid(head(h_t)),
+trained with binary cross-entropy on per-frame success labels. Here a shared conv encoder embeds
+up to `max_frames` frames sampled uniformly from the video (always with the last one), the
+instruction embedding attends over them, and the attended summary, the last frame's features
+and the instruction feed the head.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pydantic
+import torch
+
+from worldenv.models import checkpoint, inputs, text, vision
+
+
+class ReflectorConfig(pydantic.BaseModel):
+    """Shape and size of the tiny reflector."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["reflector"] = "reflector"
+    name: str = "tiny-reflector"
+    image_size: int = pydantic.Field(64, ge=16, description="frame side, pixels")
+    max_frames: int = pydantic.Field(8, ge=1, description="frames sampled uniformly from the video, last included")
+    vocab_size: int = pydantic.Field(1024, ge=2, description="hashed instruction vocabulary")
+    max_tokens: int = pydantic.Field(24, ge=1, description="instruction words kept")
+    width: int = pydantic.Field(128, ge=8, description="feature width")
+
+
+def sample_indices(length: int, max_frames: int) -> torch.Tensor:
+    """Up to max_frames indices spread uniformly over [0, length), always ending at length - 1."""
+    if length <= max_frames:
+        return torch.arange(length)
+    return torch.linspace(0, length - 1, max_frames).round().long()
+
+
+class Reflector(torch.nn.Module, checkpoint.Pretrained):
+    """Frames (B, T, H, W, 3) + instruction -> logit of p(done) (B,)."""
+
+    config_class = ReflectorConfig
+
+    def __init__(self, config: ReflectorConfig | None = None):
+        super().__init__()
+        self.config = config = config or ReflectorConfig()
+        w = config.width
+        self.vision = vision.ConvEncoder(w)
+        self.instruction = text.InstructionEmbedding(config.vocab_size, w)
+        self.query = torch.nn.Linear(w, w)
+        self.head = torch.nn.Sequential(torch.nn.Linear(3 * w, w), torch.nn.SiLU(), torch.nn.Linear(w, 1))
+
+    def forward(self, frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """frames (B, T, H, W, 3) uint8, tokens/mask (B, L) -> logits (B,)."""
+        s = self.config.image_size
+        inputs.expect("frames", frames, ("B", "T", s, s, 3), "uint8")
+        idx = sample_indices(frames.shape[1], self.config.max_frames).to(frames.device)
+        clip = frames.index_select(1, idx)                                      # (B, T', H, W, 3)
+        b, t = clip.shape[:2]
+        feats = self.vision(clip.reshape(b * t, *clip.shape[2:])).view(b, t, -1)  # (B, T', W)
+        goal = self.instruction(tokens, mask)                                   # (B, W)
+        scores = torch.einsum("bw,btw->bt", self.query(goal), feats) / feats.shape[-1] ** 0.5
+        summary = torch.einsum("bt,btw->bw", scores.softmax(dim=-1), feats)     # (B, W)
+        return self.head(torch.cat([summary, feats[:, -1], goal], dim=-1)).squeeze(-1)
+
+    def logits(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """Logits (B,) for frames (B, T, H, W, 3) uint8 and B instruction strings."""
+        inputs.expect_texts("instructions", instructions, {"B": len(frames)})
+        tokens, mask = text.tokenize(instructions, self.config.vocab_size, self.config.max_tokens, self.device)
+        return self(frames, tokens, mask)
+
+    def loss(self, frames: torch.Tensor, instructions: list[str], labels: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy against done labels (B,) in [0, 1]; scalar."""
+        logits = self.logits(frames, instructions).float()
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, torch.float32))
+
+    @torch.no_grad()
+    def judge(self, frames: np.ndarray, instructions: list[str]) -> np.ndarray:
+        """p(done) in [0, 1] per video: frames (B, T, H, W, 3) uint8 -> (B,) float32."""
+        logits = self.logits(inputs.as_tensor(frames, self.device), instructions)
+        return torch.sigmoid(logits.float()).cpu().numpy()

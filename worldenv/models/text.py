@@ -1,0 +1,47 @@
+"""Instruction tokenizer and embedding for the tiny models.
+
+Words are lowercased and hashed into a fixed vocabulary with CRC-32, which is the same in every
+process (Python's `hash` is salted per process, so it would break saved checkpoints). Id 0 is
+padding. The paper-scale models swap this for a transformers tokenizer behind the same calls.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+
+import torch
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def word_id(word: str, vocab_size: int) -> int:
+    """Stable id in [1, vocab_size) of one lowercase word."""
+    return 1 + zlib.crc32(word.encode("utf-8")) % (vocab_size - 1)
+
+
+def tokenize(instructions: list[str], vocab_size: int, max_tokens: int,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Instructions -> (token ids (B, L) int64, mask (B, L) bool), L = max_tokens, 0-padded."""
+    if isinstance(instructions, str):
+        raise ValueError("instructions: expected a list of strings, got one string")
+    ids = torch.zeros(len(instructions), max_tokens, dtype=torch.long)
+    for row, text in enumerate(instructions):
+        words = _WORD.findall(str(text).lower())[:max_tokens]
+        if words:
+            ids[row, :len(words)] = torch.tensor([word_id(w, vocab_size) for w in words])
+    return ids.to(device), (ids != 0).to(device)
+
+
+class InstructionEmbedding(torch.nn.Module):
+    """Mean of learned token embeddings over the unmasked tokens, then a projection."""
+
+    def __init__(self, vocab_size: int, width: int):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab_size, width, padding_idx=0)
+        self.proj = torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, width))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) int64, mask (B, L) -> (B, width)."""
+        weights = mask.to(self.embed.weight.dtype).unsqueeze(-1)   # (B, L, 1)
+        summed = (self.embed(tokens) * weights).sum(dim=1)          # (B, width)
+        return self.proj(summed / weights.sum(dim=1).clamp(min=1.0))
