@@ -53,7 +53,7 @@ def _little_endian(arr: np.ndarray) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and np.little_endian is False):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(arr)
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")  # keeps 0-d arrays 0-d
 
 
 def encode(arr: np.ndarray, field: str = "tensor") -> pb.Tensor:

@@ -1,0 +1,174 @@
+"""Typed clients for the three services.
+
+Each client is a context manager: it opens the channel, waits until it is ready, fetches the
+service's spec, retries UNAVAILABLE with exponential backoff, sends the bearer token, and
+raises `ServiceError` for every failure. Addresses may be `dns:///host:port`: with a headless
+Kubernetes Service the client resolves every pod and balances round-robin across them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from worldenv.client.errors import ServiceError
+from worldenv.v1 import policy_pb2, policy_pb2_grpc, reflector_pb2, reflector_pb2_grpc, tensor_pb2
+from worldenv.v1 import world_model_pb2, world_model_pb2_grpc
+from worldenv.wire import codec
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Server timing of one reply plus the client's round-trip latency."""
+
+    latency_ms: float
+    queue_ms: float = 0.0
+    compute_ms: float = 0.0
+    server_ms: float = 0.0
+    batch_size: int = 0
+    batch_requests: int = 0
+
+    @classmethod
+    def of(cls, latency_ms: float, t: tensor_pb2.ServerTiming) -> "Timing":
+        return cls(latency_ms, t.queue_ms, t.compute_ms, t.total_ms, t.batch_size, t.batch_requests)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+    frames: np.ndarray      # (B, H, W, 3) uint8
+    proprio: np.ndarray     # (B, P) float32
+    steps: list[int]
+    timing: Timing
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeResult:
+    p_done: np.ndarray      # (B,) float32
+    done: list[bool]
+    eta: float
+    timing: Timing
+
+
+@dataclasses.dataclass(frozen=True)
+class ActResult:
+    loc: np.ndarray         # (B, K, A) float32
+    scale: np.ndarray       # (B, K, A) float32
+    actions: np.ndarray     # (B, K, A) float32
+    log_probs: np.ndarray   # (B,) float32
+    policy_version: int
+    timing: Timing
+
+
+class _Client:
+    stub_class: type
+    service_name: str
+
+    def __init__(self, address: str, auth_token: str | None = None, timeout_s: float = 60.0,
+                 connect_timeout_s: float = 30.0, retries: int = 5, backoff_s: float = 0.1,
+                 max_message_mb: float = 64.0):
+        self.address, self.timeout_s, self.connect_timeout_s = address, timeout_s, connect_timeout_s
+        self.retries, self.backoff_s = retries, backoff_s
+        self._metadata = (("authorization", f"Bearer {auth_token}"),) if auth_token else ()
+        limit = int(max_message_mb * 1024 * 1024)
+        self._options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+                         ("grpc.lb_policy_name", "round_robin"), ("grpc.enable_retries", 0)]
+        self.channel: grpc.Channel | None = None
+        self.spec: tensor_pb2.ModelSpec | None = None
+
+    def __enter__(self):
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def connect(self):
+        """Open the channel, wait for it, and fetch the spec."""
+        self.channel = grpc.insecure_channel(self.address, options=self._options)
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=self.connect_timeout_s)
+        except grpc.FutureTimeoutError:
+            self.close()
+            raise ServiceError(f"{self.service_name} at {self.address} not reachable within {self.connect_timeout_s:g} s",
+                               grpc.StatusCode.UNAVAILABLE, "connect") from None
+        self.stub = self.stub_class(self.channel)
+        self.spec = self._call("GetSpec", tensor_pb2.GetSpecRequest())[0]
+        return self
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    def _call(self, method: str, request, stream: bool = False):
+        """Unary call with retries on UNAVAILABLE; returns (reply, latency_ms)."""
+        fn = getattr(self.stub, method)
+        for attempt in range(self.retries + 1):
+            started = time.perf_counter()
+            try:
+                reply = fn(request() if stream else request, timeout=self.timeout_s, metadata=self._metadata)
+                return reply, (time.perf_counter() - started) * 1000
+            except grpc.RpcError as err:
+                if err.code() not in RETRYABLE or attempt == self.retries:
+                    raise ServiceError(err.details() or "", err.code(), f"{self.service_name}.{method}") from None
+                time.sleep(self.backoff_s * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+
+class WorldModelClient(_Client):
+    stub_class, service_name = world_model_pb2_grpc.WorldModelStub, "WorldModel"
+
+    def open(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> list[str]:
+        """frames (B, H, W, 3) or (B, T, H, W, 3) uint8, proprio (B, P) -> B session ids."""
+        request = world_model_pb2.OpenRequest(frames=codec.encode(frames, "frames"),
+                                              proprio=codec.encode(proprio, "proprio"), instructions=instructions)
+        return list(self._call("Open", request)[0].session_ids)
+
+    def step(self, session_ids: list[str], actions: np.ndarray) -> StepResult:
+        """actions (B, K, A) float32 -> predicted frames (B, H, W, 3) and proprio (B, P)."""
+        request = world_model_pb2.StepRequest(session_ids=session_ids, actions=codec.encode(actions, "actions"))
+        reply, ms = self._call("Step", request)
+        return StepResult(codec.decode(reply.frames, "frames"), codec.decode(reply.proprio, "proprio"),
+                          list(reply.steps), Timing.of(ms, reply.timing))
+
+    def close_sessions(self, session_ids: list[str]) -> int:
+        return self._call("Close", world_model_pb2.CloseRequest(session_ids=session_ids))[0].closed
+
+
+class ReflectorClient(_Client):
+    stub_class, service_name = reflector_pb2_grpc.ReflectorStub, "Reflector"
+
+    def judge(self, frames: np.ndarray, instructions: list[str], eta: float = 0.0) -> JudgeResult:
+        """frames (B, T, H, W, 3) uint8 videos -> p_done (B,), done = p_done > eta."""
+        request = reflector_pb2.JudgeRequest(frames=codec.encode(frames, "frames"), instructions=instructions, eta=eta)
+        reply, ms = self._call("Judge", request)
+        return JudgeResult(codec.decode(reply.p_done, "p_done"), list(reply.done), reply.eta, Timing.of(ms, reply.timing))
+
+
+class PolicyClient(_Client):
+    stub_class, service_name = policy_pb2_grpc.PolicyStub, "Policy"
+
+    def act(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str],
+            deterministic: bool = False, seed: int | list[int] = 0) -> ActResult:
+        """frames (B, H, W, 3) uint8, proprio (B, P) -> Laplace chunk (B, K, A) and log-probs (B,).
+
+        `seed`: one seed for every item, or one per item; 0 = unseeded."""
+        seeds = list(seed) if isinstance(seed, (list, tuple, np.ndarray)) else ([seed] * len(frames) if seed else [])
+        request = policy_pb2.ActRequest(frames=codec.encode(frames, "frames"), proprio=codec.encode(proprio, "proprio"),
+                                        instructions=instructions, deterministic=deterministic, seeds=seeds)
+        reply, ms = self._call("Act", request)
+        arrays = {k: codec.decode(getattr(reply, k), k) for k in ("loc", "scale", "actions", "log_probs")}
+        return ActResult(**arrays, policy_version=reply.policy_version, timing=Timing.of(ms, reply.timing))
+
+    def load_weights(self, data: bytes, note: str = "", chunk_bytes: int = 1 << 20) -> int:
+        """Stream a safetensors file; returns the new policy version."""
+        def chunks() -> Iterator[policy_pb2.WeightsChunk]:
+            for i in range(0, max(len(data), 1), chunk_bytes):
+                first = i == 0
+                yield policy_pb2.WeightsChunk(data=data[i:i + chunk_bytes], total_bytes=len(data) if first else 0,
+                                              note=note if first else "")
+        return self._call("LoadWeights", chunks, stream=True)[0].policy_version

@@ -1,0 +1,174 @@
+"""The rollout job queue on Redis Streams.
+
+`{prefix}:jobs` is a stream read by the consumer group `workers`; `{prefix}:results` is a
+stream of finished episodes. Job ids are idempotent (enqueueing the same id twice adds one
+entry), entries left pending by a dead worker are reclaimed with XAUTOCLAIM, and completion is
+one Lua script that publishes the result at most once per job id and acks the entry, so every
+job yields exactly one result however often it was delivered.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+
+import numpy as np
+import redis
+
+from worldenv.wire import codec
+
+GROUP = "workers"
+_ENQUEUE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+end
+return false
+"""
+_COMPLETE = """
+local first = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[3])
+if first then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+end
+redis.call('XACK', KEYS[3], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[3], ARGV[2])
+if first then return 1 end
+return 0
+"""
+
+
+@dataclasses.dataclass
+class Job:
+    """One imagined episode to run from a start state."""
+
+    id: str
+    frame: np.ndarray            # (H, W, 3) uint8 start frame
+    proprio: np.ndarray          # (P,) float32 start proprio
+    instruction: str
+    start_id: str = ""           # start-bank id, e.g. "libero_object/3/17"
+    run_id: str = ""
+    group_id: str = ""           # rollouts of one start state (LOOP groups of N)
+    horizon: int = 16            # max action chunks
+    seed: int = 0                # policy sampling seed (0 = unseeded)
+    eta: float = 0.0             # done threshold (0 = reflector default)
+    deterministic: bool = False
+    enqueued_at: float = 0.0
+
+    def to_fields(self) -> dict[str, bytes | str]:
+        fields = {k: str(v) for k, v in dataclasses.asdict(self).items() if k not in ("frame", "proprio")}
+        fields["deterministic"] = "1" if self.deterministic else "0"
+        fields["frame"] = codec.to_bytes(self.frame, "frame")
+        fields["proprio"] = codec.to_bytes(np.asarray(self.proprio, np.float32), "proprio")
+        return fields
+
+    @classmethod
+    def from_fields(cls, f: dict[bytes, bytes]) -> "Job":
+        s = {k.decode(): v for k, v in f.items()}
+        text = {k: v.decode() for k, v in s.items() if k not in ("frame", "proprio")}
+        return cls(id=text["id"], frame=codec.from_bytes(s["frame"], "frame"), proprio=codec.from_bytes(s["proprio"], "proprio"),
+                   instruction=text["instruction"], start_id=text["start_id"], run_id=text["run_id"],
+                   group_id=text["group_id"], horizon=int(text["horizon"]), seed=int(text["seed"]),
+                   eta=float(text["eta"]), deterministic=text["deterministic"] == "1",
+                   enqueued_at=float(text["enqueued_at"]))
+
+
+@dataclasses.dataclass
+class Claimed:
+    entry_id: str
+    job: Job
+    attempts: int
+    reclaimed: bool
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class RolloutQueue:
+    """Jobs and results streams under one key prefix."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "worldenv", results_maxlen: int = 100_000,
+                 key_ttl_s: int = 7 * 24 * 3600):
+        self.r, self.prefix = client, prefix
+        self.jobs_key, self.results_key = f"{prefix}:jobs", f"{prefix}:results"
+        self.results_maxlen, self.key_ttl_s = results_maxlen, key_ttl_s
+        self._enqueue = client.register_script(_ENQUEUE)
+        self._complete = client.register_script(_COMPLETE)
+        self.ensure_group()
+
+    def ensure_group(self) -> None:
+        try:
+            self.r.xgroup_create(self.jobs_key, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    def enqueue(self, job: Job) -> bool:
+        """Add a job; False (and nothing added) if this job id was enqueued before."""
+        job.enqueued_at = job.enqueued_at or time.time()
+        fields = job.to_fields()
+        args = [self.key_ttl_s] + [x for kv in fields.items() for x in kv]
+        return self._enqueue(keys=[self.jobs_key, f"{self.prefix}:job:{job.id}"], args=args) is not None
+
+    def claim(self, consumer: str, count: int, block_ms: int = 1000, reclaim_idle_ms: int = 60_000) -> list[Claimed]:
+        """Up to `count` jobs: first those pending too long on dead consumers, then new ones."""
+        entries = self._reclaim(consumer, count, reclaim_idle_ms)
+        reclaimed = {e[0] for e in entries}
+        if len(entries) < count:
+            got = self.r.xreadgroup(GROUP, consumer, {self.jobs_key: ">"}, count=count - len(entries),
+                                    block=None if entries else block_ms)
+            for _, items in got or []:
+                entries.extend(items)
+        claimed = []
+        for entry_id, fields in entries:
+            if not fields:  # deleted while pending
+                self.r.xack(self.jobs_key, GROUP, entry_id)
+                continue
+            job = Job.from_fields(fields)
+            attempts = self.r.hincrby(f"{self.prefix}:attempts", job.id, 1)
+            claimed.append(Claimed(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, job, attempts,
+                                   entry_id in reclaimed))
+        return claimed
+
+    def _reclaim(self, consumer: str, count: int, idle_ms: int) -> list:
+        out, cursor = [], "0-0"
+        for _ in range(16):  # bounded scan of the pending list
+            reply = self.r.xautoclaim(self.jobs_key, GROUP, consumer, min_idle_time=idle_ms,
+                                      start_id=cursor, count=count - len(out))
+            cursor, items = reply[0], reply[1]
+            out.extend(items)
+            if len(out) >= count or cursor in (b"0-0", "0-0"):
+                break
+        return out
+
+    def complete(self, claimed: Claimed, result: dict[str, str | int | float]) -> bool:
+        """Publish the job's result (once per job id, ever) and ack its entry."""
+        fields = {"job_id": claimed.job.id, "run_id": claimed.job.run_id, "group_id": claimed.job.group_id, **result}
+        args = [GROUP, claimed.entry_id, self.key_ttl_s, self.results_maxlen] + [str(x) for kv in fields.items() for x in kv]
+        first = self._complete(keys=[f"{self.prefix}:done:{claimed.job.id}", self.results_key, self.jobs_key], args=args)
+        self.r.hdel(f"{self.prefix}:attempts", claimed.job.id)
+        return bool(first)
+
+    def results_cursor(self) -> str:
+        """The id to read results after: everything already published is before it."""
+        last = self.r.xrevrange(self.results_key, count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    def wait_results(self, run_id: str, n: int, after: str = "0-0", timeout_s: float = 600.0) -> list[dict[str, str]]:
+        """Block until `n` results of `run_id` arrived after `after`; returns them in order."""
+        deadline, found = time.monotonic() + timeout_s, []
+        while len(found) < n:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise TimeoutError(f"{len(found)} of {n} results of run {run_id!r} after {timeout_s:g} s")
+            reply = self.r.xread({self.results_key: after}, count=512, block=min(remaining_ms, 1000))
+            for _, items in reply or []:
+                for entry_id, fields in items:
+                    after = entry_id.decode()
+                    result = {k.decode(): v.decode() for k, v in fields.items()}
+                    if result.get("run_id") == run_id:
+                        found.append(result)
+        return found
+
+    def pending(self) -> int:
+        return self.r.xpending(self.jobs_key, GROUP)["pending"]

@@ -1,0 +1,150 @@
+"""Dynamic batcher: merges concurrent requests into one model call.
+
+Requests carry B items each. The batcher takes the first waiting request, then keeps adding
+requests with the same key until `max_batch_size` items or `max_delay_ms` have passed, runs the
+model once on the concatenation (in a worker thread, so the event loop keeps accepting), and
+splits the outputs back. This is the pattern of Triton's dynamic batcher and Ray Serve's
+@serve.batch: many workers each with a small batch is the normal case.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+Batch = dict[str, Any]  # field -> np.ndarray with leading B, or list of B items
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchInfo:
+    """How one request was served: what the server reports in ServerTiming."""
+
+    queue_ms: float
+    compute_ms: float
+    batch_size: int
+    batch_requests: int
+
+
+@dataclasses.dataclass
+class _Request:
+    inputs: Batch
+    size: int
+    key: Any
+    context: Any
+    future: asyncio.Future
+    enqueued: float
+
+
+def merge(batches: list[Batch]) -> Batch:
+    """Concatenate per-request batches field by field."""
+    first = batches[0]
+    if len(batches) == 1:
+        return first
+    out = {}
+    for name, value in first.items():
+        parts = [b[name] for b in batches]
+        out[name] = np.concatenate(parts) if isinstance(value, np.ndarray) else [x for p in parts for x in p]
+    return out
+
+
+def split(outputs: Batch, sizes: list[int]) -> list[Batch]:
+    """Inverse of `merge`: slice each output field back into per-request batches."""
+    result, start = [], 0
+    for size in sizes:
+        result.append({name: value[start:start + size] for name, value in outputs.items()})
+        start += size
+    return result
+
+
+class DynamicBatcher:
+    """Merge concurrent `submit` calls into calls of `fn(context, merged_inputs) -> outputs`.
+
+    Only requests with equal `key` merge (the policy keys by weights version, so a request runs
+    on the weights it arrived under). `fn` runs in one dedicated thread: model calls never
+    overlap and the event loop stays free.
+    """
+
+    def __init__(self, fn: Callable[[Any, Batch], Batch], max_batch_size: int, max_delay_ms: float,
+                 name: str = "batcher"):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.fn, self.max_batch_size, self.max_delay_s = fn, max_batch_size, max_delay_ms / 1000.0
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._carry: _Request | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=name)
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, inputs: Batch, size: int, key: Any = None, context: Any = None) -> tuple[Batch, BatchInfo]:
+        """Queue B=`size` items and wait for their outputs."""
+        if self._queue is None:
+            raise RuntimeError("batcher not started")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(inputs, size, key, context, future, time.perf_counter()))
+        return await future
+
+    async def _next(self, timeout: float | None) -> _Request | None:
+        if self._carry is not None:
+            request, self._carry = self._carry, None
+            return request
+        if timeout is None:
+            return await self._queue.get()
+        if timeout <= 0:
+            return self._queue.get_nowait() if not self._queue.empty() else None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    async def _gather(self) -> list[_Request]:
+        first = await self._next(None)
+        batch, total = [first], first.size
+        deadline = time.perf_counter() + self.max_delay_s
+        while total < self.max_batch_size:
+            request = await self._next(deadline - time.perf_counter())
+            if request is None:
+                break
+            if request.key != first.key or total + request.size > self.max_batch_size:
+                self._carry = request  # starts the next batch
+                break
+            batch.append(request)
+            total += request.size
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            live = [r for r in batch if not r.future.cancelled()]
+            if not live:
+                continue
+            started = time.perf_counter()
+            try:
+                merged = merge([r.inputs for r in live])
+                outputs = await loop.run_in_executor(self._executor, self.fn, live[0].context, merged)
+                parts = split(outputs, [r.size for r in live])
+            except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
+                for r in live:
+                    if not r.future.done():
+                        r.future.set_exception(exc)
+                continue
+            compute_ms = (time.perf_counter() - started) * 1000
+            size = sum(r.size for r in live)
+            for r, part in zip(live, parts):
+                if not r.future.done():
+                    info = BatchInfo((started - r.enqueued) * 1000, compute_ms, size, len(live))
+                    r.future.set_result((part, info))

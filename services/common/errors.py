@@ -1,0 +1,59 @@
+"""Domain errors of the services and their gRPC status codes, mapped in one place."""
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+
+from worldenv.wire.codec import CodecError
+
+log = logging.getLogger(__name__)
+
+
+class ServiceFault(Exception):
+    """Base: an error that crosses the wire as a status code with this message."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(ServiceFault):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ServiceFault):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ResourceExhausted(ServiceFault):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(ServiceFault):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a raised exception becomes on the wire."""
+    if isinstance(exc, ServiceFault):
+        return exc.code, str(exc)
+    if isinstance(exc, CodecError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def rpc(method):
+    """Wrap an async unary servicer method: domain errors become status codes; the server
+    keeps serving whatever the request did."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - every failure must become a status
+            code, message = status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method.__name__)
+            await context.abort(code, message)
+
+    return wrapper

@@ -1,0 +1,66 @@
+"""Request validation: decode Tensor fields and check dtype, shape and values, with messages
+that name the field and say what was expected."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from worldenv.services.common.errors import InvalidArgument
+from worldenv.wire import codec
+
+# A shape pattern: ints are fixed sizes, None is free, "B" must equal the batch size.
+Dim = int | str | None
+
+
+def _fmt(pattern: Sequence[Dim]) -> str:
+    return "(" + ", ".join("*" if d is None else str(d) for d in pattern) + ")"
+
+
+def tensor(msg, field: str, dtype: str, pattern: Sequence[Dim] | None, batch: int | None = None,
+           finite: bool = False) -> np.ndarray:
+    """Decode `msg.<field>` and check it against `dtype` and `pattern` (None: any shape)."""
+    if not msg.HasField(field):
+        raise InvalidArgument(f"{field}: missing; expected {dtype} {_fmt(pattern or ['...'])}")
+    arr = codec.decode(getattr(msg, field), field)
+    if arr.dtype != np.dtype(dtype):
+        raise InvalidArgument(f"{field}: expected dtype {dtype}, got {arr.dtype.name} with shape {list(arr.shape)}")
+    if pattern is not None:
+        check_shape(arr, field, pattern, batch)
+    if finite and arr.size and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+        raise InvalidArgument(f"{field}: must be finite; found {arr[tuple(bad)]} at index {bad}")
+    return arr
+
+
+def check_shape(arr: np.ndarray, field: str, pattern: Sequence[Dim], batch: int | None = None) -> None:
+    expected = _fmt([batch if d == "B" and batch is not None else d for d in pattern])
+    if arr.ndim != len(pattern):
+        raise InvalidArgument(f"{field}: expected shape {expected}, got {list(arr.shape)}")
+    for size, want in zip(arr.shape, pattern):
+        if want == "B":
+            if batch is not None and size != batch:
+                raise InvalidArgument(f"{field}: batch size {size} disagrees with {batch}; expected shape {expected}")
+            if size < 1:
+                raise InvalidArgument(f"{field}: empty batch; expected shape {expected} with B >= 1")
+        elif want is not None and size != want:
+            raise InvalidArgument(f"{field}: expected shape {expected}, got {list(arr.shape)}")
+
+
+def strings(values: Sequence[str], field: str, batch: int, allow_empty: bool = True) -> list[str]:
+    """A repeated string field of length B (or empty, meaning B empty strings)."""
+    values = list(values)
+    if not values and allow_empty:
+        return [""] * batch
+    if len(values) != batch:
+        raise InvalidArgument(f"{field}: expected {batch} entries (one per batch item), got {len(values)}")
+    return values
+
+
+def probability(value: float, field: str, default: float) -> float:
+    """A threshold in (0, 1); 0 means the default."""
+    if value == 0:
+        return default
+    if not 0 < value < 1 or not np.isfinite(value):
+        raise InvalidArgument(f"{field}: expected a value in (0, 1) or 0 for the default, got {value}")
+    return float(value)

@@ -1,0 +1,64 @@
+"""Reflector gRPC servicer: p(task done) per video, done = p > eta."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from worldenv.services.common import validation as check
+from worldenv.services.common.batching import DynamicBatcher
+from worldenv.services.common.errors import rpc
+from worldenv.services.common.server import timing
+from worldenv.services.common.spec import model_spec
+from worldenv.config import ServeConfig
+from worldenv.v1 import reflector_pb2 as pb
+from worldenv.v1 import reflector_pb2_grpc as pb_grpc
+from worldenv.wire import codec
+
+
+def judge_batch(model, batch: dict) -> dict:
+    """Batcher callback: (B, T, H, W, 3) videos + B instructions -> (B,) p_done."""
+    return {"p_done": np.asarray(model.judge(batch["frames"], batch["instructions"]), np.float32)}
+
+
+class ReflectorService(pb_grpc.ReflectorServicer):
+    name, full_name = "reflector", "worldenv.v1.Reflector"
+
+    def __init__(self, model, version: str, config: ServeConfig):
+        self.model, self.version, self.config = model, version, config
+        s = model.config.image_size
+        self.frame_shape = (s, s, 3)
+        self.batcher = DynamicBatcher(judge_batch, config.max_batch_size, config.max_delay_ms, "reflector")
+
+    def add_to(self, server) -> None:
+        pb_grpc.add_ReflectorServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        await self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+
+    @rpc
+    async def GetSpec(self, request, context):
+        s = self.model.config.image_size
+        return model_spec("reflector", self.model, self.version, self.config.max_batch_size,
+                          inputs=[("frames", "uint8", (-1, -1, s, s, 3), "videos, oldest frame first")],
+                          outputs=[("p_done", "float32", (-1,), "probability the task is done")],
+                          eta=self.config.eta, max_frames=getattr(self.model.config, "max_frames", ""))
+
+    @rpc
+    async def Judge(self, request, context):
+        received = time.perf_counter()
+        frames = check.tensor(request, "frames", "uint8", ["B", None, *self.frame_shape])
+        if frames.shape[1] < 1:
+            raise check.InvalidArgument("frames: expected at least one frame per video (T >= 1)")
+        batch = len(frames)
+        instructions = check.strings(request.instructions, "instructions", batch)
+        eta = check.probability(request.eta, "eta", self.config.eta)
+        # Videos of different lengths cannot be concatenated: merge only equal T.
+        out, info = await self.batcher.submit({"frames": frames, "instructions": instructions}, batch,
+                                             key=frames.shape[1], context=self.model)
+        p_done = out["p_done"]
+        return pb.JudgeResponse(p_done=codec.encode(p_done, "p_done"), done=(p_done > eta).tolist(), eta=eta,
+                                timing=timing(info, received))

@@ -1,0 +1,51 @@
+"""`worldenv worker`: a rollout worker serving the Redis job queue."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+
+from worldenv.cli_args import add_settings, settings_from
+from worldenv.config import WorkerConfig
+
+
+def register(sub) -> None:
+    p = sub.add_parser("worker", help="run a rollout worker: jobs from Redis through Policy -> WorldModel -> Reflector")
+    add_settings(p, WorkerConfig)
+    p.set_defaults(func=main)
+
+
+@contextlib.contextmanager
+def open_worker(config: WorkerConfig):
+    """Connect to Redis and the three services; yields a ready RolloutWorker."""
+    import redis
+
+    from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
+    from worldenv.client.queue import RolloutQueue, default_consumer
+    from worldenv.client.worker import RolloutWorker
+    from worldenv.data.episodes import EpisodeStore
+
+    client = redis.Redis.from_url(config.redis_url)
+    kw = {"auth_token": config.auth_token}
+    with PolicyClient(config.policy_addr, **kw) as policy, WorldModelClient(config.world_model_addr, **kw) as wm, \
+            ReflectorClient(config.reflector_addr, **kw) as reflector:
+        yield RolloutWorker(RolloutQueue(client, config.prefix), EpisodeStore(client, config.prefix, config.max_episodes),
+                            policy, wm, reflector, batch_size=config.batch_size,
+                            consumer=config.consumer or default_consumer(),
+                            reclaim_idle_ms=int(config.reclaim_idle_s * 1000), block_ms=config.block_ms)
+    client.close()
+
+
+def main(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = settings_from(WorkerConfig, args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with open_worker(config) as worker:
+        print(f"worker {worker.consumer} serving {config.redis_url} prefix {config.prefix!r} "
+              f"(batch {config.batch_size})", flush=True)
+        handled = worker.run(max_jobs=config.max_jobs, stop=stop)
+    print(f"worker stopped after {handled} jobs", flush=True)
+    return 0

@@ -1,0 +1,24 @@
+"""Where a local `worldenv up` keeps its state: $WORLDENV_HOME, default ~/.worldenv."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+
+def path() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("WORLDENV_HOME", pathlib.Path.home() / ".worldenv"))
+
+
+def stack_file() -> pathlib.Path:
+    return path() / "up.json"
+
+
+def redis_url() -> str:
+    """$REDIS_URL, else the Redis a running `worldenv up` recorded, else the local default."""
+    if os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    try:
+        return json.loads(stack_file().read_text())["redis_url"]
+    except (OSError, KeyError, ValueError):
+        return "redis://127.0.0.1:6379/0"
