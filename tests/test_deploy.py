@@ -1,0 +1,278 @@
+"""Deployment artefacts: k8s manifests, compose file and Dockerfile, checked offline.
+
+`kubectl kustomize k8s` renders the manifests (no cluster needed); they are checked for the
+properties the design asks for and validated against the bundled Kubernetes schemas of
+`kubernetes-validate` (strict: unknown fields fail). `docker-compose config -q` checks the compose
+file against the Compose specification. Neither a Docker daemon nor a cluster is used.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+K8S_DIR = ROOT / "k8s"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+
+GRPC_SERVICES = {"world-model": 50051, "reflector": 50052, "policy": 50053}
+IMAGE = "worldenv:0.1.0"
+# kubectl's client minor (1.32) and the newest schemas kubernetes-validate bundles.
+K8S_VERSIONS = ["1.32.0", "latest"]
+COMPOSE_SERVICES = {"redis", "world-model", "reflector", "policy", "debug-api", "worker"}
+# Who must wait for whom to be healthy before starting.
+COMPOSE_NEEDS = {
+    "debug-api": {"redis"},
+    "worker": {"redis", "world-model", "reflector", "policy"},
+}
+
+
+# ---- Kubernetes ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not on PATH: cannot render k8s/ with `kubectl kustomize`")
+    out = subprocess.run([kubectl, "kustomize", str(K8S_DIR)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, f"kubectl kustomize k8s failed:\n{out.stderr}"
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def workloads(docs: list[dict]) -> dict[str, dict]:
+    """Every object with a pod template (Deployments and the Redis StatefulSet)."""
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+
+
+def containers(workload: dict) -> list[dict]:
+    return workload["spec"]["template"]["spec"]["containers"]
+
+
+def test_one_deployment_per_deployable(rendered):
+    assert set(by_kind(rendered, "Deployment")) == {*GRPC_SERVICES, "debug-api", "worker"}
+    assert "redis" in by_kind(rendered, "StatefulSet")
+
+
+def test_every_container_has_probes_and_resources(rendered):
+    for name, workload in workloads(rendered).items():
+        for c in containers(workload):
+            where = f"{name}/{c['name']}"
+            assert "readinessProbe" in c and "livenessProbe" in c, f"{where}: probes missing"
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c.get("resources", {}).get(kind, {})), \
+                    f"{where}: resources.{kind} needs cpu and memory"
+
+
+def test_every_pod_runs_as_non_root(rendered):
+    for name, workload in workloads(rendered).items():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] > 0, name
+        for c in containers(workload):
+            ctx = c["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False, name
+            assert ctx["readOnlyRootFilesystem"] is True, name
+
+
+def test_read_only_pods_get_a_writable_tmp(rendered):
+    for name, workload in workloads(rendered).items():
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+        for c in containers(workload):
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{name}: no /tmp mount"
+            assert "emptyDir" in volumes[mounts["/tmp"]], f"{name}: /tmp is not an emptyDir"
+
+
+def test_grpc_services_probe_the_grpc_health_service(rendered):
+    deployments = by_kind(rendered, "Deployment")
+    for name, port in GRPC_SERVICES.items():
+        (c,) = containers(deployments[name])
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["grpc"]["port"] == port, f"{name}.{probe}"
+
+
+def test_debug_api_is_ready_on_healthz(rendered):
+    (c,) = containers(by_kind(rendered, "Deployment")["debug-api"])
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_grpc_services_are_headless(rendered):
+    # The world model must be: clients balance across its pods themselves (dns:///, round robin).
+    services = by_kind(rendered, "Service")
+    for name, port in GRPC_SERVICES.items():
+        assert services[name]["spec"].get("clusterIP") == "None", f"{name} Service is not headless"
+        assert [p["port"] for p in services[name]["spec"]["ports"]] == [port]
+
+
+def test_services_select_their_deployments(rendered):
+    deployments = by_kind(rendered, "Deployment") | by_kind(rendered, "StatefulSet")
+    for name, svc in by_kind(rendered, "Service").items():
+        pod_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert svc["spec"]["selector"].items() <= pod_labels.items(), name
+
+
+def test_hpas_scale_world_model_and_worker(rendered):
+    hpas = by_kind(rendered, "HorizontalPodAutoscaler")
+    targets = {h["spec"]["scaleTargetRef"]["name"] for h in hpas.values()}
+    assert targets == {"world-model", "worker"}
+    for h in hpas.values():
+        assert h["apiVersion"] == "autoscaling/v2"
+        assert h["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+        assert h["spec"]["maxReplicas"] > h["spec"].get("minReplicas", 1)
+
+
+def test_configmap_addresses_balance_over_pods(rendered):
+    (config,) = by_kind(rendered, "ConfigMap").values()
+    data = config["data"]
+    assert data["WORLDENV_WORLD_MODEL_ADDR"].startswith("dns:///")
+    for name, port in GRPC_SERVICES.items():
+        key = f"WORLDENV_{name.upper().replace('-', '_')}_ADDR"
+        assert data[key] == f"dns:///{name}:{port}"
+    assert data["REDIS_URL"].startswith("redis://redis:6379")
+    assert int(data["WORLDENV_BATCH_SIZE"]) >= 1
+
+
+def test_config_keys_referenced_exist(rendered):
+    (config,) = by_kind(rendered, "ConfigMap").values()
+    for name, workload in workloads(rendered).items():
+        for c in containers(workload):
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("configMapKeyRef")
+                if ref:
+                    assert ref["name"] == config["metadata"]["name"], f"{name}: {env['name']}"
+                    assert ref["key"] in config["data"], f"{name}: {env['name']}"
+
+
+def test_auth_token_secret_is_optional(rendered):
+    for name, workload in workloads(rendered).items():
+        for c in containers(workload):
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["optional"] is True, f"{name}: {env['name']} Secret must be optional"
+
+
+def test_image_is_set_in_one_place(rendered):
+    images = {c["image"] for w in workloads(rendered).values() for c in containers(w)}
+    assert images == {IMAGE, "redis:7"}
+    for path in K8S_DIR.glob("*.yaml"):
+        assert IMAGE not in path.read_text() or path.name == "kustomization.yaml", path.name
+
+
+def test_redis_keeps_its_data(rendered):
+    redis = by_kind(rendered, "StatefulSet")["redis"]
+    (c,) = containers(redis)
+    assert "--appendonly" in c["args"] and "yes" in c["args"]
+    claims = {t["metadata"]["name"] for t in redis["spec"]["volumeClaimTemplates"]}
+    assert {m["name"] for m in c["volumeMounts"] if m["mountPath"] == "/data"} <= claims
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_match_kubernetes_schemas(rendered, version):
+    kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
+    version = kv.latest_version() if version == "latest" else version
+    for doc in rendered:
+        try:
+            kv.validate(doc, version, strict=True)  # bundled schemas; no network
+        except kv.ValidationError as e:
+            where = ".".join(str(p) for p in e.path)
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} (k8s {version}): {where}: {e.message}")
+
+
+# ---- docker-compose ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def test_compose_config_is_valid():
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose not on PATH (scripts/ci-system-deps.sh installs it)")
+    out = subprocess.run([exe, "-f", str(COMPOSE_FILE), "config", "-q"], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, f"docker-compose config -q failed:\n{out.stderr}"
+
+
+def test_compose_services_have_healthchecks(compose):
+    services = compose["services"]
+    assert set(services) == COMPOSE_SERVICES
+    for name, svc in services.items():
+        test = svc.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name}: no healthcheck"
+
+
+def test_compose_grpc_healthchecks_use_the_health_command(compose):
+    for name, port in GRPC_SERVICES.items():
+        svc = compose["services"][name]
+        assert svc["healthcheck"]["test"][1:] == ["worldenv", "health", "grpc", f"localhost:{port}"]
+        assert f"{port}:{port}" in svc["ports"]
+
+
+def test_compose_waits_for_healthy_dependencies(compose):
+    for name, needs in COMPOSE_NEEDS.items():
+        depends = compose["services"][name]["depends_on"]
+        assert set(depends) == needs, name
+        for dep, cond in depends.items():
+            assert cond == {"condition": "service_healthy"}, f"{name} -> {dep}"
+
+
+def test_compose_redis_persists(compose):
+    redis = compose["services"]["redis"]
+    assert redis["command"][-2:] == ["--appendonly", "yes"]
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+
+
+def test_compose_models_volume_is_read_only(compose):
+    assert "models" in compose["volumes"]
+    for name in GRPC_SERVICES:
+        assert "models:/models:ro" in compose["services"][name]["volumes"], name
+
+
+# ---- Dockerfile ---------------------------------------------------------------------------------
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "") for ln in lines]
+
+
+def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    starts = [i for i, (op, _) in enumerate(instructions) if op == "FROM"]
+    return instructions[starts[-1]:]
+
+
+def test_dockerfile_runs_as_non_root():
+    stage = final_stage(dockerfile_instructions())
+    users = [arg for op, arg in stage if op == "USER"]
+    assert users, "the final stage sets no USER"
+    args = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for op, a in dockerfile_instructions() if op == "ARG")))
+    user = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), users[-1]).split(":")[0]
+    assert user not in ("root", "0"), f"USER {users[-1]} is root"
+
+
+def test_dockerfile_entrypoint_and_base():
+    ins = dockerfile_instructions()
+    assert ("ENTRYPOINT", '["worldenv"]') in ins
+    assert any(op == "ARG" and "python:3.11-slim" in arg for op, arg in ins)
+
+
+def test_dockerfile_torch_pin_matches_pyproject():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (pinned,) = re.findall(r'"torch==([^"]+)"', pyproject)
+    dockerfile = DOCKERFILE.read_text()
+    assert re.search(rf"^ARG TORCH_VERSION={re.escape(pinned)}$", dockerfile, re.M), \
+        f"Dockerfile TORCH_VERSION differs from pyproject torch=={pinned}"
+    assert "--index-url https://download.pytorch.org/whl/cpu" in dockerfile
