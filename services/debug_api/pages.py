@@ -1,0 +1,84 @@
+"""Server-rendered HTML: the episode index and one episode's video beside its p(done) curve."""
+from __future__ import annotations
+
+import html
+import time
+from urllib.parse import quote
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}
+.row{display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap}.done{color:#1a7f37}.failed{color:#c62828}"""
+
+
+def _doc(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_STYLE}</style></head><body>{body}</body></html>")
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + " UTC"
+
+
+def reward_svg(p_done: list[float], eta: float, done_step: int | None,
+               width: int = 480, height: int = 240, pad: int = 32) -> str:
+    """p(done) per step as an inline SVG: the curve, the eta line and the done step."""
+    n = len(p_done)
+
+    def x(t: float) -> float:  # step -> px
+        return pad + (width - 2 * pad) * (t / max(n - 1, 1))
+
+    def y(p: float) -> float:  # p in [0, 1] -> px, 1 at the top
+        return height - pad - (height - 2 * pad) * min(max(p, 0.0), 1.0)
+
+    points = " ".join(f"{x(t):.1f},{y(p):.1f}" for t, p in enumerate(p_done))
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' class='p-done'>",
+             f"<rect x='{pad}' y='{pad}' width='{width - 2 * pad}' height='{height - 2 * pad}' fill='#fafafa' stroke='#999'/>",
+             f"<line class='eta' x1='{pad}' x2='{width - pad}' y1='{y(eta):.1f}' y2='{y(eta):.1f}' "
+             f"stroke='#e67e22' stroke-dasharray='6 4'/>",
+             f"<text x='{width - pad + 4}' y='{y(eta) + 4:.1f}' font-size='11'>eta {eta:g}</text>",
+             f"<polyline fill='none' stroke='#1f6feb' stroke-width='2' points='{points}'/>",
+             f"<text x='{pad}' y='{height - 8}' font-size='11'>step 0</text>",
+             f"<text x='{width - pad}' y='{height - 8}' font-size='11' text-anchor='end'>step {max(n - 1, 0)}</text>",
+             f"<text x='4' y='{pad + 4}' font-size='11'>1</text><text x='4' y='{height - pad + 4}' font-size='11'>0</text>"]
+    if done_step is not None and 0 <= done_step < n:
+        parts.append(f"<line class='done-step' x1='{x(done_step):.1f}' x2='{x(done_step):.1f}' y1='{pad}' "
+                     f"y2='{height - pad}' stroke='#1a7f37'/><circle cx='{x(done_step):.1f}' "
+                     f"cy='{y(p_done[done_step]):.1f}' r='4' fill='#1a7f37'><title>done at step {done_step}</title></circle>")
+    return "".join(parts) + "</svg>"
+
+
+def _table(rows: dict) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
+    return f"<table class='meta'>{cells}</table>"
+
+
+def episode_page(meta: dict, rewards: dict) -> str:
+    """One episode: GIF (relative link to its video) beside the p(done) curve, then metadata."""
+    eid = html.escape(meta["id"])
+    eta = rewards["eta"] if rewards["eta"] is not None else 0.5
+    scale = min(8, max(1, 256 // max(meta["frame_shape"][0], 1)))  # about 256 px on screen; the API allows 1..8
+    video = f"video?format=gif&amp;scale={scale}"
+    rows = {k: meta[k] for k in ("id", "status", "policy_version", "instruction", "start_id", "group_id",
+                                 "run_id", "steps", "done_step", "reward", "error")}
+    rows.update(created=_when(meta["created_at"]), frame_shape=meta["frame_shape"], action_shape=meta["action_shape"])
+    links = " · ".join(f"<a href='{h}'>{t}</a>" for h, t in
+                       ((f"../{quote(meta['id'])}", "metadata JSON"), ("rewards", "rewards JSON"),
+                        ("frames/0.png", "first frame"), ("../..", "all episodes")))
+    body = (f"<h1>Episode {eid}</h1><p>{html.escape(meta['instruction'])}</p><div class='row'>"
+            f"<figure><img src='{video}' alt='imagined video'><figcaption>{meta['steps'] + 1} frames</figcaption></figure>"
+            f"<figure>{reward_svg(rewards['p_done'], eta, rewards['done_step'])}<figcaption>p(done) per step</figcaption>"
+            f"</figure></div>{_table(rows)}<p>{links}</p>")
+    return _doc(f"episode {meta['id']}", body)
+
+
+def index_page(items: list[dict], total: int) -> str:
+    """Recent episodes, newest first, each linking to its page."""
+    head = "<tr><th>id</th><th>status</th><th>policy</th><th>steps</th><th>reward</th><th>instruction</th><th>created</th></tr>"
+    rows = "".join(
+        f"<tr><td><a href='episodes/{quote(m['id'])}/view'>{html.escape(m['id'])}</a></td>"
+        f"<td class='{html.escape(m['status'])}'>{html.escape(m['status'])}</td><td>{m['policy_version']}</td>"
+        f"<td>{m['steps']}</td><td>{m['reward']:.3f}</td><td>{html.escape(m['instruction'])}</td>"
+        f"<td>{_when(m['created_at'])}</td></tr>" for m in items)
+    body = (f"<h1>Imagined episodes</h1><p>{len(items)} most recent of {total} · "
+            f"<a href='docs'>API docs</a></p><table>{head}{rows}</table>")
+    return _doc("worldenv episodes", body)
