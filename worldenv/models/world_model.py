@@ -1,0 +1,241 @@
+"""Action-conditioned world model: history frames + proprio + action chunk -> next frame + proprio.
+
+One diffusers `UNet2DModel`, one conditioning path, two prediction modes (config `mode`):
+- `residual`: one pass at t = 0 predicts next - last frame (the CPU default: in the feasibility
+  run it beat both copy-last-frame and full-frame pixel diffusion, see docs/world-model.md);
+- `diffusion`: the same residual is diffused and sampled with a few DDIM steps (v-prediction
+  by default), the path for GPUs and paper-scale U-Nets.
+Conditioning: the history frames (oldest first) and an *action map* (the end-effector path the
+chunk leads to, drawn as markers on black) are stacked as input channels; the flattened chunk
+and the proprio enter through the U-Net's class embedding ("identity" type, fed by our own
+MLP). Proprio is predicted as proprio + prior + learned correction, where the prior integrates
+the chunk's position deltas with `action_gain`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import pydantic
+import torch
+from diffusers.models.unets.unet_2d import UNet2DModel
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+
+from worldenv.models import checkpoint, inputs, vision
+
+TRAIN_TIMESTEPS = 1000
+
+
+class WorldModelConfig(pydantic.BaseModel):
+    """Shape, size, prediction mode and action-map geometry of the world model."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["world_model"] = "world_model"
+    name: str = "tiny-unet"
+    image_size: int = pydantic.Field(64, ge=8, description="frame side, pixels")
+    chunk_length: int = pydantic.Field(8, ge=1, description="K, actions per chunk (one world-model step)")
+    action_dim: int = pydantic.Field(7, ge=4, description="A: pos delta 3, rot delta 3, gripper 1")
+    proprio_dim: int = pydantic.Field(8, ge=3, description="P: eef pos 3, axis-angle 3, gripper qpos 2")
+    history: int = pydantic.Field(2, ge=1, description="history frames from the session's memory bank")
+    mode: Literal["residual", "diffusion"] = "residual"
+    sampler_steps: int = pydantic.Field(4, ge=1, le=10, description="diffusion mode: DDIM steps")
+    prediction_type: Literal["v_prediction", "sample", "epsilon"] = "v_prediction"
+    # (16, 32, 64) rather than (32, 64, 64): the 64 px level dominates the cost, and this keeps one
+    # residual predict at B = 8 near 120 ms on one CPU core (about 2x faster, see reports).
+    block_out_channels: tuple[int, ...] = (16, 32, 64)
+    layers_per_block: int = pydantic.Field(1, ge=1)
+    action_map: bool = pydantic.Field(True, description="draw the chunk's end-effector path as an extra pixel channel")
+    action_gain: float = pydantic.Field(0.35 * 0.05, gt=0,
+                                        description="metres of eef motion per unit of position action per step (to calibrate)")
+    # Fixed affine projection of world (x, y, z) metres to image (col, row) in [0, 1]: uncalibrated
+    # defaults for LIBERO's agentview (camera in front of the table, looking back at the robot).
+    map_matrix: tuple[tuple[float, float, float], tuple[float, float, float]] = ((0.0, 1.0, 0.0), (0.6, 0.0, -1.0))
+    map_offset: tuple[float, float] = (0.5, 1.5)
+    marker_size: float = pydantic.Field(0.025, gt=0, description="marker radius (std) as a fraction of the image side")
+    proprio_weight: float = pydantic.Field(10.0, ge=0, description="weight of the proprio L1 term in the loss")
+
+    @pydantic.model_validator(mode="after")
+    def _unet_fits(self):
+        if not self.block_out_channels or min(self.block_out_channels) < 8:
+            raise ValueError(f"block_out_channels: need at least one block of >= 8 channels, got {self.block_out_channels}")
+        factor = 2 ** (len(self.block_out_channels) - 1)
+        if self.image_size % factor:
+            raise ValueError(f"image_size ({self.image_size}) must be divisible by {factor} "
+                             f"for {len(self.block_out_channels)} U-Net blocks")
+        return self
+
+
+def eef_path(pos: torch.Tensor, actions: torch.Tensor, gain: float) -> torch.Tensor:
+    """End-effector positions after each action: pos (B, 3), actions (B, K, A) -> (B, K, 3)."""
+    return pos.unsqueeze(1) + gain * actions[..., :3].clamp(-1, 1).cumsum(dim=1)
+
+
+def render_action_map(path: torch.Tensor, config: WorldModelConfig) -> torch.Tensor:
+    """Draw the path (B, K, 3) as Gaussian markers on black -> (B, 1, S, S) in [0, 1].
+
+    Later markers are brighter, so the map shows the direction of motion as well as the goal.
+    """
+    s, k = config.image_size, path.shape[1]
+    matrix = path.new_tensor(config.map_matrix)                                     # (2, 3)
+    uv = path @ matrix.T + path.new_tensor(config.map_offset)                        # (B, K, 2) (col, row)
+    grid = (torch.arange(s, device=path.device, dtype=path.dtype) + 0.5) / s         # (S,)
+    dc = (grid.view(1, 1, 1, s) - uv[..., 0, None, None]) ** 2                       # (B, K, 1, S)
+    dr = (grid.view(1, 1, s, 1) - uv[..., 1, None, None]) ** 2                       # (B, K, S, 1)
+    blobs = torch.exp(-(dc + dr) / (2 * config.marker_size ** 2))                    # (B, K, S, S)
+    weight = torch.arange(1, k + 1, device=path.device, dtype=path.dtype) / k        # (K,)
+    return (blobs * weight.view(1, k, 1, 1)).amax(dim=1, keepdim=True)
+
+
+def _unet(config: WorldModelConfig, in_channels: int, embed_dim: int) -> UNet2DModel:
+    blocks = len(config.block_out_channels)
+    return UNet2DModel(
+        sample_size=config.image_size, in_channels=in_channels, out_channels=3,
+        down_block_types=("DownBlock2D",) * blocks, up_block_types=("UpBlock2D",) * blocks,
+        block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
+        norm_num_groups=math.gcd(8, *config.block_out_channels), time_embedding_dim=embed_dim,
+        class_embed_type="identity")  # our own MLP maps (actions, proprio) to the embedding
+
+
+def _scheduler(config: WorldModelConfig) -> DDIMScheduler:
+    # Zero terminal SNR with "trailing" spacing makes few-step sampling start from pure noise;
+    # it is only well-posed for v-prediction (epsilon cannot be inverted at alpha = 0).
+    scheduler = DDIMScheduler(num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2",
+                              clip_sample=False, prediction_type=config.prediction_type,
+                              timestep_spacing="trailing",
+                              rescale_betas_zero_snr=config.prediction_type == "v_prediction")
+    scheduler.set_timesteps(config.sampler_steps)  # once: step() then only reads, so it is thread-safe
+    return scheduler
+
+
+class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained):
+    """U-Net world model; `predict` for serving, `loss` for training, both modes."""
+
+    config_class = WorldModelConfig
+
+    def __init__(self, config: WorldModelConfig | None = None):
+        super().__init__()
+        self.config = config = config or WorldModelConfig()
+        embed = 4 * config.block_out_channels[0]
+        cond_dim = config.chunk_length * config.action_dim + config.proprio_dim
+        in_channels = 3 * config.history + int(config.action_map) + 3 * (config.mode == "diffusion")
+        self.unet = _unet(config, in_channels, embed)
+        self.cond = torch.nn.Sequential(torch.nn.Linear(cond_dim, embed), torch.nn.SiLU(), torch.nn.Linear(embed, embed))
+        self.proprio_head = torch.nn.Sequential(torch.nn.Linear(cond_dim, 128), torch.nn.SiLU(),
+                                                torch.nn.Linear(128, config.proprio_dim))
+        with torch.no_grad():  # start as a small correction on top of the integrated prior
+            self.proprio_head[-1].weight.mul_(0.01)
+            self.proprio_head[-1].bias.zero_()
+        self.scheduler = _scheduler(config)
+
+    # --- conditioning ---------------------------------------------------------------------
+
+    def _check(self, history, proprio, actions) -> None:
+        c, dims = self.config, {}
+        s = c.image_size
+        inputs.expect("history", history, ("B", c.history, s, s, 3), "uint8", dims)
+        inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
+        inputs.expect("actions", actions, ("B", c.chunk_length, c.action_dim), "float", dims)
+
+    def _condition(self, history: torch.Tensor, proprio: torch.Tensor,
+                   actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> image channels (B, C, S, S), last frame (B, 3, S, S) in [-1, 1], embedding (B, E).
+
+        proprio and actions come in float32: positions need its precision even when the
+        network runs in bfloat16.
+        """
+        dtype = self.dtype
+        frames = vision.to_chw(history, dtype) * 2.0 - 1.0                             # (B, T, 3, S, S)
+        channels = [frames.flatten(1, 2)]                                               # (B, 3T, S, S)
+        if self.config.action_map:
+            path = eef_path(proprio[:, :3], actions, self.config.action_gain)            # (B, K, 3)
+            channels.append(render_action_map(path, self.config).to(dtype) * 2.0 - 1.0)  # (B, 1, S, S)
+        flat = torch.cat([actions.flatten(1), proprio], dim=-1).to(dtype)               # (B, K*A + P)
+        return torch.cat(channels, dim=1), frames[:, -1], self.cond(flat)
+
+    def predict_proprio(self, proprio: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """proprio (B, P) + actions (B, K, A) float32 -> next proprio (B, P) float32.
+
+        next = proprio + prior + learned correction; the prior moves the eef position by the
+        chunk's position deltas times `action_gain` and leaves the rest unchanged.
+        """
+        proprio, actions = proprio.float(), actions.float()
+        prior = torch.zeros_like(proprio)
+        prior[:, :3] = eef_path(proprio[:, :3], actions, self.config.action_gain)[:, -1] - proprio[:, :3]
+        flat = torch.cat([actions.flatten(1), proprio], dim=-1).to(self.dtype)          # (B, K*A + P)
+        return proprio + prior + self.proprio_head(flat).float()
+
+    def _unet_out(self, image: torch.Tensor, t: torch.Tensor | int, embed: torch.Tensor) -> torch.Tensor:
+        return self.unet(image, t, class_labels=embed, return_dict=False)[0]
+
+    # --- inference ------------------------------------------------------------------------
+
+    def _sample_residual(self, image, embed, generator) -> torch.Tensor:
+        """Residual (B, 3, S, S): one pass, or DDIM sampling in diffusion mode."""
+        if self.config.mode == "residual":
+            return self._unet_out(image, 0, embed)
+        shape = (image.shape[0], 3, *image.shape[2:])
+        device = generator.device if generator is not None else image.device
+        x = torch.randn(shape, generator=generator, device=device).to(image.device, image.dtype)
+        for t in self.scheduler.timesteps:
+            out = self._unet_out(torch.cat([image, x], dim=1), t.to(image.device), embed)
+            x = self.scheduler.step(out, t, x, eta=0.0, return_dict=False)[0].to(image.dtype)
+        return x
+
+    @torch.no_grad()
+    def predict(self, history: np.ndarray, proprio: np.ndarray, actions: np.ndarray,
+                generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Next frame (B, S, S, 3) uint8 and proprio (B, P) float32.
+
+        history (B, T, S, S, 3) uint8 with T = config.history, oldest first; proprio (B, P)
+        float32; actions (B, K, A) float32. `generator` seeds the diffusion sampler.
+        """
+        self._check(history, proprio, actions)
+        device = self.device
+        history_t = inputs.as_tensor(history, device)
+        proprio_t = inputs.as_tensor(proprio, device, torch.float32)
+        actions_t = inputs.as_tensor(actions, device, torch.float32)
+        image, last, embed = self._condition(history_t, proprio_t, actions_t)
+        frame = (last + self._sample_residual(image, embed, generator)).clamp(-1, 1)    # (B, 3, S, S)
+        pixels = ((frame.float() + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return pixels.cpu().numpy(), self.predict_proprio(proprio_t, actions_t).cpu().numpy()
+
+    # --- training -------------------------------------------------------------------------
+
+    def forward_train(self, history: torch.Tensor, proprio: torch.Tensor, actions: torch.Tensor,
+                      next_frame: torch.Tensor, next_proprio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training losses {"frame", "proprio", "loss"} for a batch; "loss" is their weighted sum.
+
+        history (B, T, S, S, 3) uint8, next_frame (B, S, S, 3) uint8, proprio/next_proprio
+        (B, P), actions (B, K, A). Residual mode: L1 on the predicted residual. Diffusion mode:
+        MSE on the scheduler's target (v, sample or epsilon) at a uniformly drawn timestep.
+        """
+        self._check(history, proprio, actions)
+        inputs.expect("next_frame", next_frame, (len(history), *history.shape[2:]), "uint8")
+        inputs.expect("next_proprio", next_proprio, tuple(proprio.shape), "float")
+        dtype = self.dtype
+        proprio, actions = proprio.to(self.device, torch.float32), actions.to(self.device, torch.float32)
+        image, last, embed = self._condition(history.to(self.device), proprio, actions)
+        target = vision.to_chw(next_frame.to(self.device), dtype) * 2.0 - 1.0 - last   # (B, 3, S, S)
+        frame_loss = self._frame_loss(image, embed, target)
+        proprio_loss = torch.nn.functional.l1_loss(self.predict_proprio(proprio, actions),
+                                                   next_proprio.to(self.device, torch.float32))
+        return {"frame": frame_loss, "proprio": proprio_loss,
+                "loss": frame_loss + self.config.proprio_weight * proprio_loss}
+
+    def _frame_loss(self, image, embed, residual) -> torch.Tensor:
+        if self.config.mode == "residual":
+            return torch.nn.functional.l1_loss(self._unet_out(image, 0, embed).float(), residual.float())
+        t = torch.randint(0, TRAIN_TIMESTEPS, (residual.shape[0],), device=residual.device)
+        noise = torch.randn_like(residual)
+        noisy = self.scheduler.add_noise(residual, noise, t)
+        target = {"epsilon": noise, "sample": residual,
+                  "v_prediction": self.scheduler.get_velocity(residual, noise, t)}[self.config.prediction_type]
+        out = self._unet_out(torch.cat([image, noisy], dim=1), t, embed)
+        return torch.nn.functional.mse_loss(out.float(), target.float())
+
+    def loss(self, history: torch.Tensor, proprio: torch.Tensor, actions: torch.Tensor,
+             next_frame: torch.Tensor, next_proprio: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss (frame + weighted proprio) in either mode."""
+        return self.forward_train(history, proprio, actions, next_frame, next_proprio)["loss"]
