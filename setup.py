@@ -23,7 +23,8 @@ class BuildPyWithStubs(build_py):
         super().run()
 
 
-packages = find_packages(include=["worldenv", "worldenv.*"])
+# worldenv.v1 (generated stubs) is listed explicitly: it may not exist yet when this runs.
+packages = sorted(set(find_packages(include=["worldenv", "worldenv.*"])) | {"worldenv.v1"})
 packages += ["worldenv.services"] + ["worldenv.services." + p for p in find_packages("services")]
 packages += ["worldenv.client"] + ["worldenv.client." + p for p in find_packages("client")]
 

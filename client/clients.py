@@ -8,6 +8,7 @@ Kubernetes Service the client resolves every pod and balances round-robin across
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 from collections.abc import Iterator
 
@@ -119,7 +120,9 @@ class _Client:
         raise AssertionError("unreachable")
 
 
-class WorldModelClient(_Client):
+class WorldModelEndpoint(_Client):
+    """One world-model server (one pod). Sessions live in its memory."""
+
     stub_class, service_name = world_model_pb2_grpc.WorldModelStub, "WorldModel"
 
     def open(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> list[str]:
@@ -172,3 +175,102 @@ class PolicyClient(_Client):
                 yield policy_pb2.WeightsChunk(data=data[i:i + chunk_bytes], total_bytes=len(data) if first else 0,
                                               note=note if first else "")
         return self._call("LoadWeights", chunks, stream=True)[0].policy_version
+
+
+def resolve(address: str) -> list[str]:
+    """`dns:///host:port` -> one address per IP the name resolves to (the pods behind a headless
+    Service); any other address -> itself."""
+    if not address.startswith("dns:///"):
+        return [address]
+    host, _, port = address[len("dns:///"):].rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError:
+        return [address]
+    ips = sorted({info[4][0] for info in infos})
+    return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips] or [address]
+
+
+class WorldModelClient:
+    """World-model client with session affinity across pods.
+
+    Plain gRPC round-robin would send a session's Steps to pods that do not hold it. This
+    client keeps one channel per pod (re-resolving the name every `refresh_s` to find pods the
+    autoscaler added), opens each batch of sessions on the next pod in turn, and sends every
+    later call for a session to the pod that opened it.
+    """
+
+    def __init__(self, address: str, refresh_s: float = 30.0, **client_options):
+        self.address, self.refresh_s, self._options = address, refresh_s, client_options
+        self._pods: dict[str, WorldModelEndpoint] = {}
+        self._owner: dict[str, str] = {}
+        self._turn, self._resolved_at = 0, 0.0
+        self.spec: tensor_pb2.ModelSpec | None = None
+
+    def __enter__(self) -> "WorldModelClient":
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def channel(self) -> grpc.Channel:
+        return next(iter(self._pods.values())).channel
+
+    def connect(self) -> "WorldModelClient":
+        self._refresh()
+        if not self._pods:
+            raise ServiceError(f"WorldModel at {self.address}: no reachable server", grpc.StatusCode.UNAVAILABLE, "connect")
+        self.spec = next(iter(self._pods.values())).spec
+        return self
+
+    def _refresh(self) -> None:
+        self._resolved_at = time.monotonic()
+        errors = []
+        for target in resolve(self.address):
+            if target not in self._pods:
+                try:
+                    self._pods[target] = WorldModelEndpoint(target, **self._options).connect()
+                except ServiceError as err:
+                    errors.append(err)
+        if not self._pods and errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        for pod in self._pods.values():
+            pod.close()
+        self._pods.clear()
+
+    def open(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> list[str]:
+        """Open B sessions on one pod (the next in turn); returns their ids."""
+        if time.monotonic() - self._resolved_at > self.refresh_s:
+            self._refresh()
+        targets = sorted(self._pods)
+        target = targets[self._turn % len(targets)]
+        self._turn += 1
+        ids = self._pods[target].open(frames, proprio, instructions)
+        self._owner.update(dict.fromkeys(ids, target))
+        return ids
+
+    def _pod_of(self, session_ids: list[str]) -> WorldModelEndpoint:
+        targets = {self._owner.get(sid) for sid in session_ids}
+        if None in targets and len(self._pods) == 1:
+            return next(iter(self._pods.values()))  # one server: it answers for ids it does not know
+        if None in targets:
+            unknown = [sid for sid in session_ids if sid not in self._owner]
+            raise ServiceError(f"session_ids: {unknown} were not opened by this client", grpc.StatusCode.NOT_FOUND,
+                               "WorldModel.Step")
+        if len(targets) > 1:
+            raise ServiceError("session_ids: one Step must address sessions opened together on one server",
+                               grpc.StatusCode.INVALID_ARGUMENT, "WorldModel.Step")
+        return self._pods[targets.pop()]
+
+    def step(self, session_ids: list[str], actions: np.ndarray) -> StepResult:
+        """actions (B, K, A) float32 -> predicted frames (B, H, W, 3) and proprio (B, P)."""
+        return self._pod_of(session_ids).step(session_ids, actions)
+
+    def close_sessions(self, session_ids: list[str]) -> int:
+        closed = 0
+        for target in {self._owner.pop(sid, None) for sid in session_ids} - {None}:
+            closed += self._pods[target].close_sessions(session_ids)
+        return closed

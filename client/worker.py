@@ -6,11 +6,13 @@ still running. Each finished episode is stored, its result published, and its jo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
 
+import grpc
 import numpy as np
 
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
@@ -19,6 +21,11 @@ from worldenv.client.queue import Claimed, Job, RolloutQueue
 from worldenv.data.episodes import Episode, EpisodeStore
 
 log = logging.getLogger(__name__)
+RETRY_CODES = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
+
+
+class _Retry(Exception):
+    """The batch could not finish for a reason another attempt may not meet."""
 
 
 @dataclasses.dataclass
@@ -69,7 +76,12 @@ class RolloutWorker:
             else:
                 runnable.append(c)
         if runnable:
-            for c, episode in zip(runnable, self.rollout([c.job for c in runnable])):
+            try:
+                episodes = self.rollout([c.job for c in runnable])
+            except _Retry as exc:  # left pending: reclaimed by a worker after the idle time
+                log.warning("batch of %d left for retry: %s", len(runnable), exc)
+                return len(claimed)
+            for c, episode in zip(runnable, episodes):
                 self._finish(c, episode)
         return len(claimed)
 
@@ -83,10 +95,16 @@ class RolloutWorker:
         return {k: "" if meta.get(k) is None else meta.get(k) for k in keys} | {"episode_id": meta.get("id", "")}
 
     def rollout(self, jobs: list[Job]) -> list[Episode]:
-        """Imagine every job as one batch; a failing service fails the batch's episodes with the reason."""
+        """Imagine every job as one batch; a failing service fails the batch's episodes with the
+        reason, except a lost session or server (a pod scaled away), which is retried."""
         try:
             return self._imagine(jobs)
-        except (ServiceError, ValueError) as exc:
+        except ServiceError as exc:
+            if exc.code in RETRY_CODES:
+                raise _Retry(str(exc)) from exc
+            log.warning("batch of %d failed: %s", len(jobs), exc)
+            return [self._failed(job, str(exc)) for job in jobs]
+        except ValueError as exc:
             log.warning("batch of %d failed: %s", len(jobs), exc)
             return [self._failed(job, str(exc)) for job in jobs]
 
@@ -101,7 +119,8 @@ class RolloutWorker:
                 active = self._advance(jobs, traces, sessions, active, t)
                 t += 1
         finally:
-            self.world_model.close_sessions(sessions)
+            with contextlib.suppress(ServiceError):  # the server may be the thing that failed
+                self.world_model.close_sessions(sessions)
         return [self._episode(job, trace) for job, trace in zip(jobs, traces)]
 
     def _advance(self, jobs, traces, sessions, active: np.ndarray, t: int) -> np.ndarray:

@@ -16,7 +16,8 @@ DEFAULT_PORTS = {"world-model": 50051, "reflector": 50052, "policy": 50053, "deb
 
 
 class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WORLDENV_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(env_prefix="WORLDENV_", extra="forbid", validate_default=True,
+                                      env_ignore_empty=True)  # compose passes unset values as ""
 
 
 class ServeConfig(_Settings):

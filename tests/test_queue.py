@@ -1,0 +1,196 @@
+"""The Redis Streams queue and the rollout worker against a real Redis and real gRPC servers."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from servers import serving
+from worldenv.client import rollout
+from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
+from worldenv.client.queue import Job, RolloutQueue
+from worldenv.client.worker import RolloutWorker
+from worldenv.data.episodes import EpisodeStore
+from worldenv.data.start_bank import synthetic
+
+
+def job(i: int, run: str = "r", horizon: int = 3, eta: float = 0.0) -> Job:
+    bank = synthetic(2)
+    return Job(id=f"{run}-{i}", frame=bank.frames[i % 2], proprio=bank.proprio[i % 2], instruction=bank.instructions[i % 2],
+               start_id=bank.ids[i % 2], run_id=run, group_id=f"{run}-g", horizon=horizon, seed=i + 1, eta=eta)
+
+
+@pytest.fixture
+def queue(redis_client, key_prefix):
+    return RolloutQueue(redis_client, key_prefix)
+
+
+@pytest.fixture(scope="module")
+def services():
+    with serving("world-model") as wm, serving("reflector") as rf, serving("policy") as po:
+        yield {"world_model": wm.address, "reflector": rf.address, "policy": po.address}
+
+
+@pytest.fixture
+def worker_factory(services, redis_client, key_prefix):
+    opened = []
+
+    def make(consumer: str, batch_size: int = 4, reclaim_idle_ms: int = 60_000) -> RolloutWorker:
+        clients = [PolicyClient(services["policy"]).connect(), WorldModelClient(services["world_model"]).connect(),
+                   ReflectorClient(services["reflector"]).connect()]
+        opened.extend(clients)
+        return RolloutWorker(RolloutQueue(redis_client, key_prefix), EpisodeStore(redis_client, key_prefix), *clients,
+                             batch_size=batch_size, consumer=consumer, reclaim_idle_ms=reclaim_idle_ms, block_ms=200)
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+def test_job_fields_round_trip():
+    j = job(3)
+    back = Job.from_fields({k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in j.to_fields().items()})
+    np.testing.assert_array_equal(back.frame, j.frame)
+    np.testing.assert_array_equal(back.proprio, j.proprio)
+    assert (back.id, back.instruction, back.horizon, back.seed) == (j.id, j.instruction, j.horizon, j.seed)
+
+
+def test_enqueue_is_idempotent(queue, redis_client):
+    assert queue.enqueue(job(0)) is True
+    assert queue.enqueue(job(0)) is False
+    assert redis_client.xlen(queue.jobs_key) == 1
+
+
+def test_unacked_jobs_are_reclaimed_by_another_consumer(queue):
+    for i in range(3):
+        queue.enqueue(job(i))
+    first = queue.claim("dead", 3, block_ms=10)
+    assert [c.job.id for c in first] == ["r-0", "r-1", "r-2"]
+    assert queue.claim("alive", 3, block_ms=10, reclaim_idle_ms=60_000) == []
+    time.sleep(0.3)
+    again = queue.claim("alive", 3, block_ms=10, reclaim_idle_ms=200)
+    assert sorted(c.job.id for c in again) == ["r-0", "r-1", "r-2"]
+    assert all(c.reclaimed and c.attempts == 2 for c in again)
+
+
+def test_complete_publishes_once_per_job(queue, redis_client):
+    queue.enqueue(job(0))
+    claimed = queue.claim("w", 1, block_ms=10)[0]
+    assert queue.complete(claimed, {"status": "done", "episode_id": "r-0"}) is True
+    assert queue.complete(claimed, {"status": "done", "episode_id": "r-0"}) is False
+    assert redis_client.xlen(queue.results_key) == 1
+    assert queue.pending() == 0
+
+
+def test_worker_runs_a_batch_and_stores_episodes(queue, worker_factory, redis_client, key_prefix):
+    store = EpisodeStore(redis_client, key_prefix)
+    cursor = queue.results_cursor()
+    for i in range(5):
+        queue.enqueue(job(i, horizon=4, eta=0.999))
+    worker = worker_factory("w1", batch_size=8)
+    assert worker.run(max_jobs=5) == 5
+    results = queue.wait_results("r", 5, after=cursor, timeout_s=10)
+    assert sorted(r["job_id"] for r in results) == [f"r-{i}" for i in range(5)]
+    ep = store.get("r-0")
+    assert ep.status == "horizon" and ep.frames.shape == (5, 64, 64, 3) and ep.actions.shape == (4, 8, 7)
+    assert ep.p_done.shape == (4,) and ep.log_probs.shape == (4,) and ep.policy_version == 1
+    assert len(ep.timings_ms["step"]) == 4
+    assert not np.array_equal(ep.frames[0], ep.frames[-1])
+
+
+def test_episodes_end_when_the_reflector_says_done(queue, worker_factory, redis_client, key_prefix):
+    for i in range(3):
+        queue.enqueue(job(i, horizon=5, eta=0.01))  # any p_done above 0.01 ends the episode
+    worker_factory("w1").run(max_jobs=3)
+    store = EpisodeStore(redis_client, key_prefix)
+    for i in range(3):
+        ep = store.get(f"r-{i}")
+        assert ep.status == "done" and ep.done_step == 0 and ep.reward == pytest.approx(float(ep.p_done[0]))
+
+
+def test_stored_but_unacked_job_is_completed_without_rerun(queue, worker_factory, redis_client, key_prefix):
+    queue.enqueue(job(0))
+    w = worker_factory("w1", reclaim_idle_ms=100)
+    claimed = queue.claim("dead", 1, block_ms=10)[0]
+    w.store.put(w.rollout([claimed.job])[0])   # the dead worker stored it, then died before acking
+    time.sleep(0.2)
+    assert w.run_once() == 1
+    assert redis_client.xlen(queue.results_key) == 1 and queue.pending() == 0
+
+
+def test_job_that_keeps_failing_is_given_up(queue, worker_factory, redis_client, key_prefix):
+    queue.enqueue(job(0))
+    for _ in range(3):
+        queue.claim("crashy", 1, block_ms=10, reclaim_idle_ms=0)
+    w = worker_factory("w1", reclaim_idle_ms=0)
+    w.run_once()
+    ep = EpisodeStore(redis_client, key_prefix).get("r-0")
+    assert ep.status == "failed" and "gave up" in ep.error
+
+
+def test_killed_worker_jobs_are_reclaimed_and_completed_exactly_once(services, redis_url, redis_client, key_prefix,
+                                                                     worker_factory):
+    queue = RolloutQueue(redis_client, key_prefix)
+    jobs = [job(i, run="kill", horizon=40, eta=0.999) for i in range(8)]
+    cursor = queue.results_cursor()
+    for j in jobs:
+        queue.enqueue(j)
+    env = dict(os.environ, REDIS_URL=redis_url, WORLDENV_PREFIX=key_prefix)
+    proc = subprocess.Popen([sys.executable, "-m", "worldenv.cli", "worker", "--batch-size", "4",
+                             "--world-model-addr", services["world_model"], "--reflector-addr", services["reflector"],
+                             "--policy-addr", services["policy"], "--consumer", "doomed"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            consumers = {c["name"]: c["pending"] for c in redis_client.xinfo_consumers(queue.jobs_key, "workers")}
+            if consumers.get(b"doomed", consumers.get("doomed", 0)) >= 4:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the worker never claimed a batch")
+        time.sleep(0.5)  # mid-batch: its 40-step episodes are running
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert queue.pending() >= 4, "the killed worker's jobs stay pending"
+    survivor = worker_factory("survivor", batch_size=8, reclaim_idle_ms=300)
+
+    def finished() -> int:
+        return sum(f[b"run_id"] == b"kill" for _, f in redis_client.xrange(queue.results_key))
+
+    deadline = time.monotonic() + 240
+    while finished() < 8 and time.monotonic() < deadline:
+        survivor.run_once()
+    results = queue.wait_results("kill", 8, after=cursor, timeout_s=5)
+    ids = [r["job_id"] for r in results]
+    assert sorted(ids) == sorted(j.id for j in jobs) and len(ids) == len(set(ids)) == 8
+    assert queue.pending() == 0
+    store = EpisodeStore(redis_client, key_prefix)
+    assert all(store.meta(j.id)["status"] == "horizon" for j in jobs)
+
+
+def test_rollout_report_counts_steps_and_latency(services, redis_client, key_prefix, worker_factory):
+    import threading
+
+    queue, store = RolloutQueue(redis_client, key_prefix), EpisodeStore(redis_client, key_prefix)
+    jobs = rollout.make_jobs(synthetic(2), 6, "rep", horizon=3, group_size=4, eta=0.999)
+    assert {j.group_id for j in jobs} == {"rep-g0000", "rep-g0001"}
+    stop = threading.Event()
+    worker = worker_factory("w", batch_size=8)
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+    thread.start()
+    try:
+        report = rollout.run(queue, store, jobs, timeout_s=60)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert report.episodes == 6 and report.steps == 18 and report.statuses == {"horizon": 6}
+    assert set(report.latency_ms) == {"act", "step", "judge"} and report.episodes_per_s > 0
+    assert any("imagined steps/s" in line for line in report.lines())

@@ -1,0 +1,291 @@
+"""Each service on a real gRPC server bound to port 0: answers, bad input, auth, limits."""
+import concurrent.futures
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from servers import serving
+from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
+from worldenv.client.errors import ServiceError
+from worldenv.v1 import policy_pb2, policy_pb2_grpc, world_model_pb2, world_model_pb2_grpc
+from worldenv.wire import codec
+
+RNG = np.random.default_rng(0)
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def frames(b, s=64, t=None):
+    shape = (b, s, s, 3) if t is None else (b, t, s, s, 3)
+    return RNG.integers(0, 256, shape, dtype=np.uint8)
+
+
+def proprio(b):
+    return RNG.standard_normal((b, 8)).astype(np.float32)
+
+
+def actions(b):
+    return RNG.uniform(-1, 1, (b, 8, 7)).astype(np.float32)
+
+
+def expect_error(fn, code, *words):
+    with pytest.raises(ServiceError) as info:
+        fn()
+    assert info.value.code == code, info.value
+    for word in words:
+        assert word in info.value.details, info.value.details
+    return info.value
+
+
+@pytest.fixture(scope="module")
+def world_model():
+    with serving("world-model", session_ttl_s=1.0, max_sessions=16, max_delay_ms=40) as server:
+        with WorldModelClient(server.address) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def policy():
+    with serving("policy") as server, PolicyClient(server.address) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def reflector():
+    with serving("reflector") as server, ReflectorClient(server.address) as client:
+        yield client
+
+
+# ---- WorldModel ---------------------------------------------------------------------------
+
+def test_world_model_spec_open_step_close(world_model):
+    spec = world_model.spec
+    assert (spec.service, spec.image_size, spec.chunk_length, spec.action_dim) == ("world_model", 64, 8, 7)
+    start = frames(3)
+    ids = world_model.open(start, proprio(3), ["a", "b", "c"])
+    assert len(set(ids)) == 3
+    out = world_model.step(ids, actions(3))
+    assert out.frames.shape == (3, 64, 64, 3) and out.frames.dtype == np.uint8
+    assert out.proprio.shape == (3, 8) and np.isfinite(out.proprio).all()
+    assert out.steps == [1, 1, 1]
+    assert not np.array_equal(out.frames, start), "prediction must not echo the start frame"
+    again = world_model.step(ids, actions(3))
+    assert again.steps == [2, 2, 2]
+    assert world_model.close_sessions(ids) == 3
+    expect_error(lambda: world_model.step(ids[:1], actions(1)), grpc.StatusCode.NOT_FOUND, "session_ids[0]")
+
+
+def test_world_model_actions_change_the_prediction(world_model):
+    start = np.repeat(frames(1), 2, axis=0)
+    ids = world_model.open(start, np.repeat(proprio(1), 2, axis=0), ["x", "x"])
+    chunk = np.stack([np.full((8, 7), -1.0, np.float32), np.full((8, 7), 1.0, np.float32)])
+    out = world_model.step(ids, chunk)
+    assert not np.array_equal(out.frames[0], out.frames[1])
+    world_model.close_sessions(ids)
+
+
+@pytest.mark.parametrize("field, message, words", [
+    ("actions", lambda ids: world_model_pb2.StepRequest(session_ids=ids, actions=codec.encode(actions(1).astype(np.float64))),
+     ["actions", "float32", "float64"]),
+    ("actions", lambda ids: world_model_pb2.StepRequest(session_ids=ids, actions=codec.encode(actions(1)[:, :4])),
+     ["actions", "(1, 8, 7)"]),
+    ("actions", lambda ids: world_model_pb2.StepRequest(session_ids=ids, actions=codec.encode(
+        np.where(np.arange(56).reshape(1, 8, 7) == 5, np.nan, actions(1)).astype(np.float32))), ["actions", "finite"]),
+    ("actions", lambda ids: world_model_pb2.StepRequest(session_ids=ids), ["actions", "missing"]),
+    ("session_ids", lambda ids: world_model_pb2.StepRequest(session_ids=ids + ids, actions=codec.encode(actions(2))),
+     ["session_ids", "once"]),
+    ("actions", lambda ids: world_model_pb2.StepRequest(session_ids=ids, actions=codec.encode(actions(2))),
+     ["actions", "batch size 2"]),
+])
+def test_world_model_step_bad_input(world_model, field, message, words):
+    ids = world_model.open(frames(1), proprio(1), ["t"])
+    stub = world_model_pb2_grpc.WorldModelStub(world_model.channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Step(message(ids))
+    assert info.value.code() == INVALID
+    for word in words:
+        assert word in info.value.details()
+    assert world_model.step(ids, actions(1)).steps == [1], "the server keeps serving the session"
+    world_model.close_sessions(ids)
+
+
+@pytest.mark.parametrize("start, words", [
+    (lambda: frames(2).astype(np.float32), ["frames", "uint8", "float32"]),
+    (lambda: frames(2, s=32), ["frames", "64"]),
+    (lambda: frames(2)[..., :1], ["frames"]),
+])
+def test_world_model_open_bad_frames(world_model, start, words):
+    expect_error(lambda: world_model.open(start(), proprio(2), ["a", "b"]), INVALID, *words)
+
+
+def test_world_model_open_bad_proprio_and_instructions(world_model):
+    bad = proprio(2)
+    bad[1, 3] = np.inf
+    expect_error(lambda: world_model.open(frames(2), bad, ["a", "b"]), INVALID, "proprio", "finite")
+    expect_error(lambda: world_model.open(frames(2), proprio(3), ["a", "b"]), INVALID, "proprio", "batch size 3")
+    expect_error(lambda: world_model.open(frames(2), proprio(2), ["a"]), INVALID, "instructions", "2")
+
+
+def test_world_model_open_with_history(world_model):
+    ids = world_model.open(frames(2, t=5), proprio(2), ["a", "b"])
+    assert world_model.step(ids, actions(2)).frames.shape == (2, 64, 64, 3)
+    world_model.close_sessions(ids)
+
+
+def test_world_model_unknown_and_expired_sessions(world_model):
+    expect_error(lambda: world_model.step(["nope"], actions(1)), grpc.StatusCode.NOT_FOUND, "session_ids[0]", "nope")
+    ids = world_model.open(frames(1), proprio(1), ["t"])
+    time.sleep(1.5)  # the server's idle TTL is 1 s
+    expect_error(lambda: world_model.step(ids, actions(1)), grpc.StatusCode.NOT_FOUND, "expired")
+
+
+def test_world_model_session_limit(world_model):
+    ids = world_model.open(frames(10), proprio(10), [""] * 10)
+    expect_error(lambda: world_model.open(frames(8), proprio(8), [""] * 8), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 "max_sessions", "16")
+    world_model.close_sessions(ids)
+    assert len(world_model.open(frames(8), proprio(8), [""] * 8)) == 8
+
+
+def test_dynamic_batcher_merges_concurrent_steps(world_model):
+    ids = world_model.open(frames(8), proprio(8), [""] * 8)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: world_model.step([ids[i]], actions(1)), range(8)))
+    world_model.close_sessions(ids)
+    sizes = [r.timing.batch_size for r in results]
+    assert max(sizes) > 1, f"no request was merged: batch sizes {sizes}"
+    assert max(r.timing.batch_requests for r in results) > 1
+    assert all(r.timing.compute_ms > 0 and r.timing.server_ms >= r.timing.compute_ms for r in results)
+
+
+# ---- Reflector ----------------------------------------------------------------------------
+
+def test_reflector_judges_probabilities(reflector):
+    video = frames(4, t=6)
+    out = reflector.judge(video, ["put the bowl on the plate"] * 4, eta=0.3)
+    assert out.p_done.shape == (4,) and ((out.p_done >= 0) & (out.p_done <= 1)).all()
+    assert out.done == [bool(p > 0.3) for p in out.p_done] and out.eta == pytest.approx(0.3)
+    assert len(set(np.round(out.p_done, 6))) > 1, "different videos must get different judgements"
+    default = reflector.judge(video, ["put the bowl on the plate"] * 4)
+    assert default.eta == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda r: r.judge(frames(2, t=3), ["a"]), ["instructions", "2"]),
+    (lambda r: r.judge(frames(2, t=3), ["a", "b"], eta=1.5), ["eta", "(0, 1)"]),
+    (lambda r: r.judge(frames(2), ["a", "b"]), ["frames", "shape"]),
+    (lambda r: r.judge(frames(2, t=3).astype(np.int16), ["a", "b"]), ["frames", "uint8"]),
+    (lambda r: r.judge(np.zeros((2, 0, 64, 64, 3), np.uint8), ["a", "b"]), ["frames", "T >= 1"]),
+])
+def test_reflector_bad_input(reflector, call, words):
+    expect_error(lambda: call(reflector), INVALID, *words)
+    assert reflector.judge(frames(1, t=2), ["ok"]).p_done.shape == (1,)
+
+
+# ---- Policy -------------------------------------------------------------------------------
+
+def test_policy_act_shapes_and_log_probs(policy):
+    spec = policy.spec
+    assert (spec.chunk_length, spec.action_dim, spec.proprio_dim) == (8, 7, 8)
+    out = policy.act(frames(3), proprio(3), ["a", "b", "c"], seed=[1, 2, 3])
+    assert out.actions.shape == out.loc.shape == out.scale.shape == (3, 8, 7)
+    assert (out.scale > 0).all() and out.log_probs.shape == (3,) and np.isfinite(out.log_probs).all()
+    expected = (-np.log(2 * out.scale) - np.abs(out.actions - out.loc) / out.scale).sum(axis=(1, 2))
+    np.testing.assert_allclose(out.log_probs, expected, rtol=1e-4, atol=1e-3)
+    assert not np.allclose(out.actions, out.loc)
+    again = policy.act(frames(3) * 0 + 0, proprio(3), ["a", "b", "c"], seed=[1, 2, 3])
+    assert not np.allclose(again.loc, out.loc), "the observation must change the action"
+
+
+def test_policy_seeds_reproduce_and_deterministic_returns_loc(policy):
+    f, p = frames(2), proprio(2)
+    a = policy.act(f, p, ["x", "y"], seed=[7, 8])
+    b = policy.act(f, p, ["x", "y"], seed=[7, 8])
+    np.testing.assert_array_equal(a.actions, b.actions)
+    det = policy.act(f, p, ["x", "y"], deterministic=True)
+    np.testing.assert_array_equal(det.actions, det.loc)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda c: c.act(frames(2).astype(np.float32), proprio(2), ["a", "b"]), ["frames", "uint8"]),
+    (lambda c: c.act(frames(2), proprio(2)[:, :5], ["a", "b"]), ["proprio", "(2, 8)"]),
+    (lambda c: c.act(frames(2), np.full((2, 8), np.nan, np.float32), ["a", "b"]), ["proprio", "finite"]),
+    (lambda c: c.act(frames(2), proprio(2), ["a", "b"], seed=[1, 2, 3]), ["seeds", "2"]),
+])
+def test_policy_bad_input(policy, call, words):
+    expect_error(lambda: call(policy), INVALID, *words)
+    assert policy.act(frames(1), proprio(1), ["ok"]).actions.shape == (1, 8, 7)
+
+
+def test_policy_load_weights_new_version_and_in_flight_requests_keep_old_weights():
+    import torch
+    from safetensors.torch import save
+
+    from worldenv import models
+
+    torch.manual_seed(123)
+    other = models.build("policy")
+    data = save({k: v.contiguous() for k, v in other.state_dict().items()})
+    with serving("policy", max_delay_ms=0) as server, PolicyClient(server.address) as client:
+        f, p = frames(64), proprio(64)
+        before = client.act(f[:2], p[:2], ["a", "b"], deterministic=True)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(client.act, f, p, ["a", "b"] * 32, True)
+            time.sleep(0.05)
+            version = client.load_weights(data, note="test", chunk_bytes=4096)
+            old = in_flight.result()
+        assert version == 2
+        assert old.policy_version == 1
+        np.testing.assert_allclose(old.loc[:2], before.loc, rtol=1e-5, atol=1e-6)
+        after = client.act(f[:2], p[:2], ["a", "b"], deterministic=True)
+        assert after.policy_version == 2 and not np.allclose(after.loc, before.loc)
+        expected = other.act(f[:2], p[:2], ["a", "b"], deterministic=True)["loc"]
+        np.testing.assert_allclose(after.loc, expected, rtol=1e-4, atol=1e-5)
+        expect_error(lambda: client.load_weights(b"not safetensors"), INVALID, "data")
+        expect_error(lambda: client.load_weights(b""), INVALID, "data")
+        assert client.act(f[:1], p[:1], ["a"]).policy_version == 2
+
+
+# ---- transport: health, reflection, auth, message size --------------------------------------
+
+def test_health_and_reflection_without_token():
+    with serving("reflector", auth_token="s3cret") as server, grpc.insecure_channel(server.address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="worldenv.v1.Reflector"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in answers[0].list_services_response.service}
+        assert {"worldenv.v1.Reflector", "grpc.health.v1.Health"} <= names
+
+
+def test_missing_or_wrong_token_is_unauthenticated():
+    with serving("policy", auth_token="s3cret") as server:
+        with pytest.raises(ServiceError) as info:
+            PolicyClient(server.address).connect()
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED and "authorization" in info.value.details
+        with pytest.raises(ServiceError) as info:
+            PolicyClient(server.address, auth_token="wrong").connect()
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        stub = policy_pb2_grpc.PolicyStub(grpc.insecure_channel(server.address))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.LoadWeights(iter([policy_pb2.WeightsChunk(data=b"x")]))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with PolicyClient(server.address, auth_token="s3cret") as client:
+            assert client.act(frames(1), proprio(1), ["a"]).actions.shape == (1, 8, 7)
+
+
+def test_oversized_message_is_refused_and_server_keeps_serving():
+    with serving("reflector", max_message_mb=0.5) as server, ReflectorClient(server.address) as client:
+        error = expect_error(lambda: client.judge(frames(4, t=16), ["a"] * 4), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert "larger than max" in error.details or "message" in error.details.lower()
+        assert client.judge(frames(1, t=2), ["a"]).p_done.shape == (1,)
+
+
+def test_unreachable_service_raises_service_error_quickly():
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as info:
+        PolicyClient("127.0.0.1:1", connect_timeout_s=1.0).connect()
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 10
