@@ -66,7 +66,9 @@ def encode(arr: np.ndarray, field: str = "tensor") -> pb.Tensor:
 def _view(data, dtype: np.dtype, shape: tuple[int, ...], offset: int, field: str) -> np.ndarray:
     if any(d < 0 for d in shape):
         raise CodecError(f"{field}.shape: negative dimension in {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = 1
+    for d in shape:
+        count *= d
     nbytes = count * dtype.itemsize
     available = len(data) - offset
     if available != nbytes:
@@ -111,21 +113,60 @@ def _read_varint(buf, pos: int, field: str) -> tuple[int, int]:
         shift += 7
 
 
+_HEADERS: dict[tuple, bytes] = {}  # (dtype, shape) -> header bytes; frame batches repeat shapes
+
+
+def _header(arr: np.ndarray, field: str) -> bytes:
+    key = (arr.dtype.str, arr.shape)
+    header = _HEADERS.get(key)
+    if header is None:
+        code = dtype_code(arr.dtype, field)
+        dims = b"".join(_varint(d) for d in arr.shape)
+        header = b"\x08" + _varint(code)
+        if dims:
+            header += b"\x12" + _varint(len(dims)) + dims
+        if arr.nbytes:
+            header += b"\x1a" + _varint(arr.nbytes)
+        if len(_HEADERS) < 4096:
+            _HEADERS[key] = header
+    return header
+
+
 def to_bytes(arr: np.ndarray, field: str = "tensor") -> bytes:
     """numpy array -> serialized Tensor message; the array's bytes are written once."""
-    arr = _little_endian(arr)
-    code = dtype_code(arr.dtype, field)
-    dims = b"".join(_varint(d) for d in arr.shape)
-    header = b"\x08" + _varint(code) if code else b""
-    if dims:
-        header += b"\x12" + _varint(len(dims)) + dims
+    if type(arr) is not np.ndarray or not arr.flags.c_contiguous or arr.dtype.byteorder == ">":
+        arr = _little_endian(arr)
+    header = _header(arr, field)
     if arr.nbytes == 0:
         return header
-    return b"".join((header, b"\x1a", _varint(arr.nbytes), memoryview(arr).cast("B")))
+    return b"".join((header, memoryview(arr).cast("B")))
+
+
+def _from_canonical(buf: bytes, field: str) -> np.ndarray | None:
+    """Fast path for the layout `to_bytes` writes (dtype, packed shape, data; small varints)."""
+    if len(buf) < 4 or buf[0] != 0x08 or buf[1] > 0x7F or buf[2] != 0x12 or buf[3] > 0x7F:
+        return None
+    end = 4 + buf[3]
+    shape, pos = [], 4
+    while pos < end:
+        value, pos = _read_varint(buf, pos, field)
+        shape.append(value - (1 << 64) if value >> 63 else value)
+    if pos != end or (end < len(buf) and buf[end] != 0x1A):
+        return None
+    if end == len(buf):
+        return _view(b"", numpy_dtype(buf[1], field), tuple(shape), 0, field)
+    length, data_at = _read_varint(buf, end + 1, field)
+    if data_at + length != len(buf):
+        return None
+    return _view(buf, numpy_dtype(buf[1], field), tuple(shape), data_at, field)
 
 
 def from_bytes(buf, field: str = "tensor") -> np.ndarray:
     """Serialized Tensor message -> read-only numpy view into `buf` (no copy)."""
+    if isinstance(buf, bytes):
+        arr = _from_canonical(buf, field)
+        if arr is not None:
+            return arr
     view = memoryview(buf).cast("B") if not isinstance(buf, (bytes, bytearray)) else buf
     pos, code, shape, data_at, data_len = 0, 0, [], None, 0
     while pos < len(view):
