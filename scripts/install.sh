@@ -23,7 +23,7 @@ PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 # Benchmark baseline (bench/serving.py): openpi's msgpack-numpy codec. --no-deps: the
 # package pins numpy<2, which would break the rest; its codec module needs only msgpack.
 "${PIP[@]}" --no-deps openpi-client msgpack
-if ((WITH_LIBERO)); then
+if ((WITH_LIBERO)) && [[ -f scripts/install-libero.sh ]]; then
     bash scripts/install-libero.sh .venv
 fi
 .venv/bin/python -c "import torch, numpy, worldenv.v1.world_model_pb2; print('install: torch', torch.__version__, 'numpy', numpy.__version__)"
