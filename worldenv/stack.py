@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from worldenv.commands import health
+from worldenv import health
 from worldenv.config import DEFAULT_PORTS
 
 MODEL_SERVICES = ("world-model", "reflector", "policy")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from worldenv.health import check
+
 
 def register(sub) -> None:
     p = sub.add_parser("health", help="probe a service: exit 0 when healthy")
@@ -10,30 +12,6 @@ def register(sub) -> None:
     p.add_argument("target", help="HOST:PORT (grpc), URL (http, redis)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds")
     p.set_defaults(func=main)
-
-
-def check(kind: str, target: str, timeout: float = 3.0) -> str:
-    """Returns a status line; raises on an unhealthy target."""
-    if kind == "grpc":
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        with grpc.insecure_channel(target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        if status != "SERVING":
-            raise RuntimeError(status)
-        return status
-    if kind == "http":
-        import httpx
-
-        reply = httpx.get(target, timeout=timeout)
-        reply.raise_for_status()
-        return str(reply.status_code)
-    import redis
-
-    redis.Redis.from_url(target, socket_timeout=timeout, socket_connect_timeout=timeout).ping()
-    return "PONG"
 
 
 def main(args) -> int:

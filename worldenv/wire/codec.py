@@ -161,13 +161,9 @@ def _from_canonical(buf: bytes, field: str) -> np.ndarray | None:
     return _view(buf, numpy_dtype(buf[1], field), tuple(shape), data_at, field)
 
 
-def from_bytes(buf, field: str = "tensor") -> np.ndarray:
-    """Serialized Tensor message -> read-only numpy view into `buf` (no copy)."""
-    if isinstance(buf, bytes):
-        arr = _from_canonical(buf, field)
-        if arr is not None:
-            return arr
-    view = memoryview(buf).cast("B") if not isinstance(buf, (bytes, bytearray)) else buf
+def _parse(view, field: str) -> tuple[int, list[int], int | None, int]:
+    """Generic protobuf walk of a Tensor message: (dtype code, shape, data offset, data length).
+    Accepts packed or unpacked shape, any field order, and skips unknown fields."""
     pos, code, shape, data_at, data_len = 0, 0, [], None, 0
     while pos < len(view):
         key, pos = _read_varint(view, pos, field)
@@ -183,19 +179,28 @@ def from_bytes(buf, field: str = "tensor") -> np.ndarray:
             if pos + length > len(view):
                 raise CodecError(f"{field}: truncated message")
             if number == 2:
-                end, p = pos + length, pos
-                while p < end:
+                p = pos
+                while p < pos + length:
                     value, p = _read_varint(view, p, field)
                     shape.append(value - (1 << 64) if value >> 63 else value)
             elif number == 3:
                 data_at, data_len = pos, length
             pos += length
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
         else:
             raise CodecError(f"{field}: unsupported wire type {wire}")
+    return code, shape, data_at, data_len
+
+
+def from_bytes(buf, field: str = "tensor") -> np.ndarray:
+    """Serialized Tensor message -> read-only numpy view into `buf` (no copy)."""
+    if isinstance(buf, bytes):
+        arr = _from_canonical(buf, field)
+        if arr is not None:
+            return arr
+    view = memoryview(buf).cast("B") if not isinstance(buf, (bytes, bytearray)) else buf
+    code, shape, data_at, data_len = _parse(view, field)
     dtype = numpy_dtype(code, field)
     if data_at is None:
         return _view(b"", dtype, tuple(shape), 0, field)
