@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from worldenv.services.common import validation as check
-from worldenv.services.common.batching import DynamicBatcher
+from worldenv.services.common.base import BatchedService
 from worldenv.services.common.errors import InvalidArgument, rpc
 from worldenv.services.common.server import timing
 from worldenv.services.common.spec import model_spec
@@ -53,25 +53,17 @@ def act_batch(weights: Weights, batch: dict) -> dict:
     return out
 
 
-class PolicyService(pb_grpc.PolicyServicer):
+class PolicyService(BatchedService, pb_grpc.PolicyServicer):
     name, full_name = "policy", "worldenv.v1.Policy"
+    register, batch_fn = pb_grpc.add_PolicyServicer_to_server, act_batch
 
     def __init__(self, model, version: str, config: ServeConfig):
-        self.config, self.base_version = config, version
+        super().__init__(config)
+        self.base_version = version
         self.weights = Weights(1, model, f"initial: {version}")
         s, c = model.config.image_size, model.config
         self.frame_shape, self.proprio_dim = (s, s, 3), c.proprio_dim
-        self.batcher = DynamicBatcher(act_batch, config.max_batch_size, config.max_delay_ms, "policy")
         self._load_lock = asyncio.Lock()
-
-    def add_to(self, server) -> None:
-        pb_grpc.add_PolicyServicer_to_server(self, server)
-
-    async def start(self) -> None:
-        await self.batcher.start()
-
-    async def stop(self) -> None:
-        await self.batcher.stop()
 
     @rpc
     async def GetSpec(self, request, context):

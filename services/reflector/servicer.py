@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from worldenv.services.common import validation as check
-from worldenv.services.common.batching import DynamicBatcher
+from worldenv.services.common.base import BatchedService
 from worldenv.services.common.errors import rpc
 from worldenv.services.common.server import timing
 from worldenv.services.common.spec import model_spec
@@ -21,23 +21,15 @@ def judge_batch(model, batch: dict) -> dict:
     return {"p_done": np.asarray(model.judge(batch["frames"], batch["instructions"]), np.float32)}
 
 
-class ReflectorService(pb_grpc.ReflectorServicer):
+class ReflectorService(BatchedService, pb_grpc.ReflectorServicer):
     name, full_name = "reflector", "worldenv.v1.Reflector"
+    register, batch_fn = pb_grpc.add_ReflectorServicer_to_server, judge_batch
 
     def __init__(self, model, version: str, config: ServeConfig):
-        self.model, self.version, self.config = model, version, config
+        super().__init__(config)
+        self.model, self.version = model, version
         s = model.config.image_size
         self.frame_shape = (s, s, 3)
-        self.batcher = DynamicBatcher(judge_batch, config.max_batch_size, config.max_delay_ms, "reflector")
-
-    def add_to(self, server) -> None:
-        pb_grpc.add_ReflectorServicer_to_server(self, server)
-
-    async def start(self) -> None:
-        await self.batcher.start()
-
-    async def stop(self) -> None:
-        await self.batcher.stop()
 
     @rpc
     async def GetSpec(self, request, context):

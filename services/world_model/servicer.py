@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from worldenv.services.common import validation as check
-from worldenv.services.common.batching import DynamicBatcher
+from worldenv.services.common.base import BatchedService
 from worldenv.services.common.errors import InvalidArgument, rpc
 from worldenv.services.common.server import timing
 from worldenv.services.common.spec import model_spec
@@ -24,29 +24,27 @@ def predict_batch(model, batch: dict) -> dict:
     return {"frames": frames, "proprio": proprio}
 
 
-class WorldModelService(pb_grpc.WorldModelServicer):
+class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
     name, full_name = "world-model", "worldenv.v1.WorldModel"
+    register, batch_fn = pb_grpc.add_WorldModelServicer_to_server, predict_batch
 
     def __init__(self, model, version: str, config: ServeConfig):
-        self.model, self.version, self.config = model, version, config
+        super().__init__(config)
+        self.model, self.version = model, version
         cfg = model.config
         s, self.history = cfg.image_size, cfg.history
         self.frame_shape = (s, s, 3)
         self.sessions = SessionStore(config.session_ttl_s, config.max_sessions)
-        self.batcher = DynamicBatcher(predict_batch, config.max_batch_size, config.max_delay_ms, "world-model")
         self._sweeper: asyncio.Task | None = None
 
-    def add_to(self, server) -> None:
-        pb_grpc.add_WorldModelServicer_to_server(self, server)
-
     async def start(self) -> None:
-        await self.batcher.start()
+        await super().start()
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
-        await self.batcher.stop()
+        await super().stop()
 
     async def _sweep_forever(self) -> None:
         while True:
