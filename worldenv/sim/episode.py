@@ -1,0 +1,118 @@
+"""Run one LIBERO episode on a pool worker: policy (or expert) chunks until success, a judge, or the horizon.
+
+Termination: `sim` stops at LIBERO's success (the standard protocol); `reflector` stops when a
+Reflector service's p(done) > eta on the video so far (the paper's setting without ground-truth
+termination); the episode then counts as a success if LIBERO's check holds at that moment.
+A crashed env process fails its episode with the reason; it does not end the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import numpy as np
+
+from worldenv.sim import pool as pool_mod
+from worldenv.sim.env import EnvConfig
+from worldenv.sim.policies import ActionSource
+from worldenv.sim.recording import Recorder
+
+Judge = Callable[[np.ndarray, str], float]   # (T, H, W, 3) video so far, instruction -> p(done)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeSpec:
+    config: EnvConfig
+    init_index: int
+    max_steps: int
+    chunk_length: int = 8
+    deterministic: bool = False
+    record: bool = False            # keep everything for HDF5
+    render_each_step: bool = False  # frames at every step (LIBERO's layout) instead of once per chunk
+    keep_video: bool = False        # keep the chunk frames for a video
+    stop_on_success: bool = True    # False under reflector termination: the judge decides
+
+    @property
+    def id(self) -> str:
+        return f"{self.config.suite}/{self.config.task}/{self.init_index}"
+
+
+@dataclasses.dataclass
+class EpisodeResult:
+    spec: EpisodeSpec
+    instruction: str
+    success: bool                   # LIBERO's success at the end of the episode
+    ever_success: bool              # LIBERO's success at any step
+    steps: int
+    outcome: str                    # "success" | "reflector" | "horizon" | "crashed: ..." | "error: ..."
+    seconds: float
+    p_done: list[float] = dataclasses.field(default_factory=list)   # reflector p(done) after each chunk
+    video: np.ndarray | None = None                                 # (F, H, W, 3) uint8
+    episode: object | None = None                                    # hdf5.Episode when recorded
+
+    @property
+    def failed_to_run(self) -> bool:
+        return self.outcome.startswith(("crashed", "error"))
+
+
+def run(worker: pool_mod.EnvWorker, spec: EpisodeSpec, source: ActionSource,
+        judge: Judge | None = None, eta: float = 0.5) -> EpisodeResult:
+    """One episode; env failures become a failed result with the reason."""
+    started = time.perf_counter()
+    try:
+        return _run(worker, spec, source, judge, eta, started)
+    except (pool_mod.EnvCrashed, pool_mod.EnvError) as exc:
+        kind = "crashed" if isinstance(exc, pool_mod.EnvCrashed) else "error"
+        reason = str(exc).strip().splitlines()[-1][:300]
+        return EpisodeResult(spec, "", False, False, 0, f"{kind}: {reason}", time.perf_counter() - started)
+
+
+def _run(worker, spec: EpisodeSpec, source: ActionSource, judge, eta: float, started: float) -> EpisodeResult:
+    instruction = worker.call("open", config=spec.config)
+    obs = worker.call("reset", init_index=spec.init_index, expert=source.in_env)
+    recorder = Recorder(spec.config.wrist) if spec.record else None
+    frames, p_done, log_probs = [obs.frame], [], []
+    steps, ever, outcome = 0, False, "horizon"
+    while steps < spec.max_steps:
+        k = min(spec.chunk_length, spec.max_steps - steps)
+        chunk, log_prob = _next_chunk(worker, source, obs, instruction, spec, k)
+        steps += len(chunk.actions)
+        ever |= chunk.succeeded
+        obs = chunk.obs
+        frames.append(obs.frame)
+        if log_prob is not None:
+            log_probs.append(log_prob)
+        if recorder is not None:
+            recorder.add(chunk)
+        if spec.stop_on_success and chunk.succeeded:
+            outcome = "success"
+            break
+        if judge is not None:
+            p_done.append(float(judge(np.stack(frames), instruction)))
+            if p_done[-1] > eta:
+                outcome = "reflector"
+                break
+    success = ever if spec.stop_on_success else obs.success
+    result = EpisodeResult(spec, instruction, bool(success), ever, steps, outcome,
+                           time.perf_counter() - started, p_done,
+                           np.stack(frames) if spec.keep_video else None)
+    if recorder is not None:
+        result.episode = recorder.episode(_attrs(spec, result, source), log_probs if log_probs else None)
+    return result
+
+
+def _next_chunk(worker, source: ActionSource, obs, instruction: str, spec: EpisodeSpec, k: int):
+    stop = spec.stop_on_success
+    if source.in_env:
+        return worker.call("expert_chunk", k=k, stop_on_success=stop, render_each_step=spec.render_each_step), None
+    out = source.act(obs.frame[None], obs.proprio[None], [instruction], spec.deterministic)
+    actions = np.clip(out.actions[0, :k], -1.0, 1.0)   # (k, 7): the controller's input range
+    chunk = worker.call("step_chunk", actions=actions, stop_on_success=stop, render_each_step=spec.render_each_step)
+    return chunk, None if out.log_probs is None else float(out.log_probs[0])
+
+
+def _attrs(spec: EpisodeSpec, result: EpisodeResult, source: ActionSource) -> dict:
+    return {"id": spec.id, "suite": spec.config.suite, "task_index": spec.config.task,
+            "init_index": spec.init_index, "outcome": result.outcome, "policy": source.name,
+            "chunk_length": spec.chunk_length, "image_size": spec.config.image_size}

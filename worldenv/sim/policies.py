@@ -1,0 +1,132 @@
+"""Where actions come from when running LIBERO: a remote Policy service, a checkpoint, or the expert.
+
+All three meet one interface, `ActionSource.act(frames, proprio, instructions, deterministic)
+-> Chunk`. The scripted expert is special: it needs the simulator's state, so it runs inside the
+env process (`in_env = True`) and the episode runner asks the env for expert chunks instead.
+`open_source(spec)` resolves `--policy` and checks it (a remote address is connected to) before
+any env starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+import threading
+from typing import Protocol
+
+import numpy as np
+
+CHUNK_LENGTH = 8  # K actions per chunk (OpenVLA-OFT's LIBERO default)
+
+
+class PolicyUnavailable(RuntimeError):
+    """--policy names nothing usable (unreachable address, missing checkpoint)."""
+
+
+@dataclasses.dataclass
+class Chunk:
+    actions: np.ndarray               # (B, K, 7) float32, as sampled (the env clips to [-1, 1])
+    log_probs: np.ndarray | None      # (B,) float32 log-density of each sampled chunk; None for the expert
+
+
+class ActionSource(Protocol):
+    """Anything that maps observations to action chunks."""
+
+    name: str
+    chunk_length: int
+    image_size: int | None   # frame side the policy expects; None = any
+    in_env: bool
+
+    def act(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str],
+            deterministic: bool) -> Chunk:
+        """frames (B, H, W, 3) uint8 upright, proprio (B, 8) float32 -> Chunk."""
+
+    def close(self) -> None: ...
+
+
+class ExpertSource:
+    """The scripted expert as a policy (runs inside the env process)."""
+
+    name, in_env, image_size = "expert", True, None
+
+    def __init__(self, chunk_length: int = CHUNK_LENGTH):
+        self.chunk_length = chunk_length
+
+    def act(self, frames, proprio, instructions, deterministic) -> Chunk:
+        raise RuntimeError("the expert acts inside the env process; use EnvHost.expert_chunk")
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteSource:
+    """A server speaking worldenv's Policy protocol (gRPC)."""
+
+    in_env = False
+
+    def __init__(self, address: str, auth_token: str | None = None, connect_timeout_s: float = 10.0,
+                 timeout_s: float = 120.0):
+        from worldenv.client import clients, errors
+        self.name = address
+        self._client = clients.PolicyClient(address, auth_token=auth_token, timeout_s=timeout_s,
+                                            connect_timeout_s=connect_timeout_s)
+        try:
+            self._client.connect()
+        except errors.ServiceError as exc:
+            raise PolicyUnavailable(f"policy server {address} unreachable: {exc}") from exc
+        spec = getattr(self._client, "spec", None)
+        self.chunk_length = int(getattr(spec, "chunk_length", 0) or CHUNK_LENGTH)
+        self.image_size = int(getattr(spec, "image_size", 0)) or None
+        self._seed = 0
+
+    def act(self, frames, proprio, instructions, deterministic) -> Chunk:
+        self._seed += 1
+        reply = self._client.act(frames, proprio, instructions, deterministic=deterministic, seed=self._seed)
+        return Chunk(np.asarray(reply.actions, np.float32), np.asarray(reply.log_probs, np.float32))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class CheckpointSource:
+    """A LaplacePolicy loaded in this process from a checkpoint directory."""
+
+    in_env = False
+
+    def __init__(self, directory: str, seed: int = 0):
+        import torch
+        from worldenv.models.policy import LaplacePolicy
+        self.name = str(directory)
+        self._policy = LaplacePolicy.from_pretrained(directory).eval()
+        self.chunk_length = int(self._policy.config.chunk_length)
+        self.image_size = int(self._policy.config.image_size)
+        self._generator = torch.Generator().manual_seed(seed)
+        self._lock = threading.Lock()  # episodes run in threads; one forward at a time
+
+    def act(self, frames, proprio, instructions, deterministic) -> Chunk:
+        import torch
+        with self._lock, torch.no_grad():
+            out = self._policy.act(frames, proprio, instructions, deterministic=deterministic,
+                                   generator=self._generator)
+        return Chunk(np.asarray(out["actions"], np.float32), np.asarray(out["log_probs"], np.float32))
+
+    def close(self) -> None:
+        pass
+
+
+_ADDRESS = re.compile(r"^(dns:///)?[\w.\-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
+
+
+def open_source(spec: str, chunk_length: int = CHUNK_LENGTH, auth_token: str | None = None,
+                connect_timeout_s: float = 10.0, seed: int = 0) -> ActionSource:
+    """Resolve `--policy`: 'expert', a checkpoint directory, or host:port. Raises PolicyUnavailable."""
+    if spec == "expert":
+        return ExpertSource(chunk_length)
+    path = pathlib.Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise PolicyUnavailable(f"{path} is a directory but holds no checkpoint (config.json missing)")
+        return CheckpointSource(str(path), seed=seed)
+    if _ADDRESS.match(spec):
+        return RemoteSource(spec, auth_token=auth_token, connect_timeout_s=connect_timeout_s)
+    raise PolicyUnavailable(f"--policy {spec!r} is neither 'expert', a checkpoint directory, nor host:port")
