@@ -21,6 +21,7 @@ def register(sub) -> None:
         p.add_argument(f"--{name}-checkpoint", default=None, help=f"{name} checkpoint directory (default: random init)")
     p.add_argument("--rollout", type=int, default=0, metavar="N", help="once up, imagine N episodes and print throughput")
     p.add_argument("--horizon", type=int, default=12, help="max chunks per episode for --rollout (default 12)")
+    p.add_argument("--starts", default=None, help="start-state bank for --rollout (default: synthetic start states)")
     p.add_argument("--exit", action="store_true", help="stop everything after --rollout instead of serving on")
     p.set_defaults(func=main)
 
@@ -40,7 +41,7 @@ def main(args) -> int:
     try:
         _print_addresses(stack)
         if args.rollout:
-            _rollout(stack, args.rollout, args.horizon)
+            _rollout(stack, args.rollout, args.horizon, args.starts)
         if not args.exit:
             print("serving; Ctrl-C to stop", flush=True)
             _wait_for_signal()
@@ -60,16 +61,16 @@ def _print_addresses(stack) -> None:
     print(f"export REDIS_URL={stack.redis_url}", flush=True)
 
 
-def _rollout(stack, episodes: int, horizon: int) -> None:
+def _rollout(stack, episodes: int, horizon: int, starts: str | None) -> None:
     import redis
 
     from worldenv.client import rollout
     from worldenv.client.queue import RolloutQueue
     from worldenv.data.episodes import EpisodeStore
-    from worldenv.data.start_bank import synthetic
+    from worldenv.data.start_bank import StartBank, synthetic
 
     client = redis.Redis.from_url(stack.redis_url)
-    bank = synthetic(n=max(1, -(-episodes // 8)))
+    bank = StartBank.load(starts) if starts else synthetic(n=max(1, -(-episodes // 8)))
     jobs = rollout.make_jobs(bank, episodes, rollout.new_run_id(), horizon, group_size=8)
     report = rollout.run(RolloutQueue(client, stack.config.prefix), EpisodeStore(client, stack.config.prefix), jobs)
     print("\n".join(report.lines()))
