@@ -28,6 +28,8 @@ def validate(args) -> None:
         raise SystemExit("worldenv rollout: --horizon and --group-size must be >= 1")
     if not 0 <= args.eta < 1:
         raise SystemExit("worldenv rollout: --eta must be in [0, 1)")
+    if args.starts and not os.path.isfile(args.starts):
+        raise SystemExit(f"worldenv rollout: --starts: no such file {args.starts}")
 
 
 def main(args) -> int:

@@ -31,6 +31,8 @@ def main(args) -> int:
 
     if args.workers < 0 or args.batch_size < 1:
         raise SystemExit("worldenv up: --workers must be >= 0 and --batch-size >= 1")
+    if args.starts and not pathlib.Path(args.starts).is_file():
+        raise SystemExit(f"worldenv up: --starts: no such file {args.starts}")
     state = pathlib.Path(args.home) if args.home else home.path()
     checkpoints = {n: getattr(args, n.replace("-", "_") + "_checkpoint") for n in local.MODEL_SERVICES}
     cfg = local.StackConfig(home=state, host=args.host, free_ports=args.free_ports, redis_url=os.environ.get("REDIS_URL"),
