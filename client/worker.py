@@ -38,6 +38,7 @@ class _Trace:
     log_probs: list = dataclasses.field(default_factory=list)
     p_done: list = dataclasses.field(default_factory=list)
     policy_version: int = 0
+    eta: float = 0.0        # the done threshold applied (the job's, or the reflector's default)
     done_step: int | None = None
     timings: dict = dataclasses.field(default_factory=lambda: {"act": [], "step": [], "judge": []})
 
@@ -141,6 +142,7 @@ class RolloutWorker:
         still = []
         for k, i in enumerate(active):
             tr, eta = traces[i], jobs[i].eta or judge.eta
+            tr.eta = eta
             tr.p_done.append(float(judge.p_done[k]))
             for name, timing in (("act", act.timing), ("step", step.timing), ("judge", judge.timing)):
                 tr.timings[name].append(timing.latency_ms)
@@ -160,7 +162,7 @@ class RolloutWorker:
             frames=np.stack(tr.frames), actions=np.stack(tr.actions).astype(np.float32),
             log_probs=np.asarray(tr.log_probs, np.float32), p_done=np.asarray(tr.p_done, np.float32),
             proprio=np.stack(tr.proprio).astype(np.float32), timings_ms=tr.timings, created_at=time.time(),
-            extra={"horizon": job.horizon, "seed": job.seed, "eta": job.eta, "steps": steps})
+            extra={"horizon": job.horizon, "seed": job.seed, "eta": tr.eta, "steps": steps})
 
     @staticmethod
     def _failed(job: Job, reason: str) -> Episode:

@@ -98,7 +98,7 @@ def test_worker_runs_a_batch_and_stores_episodes(queue, worker_factory, redis_cl
     ep = store.get("r-0")
     assert ep.status == "horizon" and ep.frames.shape == (5, 64, 64, 3) and ep.actions.shape == (4, 8, 7)
     assert ep.p_done.shape == (4,) and ep.log_probs.shape == (4,) and ep.policy_version == 1
-    assert len(ep.timings_ms["step"]) == 4
+    assert len(ep.timings_ms["step"]) == 4 and ep.extra["eta"] == pytest.approx(0.999)
     assert not np.array_equal(ep.frames[0], ep.frames[-1])
 
 
@@ -110,6 +110,7 @@ def test_episodes_end_when_the_reflector_says_done(queue, worker_factory, redis_
     for i in range(3):
         ep = store.get(f"r-{i}")
         assert ep.status == "done" and ep.done_step == 0 and ep.reward == pytest.approx(float(ep.p_done[0]))
+    assert store.rewards("r-0")["eta"] == pytest.approx(0.01)
 
 
 def test_stored_but_unacked_job_is_completed_without_rerun(queue, worker_factory, redis_client, key_prefix):
