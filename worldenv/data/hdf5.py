@@ -74,6 +74,8 @@ class TaskFile:
 
 def task_attrs(task, env_args: dict | None = None) -> dict:
     """data/ attributes for a worldenv.sim.suites.TaskInfo."""
+    from worldenv.sim import install
+    install.prepare()  # LIBERO prompts on first import otherwise
     from libero.libero.envs import bddl_utils  # the BDDL header names the problem class
     info = bddl_utils.get_problem_info(task.bddl_file)
     problem = {"problem_name": info["problem_name"], "domain_name": info["domain_name"],

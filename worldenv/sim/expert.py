@@ -74,6 +74,19 @@ def supports(goal_state: list) -> bool:
     return True
 
 
+def check_tasks(suite: str, tasks: list[int]) -> None:
+    """UnsupportedTask naming the first task whose BDDL goal the expert cannot script (no env needed)."""
+    from worldenv.sim import install, suites
+    install.prepare()
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+    for t in tasks:
+        info = suites.task(suite, t)
+        goal = robosuite_parse_problem(info.bddl_file)["goal_state"]
+        if not supports(goal):
+            raise UnsupportedTask(f"the scripted expert has no script for {suite} task {t} "
+                                  f"({info.instruction!r}, goal {goal}); it handles in/on pick-and-place")
+
+
 class ScriptedExpert:
     """Pick-and-place by waypoints. `reset(env)` at the start of an episode, then `act(env)` per step."""
 

@@ -51,6 +51,14 @@ class _Base:
         return EnvConfig(self.suite, task, image_size or self.image_size, self.wrist)
 
 
+def _check_expert(suite: str, tasks: list[int]) -> None:
+    from worldenv.sim import expert
+    try:
+        expert.check_tasks(suite, tasks)
+    except expert.UnsupportedTask as exc:
+        raise BadArguments(str(exc)) from None
+
+
 # --- demos collect ------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -67,6 +75,7 @@ class CollectConfig(_Base):
         super().__post_init__()
         if not 1 <= self.per_task <= self.max_attempts <= suites.INIT_STATES_PER_TASK:
             raise BadArguments(f"need 1 <= --per-task ({self.per_task}) <= --max-attempts ({self.max_attempts}) <= 50")
+        _check_expert(self.suite, self.task_ids)
 
 
 def collect_demos(config: CollectConfig) -> int:
@@ -184,6 +193,8 @@ class _PolicyRun(_Base):
 
     def _open_source(self):
         from worldenv.sim import policies
+        if self.policy == "expert":
+            _check_expert(self.suite, self.task_ids)
         try:
             return policies.open_source(self.policy, auth_token=self.auth_token, seed=self.seed)
         except policies.PolicyUnavailable as exc:
