@@ -63,3 +63,23 @@ def test_rollout_without_a_stack_fails_clearly(tmp_path):
     out = subprocess.run([sys.executable, "-m", "worldenv.cli", "rollout", "--episodes", "0"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "--episodes" in out.stderr
+
+
+def test_committed_episodes_survive_a_restart_of_the_stack(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["WORLDENV_HOME"] = str(tmp_path)
+    first = subprocess.run([sys.executable, "-m", "worldenv.cli", "up", "--free-ports", "--rollout", "4", "--exit"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and "4 episodes" in first.stdout, first.stdout + first.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "worldenv.cli", "up", "--free-ports", "--workers", "0"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "up.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "second `worldenv up` did not come up"
+            time.sleep(0.2)
+        api = json.loads((tmp_path / "up.json").read_text())["debug-api"]
+        assert httpx.get(f"{api}/episodes").json()["total"] == 4
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
