@@ -7,11 +7,13 @@ The OSC controller takes normalised deltas: 1.0 = 5 cm of position or 0.5 rad of
 step, so an action is the waypoint error divided by that scale, clipped to [-1, 1].
 
 Goals handled: `in`/`on` pick-and-place (libero_object, libero_spatial and the pick-and-place
-tasks of libero_goal). Other predicates raise `UnsupportedTask`.
+tasks of libero_goal: 1, 2, 4, 6, 8, 9). Opening drawers, turning the stove on, pushing, and
+placing into a closed drawer raise `UnsupportedTask`.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -58,11 +60,18 @@ def grasp_for(object_name: str) -> Grasp:
     return GRASPS.get(base, DEFAULT_GRASP)
 
 
+# Targets that need more than pick-and-place: a drawer's inside (open it first), a table region
+# (LIBERO-Goal pushes the plate there).
+_NEEDS_MORE = re.compile(r"cabinet_\d+_(top|middle|bottom)_region$|^main_table_")
+
+
 def pick_place_goal(goal_state: list) -> tuple[str, str]:
     """(object, target) of a pick-and-place goal, else UnsupportedTask."""
     if len(goal_state) != 1 or goal_state[0][0].lower() not in ("in", "on"):
         raise UnsupportedTask(f"no script for goal {goal_state}")
     _, obj, target = goal_state[0]
+    if _NEEDS_MORE.search(target):
+        raise UnsupportedTask(f"no script for goal {goal_state}: the target needs opening or pushing")
     return obj, target
 
 
