@@ -180,7 +180,7 @@ def resize(frames: np.ndarray, size: int | None) -> np.ndarray:
 def _decode(key: str, value):
     if isinstance(value, bytes):
         value = value.decode()
-    if key in ("problem_info", "env_args", "policy") and isinstance(value, str):
+    if key in ("problem_info", "env_args") and isinstance(value, str):
         try:
             return json.loads(value)
         except json.JSONDecodeError:

@@ -106,18 +106,26 @@ def collect_demos(config: CollectConfig) -> int:
 
 
 def _collect_task(envs, config: CollectConfig, task: int, source):
-    """Run init states in waves of (still missing) size until per_task successes or max_attempts."""
+    """Probe init states 0, 1, ... cheaply (frames once per chunk, nothing kept) in waves of the
+    still-missing size, then record only the successes with full frames. The expert and the
+    simulator are deterministic, so a replayed success succeeds again; failures, which run to
+    the horizon, never pay for rendering every step."""
     from worldenv.sim import episode
     kept, tried, next_init = [], [], 0
     while len(kept) < config.per_task and next_init < config.max_attempts:
         wave = range(next_init, min(next_init + config.per_task - len(kept), config.max_attempts))
         next_init = wave.stop
-        specs = [episode.EpisodeSpec(config.env_config(task), i, suites.MAX_EPISODE_STEPS[config.suite],
-                                     record=True, render_each_step=config.every_step) for i in wave]
-        results = envs.map(lambda w, s: episode.run(w, s, source), specs)
-        tried += results
-        kept += [r for r in results if r.success]
+        probes = envs.map(lambda w, s: episode.run(w, s, source), [_demo_spec(config, task, i, False) for i in wave])
+        tried += probes
+        good = [_demo_spec(config, task, r.spec.init_index, True) for r in probes if r.success]
+        kept += [r for r in envs.map(lambda w, s: episode.run(w, s, source), good) if r.success]
     return kept[: config.per_task], tried
+
+
+def _demo_spec(config: CollectConfig, task: int, init: int, record: bool):
+    from worldenv.sim import episode
+    return episode.EpisodeSpec(config.env_config(task), init, suites.MAX_EPISODE_STEPS[config.suite],
+                               record=record, render_each_step=record and config.every_step)
 
 
 # --- starts build -------------------------------------------------------------------------------
