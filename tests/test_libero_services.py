@@ -1,0 +1,48 @@
+"""LIBERO against our own services: eval with a remote Policy server and Reflector termination,
+and self-exploration from a remote policy - the two issues' seams, CI-sized."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("libero")
+pytest.importorskip("robosuite")
+
+from servers import serving  # noqa: E402
+from worldenv import cli  # noqa: E402
+from worldenv.data import hdf5  # noqa: E402
+
+pytestmark = pytest.mark.libero
+SUITE, TASK = "libero_object", 0
+
+
+@pytest.fixture(scope="module")
+def policy_server():
+    with serving("policy") as server:
+        yield server.address
+
+
+def test_eval_remote_policy_with_reflector_termination(policy_server, tmp_path):
+    with serving("reflector") as reflector:
+        out = tmp_path / "eval"
+        # eta 0.01: the (untrained) reflector's p(done) ~ 0.5 ends each episode at its first judgement
+        assert cli.main(["eval", "--policy", policy_server, "--suite", SUITE, "--tasks", str(TASK),
+                         "--episodes-per-task", "1", "--max-steps", "32", "--workers", "1", "--videos", "0",
+                         "--termination", "reflector", "--reflector", reflector.address, "--eta", "0.01",
+                         "--out", str(out)]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["termination"] == "reflector" and report["suite_result"]["episodes"] == 1
+    (episode,) = report["episodes"]
+    assert episode["outcome"] == "reflector" and len(episode["p_done"]) == 1 and 0 <= episode["p_done"][0] <= 1
+    assert report["suite_result"]["successes"] == 0  # random policy: LIBERO's check says no
+
+
+def test_explore_with_a_remote_policy(policy_server, tmp_path):
+    out = tmp_path / "explore"
+    assert cli.main(["explore", "--policy", policy_server, "--noise", "laplace", "--suite", SUITE,
+                     "--tasks", str(TASK), "--episodes-per-task", "1", "--max-steps", "16", "--workers", "1",
+                     "--out", str(out)]) == 0
+    (path,) = (out / SUITE).glob("*_demo.hdf5")
+    (ep,) = hdf5.read(path).episodes
+    assert len(ep) == 16 and ep.log_probs.shape == (2,) and ep.attrs["success"] is False
