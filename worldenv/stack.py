@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
@@ -100,41 +99,48 @@ def _embedded_redis(cfg: StackConfig, procs: dict) -> str:
     return url
 
 
+CLI = [sys.executable, "-m", "worldenv.cli"]
+
+
+def _start_services(stack: Stack) -> None:
+    """The three model services and the debug API; returns once all are healthy."""
+    cfg, procs = stack.config, stack.processes
+    for name in (*MODEL_SERVICES, "debug-api"):
+        port = free_port(cfg.host) if cfg.free_ports else DEFAULT_PORTS[name]
+        argv = CLI + ["serve", name, "--host", cfg.host, "--port", str(port)]
+        if name == "debug-api":
+            argv += ["--redis-url", stack.redis_url, "--prefix", cfg.prefix]
+            stack.addresses[name] = f"http://{cfg.host}:{port}"
+        else:
+            argv += ["--threads", str(cfg.threads)]
+            argv += ["--checkpoint", cfg.checkpoints[name]] if name in cfg.checkpoints else []
+            stack.addresses[name] = f"{cfg.host}:{port}"
+        procs[name] = _spawn(name, argv, cfg.home)
+    for name in MODEL_SERVICES:
+        _wait_healthy(name, "grpc", stack.addresses[name], procs[name], cfg.home, cfg.ready_timeout_s)
+    _wait_healthy("debug-api", "http", stack.addresses["debug-api"] + "/healthz", procs["debug-api"], cfg.home,
+                  cfg.ready_timeout_s)
+
+
+def _start_workers(stack: Stack) -> None:
+    cfg, a = stack.config, stack.addresses
+    for i in range(cfg.workers):
+        stack.processes[f"worker-{i}"] = _spawn(f"worker-{i}", CLI + [
+            "worker", "--redis-url", stack.redis_url, "--prefix", cfg.prefix, "--world-model-addr", a["world-model"],
+            "--reflector-addr", a["reflector"], "--policy-addr", a["policy"], "--batch-size", str(cfg.batch_size),
+            "--consumer", f"up-worker-{i}"], cfg.home)
+
+
 def start(cfg: StackConfig) -> Stack:
     """Start every process and wait until each is healthy."""
     (cfg.home / "logs").mkdir(parents=True, exist_ok=True)
-    procs: dict[str, subprocess.Popen] = {}
-    stack = Stack(cfg, cfg.redis_url or "", {}, procs)
-    cli = [sys.executable, "-m", "worldenv.cli"]
+    stack = Stack(cfg, cfg.redis_url or "", {}, {})
     try:
-        stack.redis_url = cfg.redis_url or _embedded_redis(cfg, procs)
-        for name in MODEL_SERVICES:
-            port = free_port(cfg.host) if cfg.free_ports else DEFAULT_PORTS[name]
-            argv = cli + ["serve", name, "--host", cfg.host, "--port", str(port), "--threads", str(cfg.threads)]
-            if name in cfg.checkpoints:
-                argv += ["--checkpoint", cfg.checkpoints[name]]
-            procs[name] = _spawn(name, argv, cfg.home)
-            stack.addresses[name] = f"{cfg.host}:{port}"
-        port = free_port(cfg.host) if cfg.free_ports else DEFAULT_PORTS["debug-api"]
-        procs["debug-api"] = _spawn("debug-api", cli + ["serve", "debug-api", "--host", cfg.host, "--port", str(port),
-                                                        "--redis-url", stack.redis_url, "--prefix", cfg.prefix], cfg.home)
-        stack.addresses["debug-api"] = f"http://{cfg.host}:{port}"
-        for name in MODEL_SERVICES:
-            _wait_healthy(name, "grpc", stack.addresses[name], procs[name], cfg.home, cfg.ready_timeout_s)
-        _wait_healthy("debug-api", "http", stack.addresses["debug-api"] + "/healthz", procs["debug-api"], cfg.home,
-                      cfg.ready_timeout_s)
-        for i in range(cfg.workers):
-            procs[f"worker-{i}"] = _spawn(f"worker-{i}", cli + [
-                "worker", "--redis-url", stack.redis_url, "--prefix", cfg.prefix,
-                "--world-model-addr", stack.addresses["world-model"], "--reflector-addr", stack.addresses["reflector"],
-                "--policy-addr", stack.addresses["policy"], "--batch-size", str(cfg.batch_size),
-                "--consumer", f"up-worker-{i}"], cfg.home)
+        stack.redis_url = cfg.redis_url or _embedded_redis(cfg, stack.processes)
+        _start_services(stack)
+        _start_workers(stack)
     except BaseException:
         stack.stop()
         raise
     (cfg.home / "up.json").write_text(json.dumps(stack.describe(), indent=2))
     return stack
-
-
-def redis_cli_hint() -> str | None:
-    return shutil.which("redis-cli")
