@@ -204,6 +204,7 @@ class WorldModelClient:
         self.address, self.refresh_s, self._options = address, refresh_s, client_options
         self._pods: dict[str, WorldModelEndpoint] = {}
         self._owner: dict[str, str] = {}
+        self._live: list[str] = []   # pods the last resolution returned, new sessions go here
         self._turn, self._resolved_at = 0, 0.0
         self.spec: tensor_pb2.ModelSpec | None = None
 
@@ -225,14 +226,19 @@ class WorldModelClient:
         return self
 
     def _refresh(self) -> None:
+        """Connect to pods the name now resolves to; drop vanished pods that hold no session."""
         self._resolved_at = time.monotonic()
-        errors = []
-        for target in resolve(self.address):
+        targets, errors = resolve(self.address), []
+        for target in targets:
             if target not in self._pods:
                 try:
                     self._pods[target] = WorldModelEndpoint(target, **self._options).connect()
                 except ServiceError as err:
                     errors.append(err)
+        owners = set(self._owner.values())
+        for target in [t for t in self._pods if t not in targets and t not in owners]:
+            self._pods.pop(target).close()
+        self._live = [t for t in targets if t in self._pods]
         if not self._pods and errors:
             raise errors[0]
 
@@ -245,7 +251,7 @@ class WorldModelClient:
         """Open B sessions on one pod (the next in turn); returns their ids."""
         if time.monotonic() - self._resolved_at > self.refresh_s:
             self._refresh()
-        targets = sorted(self._pods)
+        targets = self._live or sorted(self._pods)
         target = targets[self._turn % len(targets)]
         self._turn += 1
         ids = self._pods[target].open(frames, proprio, instructions)
