@@ -43,6 +43,15 @@ DEFAULT_GRASP = Grasp()
 FINGER_DEPTH = 0.025   # the eef site is level with the finger pads; aim them this far below the top
 MAX_GRASP_WIDTH = 0.065  # the Panda opens to 8 cm; leave room for position error
 TABLE_CLEARANCE = 0.015  # ... but keep the eef site this high above the object's bottom (tips: -1.1 cm)
+# Footprint of the open Panda hand around the eef site, from its collision geoms: (half-length
+# along the closing axis, half-width across it) and the bottom's height above the site. The palm
+# is 21 cm long and starts only 2.6 cm above the site, so it hits tall neighbours of short objects.
+PALM_HALF, PALM_BOTTOM = (0.105, 0.033), 0.026
+FINGERS_HALF, FINGERS_BOTTOM = (0.068, 0.011), -0.012
+SAFE_CLEARANCE = 0.02    # metres between the hand and any neighbour's box at the grasp
+PAD_INSET = 0.02         # an off-centre grasp keeps the finger pads' centre this far inside the object
+OFFSET_COST = 10.0       # rad of wrist turn worth one metre of off-centre grasp
+LARGE_FIXTURE = 0.4      # boxes wider than this (tables, floor) are not neighbours
 
 
 @dataclasses.dataclass
@@ -152,15 +161,56 @@ class ScriptedExpert:
         """Grasp point (3,) for the eef site and the yaw (rad) that closes the fingers across
         the object's narrow side (or radially across a rim)."""
         extent = scene.box(inner, self._object)
-        close_dir = self._closing_direction(inner, extent)
         point = extent.centre.copy()
+        point[2] = max(extent.high[2] - FINGER_DEPTH, extent.low[2] + TABLE_CLEARANCE)
         if self._grasp.rim:
             outer = (extent.high[:2] - extent.low[:2]).min() / 2
             # the rim nearest the robot's side (-x is towards the robot base)
             close_dir = np.array([1.0, 0.0])
             point[:2] -= close_dir * (outer - 0.015)
-        point[2] = max(extent.high[2] - FINGER_DEPTH, extent.low[2] + TABLE_CLEARANCE)
+        else:
+            close_dir, point = self._clear_grasp(inner, extent, point)
         return point, self._yaw_to(inner, close_dir)
+
+    def _clear_grasp(self, inner, extent: scene.Box, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Closing direction and grasp point that keep the descending hand off the neighbours.
+
+        The least-turn heading through the centre is kept when the hand clears every other
+        object's box by SAFE_CLEARANCE. Otherwise the grasp may turn to any heading that still
+        fits between the fingers and slide along the object's long side; the cheapest (turn,
+        offset) that is safe wins, else the one with the most clearance."""
+        neighbours = [scene.box(inner, name) for name in inner.obj_body_id if name != self._object]
+        neighbours = [b for b in neighbours if (b.high[:2] - b.low[:2]).max() < LARGE_FIXTURE]
+        default = self._closing_direction(inner, extent)
+        if self._clearance(default, point, neighbours) >= SAFE_CLEARANCE:
+            return default, point
+        fits = np.flatnonzero(extent.widths < MAX_GRASP_WIDTH)
+        if not len(fits):
+            fits = [int(extent.widths.argmin())]
+        best, best_key = (default, point), None
+        n = len(extent.headings)  # headings cover half a turn: the perpendicular is n/2 further
+        for i in fits:
+            heading = extent.headings[i]
+            across = np.array([-heading[1], heading[0]])
+            reach = max(extent.widths[(i + n // 2) % n] / 2 - PAD_INSET, 0.0)
+            for offset in np.linspace(-reach, reach, 2 * int(reach / 0.005) + 1):
+                candidate = point.copy()
+                candidate[:2] += offset * across
+                clearance = self._clearance(heading, candidate, neighbours)
+                cost = abs(self._yaw_to(inner, heading)) + OFFSET_COST * abs(offset)
+                key = (0, cost) if clearance >= SAFE_CLEARANCE else (1, -clearance)
+                if best_key is None or key < best_key:
+                    best, best_key = (heading, candidate), key
+        return best
+
+    @staticmethod
+    def _clearance(heading: np.ndarray, point: np.ndarray, neighbours: list[scene.Box]) -> float:
+        """Least horizontal gap between the hand at `point` (closing along `heading`) and the
+        boxes of neighbours tall enough to reach its palm or fingers."""
+        gaps = [np.inf]
+        for half, bottom in ((PALM_HALF, PALM_BOTTOM), (FINGERS_HALF, FINGERS_BOTTOM)):
+            gaps += [scene.separation(point, heading, half, b) for b in neighbours if b.high[2] > point[2] + bottom]
+        return min(gaps)
 
     def _closing_direction(self, inner, extent: scene.Box) -> np.ndarray:
         """The heading that fits between the open fingers with the least turn of the wrist:

@@ -63,3 +63,21 @@ def box(inner, name: str) -> Box:
     widths = proj.max(0) - proj.min(0)
     best = int(widths.argmin())
     return Box(points.min(0), points.max(0), dirs[best], float(widths[best]), dirs, widths)
+
+
+def separation(centre: np.ndarray, axis: np.ndarray, half: tuple[float, float], other: Box) -> float:
+    """Horizontal gap (metres) between a rectangle and `other`'s box; negative = overlap depth.
+
+    The rectangle is centred at `centre` (xy), with half-lengths `half` along the unit xy
+    `axis` and across it. Separating-axis test over both shapes' axes: a lower bound of the
+    true distance when positive."""
+    u = np.asarray(axis, np.float64)
+    v = np.array([-u[1], u[0]])
+    signs = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], np.float64)
+    rect = centre[:2] + signs[:, :1] * half[0] * u + signs[:, 1:] * half[1] * v      # (4, 2)
+    xy = np.array(list(itertools.product(*zip(other.low[:2], other.high[:2]))))   # (4, 2)
+    gap = -np.inf
+    for a in (u, v, np.array([1.0, 0.0]), np.array([0.0, 1.0])):
+        p, q = rect @ a, xy @ a
+        gap = max(gap, q.min() - p.max(), p.min() - q.max())
+    return float(gap)
