@@ -1,1 +1,1 @@
-"""common."""
+"""What the model services share: server bootstrap, batcher, auth, errors, validation, specs."""

@@ -1,1 +1,1 @@
-"""policy."""
+"""Policy service: Laplace action chunks with log-probs and hot weight swaps."""

@@ -1,1 +1,1 @@
-"""reflector."""
+"""Reflector service: p(task done) for imagined videos."""

@@ -1,1 +1,1 @@
-"""world_model."""
+"""WorldModel service: server-side sessions around an action-conditioned world model."""
