@@ -100,12 +100,9 @@ class RolloutWorker:
         reason, except a lost session or server (a pod scaled away), which is retried."""
         try:
             return self._imagine(jobs)
-        except ServiceError as exc:
-            if exc.code in RETRY_CODES:
+        except (ServiceError, ValueError) as exc:
+            if isinstance(exc, ServiceError) and exc.code in RETRY_CODES:
                 raise _Retry(str(exc)) from exc
-            log.warning("batch of %d failed: %s", len(jobs), exc)
-            return [self._failed(job, str(exc)) for job in jobs]
-        except ValueError as exc:
             log.warning("batch of %d failed: %s", len(jobs), exc)
             return [self._failed(job, str(exc)) for job in jobs]
 
@@ -168,10 +165,8 @@ class RolloutWorker:
 
     @staticmethod
     def _failed(job: Job, reason: str) -> Episode:
-        frame = np.asarray(job.frame)[None]
-        k_a = (0, 0, 0)
         return Episode(id=job.id, status="failed", policy_version=0, instruction=job.instruction,
-                       start_id=job.start_id, group_id=job.group_id, run_id=job.run_id, frames=frame,
-                       actions=np.zeros(k_a, np.float32), log_probs=np.zeros(0, np.float32),
+                       start_id=job.start_id, group_id=job.group_id, run_id=job.run_id,
+                       frames=np.asarray(job.frame)[None], actions=np.zeros((0, 0, 0), np.float32), log_probs=np.zeros(0, np.float32),
                        p_done=np.zeros(0, np.float32), proprio=np.asarray(job.proprio, np.float32)[None],
                        timings_ms={"act": [], "step": [], "judge": []}, created_at=time.time(), error=reason)

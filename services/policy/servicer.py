@@ -32,14 +32,14 @@ class Weights:
 def act_batch(weights: Weights, batch: dict) -> dict:
     """Batcher callback on one weights version: (B, H, W, 3) frames, (B, P) proprio -> chunks.
 
-    Unseeded items sample together; a seeded item gets its own generator, so merging requests
-    never changes what a seeded request samples. Deterministic items answer loc as the action.
+    With no seed, the whole batch samples in one call; once any item is seeded, every item runs
+    on its own (seeded or unseeded) generator, so merging requests never changes what a seeded
+    request samples. Deterministic items answer loc as the action.
     """
-    seeds = np.asarray(batch["seed"], np.uint64)
-    rows = [slice(None)] if not seeds.any() else [slice(i, i + 1) for i in range(len(seeds))]
+    seeds = [int(s) for s in batch["seed"]]
+    rows = [(slice(i, i + 1), s) for i, s in enumerate(seeds)] if any(seeds) else [(slice(None), 0)]
     parts = []
-    for row in rows:
-        seed = int(seeds[row][0]) if len(rows) > 1 else 0
+    for row, seed in rows:
         gen = torch.Generator().manual_seed(seed) if seed else None
         parts.append(weights.model.act(batch["frames"][row], batch["proprio"][row],
                                        batch["instructions"][row], deterministic=False, generator=gen))
