@@ -7,7 +7,7 @@ import numpy as np
 
 from worldenv.services.common import validation as check
 from worldenv.services.common.base import BatchedService
-from worldenv.services.common.errors import rpc
+from worldenv.services.common.errors import InvalidArgument, rpc
 from worldenv.services.common.server import timing
 from worldenv.services.common.spec import model_spec
 from worldenv.config import ServeConfig
@@ -44,7 +44,7 @@ class ReflectorService(BatchedService, pb_grpc.ReflectorServicer):
         received = time.perf_counter()
         frames = check.tensor(request, "frames", "uint8", ["B", None, *self.frame_shape])
         if frames.shape[1] < 1:
-            raise check.InvalidArgument("frames: expected at least one frame per video (T >= 1)")
+            raise InvalidArgument("frames: expected at least one frame per video (T >= 1)")
         batch = len(frames)
         instructions = check.strings(request.instructions, "instructions", batch)
         eta = check.probability(request.eta, "eta", self.config.eta)
