@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import save as save_bytes
 
 from worldenv import models
-from worldenv.models import text
+from worldenv.models import checkpoint, text
+from worldenv.models.roles import Observations, StartStates
 from worldenv.models.policy import LaplacePolicy, PolicyConfig
 from worldenv.models.reflector import Reflector, sample_indices
 from worldenv.models.world_model import ActionConditionedWorldModel, WorldModelConfig, eef_path, render_action_map
@@ -38,6 +39,12 @@ def instructions(b):
     return [TASKS[i % 2] for i in range(b)]
 
 
+def act(policy, f, p, ins, deterministic=False, seed=None) -> dict:
+    """The Policy interface's act as a dict; `seed` seeds every item alike."""
+    seeds = None if seed is None else [seed] * len(f)
+    return policy.act(Observations(f, p, ins), deterministic, seeds).as_dict()
+
+
 @pytest.fixture(scope="module")
 def policy():
     torch.manual_seed(0)
@@ -64,7 +71,7 @@ def test_tokenize_is_deterministic_padded_and_masked():
 
 @pytest.mark.parametrize("b", [1, 3])
 def test_policy_act_shapes_and_dtypes(policy, b):
-    out = policy.act(frames(b), proprio(b), instructions(b), generator=torch.Generator().manual_seed(0))
+    out = act(policy, frames(b), proprio(b), instructions(b), seed=11)
     for key in ("loc", "scale", "actions"):
         assert out[key].shape == (b, K, A) and out[key].dtype == np.float32, key
     assert out["log_probs"].shape == (b,) and out["log_probs"].dtype == np.float32
@@ -74,31 +81,31 @@ def test_policy_act_shapes_and_dtypes(policy, b):
 
 
 def test_policy_loc_depends_on_frames_proprio_and_instruction(policy):
-    base = policy.act(frames(2), proprio(2), [TASKS[0]] * 2, deterministic=True)["loc"]
-    other_frames = policy.act(frames(2, seed=1), proprio(2), [TASKS[0]] * 2, deterministic=True)["loc"]
-    other_proprio = policy.act(frames(2), proprio(2, seed=1), [TASKS[0]] * 2, deterministic=True)["loc"]
-    other_text = policy.act(frames(2), proprio(2), [TASKS[1]] * 2, deterministic=True)["loc"]
+    base = act(policy, frames(2), proprio(2), [TASKS[0]] * 2, deterministic=True)["loc"]
+    other_frames = act(policy, frames(2, seed=1), proprio(2), [TASKS[0]] * 2, deterministic=True)["loc"]
+    other_proprio = act(policy, frames(2), proprio(2, seed=1), [TASKS[0]] * 2, deterministic=True)["loc"]
+    other_text = act(policy, frames(2), proprio(2), [TASKS[1]] * 2, deterministic=True)["loc"]
     for other in (other_frames, other_proprio, other_text):
         assert np.abs(other - base).max() > 1e-4
 
 
 def test_policy_log_prob_matches_torch_laplace(policy):
     f, p, ins = frames(3), proprio(3), instructions(3)
-    out = policy.act(f, p, ins, generator=torch.Generator().manual_seed(1))
+    out = act(policy, f, p, ins, seed=1)
     ref = torch.distributions.Laplace(torch.from_numpy(out["loc"]), torch.from_numpy(out["scale"]))
     expected = ref.log_prob(torch.from_numpy(out["actions"])).sum(dim=(1, 2)).numpy()
     np.testing.assert_allclose(out["log_probs"], expected, rtol=1e-5, atol=1e-4)
-    lp = policy.log_prob(torch.from_numpy(f), torch.from_numpy(p), ins, torch.from_numpy(out["actions"]))
+    lp = policy.log_prob(Observations(f, p, ins), torch.from_numpy(out["actions"]))
     np.testing.assert_allclose(lp.detach().numpy(), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_policy_deterministic_act_returns_loc_and_sampling_is_seeded(policy):
     f, p, ins = frames(3), proprio(3), instructions(3)
-    det = policy.act(f, p, ins, deterministic=True)
+    det = act(policy, f, p, ins, deterministic=True)
     np.testing.assert_array_equal(det["actions"], det["loc"])
-    a = policy.act(f, p, ins, generator=torch.Generator().manual_seed(5))["actions"]
-    b = policy.act(f, p, ins, generator=torch.Generator().manual_seed(5))["actions"]
-    c = policy.act(f, p, ins, generator=torch.Generator().manual_seed(6))["actions"]
+    a = act(policy, f, p, ins, seed=5)["actions"]
+    b = act(policy, f, p, ins, seed=5)["actions"]
+    c = act(policy, f, p, ins, seed=6)["actions"]
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
 
@@ -106,23 +113,22 @@ def test_policy_deterministic_act_returns_loc_and_sampling_is_seeded(policy):
 def test_policy_log_prob_is_differentiable():
     torch.manual_seed(0)
     model = models.build("policy").train()
-    f, p, ins = torch.from_numpy(frames(3)), torch.from_numpy(proprio(3)), instructions(3)
-    acts = torch.from_numpy(actions(3))
-    before = model.log_prob(f, p, ins, acts)
+    obs, acts = Observations(frames(3), proprio(3), instructions(3)), torch.from_numpy(actions(3))
+    before = model.log_prob(obs, acts)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     (-before.mean()).backward()
     optimizer.step()
-    after = model.log_prob(f, p, ins, acts)
+    after = model.log_prob(obs, acts)
     assert after.mean() > before.mean().detach()
 
 
 def test_policy_rejects_bad_shapes_by_name(policy):
     with pytest.raises(ValueError, match="frames"):
-        policy.act(frames(2)[:, :32], proprio(2), instructions(2))
+        act(policy, frames(2)[:, :32], proprio(2), instructions(2))
     with pytest.raises(ValueError, match="proprio"):
-        policy.act(frames(2), proprio(3), instructions(2))
+        act(policy, frames(2), proprio(3), instructions(2))
     with pytest.raises(ValueError, match="instructions"):
-        policy.act(frames(2), proprio(2), instructions(3))
+        act(policy, frames(2), proprio(2), instructions(3))
 
 
 def test_policy_config_validates():
@@ -168,60 +174,69 @@ def test_reflector_loss_backward():
 
 def test_policy_round_trip_and_dispatch(policy, tmp_path):
     policy.save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["kind"] == "policy"
-    loaded = models.load_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["role"], config["arch"]) == ("policy", "tiny-laplace-policy")
+    loaded = models.load(tmp_path)
     assert isinstance(loaded, LaplacePolicy)
     f, p, ins = frames(3), proprio(3), instructions(3)
-    a = policy.act(f, p, ins, generator=torch.Generator().manual_seed(0))
-    b = loaded.act(f, p, ins, generator=torch.Generator().manual_seed(0))
+    a = act(policy, f, p, ins, seed=11)
+    b = act(loaded, f, p, ins, seed=11)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_reflector_round_trip_and_dispatch(reflector, tmp_path):
     reflector.save_pretrained(tmp_path)
-    loaded = models.load_pretrained(tmp_path)
+    loaded = models.load(tmp_path)
     assert isinstance(loaded, Reflector)
     video = frames(3, 6)
     np.testing.assert_array_equal(reflector.judge(video, instructions(3)), loaded.judge(video, instructions(3)))
 
 
-def test_from_pretrained_refuses_another_kind(reflector, tmp_path):
+def test_loading_refuses_another_role_or_arch(reflector, tmp_path):
     reflector.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="reflector"):
+    with pytest.raises(ValueError, match="tiny-reflector"):
         LaplacePolicy.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'reflector'.*not a 'policy'"):
+        models.load(tmp_path, role="policy")
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "arch"}))
+    with pytest.raises(ValueError, match="'arch' missing"):
+        models.load(tmp_path)
 
 
 def test_from_pretrained_casts_dtype(policy, tmp_path):
     policy.save_pretrained(tmp_path)
-    loaded = models.load_pretrained(tmp_path, dtype="bfloat16")
+    loaded = models.load(tmp_path, dtype="bfloat16")
     assert loaded.dtype == torch.bfloat16
-    out = loaded.act(frames(2), proprio(2), instructions(2), deterministic=True)
+    out = act(loaded, frames(2), proprio(2), instructions(2), deterministic=True)
     assert out["loc"].dtype == np.float32
 
 
-def test_load_safetensors_bytes_is_strict():
+def test_load_weights_is_strict_and_in_place():
     torch.manual_seed(1)
     source = models.build("policy")
     torch.manual_seed(2)
     target = models.build("policy")
+    pointers = [t.data_ptr() for t in target.state_dict().values()]
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
-    assert target.load_safetensors_bytes(save_bytes(state)) == len(state)
+    assert target.load_weights(checkpoint.state_from_bytes(save_bytes(state))) == len(state)
+    assert [t.data_ptr() for t in target.state_dict().values()] == pointers, "loaded into the same storage"
     f, p, ins = frames(2), proprio(2), instructions(2)
-    np.testing.assert_array_equal(source.act(f, p, ins, deterministic=True)["loc"],
-                                  target.act(f, p, ins, deterministic=True)["loc"])
+    np.testing.assert_array_equal(act(source, f, p, ins, deterministic=True)["loc"],
+                                  act(target, f, p, ins, deterministic=True)["loc"])
     bad = dict(state, **{"loc_head.weight": torch.zeros(3, 3)})
     with pytest.raises(ValueError, match="loc_head.weight"):
-        target.load_safetensors_bytes(save_bytes(bad))
+        target.check_weights(bad)
     missing = {k: v for k, v in state.items() if k != "scale_head.bias"}
     with pytest.raises(ValueError, match="scale_head.bias"):
-        target.load_safetensors_bytes(save_bytes(missing))
+        target.load_weights(missing)
     with pytest.raises(ValueError, match="safetensors"):
-        target.load_safetensors_bytes(b"not a checkpoint")
+        checkpoint.state_from_bytes(b"not a checkpoint")
 
 
-def test_build_rejects_unknown_kind_and_bad_override():
-    with pytest.raises(ValueError, match="kind"):
+def test_build_rejects_unknown_arch_and_bad_override():
+    with pytest.raises(ValueError, match="arch"):
         models.build("critic")
     with pytest.raises(ValueError, match="width"):
         models.build("policy", width="wide")
@@ -294,7 +309,7 @@ def test_world_model_loss_backward(mode):
 
 def test_world_model_round_trip_and_dispatch(world_model, tmp_path):
     world_model.save_pretrained(tmp_path)
-    loaded = models.load_pretrained(tmp_path)
+    loaded = models.load(tmp_path)
     assert isinstance(loaded, ActionConditionedWorldModel) and loaded.config == world_model.config
     inputs = step_inputs(3)
     a = world_model.predict(*inputs, generator=torch.Generator().manual_seed(0))
@@ -320,3 +335,70 @@ def test_world_model_config_validates():
         WorldModelConfig(image_size=66)
     with pytest.raises(ValueError, match="sampler_steps"):
         WorldModelConfig(sampler_steps=50)
+
+
+# --- the role interfaces ---------------------------------------------------------------------
+
+def test_each_model_implements_its_role(policy, reflector):
+    torch.manual_seed(0)
+    world = models.build("world_model")
+    assert isinstance(policy, models.Policy) and isinstance(world, models.WorldModel)
+    assert isinstance(reflector, models.Reflector)
+    assert [m.spec.role for m in (policy, world, reflector)] == ["policy", "world_model", "reflector"]
+    assert world.spec.extra["history"] == 2 and reflector.spec.extra["max_frames"] == 8
+
+
+def test_policy_seeded_items_do_not_depend_on_the_batch(policy):
+    f, p, ins = frames(4), proprio(4), instructions(4)
+    alone = policy.act(Observations(f[2:3], p[2:3], ins[2:3]), seeds=[42])
+    merged = policy.act(Observations(f, p, ins), seeds=[0, 7, 42, 0])
+    np.testing.assert_allclose(merged.actions[2], alone.actions[0], rtol=1e-5, atol=1e-6)
+    mixed = policy.act(Observations(f, p, ins), deterministic=[True, False, True, False], seeds=[1, 2, 3, 4])
+    np.testing.assert_array_equal(mixed.actions[[0, 2]], mixed.loc[[0, 2]])
+    assert not np.allclose(mixed.actions[[1, 3]], mixed.loc[[1, 3]])
+    at_loc = (-np.log(2 * mixed.scale[[0, 2]])).sum(axis=(1, 2))
+    np.testing.assert_allclose(mixed.log_probs[[0, 2]], at_loc, rtol=1e-5)
+    with pytest.raises(ValueError, match="seeds"):
+        policy.act(Observations(f, p, ins), seeds=[1, 2])
+
+
+def test_world_model_memory_bank_rolls_and_actions_are_clipped():
+    torch.manual_seed(0)
+    model = models.build("world_model", history=3)
+    start = frames(2, seed=1)
+    states = model.start(StartStates(start, proprio(2), instructions(2)))
+    assert states[0].frames.shape == (3, S, S, 3) and (states[0].frames == start[0]).all()  # padded
+    a = actions(2) * 3                                            # beyond the action space
+    prediction, after = model.step(states, a)
+    history = np.repeat(start[:, None], 3, axis=1)
+    expected = model.predict(history, proprio(2), np.clip(a, -1, 1))
+    np.testing.assert_array_equal(prediction.frames, expected[0])
+    np.testing.assert_array_equal(prediction.proprio, expected[1])
+    np.testing.assert_array_equal(after[1].frames[-1], prediction.frames[1])
+    np.testing.assert_array_equal(after[1].frames[:2], history[1, 1:])
+    longer = model.start(StartStates(frames(1, 5), proprio(1), ["t"]))
+    np.testing.assert_array_equal(longer[0].frames, frames(1, 5)[0, -3:])  # keeps the latest
+
+
+def test_reflector_observe_matches_judging_the_whole_video(reflector):
+    video = frames(3, 4)
+    states = reflector.start(video[:, 0], instructions(3))
+    for t in range(1, 4):
+        p_done, states = reflector.observe(states, video[:, t])
+        np.testing.assert_allclose(p_done, reflector.judge(video[:, :t + 1], instructions(3)), rtol=1e-5, atol=1e-6)
+    uneven = [states[0], reflector.start(video[1:2, 0], instructions(1))[0]]
+    p_done, _ = reflector.observe(uneven, video[:2, 1])
+    np.testing.assert_allclose(p_done[1], reflector.judge(video[1:2, :2], instructions(1))[0], rtol=1e-5)
+
+
+def test_sharded_checkpoint_round_trip_and_missing_shard(policy, tmp_path):
+    policy.save_pretrained(tmp_path, max_shard_bytes=200_000)
+    shards = sorted(tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / checkpoint.INDEX_FILE).is_file()
+    assert not (tmp_path / checkpoint.WEIGHTS_FILE).exists()
+    loaded = models.load(tmp_path, role="policy")
+    f, p, ins = frames(2), proprio(2), instructions(2)
+    np.testing.assert_array_equal(act(policy, f, p, ins, seed=3)["actions"], act(loaded, f, p, ins, seed=3)["actions"])
+    shards[-1].unlink()
+    with pytest.raises(FileNotFoundError, match=shards[-1].name):
+        models.load(tmp_path)

@@ -1,12 +1,15 @@
-"""One factory for the three model services: kind name -> service instance with its model."""
+"""One factory for the three model services: service name -> servicer around its role's model."""
 from __future__ import annotations
 
 import importlib
+import pathlib
 
+import torch
+
+from worldenv import models
 from worldenv.config import ServeConfig
-from worldenv.services.common.models import load_model
 
-# service name -> (model kind, module, class)
+# service name -> (model role, module, class)
 SERVICES = {
     "world-model": ("world_model", "worldenv.services.world_model.servicer", "WorldModelService"),
     "reflector": ("reflector", "worldenv.services.reflector.servicer", "ReflectorService"),
@@ -14,11 +17,23 @@ SERVICES = {
 }
 
 
+def load_model(role: str, config: ServeConfig):
+    """The model a service hosts -> (model, version): `config.checkpoint` through the registry
+    (any arch of the role), else the role's default arch, seeded with `config.seed`."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.checkpoint:
+        path = pathlib.Path(config.checkpoint)
+        return models.load(path, role=role, device=config.device, dtype=config.dtype), path.name
+    torch.manual_seed(config.seed)
+    return models.build(role, device=config.device, dtype=config.dtype), f"init-seed{config.seed}"
+
+
 def create_service(name: str, config: ServeConfig, model=None, version: str | None = None):
     """Build the named service around `model` (loaded from `config` when not given)."""
     if name not in SERVICES:
         raise ValueError(f"service: unknown {name!r}; choose one of {sorted(SERVICES)}")
-    kind, module, cls = SERVICES[name]
+    role, module, cls = SERVICES[name]
     if model is None:
-        model, version = load_model(kind, config)
+        model, version = load_model(role, config)
     return getattr(importlib.import_module(module), cls)(model, version or "in-memory", config)

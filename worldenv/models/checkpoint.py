@@ -1,14 +1,16 @@
-"""Checkpoint format shared by every model: a directory with `config.json` + `model.safetensors`.
+"""The checkpoint format of our own archs: `config.json` + safetensors weights in a directory.
 
-`config.json` is the model's pydantic config dumped as JSON; its `"kind"` field ("policy",
-"world_model" or "reflector") tells `worldenv.models.load_pretrained` which class to build.
-`model.safetensors` holds the state dict. Loading is strict: every key of the model must be
-present with its shape, and no other key may be, so a wrong checkpoint fails loudly with the
-name of the first bad key instead of half-loading.
+`config.json` is the model's pydantic config dumped as JSON, with its `role` and `arch` (what
+`worldenv.models.registry.load` dispatches on). Weights are one `model.safetensors`, or shards
+listed by `model.safetensors.index.json` (Hugging Face's layout, for large models). Files are
+written atomically (a temporary file, then a rename), so a reader never sees half a
+checkpoint file. Loading is strict: every key of the model must be present with its shape and
+no other key may be, so a wrong checkpoint fails with the name of the first bad key.
 """
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from typing import Any, ClassVar, TypeVar
 
@@ -17,8 +19,11 @@ import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save_file
 
-CONFIG_FILE = "config.json"
+from worldenv.models import registry
+
+CONFIG_FILE = registry.CONFIG_FILE
 WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 M = TypeVar("M", bound="Pretrained")
@@ -31,17 +36,6 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
     return DTYPES[dtype]
-
-
-def read_config(path: str | pathlib.Path) -> dict[str, Any]:
-    """The raw config dict of the checkpoint directory `path` (must carry a 'kind' field)."""
-    file = pathlib.Path(path) / CONFIG_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"no {CONFIG_FILE} in checkpoint directory {path}")
-    config = json.loads(file.read_text())
-    if not isinstance(config, dict) or "kind" not in config:
-        raise ValueError(f"{file}: expected a JSON object with a 'kind' field")
-    return config
 
 
 def check_state(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> None:
@@ -57,11 +51,80 @@ def check_state(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor
             raise ValueError(f"weights: unexpected key {key!r}")
 
 
+def write_atomic(path: pathlib.Path, write) -> None:
+    """Call `write(tmp_path)`, then rename the result onto `path`."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | pathlib.Path, metadata: dict[str, str] | None = None,
+                 max_shard_bytes: int = 0) -> None:
+    """Write `state` into directory `path`: one file, or shards + index past `max_shard_bytes`."""
+    path = pathlib.Path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    shards = _shard(state, max_shard_bytes) if max_shard_bytes else [state]
+    if len(shards) == 1:
+        write_atomic(path / WEIGHTS_FILE, lambda f: save_file(shards[0], str(f), metadata=metadata))
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        write_atomic(path / name, lambda f, s=shard: save_file(s, str(f), metadata=metadata))
+        weight_map.update(dict.fromkeys(shard, name))
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+             "weight_map": weight_map}
+    write_atomic(path / INDEX_FILE, lambda f: f.write_text(json.dumps(index, indent=2) + "\n"))
+
+
+def _shard(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    return shards
+
+
+def load_weights(path: str | pathlib.Path) -> dict[str, torch.Tensor]:
+    """The state dict of directory `path`: `model.safetensors`, or the shards its index lists."""
+    path = pathlib.Path(path)
+    if (path / WEIGHTS_FILE).is_file():
+        return load_file(str(path / WEIGHTS_FILE))
+    if not (path / INDEX_FILE).is_file():
+        raise FileNotFoundError(f"checkpoint: neither {WEIGHTS_FILE} nor {INDEX_FILE} in {path}")
+    weight_map = json.loads((path / INDEX_FILE).read_text()).get("weight_map", {})
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        if not (path / shard).is_file():
+            raise FileNotFoundError(f"checkpoint: shard {shard} listed in {INDEX_FILE} is missing from {path}")
+        state.update(load_file(str(path / shard)))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise ValueError(f"checkpoint: {INDEX_FILE} lists key {missing[0]!r}, which no shard holds")
+    return state
+
+
+def state_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    """The state dict in the bytes of a safetensors file (ValueError if it is not one)."""
+    try:
+        return load_bytes(bytes(data))
+    except Exception as exc:  # safetensors raises its own error types on bad headers
+        raise ValueError(f"weights: not a safetensors file ({exc})") from exc
+
+
 class Pretrained:
-    """Mixin for torch modules with a pydantic `config`: save/load in the checkpoint format."""
+    """Mixin for our torch modules with a pydantic `config` carrying `role` and `arch`."""
 
     config_class: ClassVar[type[pydantic.BaseModel]]
-    config: pydantic.BaseModel
+    config: Any
 
     @property
     def device(self) -> torch.device:
@@ -73,36 +136,39 @@ class Pretrained:
         """Floating dtype of the model's parameters."""
         return next(self.parameters()).dtype
 
-    def save_pretrained(self, path: str | pathlib.Path) -> None:
-        """Write `config.json` and `model.safetensors` into the directory `path` (created)."""
+    @classmethod
+    def build(cls: type[M], device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+              **config_overrides) -> M:
+        """A freshly initialised model, its config defaults overridden by keyword."""
+        model = cls(cls.config_class(**config_overrides))
+        return model.to(device=torch.device(device), dtype=torch_dtype(dtype)).eval()
+
+    def save_pretrained(self, path: str | pathlib.Path, max_shard_bytes: int = 0) -> None:
+        """Write `config.json` and the weights into the directory `path` (created)."""
         path = pathlib.Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_FILE).write_text(json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n")
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_FILE), metadata={"kind": self.config.kind})
+        text = json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n"
+        write_atomic(path / CONFIG_FILE, lambda f: f.write_text(text))
+        save_weights(self.state_dict(), path, {"role": self.config.role, "arch": self.config.arch}, max_shard_bytes)
 
     @classmethod
     def from_pretrained(cls: type[M], path: str | pathlib.Path, device: str | torch.device = "cpu",
                         dtype: str | torch.dtype = "float32") -> M:
         """Build the model from the config in `path`, load its weights, move to device/dtype."""
-        raw = read_config(path)
-        kind = cls.config_class.model_fields["kind"].default
-        if raw["kind"] != kind:
-            raise ValueError(f"checkpoint {path} holds a {raw['kind']!r}, not a {kind!r}")
+        raw = registry.read_config(path)
+        arch = cls.config_class.model_fields["arch"].default
+        if raw["arch"] != arch:
+            raise ValueError(f"checkpoint {path} holds arch {raw['arch']!r}, not {arch!r}")
         model = cls(cls.config_class.model_validate(raw))
-        model.load_state(load_file(str(pathlib.Path(path) / WEIGHTS_FILE)))
+        model.load_weights(load_weights(path))
         return model.to(device=torch.device(device), dtype=torch_dtype(dtype)).eval()
 
-    def load_safetensors_bytes(self, data: bytes) -> int:
-        """Load weights from the bytes of a safetensors file; strict; returns tensors loaded."""
-        try:
-            state = load_bytes(bytes(data))
-        except Exception as exc:  # safetensors raises its own error types on bad headers
-            raise ValueError(f"weights: not a safetensors file ({exc})") from exc
-        return self.load_state(state)
+    def check_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Raise ValueError naming the first key missing, unexpected or of the wrong shape."""
+        check_state(self.state_dict(), state)
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> int:
-        """Strictly copy `state` into the model (cast to its device/dtype); returns tensors loaded."""
+    def load_weights(self, state: dict[str, torch.Tensor]) -> int:
+        """Strictly copy `state` into the model in place (cast to its device/dtype)."""
         own = self.state_dict()
         check_state(own, state)
         with torch.no_grad():

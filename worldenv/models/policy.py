@@ -6,13 +6,15 @@ per-dimension Laplace so PPO can score them with a log-density.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import pydantic
 import torch
 
-from worldenv.models import checkpoint, inputs, text, vision
+from worldenv.models import checkpoint, inputs, laplace, text, vision
+from worldenv.models.roles import ActionChunks, Observations, Spec
 
 
 class PolicyConfig(pydantic.BaseModel):
@@ -20,8 +22,9 @@ class PolicyConfig(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["policy"] = "policy"
-    name: str = "tiny-laplace-policy"
+    role: Literal["policy"] = "policy"
+    arch: Literal["tiny-laplace-policy"] = "tiny-laplace-policy"
+    name: str = pydantic.Field("tiny-laplace-policy", description="label reported in the spec")
     image_size: int = pydantic.Field(64, ge=16, description="frame side, pixels")
     chunk_length: int = pydantic.Field(8, ge=1, description="K, actions per chunk")
     action_dim: int = pydantic.Field(7, ge=1, description="A, dims per action")
@@ -78,6 +81,11 @@ class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained):
         log_scale = c.min_log_scale + span * torch.sigmoid(self.scale_head(h)).view(shape)
         return loc, log_scale.exp()
 
+    @property
+    def spec(self) -> Spec:
+        c = self.config
+        return Spec("policy", c.arch, c.name, c.image_size, c.chunk_length, c.action_dim, c.proprio_dim)
+
     def distribution(self, frames: torch.Tensor, proprio: torch.Tensor,
                      instructions: list[str]) -> torch.distributions.Laplace:
         """Laplace with batch shape (B, K, A), in float32 whatever the model dtype."""
@@ -86,34 +94,24 @@ class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained):
         loc, scale = self(frames, proprio, tokens, mask)
         return torch.distributions.Laplace(loc.float(), scale.float())
 
-    def log_prob(self, frames: torch.Tensor, proprio: torch.Tensor, instructions: list[str],
-                 actions: torch.Tensor) -> torch.Tensor:
+    def _observed(self, obs: Observations) -> torch.distributions.Laplace:
+        frames = inputs.as_tensor(obs.frames, self.device)
+        proprio = inputs.as_tensor(obs.proprio, self.device)
+        return self.distribution(frames, proprio, list(obs.instructions))
+
+    def log_prob(self, obs: Observations, actions: torch.Tensor) -> torch.Tensor:
         """Log-density of action chunks (B, K, A) summed over K and A -> (B,); differentiable."""
         c = self.config
-        inputs.expect("actions", actions, (len(frames), c.chunk_length, c.action_dim), "float")
-        dist = self.distribution(frames, proprio, instructions)
-        return dist.log_prob(actions.to(dist.loc.device, torch.float32)).sum(dim=(1, 2))
+        inputs.expect("actions", actions, (len(obs), c.chunk_length, c.action_dim), "float")
+        dist = self._observed(obs)
+        return dist.log_prob(inputs.as_tensor(actions, dist.loc.device, torch.float32)).sum(dim=(1, 2))
 
     @torch.no_grad()
-    def act(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str], deterministic: bool = False,
-            generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
-        """Sample action chunks. Returns float32 arrays: loc, scale, actions (B, K, A), log_probs (B,).
+    def act(self, obs: Observations, deterministic: bool | Sequence[bool] = False,
+            seeds: Sequence[int] | None = None) -> ActionChunks:
+        """Sample action chunks (see `roles.Policy.act`); one forward pass for the whole batch.
 
-        deterministic=True returns actions = loc. Actions are not clipped: log_probs must be
-        the density of exactly what was returned; the environment clips.
+        Actions are not clipped: log_probs must be the density of exactly what was returned;
+        the environment clips.
         """
-        frames_t = inputs.as_tensor(frames, self.device)
-        proprio_t = inputs.as_tensor(proprio, self.device)
-        dist = self.distribution(frames_t, proprio_t, instructions)
-        actions = dist.loc if deterministic else _sample_laplace(dist, generator)  # (B, K, A)
-        log_probs = dist.log_prob(actions).sum(dim=(1, 2))                           # (B,)
-        out = {"loc": dist.loc, "scale": dist.scale, "actions": actions, "log_probs": log_probs}
-        return {k: v.float().cpu().numpy() for k, v in out.items()}
-
-
-def _sample_laplace(dist: torch.distributions.Laplace, generator: torch.Generator | None) -> torch.Tensor:
-    """Inverse-CDF Laplace sample that honours an explicit generator (torch's .sample() does not)."""
-    device = generator.device if generator is not None else dist.loc.device
-    u = torch.rand(dist.loc.shape, generator=generator, device=device, dtype=torch.float32).to(dist.loc.device)
-    u = (u - 0.5).clamp(-0.5 + 1e-7, 0.5 - 1e-7)                                      # (B, K, A) in (-1/2, 1/2)
-    return dist.loc - dist.scale * u.sign() * torch.log1p(-2.0 * u.abs())
+        return laplace.act(self._observed(obs), deterministic, seeds)

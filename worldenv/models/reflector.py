@@ -5,16 +5,21 @@ trained with binary cross-entropy on per-frame success labels. Here a shared con
 up to `max_frames` frames sampled uniformly from the video (always with the last one), the
 instruction embedding attends over them, and the attended summary, the last frame's features
 and the instruction feed the head.
+
+Its incremental form keeps each episode's video in a `videos.Video` state, so a caller sends
+only the new frame per step.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import pydantic
 import torch
 
-from worldenv.models import checkpoint, inputs, text, vision
+from worldenv.models import checkpoint, inputs, text, videos, vision
+from worldenv.models.roles import Spec
 
 
 class ReflectorConfig(pydantic.BaseModel):
@@ -22,8 +27,9 @@ class ReflectorConfig(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["reflector"] = "reflector"
-    name: str = "tiny-reflector"
+    role: Literal["reflector"] = "reflector"
+    arch: Literal["tiny-reflector"] = "tiny-reflector"
+    name: str = pydantic.Field("tiny-reflector", description="label reported in the spec")
     image_size: int = pydantic.Field(64, ge=16, description="frame side, pixels")
     max_frames: int = pydantic.Field(8, ge=1, description="frames sampled uniformly from the video, last included")
     vocab_size: int = pydantic.Field(1024, ge=2, description="hashed instruction vocabulary")
@@ -77,7 +83,30 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained):
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, torch.float32))
 
     @torch.no_grad()
-    def judge(self, frames: np.ndarray, instructions: list[str]) -> np.ndarray:
-        """p(done) in [0, 1] per video: frames (B, T, H, W, 3) uint8 -> (B,) float32."""
-        logits = self.logits(inputs.as_tensor(frames, self.device), instructions)
+    def judge(self, videos: np.ndarray, instructions: list[str]) -> np.ndarray:
+        """p(done) in [0, 1] per video: videos (B, T, H, W, 3) uint8 -> (B,) float32."""
+        logits = self.logits(inputs.as_tensor(videos, self.device), instructions)
         return torch.sigmoid(logits.float()).cpu().numpy()
+
+    # --- the Reflector role ------------------------------------------------------------------
+
+    @property
+    def spec(self) -> Spec:
+        c = self.config
+        return Spec("reflector", c.arch, c.name, c.image_size, extra={"max_frames": c.max_frames})
+
+    def start(self, frames: np.ndarray, instructions: list[str]) -> list[videos.Video]:
+        """First frames (B, H, W, 3) -> one video state each."""
+        s = self.config.image_size
+        inputs.expect("frames", frames, ("B", s, s, 3), "uint8")
+        inputs.expect_texts("instructions", instructions, {"B": len(frames)})
+        return videos.start(frames, instructions)
+
+    def observe(self, states: Sequence[videos.Video], frames: np.ndarray) -> tuple[np.ndarray, list[videos.Video]]:
+        """Append frames (B, H, W, 3) -> p_done (B,) of each video so far, and the new states."""
+        s = self.config.image_size
+        inputs.expect("frames", frames, (len(states), s, s, 3), "uint8")
+        return videos.observe(self.judge, states, frames)
+
+    def end(self, states: Sequence[videos.Video]) -> None:
+        """Nothing to release in-process."""

@@ -1,8 +1,8 @@
 """Action-conditioned world model: history frames + proprio + action chunk -> next frame + proprio.
 
 One diffusers `UNet2DModel`, one conditioning path, two prediction modes (config `mode`):
-- `residual`: one pass at t = 0 predicts next - last frame (the CPU default: in the feasibility
-  run it beat both copy-last-frame and full-frame pixel diffusion, see docs/world-model.md);
+- `residual`: one pass at t = 0 predicts next - last frame (the CPU default: in a feasibility
+  run on a 2-core CPU it beat both copy-last-frame and full-frame pixel diffusion);
 - `diffusion`: the same residual is diffused and sampled with a few DDIM steps (v-prediction
   by default), the path for GPUs and paper-scale U-Nets.
 Conditioning: the history frames (oldest first) and an *action map* (the end-effector path the
@@ -10,10 +10,15 @@ chunk leads to, drawn as markers on black) are stacked as input channels; the fl
 and the proprio enter through the U-Net's class embedding ("identity" type, fed by our own
 MLP). Proprio is predicted as proprio + prior + learned correction, where the prior integrates
 the chunk's position deltas with `action_gain`.
+
+Its memory bank (`MemoryBank`, one per imagined episode) is a rolling window of the last
+`history` frames and the current proprio; callers hold it as an opaque state.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -23,6 +28,7 @@ from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 from worldenv.models import checkpoint, inputs, vision
+from worldenv.models.roles import Prediction, Spec, StartStates
 
 TRAIN_TIMESTEPS = 1000
 
@@ -32,8 +38,9 @@ class WorldModelConfig(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["world_model"] = "world_model"
-    name: str = "tiny-unet"
+    role: Literal["world_model"] = "world_model"
+    arch: Literal["tiny-unet"] = "tiny-unet"
+    name: str = pydantic.Field("tiny-unet", description="label reported in the spec")
     image_size: int = pydantic.Field(64, ge=8, description="frame side, pixels")
     chunk_length: int = pydantic.Field(8, ge=1, description="K, actions per chunk (one world-model step)")
     action_dim: int = pydantic.Field(7, ge=4, description="A: pos delta 3, rot delta 3, gripper 1")
@@ -109,6 +116,17 @@ def _scheduler(config: WorldModelConfig) -> DDIMScheduler:
     return scheduler
 
 
+@dataclasses.dataclass(frozen=True)
+class MemoryBank:
+    """One episode's state: the last `history` frames and the current proprio."""
+
+    frames: np.ndarray       # (T, S, S, 3) uint8, oldest first
+    proprio: np.ndarray      # (P,) float32
+
+    def push(self, frame: np.ndarray, proprio: np.ndarray) -> "MemoryBank":
+        return MemoryBank(np.concatenate([self.frames[1:], frame[None]]), np.asarray(proprio, np.float32))
+
+
 class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained):
     """U-Net world model; `predict` for serving, `loss` for training, both modes."""
 
@@ -168,6 +186,42 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained):
 
     def _unet_out(self, image: torch.Tensor, t: torch.Tensor | int, embed: torch.Tensor) -> torch.Tensor:
         return self.unet(image, t, class_labels=embed, return_dict=False)[0]
+
+    # --- the WorldModel role -----------------------------------------------------------------
+
+    @property
+    def spec(self) -> Spec:
+        c = self.config
+        return Spec("world_model", c.arch, c.name, c.image_size, c.chunk_length, c.action_dim, c.proprio_dim,
+                    {"history": c.history, "mode": c.mode})
+
+    def start(self, starts: StartStates) -> list[MemoryBank]:
+        """Start frames (B, S, S, 3), or a (B, T, S, S, 3) history, -> one memory bank each.
+
+        Fewer than `history` frames are padded by repeating the oldest; more keep the latest.
+        """
+        frames, t = np.asarray(starts.frames), self.config.history
+        frames = frames[:, None] if frames.ndim == 4 else frames                     # (B, T', S, S, 3)
+        s = self.config.image_size
+        inputs.expect("frames", frames, ("B", "T", s, s, 3), "uint8")
+        inputs.expect("proprio", starts.proprio, (len(frames), self.config.proprio_dim), "float")
+        pad = np.repeat(frames[:, :1], max(0, t - frames.shape[1]), axis=1)
+        window = np.concatenate([pad, frames], axis=1)[:, -t:]                       # (B, T, S, S, 3)
+        return [MemoryBank(w.copy(), np.asarray(p, np.float32)) for w, p in zip(window, starts.proprio)]
+
+    def step(self, states: Sequence[MemoryBank], actions: np.ndarray) -> tuple[Prediction, list[MemoryBank]]:
+        """Predict each episode's next frame and proprio after its action chunk (B, K, A).
+
+        Actions are clipped to [-1, 1] here, as the simulator clips what it executes.
+        """
+        history = np.stack([s.frames for s in states])                               # (B, T, S, S, 3)
+        proprio = np.stack([s.proprio for s in states])                              # (B, P)
+        frames, next_proprio = self.predict(history, proprio, np.clip(actions, -1.0, 1.0))
+        banks = [s.push(f, p) for s, f, p in zip(states, frames, next_proprio)]
+        return Prediction(frames, next_proprio), banks
+
+    def end(self, states: Sequence[MemoryBank]) -> None:
+        """Nothing to release in-process."""
 
     # --- inference ------------------------------------------------------------------------
 

@@ -89,26 +89,26 @@ class RemoteSource:
 
 
 class CheckpointSource:
-    """A LaplacePolicy loaded in this process from a checkpoint directory."""
+    """A policy of any registered arch, loaded in this process from a checkpoint directory."""
 
     in_env = False
 
     def __init__(self, directory: str, seed: int = 0):
-        import torch
-        from worldenv.models.policy import LaplacePolicy
+        from worldenv import models
         self.name = str(directory)
-        self._policy = LaplacePolicy.from_pretrained(directory).eval()
-        self.chunk_length = int(self._policy.config.chunk_length)
-        self.image_size = int(self._policy.config.image_size)
-        self._generator = torch.Generator().manual_seed(seed)
+        self._policy = models.load(directory, role="policy")
+        self.chunk_length = int(self._policy.spec.chunk_length)
+        self.image_size = int(self._policy.spec.image_size)
+        self._seed = seed * 1_000_003  # per-call seeds: seed 0 still samples reproducibly
         self._lock = threading.Lock()  # episodes run in threads; one forward at a time
 
     def act(self, frames, proprio, instructions, deterministic) -> Chunk:
-        import torch
-        with self._lock, torch.no_grad():
-            out = self._policy.act(frames, proprio, instructions, deterministic=deterministic,
-                                   generator=self._generator)
-        return Chunk(np.asarray(out["actions"], np.float32), np.asarray(out["log_probs"], np.float32))
+        from worldenv.models.roles import Observations
+        with self._lock:
+            self._seed += 1
+            seeds = [self._seed * 101 + i + 1 for i in range(len(frames))]
+            out = self._policy.act(Observations(frames, proprio, list(instructions)), deterministic, seeds)
+        return Chunk(out.actions, out.log_probs)
 
     def close(self) -> None:
         pass

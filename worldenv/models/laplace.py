@@ -1,0 +1,54 @@
+"""Acting with a Laplace action-chunk distribution: per-item determinism and seeds.
+
+Shared by every Laplace policy arch (the tiny one, an OpenVLA-OFT-layout one): the network
+gives loc and scale, this draws the chunks and scores them.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from worldenv.models.roles import ActionChunks
+
+
+def per_item(value: bool | Sequence[bool], batch: int) -> torch.Tensor:
+    """A flag for the whole batch or one per item -> (B,) bool."""
+    flags = np.asarray(value, bool)
+    if flags.ndim and flags.shape != (batch,):
+        raise ValueError(f"deterministic: expected one flag or {batch} (one per batch item), got {flags.shape[0]}")
+    return torch.as_tensor(np.broadcast_to(flags, (batch,)).copy())
+
+
+def uniform_noise(shape: tuple[int, ...], seeds: Sequence[int] | None) -> torch.Tensor:
+    """U(0, 1) of `shape` (B, ...): a seeded item draws from its own generator, so its sample
+    does not depend on the rest of the batch; unseeded items (seed 0) draw from torch's RNG."""
+    u = torch.rand(shape)
+    for i, seed in enumerate(seeds or ()):
+        if seed:
+            u[i] = torch.rand(shape[1:], generator=torch.Generator().manual_seed(int(seed)))
+    return u
+
+
+def sample(dist: torch.distributions.Laplace, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF Laplace sample from uniform noise `u` of the distribution's shape."""
+    u = (u.to(dist.loc.device) - 0.5).clamp(-0.5 + 1e-7, 0.5 - 1e-7)          # (B, K, A) in (-1/2, 1/2)
+    return dist.loc - dist.scale * u.sign() * torch.log1p(-2.0 * u.abs())
+
+
+def act(dist: torch.distributions.Laplace, deterministic: bool | Sequence[bool] = False,
+        seeds: Sequence[int] | None = None) -> ActionChunks:
+    """Draw chunks from `dist` (batch shape (B, K, A)): loc where deterministic, else a sample.
+
+    log_probs is the density of exactly the returned actions, at loc too (sum of -log 2b).
+    """
+    batch = dist.loc.shape[0]
+    if seeds is not None and len(seeds) != batch:
+        raise ValueError(f"seeds: expected {batch} entries (one per batch item), got {len(seeds)}")
+    det = per_item(deterministic, batch).to(dist.loc.device)[:, None, None]     # (B, 1, 1)
+    drawn = sample(dist, uniform_noise(tuple(dist.loc.shape), seeds))          # (B, K, A)
+    actions = torch.where(det, dist.loc, drawn)
+    log_probs = dist.log_prob(actions).sum(dim=(1, 2))                          # (B,)
+    out = [t.float().cpu().numpy() for t in (dist.loc, dist.scale, actions, log_probs)]
+    return ActionChunks(*out)
