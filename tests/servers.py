@@ -14,19 +14,21 @@ _MODELS: dict[str, torch.nn.Module] = {}
 
 
 def tiny_model(service: str):
-    """One seeded model per service kind, shared by the tests of a session."""
-    kind = SERVICES[service][0]
-    if kind not in _MODELS:
+    """One seeded model per service's role, shared by the tests of a session (never loaded into)."""
+    role = SERVICES[service][0]
+    if role not in _MODELS:
         torch.manual_seed(0)
-        _MODELS[kind] = models.build(kind)
-    return _MODELS[kind]
+        _MODELS[role] = models.build(role)
+    return _MODELS[role]
 
 
 @contextlib.contextmanager
-def serving(service: str, **settings):
-    """A real server for `service` on 127.0.0.1:<free port>; yields the RunningServer."""
+def serving(service: str, model=None, **settings):
+    """A real server for `service` (around `model`, else the shared tiny one) on
+    127.0.0.1:<free port>; yields the RunningServer."""
     config = ServeConfig(host="127.0.0.1", **settings)
-    server = RunningServer(create_service(service, config, tiny_model(service), "test"), config, port=0)
+    model = tiny_model(service) if model is None else model
+    server = RunningServer(create_service(service, config, model, "test"), config, port=0)
     try:
         yield server
     finally:

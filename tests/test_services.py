@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from servers import serving
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.client.errors import ServiceError
+from worldenv.models.roles import Observations
 from worldenv.v1 import policy_pb2, policy_pb2_grpc, world_model_pb2, world_model_pb2_grpc
 from worldenv.wire import codec
 
@@ -226,10 +227,13 @@ def test_policy_load_weights_new_version_and_in_flight_requests_keep_old_weights
 
     from worldenv import models
 
+    torch.manual_seed(0)
+    served = models.build("policy")  # its own: the load writes into it
+    pointers = [t.data_ptr() for t in served.state_dict().values()]
     torch.manual_seed(123)
     other = models.build("policy")
     data = save({k: v.contiguous() for k, v in other.state_dict().items()})
-    with serving("policy", max_delay_ms=0) as server, PolicyClient(server.address) as client:
+    with serving("policy", model=served, max_delay_ms=0) as server, PolicyClient(server.address) as client:
         f, p = frames(64), proprio(64)
         before = client.act(f[:2], p[:2], ["a", "b"], deterministic=True)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -242,8 +246,9 @@ def test_policy_load_weights_new_version_and_in_flight_requests_keep_old_weights
         np.testing.assert_allclose(old.loc[:2], before.loc, rtol=1e-5, atol=1e-6)
         after = client.act(f[:2], p[:2], ["a", "b"], deterministic=True)
         assert after.policy_version == 2 and not np.allclose(after.loc, before.loc)
-        expected = other.act(f[:2], p[:2], ["a", "b"], deterministic=True)["loc"]
+        expected = other.act(Observations(f[:2], p[:2], ["a", "b"]), deterministic=True).loc
         np.testing.assert_allclose(after.loc, expected, rtol=1e-4, atol=1e-5)
+        assert [t.data_ptr() for t in served.state_dict().values()] == pointers, "swapped in place, no copy"
         expect_error(lambda: client.load_weights(b"not safetensors"), INVALID, "data")
         expect_error(lambda: client.load_weights(b""), INVALID, "data")
         assert client.act(f[:1], p[:1], ["a"]).policy_version == 2

@@ -35,9 +35,9 @@ class _Request:
     inputs: Batch
     size: int
     key: Any
-    context: Any
     future: asyncio.Future
     enqueued: float
+    exclusive: Callable[[], Any] | None = None   # runs alone, between batches, instead of fn
 
 
 def merge(batches: list[Batch]) -> Batch:
@@ -62,14 +62,15 @@ def split(outputs: Batch, sizes: list[int]) -> list[Batch]:
 
 
 class DynamicBatcher:
-    """Merge concurrent `submit` calls into calls of `fn(context, merged_inputs) -> outputs`.
+    """Merge concurrent `submit` calls into calls of `fn(merged_inputs) -> outputs`.
 
-    Only requests with equal `key` merge (the policy keys by weights version, so a request runs
-    on the weights it arrived under). `fn` runs in one dedicated thread: model calls never
-    overlap and the event loop stays free.
+    Requests run in arrival order, and only requests with equal `key` merge (the policy keys by
+    weights version). `fn` runs in one dedicated thread: model calls never overlap and the event
+    loop stays free. `exclusive(job)` runs a job in that thread between two batches, after every
+    request submitted before it and before any submitted after it (the policy's weight swap).
     """
 
-    def __init__(self, fn: Callable[[Any, Batch], Batch], max_batch_size: int, max_delay_ms: float,
+    def __init__(self, fn: Callable[[Batch], Batch], max_batch_size: int, max_delay_ms: float,
                  name: str = "batcher"):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -89,13 +90,23 @@ class DynamicBatcher:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def submit(self, inputs: Batch, size: int, key: Any = None, context: Any = None) -> tuple[Batch, BatchInfo]:
+    async def submit(self, inputs: Batch, size: int, key: Any = None) -> tuple[Batch, BatchInfo]:
         """Queue B=`size` items and wait for their outputs."""
+        return await self._enqueue(_Request(inputs, size, key, self._future(), time.perf_counter()))
+
+    async def exclusive(self, job: Callable[[], Any]) -> Any:
+        """Run `job()` alone in the model thread, in queue order; returns its result."""
+        request = _Request({}, 0, object(), self._future(), time.perf_counter(), exclusive=job)
+        return await self._enqueue(request)
+
+    def _future(self) -> asyncio.Future:
         if self._queue is None:
             raise RuntimeError("batcher not started")
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(inputs, size, key, context, future, time.perf_counter()))
-        return await future
+        return asyncio.get_running_loop().create_future()
+
+    async def _enqueue(self, request: _Request):
+        self._queue.put_nowait(request)  # unbounded: never suspends, so arrival order is queue order
+        return await request.future
 
     async def _next(self, timeout: float | None) -> _Request | None:
         if self._carry is not None:
@@ -114,7 +125,7 @@ class DynamicBatcher:
         first = await self._next(None)
         batch, total = [first], first.size
         deadline = time.perf_counter() + self.max_delay_s
-        while total < self.max_batch_size:
+        while total < self.max_batch_size and first.exclusive is None:
             request = await self._next(deadline - time.perf_counter())
             if request is None:
                 break
@@ -125,17 +136,30 @@ class DynamicBatcher:
             total += request.size
         return batch
 
+    async def _run_exclusive(self, request: _Request) -> None:
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, request.exclusive)
+        except Exception as exc:  # noqa: BLE001 - delivered to the caller
+            if not request.future.done():
+                request.future.set_exception(exc)
+            return
+        if not request.future.done():
+            request.future.set_result(result)
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._gather()
+            if batch[0].exclusive is not None:
+                await self._run_exclusive(batch[0])  # runs even if its caller went away
+                continue
             live = [r for r in batch if not r.future.cancelled()]
             if not live:
                 continue
             started = time.perf_counter()
             try:
                 merged = merge([r.inputs for r in live])
-                outputs = await loop.run_in_executor(self._executor, self.fn, live[0].context, merged)
+                outputs = await loop.run_in_executor(self._executor, self.fn, merged)
                 parts = split(outputs, [r.size for r in live])
             except Exception as exc:  # noqa: BLE001 - delivered to every waiting request
                 for r in live:

@@ -1,115 +1,100 @@
-"""Policy gRPC servicer: Laplace action chunks with log-probs; versioned hot weight swaps."""
+"""Policy gRPC servicer: any `Policy` model; action chunks with log-probs, in-place weight swaps."""
 from __future__ import annotations
 
 import asyncio
-import copy
-import dataclasses
 import time
 
-import numpy as np
-import torch
-
+from worldenv.config import ServeConfig
+from worldenv.models import checkpoint
+from worldenv.models.roles import Observations, Policy
 from worldenv.services.common import validation as check
 from worldenv.services.common.base import BatchedService
 from worldenv.services.common.errors import InvalidArgument, rpc
 from worldenv.services.common.server import timing
 from worldenv.services.common.spec import model_spec
-from worldenv.config import ServeConfig
 from worldenv.v1 import policy_pb2 as pb
 from worldenv.v1 import policy_pb2_grpc as pb_grpc
 from worldenv.wire import codec
 
-
-@dataclasses.dataclass(frozen=True)
-class Weights:
-    """One immutable policy version; requests hold a reference to the one they arrived under."""
-
-    version: int
-    model: torch.nn.Module
-    note: str = ""
-
-
-def act_batch(weights: Weights, batch: dict) -> dict:
-    """Batcher callback on one weights version: (B, H, W, 3) frames, (B, P) proprio -> chunks.
-
-    With no seed, the whole batch samples in one call; once any item is seeded, every item runs
-    on its own (seeded or unseeded) generator, so merging requests never changes what a seeded
-    request samples. Deterministic items answer loc as the action.
-    """
-    seeds = [int(s) for s in batch["seed"]]
-    rows = [(slice(i, i + 1), s) for i, s in enumerate(seeds)] if any(seeds) else [(slice(None), 0)]
-    parts = []
-    for row, seed in rows:
-        gen = torch.Generator().manual_seed(seed) if seed else None
-        parts.append(weights.model.act(batch["frames"][row], batch["proprio"][row],
-                                       batch["instructions"][row], deterministic=False, generator=gen))
-    out = {k: np.concatenate([p[k] for p in parts]) for k in ("loc", "scale", "actions", "log_probs")}
-    det = np.asarray(batch["deterministic"], bool)
-    if det.any():
-        # Laplace log-density at its location: sum over (K, A) of -log(2 b).
-        at_loc = (-np.log(2 * out["scale"])).sum(axis=(1, 2)).astype(np.float32)
-        out["actions"] = np.where(det[:, None, None], out["loc"], out["actions"]).astype(np.float32)
-        out["log_probs"] = np.where(det, at_loc, out["log_probs"]).astype(np.float32)
-    return out
+OUTPUTS = ("loc", "scale", "actions", "log_probs")
 
 
 class PolicyService(BatchedService, pb_grpc.PolicyServicer):
-    name, full_name = "policy", "worldenv.v1.Policy"
-    register, batch_fn = pb_grpc.add_PolicyServicer_to_server, act_batch
+    """Weights are versioned: a request is tagged with the version it arrives under, runs on it
+    (the batcher merges only equal versions), and a swap runs between batches, after every
+    request that arrived before it - so the model is never copied."""
 
-    def __init__(self, model, version: str, config: ServeConfig):
+    name, full_name = "policy", "worldenv.v1.Policy"
+    register = pb_grpc.add_PolicyServicer_to_server
+
+    def __init__(self, model: Policy, version: str, config: ServeConfig):
         super().__init__(config)
-        self.base_version = version
-        self.weights = Weights(1, model, f"initial: {version}")
-        s, c = model.config.image_size, model.config
-        self.frame_shape, self.proprio_dim = (s, s, 3), c.proprio_dim
+        self.model, self.spec, self.base_version = model, model.spec, version
+        self.version, self.note = 1, f"initial: {version}"
         self._load_lock = asyncio.Lock()
+
+    def run_batch(self, batch: dict) -> dict:
+        obs = Observations(batch["frames"], batch["proprio"], batch["instructions"])
+        return self.model.act(obs, batch["deterministic"], batch["seeds"]).as_dict()
 
     @rpc
     async def GetSpec(self, request, context):
-        w = self.weights
-        c, s = w.model.config, w.model.config.image_size
-        return model_spec("policy", w.model, str(w.version), self.config.max_batch_size,
+        s, sp = self.spec.image_size, self.spec
+        return model_spec("policy", sp, str(self.version), self.config.max_batch_size,
                           inputs=[("frames", "uint8", (-1, s, s, 3), "current observation"),
-                                  ("proprio", "float32", (-1, c.proprio_dim), "eef pos, axis-angle, gripper")],
-                          outputs=[("actions", "float32", (-1, c.chunk_length, c.action_dim), "sampled chunk"),
+                                  ("proprio", "float32", (-1, sp.proprio_dim), "eef pos, axis-angle, gripper")],
+                          outputs=[("actions", "float32", (-1, sp.chunk_length, sp.action_dim), "sampled chunk"),
                                    ("log_probs", "float32", (-1,), "log-density summed over the chunk")],
-                          base=self.base_version, note=w.note)
+                          base=self.base_version, note=self.note)
 
     @rpc
     async def Act(self, request, context):
-        received = time.perf_counter()
-        weights = self.weights  # the version this request runs on, whatever loads meanwhile
-        frames = check.tensor(request, "frames", "uint8", ["B", *self.frame_shape])
+        received, s = time.perf_counter(), self.spec.image_size
+        frames = check.tensor(request, "frames", "uint8", ["B", s, s, 3])
         batch = len(frames)
-        proprio = check.tensor(request, "proprio", "float32", ["B", self.proprio_dim], batch, finite=True)
+        proprio = check.tensor(request, "proprio", "float32", ["B", self.spec.proprio_dim], batch, finite=True)
         instructions = check.strings(request.instructions, "instructions", batch)
         seeds = list(request.seeds) or [0] * batch
         if len(seeds) != batch:
             raise InvalidArgument(f"seeds: expected {batch} entries (one per batch item) or none, got {len(seeds)}")
-        inputs = {"frames": frames, "proprio": proprio, "instructions": instructions,
-                  "seed": seeds, "deterministic": [request.deterministic] * batch}
-        out, info = await self.batcher.submit(inputs, batch, key=weights.version, context=weights)
-        return pb.ActResponse(**{k: codec.encode(out[k], k) for k in ("loc", "scale", "actions", "log_probs")},
-                              policy_version=weights.version, timing=timing(info, received))
+        inputs = {"frames": frames, "proprio": proprio, "instructions": instructions, "seeds": seeds,
+                  "deterministic": [request.deterministic] * batch}
+        version = self.version  # read and queued with no await between: the swap cannot slip in
+        out, info = await self.batcher.submit(inputs, batch, key=version)
+        return pb.ActResponse(**{k: codec.encode(out[k], k) for k in OUTPUTS}, policy_version=version,
+                              timing=timing(info, received))
 
     @rpc
     async def LoadWeights(self, request_iterator, context):
-        chunks, note, total = [], "", 0
-        async for chunk in request_iterator:
-            if not chunks:
-                note, total = chunk.note, chunk.total_bytes
-            chunks.append(chunk.data)
-        data = b"".join(chunks)
-        if not data:
-            raise InvalidArgument("data: the stream carried no safetensors bytes")
-        if total and total != len(data):
-            raise InvalidArgument(f"total_bytes: announced {total} bytes, received {len(data)}")
+        data, note = await _receive(request_iterator)
+        received = len(data)
+        state = await asyncio.get_running_loop().run_in_executor(None, self._checked_state, data)
+        del data
         async with self._load_lock:
-            model = copy.deepcopy(self.weights.model)
-            try:
-                loaded = await asyncio.get_running_loop().run_in_executor(None, model.load_safetensors_bytes, data)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is the caller's input
-                raise InvalidArgument(f"data: not a loadable safetensors file for this policy: {exc}") from exc
-            self.weights = Weights(self.weights.version + 1, model.eval(), note)
-        return pb.LoadWeightsResponse(policy_version=self.weights.version, bytes_received=len(data), tensors_loaded=loaded)
+            version = self.version + 1
+            self.version, self.note = version, note
+            loaded = await self.batcher.exclusive(lambda: self.model.load_weights(state))
+        return pb.LoadWeightsResponse(policy_version=version, bytes_received=received, tensors_loaded=loaded)
+
+    def _checked_state(self, data: bytes) -> dict:
+        try:
+            state = checkpoint.state_from_bytes(data)
+            self.model.check_weights(state)
+        except ValueError as exc:
+            raise InvalidArgument(f"data: not a loadable safetensors file for this policy: {exc}") from exc
+        return state
+
+
+async def _receive(request_iterator) -> tuple[bytes, str]:
+    """The streamed safetensors bytes (one copy) and the note of the first chunk."""
+    chunks, note, total = [], "", 0
+    async for chunk in request_iterator:
+        if not chunks:
+            note, total = chunk.note, chunk.total_bytes
+        chunks.append(chunk.data)
+    data = b"".join(chunks)
+    if not data:
+        raise InvalidArgument("data: the stream carried no safetensors bytes")
+    if total and total != len(data):
+        raise InvalidArgument(f"total_bytes: announced {total} bytes, received {len(data)}")
+    return data, note

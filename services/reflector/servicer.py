@@ -1,48 +1,45 @@
-"""Reflector gRPC servicer: p(task done) per video, done = p > eta."""
+"""Reflector gRPC servicer: any `Reflector`; p(task done) per video, done = p > eta."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
 
+from worldenv.config import ServeConfig
+from worldenv.models.roles import Reflector
 from worldenv.services.common import validation as check
 from worldenv.services.common.base import BatchedService
 from worldenv.services.common.errors import InvalidArgument, rpc
 from worldenv.services.common.server import timing
 from worldenv.services.common.spec import model_spec
-from worldenv.config import ServeConfig
 from worldenv.v1 import reflector_pb2 as pb
 from worldenv.v1 import reflector_pb2_grpc as pb_grpc
 from worldenv.wire import codec
 
 
-def judge_batch(model, batch: dict) -> dict:
-    """Batcher callback: (B, T, H, W, 3) videos + B instructions -> (B,) p_done."""
-    return {"p_done": np.asarray(model.judge(batch["frames"], batch["instructions"]), np.float32)}
-
-
 class ReflectorService(BatchedService, pb_grpc.ReflectorServicer):
     name, full_name = "reflector", "worldenv.v1.Reflector"
-    register, batch_fn = pb_grpc.add_ReflectorServicer_to_server, judge_batch
+    register = pb_grpc.add_ReflectorServicer_to_server
 
-    def __init__(self, model, version: str, config: ServeConfig):
+    def __init__(self, model: Reflector, version: str, config: ServeConfig):
         super().__init__(config)
-        self.model, self.version = model, version
-        s = model.config.image_size
-        self.frame_shape = (s, s, 3)
+        self.model, self.spec, self.version = model, model.spec, version
+
+    def run_batch(self, batch: dict) -> dict:
+        return {"p_done": np.asarray(self.model.judge(batch["frames"], batch["instructions"]), np.float32)}
 
     @rpc
     async def GetSpec(self, request, context):
-        s = self.model.config.image_size
-        return model_spec("reflector", self.model, self.version, self.config.max_batch_size,
+        s = self.spec.image_size
+        return model_spec("reflector", self.spec, self.version, self.config.max_batch_size,
                           inputs=[("frames", "uint8", (-1, -1, s, s, 3), "videos, oldest frame first")],
                           outputs=[("p_done", "float32", (-1,), "probability the task is done")],
-                          eta=self.config.eta, max_frames=getattr(self.model.config, "max_frames", ""))
+                          eta=self.config.eta)
 
     @rpc
     async def Judge(self, request, context):
-        received = time.perf_counter()
-        frames = check.tensor(request, "frames", "uint8", ["B", None, *self.frame_shape])
+        received, s = time.perf_counter(), self.spec.image_size
+        frames = check.tensor(request, "frames", "uint8", ["B", None, s, s, 3])
         if frames.shape[1] < 1:
             raise InvalidArgument("frames: expected at least one frame per video (T >= 1)")
         batch = len(frames)
@@ -50,7 +47,7 @@ class ReflectorService(BatchedService, pb_grpc.ReflectorServicer):
         eta = check.probability(request.eta, "eta", self.config.eta)
         # Videos of different lengths cannot be concatenated: merge only equal T.
         out, info = await self.batcher.submit({"frames": frames, "instructions": instructions}, batch,
-                                             key=frames.shape[1], context=self.model)
+                                             key=frames.shape[1])
         p_done = out["p_done"]
         return pb.JudgeResponse(p_done=codec.encode(p_done, "p_done"), done=(p_done > eta).tolist(), eta=eta,
                                 timing=timing(info, received))

@@ -1,22 +1,21 @@
-"""Server-side world-model sessions: each holds its history frames (the memory bank), proprio
-and instruction, expires after an idle TTL, and the store holds at most `max_sessions`."""
+"""Server-side sessions: each holds one episode's opaque model state (what the model keeps is
+the model's business), expires after an idle TTL, and the store holds at most `max_sessions`."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import threading
 import time
 
-import numpy as np
+from typing import Any
 
 from worldenv.services.common.errors import FailedPrecondition, NotFound, ResourceExhausted
 
 
 @dataclasses.dataclass
 class Session:
-    history: np.ndarray        # (T, H, W, 3) uint8, oldest first
-    proprio: np.ndarray        # (P,) float32
-    instruction: str
+    state: Any                 # the model's state for this episode, opaque here
     steps: int = 0             # chunks taken
     last_used: float = 0.0     # time.monotonic()
     busy: bool = False         # a Step is in flight
@@ -42,18 +41,24 @@ class SessionStore:
                 del self._sessions[k]
         return len(dead)
 
-    def open(self, history: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> list[str]:
-        """history (B, T, H, W, 3), proprio (B, P) -> B new session ids."""
+    async def sweep_forever(self) -> None:
+        """Sweep a few times per TTL until cancelled."""
+        while True:
+            await asyncio.sleep(max(0.05, min(self.ttl_s / 4, 30.0)))
+            self.sweep()
+
+    def open(self, states: list[Any]) -> list[str]:
+        """B model states -> B new session ids."""
         self.sweep()
-        batch = len(history)
+        batch = len(states)
         with self._lock:
             if len(self._sessions) + batch > self.max_sessions:
                 raise ResourceExhausted(f"max_sessions: {len(self._sessions)} sessions open, {batch} more requested, "
                                         f"limit {self.max_sessions}; close sessions or wait for the idle TTL")
             now, ids = self._clock(), []
-            for i in range(batch):
+            for state in states:
                 sid = secrets.token_hex(12)
-                self._sessions[sid] = Session(history[i].copy(), proprio[i].copy(), instructions[i], last_used=now)
+                self._sessions[sid] = Session(state, last_used=now)
                 ids.append(sid)
         return ids
 
@@ -76,14 +81,13 @@ class SessionStore:
                 session.busy = True
         return sessions
 
-    def release(self, sessions: list[Session], frames: np.ndarray | None = None, proprio: np.ndarray | None = None) -> None:
-        """End a Step: append the predicted frame to each memory bank (when given) and free them."""
+    def release(self, sessions: list[Session], states: list[Any] | None = None) -> None:
+        """End a Step: keep each session's next state (when the step succeeded) and free them."""
         now = self._clock()
         with self._lock:
             for i, session in enumerate(sessions):
-                if frames is not None:
-                    session.history = np.concatenate([session.history[1:], frames[i:i + 1]])
-                    session.proprio = np.array(proprio[i], np.float32)
+                if states is not None:
+                    session.state = states[i]
                     session.steps += 1
                 session.busy = False
                 session.last_used = now
