@@ -3,6 +3,9 @@
 (a) served vs in-process WorldModel.Step throughput at B=8            (target >= 0.9)
 (b) 8 concurrent clients at B=1 vs 1 client at B=8, batcher on        (target >= 0.8)
 (c) codec encode+decode vs msgpack-numpy (openpi-client) on frames    (target > 1)
+(d) served vs in-process Policy.Act throughput at B=8, seeded items
+(e) LoadWeights: the server's peak memory during a swap, as a multiple of the weights' size
+    (the weights are loaded in place; a copy of the model would add 1x more)
 
 Usage: .venv/bin/python bench/serving.py [--steps 40] [--threads 1]
 """
@@ -10,13 +13,18 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import gc
+import pathlib
 import time
 
 import numpy as np
 import torch
 
+from safetensors.torch import save as save_bytes
+
 from worldenv import models
-from worldenv.client.clients import WorldModelClient
+from worldenv.client.clients import PolicyClient, WorldModelClient
+from worldenv.models.roles import Observations, StartStates
 from worldenv.config import ServeConfig
 from worldenv.services.common.factory import create_service
 from worldenv.services.common.server import RunningServer
@@ -31,15 +39,62 @@ def start_inputs(b: int, s: int = 64):
 
 
 def in_process(model, steps: int, b: int = 8) -> float:
-    """Steps/s of model.predict with a B=8 memory bank kept by the caller."""
+    """Steps/s of the WorldModel interface (start, then step) with the states kept by the caller."""
     frames, proprio, actions = start_inputs(b)
-    history = np.repeat(frames[:, None], model.config.history, axis=1)
-    model.predict(history, proprio, actions)  # warm-up
+    states = model.start(StartStates(frames, proprio, [""] * b))
+    _, states = model.step(states, actions)  # warm-up
     started = time.perf_counter()
     for _ in range(steps):
-        frame, proprio = model.predict(history, proprio, actions)
-        history = np.concatenate([history[:, 1:], frame[:, None]], axis=1)
+        _, states = model.step(states, actions)
     return steps / (time.perf_counter() - started)
+
+
+def policy_ratio(steps: int, b: int = 8) -> tuple[float, float]:
+    """Act calls/s at B, seeded, in-process through the Policy interface and served."""
+    torch.manual_seed(0)
+    model = models.build("policy")
+    frames, proprio, _ = start_inputs(b)
+    obs, seeds = Observations(frames, proprio, ["pick up the bowl"] * b), list(range(1, b + 1))
+    model.act(obs, seeds=seeds)
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.act(obs, seeds=seeds)
+    local = steps / (time.perf_counter() - started)
+    config = ServeConfig(host="127.0.0.1", max_delay_ms=5.0)
+    with RunningServer(create_service("policy", config, model, "bench"), config) as server, \
+            PolicyClient(server.address) as client:
+        client.act(frames, proprio, obs.instructions, seed=seeds)
+        started = time.perf_counter()
+        for _ in range(steps):
+            client.act(frames, proprio, obs.instructions, seed=seeds)
+        remote = steps / (time.perf_counter() - started)
+    return local, remote
+
+
+def _status_mb(field: str) -> float:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def swap_peak(width: int = 1536) -> tuple[float, float]:
+    """(weights MiB, peak RSS above the pre-swap RSS during one LoadWeights, MiB)."""
+    torch.manual_seed(0)
+    model = models.build("policy", width=width)
+    state = {k: torch.randn_like(v).contiguous() for k, v in model.state_dict().items()}
+    weights_mb = sum(t.numel() * t.element_size() for t in state.values()) / 2**20
+    data = save_bytes(state)
+    del state
+    config = ServeConfig(host="127.0.0.1", max_message_mb=weights_mb * 2)
+    with RunningServer(create_service("policy", config, model, "bench"), config) as server, \
+            PolicyClient(server.address) as client:
+        gc.collect()
+        base = _status_mb("VmRSS")
+        pathlib.Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        client.load_weights(data, chunk_bytes=4 << 20)
+        peak = _status_mb("VmHWM")
+    return weights_mb, peak - base
 
 
 def served(address: str, steps: int, b: int) -> float:
@@ -128,6 +183,12 @@ def main() -> None:
         fast, proto, us = codec_ratio(shape, repeats)
         print(f"(c) codec {shape}: encode+decode {us:.1f} us; vs msgpack-numpy: fast path {fast:.2f}x, "
               f"protobuf message path {proto:.2f}x (target > 1)")
+    local, remote = policy_ratio(args.steps * 4)
+    print(f"(d) Policy.Act B=8 seeded: in-process {local:.1f} calls/s, served {remote:.1f} calls/s "
+          f"-> ratio {remote / local:.3f}")
+    weights_mb, extra_mb = swap_peak()
+    print(f"(e) LoadWeights of {weights_mb:.0f} MiB: peak RSS +{extra_mb:.0f} MiB during the swap "
+          f"= {extra_mb / weights_mb:.2f}x the weights (received bytes + decoded tensors; no model copy)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
-"""The served world model as a Gymnasium environment (one episode, action chunks as actions).
+"""An imagined episode as a Gymnasium environment (action chunks as actions).
 
-    with ImaginedEnv(bank, "127.0.0.1:50051", "127.0.0.1:50052") as env:
+Over served models:
+
+    with ImaginedEnv.connect(bank, "127.0.0.1:50051", "127.0.0.1:50052") as env:
         obs, info = env.reset(seed=0)
         obs, reward, terminated, truncated, info = env.step(chunk)   # chunk (K, A) in [-1, 1]
+
+or over models in this process, through the same role interfaces:
+`ImaginedEnv(bank, models.load("ckpt/world_model"), models.load("ckpt/reflector"))`.
 
 Observation: {"frame": (H, W, 3) uint8, "proprio": (P,) float32}; the instruction is in `info`.
 Reward is the reflector's p(done) after each chunk (the paper's dense reward; the trajectory
@@ -15,63 +20,77 @@ import gymnasium as gym
 import numpy as np
 
 from worldenv.client.clients import ReflectorClient, WorldModelClient
+from worldenv.client.remote import RemoteReflector, RemoteWorldModel
 from worldenv.data.start_bank import StartBank
+from worldenv.models.roles import Reflector, StartStates, WorldModel
+
+DEFAULT_ETA = 0.5
 
 
 class ImaginedEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, bank: StartBank, world_model_addr: str, reflector_addr: str, horizon: int = 16,
-                 eta: float = 0.0, auth_token: str | None = None):
-        self.bank, self.horizon, self.eta = bank, horizon, eta
-        self.world_model = WorldModelClient(world_model_addr, auth_token=auth_token).connect()
-        self.reflector = ReflectorClient(reflector_addr, auth_token=auth_token).connect()
-        spec = self.world_model.spec
+    def __init__(self, bank: StartBank, world_model: WorldModel, reflector: Reflector, horizon: int = 16,
+                 eta: float = 0.0, on_close=()):
+        self.bank, self.horizon, self._on_close = bank, horizon, on_close
+        self.world_model, self.reflector = world_model, reflector
+        self.eta = eta or float(reflector.spec.extra.get("eta", DEFAULT_ETA))
+        spec = world_model.spec
         s, k, a, p = spec.image_size, spec.chunk_length, spec.action_dim, spec.proprio_dim
         self.action_space = gym.spaces.Box(-1.0, 1.0, (k, a), np.float32)
         self.observation_space = gym.spaces.Dict({
             "frame": gym.spaces.Box(0, 255, (s, s, 3), np.uint8),
             "proprio": gym.spaces.Box(-np.inf, np.inf, (p,), np.float32)})
-        self._session: str | None = None
-        self._video: list[np.ndarray] = []
+        self._states: tuple | None = None   # (world-model state, reflector state)
+        self._last: np.ndarray | None = None
+
+    @classmethod
+    def connect(cls, bank: StartBank, world_model_addr: str, reflector_addr: str, horizon: int = 16,
+                eta: float = 0.0, auth_token: str | None = None) -> "ImaginedEnv":
+        """Over a WorldModel and a Reflector service; closing the env closes the channels."""
+        wm = WorldModelClient(world_model_addr, auth_token=auth_token).connect()
+        rf = ReflectorClient(reflector_addr, auth_token=auth_token).connect()
+        return cls(bank, RemoteWorldModel(wm), RemoteReflector(rf), horizon, eta, on_close=(wm.close, rf.close))
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start from bank entry `options["start"]`, else one drawn with the env's RNG."""
         super().reset(seed=seed)
-        self._close_session()
+        self._end()
         index = int((options or {}).get("start", self.np_random.integers(len(self.bank))))
-        frame, proprio = self.bank.frames[index], self.bank.proprio[index]
+        frame, proprio = self.bank.frames[index], self.bank.proprio[index].astype(np.float32)
         self.instruction = self.bank.instructions[index]
-        (self._session,) = self.world_model.open(frame[None], proprio[None], [self.instruction])
-        self._video, self._t = [frame], 0
+        (wm,) = self.world_model.start(StartStates(frame[None], proprio[None], [self.instruction]))
+        (rf,) = self.reflector.start(frame[None], [self.instruction])
+        self._states, self._last, self._t = (wm, rf), frame, 0
         info = {"instruction": self.instruction, "start_id": self.bank.ids[index]}
-        return {"frame": frame.copy(), "proprio": proprio.astype(np.float32)}, info  # callers keep what they get
+        return {"frame": frame.copy(), "proprio": proprio}, info  # callers keep what they get
 
     def step(self, action):
-        if self._session is None:
+        if self._states is None:
             raise RuntimeError("call reset() before step()")
-        chunk = np.clip(np.asarray(action, np.float32), -1.0, 1.0)[None]        # (1, K, A)
-        out = self.world_model.step([self._session], chunk)
-        self._video.append(out.frames[0])
-        judge = self.reflector.judge(np.stack(self._video)[None], [self.instruction], eta=self.eta)
-        self._t += 1
-        reward = float(judge.p_done[0])
-        terminated, truncated = bool(judge.done[0]), self._t >= self.horizon and not judge.done[0]
-        obs = {"frame": out.frames[0].copy(), "proprio": out.proprio[0].copy()}
+        chunk = np.asarray(action, np.float32)[None]                     # (1, K, A); the world model clips
+        prediction, (wm,) = self.world_model.step([self._states[0]], chunk)
+        p_done, (rf,) = self.reflector.observe([self._states[1]], prediction.frames)
+        self._states, self._last, self._t = (wm, rf), prediction.frames[0], self._t + 1
+        reward = float(p_done[0])
+        terminated = reward > self.eta
+        truncated = self._t >= self.horizon and not terminated
+        obs = {"frame": prediction.frames[0].copy(), "proprio": prediction.proprio[0].copy()}
         return obs, reward, terminated, truncated, {"p_done": reward, "step": self._t}
 
     def render(self):
-        return self._video[-1] if self._video else None
+        return self._last
 
-    def _close_session(self) -> None:
-        if self._session is not None:
-            self.world_model.close_sessions([self._session])
-            self._session = None
+    def _end(self) -> None:
+        if self._states is not None:
+            self.world_model.end([self._states[0]])
+            self.reflector.end([self._states[1]])
+            self._states = None
 
     def close(self):
-        self._close_session()
-        self.world_model.close()
-        self.reflector.close()
+        self._end()
+        for close in self._on_close:
+            close()
 
     def __enter__(self):
         return self

@@ -128,9 +128,8 @@ class RolloutWorker:
         instr = [jobs[i].instruction for i in active]
         act = self.policy.act(frames, proprio, instr, deterministic=jobs[active[0]].deterministic,
                               seed=[step_seed(jobs[i].seed, t) for i in active])
-        # The simulator clips actions to [-1, 1], so the world model (trained on what the simulator
-        # executed) sees clipped chunks; the episode keeps the raw samples their log-probs belong to.
-        step = self.world_model.step([sessions[i] for i in active], np.clip(act.actions, -1.0, 1.0))
+        # Raw samples, as their log-probs are of them: the world model clips, as the simulator does.
+        step = self.world_model.step([sessions[i] for i in active], act.actions)
         for k, i in enumerate(active):
             tr = traces[i]
             tr.frames.append(step.frames[k]); tr.proprio.append(step.proprio[k])

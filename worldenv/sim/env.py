@@ -112,7 +112,9 @@ class LiberoEnv:
         `first` is the current observation (already rendered) to head `before`; omitted, it is
         observed again without rendering. `policy()`, if given, replaces each action of the
         chunk by its own (closed-loop scripted control); only K is taken from `actions`."""
-        actions = np.array(actions, np.float32).reshape(-1, 7)
+        # The one clip of the real side: [-1, 1] is the controller's input range. Policies
+        # return raw samples (their log-probs are of those); the world model clips likewise.
+        actions = np.clip(np.array(actions, np.float32).reshape(-1, 7), -1.0, 1.0)
         before, flags = [first or self.observe(render=False)], []
         for t in range(len(actions)):
             if policy is not None:

@@ -107,8 +107,7 @@ def _next_chunk(worker, source: ActionSource, obs, instruction: str, spec: Episo
     if source.in_env:
         return worker.call("expert_chunk", k=k, stop_on_success=stop, render_each_step=spec.render_each_step), None
     out = source.act(obs.frame[None], obs.proprio[None], [instruction], spec.deterministic)
-    actions = np.clip(out.actions[0, :k], -1.0, 1.0)   # (k, 7): the controller's input range
-    chunk = worker.call("step_chunk", actions=actions, stop_on_success=stop, render_each_step=spec.render_each_step)
+    chunk = worker.call("step_chunk", actions=out.actions[0, :k], stop_on_success=stop, render_each_step=spec.render_each_step)
     return chunk, None if out.log_probs is None else float(out.log_probs[0])
 
 
