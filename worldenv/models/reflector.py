@@ -32,8 +32,11 @@ class ReflectorConfig(pydantic.BaseModel):
     name: str = pydantic.Field("tiny-reflector", description="label reported in the spec")
     image_size: int = pydantic.Field(64, ge=16, description="frame side, pixels")
     max_frames: int = pydantic.Field(8, ge=1, description="frames sampled uniformly from the video, last included")
-    vocab_size: int = pydantic.Field(1024, ge=2, description="hashed instruction vocabulary")
-    max_tokens: int = pydantic.Field(24, ge=1, description="instruction words kept")
+    instruction_encoder: str = pydantic.Field("all-MiniLM-L6-v2", description="frozen sentence encoder "
+                                              "(a name `language` resolves, or a directory), or 'hashed' words")
+    text_dim: int = pydantic.Field(384, ge=1, description="the sentence encoder's embedding size")
+    vocab_size: int = pydantic.Field(1024, ge=2, description="hashed words only: vocabulary")
+    max_tokens: int = pydantic.Field(24, ge=1, description="hashed words only: words kept")
     width: int = pydantic.Field(128, ge=8, description="feature width")
 
 
@@ -54,28 +57,28 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained):
         self.config = config = config or ReflectorConfig()
         w = config.width
         self.vision = vision.ConvEncoder(w)
-        self.instruction = text.InstructionEmbedding(config.vocab_size, w)
+        self.instruction = text.InstructionFeatures(config.instruction_encoder, w, config.text_dim,
+                                                    config.vocab_size, config.max_tokens)
         self.query = torch.nn.Linear(w, w)
         self.head = torch.nn.Sequential(torch.nn.Linear(3 * w, w), torch.nn.SiLU(), torch.nn.Linear(w, 1))
 
-    def forward(self, frames: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """frames (B, T, H, W, 3) uint8, tokens/mask (B, L) -> logits (B,)."""
+    def forward(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """frames (B, T, H, W, 3) uint8, B instructions -> logits (B,)."""
         s = self.config.image_size
         inputs.expect("frames", frames, ("B", "T", s, s, 3), "uint8")
+        inputs.expect_texts("instructions", instructions, {"B": len(frames)})
         idx = sample_indices(frames.shape[1], self.config.max_frames).to(frames.device)
         clip = frames.index_select(1, idx)                                      # (B, T', H, W, 3)
         b, t = clip.shape[:2]
         feats = self.vision(clip.reshape(b * t, *clip.shape[2:])).view(b, t, -1)  # (B, T', W)
-        goal = self.instruction(tokens, mask)                                   # (B, W)
+        goal = self.instruction(list(instructions), self.device, self.dtype)    # (B, W)
         scores = torch.einsum("bw,btw->bt", self.query(goal), feats) / feats.shape[-1] ** 0.5
         summary = torch.einsum("bt,btw->bw", scores.softmax(dim=-1), feats)     # (B, W)
         return self.head(torch.cat([summary, feats[:, -1], goal], dim=-1)).squeeze(-1)
 
     def logits(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """Logits (B,) for frames (B, T, H, W, 3) uint8 and B instruction strings."""
-        inputs.expect_texts("instructions", instructions, {"B": len(frames)})
-        tokens, mask = text.tokenize(instructions, self.config.vocab_size, self.config.max_tokens, self.device)
-        return self(frames, tokens, mask)
+        return self(frames, instructions)
 
     def loss(self, frames: torch.Tensor, instructions: list[str], labels: torch.Tensor) -> torch.Tensor:
         """Binary cross-entropy against done labels (B,) in [0, 1]; scalar."""

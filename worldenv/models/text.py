@@ -45,3 +45,30 @@ class InstructionEmbedding(torch.nn.Module):
         weights = mask.to(self.embed.weight.dtype).unsqueeze(-1)   # (B, L, 1)
         summed = (self.embed(tokens) * weights).sum(dim=1)          # (B, width)
         return self.proj(summed / weights.sum(dim=1).clamp(min=1.0))
+
+
+HASHED = "hashed"
+
+
+class InstructionFeatures(torch.nn.Module):
+    """Instructions (B strings) -> (B, width): a frozen pretrained sentence embedding (any
+    encoder `language.encoder` loads; not part of the state dict) or hashed words, then a
+    trainable projection."""
+
+    def __init__(self, encoder: str, width: int, text_dim: int = 384, vocab_size: int = 1024, max_tokens: int = 24):
+        super().__init__()
+        self.encoder, self.text_dim, self.vocab_size, self.max_tokens = encoder, text_dim, vocab_size, max_tokens
+        if encoder == HASHED:
+            self.words = InstructionEmbedding(vocab_size, width)
+        else:
+            self.proj = torch.nn.Sequential(torch.nn.Linear(text_dim, width), torch.nn.LayerNorm(width))
+
+    def forward(self, instructions: list[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        if self.encoder == HASHED:
+            return self.words(*tokenize(instructions, self.vocab_size, self.max_tokens, device))
+        from worldenv.models import language
+        sentence = language.encoder(self.encoder)
+        if sentence.dim != self.text_dim:
+            raise ValueError(f"text encoder {self.encoder!r} gives {sentence.dim}-d embeddings, the model expects {self.text_dim}")
+        embedded = torch.from_numpy(sentence.encode(list(instructions))).to(device, dtype)   # (B, D)
+        return self.proj(embedded)
