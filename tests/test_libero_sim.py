@@ -16,7 +16,7 @@ pytest.importorskip("libero")
 pytest.importorskip("robosuite")
 
 from worldenv.data import hdf5  # noqa: E402
-from worldenv.sim import env as env_mod, episode, expert, policies, pool, suites  # noqa: E402
+from worldenv.sim import env as env_mod, episode, expert, policies, pool, recording, suites  # noqa: E402
 from worldenv.sim.recording import Recorder  # noqa: E402
 
 pytestmark = pytest.mark.libero
@@ -72,7 +72,7 @@ def test_hdf5_round_trip_is_identical(libero_env, tmp_path):
     recorder, _, _ = _expert_episode(libero_env, init_index=2, max_steps=48)
     written = recorder.episode({"id": f"{SUITE}/{TASK}/2", "init_index": 2, "outcome": "horizon"},
                                log_probs=[-1.5, -2.0])
-    attrs = hdf5.task_attrs(suites.task(SUITE, TASK), {"image_size": 64})
+    attrs = recording.task_attrs(suites.task(SUITE, TASK), {"image_size": 64})
     path = hdf5.write(tmp_path / "t_demo.hdf5", attrs, [written, written])
     back = hdf5.read(path)
     assert back.instruction == suites.task(SUITE, TASK).instruction

@@ -72,19 +72,6 @@ class TaskFile:
         return self.attrs["problem_info"]["language_instruction"]
 
 
-def task_attrs(task, env_args: dict | None = None) -> dict:
-    """data/ attributes for a worldenv.sim.suites.TaskInfo."""
-    from worldenv.sim import install
-    install.prepare()  # LIBERO prompts on first import otherwise
-    from libero.libero.envs import bddl_utils  # the BDDL header names the problem class
-    info = bddl_utils.get_problem_info(task.bddl_file)
-    problem = {"problem_name": info["problem_name"], "domain_name": info["domain_name"],
-               "language_instruction": task.instruction}
-    return {"env_name": task.name, "problem_info": problem, "bddl_file_name": task.bddl_file,
-            "bddl_file_content": pathlib.Path(task.bddl_file).read_text(),
-            "env_args": env_args or {}, "suite": task.suite, "task_index": task.index}
-
-
 def write(path: str | pathlib.Path, attrs: dict, episodes: list[Episode], compress: bool = True) -> pathlib.Path:
     """Write a task file (atomically: a .tmp file renamed into place)."""
     path = pathlib.Path(path)

@@ -81,7 +81,7 @@ class CollectConfig(_Base):
 def collect_demos(config: CollectConfig) -> int:
     """Write <out>/<suite>/<task>_demo.hdf5 with successful expert demos; log the success rate."""
     from worldenv.data import hdf5
-    from worldenv.sim import episode, policies, pool
+    from worldenv.sim import episode, policies, pool, recording
     source = policies.ExpertSource()
     stats, started = {}, time.perf_counter()
     with pool.EnvPool(config.workers) as envs:
@@ -89,7 +89,7 @@ def collect_demos(config: CollectConfig) -> int:
             kept, tried = _collect_task(envs, config, task, source)
             info = suites.task(config.suite, task)
             path = pathlib.Path(config.out) / config.suite / f"{info.name}_demo.hdf5"
-            hdf5.write(path, hdf5.task_attrs(info, {"image_size": config.image_size, "source": "scripted expert"}),
+            hdf5.write(path, recording.task_attrs(info, {"image_size": config.image_size, "source": "scripted expert"}),
                        [r.episode for r in kept])
             stats[task] = {"instruction": info.instruction, "kept": len(kept), "tried": len(tried),
                            "successes": sum(r.success for r in tried), "file": str(path),
@@ -228,7 +228,7 @@ class ExploreConfig(_PolicyRun):
 def explore(config: ExploreConfig) -> int:
     """Write <out>/<suite>/<task>_demo.hdf5 with every episode (per-frame success labels, log-probs)."""
     from worldenv.data import hdf5
-    from worldenv.sim import episode, pool
+    from worldenv.sim import episode, pool, recording
     specs = config.specs(record=True, deterministic=config.noise == "none")
     with pool.EnvPool(config.workers) as envs, _progress(len(specs), "explore") as bar:
         results = envs.map(lambda w, s: episode.run(w, s, config.source), specs, on_result=lambda r: bar.update(1))
@@ -237,7 +237,7 @@ def explore(config: ExploreConfig) -> int:
         info = suites.task(config.suite, task)
         episodes = [r.episode for r in results if r.spec.config.task == task and r.episode is not None]
         path = pathlib.Path(config.out) / config.suite / f"{info.name}_demo.hdf5"
-        hdf5.write(path, hdf5.task_attrs(info, {"source": "exploration", "policy": config.source.name,
+        hdf5.write(path, recording.task_attrs(info, {"source": "exploration", "policy": config.source.name,
                                                 "noise": config.noise}), episodes)
     ok = sum(r.success for r in results)
     crashed = sum(r.failed_to_run for r in results)

@@ -1,10 +1,26 @@
-"""Turn the chunks of one episode into an `hdf5.Episode` (LIBERO's layout)."""
+"""Turn the chunks of one episode into an `hdf5.Episode`, and a task into its file attributes
+(LIBERO's layout)."""
 from __future__ import annotations
+
+import pathlib
 
 import numpy as np
 
 from worldenv.data import hdf5
 from worldenv.sim.env import ChunkResult, Observation
+
+
+def task_attrs(task, env_args: dict | None = None) -> dict:
+    """The data/ attributes of a task file (`hdf5.write`) for a `suites.TaskInfo`."""
+    from worldenv.sim import install
+    install.prepare()  # LIBERO prompts on first import otherwise
+    from libero.libero.envs import bddl_utils  # the BDDL header names the problem class
+    info = bddl_utils.get_problem_info(task.bddl_file)
+    problem = {"problem_name": info["problem_name"], "domain_name": info["domain_name"],
+               "language_instruction": task.instruction}
+    return {"env_name": task.name, "problem_info": problem, "bddl_file_name": task.bddl_file,
+            "bddl_file_content": pathlib.Path(task.bddl_file).read_text(),
+            "env_args": env_args or {}, "suite": task.suite, "task_index": task.index}
 
 
 class Recorder:
