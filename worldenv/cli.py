@@ -9,10 +9,10 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = [
-    "worldenv.commands",       # up, serve, worker, rollout, health, gen-protos
-    "worldenv.sim.commands",   # demos, starts, explore, eval (LIBERO)
-]
+COMMAND_MODULES = [f"worldenv.commands.{name}" for name in (
+    "up", "serve", "worker", "rollout", "health",   # the serving backbone
+    "demos", "starts", "explore", "eval",           # LIBERO, the ground truth
+)]
 
 
 def build_parser() -> argparse.ArgumentParser:
