@@ -27,7 +27,7 @@ from worldenv.data.episodes import EpisodeStore
 from worldenv.data.start_bank import synthetic
 from worldenv.services.common.factory import create_service
 from worldenv.services.common.server import RunningServer
-from worldenv.stack import free_port
+from worldenv.commands.stack import free_port
 
 
 def start_redis() -> tuple[subprocess.Popen, str]:

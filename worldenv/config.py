@@ -2,7 +2,7 @@
 
 Each entry point has one settings class. Values come from (highest first) command-line flags,
 environment variables (`WORLDENV_<FIELD>`, plus `REDIS_URL`), then the defaults below. Field
-descriptions become `--help` text (see `worldenv.cli_args`).
+descriptions become `--help` text (see `worldenv.commands.flags`).
 """
 from __future__ import annotations
 

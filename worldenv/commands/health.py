@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from worldenv.health import check
+from worldenv.commands.probes import check
 
 
 def register(sub) -> None:

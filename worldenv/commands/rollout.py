@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from worldenv import home
+from worldenv.commands import home
 
 
 def register(sub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from worldenv.cli_args import add_settings, settings_from
+from worldenv.commands.flags import add_settings, settings_from
 from worldenv.config import DEFAULT_PORTS, DebugApiConfig, ServeConfig
 
 

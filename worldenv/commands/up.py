@@ -6,7 +6,7 @@ import pathlib
 import signal
 import threading
 
-from worldenv import home
+from worldenv.commands import home
 
 
 def register(sub) -> None:
@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from worldenv import stack as local
+    from worldenv.commands import stack as local
 
     if args.workers < 0 or args.batch_size < 1:
         raise SystemExit("worldenv up: --workers must be >= 0 and --batch-size >= 1")

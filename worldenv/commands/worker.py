@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 
-from worldenv.cli_args import add_settings, settings_from
+from worldenv.commands.flags import add_settings, settings_from
 from worldenv.config import WorkerConfig
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from worldenv import health
+from worldenv.commands import probes
 from worldenv.config import DEFAULT_PORTS
 
 MODEL_SERVICES = ("world-model", "reflector", "policy")
@@ -78,7 +78,7 @@ def _wait_healthy(name: str, kind: str, target: str, proc: subprocess.Popen, hom
             tail = (home / "logs" / f"{name}.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{tail}")
         try:
-            health.check(kind, target, timeout=1.0)
+            probes.check(kind, target, timeout=1.0)
             return
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(0.3)
