@@ -22,7 +22,7 @@ from worldenv.client import rollout
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.client.queue import RolloutQueue
 from worldenv.client.worker import RolloutWorker
-from worldenv.config import ServeConfig
+from worldenv.config import MODEL_SERVICES, ServeConfig
 from worldenv.data.episodes import EpisodeStore
 from worldenv.data.start_bank import synthetic
 from worldenv.services.common.factory import create_service
@@ -98,7 +98,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = ServeConfig(host="127.0.0.1")
-    servers = [RunningServer(create_service(name, config), config) for name in ("world-model", "reflector", "policy")]
+    servers = [RunningServer(create_service(name, config), config) for name in MODEL_SERVICES]
     proc, url = start_redis()
     try:
         addresses = {s.service.name: s.address for s in servers}

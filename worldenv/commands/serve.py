@@ -5,13 +5,12 @@ import asyncio
 import logging
 
 from worldenv.commands.flags import add_settings, settings_from
-from worldenv.config import DEFAULT_PORTS, DebugApiConfig, ServeConfig
+from worldenv.config import SERVICES, DebugApiConfig, ServeConfig
 
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run one service (gRPC model service or the REST debug API)")
-    names = sorted(DEFAULT_PORTS)
-    p.add_argument("service", choices=names, help="which service")
+    p.add_argument("service", choices=sorted(SERVICES), help="which service")
     add_settings(p, ServeConfig)
     p.add_argument("--redis-url", default=None, help="debug-api: Redis with the episode store (default $REDIS_URL)")
     p.add_argument("--prefix", default=None, help="debug-api: key prefix in Redis")
@@ -33,5 +32,5 @@ def serve(name: str, config: ServeConfig) -> int:
     from worldenv.services.common.server import serve_forever
 
     service = create_service(name, config)
-    asyncio.run(serve_forever(service, config, config.port or DEFAULT_PORTS[name]))
+    asyncio.run(serve_forever(service, config, config.port or SERVICES[name].port))
     return 0

@@ -13,9 +13,7 @@ import sys
 import time
 
 from worldenv.commands import probes
-from worldenv.config import DEFAULT_PORTS
-
-MODEL_SERVICES = ("world-model", "reflector", "policy")
+from worldenv.config import MODEL_SERVICES, SERVICES
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -105,8 +103,8 @@ CLI = [sys.executable, "-m", "worldenv.cli"]
 def _start_services(stack: Stack) -> None:
     """The three model services and the debug API; returns once all are healthy."""
     cfg, procs = stack.config, stack.processes
-    for name in (*MODEL_SERVICES, "debug-api"):
-        port = free_port(cfg.host) if cfg.free_ports else DEFAULT_PORTS[name]
+    for name in SERVICES:
+        port = free_port(cfg.host) if cfg.free_ports else SERVICES[name].port
         argv = CLI + ["serve", name, "--host", cfg.host, "--port", str(port)]
         if name == "debug-api":
             argv += ["--redis-url", stack.redis_url, "--prefix", cfg.prefix]

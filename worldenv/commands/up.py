@@ -7,17 +7,19 @@ import signal
 import threading
 
 from worldenv.commands import home
+from worldenv.config import MODEL_SERVICES, SERVICES
 
 
 def register(sub) -> None:
+    ports = ", ".join(f"{name} {service.port}" for name, service in SERVICES.items())
     p = sub.add_parser("up", help="start everything on one machine (embedded Redis unless REDIS_URL is set)")
     p.add_argument("--home", default=None, help="state and logs directory (default $WORLDENV_HOME or ~/.worldenv)")
     p.add_argument("--host", default="127.0.0.1", help="interface the services bind")
-    p.add_argument("--free-ports", action="store_true", help="pick free ports instead of 50051-50053 and 8080")
+    p.add_argument("--free-ports", action="store_true", help="pick free ports instead of the default ports (" + ports + ")")
     p.add_argument("--workers", type=int, default=1, help="rollout workers (default 1)")
     p.add_argument("--batch-size", type=int, default=8, help="jobs each worker runs as one batch (default 8)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per model service (default 1)")
-    for name in ("world-model", "reflector", "policy"):
+    for name in MODEL_SERVICES:
         p.add_argument(f"--{name}-checkpoint", default=None, help=f"{name} checkpoint directory (default: random init)")
     p.add_argument("--rollout", type=int, default=0, metavar="N", help="once up, imagine N episodes and print throughput")
     p.add_argument("--horizon", type=int, default=12, help="max chunks per episode for --rollout (default 12)")
@@ -34,7 +36,7 @@ def main(args) -> int:
     if args.starts and not pathlib.Path(args.starts).is_file():
         raise SystemExit(f"worldenv up: --starts: no such file {args.starts}")
     state = pathlib.Path(args.home) if args.home else home.path()
-    checkpoints = {n: getattr(args, n.replace("-", "_") + "_checkpoint") for n in local.MODEL_SERVICES}
+    checkpoints = {n: getattr(args, n.replace("-", "_") + "_checkpoint") for n in MODEL_SERVICES}
     cfg = local.StackConfig(home=state, host=args.host, free_ports=args.free_ports, redis_url=os.environ.get("REDIS_URL"),
                             workers=args.workers, batch_size=args.batch_size, threads=args.threads,
                             checkpoints={k: v for k, v in checkpoints.items() if v})
@@ -56,7 +58,7 @@ def main(args) -> int:
 def _print_addresses(stack) -> None:
     embedded = "" if stack.config.redis_url else " (embedded)"
     print(f"redis        {stack.redis_url}{embedded}")
-    for name in ("world-model", "reflector", "policy"):
+    for name in MODEL_SERVICES:
         print(f"{name:<12} {stack.addresses[name]}  (gRPC)")
     print(f"debug-api    {stack.addresses['debug-api']}  (REST; HTML episode viewer at /)")
     print(f"workers      {stack.config.workers} x batch {stack.config.batch_size}")
