@@ -105,11 +105,11 @@ class _CrashingSource:
 
     name, chunk_length, image_size, in_env = "crasher", 8, None, False
 
-    def __init__(self, worker):
-        self.worker = worker
+    def __init__(self, process):
+        self.process = process
 
     def act(self, frames, proprio, instructions, deterministic):
-        self.worker.call("crash")
+        self.process.call("crash")
 
     def close(self):
         pass
@@ -117,14 +117,14 @@ class _CrashingSource:
 
 def test_crashed_env_fails_its_episode_and_is_replaced():
     with pool.EnvPool(1) as envs:
-        worker = envs.workers[0]
-        first_pid = worker.pid
+        process = envs.processes[0]
+        first_pid = process.pid
         spec = episode.EpisodeSpec(env_mod.EnvConfig(SUITE, TASK), 0, max_steps=16)
-        result = episode.run(worker, spec, _CrashingSource(worker))
+        result = episode.run(process, spec, _CrashingSource(process))
         assert result.outcome.startswith("crashed") and not result.success
-        assert worker.pid != first_pid
+        assert process.pid != first_pid
         # the replacement runs the next episode normally
-        ok = episode.run(worker, spec, policies.ExpertSource())
+        ok = episode.run(process, spec, policies.ExpertSource())
         assert ok.outcome == "horizon" and ok.steps == 16
 
 
@@ -159,7 +159,7 @@ def test_bad_arguments_fail_before_any_env_starts(argv, message, capsys):
 def test_eval_with_expert_writes_report(tmp_path):
     out = tmp_path / "eval"
     assert _cli("eval", "--policy", "expert", "--suite", SUITE, "--tasks", str(TASK), "--episodes-per-task", "2",
-                "--workers", "1", "--videos", "1", "--out", str(out)) == 0
+                "--env-processes", "1", "--videos", "1", "--out", str(out)) == 0
     import json
     report = json.loads((out / "eval.json").read_text())
     suite = report["suite_result"]
@@ -186,7 +186,7 @@ def test_explore_records_successes_and_failures_with_log_probs(tmp_path):
     LaplacePolicy().save_pretrained(ckpt)  # random init: fails, which is what we record here
     out = tmp_path / "explore"
     assert _cli("explore", "--policy", str(ckpt), "--noise", "laplace", "--suite", SUITE, "--tasks", str(TASK),
-                "--episodes-per-task", "1", "--max-steps", "16", "--workers", "1", "--out", str(out)) == 0
+                "--episodes-per-task", "1", "--max-steps", "16", "--env-processes", "1", "--out", str(out)) == 0
     (path,) = (out / SUITE).glob("*_demo.hdf5")
     (ep,) = hdf5.read(path).episodes
     assert len(ep) == 16 and ep.log_probs.shape == (2,) and np.isfinite(ep.log_probs).all()

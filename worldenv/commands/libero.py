@@ -18,7 +18,8 @@ def add_common(p: argparse.ArgumentParser, tasks_default: str = "all", image_siz
     p.add_argument("--tasks", default=tasks_default, help="'all', '3', '0,2,5' or '0-4' (LIBERO's task order)")
     p.add_argument("--image-size", type=int, default=image_size, help="square frame side in pixels")
     p.add_argument("--wrist", action=argparse.BooleanOptionalAction, default=False, help="also render the wrist camera")
-    p.add_argument("--workers", type=int, default=0, help="env processes (0 = what fits the machine, at most 2)")
+    p.add_argument("--env-processes", "--workers", type=int, default=0, dest="env_processes",
+                   help="LIBERO env processes run in parallel (0 = what fits the machine, at most 2)")
 
 
 def add_policy(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ class _Base:
     tasks: str = "all"
     image_size: int = 64
     wrist: bool = False
-    workers: int = 0
+    env_processes: int = 0
     out: str = ""
 
     def __post_init__(self):
@@ -33,7 +33,7 @@ class _Base:
         try:
             suites.check_suite(self.suite)
             self.task_ids = suites.parse_tasks(self.suite, self.tasks)
-            self.workers = pool.check_size(self.workers)
+            self.env_processes = pool.check_size(self.env_processes)
         except (suites.SuiteError, pool.PoolError, install.LiberoNotInstalled) as exc:
             raise BadArguments(str(exc)) from None
         if not 16 <= self.image_size <= 512:
@@ -84,7 +84,7 @@ def collect_demos(config: CollectConfig) -> int:
     from worldenv.sim import episode, policies, pool, recording
     source = policies.ExpertSource()
     stats, started = {}, time.perf_counter()
-    with pool.EnvPool(config.workers) as envs:
+    with pool.EnvPool(config.env_processes) as envs:
         for task in config.task_ids:
             kept, tried = _collect_task(envs, config, task, source)
             info = suites.task(config.suite, task)
@@ -115,10 +115,10 @@ def _collect_task(envs, config: CollectConfig, task: int, source):
     while len(kept) < config.per_task and next_init < config.max_attempts:
         wave = range(next_init, min(next_init + config.per_task - len(kept), config.max_attempts))
         next_init = wave.stop
-        probes = envs.map(lambda w, s: episode.run(w, s, source), [_demo_spec(config, task, i, False) for i in wave])
+        probes = envs.map(lambda process, s: episode.run(process, s, source), [_demo_spec(config, task, i, False) for i in wave])
         tried += probes
         good = [_demo_spec(config, task, r.spec.init_index, True) for r in probes if r.success]
-        kept += [r for r in envs.map(lambda w, s: episode.run(w, s, source), good) if r.success]
+        kept += [r for r in envs.map(lambda process, s: episode.run(process, s, source), good) if r.success]
     return kept[: config.per_task], tried
 
 
@@ -162,13 +162,13 @@ def build_starts(config: StartsConfig) -> int:
     from worldenv.data.start_bank import StartBank
     from worldenv.sim import pool
 
-    def first_obs(worker, job):
+    def first_obs(process, job):
         task, init = job
-        instruction = worker.call("open", config=config.env_config(task))
-        return job, instruction, worker.call("reset", init_index=init)
+        instruction = process.call("open", config=config.env_config(task))
+        return job, instruction, process.call("reset", init_index=init)
 
     jobs_ = [(t, i) for t in config.task_ids for i in config.init_ids]
-    with pool.EnvPool(config.workers) as envs:
+    with pool.EnvPool(config.env_processes) as envs:
         rows = envs.map(first_obs, jobs_)
     bank = StartBank(frames=np.stack([o.frame for _, _, o in rows]), proprio=np.stack([o.proprio for _, _, o in rows]),
                      instructions=[ins for _, ins, _ in rows],
@@ -230,8 +230,8 @@ def explore(config: ExploreConfig) -> int:
     from worldenv.data import hdf5
     from worldenv.sim import episode, pool, recording
     specs = config.specs(record=True, deterministic=config.noise == "none")
-    with pool.EnvPool(config.workers) as envs, _progress(len(specs), "explore") as bar:
-        results = envs.map(lambda w, s: episode.run(w, s, config.source), specs, on_result=lambda r: bar.update(1))
+    with pool.EnvPool(config.env_processes) as envs, _progress(len(specs), "explore") as bar:
+        results = envs.map(lambda process, s: episode.run(process, s, config.source), specs, on_result=lambda r: bar.update(1))
     config.source.close()
     for task in config.task_ids:
         info = suites.task(config.suite, task)
@@ -279,8 +279,8 @@ def evaluate(config: EvalConfig) -> int:
     specs = config.specs(deterministic=not config.sample, keep_video=True,
                          stop_on_success=config.termination == "sim")
     started = time.perf_counter()
-    with pool.EnvPool(config.workers) as envs, _progress(len(specs), "eval") as bar:
-        results = envs.map(lambda w, s: episode.run(w, s, config.source, config.judge, config.eta), specs,
+    with pool.EnvPool(config.env_processes) as envs, _progress(len(specs), "eval") as bar:
+        results = envs.map(lambda process, s: episode.run(process, s, config.source, config.judge, config.eta), specs,
                            on_result=lambda r: bar.update(1))
     config.source.close()
     summary = report.summarize(results, _eval_meta(config, time.perf_counter() - started))
@@ -297,7 +297,7 @@ def _eval_meta(config: EvalConfig, wall_s: float) -> dict:
             "eta": config.eta, "episodes_per_task": config.episodes_per_task, "max_steps": config.max_steps,
             "chunk_length": config.source.chunk_length, "image_size": config.source.image_size or config.image_size,
             "deterministic": not config.sample, "init_states": f"{first}..{last} (mod 50) of LIBERO's fixed init states",
-            "workers": config.workers, "wall_s": wall_s, "videos": config.videos}
+            "env_processes": config.env_processes, "wall_s": wall_s, "videos": config.videos}
 
 
 def _progress(total: int, desc: str):
