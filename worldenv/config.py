@@ -1,9 +1,10 @@
 """The service registry and the typed settings of the deployables.
 
 `SERVICES` is the one list of service names with their default ports, the model each serves and
-its proto service. Each deployable has one settings class. Values come from (highest first) command-line flags,
-environment variables (`WORLDENV_<FIELD>`, plus `REDIS_URL`), then the defaults below. Field
-descriptions become `--help` text (see `worldenv.commands.flags`).
+its proto service. Every entry point's settings class derives from `Settings`: those of the
+deployables are here, a command's in its module (the LIBERO jobs' in `worldenv.sim.jobs`). Values come from (highest first)
+command-line flags, environment variables (`WORLDENV_<FIELD>`, plus `REDIS_URL`), then the
+defaults. Field descriptions become `--help` text (see `worldenv.commands.flags`).
 """
 from __future__ import annotations
 
@@ -38,12 +39,14 @@ def local_address(name: str) -> str:
     return f"127.0.0.1:{SERVICES[name].port}"
 
 
-class _Settings(BaseSettings):
+class Settings(BaseSettings):
+    """Base of every entry point's settings: flags, then WORLDENV_* environment variables, then defaults."""
+
     model_config = SettingsConfigDict(env_prefix="WORLDENV_", extra="forbid", validate_default=True,
                                       env_ignore_empty=True)  # compose passes unset values as ""
 
 
-class ServeConfig(_Settings):
+class ServeConfig(Settings):
     """One gRPC model service."""
 
     host: str = Field("0.0.0.0", description="interface to bind")
@@ -62,7 +65,7 @@ class ServeConfig(_Settings):
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
 
 
-class DebugApiConfig(_Settings):
+class DebugApiConfig(Settings):
     """The REST episode-debugging API."""
 
     host: str = Field("0.0.0.0", description="interface to bind")
@@ -72,7 +75,7 @@ class DebugApiConfig(_Settings):
     prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
 
 
-class WorkerConfig(_Settings):
+class WorkerConfig(Settings):
     """A rollout worker: jobs from Redis, run as one batch through Policy -> WorldModel -> Reflector."""
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),

@@ -4,17 +4,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from worldenv.commands.flags import add_settings, settings_from
+from worldenv.commands import flags
 from worldenv.config import SERVICES, DebugApiConfig, ServeConfig
 
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run one service (gRPC model service or the REST debug API)")
     p.add_argument("service", choices=sorted(SERVICES), help="which service")
-    add_settings(p, ServeConfig)
-    p.add_argument("--redis-url", default=None, help="debug-api: Redis with the episode store (default $REDIS_URL)")
-    p.add_argument("--prefix", default=None, help="debug-api: key prefix in Redis")
-    p.set_defaults(func=main)
+    flags.add_settings(p, ServeConfig)
+    flags.add_settings(p, DebugApiConfig, skip=("host", "port"))  # the debug API's own: --redis-url, --prefix
+    p.set_defaults(func=flags.guarded("serve", main))
 
 
 def main(args) -> int:
@@ -22,8 +21,8 @@ def main(args) -> int:
     if args.service == "debug-api":
         from worldenv.services.debug_api import server
 
-        return server.main(settings_from(DebugApiConfig, args))
-    config = settings_from(ServeConfig, args)
+        return server.main(flags.settings_from(DebugApiConfig, args))
+    config = flags.settings_from(ServeConfig, args)
     return serve(args.service, config)
 
 

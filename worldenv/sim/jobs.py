@@ -1,81 +1,104 @@
 """The four LIBERO jobs: collect expert demos, build a start-state bank, explore, evaluate.
 
-Each job = a typed config (validated at construction, before any env starts) + `main(config)`.
+Each job = a typed settings class (validated at construction, before any env starts; its field
+descriptions are the command's `--help`) + a function that runs it. A job that needs a policy or
+a reflector connects to it first and raises BadArguments if it cannot, still before any env.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import pathlib
 import time
+from typing import Literal
 
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from worldenv.config import Settings
 from worldenv.sim import suites
 
 log = logging.getLogger("worldenv.sim")
 
 
 class BadArguments(ValueError):
-    """A config that cannot run; the message says what was wrong."""
+    """A job that cannot start (its policy or reflector is unreachable); the message says why."""
 
 
-@dataclasses.dataclass
-class _Base:
-    suite: str = "libero_object"
-    tasks: str = "all"
-    image_size: int = 64
-    wrist: bool = False
-    env_processes: int = 0
-    out: str = ""
+def _checked(check, *args):
+    """check(*args), with a missing LIBERO reported as a ValueError (a settings error)."""
+    from worldenv.sim import install
+    try:
+        return check(*args)
+    except install.LiberoNotInstalled as exc:
+        raise ValueError(str(exc)) from None
 
-    def __post_init__(self):
-        from worldenv.sim import install, pool
-        try:
-            suites.check_suite(self.suite)
-            self.task_ids = suites.parse_tasks(self.suite, self.tasks)
-            self.env_processes = pool.check_size(self.env_processes)
-        except (suites.SuiteError, pool.PoolError, install.LiberoNotInstalled) as exc:
-            raise BadArguments(str(exc)) from None
-        if not 16 <= self.image_size <= 512:
-            raise BadArguments(f"--image-size {self.image_size}: expected 16..512")
-        if not self.out:
-            raise BadArguments("--out is required")
 
+def _image_size(default: int):
+    return Field(default, ge=16, le=512, description="square frame side in pixels")
+
+
+class LiberoJobConfig(Settings):
+    """What every LIBERO job takes: suite, tasks, frames, env processes."""
+
+    suite: str = Field("libero_object", description="libero_object | libero_spatial | libero_goal | libero_10 | libero_90")
+    tasks: str = Field("all", description="'all', '3', '0,2,5' or '0-4' (LIBERO's task order)")
+    image_size: int = _image_size(64)
+    wrist: bool = Field(False, description="also render the wrist camera")
+    env_processes: int = Field(0, description="LIBERO env processes run in parallel (0 = what fits the machine, at most 2)",
+                               json_schema_extra={"aliases": ["--workers"], "metavar": "N"})
+
+    @field_validator("suite")
     @classmethod
-    def from_args(cls, args) -> "_Base":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in vars(args).items() if k in names})
+    def _known_suite(cls, suite: str) -> str:
+        return suites.check_suite(suite)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: str, info: ValidationInfo) -> str:
+        if "suite" in info.data:
+            _checked(suites.parse_tasks, info.data["suite"], tasks)
+        return tasks
+
+    @field_validator("env_processes")
+    @classmethod
+    def _processes_fit(cls, n: int) -> int:
+        from worldenv.sim import pool
+        return pool.check_size(n)
+
+    @property
+    def task_ids(self) -> list[int]:
+        """The task indices `tasks` names."""
+        return suites.parse_tasks(self.suite, self.tasks)
 
     def env_config(self, task: int, image_size: int | None = None):
+        """The env of `task` at this config's (or the given) frame size."""
         from worldenv.sim.env import EnvConfig
         return EnvConfig(self.suite, task, image_size or self.image_size, self.wrist)
 
 
-def _check_expert(suite: str, tasks: list[int]) -> None:
+def _check_expert(config: LiberoJobConfig) -> None:
     from worldenv.sim import expert
-    try:
-        expert.check_tasks(suite, tasks)
-    except expert.UnsupportedTask as exc:
-        raise BadArguments(str(exc)) from None
+    expert.check_tasks(config.suite, config.task_ids)   # UnsupportedTask is a ValueError
 
 
 # --- demos collect ------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class CollectConfig(_Base):
+class CollectConfig(LiberoJobConfig):
     """Scripted expert demos: keep `per_task` successes per task, trying init states 0, 1, ..."""
 
-    image_size: int = 128
-    wrist: bool = True
-    per_task: int = 5
-    max_attempts: int = 50
-    every_step: bool = True
+    image_size: int = _image_size(128)
+    wrist: bool = Field(True, description="also render the wrist camera")
+    per_task: int = Field(5, ge=1, description="successful demos to keep per task")
+    max_attempts: int = Field(50, ge=1, le=suites.INIT_STATES_PER_TASK, description="init states tried per task at most")
+    every_step: bool = Field(True, description="frames at every step (LIBERO's layout); --no-every-step = once per chunk")
+    out: str = Field(description="output directory: <out>/<suite>/<task>_demo.hdf5")
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 1 <= self.per_task <= self.max_attempts <= suites.INIT_STATES_PER_TASK:
-            raise BadArguments(f"need 1 <= --per-task ({self.per_task}) <= --max-attempts ({self.max_attempts}) <= 50")
-        _check_expert(self.suite, self.task_ids)
+    @model_validator(mode="after")
+    def _feasible(self) -> "CollectConfig":
+        if self.per_task > self.max_attempts:
+            raise ValueError(f"--per-task ({self.per_task}) must be <= --max-attempts ({self.max_attempts})")
+        _check_expert(self)
+        return self
 
 
 def collect_demos(config: CollectConfig) -> int:
@@ -130,19 +153,26 @@ def _demo_spec(config: CollectConfig, task: int, init: int, record: bool):
 
 # --- starts build -------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class StartsConfig(_Base):
+class StartsConfig(LiberoJobConfig):
     """Render the first observation of init states into a StartBank."""
 
-    inits: str = "0-9"
+    inits: str = Field("0-9", description="init state indices per task: '0-49', '0,3', 'all'")
+    out: str = Field(description="output .npz (worldenv.data.start_bank.StartBank)")
 
-    def __post_init__(self):
-        super().__post_init__()
-        spec = "0-49" if self.inits == "all" else self.inits
-        try:
-            self.init_ids = _parse_range(spec, suites.INIT_STATES_PER_TASK, "init state")
-        except ValueError as exc:
-            raise BadArguments(str(exc)) from None
+    @field_validator("inits")
+    @classmethod
+    def _known_inits(cls, inits: str) -> str:
+        _init_ids(inits)
+        return inits
+
+    @property
+    def init_ids(self) -> list[int]:
+        """The init state indices `inits` names."""
+        return _init_ids(self.inits)
+
+
+def _init_ids(spec: str) -> list[int]:
+    return _parse_range("0-49" if spec == "all" else spec, suites.INIT_STATES_PER_TASK, "init state")
 
 
 def _parse_range(spec: str, n: int, what: str) -> list[int]:
@@ -183,107 +213,119 @@ def build_starts(config: StartsConfig) -> int:
 
 # --- explore and eval ---------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class _PolicyRun(_Base):
-    policy: str = ""
-    auth_token: str | None = None
-    episodes_per_task: int = 50
-    init_offset: int = 0
-    max_steps: int = 0
-    seed: int = 0
+class PolicyRunConfig(LiberoJobConfig):
+    """A policy acting in LIBERO for a number of episodes per task."""
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.episodes_per_task < 1:
-            raise BadArguments("--episodes-per-task must be >= 1")
-        self.max_steps = self.max_steps or suites.MAX_EPISODE_STEPS[self.suite]
-        self.source = self._open_source()  # connects now: an unreachable policy fails before any env
+    policy: str = Field(description="host:port of a Policy server, a checkpoint directory, or 'expert'")
+    auth_token: str | None = Field(None, description="bearer token for a remote policy or reflector")
+    episodes_per_task: int = Field(50, ge=1, description="episodes per task (init states 0, 1, ... wrap at 50)")
+    init_offset: int = Field(0, ge=0, description="first init state index")
+    max_steps: int = Field(0, ge=0, description="policy steps per episode (0 = the suite's standard)")
+    seed: int = Field(0, description="sampling seed for a checkpoint policy")
 
-    def _open_source(self):
-        from worldenv.sim import policies
+    @model_validator(mode="after")
+    def _resolved(self) -> "PolicyRunConfig":
         if self.policy == "expert":
-            _check_expert(self.suite, self.task_ids)
-        try:
-            return policies.open_source(self.policy, auth_token=self.auth_token, seed=self.seed)
-        except policies.PolicyUnavailable as exc:
-            raise BadArguments(str(exc)) from None
-
-    def specs(self, **kw) -> list:
-        from worldenv.sim import episode
-        size = self.source.image_size or self.image_size
-        n = suites.INIT_STATES_PER_TASK
-        return [episode.EpisodeSpec(self.env_config(t, size), (self.init_offset + e) % n, self.max_steps,
-                                    self.source.chunk_length, **kw)
-                for t in self.task_ids for e in range(self.episodes_per_task)]
+            _check_expert(self)
+        self.max_steps = self.max_steps or suites.MAX_EPISODE_STEPS[self.suite]
+        return self
 
 
-@dataclasses.dataclass
-class ExploreConfig(_PolicyRun):
+def open_policy(config: PolicyRunConfig):
+    """The run's action source, connected now: an unreachable policy fails before any env starts."""
+    from worldenv.sim import policies
+    try:
+        return policies.open_source(config.policy, auth_token=config.auth_token, seed=config.seed)
+    except policies.PolicyUnavailable as exc:
+        raise BadArguments(f"--policy: {exc}") from None
+
+
+def episode_specs(config: PolicyRunConfig, source, **kw) -> list:
+    """One EpisodeSpec per task and episode, at the frame size and chunk length `source` takes."""
+    from worldenv.sim import episode
+    size, n = source.image_size or config.image_size, suites.INIT_STATES_PER_TASK
+    return [episode.EpisodeSpec(config.env_config(t, size), (config.init_offset + e) % n, config.max_steps,
+                                source.chunk_length, **kw)
+            for t in config.task_ids for e in range(config.episodes_per_task)]
+
+
+class ExploreConfig(PolicyRunConfig):
     """Run a policy with Laplace-sampled actions; record successes and failures."""
 
-    noise: str = "laplace"
-    episodes_per_task: int = 10
+    noise: Literal["laplace", "none"] = Field(
+        "laplace", description="laplace = sample from the policy's Laplace head; none = its mean")
+    episodes_per_task: int = Field(10, ge=1, description="episodes per task (init states 0, 1, ... wrap at 50)")
+    out: str = Field(description="output directory: <out>/<suite>/<task>_demo.hdf5")
 
 
 def explore(config: ExploreConfig) -> int:
     """Write <out>/<suite>/<task>_demo.hdf5 with every episode (per-frame success labels, log-probs)."""
-    from worldenv.data import hdf5
-    from worldenv.sim import episode, pool, recording
-    specs = config.specs(record=True, deterministic=config.noise == "none")
+    from worldenv.sim import episode, pool
+    source = open_policy(config)
+    specs = episode_specs(config, source, record=True, deterministic=config.noise == "none")
     with pool.EnvPool(config.env_processes) as envs, _progress(len(specs), "explore") as bar:
-        results = envs.map(lambda process, s: episode.run(process, s, config.source), specs, on_result=lambda r: bar.update(1))
-    config.source.close()
+        results = envs.map(lambda process, s: episode.run(process, s, source), specs, on_result=lambda r: bar.update(1))
+    source.close()
     for task in config.task_ids:
-        info = suites.task(config.suite, task)
-        episodes = [r.episode for r in results if r.spec.config.task == task and r.episode is not None]
-        path = pathlib.Path(config.out) / config.suite / f"{info.name}_demo.hdf5"
-        hdf5.write(path, recording.task_attrs(info, {"source": "exploration", "policy": config.source.name,
-                                                "noise": config.noise}), episodes)
+        _write_explored(config, task, source.name, [r.episode for r in results if r.spec.config.task == task])
     ok = sum(r.success for r in results)
     crashed = sum(r.failed_to_run for r in results)
     print(f"explore: {ok}/{len(results)} successes, {crashed} failed to run -> {config.out}", flush=True)
     return 0
 
 
-@dataclasses.dataclass
-class EvalConfig(_PolicyRun):
+def _write_explored(config: ExploreConfig, task: int, policy: str, episodes: list) -> None:
+    from worldenv.data import hdf5
+    from worldenv.sim import recording
+    info = suites.task(config.suite, task)
+    path = pathlib.Path(config.out) / config.suite / f"{info.name}_demo.hdf5"
+    attrs = recording.task_attrs(info, {"source": "exploration", "policy": policy, "noise": config.noise})
+    hdf5.write(path, attrs, [e for e in episodes if e is not None])
+
+
+class EvalConfig(PolicyRunConfig):
     """Success rate per task and suite on LIBERO's standard init states."""
 
-    termination: str = "sim"
-    reflector: str | None = None
-    eta: float = 0.5
-    sample: bool = False
-    videos: int = 3
+    termination: Literal["sim", "reflector"] = Field(
+        "sim", description="sim = LIBERO's success ends an episode; reflector = p(done) > eta from --reflector")
+    reflector: str | None = Field(None, description="host:port of a Reflector server (termination=reflector)")
+    eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done)")
+    sample: bool = Field(False, description="sample actions instead of taking the policy's mean")
+    videos: int = Field(3, ge=0, description="videos to write (successes and failures)")
+    out: str = Field(description="output directory for eval.json, eval.md and videos")
 
-    def __post_init__(self):
+    @model_validator(mode="after")
+    def _judge_given(self) -> "EvalConfig":
         if self.termination == "reflector" and not self.reflector:
-            raise BadArguments("--termination reflector needs --reflector host:port")
-        if not 0 < self.eta < 1:
-            raise BadArguments(f"--eta {self.eta}: expected 0 < eta < 1")
-        super().__post_init__()
-        self.judge = self._open_reflector() if self.termination == "reflector" else None
+            raise ValueError("--termination reflector needs --reflector host:port")
+        return self
 
-    def _open_reflector(self):
-        from worldenv.client import clients, errors
-        client = clients.ReflectorClient(self.reflector, auth_token=self.auth_token, connect_timeout_s=10.0)
-        try:
-            client.connect()
-        except errors.ServiceError as exc:
-            raise BadArguments(f"reflector {self.reflector} unreachable: {exc}") from None
-        return lambda video, instruction: float(client.judge(video[None], [instruction], eta=self.eta).p_done[0])
+
+def open_judge(config: EvalConfig):
+    """p(done) of a video from the --reflector server (connected now), or None under sim termination."""
+    if config.termination != "reflector":
+        return None
+    from worldenv.client import clients, errors
+    client = clients.ReflectorClient(config.reflector, auth_token=config.auth_token, connect_timeout_s=10.0)
+    try:
+        client.connect()
+    except errors.ServiceError as exc:
+        raise BadArguments(f"--reflector: {config.reflector} unreachable: {exc}") from None
+    return lambda video, instruction: float(client.judge(video[None], [instruction], eta=config.eta).p_done[0])
 
 
 def evaluate(config: EvalConfig) -> int:
     """Write eval.json, eval.md and a few videos into --out; print the suite's rate."""
     from worldenv.sim import episode, pool, report
-    specs = config.specs(deterministic=not config.sample, keep_video=True,
-                         stop_on_success=config.termination == "sim")
+    source, judge = open_policy(config), open_judge(config)
+    specs = episode_specs(config, source, deterministic=not config.sample, keep_video=True,
+                          stop_on_success=config.termination == "sim")
     started = time.perf_counter()
     with pool.EnvPool(config.env_processes) as envs, _progress(len(specs), "eval") as bar:
-        results = envs.map(lambda process, s: episode.run(process, s, config.source, config.judge, config.eta), specs,
+        results = envs.map(lambda process, s: episode.run(process, s, source, judge, config.eta), specs,
                            on_result=lambda r: bar.update(1))
-    config.source.close()
-    summary = report.summarize(results, _eval_meta(config, time.perf_counter() - started))
+    source.close()
+    summary = report.summarize(results, _eval_meta(config, source, time.perf_counter() - started))
     paths = report.write(pathlib.Path(config.out), summary, results)
     s = summary["suite_result"]
     print(f"{config.suite}: {s['successes']}/{s['episodes']} = {100 * s['rate']:.1f} % "
@@ -291,11 +333,11 @@ def evaluate(config: EvalConfig) -> int:
     return 0
 
 
-def _eval_meta(config: EvalConfig, wall_s: float) -> dict:
+def _eval_meta(config: EvalConfig, source, wall_s: float) -> dict:
     first, last = config.init_offset, config.init_offset + config.episodes_per_task - 1
-    return {"suite": config.suite, "policy": config.source.name, "termination": config.termination,
+    return {"suite": config.suite, "policy": source.name, "termination": config.termination,
             "eta": config.eta, "episodes_per_task": config.episodes_per_task, "max_steps": config.max_steps,
-            "chunk_length": config.source.chunk_length, "image_size": config.source.image_size or config.image_size,
+            "chunk_length": source.chunk_length, "image_size": source.image_size or config.image_size,
             "deterministic": not config.sample, "init_states": f"{first}..{last} (mod 50) of LIBERO's fixed init states",
             "env_processes": config.env_processes, "wall_s": wall_s, "videos": config.videos}
 
