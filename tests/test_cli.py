@@ -8,8 +8,9 @@ from worldenv import cli
 
 def test_invalid_settings_exit_2_naming_each_flag(capsys):
     assert cli.main(["rollout", "--episodes", "0", "--eta", "1"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == "worldenv rollout: error: --episodes: must be >= 1; --eta: must be < 1.0"
+    err = capsys.readouterr().err
+    assert err.startswith("worldenv rollout: error: ") and err.count("\n") == 1
+    assert "--episodes: must be >= 1" in err and "--eta: must be < 1.0" in err
 
 
 def test_field_descriptions_and_defaults_are_the_help(capsys):

@@ -5,16 +5,17 @@ import pathlib
 import signal
 import threading
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field
 
 from worldenv.commands import flags, home
-from worldenv.config import MODEL_SERVICES, SERVICES, Settings
+from worldenv.commands.rollout import RolloutOptions, imagine
+from worldenv.config import MODEL_SERVICES, SERVICES
 
 _PORTS = ", ".join(f"{name} {service.port}" for name, service in SERVICES.items())
 
 
-class UpConfig(Settings):
-    """Everything on one machine, optionally followed by one rollout."""
+class UpConfig(RolloutOptions):
+    """Everything on one machine, optionally followed by one rollout (made as the rollout options say)."""
 
     home: str | None = Field(None, description="state and logs directory; none = ~/.worldenv")
     host: str = Field("127.0.0.1", description="interface the services bind")
@@ -29,16 +30,7 @@ class UpConfig(Settings):
     policy_checkpoint: str | None = Field(None, description="policy checkpoint directory; none = random init")
     rollout: int = Field(0, ge=0, description="once up, imagine N episodes and print throughput",
                          json_schema_extra={"metavar": "N"})
-    horizon: int = Field(12, ge=1, description="max chunks per episode for --rollout")
-    starts: str | None = Field(None, description="start-state bank for --rollout; none = synthetic start states")
     exit: bool = Field(False, description="stop everything after --rollout instead of serving on")
-
-    @field_validator("starts")
-    @classmethod
-    def _starts_exist(cls, starts: str | None) -> str | None:
-        if starts and not pathlib.Path(starts).is_file():
-            raise ValueError(f"no such file {starts}")
-        return starts
 
     def checkpoints(self) -> dict[str, str]:
         """Service -> checkpoint directory, for the services given one."""
@@ -63,7 +55,7 @@ def main(config: UpConfig) -> int:
     try:
         _print_addresses(stack)
         if config.rollout:
-            _rollout(stack, config.rollout, config.horizon, config.starts)
+            _rollout(stack, config)
         if not config.exit:
             print("serving; Ctrl-C to stop", flush=True)
             _wait_for_signal()
@@ -83,18 +75,8 @@ def _print_addresses(stack) -> None:
     print(f"export REDIS_URL={stack.redis_url}", flush=True)
 
 
-def _rollout(stack, episodes: int, horizon: int, starts: str | None) -> None:
-    import redis
-
-    from worldenv.client import rollout
-    from worldenv.client.queue import RolloutQueue
-    from worldenv.data.episodes import EpisodeStore
-    from worldenv.data.start_bank import StartBank, synthetic
-
-    client = redis.Redis.from_url(stack.redis_url)
-    bank = StartBank.load(starts) if starts else synthetic(n=max(1, -(-episodes // 8)))
-    jobs = rollout.make_jobs(bank, episodes, rollout.new_run_id(), horizon, group_size=8)
-    report = rollout.run(RolloutQueue(client, stack.config.prefix), EpisodeStore(client, stack.config.prefix), jobs)
+def _rollout(stack, config: UpConfig) -> None:
+    report = imagine(stack.redis_url, stack.config.prefix, config.rollout, config)
     print("\n".join(report.lines()))
     print(f"look at them: {stack.addresses['debug-api']}/episodes/{report.episode_ids[0]}/view", flush=True)
 
