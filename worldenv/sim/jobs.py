@@ -40,11 +40,11 @@ def _image_size(default: int):
 class LiberoJobConfig(Settings):
     """What every LIBERO job takes: suite, tasks, frames, env processes."""
 
-    suite: str = Field("libero_object", description="libero_object | libero_spatial | libero_goal | libero_10 | libero_90")
+    suite: str = Field("libero_object", description=" | ".join(suites.SUITES))
     tasks: str = Field("all", description="'all', '3', '0,2,5' or '0-4' (LIBERO's task order)")
     image_size: int = _image_size(64)
     wrist: bool = Field(False, description="also render the wrist camera")
-    env_processes: int = Field(0, description="LIBERO env processes run in parallel (0 = what fits the machine, at most 2)",
+    env_processes: int = Field(0, description="LIBERO env processes run in parallel (0 = what fits, at most 2)",
                                json_schema_extra={"aliases": ["--workers"], "metavar": "N"})
 
     @field_validator("suite")
