@@ -91,7 +91,7 @@ def test_hdf5_round_trip_is_identical(libero_env, tmp_path):
 
 def test_reader_flips_libero_opengl_files(tmp_path):
     frames = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
-    ep = hdf5.Episode(actions=np.zeros((2, 7)), states=np.zeros((2, 3)), rewards=np.zeros(2, np.uint8),
+    ep = hdf5.RecordedEpisode(actions=np.zeros((2, 7)), states=np.zeros((2, 3)), rewards=np.zeros(2, np.uint8),
                       dones=np.zeros(2, np.uint8), obs={"agentview_rgb": frames})
     path = hdf5.write(tmp_path / "x.hdf5", {"problem_info": {"language_instruction": "x"}}, [ep])
     import h5py

@@ -12,7 +12,8 @@ from worldenv.config import Settings
 class RolloutOptions(Settings):
     """How a rollout makes its imagined episodes (shared by `worldenv rollout` and `worldenv up --rollout`)."""
 
-    starts: str | None = Field(None, description="start-state bank (.npz from `worldenv starts build`); none = synthetic")
+    starts: str | None = Field(None, description="start-state bank (.npz from `worldenv starts build`); "
+                                                 "none = synthetic start states")
     horizon: int = Field(12, ge=1, description="max action chunks per episode")
     group_size: int = Field(8, ge=1, description="rollouts per start state")
     seed: int = Field(1, ge=0, description="sampling seed base; 0 = unseeded")
@@ -32,7 +33,7 @@ class RolloutConfig(RolloutOptions):
 
     episodes: int = Field(16, ge=1, description="episodes to imagine")
     redis_url: str | None = Field(None, validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),
-                                  description="Redis of the stack; none = $REDIS_URL, else the one `worldenv up` recorded")
+                                  description="Redis of the stack; none = the one `worldenv up` recorded")
     prefix: str = Field("worldenv", description="key prefix in Redis")
     run_id: str | None = Field(None, description="id of this run; none = a new unique id")
 
@@ -67,8 +68,8 @@ def imagine(redis_url: str, prefix: str, episodes: int, options: RolloutOptions,
 
 def _start_bank(options: RolloutOptions, episodes: int):
     """The --starts bank, else synthetic start states: one per group of rollouts."""
-    from worldenv.data.start_bank import StartBank, synthetic
+    from worldenv.data.start_bank import StartBank, synthetic_bank
 
     if options.starts:
         return StartBank.load(options.starts)
-    return synthetic(n=max(1, -(-episodes // options.group_size)))
+    return synthetic_bank(n=max(1, -(-episodes // options.group_size)))

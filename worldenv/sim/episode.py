@@ -49,7 +49,7 @@ class EpisodeResult:
     seconds: float
     p_done: list[float] = dataclasses.field(default_factory=list)   # reflector p(done) after each chunk
     video: np.ndarray | None = None                                 # (F, H, W, 3) uint8
-    episode: object | None = None                                    # hdf5.Episode when recorded
+    episode: object | None = None                                    # hdf5.RecordedEpisode when recorded
 
     @property
     def failed_to_run(self) -> bool:

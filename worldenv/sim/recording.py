@@ -1,5 +1,5 @@
-"""Turn the chunks of one episode into an `hdf5.Episode`, and a task into its file attributes
-(LIBERO's layout)."""
+"""Turn the chunks of one episode into an `hdf5.RecordedEpisode`, and a task into its file
+attributes (LIBERO's layout)."""
 from __future__ import annotations
 
 import pathlib
@@ -39,7 +39,7 @@ class Recorder:
         self.success.extend(chunk.success.tolist())
         self.last = chunk.obs
 
-    def episode(self, attrs: dict, log_probs: list[float] | None = None) -> hdf5.Episode:
+    def episode(self, attrs: dict, log_probs: list[float] | None = None) -> hdf5.RecordedEpisode:
         """The recorded episode; `attrs` gets image_stride and success added."""
         actions = np.concatenate(self.actions).astype(np.float64) if self.actions else np.zeros((0, 7))
         rewards = np.array(self.success, np.uint8)
@@ -47,7 +47,7 @@ class Recorder:
         if len(rewards) and rewards[-1]:
             dones[-1] = 1
         stride = self._image_stride()
-        return hdf5.Episode(
+        return hdf5.RecordedEpisode(
             actions=actions, states=np.stack([o.state for o in self.before]) if self.before else np.zeros((0, 0)),
             rewards=rewards, dones=dones, obs=self._obs(self.before), robot_states=_robot_states(self.before),
             final_obs=self._obs([self.last]) if self.last is not None else {},
