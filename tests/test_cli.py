@@ -33,3 +33,9 @@ def test_bool_flags_leave_unset_values_to_the_defaults():
     assert parser.parse_args(["up"]).exit is None
     assert parser.parse_args(["up", "--exit"]).exit is True
     assert parser.parse_args(["demos", "collect", "--no-every-step"]).every_step is False
+
+
+def test_a_missing_command_module_is_an_error(monkeypatch):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "worldenv.commands.nonexistent"])
+    with pytest.raises(ModuleNotFoundError, match="nonexistent"):
+        cli.build_parser()
