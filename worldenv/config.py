@@ -2,7 +2,7 @@
 
 `SERVICES` is the one list of service names with their default ports, the model each serves and
 its proto service. Every entry point's settings class derives from `Settings`: those of the
-deployables are here, a command's in its module (the LIBERO jobs' in `worldenv.sim.jobs`).
+deployables are here, a command's in its module (the LIBERO jobs' in `worldenv.sim`).
 Values come from (highest first) command-line flags, environment variables (`WORLDENV_<FIELD>`, plus `REDIS_URL`), then the
 defaults. Field descriptions become `--help` text (see `worldenv.commands.flags`).
 """

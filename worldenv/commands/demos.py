@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from worldenv.commands import flags
-from worldenv.sim import jobs
+from worldenv.sim.demos import CollectConfig, collect_demos
+from worldenv.sim.job_settings import BadArguments
 
 
 def register(sub) -> None:
     demos = sub.add_parser("demos", help="scripted expert demonstrations (LIBERO HDF5)")
     actions = demos.add_subparsers(dest="action", required=True, metavar="ACTION")
     collect = actions.add_parser("collect", help="run the scripted expert, keep successful demos")
-    flags.command(collect, "demos collect", jobs.CollectConfig, jobs.collect_demos, errors=(jobs.BadArguments,))
+    flags.command(collect, "demos collect", CollectConfig, collect_demos, errors=(BadArguments,))

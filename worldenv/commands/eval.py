@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from worldenv.commands import flags
-from worldenv.sim import jobs
+from worldenv.sim.policy_runs import EvalConfig, evaluate
+from worldenv.sim.job_settings import BadArguments
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="success rate per task and suite (Wilson 95 %% CI)")
-    flags.command(p, "eval", jobs.EvalConfig, jobs.evaluate, errors=(jobs.BadArguments,))
+    flags.command(p, "eval", EvalConfig, evaluate, errors=(BadArguments,))
