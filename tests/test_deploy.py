@@ -15,7 +15,7 @@ import subprocess
 import pytest
 import yaml
 
-from worldenv.config import SERVICES
+from worldenv.config import MODEL_SERVICES, SERVICES
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 K8S_DIR = ROOT / "k8s"
@@ -30,7 +30,7 @@ COMPOSE_SERVICES = {"redis", *SERVICES, "worker"}
 # Who must wait for whom to be healthy before starting.
 COMPOSE_NEEDS = {
     "debug-api": {"redis"},
-    "worker": {"redis", "world-model", "reflector", "policy"},
+    "worker": {"redis", *MODEL_SERVICES},
 }
 
 
