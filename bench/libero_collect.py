@@ -1,6 +1,6 @@
 """Wall time and peak memory of `worldenv demos collect` (default: 10 tasks x 5 demos).
 
-Usage: python bench/libero_collect.py [--suite libero_object --tasks all --per-task 5 --workers 2 --out /tmp/demos]
+Usage: python bench/libero_collect.py [--suite libero_object --tasks all --per-task 5 --env-processes 2 --out /tmp/demos]
 Runs the CLI as a child process and samples the resident memory of its whole process tree (the
 driver and every env process) every 0.5 s; the peak of that sum is what the machine must hold.
 """
@@ -43,11 +43,11 @@ def main() -> None:
     p.add_argument("--suite", default="libero_object")
     p.add_argument("--tasks", default="all")
     p.add_argument("--per-task", type=int, default=5)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--env-processes", type=int, default=2)
     p.add_argument("--out", default="/tmp/worldenv-demos-bench")
     args = p.parse_args()
     cmd = [sys.executable, "-m", "worldenv.cli", "demos", "collect", "--suite", args.suite, "--tasks", args.tasks,
-           "--per-task", str(args.per_task), "--workers", str(args.workers), "--out", args.out]
+           "--per-task", str(args.per_task), "--env-processes", str(args.env_processes), "--out", args.out]
     started, peak = time.perf_counter(), 0.0
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     while proc.poll() is None:

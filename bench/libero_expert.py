@@ -1,6 +1,6 @@
 """Scripted expert success per LIBERO suite, on the standard init states (env pool, no rendering cost).
 
-Usage: python bench/libero_expert.py [--suites libero_object,libero_spatial,libero_goal] [--inits 5] [--workers 2]
+Usage: python bench/libero_expert.py [--suites libero_object,libero_spatial,libero_goal] [--inits 5] [--env-processes 2]
 Prints one line per suite and a JSON summary; tasks the expert has no script for are listed and skipped.
 """
 from __future__ import annotations
@@ -27,10 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suites", default="libero_object,libero_spatial,libero_goal")
     parser.add_argument("--inits", type=int, default=5, help="init states 0..n-1 per task")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--env-processes", type=int, default=2)
     args = parser.parse_args()
     summary = {}
-    with pool.EnvPool(args.workers) as envs:
+    with pool.EnvPool(args.env_processes) as envs:
         for suite in args.suites.split(","):
             tasks, skipped = supported_tasks(suite)
             specs = [episode.EpisodeSpec(env_mod.EnvConfig(suite, t), i, suites.MAX_EPISODE_STEPS[suite])

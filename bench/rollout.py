@@ -22,12 +22,12 @@ from worldenv.client import rollout
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.client.queue import RolloutQueue
 from worldenv.client.worker import RolloutWorker
-from worldenv.config import ServeConfig
+from worldenv.config import MODEL_SERVICES, ServeConfig
 from worldenv.data.episodes import EpisodeStore
-from worldenv.data.start_bank import synthetic
+from worldenv.data.start_bank import synthetic_bank
 from worldenv.services.common.factory import create_service
 from worldenv.services.common.server import RunningServer
-from worldenv.stack import free_port
+from worldenv.commands.stack import free_port
 
 
 def start_redis() -> tuple[subprocess.Popen, str]:
@@ -53,7 +53,7 @@ def imagined(addresses: dict, url: str, episodes: int, horizon: int) -> tuple[fl
     with PolicyClient(addresses["policy"]) as po, WorldModelClient(addresses["world-model"]) as wm, \
             ReflectorClient(addresses["reflector"]) as rf:
         worker = RolloutWorker(queue, store, po, wm, rf, batch_size=8, consumer="bench", block_ms=50)
-        bank = synthetic(8)
+        bank = synthetic_bank(8)
         direct_jobs = rollout.make_jobs(bank, episodes, "direct", horizon, 8, eta=0.999)
         worker.rollout(direct_jobs[:8])  # warm-up
         started = time.perf_counter()
@@ -98,7 +98,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = ServeConfig(host="127.0.0.1")
-    servers = [RunningServer(create_service(name, config), config) for name in ("world-model", "reflector", "policy")]
+    servers = [RunningServer(create_service(name, config), config) for name in MODEL_SERVICES]
     proc, url = start_redis()
     try:
         addresses = {s.service.name: s.address for s in servers}

@@ -18,7 +18,7 @@ import numpy as np
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.client.errors import ServiceError
 from worldenv.client.queue import Claimed, Job, RolloutQueue
-from worldenv.data.episodes import Episode, EpisodeStore
+from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
 
 log = logging.getLogger(__name__)
 RETRY_CODES = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
@@ -86,7 +86,7 @@ class RolloutWorker:
                 self._finish(c, episode)
         return len(claimed)
 
-    def _finish(self, claimed: Claimed, episode: Episode) -> None:
+    def _finish(self, claimed: Claimed, episode: ImaginedEpisode) -> None:
         self.store.put(episode)
         self.queue.complete(claimed, self._result(self.store.meta(episode.id) or {}))
 
@@ -95,7 +95,7 @@ class RolloutWorker:
         keys = ("status", "reward", "steps", "done_step", "policy_version", "error")
         return {k: "" if meta.get(k) is None else meta.get(k) for k in keys} | {"episode_id": meta.get("id", "")}
 
-    def rollout(self, jobs: list[Job]) -> list[Episode]:
+    def rollout(self, jobs: list[Job]) -> list[ImaginedEpisode]:
         """Imagine every job as one batch; a failing service fails the batch's episodes with the
         reason, except a lost session or server (a pod scaled away), which is retried."""
         try:
@@ -106,7 +106,7 @@ class RolloutWorker:
             log.warning("batch of %d failed: %s", len(jobs), exc)
             return [self._failed(job, str(exc)) for job in jobs]
 
-    def _imagine(self, jobs: list[Job]) -> list[Episode]:
+    def _imagine(self, jobs: list[Job]) -> list[ImaginedEpisode]:
         traces = [_Trace([j.frame], [np.asarray(j.proprio, np.float32)]) for j in jobs]
         instructions = [j.instruction for j in jobs]
         sessions = self.world_model.open(np.stack([j.frame for j in jobs]), np.stack([t.proprio[0] for t in traces]),
@@ -151,9 +151,9 @@ class RolloutWorker:
         return np.asarray(still, dtype=np.int64)
 
     @staticmethod
-    def _episode(job: Job, tr: _Trace) -> Episode:
+    def _episode(job: Job, tr: _Trace) -> ImaginedEpisode:
         steps = len(tr.actions)
-        return Episode(
+        return ImaginedEpisode(
             id=job.id, status="done" if tr.done_step is not None else "horizon", policy_version=tr.policy_version,
             instruction=job.instruction, start_id=job.start_id, group_id=job.group_id, run_id=job.run_id,
             done_step=tr.done_step, reward=tr.p_done[-1] if tr.p_done else 0.0,
@@ -163,8 +163,8 @@ class RolloutWorker:
             extra={"horizon": job.horizon, "seed": job.seed, "eta": tr.eta, "steps": steps})
 
     @staticmethod
-    def _failed(job: Job, reason: str) -> Episode:
-        return Episode(id=job.id, status="failed", policy_version=0, instruction=job.instruction,
+    def _failed(job: Job, reason: str) -> ImaginedEpisode:
+        return ImaginedEpisode(id=job.id, status="failed", policy_version=0, instruction=job.instruction,
                        start_id=job.start_id, group_id=job.group_id, run_id=job.run_id,
                        frames=np.asarray(job.frame)[None], actions=np.zeros((0, 0, 0), np.float32), log_probs=np.zeros(0, np.float32),
                        p_done=np.zeros(0, np.float32), proprio=np.asarray(job.proprio, np.float32)[None],

@@ -6,8 +6,8 @@ import contextlib
 import torch
 
 from worldenv import models
-from worldenv.config import ServeConfig
-from worldenv.services.common.factory import SERVICES, create_service
+from worldenv.config import SERVICES, ServeConfig
+from worldenv.services.common.factory import create_service
 from worldenv.services.common.server import RunningServer
 
 _MODELS: dict[str, torch.nn.Module] = {}
@@ -15,7 +15,7 @@ _MODELS: dict[str, torch.nn.Module] = {}
 
 def tiny_model(service: str):
     """One seeded model per service's role, shared by the tests of a session (never loaded into)."""
-    role = SERVICES[service][0]
+    role = SERVICES[service].role
     if role not in _MODELS:
         torch.manual_seed(0)
         _MODELS[role] = models.build(role)

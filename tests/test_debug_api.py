@@ -76,7 +76,7 @@ def store(redis_client, prefix):
 @pytest.fixture
 def ep(store):
     """One stored 5-step episode of 12x12 frames."""
-    episode = episodes.synthetic(f"ep-{uuid.uuid4().hex[:8]}", steps=5, image_size=12, seed=3)
+    episode = episodes.synthetic_episode(f"ep-{uuid.uuid4().hex[:8]}", steps=5, image_size=12, seed=3)
     assert store.put(episode)
     return episode
 
@@ -97,7 +97,7 @@ def test_openapi_lists_the_paths(api):
 def test_list_filters_and_pagination(api, store):
     run = f"run-{uuid.uuid4().hex[:6]}"
     for i, (status, version) in enumerate([("done", 1), ("horizon", 1), ("done", 2), ("failed", 2), ("done", 2)]):
-        store.put(episodes.synthetic(f"{run}-{i}", seed=i, status=status, policy_version=version, run_id=run,
+        store.put(episodes.synthetic_episode(f"{run}-{i}", seed=i, status=status, policy_version=version, run_id=run,
                                      done_step=None))
     page = api.get("/episodes", params={"run_id": run, "limit": 2, "offset": 1}).json()
     assert [m["id"] for m in page["items"]] == [f"{run}-3", f"{run}-2"]
@@ -212,7 +212,7 @@ def test_redis_down_is_503(tmp_path):
 def test_episodes_survive_an_api_restart(redis_server, tmp_path):
     prefix = f"test-restart-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_server)
-    ep = episodes.synthetic("kept-1", steps=3, image_size=8, seed=7)
+    ep = episodes.synthetic_episode("kept-1", steps=3, image_size=8, seed=7)
     first = ApiProcess(redis_server, prefix, tmp_path / "first.log").wait_ready()
     try:
         assert EpisodeStore(client, prefix=prefix).put(ep)

@@ -15,20 +15,22 @@ import subprocess
 import pytest
 import yaml
 
+from worldenv.config import MODEL_SERVICES, SERVICES
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 K8S_DIR = ROOT / "k8s"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
-GRPC_SERVICES = {"world-model": 50051, "reflector": 50052, "policy": 50053}
+GRPC_SERVICES = {name: service.port for name, service in SERVICES.items() if service.proto}
 IMAGE = "worldenv:0.1.0"
 # kubectl's client minor (1.32) and the newest schemas kubernetes-validate bundles.
 K8S_VERSIONS = ["1.32.0", "latest"]
-COMPOSE_SERVICES = {"redis", "world-model", "reflector", "policy", "debug-api", "worker"}
+COMPOSE_SERVICES = {"redis", *SERVICES, "worker"}
 # Who must wait for whom to be healthy before starting.
 COMPOSE_NEEDS = {
     "debug-api": {"redis"},
-    "worker": {"redis", "world-model", "reflector", "policy"},
+    "worker": {"redis", *MODEL_SERVICES},
 }
 
 

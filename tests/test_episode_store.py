@@ -18,7 +18,7 @@ def store(redis_client, key_prefix):
 
 
 def test_put_get_round_trip_is_identical(store):
-    ep = episodes.synthetic("ep-1", steps=6, image_size=12, seed=1, run_id="run-a", group_id="g0", error=None)
+    ep = episodes.synthetic_episode("ep-1", steps=6, image_size=12, seed=1, run_id="run-a", group_id="g0", error=None)
     assert store.put(ep) is True
     got = store.get("ep-1")
     for name in ARRAYS:
@@ -31,7 +31,7 @@ def test_put_get_round_trip_is_identical(store):
 
 
 def test_meta_frame_and_rewards(store):
-    ep = episodes.synthetic("ep-2", steps=4, image_size=10, seed=2)
+    ep = episodes.synthetic_episode("ep-2", steps=4, image_size=10, seed=2)
     store.put(ep)
     meta = store.meta("ep-2")
     assert meta["steps"] == 4 and meta["frame_shape"] == [10, 10, 3] and meta["action_shape"] == [8, 7]
@@ -44,9 +44,9 @@ def test_meta_frame_and_rewards(store):
 
 
 def test_put_is_idempotent(store):
-    first = episodes.synthetic("same", seed=1, instruction="first")
+    first = episodes.synthetic_episode("same", seed=1, instruction="first")
     assert store.put(first) is True
-    assert store.put(episodes.synthetic("same", seed=2, instruction="second")) is False
+    assert store.put(episodes.synthetic_episode("same", seed=2, instruction="second")) is False
     assert store.count() == 1
     got = store.get("same")
     assert got.instruction == "first" and np.array_equal(got.frames, first.frames)
@@ -54,7 +54,7 @@ def test_put_is_idempotent(store):
 
 def test_concurrent_puts_of_one_id_store_it_once(store):
     results = []
-    threads = [threading.Thread(target=lambda i=i: results.append(store.put(episodes.synthetic("race", seed=i))))
+    threads = [threading.Thread(target=lambda i=i: results.append(store.put(episodes.synthetic_episode("race", seed=i))))
                for i in range(6)]
     [t.start() for t in threads]
     [t.join() for t in threads]
@@ -65,7 +65,7 @@ def test_concurrent_puts_of_one_id_store_it_once(store):
 def test_retention_trims_oldest(redis_client, key_prefix):
     store = EpisodeStore(redis_client, prefix=key_prefix, max_episodes=3)
     for i in range(5):
-        store.put(episodes.synthetic(f"e{i}", seed=i, run_id="r"))
+        store.put(episodes.synthetic_episode(f"e{i}", seed=i, run_id="r"))
     assert store.count() == 3
     assert store.get("e0") is None and store.get("e1") is None and store.meta("e2") is not None
     assert [m["id"] for m in store.list()[0]] == ["e4", "e3", "e2"]
@@ -77,7 +77,7 @@ def test_retention_trims_oldest(redis_client, key_prefix):
 def test_list_filters_and_pagination(store):
     specs = [("done", 1, "r1"), ("horizon", 1, "r1"), ("done", 2, "r1"), ("failed", 2, "r2"), ("done", 2, "r2")]
     for i, (status, version, run) in enumerate(specs):
-        store.put(episodes.synthetic(f"f{i}", seed=i, status=status, policy_version=version, run_id=run,
+        store.put(episodes.synthetic_episode(f"f{i}", seed=i, status=status, policy_version=version, run_id=run,
                                      done_step=None))
     ids = lambda result: [m["id"] for m in result[0]]  # noqa: E731
     assert ids(store.list()) == ["f4", "f3", "f2", "f1", "f0"]  # newest first
@@ -94,7 +94,7 @@ def test_list_filters_and_pagination(store):
 
 
 def test_delete_and_unknown_ids(store, redis_client, key_prefix):
-    store.put(episodes.synthetic("gone", run_id="r"))
+    store.put(episodes.synthetic_episode("gone", run_id="r"))
     assert store.delete("gone") is True and store.delete("gone") is False
     assert store.get("gone") is None and store.meta("gone") is None and store.rewards("gone") is None
     assert store.frame("gone", 0) is None and store.count() == 0
@@ -102,7 +102,7 @@ def test_delete_and_unknown_ids(store, redis_client, key_prefix):
 
 
 def test_keys_live_under_the_prefix(store, redis_client, key_prefix):
-    store.put(episodes.synthetic("k1", run_id="r"))
+    store.put(episodes.synthetic_episode("k1", run_id="r"))
     keys = [k.decode() for k in redis_client.scan_iter(f"{key_prefix}*")]
     assert keys and all(k.startswith(f"{key_prefix}:ep:") for k in keys)
 
@@ -110,21 +110,21 @@ def test_keys_live_under_the_prefix(store, redis_client, key_prefix):
 @pytest.mark.parametrize("bad", ["../etc", "..", "a/b", "a b", "", "x" * 129, "a:b", "-x", "ok\n"])
 def test_invalid_ids_raise_naming_episode_id(store, bad):
     with pytest.raises(ValueError, match="episode_id"):
-        episodes.synthetic(bad)
+        episodes.synthetic_episode(bad)
     for call in (store.get, store.meta, store.rewards, store.delete):
         with pytest.raises(ValueError, match="episode_id"):
             call(bad)
 
 
 def test_inconsistent_arrays_are_rejected():
-    ep = episodes.synthetic("ok", steps=4)
+    ep = episodes.synthetic_episode("ok", steps=4)
     with pytest.raises(ValueError, match="actions"):
-        episodes.synthetic("a", steps=4, actions=ep.actions[:3])
+        episodes.synthetic_episode("a", steps=4, actions=ep.actions[:3])
     with pytest.raises(ValueError, match="proprio"):
-        episodes.synthetic("b", steps=4, proprio=ep.proprio[:4])
+        episodes.synthetic_episode("b", steps=4, proprio=ep.proprio[:4])
     with pytest.raises(ValueError, match="frames"):
-        episodes.synthetic("c", steps=4, frames=ep.frames.astype(np.float32))
+        episodes.synthetic_episode("c", steps=4, frames=ep.frames.astype(np.float32))
     with pytest.raises(ValueError, match="status"):
-        episodes.synthetic("d", status="finished")
+        episodes.synthetic_episode("d", status="finished")
     with pytest.raises(ValueError, match="done_step"):
-        episodes.synthetic("e", steps=4, done_step=4)
+        episodes.synthetic_episode("e", steps=4, done_step=4)

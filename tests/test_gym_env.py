@@ -6,14 +6,14 @@ gym = pytest.importorskip("gymnasium")
 
 from servers import serving, tiny_model  # noqa: E402
 from worldenv.client.gym_env import ImaginedEnv  # noqa: E402
-from worldenv.data.start_bank import synthetic  # noqa: E402
+from worldenv.data.start_bank import synthetic_bank  # noqa: E402
 
 
 def test_imagined_env_follows_the_gymnasium_api():
     from gymnasium.utils.env_checker import check_env
 
     with serving("world-model") as wm, serving("reflector") as rf:
-        with ImaginedEnv.connect(synthetic(4), wm.address, rf.address, horizon=3, eta=0.999) as env:
+        with ImaginedEnv.connect(synthetic_bank(4), wm.address, rf.address, horizon=3, eta=0.999) as env:
             check_env(env, skip_render_check=True)
             obs, info = env.reset(seed=0, options={"start": 2})
             assert info["start_id"] == "synthetic/2/2" and obs["frame"].shape == (64, 64, 3)
@@ -31,7 +31,7 @@ def test_imagined_env_follows_the_gymnasium_api():
 def test_in_process_env_passes_the_checks_and_matches_the_served_one():
     from gymnasium.utils.env_checker import check_env
 
-    bank = synthetic(4)
+    bank = synthetic_bank(4)
     local = ImaginedEnv(bank, tiny_model("world-model"), tiny_model("reflector"), horizon=4, eta=0.999)
     check_env(local, skip_render_check=True)
     chunks = np.random.default_rng(0).uniform(-1.2, 1.2, (4, 8, 7)).astype(np.float32)

@@ -28,7 +28,7 @@ def test_eval_remote_policy_with_reflector_termination(policy_server, tmp_path):
         out = tmp_path / "eval"
         # eta 0.01: the (untrained) reflector's p(done) ~ 0.5 ends each episode at its first judgement
         assert cli.main(["eval", "--policy", policy_server, "--suite", SUITE, "--tasks", str(TASK),
-                         "--episodes-per-task", "1", "--max-steps", "32", "--workers", "1", "--videos", "0",
+                         "--episodes-per-task", "1", "--max-steps", "32", "--env-processes", "1", "--videos", "0",
                          "--termination", "reflector", "--reflector", reflector.address, "--eta", "0.01",
                          "--out", str(out)]) == 0
     report = json.loads((out / "eval.json").read_text())
@@ -41,7 +41,7 @@ def test_eval_remote_policy_with_reflector_termination(policy_server, tmp_path):
 def test_explore_with_a_remote_policy(policy_server, tmp_path):
     out = tmp_path / "explore"
     assert cli.main(["explore", "--policy", policy_server, "--noise", "laplace", "--suite", SUITE,
-                     "--tasks", str(TASK), "--episodes-per-task", "1", "--max-steps", "16", "--workers", "1",
+                     "--tasks", str(TASK), "--episodes-per-task", "1", "--max-steps", "16", "--env-processes", "1",
                      "--out", str(out)]) == 0
     (path,) = (out / SUITE).glob("*_demo.hdf5")
     (ep,) = hdf5.read(path).episodes

@@ -16,7 +16,7 @@ pytest.importorskip("libero")
 pytest.importorskip("robosuite")
 
 from worldenv.data import hdf5  # noqa: E402
-from worldenv.sim import env as env_mod, episode, expert, policies, pool, suites  # noqa: E402
+from worldenv.sim import env as env_mod, episode, expert, policies, pool, recording, suites  # noqa: E402
 from worldenv.sim.recording import Recorder  # noqa: E402
 
 pytestmark = pytest.mark.libero
@@ -72,7 +72,7 @@ def test_hdf5_round_trip_is_identical(libero_env, tmp_path):
     recorder, _, _ = _expert_episode(libero_env, init_index=2, max_steps=48)
     written = recorder.episode({"id": f"{SUITE}/{TASK}/2", "init_index": 2, "outcome": "horizon"},
                                log_probs=[-1.5, -2.0])
-    attrs = hdf5.task_attrs(suites.task(SUITE, TASK), {"image_size": 64})
+    attrs = recording.task_attrs(suites.task(SUITE, TASK), {"image_size": 64})
     path = hdf5.write(tmp_path / "t_demo.hdf5", attrs, [written, written])
     back = hdf5.read(path)
     assert back.instruction == suites.task(SUITE, TASK).instruction
@@ -91,7 +91,7 @@ def test_hdf5_round_trip_is_identical(libero_env, tmp_path):
 
 def test_reader_flips_libero_opengl_files(tmp_path):
     frames = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
-    ep = hdf5.Episode(actions=np.zeros((2, 7)), states=np.zeros((2, 3)), rewards=np.zeros(2, np.uint8),
+    ep = hdf5.RecordedEpisode(actions=np.zeros((2, 7)), states=np.zeros((2, 3)), rewards=np.zeros(2, np.uint8),
                       dones=np.zeros(2, np.uint8), obs={"agentview_rgb": frames})
     path = hdf5.write(tmp_path / "x.hdf5", {"problem_info": {"language_instruction": "x"}}, [ep])
     import h5py
@@ -105,11 +105,11 @@ class _CrashingSource:
 
     name, chunk_length, image_size, in_env = "crasher", 8, None, False
 
-    def __init__(self, worker):
-        self.worker = worker
+    def __init__(self, process):
+        self.process = process
 
     def act(self, frames, proprio, instructions, deterministic):
-        self.worker.call("crash")
+        self.process.call("crash")
 
     def close(self):
         pass
@@ -117,14 +117,14 @@ class _CrashingSource:
 
 def test_crashed_env_fails_its_episode_and_is_replaced():
     with pool.EnvPool(1) as envs:
-        worker = envs.workers[0]
-        first_pid = worker.pid
+        process = envs.processes[0]
+        first_pid = process.pid
         spec = episode.EpisodeSpec(env_mod.EnvConfig(SUITE, TASK), 0, max_steps=16)
-        result = episode.run(worker, spec, _CrashingSource(worker))
+        result = episode.run(process, spec, _CrashingSource(process))
         assert result.outcome.startswith("crashed") and not result.success
-        assert worker.pid != first_pid
+        assert process.pid != first_pid
         # the replacement runs the next episode normally
-        ok = episode.run(worker, spec, policies.ExpertSource())
+        ok = episode.run(process, spec, policies.ExpertSource())
         assert ok.outcome == "horizon" and ok.steps == 16
 
 
@@ -159,7 +159,7 @@ def test_bad_arguments_fail_before_any_env_starts(argv, message, capsys):
 def test_eval_with_expert_writes_report(tmp_path):
     out = tmp_path / "eval"
     assert _cli("eval", "--policy", "expert", "--suite", SUITE, "--tasks", str(TASK), "--episodes-per-task", "2",
-                "--workers", "1", "--videos", "1", "--out", str(out)) == 0
+                "--env-processes", "1", "--videos", "1", "--out", str(out)) == 0
     import json
     report = json.loads((out / "eval.json").read_text())
     suite = report["suite_result"]
@@ -186,7 +186,7 @@ def test_explore_records_successes_and_failures_with_log_probs(tmp_path):
     LaplacePolicy().save_pretrained(ckpt)  # random init: fails, which is what we record here
     out = tmp_path / "explore"
     assert _cli("explore", "--policy", str(ckpt), "--noise", "laplace", "--suite", SUITE, "--tasks", str(TASK),
-                "--episodes-per-task", "1", "--max-steps", "16", "--workers", "1", "--out", str(out)) == 0
+                "--episodes-per-task", "1", "--max-steps", "16", "--env-processes", "1", "--out", str(out)) == 0
     (path,) = (out / SUITE).glob("*_demo.hdf5")
     (ep,) = hdf5.read(path).episodes
     assert len(ep) == 16 and ep.log_probs.shape == (2,) and np.isfinite(ep.log_probs).all()

@@ -15,11 +15,11 @@ from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelCli
 from worldenv.client.queue import Job, RolloutQueue
 from worldenv.client.worker import RolloutWorker
 from worldenv.data.episodes import EpisodeStore
-from worldenv.data.start_bank import synthetic
+from worldenv.data.start_bank import synthetic_bank
 
 
 def job(i: int, run: str = "r", horizon: int = 3, eta: float = 0.0) -> Job:
-    bank = synthetic(2)
+    bank = synthetic_bank(2)
     return Job(id=f"{run}-{i}", frame=bank.frames[i % 2], proprio=bank.proprio[i % 2], instruction=bank.instructions[i % 2],
                start_id=bank.ids[i % 2], run_id=run, group_id=f"{run}-g", horizon=horizon, seed=i + 1, eta=eta)
 
@@ -181,7 +181,7 @@ def test_rollout_report_counts_steps_and_latency(services, redis_client, key_pre
     import threading
 
     queue, store = RolloutQueue(redis_client, key_prefix), EpisodeStore(redis_client, key_prefix)
-    jobs = rollout.make_jobs(synthetic(2), 6, "rep", horizon=3, group_size=4, eta=0.999)
+    jobs = rollout.make_jobs(synthetic_bank(2), 6, "rep", horizon=3, group_size=4, eta=0.999)
     assert {j.group_id for j in jobs} == {"rep-g0000", "rep-g0001"}
     stop = threading.Event()
     worker = worker_factory("w", batch_size=8)

@@ -1,7 +1,8 @@
 """The `worldenv` console script: one subcommand per job.
 
 Each command module exposes `register(subparsers)`; heavy imports happen inside the handlers so
-`worldenv --help` stays fast.
+`worldenv --help` stays fast. The gRPC stubs are not a command: `python -m worldenv.wire.gen`
+writes them (every install runs it).
 """
 from __future__ import annotations
 
@@ -9,27 +10,23 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = [
-    "worldenv.commands",       # up, serve, worker, rollout, health, gen-protos
-    "worldenv.sim.commands",   # demos, starts, explore, eval (LIBERO)
-]
+COMMAND_MODULES = [f"worldenv.commands.{name}" for name in (
+    "up", "serve", "worker", "rollout", "health",   # the serving backbone
+    "demos", "starts", "explore", "eval",           # LIBERO, the ground truth
+)]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `worldenv` parser with every command of COMMAND_MODULES."""
     parser = argparse.ArgumentParser(prog="worldenv", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue  # a command group not present in this checkout
-        module.register(sub)
+        importlib.import_module(name).register(sub)  # a missing module is an error, never skipped
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command `argv` names; returns its exit code."""
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

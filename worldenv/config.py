@@ -1,26 +1,52 @@
-"""Typed settings for every entry point.
+"""The service registry and the typed settings of the deployables.
 
-Each entry point has one settings class. Values come from (highest first) command-line flags,
-environment variables (`WORLDENV_<FIELD>`, plus `REDIS_URL`), then the defaults below. Field
-descriptions become `--help` text (see `worldenv.cli_args`).
+`SERVICES` is the one list of service names with their default ports, the model each serves and
+its proto service. Every entry point's settings class derives from `Settings`: those of the
+deployables are here, a command's in its module (the LIBERO jobs' in `worldenv.sim`).
+Values come from (highest first) command-line flags, environment variables (`WORLDENV_<FIELD>`, plus `REDIS_URL`), then the
+defaults. Field descriptions become `--help` text (see `worldenv.commands.flags`).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ServiceName = Literal["world-model", "reflector", "policy"]
-DEFAULT_PORTS = {"world-model": 50051, "reflector": 50052, "policy": 50053, "debug-api": 8080}
 
 
-class _Settings(BaseSettings):
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """One deployable service as the registry knows it."""
+
+    port: int                  # default port
+    role: str | None = None    # the model role it serves (`worldenv.models.roles`); None = no model
+    proto: str | None = None   # full name of its gRPC service; None = not a gRPC service
+
+
+SERVICES: dict[str, Service] = {
+    "world-model": Service(50051, "world_model", "worldenv.v1.WorldModel"),
+    "reflector": Service(50052, "reflector", "worldenv.v1.Reflector"),
+    "policy": Service(50053, "policy", "worldenv.v1.Policy"),
+    "debug-api": Service(8080),
+}
+MODEL_SERVICES = tuple(name for name, service in SERVICES.items() if service.role)
+
+
+def local_address(name: str) -> str:
+    """host:port of service `name` on this machine at its default port."""
+    return f"127.0.0.1:{SERVICES[name].port}"
+
+
+class Settings(BaseSettings):
+    """Base of every entry point's settings: flags, then WORLDENV_* environment variables, then defaults."""
+
     model_config = SettingsConfigDict(env_prefix="WORLDENV_", extra="forbid", validate_default=True,
                                       env_ignore_empty=True)  # compose passes unset values as ""
 
 
-class ServeConfig(_Settings):
+class ServeConfig(Settings):
     """One gRPC model service."""
 
     host: str = Field("0.0.0.0", description="interface to bind")
@@ -39,25 +65,25 @@ class ServeConfig(_Settings):
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
 
 
-class DebugApiConfig(_Settings):
+class DebugApiConfig(Settings):
     """The REST episode-debugging API."""
 
     host: str = Field("0.0.0.0", description="interface to bind")
-    port: int = Field(8080, ge=0, le=65535, description="port to bind (0 = any free port)")
+    port: int = Field(SERVICES["debug-api"].port, ge=0, le=65535, description="port to bind (0 = any free port)")
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),
                            description="Redis holding the episode store")
     prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
 
 
-class WorkerConfig(_Settings):
+class WorkerConfig(Settings):
     """A rollout worker: jobs from Redis, run as one batch through Policy -> WorldModel -> Reflector."""
 
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),
                            description="Redis with the job and result streams")
     prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
-    world_model_addr: str = Field("127.0.0.1:50051", description="WorldModel address (dns:///host:port balances across pods)")
-    reflector_addr: str = Field("127.0.0.1:50052", description="Reflector address")
-    policy_addr: str = Field("127.0.0.1:50053", description="Policy address")
+    world_model_addr: str = Field(local_address("world-model"), description="WorldModel address (dns:///host:port balances across pods)")
+    reflector_addr: str = Field(local_address("reflector"), description="Reflector address")
+    policy_addr: str = Field(local_address("policy"), description="Policy address")
     auth_token: str | None = Field(None, description="bearer token sent to the services")
     batch_size: int = Field(8, ge=1, description="jobs taken and run as one batch")
     consumer: str | None = Field(None, description="consumer name in the group; none = host-pid")

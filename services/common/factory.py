@@ -7,13 +7,13 @@ import pathlib
 import torch
 
 from worldenv import models
-from worldenv.config import ServeConfig
+from worldenv.config import SERVICES, ServeConfig
 
-# service name -> (model role, module, class)
-SERVICES = {
-    "world-model": ("world_model", "worldenv.services.world_model.servicer", "WorldModelService"),
-    "reflector": ("reflector", "worldenv.services.reflector.servicer", "ReflectorService"),
-    "policy": ("policy", "worldenv.services.policy.servicer", "PolicyService"),
+# service name (a model service of `config.SERVICES`) -> its servicer class
+SERVICERS = {
+    "world-model": "worldenv.services.world_model.servicer:WorldModelService",
+    "reflector": "worldenv.services.reflector.servicer:ReflectorService",
+    "policy": "worldenv.services.policy.servicer:PolicyService",
 }
 
 
@@ -31,9 +31,9 @@ def load_model(role: str, config: ServeConfig):
 
 def create_service(name: str, config: ServeConfig, model=None, version: str | None = None):
     """Build the named service around `model` (loaded from `config` when not given)."""
-    if name not in SERVICES:
-        raise ValueError(f"service: unknown {name!r}; choose one of {sorted(SERVICES)}")
-    role, module, cls = SERVICES[name]
+    if name not in SERVICERS:
+        raise ValueError(f"service: unknown {name!r}; choose one of {sorted(SERVICERS)}")
     if model is None:
-        model, version = load_model(role, config)
+        model, version = load_model(SERVICES[name].role, config)
+    module, _, cls = SERVICERS[name].partition(":")
     return getattr(importlib.import_module(module), cls)(model, version or "in-memory", config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from worldenv.config import ServeConfig
+from worldenv.config import SERVICES, ServeConfig
 from worldenv.models import checkpoint
 from worldenv.models.roles import Observations, Policy
 from worldenv.services.common import validation as check
@@ -24,7 +24,8 @@ class PolicyService(BatchedService, pb_grpc.PolicyServicer):
     (the batcher merges only equal versions), and a swap runs between batches, after every
     request that arrived before it - so the model is never copied."""
 
-    name, full_name = "policy", "worldenv.v1.Policy"
+    name = "policy"
+    full_name = SERVICES[name].proto
     register = pb_grpc.add_PolicyServicer_to_server
 
     def __init__(self, model: Policy, version: str, config: ServeConfig):

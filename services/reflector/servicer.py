@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from worldenv.config import ServeConfig
+from worldenv.config import SERVICES, ServeConfig
 from worldenv.models.roles import Reflector
 from worldenv.services.common import validation as check
 from worldenv.services.common.base import BatchedService
@@ -18,7 +18,8 @@ from worldenv.wire import codec
 
 
 class ReflectorService(BatchedService, pb_grpc.ReflectorServicer):
-    name, full_name = "reflector", "worldenv.v1.Reflector"
+    name = "reflector"
+    full_name = SERVICES[name].proto
     register = pb_grpc.add_ReflectorServicer_to_server
 
     def __init__(self, model: Reflector, version: str, config: ServeConfig):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from worldenv.config import ServeConfig
+from worldenv.config import SERVICES, ServeConfig
 from worldenv.models.roles import StartStates, WorldModel
 from worldenv.services.common import validation as check
 from worldenv.services.common.base import BatchedService
@@ -18,7 +18,8 @@ from worldenv.wire import codec
 
 
 class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
-    name, full_name = "world-model", "worldenv.v1.WorldModel"
+    name = "world-model"
+    full_name = SERVICES[name].proto
     register = pb_grpc.add_WorldModelServicer_to_server
 
     def __init__(self, model: WorldModel, version: str, config: ServeConfig):

@@ -1,9 +1,2 @@
-"""Subcommands of the backbone: serve, worker, rollout, up, health."""
-from __future__ import annotations
-
-from worldenv.commands import health, rollout, serve, up, worker
-
-
-def register(sub) -> None:
-    for module in (up, serve, worker, rollout, health):
-        module.register(sub)
+"""The `worldenv` subcommands, one module per command (`worldenv.cli` lists them), and the
+helpers only they use."""

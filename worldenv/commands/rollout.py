@@ -3,51 +3,73 @@ from __future__ import annotations
 
 import os
 
-from worldenv import home
+from pydantic import AliasChoices, Field, field_validator
+
+from worldenv.commands import flags, home
+from worldenv.config import Settings
+
+
+class RolloutOptions(Settings):
+    """How a rollout makes its imagined episodes (shared by `worldenv rollout` and `worldenv up --rollout`)."""
+
+    starts: str | None = Field(None, description="start-state bank (.npz from `worldenv starts build`); "
+                                                 "none = synthetic start states")
+    horizon: int = Field(12, ge=1, description="max action chunks per episode")
+    group_size: int = Field(8, ge=1, description="rollouts per start state")
+    seed: int = Field(1, ge=0, description="sampling seed base; 0 = unseeded")
+    eta: float = Field(0.0, ge=0, lt=1, description="done threshold; 0 = the reflector's default")
+    timeout: float = Field(900.0, gt=0, description="seconds to wait for all results")
+
+    @field_validator("starts")
+    @classmethod
+    def _starts_exist(cls, starts: str | None) -> str | None:
+        if starts and not os.path.isfile(starts):
+            raise ValueError(f"no such file {starts}")
+        return starts
+
+
+class RolloutConfig(RolloutOptions):
+    """N imagined episodes through the Redis queue of a running stack."""
+
+    episodes: int = Field(16, ge=1, description="episodes to imagine")
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),
+                                  description="Redis of the stack; none = the one `worldenv up` recorded")
+    prefix: str = Field("worldenv", description="key prefix in Redis")
+    run_id: str | None = Field(None, description="id of this run; none = a new unique id")
 
 
 def register(sub) -> None:
     p = sub.add_parser("rollout", help="enqueue N imagined episodes, wait for them, print throughput and latency")
-    p.add_argument("--episodes", type=int, default=16, help="episodes to imagine (default 16)")
-    p.add_argument("--starts", default=None, help="start-state bank (.npz from `worldenv starts build`); default: synthetic")
-    p.add_argument("--horizon", type=int, default=12, help="max action chunks per episode (default 12)")
-    p.add_argument("--group-size", type=int, default=8, help="rollouts per start state (default 8)")
-    p.add_argument("--seed", type=int, default=1, help="sampling seed base; 0 = unseeded (default 1)")
-    p.add_argument("--eta", type=float, default=0.0, help="done threshold; 0 = the reflector's default")
-    p.add_argument("--redis-url", default=None, help="default: $REDIS_URL, else the one `worldenv up` recorded")
-    p.add_argument("--prefix", default=os.environ.get("WORLDENV_PREFIX", "worldenv"), help="key prefix in Redis")
-    p.add_argument("--run-id", default=None, help="default: a new unique id")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for all results")
-    p.set_defaults(func=main)
+    flags.command(p, "rollout", RolloutConfig, main)
 
 
-def validate(args) -> None:
-    if args.episodes < 1:
-        raise SystemExit("worldenv rollout: --episodes must be >= 1")
-    if args.horizon < 1 or args.group_size < 1:
-        raise SystemExit("worldenv rollout: --horizon and --group-size must be >= 1")
-    if not 0 <= args.eta < 1:
-        raise SystemExit("worldenv rollout: --eta must be in [0, 1)")
-    if args.starts and not os.path.isfile(args.starts):
-        raise SystemExit(f"worldenv rollout: --starts: no such file {args.starts}")
+def main(config: RolloutConfig) -> int:
+    report = imagine(config.redis_url or home.redis_url(), config.prefix, config.episodes, config, config.run_id)
+    print("\n".join(report.lines()), flush=True)
+    return 0
 
 
-def main(args) -> int:
-    validate(args)
+def imagine(redis_url: str, prefix: str, episodes: int, options: RolloutOptions, run_id: str | None = None):
+    """Enqueue `episodes` imagined episodes as `options` say, wait for them; returns the RolloutReport."""
     import redis
 
     from worldenv.client import rollout
     from worldenv.client.queue import RolloutQueue
     from worldenv.data.episodes import EpisodeStore
-    from worldenv.data.start_bank import StartBank, synthetic
 
-    url = args.redis_url or home.redis_url()
-    bank = StartBank.load(args.starts) if args.starts else synthetic(n=max(1, -(-args.episodes // args.group_size)))
-    client = redis.Redis.from_url(url)
-    run_id = args.run_id or rollout.new_run_id()
-    jobs = rollout.make_jobs(bank, args.episodes, run_id, args.horizon, args.group_size, args.seed, args.eta)
-    print(f"enqueued {len(jobs)} episodes from {len(bank)} start states ({bank.meta.get('source', args.starts)}) on {url}",
-          flush=True)
-    report = rollout.run(RolloutQueue(client, args.prefix), EpisodeStore(client, args.prefix), jobs, args.timeout)
-    print("\n".join(report.lines()), flush=True)
-    return 0
+    bank = _start_bank(options, episodes)
+    jobs = rollout.make_jobs(bank, episodes, run_id or rollout.new_run_id(), options.horizon, options.group_size,
+                             options.seed, options.eta)
+    print(f"enqueued {len(jobs)} episodes from {len(bank)} start states ({bank.meta.get('source', options.starts)}) "
+          f"on {redis_url}", flush=True)
+    client = redis.Redis.from_url(redis_url)
+    return rollout.run(RolloutQueue(client, prefix), EpisodeStore(client, prefix), jobs, options.timeout)
+
+
+def _start_bank(options: RolloutOptions, episodes: int):
+    """The --starts bank, else synthetic start states: one per group of rollouts."""
+    from worldenv.data.start_bank import StartBank, synthetic_bank
+
+    if options.starts:
+        return StartBank.load(options.starts)
+    return synthetic_bank(n=max(1, -(-episodes // options.group_size)))

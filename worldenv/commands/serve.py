@@ -4,18 +4,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from worldenv.cli_args import add_settings, settings_from
-from worldenv.config import DEFAULT_PORTS, DebugApiConfig, ServeConfig
+from worldenv.commands import flags
+from worldenv.config import SERVICES, DebugApiConfig, ServeConfig
 
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run one service (gRPC model service or the REST debug API)")
-    names = sorted(DEFAULT_PORTS)
-    p.add_argument("service", choices=names, help="which service")
-    add_settings(p, ServeConfig)
-    p.add_argument("--redis-url", default=None, help="debug-api: Redis with the episode store (default $REDIS_URL)")
-    p.add_argument("--prefix", default=None, help="debug-api: key prefix in Redis")
-    p.set_defaults(func=main)
+    p.add_argument("service", choices=sorted(SERVICES), help="which service")
+    flags.add_settings(p, ServeConfig)
+    flags.add_settings(p, DebugApiConfig, skip=("host", "port"))  # the debug API's own: --redis-url, --prefix
+    p.set_defaults(func=flags.guarded("serve", main))
 
 
 def main(args) -> int:
@@ -23,8 +21,8 @@ def main(args) -> int:
     if args.service == "debug-api":
         from worldenv.services.debug_api import server
 
-        return server.main(settings_from(DebugApiConfig, args))
-    config = settings_from(ServeConfig, args)
+        return server.main(flags.settings_from(DebugApiConfig, args))
+    config = flags.settings_from(ServeConfig, args)
     return serve(args.service, config)
 
 
@@ -33,5 +31,5 @@ def serve(name: str, config: ServeConfig) -> int:
     from worldenv.services.common.server import serve_forever
 
     service = create_service(name, config)
-    asyncio.run(serve_forever(service, config, config.port or DEFAULT_PORTS[name]))
+    asyncio.run(serve_forever(service, config, config.port or SERVICES[name].port))
     return 0

@@ -6,14 +6,13 @@ import logging
 import signal
 import threading
 
-from worldenv.cli_args import add_settings, settings_from
+from worldenv.commands import flags
 from worldenv.config import WorkerConfig
 
 
 def register(sub) -> None:
     p = sub.add_parser("worker", help="run a rollout worker: jobs from Redis through Policy -> WorldModel -> Reflector")
-    add_settings(p, WorkerConfig)
-    p.set_defaults(func=main)
+    flags.command(p, "worker", WorkerConfig, main)
 
 
 @contextlib.contextmanager
@@ -37,9 +36,8 @@ def open_worker(config: WorkerConfig):
     client.close()
 
 
-def main(args) -> int:
+def main(config: WorkerConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = settings_from(WorkerConfig, args)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -54,7 +54,7 @@ def _f32(name: str, value, ndim: int) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class Episode:
+class ImaginedEpisode:
     """One imagined episode of T steps. Arrays are numpy; those from the store are read-only."""
 
     id: str
@@ -129,9 +129,9 @@ class Episode:
         return out
 
 
-def synthetic(episode_id: str | None = None, steps: int = 5, image_size: int = 16, seed: int = 0,
-              chunk: tuple[int, int] = (8, 7), proprio_dim: int = 8, **fields) -> Episode:
-    """A small random episode for tests and smoke runs; `fields` override any Episode field."""
+def synthetic_episode(episode_id: str | None = None, steps: int = 5, image_size: int = 16, seed: int = 0,
+                      chunk: tuple[int, int] = (8, 7), proprio_dim: int = 8, **fields) -> ImaginedEpisode:
+    """A small random episode for tests and smoke runs; `fields` override any ImaginedEpisode field."""
     rng = np.random.default_rng(seed)
     p_done = np.sort(rng.random(steps)).astype(np.float32)  # rising, as a reflector's would
     done = np.flatnonzero(p_done > 0.5)
@@ -147,7 +147,7 @@ def synthetic(episode_id: str | None = None, steps: int = 5, image_size: int = 1
         reward=float(p_done[done_step if done_step is not None else -1]) if steps else 0.0,
         timings_ms={k: rng.uniform(1, 50, steps).round(3).tolist() for k in ("act", "step", "judge")},
         extra={"eta": 0.5})
-    return Episode(**{**defaults, **fields})
+    return ImaginedEpisode(**{**defaults, **fields})
 
 
 _PUT = """
@@ -199,7 +199,7 @@ class EpisodeStore:
         return [f"{self._ns}idx:all", *self._indexes(meta["status"], meta["policy_version"], meta["run_id"])]
 
     # ---- writing --------------------------------------------------------------------------
-    def put(self, ep: Episode) -> bool:
+    def put(self, ep: ImaginedEpisode) -> bool:
         """Store `ep` atomically; False (and nothing changed) if its id is already stored."""
         key, meta = self._key(ep.id), ep.meta()
         fields = {"meta": json.dumps(meta, allow_nan=False)}
@@ -245,7 +245,7 @@ class EpisodeStore:
         raw = self._r.hget(self._key(episode_id), "meta")
         return None if raw is None else json.loads(raw)
 
-    def get(self, episode_id: str) -> Episode | None:
+    def get(self, episode_id: str) -> ImaginedEpisode | None:
         """The whole episode, or None if unknown."""
         key = self._key(episode_id)
         with self._r.pipeline(transaction=True) as pipe:
@@ -255,7 +255,7 @@ class EpisodeStore:
         meta = json.loads(fields[b"meta"])
         arrays = {name: codec.from_bytes(fields[name.encode()], name) for name in ARRAY_FIELDS}
         frames = np.stack([codec.from_bytes(f, "frames") for f in frames])
-        return Episode(**{k: meta[k] for k in _META_FIELDS}, frames=frames, **arrays)
+        return ImaginedEpisode(**{k: meta[k] for k in _META_FIELDS}, frames=frames, **arrays)
 
     def frame(self, episode_id: str, t: int) -> np.ndarray | None:
         """Frame t, (H, W, 3) uint8, or None if the id is unknown or t is outside 0..T."""

@@ -5,7 +5,7 @@ One file per task, `<task name>_demo.hdf5`, as LIBERO ships its datasets:
     data/                      attrs: env_name, problem_info (JSON: problem_name, domain_name,
                                language_instruction), bddl_file_name, bddl_file_content,
                                env_args (JSON), macros_image_convention, num_demos, total
-    data/demo_k/               attrs: num_samples, init_state, + ours (see Episode.attrs)
+    data/demo_k/               attrs: num_samples, init_state, + ours (see RecordedEpisode.attrs)
         actions    (T, 7)      OSC deltas (pos 3, axis-angle 3), gripper -1 open / +1 close
         states     (T, S)      flattened MuJoCo state before each action
         rewards    (T,) uint8  LIBERO's success after each action (sparse reward)
@@ -39,7 +39,7 @@ UPRIGHT = "opencv"
 
 
 @dataclasses.dataclass
-class Episode:
+class RecordedEpisode:
     """One demo_k group. `obs` / `final_obs` map the keys above to arrays."""
 
     actions: np.ndarray                      # (T, 7) float
@@ -65,27 +65,15 @@ class TaskFile:
     """A whole file: task-level attributes plus its episodes in demo order."""
 
     attrs: dict                      # data/ attributes (problem_info decoded to a dict)
-    episodes: list[Episode]
+    episodes: list[RecordedEpisode]
 
     @property
     def instruction(self) -> str:
         return self.attrs["problem_info"]["language_instruction"]
 
 
-def task_attrs(task, env_args: dict | None = None) -> dict:
-    """data/ attributes for a worldenv.sim.suites.TaskInfo."""
-    from worldenv.sim import install
-    install.prepare()  # LIBERO prompts on first import otherwise
-    from libero.libero.envs import bddl_utils  # the BDDL header names the problem class
-    info = bddl_utils.get_problem_info(task.bddl_file)
-    problem = {"problem_name": info["problem_name"], "domain_name": info["domain_name"],
-               "language_instruction": task.instruction}
-    return {"env_name": task.name, "problem_info": problem, "bddl_file_name": task.bddl_file,
-            "bddl_file_content": pathlib.Path(task.bddl_file).read_text(),
-            "env_args": env_args or {}, "suite": task.suite, "task_index": task.index}
-
-
-def write(path: str | pathlib.Path, attrs: dict, episodes: list[Episode], compress: bool = True) -> pathlib.Path:
+def write(path: str | pathlib.Path, attrs: dict, episodes: list[RecordedEpisode],
+          compress: bool = True) -> pathlib.Path:
     """Write a task file (atomically: a .tmp file renamed into place)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +91,7 @@ def write(path: str | pathlib.Path, attrs: dict, episodes: list[Episode], compre
     return path
 
 
-def _write_episode(group: h5py.Group, episode: Episode, compress: bool) -> None:
+def _write_episode(group: h5py.Group, episode: RecordedEpisode, compress: bool) -> None:
     for key in ("actions", "states", "rewards", "dones", "robot_states", "log_probs"):
         value = getattr(episode, key)
         if value is not None:
@@ -137,7 +125,7 @@ def read(path: str | pathlib.Path, image_size: int | None = None) -> TaskFile:
     return TaskFile(attrs, episodes)
 
 
-def iter_episodes(path: str | pathlib.Path, image_size: int | None = None) -> Iterator[Episode]:
+def iter_episodes(path: str | pathlib.Path, image_size: int | None = None) -> Iterator[RecordedEpisode]:
     """Episodes one at a time (large files stay out of memory)."""
     with h5py.File(path, "r") as f:
         data = f["data"]
@@ -150,12 +138,12 @@ def _demo_names(data: h5py.Group) -> list[str]:
     return sorted((k for k in data.keys() if k.startswith("demo_")), key=lambda k: int(k.split("_")[1]))
 
 
-def _read_episode(group: h5py.Group, flip: bool, image_size: int | None) -> Episode:
+def _read_episode(group: h5py.Group, flip: bool, image_size: int | None) -> RecordedEpisode:
     get = lambda key: group[key][()] if key in group else None  # noqa: E731
     obs = _read_obs(group["obs"], flip, image_size)
     final = _read_obs(group["final_obs"], flip, image_size) if "final_obs" in group else {}
     attrs = {k: _decode(k, v) for k, v in group.attrs.items() if k not in ("num_samples", "init_state", "model_file")}
-    return Episode(actions=get("actions"), states=get("states"), rewards=get("rewards"), dones=get("dones"),
+    return RecordedEpisode(actions=get("actions"), states=get("states"), rewards=get("rewards"), dones=get("dones"),
                    obs=obs, robot_states=get("robot_states"), final_obs=final, log_probs=get("log_probs"), attrs=attrs)
 
 

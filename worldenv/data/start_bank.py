@@ -2,7 +2,7 @@
 
 One `.npz` file holds N start states: agentview frames, proprio, instructions, and the ids that
 reproduce each one in the simulator (suite, task index, init-state index). Built from LIBERO by
-`worldenv starts build`; `synthetic()` makes a small stand-in bank for smoke runs without LIBERO.
+`worldenv starts build`; `synthetic_bank()` makes a small stand-in bank for smoke runs without LIBERO.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ _SYNTHETIC_TASKS = ["pick up the red block and place it in the basket",
                     "push the yellow block to the left"]
 
 
-def synthetic(n: int = 8, image_size: int = 64, proprio_dim: int = 8, seed: int = 0) -> StartBank:
+def synthetic_bank(n: int = 8, image_size: int = 64, proprio_dim: int = 8, seed: int = 0) -> StartBank:
     """A stand-in bank for smoke runs without LIBERO: a table, a basket and coloured blocks
     at random places. It exercises the pipeline; it is not a task anyone can measure success on."""
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""Run one LIBERO episode on a pool worker: policy (or expert) chunks until success, a judge, or the horizon.
+"""Run one LIBERO episode in an env process of the pool: policy (or expert) chunks until success, a judge, or the horizon.
 
 Termination: `sim` stops at LIBERO's success (the standard protocol); `reflector` stops when a
 Reflector service's p(done) > eta on the video so far (the paper's setting without ground-truth
@@ -49,34 +49,34 @@ class EpisodeResult:
     seconds: float
     p_done: list[float] = dataclasses.field(default_factory=list)   # reflector p(done) after each chunk
     video: np.ndarray | None = None                                 # (F, H, W, 3) uint8
-    episode: object | None = None                                    # hdf5.Episode when recorded
+    episode: object | None = None                                    # hdf5.RecordedEpisode when recorded
 
     @property
     def failed_to_run(self) -> bool:
         return self.outcome.startswith(("crashed", "error"))
 
 
-def run(worker: pool_mod.EnvWorker, spec: EpisodeSpec, source: ActionSource,
+def run(process: pool_mod.EnvProcess, spec: EpisodeSpec, source: ActionSource,
         judge: Judge | None = None, eta: float = 0.5) -> EpisodeResult:
     """One episode; env failures become a failed result with the reason."""
     started = time.perf_counter()
     try:
-        return _run(worker, spec, source, judge, eta, started)
+        return _run(process, spec, source, judge, eta, started)
     except (pool_mod.EnvCrashed, pool_mod.EnvError) as exc:
         kind = "crashed" if isinstance(exc, pool_mod.EnvCrashed) else "error"
         reason = str(exc).strip().splitlines()[-1][:300]
         return EpisodeResult(spec, "", False, False, 0, f"{kind}: {reason}", time.perf_counter() - started)
 
 
-def _run(worker, spec: EpisodeSpec, source: ActionSource, judge, eta: float, started: float) -> EpisodeResult:
-    instruction = worker.call("open", config=spec.config)
-    obs = worker.call("reset", init_index=spec.init_index, expert=source.in_env)
+def _run(process, spec: EpisodeSpec, source: ActionSource, judge, eta: float, started: float) -> EpisodeResult:
+    instruction = process.call("open", config=spec.config)
+    obs = process.call("reset", init_index=spec.init_index, expert=source.in_env)
     recorder = Recorder(spec.config.wrist) if spec.record else None
     frames, p_done, log_probs = [obs.frame], [], []
     steps, ever, outcome = 0, False, "horizon"
     while steps < spec.max_steps:
         k = min(spec.chunk_length, spec.max_steps - steps)
-        chunk, log_prob = _next_chunk(worker, source, obs, instruction, spec, k)
+        chunk, log_prob = _next_chunk(process, source, obs, instruction, spec, k)
         steps += len(chunk.actions)
         ever |= chunk.succeeded
         obs = chunk.obs
@@ -102,12 +102,12 @@ def _run(worker, spec: EpisodeSpec, source: ActionSource, judge, eta: float, sta
     return result
 
 
-def _next_chunk(worker, source: ActionSource, obs, instruction: str, spec: EpisodeSpec, k: int):
+def _next_chunk(process, source: ActionSource, obs, instruction: str, spec: EpisodeSpec, k: int):
     stop = spec.stop_on_success
     if source.in_env:
-        return worker.call("expert_chunk", k=k, stop_on_success=stop, render_each_step=spec.render_each_step), None
+        return process.call("expert_chunk", k=k, stop_on_success=stop, render_each_step=spec.render_each_step), None
     out = source.act(obs.frame[None], obs.proprio[None], [instruction], spec.deterministic)
-    chunk = worker.call("step_chunk", actions=out.actions[0, :k], stop_on_success=stop, render_each_step=spec.render_each_step)
+    chunk = process.call("step_chunk", actions=out.actions[0, :k], stop_on_success=stop, render_each_step=spec.render_each_step)
     return chunk, None if out.log_probs is None else float(out.log_probs[0])
 
 

@@ -1,8 +1,8 @@
 """A bounded pool of LIBERO env processes, restarted when they crash.
 
 Each env process holds ~2.2 GB of RAM, so the pool size is capped by what the machine has free,
-and asking for more is refused before anything starts. Each worker process serves one env over
-a pipe; the driver side (`EnvWorker`) turns a dead process into `EnvCrashed` and starts a fresh
+and asking for more is refused before anything starts. Each env process serves one env over
+a pipe; the driver side (`EnvProcess`) turns a dead process into `EnvCrashed` and starts a fresh
 one, so a crash fails one episode (with its reason) and the run goes on.
 """
 from __future__ import annotations
@@ -70,9 +70,9 @@ def check_size(size: int | None) -> int:
 
 
 def _serve(conn) -> None:
-    """Worker process main loop: one LiberoEnv, commands as (method, kwargs) tuples."""
-    from worldenv.sim import worker_env
-    host = worker_env.EnvHost()
+    """Env process main loop: one LiberoEnv (in an `EnvHost`), commands as (method, kwargs) tuples."""
+    from worldenv.sim import env_host
+    host = env_host.EnvHost()
     while True:
         try:
             method, kwargs = conn.recv()
@@ -87,7 +87,7 @@ def _serve(conn) -> None:
             conn.send(("error", traceback.format_exc()))
 
 
-class EnvWorker:
+class EnvProcess:
     """Driver-side handle of one env process. Calls block until the process answers."""
 
     def __init__(self, timeout_s: float = COMMAND_TIMEOUT_S):
@@ -150,26 +150,26 @@ class EnvWorker:
 
 
 class EnvPool:
-    """`size` env processes; `map` runs one job per free worker in parallel, in job order out."""
+    """`size` env processes; `map` runs one job per free process in parallel, in job order out."""
 
     def __init__(self, size: int | None = None, timeout_s: float = COMMAND_TIMEOUT_S):
         self.size = check_size(size)
-        self.workers = [EnvWorker(timeout_s) for _ in range(self.size)]
+        self.processes = [EnvProcess(timeout_s) for _ in range(self.size)]
 
-    def map(self, fn: Callable[[EnvWorker, T], R], jobs: Iterable[T],
+    def map(self, fn: Callable[[EnvProcess, T], R], jobs: Iterable[T],
             on_result: Callable[[R], None] | None = None) -> list[R]:
-        """fn(worker, job) for every job, at most `size` at once; `on_result` sees each result as it lands."""
+        """fn(process, job) for every job, at most `size` at once; `on_result` sees each result as it lands."""
         import queue
-        free: "queue.Queue[EnvWorker]" = queue.Queue()
-        for w in self.workers:
-            free.put(w)
+        free: "queue.Queue[EnvProcess]" = queue.Queue()
+        for process in self.processes:
+            free.put(process)
 
         def run(job):
-            worker = free.get()
+            process = free.get()
             try:
-                return fn(worker, job)
+                return fn(process, job)
             finally:
-                free.put(worker)
+                free.put(process)
 
         jobs = list(jobs)
         results: list = [None] * len(jobs)
@@ -182,8 +182,8 @@ class EnvPool:
         return results
 
     def close(self) -> None:
-        for w in self.workers:
-            w.close()
+        for process in self.processes:
+            process.close()
 
     def __enter__(self) -> "EnvPool":
         return self
@@ -192,6 +192,6 @@ class EnvPool:
         self.close()
 
 
-def open_env(worker: EnvWorker, config: EnvConfig) -> None:
-    """Make `worker` hold an env for `config` (kept if it already does)."""
-    worker.call("open", config=config)
+def open_env(process: EnvProcess, config: EnvConfig) -> None:
+    """Make `process` hold an env for `config` (kept if it already does)."""
+    process.call("open", config=config)

@@ -1,10 +1,26 @@
-"""Turn the chunks of one episode into an `hdf5.Episode` (LIBERO's layout)."""
+"""Turn the chunks of one episode into an `hdf5.RecordedEpisode`, and a task into its file
+attributes (LIBERO's layout)."""
 from __future__ import annotations
+
+import pathlib
 
 import numpy as np
 
 from worldenv.data import hdf5
 from worldenv.sim.env import ChunkResult, Observation
+
+
+def task_attrs(task, env_args: dict | None = None) -> dict:
+    """The data/ attributes of a task file (`hdf5.write`) for a `suites.TaskInfo`."""
+    from worldenv.sim import install
+    install.prepare()  # LIBERO prompts on first import otherwise
+    from libero.libero.envs import bddl_utils  # the BDDL header names the problem class
+    info = bddl_utils.get_problem_info(task.bddl_file)
+    problem = {"problem_name": info["problem_name"], "domain_name": info["domain_name"],
+               "language_instruction": task.instruction}
+    return {"env_name": task.name, "problem_info": problem, "bddl_file_name": task.bddl_file,
+            "bddl_file_content": pathlib.Path(task.bddl_file).read_text(),
+            "env_args": env_args or {}, "suite": task.suite, "task_index": task.index}
 
 
 class Recorder:
@@ -23,7 +39,7 @@ class Recorder:
         self.success.extend(chunk.success.tolist())
         self.last = chunk.obs
 
-    def episode(self, attrs: dict, log_probs: list[float] | None = None) -> hdf5.Episode:
+    def episode(self, attrs: dict, log_probs: list[float] | None = None) -> hdf5.RecordedEpisode:
         """The recorded episode; `attrs` gets image_stride and success added."""
         actions = np.concatenate(self.actions).astype(np.float64) if self.actions else np.zeros((0, 7))
         rewards = np.array(self.success, np.uint8)
@@ -31,7 +47,7 @@ class Recorder:
         if len(rewards) and rewards[-1]:
             dones[-1] = 1
         stride = self._image_stride()
-        return hdf5.Episode(
+        return hdf5.RecordedEpisode(
             actions=actions, states=np.stack([o.state for o in self.before]) if self.before else np.zeros((0, 0)),
             rewards=rewards, dones=dones, obs=self._obs(self.before), robot_states=_robot_states(self.before),
             final_obs=self._obs([self.last]) if self.last is not None else {},

@@ -60,7 +60,7 @@ def markdown(summary: dict, videos: list[str]) -> str:
              f"- episodes per task: {summary['episodes_per_task']}; max steps: {summary['max_steps']}; "
              f"chunk length: {summary['chunk_length']}; image size: {summary['image_size']}",
              f"- init states: {summary['init_states']}",
-             f"- wall time: {summary['wall_s']:.0f} s with {summary['workers']} env process(es)", "",
+             f"- wall time: {summary['wall_s']:.0f} s with {summary['env_processes']} env process(es)", "",
              f"**Suite success: {s['successes']}/{s['episodes']} = {100 * s['rate']:.1f} % "
              f"(Wilson 95 % CI {100 * s['ci95'][0]:.1f}-{100 * s['ci95'][1]:.1f} %)**", "",
              "| task | instruction | success | rate | 95 % CI | mean steps | outcomes |",

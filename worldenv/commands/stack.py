@@ -12,10 +12,8 @@ import subprocess
 import sys
 import time
 
-from worldenv import health
-from worldenv.config import DEFAULT_PORTS
-
-MODEL_SERVICES = ("world-model", "reflector", "policy")
+from worldenv.commands import probes
+from worldenv.config import MODEL_SERVICES, SERVICES
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -78,7 +76,7 @@ def _wait_healthy(name: str, kind: str, target: str, proc: subprocess.Popen, hom
             tail = (home / "logs" / f"{name}.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{tail}")
         try:
-            health.check(kind, target, timeout=1.0)
+            probes.check(kind, target, timeout=1.0)
             return
         except Exception:  # noqa: BLE001 - not up yet
             time.sleep(0.3)
@@ -105,8 +103,8 @@ CLI = [sys.executable, "-m", "worldenv.cli"]
 def _start_services(stack: Stack) -> None:
     """The three model services and the debug API; returns once all are healthy."""
     cfg, procs = stack.config, stack.processes
-    for name in (*MODEL_SERVICES, "debug-api"):
-        port = free_port(cfg.host) if cfg.free_ports else DEFAULT_PORTS[name]
+    for name in SERVICES:
+        port = free_port(cfg.host) if cfg.free_ports else SERVICES[name].port
         argv = CLI + ["serve", name, "--host", cfg.host, "--port", str(port)]
         if name == "debug-api":
             argv += ["--redis-url", stack.redis_url, "--prefix", cfg.prefix]

@@ -1,6 +1,6 @@
 """What runs inside an env process: one LiberoEnv, its current observation, the scripted expert.
 
-The driver calls these methods by name through `pool.EnvWorker.call`. Arguments and results are
+The driver calls these methods by name through `pool.EnvProcess.call`. Arguments and results are
 small dataclasses and numpy arrays (pickled over a local pipe; frames are at most a few per call).
 """
 from __future__ import annotations

@@ -1,0 +1,41 @@
+"""The command line: settings classes as flags, one-line errors with exit code 2."""
+from __future__ import annotations
+
+import pytest
+
+from worldenv import cli
+
+
+def test_invalid_settings_exit_2_naming_each_flag(capsys):
+    assert cli.main(["rollout", "--episodes", "0", "--eta", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("worldenv rollout: error: ") and err.count("\n") == 1
+    assert "--episodes: must be >= 1" in err and "--eta: must be < 1.0" in err
+
+
+def test_field_descriptions_and_defaults_are_the_help(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["rollout", "--help"])
+    out = capsys.readouterr().out
+    assert "rollouts per start state (default: 8)" in out
+
+
+def test_positional_fields_and_flag_aliases():
+    parser = cli.build_parser()
+    args = parser.parse_args(["health", "redis", "redis://x", "--timeout", "1"])
+    assert (args.kind, args.target, args.timeout) == ("redis", "redis://x", 1.0)
+    for flag in ("--env-processes", "--workers"):
+        assert parser.parse_args(["eval", "--policy", "expert", "--out", "x", flag, "1"]).env_processes == 1
+
+
+def test_bool_flags_leave_unset_values_to_the_defaults():
+    parser = cli.build_parser()
+    assert parser.parse_args(["up"]).exit is None
+    assert parser.parse_args(["up", "--exit"]).exit is True
+    assert parser.parse_args(["demos", "collect", "--no-every-step"]).every_step is False
+
+
+def test_a_missing_command_module_is_an_error(monkeypatch):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "worldenv.commands.nonexistent"])
+    with pytest.raises(ModuleNotFoundError, match="nonexistent"):
+        cli.build_parser()
