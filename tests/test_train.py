@@ -1,0 +1,104 @@
+"""Training the three models on a toy dataset in the LIBERO HDF5 layout: chunking, splits, losses
+that fall, resume that continues the same curve, calibration, and serving what was trained."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import toy_episodes
+from worldenv import models
+from worldenv.client.clients import PolicyClient
+from worldenv.config import ServeConfig
+from worldenv.models.roles import Observations
+from worldenv.services.common.factory import create_service
+from worldenv.services.common.server import RunningServer
+from worldenv.train import chunks, loop
+from worldenv.train import policy as train_policy
+from worldenv.train import reflector as train_reflector
+from worldenv.train import world_model as train_world_model
+
+TINY_POLICY = {"image_size": 32, "width": 32}
+TINY_WORLD = {"image_size": 32, "block_out_channels": (8, 16)}
+TINY_REFLECTOR = {"image_size": 32, "width": 32}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return toy_episodes.write(tmp_path_factory.mktemp("toy"))
+
+
+def test_chunking_follows_the_recorded_steps(data, tmp_path):
+    episodes = chunks.load([data])
+    assert len(episodes) == 16 and sum(e.succeeded for e in episodes) >= 6
+    e = episodes[0]
+    raw = toy_episodes.hdf5.read(data).episodes[0]
+    assert e.frames.shape[1:] == (32, 32, 3) and len(e.frames) == e.chunks + 1 == len(e.proprio) == len(e.success)
+    assert e.lengths[:-1].tolist() == [8] * (e.chunks - 1) and e.lengths.sum() == len(raw)
+    np.testing.assert_array_equal(e.frames[1], raw.obs["agentview_rgb"][8])
+    np.testing.assert_array_equal(e.frames[-1], raw.final_obs["agentview_rgb"][0])
+    np.testing.assert_array_equal(e.actions[0], raw.actions[:8].astype(np.float32))
+    strided = chunks.load([toy_episodes.write(tmp_path, stride=8)])[0]
+    np.testing.assert_array_equal(strided.frames, chunks.load([data])[0].frames)
+    raw.attrs["image_stride"] = 4
+    with pytest.raises(ValueError, match="image_stride"):
+        chunks.chunk(raw, "x", k=6)
+
+
+def test_split_is_by_whole_episode_and_keeps_both_outcomes(data):
+    episodes = chunks.load([data])
+    train, val = chunks.split(episodes, 0.25, seed=0)
+    assert len(train) + len(val) == len(episodes) and not {e.id for e in train} & {e.id for e in val}
+    assert {e.succeeded for e in val} == {True, False}
+
+
+def test_policy_loss_falls_resume_continues_the_curve_and_the_checkpoint_serves(data, tmp_path):
+    fit = loop.FitConfig(steps=60, batch_size=16, eval_every=20, lr=3e-3, warmup=5)
+    config = train_policy.PolicyTrainConfig(fit=fit, model=TINY_POLICY, shift=1)
+    straight = train_policy.train([data], tmp_path / "a", config)
+    history = [r["val_loss"] for r in straight["history"]]
+    assert history[-1] < history[0], history
+    half = config.model_copy(update={"fit": fit.model_copy(update={"stop_at": 40})})
+    train_policy.train([data], tmp_path / "b", half)
+    resumed = train_policy.train([data], tmp_path / "b", config)
+    assert [r["step"] for r in resumed["history"]] == [20, 40, 60]
+    np.testing.assert_allclose([r["val_loss"] for r in resumed["history"]], history, rtol=1e-4)
+    model = models.load(tmp_path / "a" / "model", role="policy")
+    assert float(model.proprio_norm.std[0]) != 1.0, "normalisation fitted to the data and saved"
+    serve = ServeConfig(host="127.0.0.1", checkpoint=str(tmp_path / "a" / "model"))
+    obs = Observations(np.zeros((2, 32, 32, 3), np.uint8), np.zeros((2, 8), np.float32), ["a", "b"])
+    with RunningServer(create_service("policy", serve), serve) as server, PolicyClient(server.address) as client:
+        served = client.act(obs.frames, obs.proprio, obs.instructions, deterministic=True)
+    np.testing.assert_array_equal(served.loc, model.act(obs, True).loc)
+
+
+def test_world_model_gain_is_calibrated_and_loss_falls(data, tmp_path):
+    fit = loop.FitConfig(steps=40, batch_size=8, eval_every=20, lr=2e-3, warmup=5)
+    config = train_world_model.WorldModelTrainConfig(fit=fit, model=TINY_WORLD)
+    out = train_world_model.train([data], tmp_path, config)
+    assert out["action_gain"] == pytest.approx(toy_episodes.GAIN, rel=0.05)
+    history = [r["val_frame"] for r in out["history"]]
+    assert history[-1] < history[0], history
+    model = models.load(tmp_path / "model", role="world_model")
+    assert model.config.action_gain == pytest.approx(out["action_gain"])
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["arch"] == "tiny-unet"
+
+
+def test_reflector_fits_its_training_videos_with_balanced_positives(data, tmp_path):
+    fit = loop.FitConfig(steps=100, batch_size=32, eval_every=25, lr=2e-3, warmup=5)
+    config = train_reflector.ReflectorTrainConfig(fit=fit, model=TINY_REFLECTOR, val_fraction=0.0)  # scores the train set
+    out = train_reflector.train([data], tmp_path, config)
+    assert 1 < out["pos_weight"] <= config.max_pos_weight and out["train_positives"] > 0
+    history = [r["val_loss"] for r in out["history"]]
+    assert history[-1] < 0.8 * history[0], history
+    assert models.load(tmp_path / "model").spec.role == "reflector"
+
+
+def test_a_run_stopped_by_patience_stays_stopped(data, tmp_path):
+    fit = loop.FitConfig(steps=200, batch_size=4, eval_every=5, lr=1e-9, warmup=0, patience=1)
+    config = train_policy.PolicyTrainConfig(fit=fit, model=TINY_POLICY)
+    first = train_policy.train([data], tmp_path, config)
+    assert first["stopped"] == "patience" and first["steps"] < 200
+    again = train_policy.train([data], tmp_path, config)
+    assert again["steps"] == first["steps"] and again["stopped"] == "patience"

@@ -1,0 +1,96 @@
+"""Recorded LIBERO episodes at the models' time step, the action chunk.
+
+The policy acts once per chunk of K actions, the world model predicts the frame after a chunk,
+and the reflector judges the video of chunk-boundary frames: all three train on the same
+`ChunkedEpisode`, cut from an HDF5 episode at steps offset, offset + K, ... (frames must have
+been rendered there: the recording's image stride divides K and the offset), plus the
+observation after the last action.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Iterable
+
+import numpy as np
+
+from worldenv.data import hdf5
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkedEpisode:
+    """One episode as C chunks."""
+
+    frames: np.ndarray          # (C+1, H, W, 3) uint8: before each chunk, then after the last
+    proprio: np.ndarray         # (C+1, 8) float32: eef pos, axis-angle, gripper qpos
+    actions: np.ndarray         # (C, K, 7) float32; a short last chunk is padded with zeros
+    lengths: np.ndarray         # (C,) int: actions executed in each chunk (K, or fewer at the end)
+    success: np.ndarray         # (C+1,) bool: LIBERO's success in each frame's state
+    instruction: str
+    id: str                     # suite/task/init/source, unique per episode
+
+    @property
+    def chunks(self) -> int:
+        return len(self.actions)
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.success.any())
+
+
+def _proprio(obs: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([obs["ee_states"], obs["gripper_states"]], axis=1).astype(np.float32)  # (T, 8)
+
+
+def chunk(episode: hdf5.RecordedEpisode, instruction: str, k: int = 8, offset: int = 0) -> ChunkedEpisode:
+    """Cut `episode` into chunks of `k` actions starting at step `offset`."""
+    stride, steps = int(episode.attrs.get("image_stride", 1)), len(episode)
+    if k % stride or offset % stride:
+        raise ValueError(f"image_stride {stride} must divide the chunk length {k} and the offset {offset}")
+    starts = np.arange(offset, steps, k)
+    if not len(starts) or "agentview_rgb" not in episode.final_obs:
+        raise ValueError(f"episode {episode.attrs.get('id')}: no chunk starts before step {steps} or no final frame")
+    frames = np.concatenate([episode.obs["agentview_rgb"][starts // stride], episode.final_obs["agentview_rgb"]])
+    proprio = np.concatenate([_proprio(episode.obs)[starts], _proprio(episode.final_obs)])
+    success = np.concatenate([episode.obs["success"][starts], episode.final_obs["success"]]).astype(bool)
+    lengths = np.minimum(k, steps - starts)
+    actions = np.zeros((len(starts), k, episode.actions.shape[1]), np.float32)
+    for c, (s, n) in enumerate(zip(starts, lengths)):
+        actions[c, :n] = episode.actions[s:s + n]
+    ident = f"{episode.attrs.get('id', '?')}/{episode.attrs.get('source', episode.attrs.get('policy', ''))}"
+    return ChunkedEpisode(frames, proprio, actions, lengths, success, instruction, ident)
+
+
+def load(paths: Iterable[str | pathlib.Path], k: int = 8, image_size: int | None = None) -> list[ChunkedEpisode]:
+    """Every episode of the given HDF5 task files (or folders of them), chunked at offset 0."""
+    out = []
+    for path in _files(paths):
+        task = hdf5.read(path, image_size)
+        out.extend(chunk(e, task.instruction, k) for e in task.episodes if len(e))
+    return out
+
+
+def _files(paths: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
+    files = []
+    for path in map(pathlib.Path, paths):
+        found = sorted(path.rglob("*.hdf5")) if path.is_dir() else [path]
+        if not found or not all(f.is_file() for f in found):
+            raise FileNotFoundError(f"data: no HDF5 episode files at {path}")
+        files.extend(found)
+    return files
+
+
+def split(episodes: list[ChunkedEpisode], val_fraction: float, seed: int = 0) -> tuple[list, list]:
+    """A validation split by whole episodes (never chunks of one episode on both sides),
+    stratified by task and outcome so both sides see successes and failures of every task."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    groups: dict[tuple[str, bool], list[ChunkedEpisode]] = {}
+    for e in episodes:
+        groups.setdefault((e.instruction, e.succeeded), []).append(e)
+    for key in sorted(groups):
+        group = [groups[key][i] for i in rng.permutation(len(groups[key]))]
+        n_val = int(round(len(group) * val_fraction)) if len(group) > 1 else 0
+        val.extend(group[:n_val])
+        train.extend(group[n_val:])
+    return train, val

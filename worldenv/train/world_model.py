@@ -1,0 +1,95 @@
+"""Training the action-conditioned world model on recorded transitions, one chunk each.
+
+A transition is the memory bank before a chunk (the last `history` chunk-boundary frames, the
+first repeated at the start), the proprio, the K x 7 actions (clipped, as executed), and the
+frame and proprio after it. Only full chunks are used: a short last chunk is not a step the
+served model ever takes. Before training, the action map's gain (metres of eef motion per unit
+of position action per step) is fitted to the recorded (action, eef displacement) pairs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+import pydantic
+import torch
+
+from worldenv import models
+from worldenv.train import chunks, loop
+
+
+class WorldModelTrainConfig(pydantic.BaseModel):
+    """What `worldenv train world-model` trains and how."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    fit: loop.FitConfig = loop.FitConfig(steps=20000, batch_size=32, lr=5e-4, eval_every=500, patience=8)
+    val_fraction: float = pydantic.Field(0.1, ge=0, lt=1, description="episodes held out for validation")
+    calibrate: bool = pydantic.Field(True, description="fit the action map's gain to the data")
+    model: dict = pydantic.Field(default_factory=dict, description="world-model config overrides, e.g. mode")
+
+
+@dataclasses.dataclass(frozen=True)
+class Transitions:
+    history: np.ndarray         # (N, T, H, W, 3) uint8, oldest first
+    proprio: np.ndarray         # (N, 8) float32
+    actions: np.ndarray         # (N, K, 7) float32, clipped to [-1, 1]
+    next_frame: np.ndarray      # (N, H, W, 3) uint8
+    next_proprio: np.ndarray    # (N, 8) float32
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def take(self, idx) -> "Transitions":
+        return Transitions(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
+
+
+def transitions(episodes: list[chunks.ChunkedEpisode], history: int) -> Transitions:
+    """Every full chunk of every episode, with its memory bank."""
+    parts = []
+    for e in episodes:
+        k = e.actions.shape[1]
+        padded = np.concatenate([np.repeat(e.frames[:1], history - 1, axis=0), e.frames])   # (C+T, H, W, 3)
+        for c in np.flatnonzero(e.lengths == k):
+            parts.append((padded[c:c + history], e.proprio[c], np.clip(e.actions[c], -1, 1), e.frames[c + 1],
+                          e.proprio[c + 1]))
+    if not parts:
+        raise ValueError("data: no full action chunks to learn from")
+    return Transitions(*(np.stack(column) for column in zip(*parts)))
+
+
+def fit_action_gain(data: Transitions) -> float:
+    """Least-squares gain g in: eef displacement over a chunk = g x sum of its position actions."""
+    pushed = data.actions[:, :, :3].sum(axis=1).ravel()                         # (N * 3,)
+    moved = (data.next_proprio[:, :3] - data.proprio[:, :3]).ravel()
+    return float(pushed @ moved / max(pushed @ pushed, 1e-9))
+
+
+def losses(model, batch: Transitions) -> dict[str, torch.Tensor]:
+    t = {f.name: torch.from_numpy(getattr(batch, f.name)) for f in dataclasses.fields(batch)}
+    return model.forward_train(t["history"], t["proprio"], t["actions"], t["next_frame"], t["next_proprio"])
+
+
+def train(data: list[str | pathlib.Path], out: str | pathlib.Path, config: WorldModelTrainConfig) -> dict:
+    """Train on the HDF5 files `data` (demos and exploration); the best model lands in out/model."""
+    history = int(config.model.get("history", 2))
+    train_eps, val_eps = chunks.split(chunks.load(data), config.val_fraction, config.fit.seed)
+    train_set, val_set = transitions(train_eps, history), transitions(val_eps or train_eps, history)
+    overrides = dict(config.model)
+    if config.calibrate:
+        overrides["action_gain"] = max(fit_action_gain(train_set), 1e-4)
+    torch.manual_seed(config.fit.seed)
+    model = models.build("world_model", **overrides)
+
+    def draw(rng: np.random.Generator, size: int) -> Transitions:
+        return train_set.take(rng.integers(0, len(train_set), size))
+
+    def validate(m) -> dict[str, float]:
+        torch.manual_seed(0)  # diffusion mode: the same timesteps and noise at every validation
+        parts = [losses(m, val_set.take(np.arange(i, min(i + 64, len(val_set))))) for i in range(0, len(val_set), 64)]
+        return {k: float(np.mean([p[k].item() for p in parts])) for k in ("loss", "frame", "proprio")}
+
+    summary = loop.fit(model, losses, draw, validate, config.fit, out, "world model")
+    return {**summary, "action_gain": model.config.action_gain, "train_transitions": len(train_set),
+            "val_transitions": len(val_set), "train_episodes": len(train_eps), "val_episodes": len(val_eps)}
