@@ -11,7 +11,8 @@ pytest.importorskip("robosuite")
 
 from servers import serving  # noqa: E402
 from worldenv import cli  # noqa: E402
-from worldenv.data import hdf5  # noqa: E402
+from worldenv.data import chunks, hdf5  # noqa: E402
+from worldenv.sim import env as env_mod  # noqa: E402
 
 pytestmark = pytest.mark.libero
 SUITE, TASK = "libero_object", 0
@@ -45,4 +46,7 @@ def test_explore_with_a_remote_policy(policy_server, tmp_path):
                      "--out", str(out)]) == 0
     (path,) = (out / SUITE).glob("*_demo.hdf5")
     (ep,) = hdf5.read(path).episodes
-    assert len(ep) == 16 and ep.log_probs.shape == (2,) and ep.attrs["success"] is False
+    # the recording starts at the init state: 10 settle no-ops, then the policy's 16 steps
+    assert len(ep) == 10 + 16 and ep.attrs["settle_steps"] == 10 and (ep.actions[:10] == env_mod.NOOP).all()
+    assert ep.log_probs.shape == (2,) and ep.attrs["success"] is False
+    assert chunks.chunk(ep, "x").chunks == 2

@@ -189,7 +189,54 @@ def test_explore_records_successes_and_failures_with_log_probs(tmp_path):
                 "--episodes-per-task", "1", "--max-steps", "16", "--env-processes", "1", "--out", str(out)) == 0
     (path,) = (out / SUITE).glob("*_demo.hdf5")
     (ep,) = hdf5.read(path).episodes
-    assert len(ep) == 16 and ep.log_probs.shape == (2,) and np.isfinite(ep.log_probs).all()
-    assert ep.obs["agentview_rgb"].shape == (2, 64, 64, 3) and ep.attrs["image_stride"] == 8
-    assert ep.obs["success"].shape == (16,) and ep.attrs["success"] is False
+    assert len(ep) == 10 + 16 and ep.log_probs.shape == (2,) and np.isfinite(ep.log_probs).all()  # settle + policy
+    assert ep.obs["agentview_rgb"].shape == (2, 64, 64, 3)               # rendered where the policy looked
+    assert (ep.attrs["image_offset"], ep.attrs["image_stride"]) == (10, 8)
+    assert ep.obs["success"].shape == (26,) and ep.attrs["success"] is False
     assert np.abs(ep.actions).max() <= 1.0
+
+
+def _recorded_demo(env, init_index: int, max_steps: int = 200) -> hdf5.RecordedEpisode:
+    """The expert's episode recorded the way `demos collect` records it: from the init state
+    (the settle steps first), a frame at every step, written to HDF5 and read back."""
+    obs = env.reset(init_index, render_each_step=True)
+    scripted = expert.ScriptedExpert()
+    scripted.reset(env)
+    recorder = Recorder(wrist=False)
+    recorder.add(env.settle)
+    for _ in range(max_steps // 8):
+        result = env.step_chunk(np.zeros((8, 7)), first=obs, policy=lambda: scripted.act(env), render_each_step=True)
+        recorder.add(result)
+        obs = result.obs
+        if result.succeeded:
+            break
+    episode = recorder.episode({"id": f"{SUITE}/{TASK}/{init_index}", "settle_steps": env.config.settle_steps})
+    return episode
+
+
+def test_a_recorded_demo_replays_from_states0_to_success(libero_env, tmp_path):
+    from worldenv.sim.replay import replay
+    demo = _recorded_demo(libero_env, init_index=3)
+    assert demo.success and demo.attrs["settle_steps"] == 10 and (demo.actions[:10] == env_mod.NOOP).all()
+    np.testing.assert_array_equal(demo.states[0], libero_env._init_states[3])
+    path = hdf5.write(tmp_path / "t_demo.hdf5", recording.task_attrs(suites.task(SUITE, TASK)), [demo])
+    back = hdf5.read(path).episodes[0]
+    result = replay(libero_env, back)
+    assert result.success and result.recorded_success and result.steps == len(back)
+    assert result.max_divergence < 1e-6, result
+
+
+def test_training_inputs_equal_what_evaluation_feeds_the_policy(libero_env):
+    """Eval resets (settle, one render) and renders once at each chunk's end; replaying the demo's
+    chunks that way must show the policy exactly the frames and proprio training reads."""
+    from worldenv.data import chunks
+    demo = _recorded_demo(libero_env, init_index=4)
+    episode = chunks.chunk(demo, "instruction")
+    obs = libero_env.reset(4)
+    seen = [obs]
+    for actions, n in zip(episode.actions, episode.lengths):
+        obs = libero_env.step_chunk(actions[:n], stop_on_success=False, first=obs).obs
+        seen.append(obs)
+    np.testing.assert_array_equal(np.stack([o.frame for o in seen]), episode.frames)
+    np.testing.assert_array_equal(np.stack([o.proprio for o in seen]), episode.proprio)
+    assert seen[-1].success and episode.success[-1]

@@ -18,8 +18,11 @@ One file per task, `<task name>_demo.hdf5`, as LIBERO ships its datasets:
         final_obs/...          ours: the same keys, one entry: the observation after the last action
         log_probs (C,) float32 ours, exploration only: log-prob of each sampled action chunk
 
-Images are observations before action t*image_stride (attr `image_stride`, 1 = every step,
-LIBERO's own layout; K = once per action chunk). We store them upright and say so with
+Images are observations before action image_offset + f*image_stride (attrs `image_offset`,
+default 0, and `image_stride`, 1 = every step, LIBERO's own layout; K = once per action chunk).
+Our recordings start at the init state: `states[0]` is what `set_init_state` loads, and the
+first `settle_steps` actions (attr) are the no-ops that let objects settle before the policy
+acts, so replaying the actions from `states[0]` reproduces the states and the outcome. We store them upright and say so with
 macros_image_convention = "opencv"; LIBERO's own files say "opengl" (upside down), and the
 reader flips those, so official files load unchanged.
 """

@@ -14,10 +14,12 @@ from worldenv.sim.job_settings import LiberoJobConfig, check_expert, image_size_
 class CollectConfig(LiberoJobConfig):
     """Scripted expert demos: keep `per_task` successes per task, trying init states 0, 1, ..."""
 
-    image_size: int = image_size_field(128)
+    image_size: int = image_size_field(64)  # what eval renders: train on the pixels the policy sees
     wrist: bool = Field(True, description="also render the wrist camera")
     per_task: int = Field(5, ge=1, description="successful demos to keep per task")
-    max_attempts: int = Field(50, ge=1, le=suites.INIT_STATES_PER_TASK, description="init states tried per task at most")
+    max_attempts: int = Field(50, ge=1, description="init states tried per task at most")
+    init_offset: int = Field(0, ge=0, description="first init state tried: 0-49 LIBERO's fixed ones, >= 50 new ones "
+                                                 "sampled with that seed (keep the fixed ones for evaluation)")
     every_step: bool = Field(True, description="frames at every step (LIBERO's layout); --no-every-step = once per chunk")
     out: str = Field(description="output directory: <out>/<suite>/<task>_demo.hdf5")
 
@@ -25,6 +27,10 @@ class CollectConfig(LiberoJobConfig):
     def _feasible(self) -> "CollectConfig":
         if self.per_task > self.max_attempts:
             raise ValueError(f"--per-task ({self.per_task}) must be <= --max-attempts ({self.max_attempts})")
+        fixed = suites.INIT_STATES_PER_TASK
+        if self.init_offset < fixed < self.init_offset + self.max_attempts:
+            raise ValueError(f"--max-attempts: init states {self.init_offset}..{self.init_offset + self.max_attempts - 1} "
+                             f"run past LIBERO's {fixed} fixed ones; start at --init-offset {fixed} or above for sampled ones")
         check_expert(self)
         return self
 
@@ -64,8 +70,9 @@ def _collect_task(envs, config: CollectConfig, task: int, source):
     from worldenv.sim import episode
     kept, tried, next_init = [], [], 0
     while len(kept) < config.per_task and next_init < config.max_attempts:
-        wave = range(next_init, min(next_init + config.per_task - len(kept), config.max_attempts))
-        next_init = wave.stop
+        wave = [suites.init_index(config.init_offset, i)
+                for i in range(next_init, min(next_init + config.per_task - len(kept), config.max_attempts))]
+        next_init += len(wave)
         probes = envs.map(lambda process, s: episode.run(process, s, source), [_demo_spec(config, task, i, False) for i in wave])
         tried += probes
         good = [_demo_spec(config, task, r.spec.init_index, True) for r in probes if r.success]

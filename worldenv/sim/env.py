@@ -89,15 +89,37 @@ class LiberoEnv:
         """LIBERO's robosuite env (re-read after reset: reset rebuilds the sim)."""
         return self._env.env
 
-    def reset(self, init_index: int, render: bool = True) -> Observation:
-        """Load standard init state `init_index`, settle, and observe."""
-        n = len(self._init_states)
-        if not 0 <= init_index < n:
-            raise suites.SuiteError(f"init state {init_index} out of range (0..{n - 1})")
+    def reset(self, init_index: int, render: bool = True, render_each_step: bool = False) -> Observation:
+        """Load standard init state `init_index`, settle, and observe.
+
+        The settle phase (no-op steps from the init state) is kept as `self.settle`, a chunk
+        whose first state is the init state itself: a recording that starts with it replays
+        from its `states[0]` the way LIBERO's tools replay (set_init_state, then the actions).
+        """
         self._env.reset()
-        self._raw = self._env.set_init_state(self._init_states[init_index])
-        for _ in range(self.config.settle_steps):
-            self._raw, _, _, _ = self._env.step(NOOP)
+        self._raw = self._env.set_init_state(self.init_state(init_index))
+        noops = np.repeat(NOOP[None], self.config.settle_steps, axis=0)
+        self.settle = self.step_chunk(noops, stop_on_success=False, render_each_step=render_each_step,
+                                      first=self.observe(render=render_each_step))
+        return self.settle.obs if render else dataclasses.replace(self.settle.obs, frame=None, wrist=None)
+
+    def init_state(self, init_index: int) -> np.ndarray:
+        """LIBERO's fixed init state `init_index` (0-49), or, from 50 on, a new one sampled from
+        the task's placement regions with seed `init_index` (the same index, the same state):
+        training data can come from those while evaluation keeps all 50 fixed ones."""
+        if init_index < 0:
+            raise suites.SuiteError(f"init state {init_index} out of range (>= 0)")
+        if init_index < len(self._init_states):
+            return self._init_states[init_index]
+        np.random.seed(init_index % 2**32)  # robosuite's placement samplers draw from numpy's global RNG
+        self._env.seed(init_index)
+        self._env.reset()
+        return self.inner.sim.get_state().flatten()
+
+    def restore(self, state: np.ndarray, render: bool = True) -> Observation:
+        """Load a recorded flattened MuJoCo state (LIBERO's set_init_state) and observe it."""
+        self._env.reset()
+        self._raw = self._env.set_init_state(np.asarray(state, np.float64))
         return self.observe(render)
 
     def step(self, action: np.ndarray) -> bool:

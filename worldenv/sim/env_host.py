@@ -27,15 +27,19 @@ class EnvHost:
             self.env = LiberoEnv(config)
         return self.env.instruction
 
-    def reset(self, init_index: int, expert: bool = False) -> Observation:
+    def reset(self, init_index: int, expert: bool = False, render_each_step: bool = False) -> Observation:
         """Start an episode from standard init state `init_index` (rendered observation)."""
-        self.obs = self._env().reset(init_index, render=True)
+        self.obs = self._env().reset(init_index, render=True, render_each_step=render_each_step)
         self.expert = None
         if expert:
             from worldenv.sim.expert import ScriptedExpert
             self.expert = ScriptedExpert()
             self.expert.reset(self.env)
         return self.obs
+
+    def settle_chunk(self) -> ChunkResult:
+        """The last reset's settle phase: no-op steps from the init state (for recordings)."""
+        return self._env().settle
 
     def step_chunk(self, actions: np.ndarray, stop_on_success: bool = True,
                    render_each_step: bool = False) -> ChunkResult:

@@ -70,8 +70,10 @@ def run(process: pool_mod.EnvProcess, spec: EpisodeSpec, source: ActionSource,
 
 def _run(process, spec: EpisodeSpec, source: ActionSource, judge, eta: float, started: float) -> EpisodeResult:
     instruction = process.call("open", config=spec.config)
-    obs = process.call("reset", init_index=spec.init_index, expert=source.in_env)
+    obs = process.call("reset", init_index=spec.init_index, expert=source.in_env, render_each_step=spec.render_each_step)
     recorder = Recorder(spec.config.wrist) if spec.record else None
+    if recorder is not None:  # from the init state on, so states[0] replays
+        recorder.add(process.call("settle_chunk"))
     frames, p_done, log_probs = [obs.frame], [], []
     steps, ever, outcome = 0, False, "horizon"
     while steps < spec.max_steps:
@@ -114,4 +116,5 @@ def _next_chunk(process, source: ActionSource, obs, instruction: str, spec: Epis
 def _attrs(spec: EpisodeSpec, result: EpisodeResult, source: ActionSource) -> dict:
     return {"id": spec.id, "suite": spec.config.suite, "task_index": spec.config.task,
             "init_index": spec.init_index, "outcome": result.outcome, "policy": source.name,
-            "chunk_length": spec.chunk_length, "image_size": spec.config.image_size}
+            "chunk_length": spec.chunk_length, "image_size": spec.config.image_size,
+            "settle_steps": spec.config.settle_steps}

@@ -16,8 +16,9 @@ class PolicyRunConfig(LiberoJobConfig):
 
     policy: str = Field(description="host:port of a Policy server, a checkpoint directory, or 'expert'")
     auth_token: str | None = Field(None, description="bearer token for a remote policy or reflector")
-    episodes_per_task: int = Field(50, ge=1, description="episodes per task (init states 0, 1, ... wrap at 50)")
-    init_offset: int = Field(0, ge=0, description="first init state index")
+    episodes_per_task: int = Field(50, ge=1, description="episodes per task (init states offset, offset + 1, ...)")
+    init_offset: int = Field(0, ge=0, description="first init state: 0-49 LIBERO's fixed ones (wrapping at 50), "
+                                                 ">= 50 new ones sampled with that seed (never wrapping)")
     max_steps: int = Field(0, ge=0, description="policy steps per episode (0 = the suite's standard)")
     seed: int = Field(0, description="sampling seed for a checkpoint policy")
 
@@ -42,7 +43,7 @@ def episode_specs(config: PolicyRunConfig, source, **kw) -> list:
     """One EpisodeSpec per task and episode, at the frame size and chunk length `source` takes."""
     from worldenv.sim import episode
     size, n = source.image_size or config.image_size, suites.INIT_STATES_PER_TASK
-    return [episode.EpisodeSpec(config.env_config(t, size), (config.init_offset + e) % n, config.max_steps,
+    return [episode.EpisodeSpec(config.env_config(t, size), suites.init_index(config.init_offset, e), config.max_steps,
                                 source.chunk_length, **kw)
             for t in config.task_ids for e in range(config.episodes_per_task)]
 
@@ -52,7 +53,7 @@ class ExploreConfig(PolicyRunConfig):
 
     noise: Literal["laplace", "none"] = Field(
         "laplace", description="laplace = sample from the policy's Laplace head; none = its mean")
-    episodes_per_task: int = Field(10, ge=1, description="episodes per task (init states 0, 1, ... wrap at 50)")
+    episodes_per_task: int = Field(10, ge=1, description="episodes per task (init states offset, offset + 1, ...)")
     out: str = Field(description="output directory: <out>/<suite>/<task>_demo.hdf5")
 
 

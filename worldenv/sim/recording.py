@@ -46,17 +46,20 @@ class Recorder:
         dones = np.zeros_like(rewards)
         if len(rewards) and rewards[-1]:
             dones[-1] = 1
-        stride = self._image_stride()
+        offset, stride = self._image_steps()
         return hdf5.RecordedEpisode(
             actions=actions, states=np.stack([o.state for o in self.before]) if self.before else np.zeros((0, 0)),
             rewards=rewards, dones=dones, obs=self._obs(self.before), robot_states=_robot_states(self.before),
             final_obs=self._obs([self.last]) if self.last is not None else {},
             log_probs=None if log_probs is None else np.asarray(log_probs, np.float32),
-            attrs={**attrs, "image_stride": stride, "success": bool(rewards.any())})
+            attrs={**attrs, "image_offset": offset, "image_stride": stride, "success": bool(rewards.any())})
 
-    def _image_stride(self) -> int:
+    def _image_steps(self) -> tuple[int, int]:
+        """(first step with a frame, steps between frames)."""
         rendered = [i for i, o in enumerate(self.before) if o.frame is not None]
-        return rendered[1] - rendered[0] if len(rendered) > 1 else max(len(self.before), 1)
+        if not rendered:
+            return 0, max(len(self.before), 1)
+        return rendered[0], rendered[1] - rendered[0] if len(rendered) > 1 else max(len(self.before), 1)
 
     def _obs(self, observations: list[Observation]) -> dict[str, np.ndarray]:
         proprio = np.stack([o.proprio for o in observations]).astype(np.float64)   # (T, 8)

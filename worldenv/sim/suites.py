@@ -19,6 +19,14 @@ SUITES = tuple(MAX_EPISODE_STEPS)
 INIT_STATES_PER_TASK = 50  # every task of the standard suites ships 50 fixed init states
 
 
+def init_index(offset: int, episode: int) -> int:
+    """The init state of the `episode`-th run from `offset`: LIBERO's fixed 0-49 wrap around;
+    sampled ones (50 and up, see env.LiberoEnv.init_state) are never reused."""
+    if offset < INIT_STATES_PER_TASK:
+        return (offset + episode) % INIT_STATES_PER_TASK
+    return offset + episode
+
+
 class SuiteError(ValueError):
     """A suite name, task index or init-state index that does not exist."""
 
