@@ -59,7 +59,7 @@ class ImaginedEnv(gym.Env):
         index = int((options or {}).get("start", self.np_random.integers(len(self.bank))))
         frame, proprio = self.bank.frames[index], self.bank.proprio[index].astype(np.float32)
         self.instruction = self.bank.instructions[index]
-        (wm,) = self.world_model.start(StartStates(frame[None], proprio[None], [self.instruction]))
+        (wm,) = self.world_model.start(StartStates(self.bank.start_frames(index)[None], proprio[None], [self.instruction]))
         (rf,) = self.reflector.start(frame[None], [self.instruction])
         self._states, self._last, self._t = (wm, rf), frame, 0
         info = {"instruction": self.instruction, "start_id": self.bank.ids[index]}

@@ -53,23 +53,35 @@ class Job:
     eta: float = 0.0             # done threshold (0 = reflector default)
     deterministic: bool = False
     enqueued_at: float = 0.0
+    history: np.ndarray | None = None  # (T, H, W, 3) uint8 frames before the start frame (a keyframe's)
 
     def to_fields(self) -> dict[str, bytes | str]:
-        fields = {k: str(v) for k, v in dataclasses.asdict(self).items() if k not in ("frame", "proprio")}
+        fields = {k: str(getattr(self, k)) for k in _TEXT_FIELDS}
         fields["deterministic"] = "1" if self.deterministic else "0"
         fields["frame"] = codec.to_bytes(self.frame, "frame")
         fields["proprio"] = codec.to_bytes(np.asarray(self.proprio, np.float32), "proprio")
+        if self.history is not None:
+            fields["history"] = codec.to_bytes(self.history, "history")
         return fields
+
+    def start_frames(self) -> np.ndarray:
+        """(T+1, H, W, 3): the history, then the start frame."""
+        return self.frame[None] if self.history is None else np.concatenate([self.history, self.frame[None]])
 
     @classmethod
     def from_fields(cls, f: dict[bytes, bytes]) -> "Job":
         s = {k.decode(): v for k, v in f.items()}
-        text = {k: v.decode() for k, v in s.items() if k not in ("frame", "proprio")}
+        text = {k: v.decode() for k, v in s.items() if k not in _ARRAY_FIELDS}
         return cls(id=text["id"], frame=codec.from_bytes(s["frame"], "frame"), proprio=codec.from_bytes(s["proprio"], "proprio"),
                    instruction=text["instruction"], start_id=text["start_id"], run_id=text["run_id"],
                    group_id=text["group_id"], horizon=int(text["horizon"]), seed=int(text["seed"]),
                    eta=float(text["eta"]), deterministic=text["deterministic"] == "1",
-                   enqueued_at=float(text["enqueued_at"]))
+                   enqueued_at=float(text["enqueued_at"]),
+                   history=codec.from_bytes(s["history"], "history") if "history" in s else None)
+
+
+_ARRAY_FIELDS = ("frame", "proprio", "history")
+_TEXT_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name not in _ARRAY_FIELDS)
 
 
 @dataclasses.dataclass

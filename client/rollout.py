@@ -50,7 +50,7 @@ def make_jobs(bank: StartBank, episodes: int, run_id: str, horizon: int, group_s
         jobs.append(Job(id=f"{run_id}-{n:05d}", frame=bank.frames[s], proprio=bank.proprio[s],
                         instruction=bank.instructions[s], start_id=bank.ids[s], run_id=run_id,
                         group_id=f"{run_id}-g{g:04d}", horizon=horizon, seed=seed * 100_003 + n + 1 if seed else 0,
-                        eta=eta))
+                        eta=eta, history=None if bank.history is None else bank.history[s]))
     return jobs
 
 

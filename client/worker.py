@@ -109,8 +109,7 @@ class RolloutWorker:
     def _imagine(self, jobs: list[Job]) -> list[ImaginedEpisode]:
         traces = [_Trace([j.frame], [np.asarray(j.proprio, np.float32)]) for j in jobs]
         instructions = [j.instruction for j in jobs]
-        sessions = self.world_model.open(np.stack([j.frame for j in jobs]), np.stack([t.proprio[0] for t in traces]),
-                                         instructions)
+        sessions = self.world_model.open(_start_frames(jobs), np.stack([t.proprio[0] for t in traces]), instructions)
         try:
             active, t = np.arange(len(jobs)), 0
             while active.size:
@@ -169,3 +168,13 @@ class RolloutWorker:
                        frames=np.asarray(job.frame)[None], actions=np.zeros((0, 0, 0), np.float32), log_probs=np.zeros(0, np.float32),
                        p_done=np.zeros(0, np.float32), proprio=np.asarray(job.proprio, np.float32)[None],
                        timings_ms={"act": [], "step": [], "judge": []}, created_at=time.time(), error=reason)
+
+
+def _start_frames(jobs: list[Job]) -> np.ndarray:
+    """(B, H, W, 3) start frames, or (B, T, H, W, 3) when jobs bring history (keyframe starts);
+    shorter histories are padded with their oldest frame, as the world model pads."""
+    if all(j.history is None for j in jobs):
+        return np.stack([j.frame for j in jobs])
+    stacks = [j.start_frames() for j in jobs]
+    t = max(len(f) for f in stacks)
+    return np.stack([np.concatenate([np.repeat(f[:1], t - len(f), axis=0), f]) for f in stacks])

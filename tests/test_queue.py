@@ -195,3 +195,21 @@ def test_rollout_report_counts_steps_and_latency(services, redis_client, key_pre
     assert report.episodes == 6 and report.steps == 18 and report.statuses == {"horizon": 6}
     assert set(report.latency_ms) == {"act", "step", "judge"} and report.episodes_per_s > 0
     assert any("imagined steps/s" in line for line in report.lines())
+
+
+def test_keyframe_jobs_carry_their_history_through_the_queue_and_the_worker(queue, worker_factory, redis_client,
+                                                                             key_prefix):
+    bank = synthetic_bank(2)
+    history = np.stack([bank.frames[1], bank.frames[0]])                     # (2, H, W, 3), oldest first
+    j = Job(id="kf-0", frame=bank.frames[0], proprio=bank.proprio[0], instruction="x", run_id="kf", group_id="kf-g",
+            horizon=2, seed=1, eta=0.999, history=history)
+    back = Job.from_fields({k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in j.to_fields().items()})
+    np.testing.assert_array_equal(back.history, history)
+    assert back.start_frames().shape == (3, 64, 64, 3)
+    cursor = queue.results_cursor()
+    queue.enqueue(j)
+    queue.enqueue(job(5, run="kf", horizon=2, eta=0.999))                    # no history, same batch
+    assert worker_factory("w-kf", batch_size=4).run(max_jobs=2) == 2
+    results = queue.wait_results("kf", 2, after=cursor, timeout_s=10)
+    assert {r["status"] for r in results} == {"horizon"}
+    assert EpisodeStore(redis_client, key_prefix).get("kf-0").frames.shape == (3, 64, 64, 3)

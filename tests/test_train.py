@@ -14,14 +14,15 @@ from worldenv.config import ServeConfig
 from worldenv.models.roles import Observations
 from worldenv.services.common.factory import create_service
 from worldenv.services.common.server import RunningServer
-from worldenv.train import chunks, loop
+from worldenv.data import chunks
 from worldenv.train import policy as train_policy
 from worldenv.train import reflector as train_reflector
 from worldenv.train import world_model as train_world_model
+from worldenv.train.settings import PolicyTrainConfig, ReflectorTrainConfig, WorldModelTrainConfig
 
-TINY_POLICY = {"image_size": 32, "width": 32}
-TINY_WORLD = {"image_size": 32, "block_out_channels": (8, 16)}
-TINY_REFLECTOR = {"image_size": 32, "width": 32}
+TINY_POLICY = json.dumps({"image_size": 32, "width": 32})
+TINY_WORLD = json.dumps({"image_size": 32, "block_out_channels": [8, 16]})
+TINY_REFLECTOR = json.dumps({"image_size": 32, "width": 32})
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_chunking_follows_the_recorded_steps(data, tmp_path):
     strided = chunks.load([toy_episodes.write(tmp_path, stride=8)])[0]
     np.testing.assert_array_equal(strided.frames, chunks.load([data])[0].frames)
     raw.attrs["image_stride"] = 4
-    with pytest.raises(ValueError, match="image_stride"):
+    with pytest.raises(ValueError, match="do not fall on chunks"):
         chunks.chunk(raw, "x", k=6)
 
 
@@ -54,14 +55,13 @@ def test_split_is_by_whole_episode_and_keeps_both_outcomes(data):
 
 
 def test_policy_loss_falls_resume_continues_the_curve_and_the_checkpoint_serves(data, tmp_path):
-    fit = loop.FitConfig(steps=60, batch_size=16, eval_every=20, lr=3e-3, warmup=5)
-    config = train_policy.PolicyTrainConfig(fit=fit, model=TINY_POLICY, shift=1)
-    straight = train_policy.train([data], tmp_path / "a", config)
+    config = PolicyTrainConfig(data=str(data), out=str(tmp_path / "a"), steps=60, batch_size=16,
+                                            eval_every=20, lr=3e-3, warmup=5, model=TINY_POLICY, shift=1)
+    straight = train_policy.train(config)
     history = [r["val_loss"] for r in straight["history"]]
     assert history[-1] < history[0], history
-    half = config.model_copy(update={"fit": fit.model_copy(update={"stop_at": 40})})
-    train_policy.train([data], tmp_path / "b", half)
-    resumed = train_policy.train([data], tmp_path / "b", config)
+    train_policy.train(config.model_copy(update={"out": str(tmp_path / "b"), "stop_at": 40}))
+    resumed = train_policy.train(config.model_copy(update={"out": str(tmp_path / "b")}))
     assert [r["step"] for r in resumed["history"]] == [20, 40, 60]
     np.testing.assert_allclose([r["val_loss"] for r in resumed["history"]], history, rtol=1e-4)
     model = models.load(tmp_path / "a" / "model", role="policy")
@@ -74,9 +74,9 @@ def test_policy_loss_falls_resume_continues_the_curve_and_the_checkpoint_serves(
 
 
 def test_world_model_gain_is_calibrated_and_loss_falls(data, tmp_path):
-    fit = loop.FitConfig(steps=40, batch_size=8, eval_every=20, lr=2e-3, warmup=5)
-    config = train_world_model.WorldModelTrainConfig(fit=fit, model=TINY_WORLD)
-    out = train_world_model.train([data], tmp_path, config)
+    config = WorldModelTrainConfig(data=str(data), out=str(tmp_path), steps=40, batch_size=8,
+                                                     eval_every=20, lr=2e-3, warmup=5, model=TINY_WORLD)
+    out = train_world_model.train(config)
     assert out["action_gain"] == pytest.approx(toy_episodes.GAIN, rel=0.05)
     history = [r["val_frame"] for r in out["history"]]
     assert history[-1] < history[0], history
@@ -86,9 +86,10 @@ def test_world_model_gain_is_calibrated_and_loss_falls(data, tmp_path):
 
 
 def test_reflector_fits_its_training_videos_with_balanced_positives(data, tmp_path):
-    fit = loop.FitConfig(steps=100, batch_size=32, eval_every=25, lr=2e-3, warmup=5)
-    config = train_reflector.ReflectorTrainConfig(fit=fit, model=TINY_REFLECTOR, val_fraction=0.0)  # scores the train set
-    out = train_reflector.train([data], tmp_path, config)
+    config = ReflectorTrainConfig(data=str(data), out=str(tmp_path), steps=100, batch_size=32,
+                                                  eval_every=25, lr=2e-3, warmup=5, model=TINY_REFLECTOR,
+                                                  val_fraction=0.0)  # scores the training set
+    out = train_reflector.train(config)
     assert 1 < out["pos_weight"] <= config.max_pos_weight and out["train_positives"] > 0
     history = [r["val_loss"] for r in out["history"]]
     assert history[-1] < 0.8 * history[0], history
@@ -96,9 +97,25 @@ def test_reflector_fits_its_training_videos_with_balanced_positives(data, tmp_pa
 
 
 def test_a_run_stopped_by_patience_stays_stopped(data, tmp_path):
-    fit = loop.FitConfig(steps=200, batch_size=4, eval_every=5, lr=1e-9, warmup=0, patience=1)
-    config = train_policy.PolicyTrainConfig(fit=fit, model=TINY_POLICY)
-    first = train_policy.train([data], tmp_path, config)
+    config = PolicyTrainConfig(data=str(data), out=str(tmp_path), steps=200, batch_size=4, eval_every=5,
+                                            lr=1e-9, warmup=0, patience=1, model=TINY_POLICY)
+    first = train_policy.train(config)
     assert first["stopped"] == "patience" and first["steps"] < 200
-    again = train_policy.train([data], tmp_path, config)
+    again = train_policy.train(config)
     assert again["steps"] == first["steps"] and again["stopped"] == "patience"
+
+
+def test_keyframe_bank_starts_anywhere_before_success_with_history(data, tmp_path):
+    from worldenv.data.start_bank import StartBank, keyframes
+    episodes = chunks.load([data])
+    bank = keyframes(episodes, history=2)
+    expected = sum(int(np.argmax(e.success)) if e.succeeded else e.chunks for e in episodes)
+    assert len(bank) == expected and bank.history.shape == (len(bank), 2, 32, 32, 3)
+    e = episodes[0]
+    i = bank.ids.index(f"{e.id}/step{e.steps[1]}")
+    np.testing.assert_array_equal(bank.frames[i], e.frames[1])
+    np.testing.assert_array_equal(bank.history[i], np.stack([e.frames[0], e.frames[0]]))  # padded with the first
+    np.testing.assert_array_equal(bank.start_frames(i)[-1], e.frames[1])
+    back = StartBank.load(bank.save(tmp_path / "kf.npz"))
+    np.testing.assert_array_equal(back.history, bank.history)
+    assert back.subset([i]).ids == [bank.ids[i]]

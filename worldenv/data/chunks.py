@@ -2,9 +2,9 @@
 
 The policy acts once per chunk of K actions, the world model predicts the frame after a chunk,
 and the reflector judges the video of chunk-boundary frames: all three train on the same
-`ChunkedEpisode`, cut from an HDF5 episode at steps offset, offset + K, ... (frames must have
-been rendered there: the recording's image stride divides K and the offset), plus the
-observation after the last action.
+`ChunkedEpisode`, cut from an HDF5 episode at steps offset, offset + K, ... (offset: where the
+policy started acting, after the recorded settle steps; frames must have been rendered there),
+plus the observation after the last action.
 """
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ class ChunkedEpisode:
     actions: np.ndarray         # (C, K, 7) float32; a short last chunk is padded with zeros
     lengths: np.ndarray         # (C,) int: actions executed in each chunk (K, or fewer at the end)
     success: np.ndarray         # (C+1,) bool: LIBERO's success in each frame's state
+    steps: np.ndarray           # (C+1,) int: the recorded step of each frame (its states[] index)
     instruction: str
-    id: str                     # suite/task/init/source, unique per episode
+    id: str                     # suite/task/init/policy, unique per episode
 
     @property
     def chunks(self) -> int:
@@ -42,23 +43,26 @@ def _proprio(obs: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([obs["ee_states"], obs["gripper_states"]], axis=1).astype(np.float32)  # (T, 8)
 
 
-def chunk(episode: hdf5.RecordedEpisode, instruction: str, k: int = 8, offset: int = 0) -> ChunkedEpisode:
-    """Cut `episode` into chunks of `k` actions starting at step `offset`."""
+def chunk(episode: hdf5.RecordedEpisode, instruction: str, k: int = 8, offset: int | None = None) -> ChunkedEpisode:
+    """Cut `episode` into chunks of `k` actions from step `offset` (default: after the settle
+    steps, where the policy starts acting)."""
     stride, steps = int(episode.attrs.get("image_stride", 1)), len(episode)
-    if k % stride or offset % stride:
-        raise ValueError(f"image_stride {stride} must divide the chunk length {k} and the offset {offset}")
+    first = int(episode.attrs.get("image_offset", 0))
+    offset = int(episode.attrs.get("settle_steps", 0)) if offset is None else offset
+    if k % stride or (offset - first) % stride or offset < first:
+        raise ValueError(f"frames every {stride} steps from step {first} do not fall on chunks of {k} from step {offset}")
     starts = np.arange(offset, steps, k)
     if not len(starts) or "agentview_rgb" not in episode.final_obs:
         raise ValueError(f"episode {episode.attrs.get('id')}: no chunk starts before step {steps} or no final frame")
-    frames = np.concatenate([episode.obs["agentview_rgb"][starts // stride], episode.final_obs["agentview_rgb"]])
+    frames = np.concatenate([episode.obs["agentview_rgb"][(starts - first) // stride], episode.final_obs["agentview_rgb"]])
     proprio = np.concatenate([_proprio(episode.obs)[starts], _proprio(episode.final_obs)])
     success = np.concatenate([episode.obs["success"][starts], episode.final_obs["success"]]).astype(bool)
     lengths = np.minimum(k, steps - starts)
     actions = np.zeros((len(starts), k, episode.actions.shape[1]), np.float32)
     for c, (s, n) in enumerate(zip(starts, lengths)):
         actions[c, :n] = episode.actions[s:s + n]
-    ident = f"{episode.attrs.get('id', '?')}/{episode.attrs.get('source', episode.attrs.get('policy', ''))}"
-    return ChunkedEpisode(frames, proprio, actions, lengths, success, instruction, ident)
+    ident = f"{episode.attrs.get('id', '?')}/{episode.attrs.get('policy', '')}"
+    return ChunkedEpisode(frames, proprio, actions, lengths, success, np.append(starts, steps), instruction, ident)
 
 
 def load(paths: Iterable[str | pathlib.Path], k: int = 8, image_size: int | None = None) -> list[ChunkedEpisode]:

@@ -1,8 +1,13 @@
-"""Start-state bank: the real first observations imagined episodes begin from.
+"""Start-state bank: the real observations imagined episodes begin from.
 
 One `.npz` file holds N start states: agentview frames, proprio, instructions, and the ids that
-reproduce each one in the simulator (suite, task index, init-state index). Built from LIBERO by
-`worldenv starts build`; `synthetic_bank()` makes a small stand-in bank for smoke runs without LIBERO.
+reproduce each one in the simulator. Two kinds of entry: the first observation of a LIBERO init
+state (`worldenv starts build`, id suite/task/init), and **keyframes** - any chunk boundary of
+a recorded episode, demo or exploration (`keyframes()`, id suite/task/init/policy/step<n>, n indexing the recording's states), with
+the chunk-boundary frames before it as `history`, so the world model's memory bank starts full
+and an imagined rollout starts part-way into the task (as WoVR's keyframe-initialised
+rollouts do, which shortens imagination and so the model's drift). `synthetic_bank()` makes a
+small stand-in bank for smoke runs without LIBERO.
 """
 from __future__ import annotations
 
@@ -21,11 +26,16 @@ class StartBank:
     ids: list[str]                   # N ids, e.g. "libero_object/3/17" = suite/task/init state
     meta: dict = dataclasses.field(default_factory=dict)  # suite, image size, source, ...
     wrist_frames: np.ndarray | None = None  # (N, H, W, 3) uint8 when built with the wrist camera
+    history: np.ndarray | None = None  # (N, T, H, W, 3) uint8: the chunk-boundary frames before each
+                                       # start, oldest first (a first frame repeated where there were none)
 
     def __post_init__(self):
         n = len(self.frames)
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
             raise ValueError(f"frames: expected (N, H, W, 3) uint8, got {self.frames.dtype} {self.frames.shape}")
+        if self.history is not None and (self.history.shape[0] != n or self.history.shape[2:] != self.frames.shape[1:]):
+            raise ValueError(f"history: expected (N={n}, T, {', '.join(map(str, self.frames.shape[1:]))}), "
+                             f"got {self.history.shape}")
         if self.proprio.shape[0] != n or len(self.instructions) != n or len(self.ids) != n:
             raise ValueError(f"start bank fields disagree on N: frames {n}, proprio {self.proprio.shape[0]}, "
                              f"instructions {len(self.instructions)}, ids {len(self.ids)}")
@@ -39,8 +49,9 @@ class StartBank:
         arrays = {"frames": self.frames, "proprio": self.proprio.astype(np.float32),
                   "instructions": np.array(self.instructions, dtype=np.str_),
                   "ids": np.array(self.ids, dtype=np.str_), "meta": np.array(json.dumps(self.meta))}
-        if self.wrist_frames is not None:
-            arrays["wrist_frames"] = self.wrist_frames
+        for key in ("wrist_frames", "history"):
+            if getattr(self, key) is not None:
+                arrays[key] = getattr(self, key)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
         tmp.replace(path)
@@ -51,7 +62,20 @@ class StartBank:
         with np.load(path, allow_pickle=False) as z:
             return cls(frames=z["frames"], proprio=z["proprio"].astype(np.float32),
                        instructions=[str(s) for s in z["instructions"]], ids=[str(s) for s in z["ids"]],
-                       meta=json.loads(str(z["meta"])), wrist_frames=z["wrist_frames"] if "wrist_frames" in z else None)
+                       meta=json.loads(str(z["meta"])), wrist_frames=z["wrist_frames"] if "wrist_frames" in z else None,
+                       history=z["history"] if "history" in z else None)
+
+    def start_frames(self, index: int) -> np.ndarray:
+        """(T+1, H, W, 3): the history then the start frame - what a world model's memory starts with."""
+        frame = self.frames[index][None]
+        return frame if self.history is None else np.concatenate([self.history[index], frame])
+
+    def subset(self, indices) -> "StartBank":
+        """The entries at `indices`, in that order."""
+        idx = np.asarray(indices, dtype=np.int64)
+        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        return StartBank(self.frames[idx], self.proprio[idx], [self.instructions[i] for i in idx],
+                         [self.ids[i] for i in idx], dict(self.meta), pick(self.wrist_frames), pick(self.history))
 
 
 _SYNTHETIC_TASKS = ["pick up the red block and place it in the basket",
@@ -82,3 +106,22 @@ def synthetic_bank(n: int = 8, image_size: int = 64, proprio_dim: int = 8, seed:
     instructions = [_SYNTHETIC_TASKS[i % len(_SYNTHETIC_TASKS)] for i in range(n)]
     ids = [f"synthetic/{i % len(_SYNTHETIC_TASKS)}/{i}" for i in range(n)]
     return StartBank(frames, proprio, instructions, ids, meta={"source": "synthetic", "image_size": s, "seed": seed})
+
+
+def keyframes(episodes, history: int = 1, every: int = 1, include_start: bool = True) -> StartBank:
+    """Keyframes of recorded `chunks.ChunkedEpisode`s: every `every`-th chunk boundary before the
+    episode ends or succeeds (a start that is already done teaches nothing), each with the
+    `history` chunk-boundary frames before it."""
+    rows = []
+    for e in episodes:
+        padded = np.concatenate([np.repeat(e.frames[:1], history, axis=0), e.frames])     # (history + C + 1, ...)
+        for c in range(0 if include_start else 1, e.chunks, every):
+            if e.success[c]:
+                break
+            rows.append((e.frames[c], e.proprio[c], e.instruction, f"{e.id}/step{e.steps[c]}", padded[c:c + history]))
+    if not rows:
+        raise ValueError("keyframes: the episodes have no chunk boundary before success or the end")
+    frames, proprio, instructions, ids, hist = zip(*rows)
+    return StartBank(np.stack(frames), np.stack(proprio).astype(np.float32), list(instructions), list(ids),
+                     meta={"source": "keyframes", "image_size": int(frames[0].shape[0]), "history": history,
+                           "every": every}, history=np.stack(hist) if history else None)

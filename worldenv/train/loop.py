@@ -18,31 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pydantic
 import torch
 import tqdm
 
+from worldenv.train.settings import FitConfig
+
 STATE_FILE, MODEL_DIR, HISTORY_FILE = "trainer_state.pt", "model", "history.jsonl"
-
-
-class FitConfig(pydantic.BaseModel):
-    """Optimisation and stopping."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    steps: int = pydantic.Field(5000, ge=1, description="optimiser steps at most")
-    batch_size: int = pydantic.Field(64, ge=1, description="samples per step")
-    lr: float = pydantic.Field(1e-3, gt=0, description="peak learning rate (AdamW)")
-    weight_decay: float = pydantic.Field(1e-4, ge=0, description="AdamW weight decay")
-    warmup: int = pydantic.Field(100, ge=0, description="steps of linear warm-up")
-    min_lr_fraction: float = pydantic.Field(0.05, ge=0, le=1, description="cosine decay floor, fraction of lr")
-    grad_clip: float = pydantic.Field(1.0, gt=0, description="gradient norm clip")
-    eval_every: int = pydantic.Field(250, ge=1, description="steps between validations (and checkpoints)")
-    patience: int = pydantic.Field(0, ge=0, description="stop after this many validations without a new best; 0 = never")
-    min_delta: float = pydantic.Field(1e-3, ge=0, description="a new best must beat the old by this fraction")
-    seed: int = pydantic.Field(0, description="seed of the initialisation and of the batches")
-    stop_at: int = pydantic.Field(0, ge=0, description="end this run at this step, checkpointed (0 = at `steps`); "
-                                  "the schedule still spans `steps`, so the next run resumes on the same curve")
 
 
 def _schedule(config: FitConfig) -> Callable[[int], float]:
@@ -60,6 +41,8 @@ def fit(model: torch.nn.Module, losses: Callable[[Any, Any], dict[str, torch.Ten
     """Train `model` in place; returns {"steps", "best", "stopped", "wall_s", "history"}."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))

@@ -8,28 +8,15 @@ log-likelihood (which trains the scale head). Frames get random shifts of up to 
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import numpy as np
-import pydantic
 import torch
 
 from worldenv import models
-from worldenv.train import chunks, loop
+from worldenv.data import chunks
+from worldenv.train import loop
+from worldenv.train.settings import PolicyTrainConfig
 from worldenv.train.augment import shift_frames
-
-
-class PolicyTrainConfig(pydantic.BaseModel):
-    """What `worldenv train policy` trains and how."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    fit: loop.FitConfig = loop.FitConfig(steps=5000, lr=1e-3)
-    nll_weight: float = pydantic.Field(0.1, ge=0, description="weight of the Laplace NLL beside the L1 on the mean")
-    shift: int = pydantic.Field(4, ge=0, description="random frame shift augmentation, pixels")
-    val_fraction: float = pydantic.Field(0.15, ge=0, lt=1, description="episodes held out for validation")
-    only_successes: bool = pydantic.Field(True, description="imitate successful episodes only")
-    model: dict = pydantic.Field(default_factory=dict, description="policy config overrides, e.g. width")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +54,15 @@ def losses(model, batch: Samples, nll_weight: float) -> dict[str, torch.Tensor]:
     return {"loss": l1 + nll_weight * nll, "l1": l1, "nll": nll}
 
 
-def train(data: list[str | pathlib.Path], out: str | pathlib.Path, config: PolicyTrainConfig) -> dict:
-    """Train a policy on the HDF5 files `data`; the best one (by validation loss) lands in out/model."""
-    episodes = [e for e in chunks.load(data) if e.succeeded or not config.only_successes]
+def train(config: PolicyTrainConfig) -> dict:
+    """Train on `config.data`; the best policy (by validation loss) lands in <out>/model."""
+    episodes = [e for e in chunks.load(config.paths) if e.succeeded or not config.only_successes]
     if not episodes:
         raise ValueError("data: no episodes to imitate (only successes are used unless only_successes=False)")
-    train_eps, val_eps = chunks.split(episodes, config.val_fraction, config.fit.seed)
+    train_eps, val_eps = chunks.split(episodes, config.val_fraction, config.seed)
     train_set, val_set = samples(train_eps), samples(val_eps or train_eps)
-    torch.manual_seed(config.fit.seed)
-    model = models.build("policy", **config.model)
+    torch.manual_seed(config.seed)
+    model = models.build("policy", **config.overrides)
     model.proprio_norm.fit(torch.from_numpy(train_set.proprio))
 
     def draw(rng: np.random.Generator, size: int) -> Samples:
@@ -87,5 +74,5 @@ def train(data: list[str | pathlib.Path], out: str | pathlib.Path, config: Polic
                  for i in range(0, len(val_set), 256)]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in ("loss", "l1", "nll")}
 
-    summary = loop.fit(model, lambda m, b: losses(m, b, config.nll_weight), draw, validate, config.fit, out, "policy")
+    summary = loop.fit(model, lambda m, b: losses(m, b, config.nll_weight), draw, validate, config, config.out, "policy")
     return {**summary, "train_episodes": len(train_eps), "val_episodes": len(val_eps), "train_samples": len(train_set)}

@@ -8,28 +8,17 @@ more. Per-frame binary cross-entropy.
 """
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
-import pydantic
 import torch
 
 from worldenv import models
 from worldenv.models.reflector import sample_indices
-from worldenv.train import chunks, loop
+from worldenv.data import chunks
+from worldenv.train import loop
+from worldenv.train.settings import ReflectorTrainConfig
 from worldenv.train.augment import shift_frames
 
-
-class ReflectorTrainConfig(pydantic.BaseModel):
-    """What `worldenv train reflector` trains and how."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    fit: loop.FitConfig = loop.FitConfig(steps=3000, batch_size=32, lr=5e-4, eval_every=250, patience=6)
-    val_fraction: float = pydantic.Field(0.15, ge=0, lt=1, description="episodes held out for validation")
-    max_pos_weight: float = pydantic.Field(10.0, ge=1, description="cap on the positives' weight in the BCE")
-    shift: int = pydantic.Field(2, ge=0, description="random frame shift augmentation, pixels")
-    model: dict = pydantic.Field(default_factory=dict, description="reflector config overrides")
 
 
 def prefixes(episodes: list[chunks.ChunkedEpisode]) -> list[tuple[int, int]]:
@@ -63,15 +52,15 @@ def losses(model, episodes, batch: list[tuple[int, int]], pos_weight: float, rng
     return {"loss": total / count, "accuracy": torch.tensor(correct / count)}
 
 
-def train(data: list[str | pathlib.Path], out: str | pathlib.Path, config: ReflectorTrainConfig) -> dict:
-    """Train on the HDF5 files `data` (demos and exploration); the best model lands in out/model."""
-    train_eps, val_eps = chunks.split(chunks.load(data), config.val_fraction, config.fit.seed)
+def train(config: ReflectorTrainConfig) -> dict:
+    """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
+    train_eps, val_eps = chunks.split(chunks.load(config.paths), config.val_fraction, config.seed)
     val_eps = val_eps or train_eps
     train_items, val_items = prefixes(train_eps), prefixes(val_eps)
     positives = sum(train_eps[i].success[c] for i, c in train_items)
     pos_weight = min(config.max_pos_weight, (len(train_items) - positives) / max(positives, 1))
-    torch.manual_seed(config.fit.seed)
-    model = models.build("reflector", **config.model)
+    torch.manual_seed(config.seed)
+    model = models.build("reflector", **config.overrides)
 
     def draw(rng: np.random.Generator, size: int):
         return rng, [train_items[j] for j in rng.integers(0, len(train_items), size)]
@@ -85,6 +74,6 @@ def train(data: list[str | pathlib.Path], out: str | pathlib.Path, config: Refle
         sizes = [len(val_items[i:i + 64]) for i in range(0, len(val_items), 64)]
         return {k: float(np.average([p[k].item() for p in parts], weights=sizes)) for k in ("loss", "accuracy")}
 
-    summary = loop.fit(model, step_losses, draw, validate, config.fit, out, "reflector")
+    summary = loop.fit(model, step_losses, draw, validate, config, config.out, "reflector")
     return {**summary, "pos_weight": pos_weight, "train_videos": len(train_items), "train_positives": int(positives),
             "train_episodes": len(train_eps), "val_episodes": len(val_eps)}

@@ -9,25 +9,14 @@ of position action per step) is fitted to the recorded (action, eef displacement
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import numpy as np
-import pydantic
 import torch
 
 from worldenv import models
-from worldenv.train import chunks, loop
-
-
-class WorldModelTrainConfig(pydantic.BaseModel):
-    """What `worldenv train world-model` trains and how."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    fit: loop.FitConfig = loop.FitConfig(steps=20000, batch_size=32, lr=5e-4, eval_every=500, patience=8)
-    val_fraction: float = pydantic.Field(0.1, ge=0, lt=1, description="episodes held out for validation")
-    calibrate: bool = pydantic.Field(True, description="fit the action map's gain to the data")
-    model: dict = pydantic.Field(default_factory=dict, description="world-model config overrides, e.g. mode")
+from worldenv.data import chunks
+from worldenv.train import loop
+from worldenv.train.settings import WorldModelTrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,15 +60,15 @@ def losses(model, batch: Transitions) -> dict[str, torch.Tensor]:
     return model.forward_train(t["history"], t["proprio"], t["actions"], t["next_frame"], t["next_proprio"])
 
 
-def train(data: list[str | pathlib.Path], out: str | pathlib.Path, config: WorldModelTrainConfig) -> dict:
-    """Train on the HDF5 files `data` (demos and exploration); the best model lands in out/model."""
-    history = int(config.model.get("history", 2))
-    train_eps, val_eps = chunks.split(chunks.load(data), config.val_fraction, config.fit.seed)
+def train(config: WorldModelTrainConfig) -> dict:
+    """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
+    history = int(config.overrides.get("history", 2))
+    train_eps, val_eps = chunks.split(chunks.load(config.paths), config.val_fraction, config.seed)
     train_set, val_set = transitions(train_eps, history), transitions(val_eps or train_eps, history)
-    overrides = dict(config.model)
+    overrides = config.overrides
     if config.calibrate:
         overrides["action_gain"] = max(fit_action_gain(train_set), 1e-4)
-    torch.manual_seed(config.fit.seed)
+    torch.manual_seed(config.seed)
     model = models.build("world_model", **overrides)
 
     def draw(rng: np.random.Generator, size: int) -> Transitions:
@@ -90,6 +79,6 @@ def train(data: list[str | pathlib.Path], out: str | pathlib.Path, config: World
         parts = [losses(m, val_set.take(np.arange(i, min(i + 64, len(val_set))))) for i in range(0, len(val_set), 64)]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in ("loss", "frame", "proprio")}
 
-    summary = loop.fit(model, losses, draw, validate, config.fit, out, "world model")
+    summary = loop.fit(model, losses, draw, validate, config, config.out, "world model")
     return {**summary, "action_gain": model.config.action_gain, "train_transitions": len(train_set),
             "val_transitions": len(val_set), "train_episodes": len(train_eps), "val_episodes": len(val_eps)}

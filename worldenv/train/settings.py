@@ -1,0 +1,91 @@
+"""Typed settings of the `worldenv train` commands (field docs become `--help`); light to
+import, so the CLI stays fast."""
+from __future__ import annotations
+
+import json
+
+import pydantic
+
+from worldenv.config import Settings
+
+
+class FitConfig(Settings):
+    """Optimisation and stopping (every `worldenv train` command has these flags)."""
+
+    steps: int = pydantic.Field(5000, ge=1, description="optimiser steps at most")
+    batch_size: int = pydantic.Field(64, ge=1, description="samples per step")
+    lr: float = pydantic.Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = pydantic.Field(1e-4, ge=0, description="AdamW weight decay")
+    warmup: int = pydantic.Field(100, ge=0, description="steps of linear warm-up")
+    min_lr_fraction: float = pydantic.Field(0.05, ge=0, le=1, description="cosine decay floor, fraction of lr")
+    grad_clip: float = pydantic.Field(1.0, gt=0, description="gradient norm clip")
+    eval_every: int = pydantic.Field(250, ge=1, description="steps between validations (and checkpoints)")
+    patience: int = pydantic.Field(0, ge=0, description="stop after this many validations without a new best; 0 = never")
+    min_delta: float = pydantic.Field(1e-3, ge=0, description="a new best must beat the old by this fraction")
+    seed: int = pydantic.Field(0, description="seed of the initialisation, the split and the batches")
+    threads: int = pydantic.Field(0, ge=0, description="torch threads; 0 = torch's default")
+    stop_at: int = pydantic.Field(0, ge=0, description="end this run at this step, checkpointed (0 = at `steps`); "
+                                  "the schedule still spans `steps`, so the next run resumes on the same curve")
+
+
+class TrainConfig(FitConfig):
+    """A `worldenv train` command: its data, its run directory, and the model's config overrides."""
+
+    data: str = pydantic.Field(description="HDF5 episode files or folders of them, comma-separated")
+    out: str = pydantic.Field(description="run directory: model/ (the best checkpoint), history.jsonl, resumable state")
+    val_fraction: float = pydantic.Field(0.15, ge=0, lt=1, description="episodes held out for validation")
+    model: str = pydantic.Field("{}", description="JSON object of model config overrides")
+
+    @pydantic.field_validator("model")
+    @classmethod
+    def _json_object(cls, v: str) -> str:
+        try:
+            value = json.loads(v)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError("expected a JSON object, e.g. '{\"width\": 256}'")
+        return v
+
+    @property
+    def overrides(self) -> dict:
+        """The model config overrides."""
+        return json.loads(self.model)
+
+    @property
+    def paths(self) -> list[str]:
+        """The data paths."""
+        return [p for p in self.data.split(",") if p]
+
+
+class PolicyTrainConfig(TrainConfig):
+    """What `worldenv train policy` trains and how."""
+
+    nll_weight: float = pydantic.Field(0.1, ge=0, description="weight of the Laplace NLL beside the L1 on the mean")
+    shift: int = pydantic.Field(4, ge=0, description="random frame shift augmentation, pixels")
+    only_successes: bool = pydantic.Field(True, description="imitate successful episodes only")
+    steps: int = pydantic.Field(5000, ge=1, description="optimiser steps at most")
+    model: str = pydantic.Field("{}", description="JSON object of policy config overrides, e.g. {\"width\": 256}")
+
+class WorldModelTrainConfig(TrainConfig):
+    """What `worldenv train world-model` trains and how."""
+
+    val_fraction: float = pydantic.Field(0.1, ge=0, lt=1, description="episodes held out for validation")
+    calibrate: bool = pydantic.Field(True, description="fit the action map's gain to the data")
+    steps: int = pydantic.Field(20000, ge=1, description="optimiser steps at most")
+    batch_size: int = pydantic.Field(32, ge=1, description="samples per step")
+    lr: float = pydantic.Field(5e-4, gt=0, description="peak learning rate (AdamW)")
+    eval_every: int = pydantic.Field(500, ge=1, description="steps between validations (and checkpoints)")
+    patience: int = pydantic.Field(8, ge=0, description="stop after this many validations without a new best; 0 = never")
+    model: str = pydantic.Field("{}", description="JSON object of world-model config overrides, e.g. {\"mode\": \"diffusion\"}")
+
+class ReflectorTrainConfig(TrainConfig):
+    """What `worldenv train reflector` trains and how."""
+
+    max_pos_weight: float = pydantic.Field(10.0, ge=1, description="cap on the positives' weight in the BCE")
+    shift: int = pydantic.Field(2, ge=0, description="random frame shift augmentation, pixels")
+    steps: int = pydantic.Field(3000, ge=1, description="optimiser steps at most")
+    batch_size: int = pydantic.Field(32, ge=1, description="samples per step")
+    lr: float = pydantic.Field(5e-4, gt=0, description="peak learning rate (AdamW)")
+    patience: int = pydantic.Field(6, ge=0, description="stop after this many validations without a new best; 0 = never")
+    model: str = pydantic.Field("{}", description="JSON object of reflector config overrides, e.g. {\"width\": 256}")
