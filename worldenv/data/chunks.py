@@ -65,12 +65,15 @@ def chunk(episode: hdf5.RecordedEpisode, instruction: str, k: int = 8, offset: i
     return ChunkedEpisode(frames, proprio, actions, lengths, success, np.append(starts, steps), instruction, ident)
 
 
-def load(paths: Iterable[str | pathlib.Path], k: int = 8, image_size: int | None = None) -> list[ChunkedEpisode]:
-    """Every episode of the given HDF5 task files (or folders of them), chunked at offset 0."""
+def load(paths: Iterable[str | pathlib.Path], k: int = 8, image_size: int | None = None,
+         per_file: int = 0) -> list[ChunkedEpisode]:
+    """The episodes of the given HDF5 task files (or folders of them), chunked where the policy
+    starts acting; `per_file` > 0 keeps each file's first that many (e.g. demos per task)."""
     out = []
     for path in _files(paths):
         task = hdf5.read(path, image_size)
-        out.extend(chunk(e, task.instruction, k) for e in task.episodes if len(e))
+        kept = [e for e in task.episodes if len(e)]
+        out.extend(chunk(e, task.instruction, k) for e in (kept[:per_file] if per_file else kept))
     return out
 
 

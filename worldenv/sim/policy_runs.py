@@ -137,7 +137,8 @@ def _eval_meta(config: EvalConfig, source, wall_s: float) -> dict:
     return {"suite": config.suite, "policy": source.name, "termination": config.termination,
             "eta": config.eta, "episodes_per_task": config.episodes_per_task, "max_steps": config.max_steps,
             "chunk_length": source.chunk_length, "image_size": source.image_size or config.image_size,
-            "deterministic": not config.sample, "init_states": f"{first}..{last} (mod 50) of LIBERO's fixed init states",
+            "deterministic": not config.sample, "init_states": (f"{first}..{last} (mod 50) of LIBERO's fixed init states" if first < suites.INIT_STATES_PER_TASK
+                            else f"{first}..{last}, sampled (not LIBERO's fixed ones)"),
             "env_processes": config.env_processes, "wall_s": wall_s, "videos": config.videos}
 
 

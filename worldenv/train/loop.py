@@ -119,7 +119,7 @@ def _checkpoint(out: pathlib.Path, model, optimizer, scheduler, state: dict, row
 def _resume(out: pathlib.Path, model, optimizer, scheduler) -> dict | None:
     if not (out / STATE_FILE).is_file():
         return None
-    payload = torch.load(out / STATE_FILE, weights_only=False)
+    payload = torch.load(out / STATE_FILE, weights_only=False, map_location=model.device)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])

@@ -45,9 +45,11 @@ def samples(episodes: list[chunks.ChunkedEpisode]) -> Samples:
 
 
 def losses(model, batch: Samples, nll_weight: float) -> dict[str, torch.Tensor]:
-    dist = model.distribution(torch.from_numpy(batch.frames), torch.from_numpy(batch.proprio), batch.instructions)
-    target = torch.from_numpy(batch.actions)
-    valid = torch.from_numpy(batch.valid)[..., None].expand_as(target).float()    # (B, K, A)
+    device = model.device
+    dist = model.distribution(torch.from_numpy(batch.frames).to(device), torch.from_numpy(batch.proprio).to(device),
+                              batch.instructions)
+    target = torch.from_numpy(batch.actions).to(device)
+    valid = torch.from_numpy(batch.valid).to(device)[..., None].expand_as(target).float()    # (B, K, A)
     count = valid.sum().clamp(min=1)
     l1 = ((dist.loc - target).abs() * valid).sum() / count
     nll = (-dist.log_prob(target) * valid).sum() / count
@@ -56,14 +58,14 @@ def losses(model, batch: Samples, nll_weight: float) -> dict[str, torch.Tensor]:
 
 def train(config: PolicyTrainConfig) -> dict:
     """Train on `config.data`; the best policy (by validation loss) lands in <out>/model."""
-    episodes = [e for e in chunks.load(config.paths) if e.succeeded or not config.only_successes]
+    episodes = [e for e in chunks.load(config.paths, per_file=config.episodes_per_file) if e.succeeded or not config.only_successes]
     if not episodes:
         raise ValueError("data: no episodes to imitate (only successes are used unless only_successes=False)")
     train_eps, val_eps = chunks.split(episodes, config.val_fraction, config.seed)
     train_set, val_set = samples(train_eps), samples(val_eps or train_eps)
     torch.manual_seed(config.seed)
-    model = models.build("policy", **config.overrides)
-    model.proprio_norm.fit(torch.from_numpy(train_set.proprio))
+    model = models.build("policy", device=config.device, **config.overrides)
+    model.proprio_norm.fit(torch.from_numpy(train_set.proprio).to(model.device))
 
     def draw(rng: np.random.Generator, size: int) -> Samples:
         batch = train_set.take(rng.integers(0, len(train_set), size))

@@ -37,14 +37,14 @@ def losses(model, episodes, batch: list[tuple[int, int]], pos_weight: float, rng
     by_length: dict[int, list[tuple[int, int]]] = {}
     for i, c in batch:
         by_length.setdefault(min(c + 1, m), []).append((i, c))
-    total, correct, count = torch.zeros(()), 0, 0
+    total, correct, count = torch.zeros((), device=model.device), 0, 0
     for items in by_length.values():
         videos = np.stack([clip(episodes[i], c, m) for i, c in items])               # (b, T, H, W, 3)
         if rng is not None and shift:
             b, t = videos.shape[:2]
             videos = shift_frames(videos.reshape(b * t, *videos.shape[2:]), rng, shift).reshape(videos.shape)
-        labels = torch.tensor([float(episodes[i].success[c]) for i, c in items])
-        logits = model.logits(torch.from_numpy(videos), [episodes[i].instruction for i, _ in items]).float()
+        labels = torch.tensor([float(episodes[i].success[c]) for i, c in items], device=model.device)
+        logits = model.logits(torch.from_numpy(videos).to(model.device), [episodes[i].instruction for i, _ in items]).float()
         weight = 1 + (pos_weight - 1) * labels
         total = total + torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight, reduction="sum")
         correct += int(((logits > 0).float() == labels).sum())
@@ -54,13 +54,13 @@ def losses(model, episodes, batch: list[tuple[int, int]], pos_weight: float, rng
 
 def train(config: ReflectorTrainConfig) -> dict:
     """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
-    train_eps, val_eps = chunks.split(chunks.load(config.paths), config.val_fraction, config.seed)
+    train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
     val_eps = val_eps or train_eps
     train_items, val_items = prefixes(train_eps), prefixes(val_eps)
     positives = sum(train_eps[i].success[c] for i, c in train_items)
     pos_weight = min(config.max_pos_weight, (len(train_items) - positives) / max(positives, 1))
     torch.manual_seed(config.seed)
-    model = models.build("reflector", **config.overrides)
+    model = models.build("reflector", device=config.device, **config.overrides)
 
     def draw(rng: np.random.Generator, size: int):
         return rng, [train_items[j] for j in rng.integers(0, len(train_items), size)]

@@ -24,6 +24,7 @@ class FitConfig(Settings):
     min_delta: float = pydantic.Field(1e-3, ge=0, description="a new best must beat the old by this fraction")
     seed: int = pydantic.Field(0, description="seed of the initialisation, the split and the batches")
     threads: int = pydantic.Field(0, ge=0, description="torch threads; 0 = torch's default")
+    device: str = pydantic.Field("cpu", description="torch device to train on, e.g. cpu or cuda")
     stop_at: int = pydantic.Field(0, ge=0, description="end this run at this step, checkpointed (0 = at `steps`); "
                                   "the schedule still spans `steps`, so the next run resumes on the same curve")
 
@@ -34,6 +35,7 @@ class TrainConfig(FitConfig):
     data: str = pydantic.Field(description="HDF5 episode files or folders of them, comma-separated")
     out: str = pydantic.Field(description="run directory: model/ (the best checkpoint), history.jsonl, resumable state")
     val_fraction: float = pydantic.Field(0.15, ge=0, lt=1, description="episodes held out for validation")
+    episodes_per_file: int = pydantic.Field(0, ge=0, description="use each task file's first n episodes; 0 = all")
     model: str = pydantic.Field("{}", description="JSON object of model config overrides")
 
     @pydantic.field_validator("model")

@@ -63,13 +63,13 @@ def losses(model, batch: Transitions) -> dict[str, torch.Tensor]:
 def train(config: WorldModelTrainConfig) -> dict:
     """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
     history = int(config.overrides.get("history", 2))
-    train_eps, val_eps = chunks.split(chunks.load(config.paths), config.val_fraction, config.seed)
+    train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
     train_set, val_set = transitions(train_eps, history), transitions(val_eps or train_eps, history)
     overrides = config.overrides
     if config.calibrate:
         overrides["action_gain"] = max(fit_action_gain(train_set), 1e-4)
     torch.manual_seed(config.seed)
-    model = models.build("world_model", **overrides)
+    model = models.build("world_model", device=config.device, **overrides)
 
     def draw(rng: np.random.Generator, size: int) -> Transitions:
         return train_set.take(rng.integers(0, len(train_set), size))

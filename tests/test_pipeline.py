@@ -1,0 +1,30 @@
+"""The pipeline's pieces that run without LIBERO: resumable stages with their records, the SFT
+choice, and `worldenv starts keyframes` as a stage."""
+from __future__ import annotations
+
+import pytest
+
+import toy_episodes
+from worldenv.data.start_bank import StartBank
+from worldenv.pipeline import stages
+from worldenv.pipeline.models import choose
+
+
+def test_choice_prefers_the_candidate_nearest_half_inside_the_window():
+    assert choose({1: 0.4, 3: 0.53, 10: 0.97}) == 3
+    assert choose({1: 0.1, 3: 0.9}) == 1     # none inside: the nearest 50 %, ties to fewer demos
+    assert choose({1: 0.05, 5: 0.97, 10: 0.99}) == 1
+
+
+def test_a_stage_runs_once_records_itself_and_a_failure_raises(tmp_path):
+    data = toy_episodes.write(tmp_path)
+    args = ["starts", "keyframes", "--data", str(data), "--history", "2", "--out", str(tmp_path / "kf.npz")]
+    first = stages.run(tmp_path, "keyframes", args)
+    assert first.returncode == 0 and first.peak_rss_mb > 0 and len(StartBank.load(tmp_path / "kf.npz")) > 0
+    (tmp_path / "kf.npz").unlink()
+    again = stages.run(tmp_path, "keyframes", args)
+    assert again == first and not (tmp_path / "kf.npz").exists(), "a finished stage is not run again"
+    assert set(stages.records(tmp_path)) == {"keyframes"}
+    with pytest.raises(RuntimeError, match="stage broken failed"):
+        stages.run(tmp_path, "broken", ["starts", "keyframes", "--data", str(tmp_path / "nothing"), "--out", "x.npz"])
+    assert "broken" not in stages.records(tmp_path)

@@ -1,0 +1,16 @@
+"""`worldenv pipeline`: LIBERO demos -> policy, world model and reflector -> measured against the
+real simulator -> reports/models.md. Resumable: run it again and finished stages are skipped."""
+from __future__ import annotations
+
+from worldenv.commands import flags
+from worldenv.pipeline.models import PipelineConfig
+
+
+def _run(config: PipelineConfig) -> int:
+    from worldenv.pipeline import models
+    return models.run(config)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pipeline", help="LIBERO data -> the three models -> measured -> reports/models.md")
+    flags.command(p, "pipeline", PipelineConfig, _run, errors=(RuntimeError,))

@@ -1,0 +1,127 @@
+"""`worldenv pipeline`: LIBERO data -> the three models -> measured against the real simulator.
+
+Stages (each resumable, see `stages`), all data under --home, outside the repository:
+  demos            scripted-expert demos on sampled init states (>= 1000)
+  sft_n<k>         the policy trained on k demos per task, for each k of --sft-demos
+  eval_sft_n<k>    each of them in LIBERO on the 50 fixed init states of every task
+  (choice)         the k whose real success is nearest 50 % inside 15-85 %: RL can only show a
+                   gain where SFT sometimes succeeds and sometimes fails
+  explore          the chosen policy with Laplace noise on sampled init states (>= 2000)
+  heldout_*        demos (>= 5000) and exploration (>= 6000) no model trains on
+  world_model, reflector   trained on all demos + exploration
+  measure          world-model drift and reflector verdicts on the held-out episodes
+  report           reports/models.md and its drift PNG
+LIBERO's 50 fixed init states are used by evaluation only.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Literal
+
+from pydantic import Field
+
+from worldenv.config import Settings
+from worldenv.pipeline import stages
+
+TRAIN_INITS, EXPLORE_INITS, HELDOUT_DEMO_INITS, HELDOUT_EXPLORE_INITS = 1000, 2000, 5000, 6000
+
+
+class PipelineConfig(Settings):
+    """Data, models and measurements for one suite; see `worldenv.pipeline.models`."""
+
+    suite: str = Field("libero_object", description="LIBERO suite")
+    tasks: str = Field("0,1,2", description="task indices, e.g. '0,1,2'")
+    home: str = Field("", description="data and runs directory (default: <worldenv home>/pipeline/<suite>)")
+    demos: int = Field(10, ge=1, description="expert demos collected per task (the world model and reflector use all)")
+    sft_demos: str = Field("1,3,10", description="demos per task the policy is trained on, one candidate each")
+    explore_episodes: int = Field(20, ge=1, description="exploration episodes per task with the chosen policy")
+    heldout_demos: int = Field(2, ge=1, description="held-out demos per task (measurement only)")
+    heldout_explore: int = Field(5, ge=1, description="held-out exploration episodes per task (measurement only)")
+    eval_episodes: int = Field(50, ge=1, le=50, description="evaluation episodes per task (LIBERO's fixed init states)")
+    world_model_steps: int = Field(20000, ge=1, description="world-model optimiser steps at most")
+    report: str = Field("reports/models.md", description="where the markdown report goes (a PNG beside it)")
+    checkpoints: str = Field("", description="copy the final models here (e.g. the shipped checkpoints); empty = don't")
+    device: str = Field("cpu", description="torch device for training the world model and the reflector")
+    stop_after: Literal["", "collect", "policies", "explore", "models"] = Field(
+        "", description="stop after this group of stages (e.g. to train the models elsewhere); empty = run all")
+
+    @property
+    def root(self) -> pathlib.Path:
+        from worldenv.commands import home
+        return pathlib.Path(self.home) if self.home else home.path() / "pipeline" / self.suite
+
+    @property
+    def candidates(self) -> list[int]:
+        return [int(k) for k in self.sft_demos.split(",") if k.strip()]
+
+
+def _libero(config: PipelineConfig, *args: str) -> list[str]:
+    return [*args, "--suite", config.suite, "--tasks", config.tasks]
+
+
+def collect(config: PipelineConfig, root: pathlib.Path) -> None:
+    """Demos for training and held-out demos."""
+    for name, n, first in (("demos", config.demos, TRAIN_INITS), ("heldout_demos", config.heldout_demos, HELDOUT_DEMO_INITS)):
+        stages.run(root, name, _libero(config, "demos", "collect", "--per-task", str(n), "--init-offset", str(first),
+                                       "--max-attempts", str(3 * n), "--no-every-step", "--no-wrist",
+                                       "--out", str(root / name)), root / "logs" / f"{name}.log")
+
+
+def policies(config: PipelineConfig, root: pathlib.Path) -> int:
+    """Train and evaluate each SFT candidate; returns the chosen demos-per-task."""
+    for k in config.candidates:
+        stages.run(root, f"sft_n{k}", ["train", "policy", "--data", str(root / "demos"), "--out", str(root / f"sft_n{k}"),
+                                       "--episodes-per-file", str(k), "--seed", "0"], root / "logs" / f"sft_n{k}.log")
+        stages.run(root, f"eval_sft_n{k}", _libero(config, "eval", "--policy", str(root / f"sft_n{k}" / "model"),
+                                                   "--episodes-per-task", str(config.eval_episodes), "--init-offset", "0",
+                                                   "--out", str(root / f"eval_sft_n{k}")), root / "logs" / f"eval_sft_n{k}.log")
+    return choose(sft_rates(root, config.candidates))
+
+
+def sft_rates(root: pathlib.Path, candidates: list[int]) -> dict[int, float]:
+    return {k: json.loads((root / f"eval_sft_n{k}" / "eval.json").read_text())["suite_result"]["rate"] for k in candidates}
+
+
+def choose(rates: dict[int, float]) -> int:
+    """The candidate nearest 50 % success, preferring those inside 15-85 %."""
+    inside = {k: r for k, r in rates.items() if 0.15 <= r <= 0.85} or rates
+    return min(inside, key=lambda k: (abs(inside[k] - 0.5), k))
+
+
+def explore(config: PipelineConfig, root: pathlib.Path, chosen: int) -> None:
+    policy = str(root / f"sft_n{chosen}" / "model")
+    for name, n, first in (("explore", config.explore_episodes, EXPLORE_INITS),
+                           ("heldout_explore", config.heldout_explore, HELDOUT_EXPLORE_INITS)):
+        stages.run(root, name, _libero(config, "explore", "--policy", policy, "--noise", "laplace", "--episodes-per-task",
+                                       str(n), "--init-offset", str(first), "--seed", "1", "--out", str(root / name)),
+                   root / "logs" / f"{name}.log")
+
+
+def models(config: PipelineConfig, root: pathlib.Path) -> None:
+    data = f"{root / 'demos'},{root / 'explore'}"
+    stages.run(root, "world_model", ["train", "world-model", "--data", data, "--out", str(root / "world_model"),
+                                     "--steps", str(config.world_model_steps), "--device", config.device],
+               root / "logs" / "world_model.log")
+    stages.run(root, "reflector", ["train", "reflector", "--data", data, "--out", str(root / "reflector"),
+                                   "--device", config.device], root / "logs" / "reflector.log")
+
+
+def run(config: PipelineConfig) -> int:
+    """Every stage in order (finished ones are skipped), then the measurements and the report."""
+    from worldenv.pipeline import report
+    root = config.root
+    collect(config, root)
+    if config.stop_after == "collect":
+        return 0
+    chosen = policies(config, root)
+    print(f"chosen: {chosen} demos per task (real SFT success {sft_rates(root, [chosen])[chosen]:.0%})", flush=True)
+    if config.stop_after == "policies":
+        return 0
+    explore(config, root, chosen)
+    if config.stop_after == "explore":
+        return 0
+    models(config, root)
+    if config.stop_after != "models":
+        report.write(config, root, chosen)
+    return 0

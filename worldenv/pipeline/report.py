@@ -1,0 +1,95 @@
+"""The models report: measurements on held-out episodes and the stages' records, as markdown
+with a drift PNG beside it; optionally the final models copied to a checkpoints folder."""
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import time
+
+
+from worldenv.pipeline import stages
+
+
+def measure(root: pathlib.Path) -> dict:
+    """World-model drift and reflector verdicts on the held-out episodes (cached in measure.json)."""
+    cache = root / "measure.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from worldenv import models
+    from worldenv.data import chunks
+    from worldenv.measure import reflector as measure_reflector, world_model as measure_world_model
+    started = time.perf_counter()
+    heldout = chunks.load([root / "heldout_demos", root / "heldout_explore"])
+    world = models.load(root / "world_model" / "model", role="world_model")
+    reflector = models.load(root / "reflector" / "model", role="reflector")
+    drift = measure_world_model.measure(world, heldout)
+    out = {"episodes": len(heldout), "successes": sum(e.succeeded for e in heldout),
+           "world_model": drift.summary(), "curves": _curves(drift),
+           "reflector_real": measure_reflector.on_real(reflector, heldout),
+           "reflector_imagined": measure_reflector.on_imagined(reflector, world, heldout),
+           "wall_s": time.perf_counter() - started}
+    cache.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def _curves(drift) -> dict:
+    return {who: {metric: {str(h): v for h, v in drift.curve(who, metric, whole_episode=True).items()}
+                  for metric in ("psnr", "psnr_moving")} for who in ("model", "copy")}
+
+
+def plot_drift(curves: dict, path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+    for ax, metric, title in zip(axes, ("psnr", "psnr_moving"), ("whole frame", "moving pixels")):
+        for who, style in (("model", "-o"), ("copy", "--s")):
+            points = sorted((int(h), v) for h, v in curves[who][metric].items())
+            ax.plot([h for h, _ in points], [v for _, v in points], style, ms=3,
+                    label="world model" if who == "model" else "copy last frame")
+        ax.set(title=f"PSNR, {title}", xlabel="chunks ahead (open loop from the episode start)", ylabel="dB")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def budget(root: pathlib.Path, names=("demos", "explore", "heldout_demos", "heldout_explore")) -> dict:
+    """Real data per dataset: episodes, successes and simulator steps."""
+    from worldenv.data import hdf5
+    out = {}
+    for name in names:
+        episodes = [e for f in sorted((root / name).rglob("*.hdf5")) for e in hdf5.read(f).episodes]
+        out[name] = {"episodes": len(episodes), "successes": sum(e.success for e in episodes),
+                     "steps": int(sum(len(e) for e in episodes))}
+    return out
+
+
+def copy_checkpoints(root: pathlib.Path, chosen: int, target: pathlib.Path) -> None:
+    """The chosen policy, the world model and the reflector as <target>/<role> (atomic per role)."""
+    for role, run in (("policy", f"sft_n{chosen}"), ("world_model", "world_model"), ("reflector", "reflector")):
+        tmp = target / f".{role}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(root / run / "model", tmp)
+        shutil.rmtree(target / role, ignore_errors=True)
+        tmp.rename(target / role)
+
+
+def write(config, root: pathlib.Path, chosen: int) -> pathlib.Path:
+    """Measure, plot, and write the markdown report; copy the checkpoints if asked."""
+    from worldenv.pipeline import report_markdown
+    measured = measure(root)
+    path = pathlib.Path(config.report)
+    plot_drift(measured["curves"], path.with_name(path.stem + "-drift.png"))
+    text = report_markdown.render(config, root, chosen, measured, budget(root), stages.records(root))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if config.checkpoints:
+        copy_checkpoints(root, chosen, pathlib.Path(config.checkpoints))
+    print(f"report -> {path}", flush=True)
+    return path
+
+

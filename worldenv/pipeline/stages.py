@@ -1,0 +1,77 @@
+"""Resumable pipeline stages: each runs as a `worldenv` subprocess, its wall time and the peak
+memory of its whole process tree (env processes included) are recorded, and a finished stage is
+not run again (its record in <home>/stages/<name>.json says it finished)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+
+@dataclasses.dataclass
+class StageRecord:
+    name: str
+    command: list[str]
+    wall_s: float
+    peak_rss_mb: float
+    returncode: int
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    kids = [int(p) for p in text.split()]
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run(home: pathlib.Path, name: str, args: list[str], log: pathlib.Path | None = None) -> StageRecord:
+    """Run `worldenv <args>` once; a stage whose record exists was finished before and is skipped."""
+    record_path = home / "stages" / f"{name}.json"
+    if record_path.is_file():
+        record = StageRecord(**json.loads(record_path.read_text()))
+        if record.returncode == 0:
+            print(f"[{name}] done before ({record.wall_s:.0f} s), skipped", flush=True)
+            return record
+    command = [sys.executable, "-m", "worldenv.cli", *args]
+    print(f"[{name}] worldenv {' '.join(args)}", flush=True)
+    started, peak = time.perf_counter(), 0.0
+    out = open(log, "a") if log else None  # noqa: SIM115 - closed below
+    try:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        while process.poll() is None:
+            peak = max(peak, sum(_rss_mb(p) for p in [process.pid, *_children(process.pid)]))
+            time.sleep(0.5)
+    finally:
+        if out:
+            out.close()
+    record = StageRecord(name, args, time.perf_counter() - started, peak, process.returncode)
+    if record.returncode == 0:
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(dataclasses.asdict(record), indent=2))
+    else:
+        raise RuntimeError(f"stage {name} failed with exit code {record.returncode}; see {log or 'the output above'}")
+    print(f"[{name}] {record.wall_s:.0f} s, peak {record.peak_rss_mb:.0f} MB", flush=True)
+    return record
+
+
+def records(home: pathlib.Path) -> dict[str, StageRecord]:
+    """Every finished stage's record."""
+    return {p.stem: StageRecord(**json.loads(p.read_text())) for p in sorted((home / "stages").glob("*.json"))}
+
