@@ -5,7 +5,7 @@ import pathlib
 import signal
 import threading
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 
 from worldenv.commands import flags, home
 from worldenv.commands.rollout import RolloutOptions, imagine
@@ -25,17 +25,46 @@ class UpConfig(RolloutOptions):
     workers: int = Field(1, ge=0, description="rollout workers")
     batch_size: int = Field(8, ge=1, description="jobs each rollout worker runs as one batch")
     threads: int = Field(1, ge=0, description="torch threads per model service (0 = torch's default)")
-    world_model_checkpoint: str | None = Field(None, description="world-model checkpoint directory; none = random init")
-    reflector_checkpoint: str | None = Field(None, description="reflector checkpoint directory; none = random init")
-    policy_checkpoint: str | None = Field(None, description="policy checkpoint directory; none = random init")
+    checkpoints: str = Field("shipped", description="folder with policy/, world_model/ and reflector/ checkpoints "
+                             "(and starts.npz, the default --starts); 'shipped' = the trained ones that come with "
+                             "worldenv; 'none' = random init")
+    world_model_checkpoint: str | None = Field(None, description="world-model checkpoint directory (overrides --checkpoints)")
+    reflector_checkpoint: str | None = Field(None, description="reflector checkpoint directory (overrides --checkpoints)")
+    policy_checkpoint: str | None = Field(None, description="policy checkpoint directory (overrides --checkpoints)")
     rollout: int = Field(0, ge=0, description="once up, imagine N episodes and print throughput",
                          json_schema_extra={"metavar": "N"})
     exit: bool = Field(False, description="stop everything after --rollout instead of serving on")
 
-    def checkpoints(self) -> dict[str, str]:
-        """Service -> checkpoint directory, for the services given one."""
-        given = {name: getattr(self, name.replace("-", "_") + "_checkpoint") for name in MODEL_SERVICES}
-        return {name: path for name, path in given.items() if path}
+    @field_validator("checkpoints")
+    @classmethod
+    def _folder_exists(cls, v: str) -> str:
+        if v not in ("shipped", "none") and not pathlib.Path(v).is_dir():
+            raise ValueError(f"no such folder {v}")
+        return v
+
+    @property
+    def folder(self) -> pathlib.Path | None:
+        """The --checkpoints folder (None for random init)."""
+        from worldenv import checkpoints
+        return None if self.checkpoints == "none" else checkpoints.DIR if self.checkpoints == "shipped" \
+            else pathlib.Path(self.checkpoints)
+
+    def checkpoint_dirs(self) -> dict[str, str]:
+        """Service -> checkpoint directory, for the services that have one."""
+        from worldenv import checkpoints
+        out = {}
+        for name in MODEL_SERVICES:
+            found = checkpoints.model_dir(SERVICES[name].role, self.folder) if self.folder else None
+            given = getattr(self, name.replace("-", "_") + "_checkpoint") or found
+            if given:
+                out[name] = str(given)
+        return out
+
+    def start_bank(self) -> str | None:
+        """--starts, else the checkpoints folder's keyframe bank (None: synthetic start states)."""
+        from worldenv import checkpoints
+        found = checkpoints.starts(self.folder) if self.folder else None
+        return self.starts or (str(found) if found else None)
 
 
 def register(sub) -> None:
@@ -49,7 +78,7 @@ def main(config: UpConfig) -> int:
     state = pathlib.Path(config.home) if config.home else home.path()
     cfg = local.StackConfig(home=state, host=config.host, free_ports=config.free_ports, redis_url=config.redis_url,
                             workers=config.workers, batch_size=config.batch_size, threads=config.threads,
-                            checkpoints=config.checkpoints())
+                            checkpoints=config.checkpoint_dirs())
     print(f"starting worldenv in {state} ...", flush=True)
     stack = local.start(cfg)
     try:
@@ -76,7 +105,8 @@ def _print_addresses(stack) -> None:
 
 
 def _rollout(stack, config: UpConfig) -> None:
-    report = imagine(stack.redis_url, stack.config.prefix, config.rollout, config)
+    options = config.model_copy(update={"starts": config.start_bank()})
+    report = imagine(stack.redis_url, stack.config.prefix, config.rollout, options)
     print("\n".join(report.lines()))
     print(f"look at them: {stack.addresses['debug-api']}/episodes/{report.episode_ids[0]}/view", flush=True)
 

@@ -14,7 +14,7 @@ import torch
 
 from worldenv import models
 from worldenv.data import chunks
-from worldenv.train import loop
+from worldenv.train import supervised
 from worldenv.train.settings import PolicyTrainConfig
 from worldenv.train.augment import shift_frames
 
@@ -76,5 +76,5 @@ def train(config: PolicyTrainConfig) -> dict:
                  for i in range(0, len(val_set), 256)]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in ("loss", "l1", "nll")}
 
-    summary = loop.fit(model, lambda m, b: losses(m, b, config.nll_weight), draw, validate, config, config.out, "policy")
+    summary = supervised.fit(model, lambda m, b: losses(m, b, config.nll_weight), draw, validate, config, config.out, "policy")
     return {**summary, "train_episodes": len(train_eps), "val_episodes": len(val_eps), "train_samples": len(train_set)}

@@ -15,7 +15,7 @@ import torch
 from worldenv import models
 from worldenv.models.reflector import sample_indices
 from worldenv.data import chunks
-from worldenv.train import loop
+from worldenv.train import supervised
 from worldenv.train.settings import ReflectorTrainConfig
 from worldenv.train.augment import shift_frames
 
@@ -74,6 +74,6 @@ def train(config: ReflectorTrainConfig) -> dict:
         sizes = [len(val_items[i:i + 64]) for i in range(0, len(val_items), 64)]
         return {k: float(np.average([p[k].item() for p in parts], weights=sizes)) for k in ("loss", "accuracy")}
 
-    summary = loop.fit(model, step_losses, draw, validate, config, config.out, "reflector")
+    summary = supervised.fit(model, step_losses, draw, validate, config, config.out, "reflector")
     return {**summary, "pos_weight": pos_weight, "train_videos": len(train_items), "train_positives": int(positives),
             "train_episodes": len(train_eps), "val_episodes": len(val_eps)}

@@ -15,7 +15,7 @@ import torch
 
 from worldenv import models
 from worldenv.data import chunks
-from worldenv.train import loop
+from worldenv.train import supervised
 from worldenv.train.settings import WorldModelTrainConfig
 
 
@@ -79,6 +79,6 @@ def train(config: WorldModelTrainConfig) -> dict:
         parts = [losses(m, val_set.take(np.arange(i, min(i + 64, len(val_set))))) for i in range(0, len(val_set), 64)]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in ("loss", "frame", "proprio")}
 
-    summary = loop.fit(model, losses, draw, validate, config, config.out, "world model")
+    summary = supervised.fit(model, losses, draw, validate, config, config.out, "world model")
     return {**summary, "action_gain": model.config.action_gain, "train_transitions": len(train_set),
             "val_transitions": len(val_set), "train_episodes": len(train_eps), "val_episodes": len(val_eps)}

@@ -2,7 +2,7 @@
 gradient clipping, validation every `eval_every` steps with early stopping on its loss, the best
 model saved atomically, and resume from where a killed run stopped (same curve, same batches).
 
-    summary = loop.fit(model, losses, draw, validate, FitConfig(steps=5000), out_dir, "policy")
+    summary = supervised.fit(model, losses, draw, validate, FitConfig(steps=5000), out_dir, "policy")
 
 `losses(model, batch) -> {"loss": scalar, ...}`; `draw(rng, batch_size) -> batch` samples the
 training set with the loop's numpy generator (saved on resume); `validate(model) -> {"loss":
