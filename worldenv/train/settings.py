@@ -3,6 +3,7 @@ import, so the CLI stays fast."""
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import pydantic
 
@@ -25,6 +26,8 @@ class FitConfig(Settings):
     seed: int = pydantic.Field(0, description="seed of the initialisation, the split and the batches")
     threads: int = pydantic.Field(0, ge=0, description="torch threads; 0 = torch's default")
     device: str = pydantic.Field("cpu", description="torch device to train on, e.g. cpu or cuda")
+    autocast: Literal["none", "bfloat16"] = pydantic.Field(
+        "none", description="mixed precision for the forward pass (bfloat16 on GPUs); weights stay float32")
     stop_at: int = pydantic.Field(0, ge=0, description="end this run at this step, checkpointed (0 = at `steps`); "
                                   "the schedule still spans `steps`, so the next run resumes on the same curve")
 

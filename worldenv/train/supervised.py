@@ -60,7 +60,8 @@ def fit(model: torch.nn.Module, losses: Callable[[Any, Any], dict[str, torch.Ten
         end, stopped = state["step"], "patience"
     while state["step"] < end:
         model.train()
-        out_losses = losses(model, draw(rng, config.batch_size))
+        with torch.autocast(model.device.type, torch.bfloat16, enabled=config.autocast == "bfloat16"):
+            out_losses = losses(model, draw(rng, config.batch_size))
         optimizer.zero_grad(set_to_none=True)
         out_losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
