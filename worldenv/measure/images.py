@@ -24,29 +24,38 @@ def psnr(pred: np.ndarray, real: np.ndarray, mask: np.ndarray | None = None) -> 
 
 
 def _gaussian(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - size // 2
+    x = torch.arange(size, dtype=torch.float32) - size // 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
+    return g / g.sum()
+
+
+def _blur(t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter of (N, C, H, W), reflect-padded: two 1-D passes."""
+    c, pad = t.shape[1], len(g) // 2
+    t = torch.nn.functional.pad(t, [pad] * 4, mode="reflect")
+    t = torch.nn.functional.conv2d(t, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return torch.nn.functional.conv2d(t, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def ssim_map(pred: np.ndarray, real: np.ndarray) -> np.ndarray:
     """(N, H, W) SSIM (Wang et al. 2004: Gaussian window 11, sigma 1.5), mean over RGB."""
-    a, b = (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).double() for x in (pred, real))
-    window, pad = _gaussian(), 5
-    blur = lambda t: torch.nn.functional.conv2d(torch.nn.functional.pad(t, [pad] * 4, mode="reflect"),  # noqa: E731
-                                                window, groups=3)
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+    a, b = (torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() for x in (pred, real))
+    g = _gaussian()
+    mu_a, mu_b = _blur(a, g), _blur(b, g)
+    var_a, var_b, cov = _blur(a * a, g) - mu_a ** 2, _blur(b * b, g) - mu_b ** 2, _blur(a * b, g) - mu_a * mu_b
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return s.mean(dim=1).numpy()
 
 
+def masked_mean(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Per frame mean of (N, H, W) values, over `mask` when given (NaN where it is empty)."""
+    if mask is None:
+        return values.mean(axis=(1, 2))
+    count = mask.sum(axis=(1, 2))
+    return np.where(count > 0, (values * mask).sum(axis=(1, 2)) / np.maximum(count, 1), np.nan)
+
+
 def ssim(pred: np.ndarray, real: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Per frame mean SSIM, over `mask` when given (NaN where it is empty)."""
-    s = ssim_map(pred, real)
-    if mask is None:
-        return s.mean(axis=(1, 2))
-    count = mask.sum(axis=(1, 2))
-    return np.where(count > 0, (s * mask).sum(axis=(1, 2)) / np.maximum(count, 1), np.nan)
+    return masked_mean(ssim_map(pred, real), mask)

@@ -1,8 +1,8 @@
 """The world model against held-out real episodes, open-loop, beside copy-last-frame.
 
-From every chunk boundary c0 of every episode, the model starts from the real memory bank
-(the real frames up to c0) and is fed the episode's real actions; its own predictions then
-fill its memory. The prediction h chunks ahead is compared with the real frame at c0 + h, on
+From every chunk boundary c0 of every episode (to a few chunks ahead, and from the first one
+to the episode's end), the model starts from the real memory bank (the real frames up to c0)
+and is fed the episode's real actions; its own predictions then fill its memory. The prediction h chunks ahead is compared with the real frame at c0 + h, on
 the whole frame and on the moving pixels (those that change between the real frames c0+h-1
 and c0+h; most of a 64 px frame is static background, which flatters the copy baseline).
 Only full chunks are stepped (a short last chunk is not a step the served model takes).
@@ -35,8 +35,9 @@ class Drift:
             out = getattr(self, name)
             out["psnr"] += images.psnr(guess, real).tolist()
             out["psnr_moving"] += images.psnr(guess, real, mask).tolist()
-            out["ssim"] += images.ssim(guess, real).tolist()
-            out["ssim_moving"] += images.ssim(guess, real, mask).tolist()
+            similarity = images.ssim_map(guess, real)                                  # (b, H, W), once
+            out["ssim"] += images.masked_mean(similarity, None).tolist()
+            out["ssim_moving"] += images.masked_mean(similarity, mask).tolist()
         self.horizon += [h] * len(real)
         self.from_start += [first] * len(real)
 
@@ -67,23 +68,25 @@ def full_chunks(episode: ChunkedEpisode) -> int:
     return int(short[0]) if len(short) else episode.chunks
 
 
-def measure(model: WorldModel, episodes: list[ChunkedEpisode], max_horizon: int = 100, batch: int = 64) -> Drift:
-    """Open-loop rollouts from every chunk boundary; see the module docstring."""
+def measure(model: WorldModel, episodes: list[ChunkedEpisode], horizon: int = 5, batch: int = 64) -> Drift:
+    """Open-loop rollouts: from each episode's first chunk boundary to its end (the whole-episode
+    drift), and from every later boundary `horizon` chunks ahead; see the module docstring."""
     history = int(model.spec.extra.get("history", 1))
     starts = [(e, c0) for e in episodes for c0 in range(full_chunks(e))]
     drift = Drift()
     for i in range(0, len(starts), batch):
-        _rollout(model, starts[i:i + batch], history, max_horizon, drift)
+        _rollout(model, starts[i:i + batch], history, horizon, drift)
     return drift
 
 
-def _rollout(model: WorldModel, starts, history: int, max_horizon: int, drift: Drift) -> None:
+def _rollout(model: WorldModel, starts, history: int, horizon: int, drift: Drift) -> None:
     frames = np.stack([_bank(e, c0, history) for e, c0 in starts])                    # (B, T, H, W, 3)
     states = model.start(StartStates(frames, np.stack([e.proprio[c0] for e, c0 in starts]),
                                      [e.instruction for e, _ in starts]))
     active = list(range(len(starts)))
-    for h in range(1, max_horizon + 1):
-        active = [i for i in active if starts[i][1] + h - 1 < full_chunks(starts[i][0])]
+    for h in range(1, 1000):
+        active = [i for i in active if starts[i][1] + h - 1 < full_chunks(starts[i][0])
+                  and (starts[i][1] == 0 or h <= horizon)]
         if not active:
             break
         actions = np.stack([starts[i][0].actions[starts[i][1] + h - 1] for i in active])   # (b, K, A)

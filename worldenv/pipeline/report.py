@@ -10,6 +10,10 @@ import time
 
 from worldenv.pipeline import stages
 
+# Other world models measured beside the main one when their run directories exist: the
+# diffusion mode, and the ablation of World-Env's Table 5 (trained on demos only).
+VARIANTS = ("world_model_diffusion", "ablation_demos_only/wm_residual", "ablation_demos_only/wm_diffusion")
+
 
 def measure(root: pathlib.Path) -> dict:
     """World-model drift and reflector verdicts on the held-out episodes (cached in measure.json)."""
@@ -24,8 +28,10 @@ def measure(root: pathlib.Path) -> dict:
     world = models.load(root / "world_model" / "model", role="world_model")
     reflector = models.load(root / "reflector" / "model", role="reflector")
     drift = measure_world_model.measure(world, heldout)
+    variants = {name: measure_world_model.measure(models.load(root / name / "model", role="world_model"), heldout).summary()
+                for name in VARIANTS if (root / name / "model" / "config.json").is_file()}
     out = {"episodes": len(heldout), "successes": sum(e.succeeded for e in heldout),
-           "world_model": drift.summary(), "curves": _curves(drift),
+           "world_model": drift.summary(), "curves": _curves(drift), "world_model_variants": variants,
            "reflector_real": measure_reflector.on_real(reflector, heldout),
            "reflector_imagined": measure_reflector.on_imagined(reflector, world, heldout),
            "wall_s": time.perf_counter() - started}
@@ -68,14 +74,20 @@ def budget(root: pathlib.Path, names=("demos", "explore", "heldout_demos", "held
     return out
 
 
-def copy_checkpoints(root: pathlib.Path, chosen: int, target: pathlib.Path) -> None:
-    """The chosen policy, the world model and the reflector as <target>/<role> (atomic per role)."""
+def copy_checkpoints(root: pathlib.Path, chosen: int, target: pathlib.Path, every: int = 4) -> None:
+    """The chosen policy, the world model and the reflector as <target>/<role> (atomic per role),
+    and starts.npz: keyframes (every `every`-th chunk boundary, one frame of history) of the
+    demos and exploration episodes - the training distribution, never the evaluation states."""
+    from worldenv import checkpoints
+    from worldenv.data import chunks, start_bank
     for role, run in (("policy", f"sft_n{chosen}"), ("world_model", "world_model"), ("reflector", "reflector")):
         tmp = target / f".{role}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(root / run / "model", tmp)
         shutil.rmtree(target / role, ignore_errors=True)
         tmp.rename(target / role)
+    episodes = chunks.load([root / "demos", root / "explore"])
+    start_bank.keyframes(episodes, history=1, every=every).save(target / checkpoints.STARTS)
 
 
 def write(config, root: pathlib.Path, chosen: int) -> pathlib.Path:

@@ -42,6 +42,18 @@ def _world_model(measured: dict) -> list[str]:
     return lines
 
 
+def _variants(measured: dict) -> list[str]:
+    lines = ["| world model | PSNR 1 chunk | PSNR 5 chunks | PSNR episode | moving PSNR 1 | moving PSNR 5 | moving PSNR episode |",
+             "|---|---|---|---|---|---|---|"]
+    rows = {"world_model (residual, demos + exploration)": measured["world_model"]["model"],
+            "copy last frame": measured["world_model"]["copy"]}
+    rows.update({name: v["model"] for name, v in measured.get("world_model_variants", {}).items()})
+    for name, m in rows.items():
+        cells = [_f(m[metric][h]) for metric in ("psnr", "psnr_moving") for h in ("h1", "h5", "episode")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _reflector(measured: dict) -> list[str]:
     lines = ["| videos | level | n | accuracy | precision | recall | false-positive rate |", "|---|---|---|---|---|---|---|"]
     for key, label in (("reflector_real", "real"), ("reflector_imagined", "imagined (world model replays)")):
@@ -93,6 +105,9 @@ def render(config, root: pathlib.Path, chosen: int, measured: dict, budget: dict
         f"fails; the candidate nearest 50 % inside 15-85 % is taken ({', '.join(f'{k}: {_pct(r)}' for k, r in rates.items())}).", "",
         "## World model (residual U-Net) on held-out real episodes", *_world_model(measured), "",
         f"![drift]({png})", "",
+        "Beside it, on the same held-out episodes: the same U-Net in diffusion mode (v-prediction on the "
+        "residual, 4 DDIM steps), and the ablation of World-Env's Table 5, both modes trained on the demos only "
+        "(an earlier, shorter GPU run: 3000 steps, batch 128, float32):", *_variants(measured), "",
         f"Action-map gain fitted to the recorded (action, eef displacement) pairs: {gain:.4f} m per unit action per step "
         f"(the nominal 0.05 x 0.35 = 0.0175 was the uncalibrated default). Last validation: "
         f"`{json.dumps(summary.get('world_model', {}))}`.", "",
