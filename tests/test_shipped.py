@@ -1,0 +1,57 @@
+"""The trained checkpoints and the keyframe bank shipped in worldenv/checkpoints: each serves
+over gRPC exactly as it runs in-process, and they imagine real LIBERO scenes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worldenv import checkpoints, models
+from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
+from worldenv.config import ServeConfig
+from worldenv.data.start_bank import StartBank
+from worldenv.models.roles import Observations, StartStates
+from worldenv.services.common.factory import create_service
+from worldenv.services.common.server import RunningServer
+
+pytestmark = pytest.mark.skipif(checkpoints.model_dir("policy") is None, reason="no shipped checkpoints")
+
+
+def _serving(name: str, role: str):
+    config = ServeConfig(host="127.0.0.1", checkpoint=str(checkpoints.model_dir(role)))
+    return RunningServer(create_service(name, config), config)
+
+
+@pytest.fixture(scope="module")
+def bank() -> StartBank:
+    return StartBank.load(checkpoints.starts())
+
+
+def test_the_bank_holds_real_keyframes_with_history(bank):
+    assert len(bank) >= 50 and bank.frames.shape[1:] == (64, 64, 3) and bank.history.shape[1] == 1
+    assert bank.meta["source"] == "keyframes" and all("/step" in i for i in bank.ids)
+    assert len(set(bank.instructions)) >= 3
+
+
+def test_shipped_models_serve_as_they_run_in_process(bank):
+    idx = np.arange(4)
+    obs = Observations(bank.frames[idx], bank.proprio[idx], [bank.instructions[i] for i in idx])
+    policy = models.load(checkpoints.model_dir("policy"), role="policy")
+    with _serving("policy", "policy") as server, PolicyClient(server.address) as client:
+        served = client.act(obs.frames, obs.proprio, obs.instructions, deterministic=True)
+    np.testing.assert_array_equal(served.loc, policy.act(obs, True).loc)
+    assert np.abs(served.loc).max() <= 1 and np.isfinite(served.log_probs).all()
+
+    world = models.load(checkpoints.model_dir("world_model"), role="world_model")
+    starts = np.stack([bank.start_frames(i) for i in idx])
+    with _serving("world-model", "world_model") as server, WorldModelClient(server.address) as client:
+        step = client.step(client.open(starts, obs.proprio, obs.instructions), served.actions)
+    local, _ = world.step(world.start(StartStates(starts, obs.proprio, obs.instructions)), served.actions)
+    np.testing.assert_array_equal(step.frames, local.frames)
+    moved = np.abs(step.frames.astype(int) - obs.frames).mean()
+    assert 0 < moved < 40, f"a trained model predicts a nearby frame, not noise (mean change {moved:.1f})"
+
+    reflector = models.load(checkpoints.model_dir("reflector"), role="reflector")
+    videos = np.stack([starts[:, -1], step.frames], axis=1)                      # (4, 2, 64, 64, 3)
+    with _serving("reflector", "reflector") as server, ReflectorClient(server.address) as client:
+        p_done = client.judge(videos, obs.instructions).p_done
+    np.testing.assert_array_equal(p_done, reflector.judge(videos, obs.instructions))
