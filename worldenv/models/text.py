@@ -61,6 +61,8 @@ class InstructionFeatures(torch.nn.Module):
         if encoder == HASHED:
             self.words = InstructionEmbedding(vocab_size, width)
         else:
+            from worldenv.models import language
+            language.encoder(encoder)  # load now (2-3 s, once per process), not on the first request
             self.proj = torch.nn.Sequential(torch.nn.Linear(text_dim, width), torch.nn.LayerNorm(width))
 
     def forward(self, instructions: list[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
