@@ -7,8 +7,11 @@ from worldenv.pipeline.models import PipelineConfig
 
 
 def _run(config: PipelineConfig) -> int:
-    from worldenv.pipeline import models
-    return models.run(config)
+    from worldenv.pipeline import models, report
+    chosen = models.run(config)
+    if chosen is not None:
+        report.write(config, config.root, chosen)
+    return 0
 
 
 def register(sub) -> None:

@@ -9,8 +9,8 @@ Stages (each resumable, see `stages`), all data under --home, outside the reposi
   explore          the chosen policy with Laplace noise on sampled init states (>= 2000)
   heldout_*        demos (>= 5000) and exploration (>= 6000) no model trains on
   world_model, reflector   trained on all demos + exploration
-  measure          world-model drift and reflector verdicts on the held-out episodes
-  report           reports/models.md and its drift PNG
+then (`report`) world-model drift and reflector verdicts on the held-out episodes, and
+reports/models.md with its drift PNG.
 LIBERO's 50 fixed init states are used by evaluation only.
 """
 from __future__ import annotations
@@ -107,21 +107,19 @@ def models(config: PipelineConfig, root: pathlib.Path) -> None:
                                    "--device", config.device], root / "logs" / "reflector.log")
 
 
-def run(config: PipelineConfig) -> int:
-    """Every stage in order (finished ones are skipped), then the measurements and the report."""
-    from worldenv.pipeline import report
+def run(config: PipelineConfig) -> int | None:
+    """Every stage in order (finished ones are skipped); returns the chosen demos per task, or
+    None when `stop_after` ends the run before the models exist."""
     root = config.root
     collect(config, root)
     if config.stop_after == "collect":
-        return 0
+        return None
     chosen = policies(config, root)
     print(f"chosen: {chosen} demos per task (real SFT success {sft_rates(root, [chosen])[chosen]:.0%})", flush=True)
     if config.stop_after == "policies":
-        return 0
+        return None
     explore(config, root, chosen)
     if config.stop_after == "explore":
-        return 0
+        return None
     models(config, root)
-    if config.stop_after != "models":
-        report.write(config, root, chosen)
-    return 0
+    return None if config.stop_after == "models" else chosen

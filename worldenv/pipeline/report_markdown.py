@@ -54,6 +54,16 @@ def _variants(measured: dict) -> list[str]:
     return lines
 
 
+def _margin(measured: dict) -> str:
+    """The smallest model-minus-copy PSNR gap along the whole-episode drift curves."""
+    parts = []
+    for metric, label in (("psnr", "whole frame"), ("psnr_moving", "moving pixels")):
+        model, copy = measured["curves"]["model"][metric], measured["curves"]["copy"][metric]
+        h, gap = min(((h, model[h] - copy[h]) for h in model), key=lambda x: x[1])
+        parts.append(f"{label} {gap:+.2f} dB at {h} chunks")
+    return "Smallest margin over copy-last-frame along the drift curves: " + ", ".join(parts) + "."
+
+
 def _reflector(measured: dict) -> list[str]:
     lines = ["| videos | level | n | accuracy | precision | recall | false-positive rate |", "|---|---|---|---|---|---|---|"]
     for key, label in (("reflector_real", "real"), ("reflector_imagined", "imagined (world model replays)")):
@@ -104,7 +114,7 @@ def render(config, root: pathlib.Path, chosen: int, measured: dict, budget: dict
         f"**Choice: {chosen} demos per task.** RL can only show a gain where SFT sometimes succeeds and sometimes "
         f"fails; the candidate nearest 50 % inside 15-85 % is taken ({', '.join(f'{k}: {_pct(r)}' for k, r in rates.items())}).", "",
         "## World model (residual U-Net) on held-out real episodes", *_world_model(measured), "",
-        f"![drift]({png})", "",
+        f"![drift]({png})", "", _margin(measured), "",
         "Beside it, on the same held-out episodes: the same U-Net in diffusion mode (v-prediction on the "
         "residual, 4 DDIM steps), and the ablation of World-Env's Table 5, both modes trained on the demos only "
         "(an earlier, shorter GPU run: 3000 steps, batch 128, float32):", *_variants(measured), "",

@@ -59,14 +59,7 @@ def fit(model: torch.nn.Module, losses: Callable[[Any, Any], dict[str, torch.Ten
     if state.get("stopped") == "patience":
         end, stopped = state["step"], "patience"
     while state["step"] < end:
-        model.train()
-        with torch.autocast(model.device.type, torch.bfloat16, enabled=config.autocast == "bfloat16"):
-            out_losses = losses(model, draw(rng, config.batch_size))
-        optimizer.zero_grad(set_to_none=True)
-        out_losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        out_losses = _step(model, losses, draw(rng, config.batch_size), optimizer, scheduler, trainable, config)
         state["step"] += 1
         bar.update(1)
         bar.set_postfix(loss=f"{out_losses['loss'].item():.4f}", best=f"{state['best']:.4f}")
@@ -82,6 +75,19 @@ def fit(model: torch.nn.Module, losses: Callable[[Any, Any], dict[str, torch.Ten
     bar.close()
     return {"steps": state["step"], "best": state["best"], "best_step": state["best_step"], "stopped": stopped,
             "wall_s": time.perf_counter() - started, "history": _history(out)}
+
+
+def _step(model, losses, batch, optimizer, scheduler, trainable, config: FitConfig) -> dict[str, torch.Tensor]:
+    """One optimiser step on `batch`; returns its losses."""
+    model.train()
+    with torch.autocast(model.device.type, torch.bfloat16, enabled=config.autocast == "bfloat16"):
+        out = losses(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return out
 
 
 def _fresh(config: FitConfig) -> dict:
