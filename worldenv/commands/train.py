@@ -13,9 +13,10 @@ from worldenv.commands import flags
 from worldenv.train import settings
 
 TRAINERS = {
-    "policy": (settings.PolicyTrainConfig, "worldenv.train.policy", "the Laplace chunk policy (SFT)"),
-    "world-model": (settings.WorldModelTrainConfig, "worldenv.train.world_model", "the action-conditioned world model"),
-    "reflector": (settings.ReflectorTrainConfig, "worldenv.train.reflector", "the reflector, p(task done)"),
+    "policy": (settings.PolicyTrainConfig, "worldenv.train.policy:train", "the Laplace chunk policy (SFT)"),
+    "world-model": (settings.WorldModelTrainConfig, "worldenv.train.world_model:train", "the action-conditioned world model"),
+    "reflector": (settings.ReflectorTrainConfig, "worldenv.train.reflector:train", "the reflector, p(task done)"),
+    "rl": (settings.RLConfig, "worldenv.client.trainer:run", "the policy with LOOP in imagination (over a running stack)"),
 }
 
 
@@ -27,10 +28,12 @@ def register(sub) -> None:
                       errors=(ValueError, FileNotFoundError))
 
 
-def _runner(module: str):
+def _runner(target: str):
+    module, _, function = target.partition(":")
+
     def run(config) -> int:
-        summary = importlib.import_module(module).train(config)
-        last = summary["history"][-1] if summary["history"] else {}
-        print(json.dumps({k: v for k, v in summary.items() if k != "history"} | {"last": last}, indent=2))
+        summary = getattr(importlib.import_module(module), function)(config)
+        rows = summary.pop("history", None) or summary.pop("rows", None) or [{}]
+        print(json.dumps(summary | {"last": rows[-1]}, indent=2))
         return 0
     return run

@@ -94,3 +94,31 @@ class ReflectorTrainConfig(TrainConfig):
     lr: float = pydantic.Field(5e-4, gt=0, description="peak learning rate (AdamW)")
     patience: int = pydantic.Field(6, ge=0, description="stop after this many validations without a new best; 0 = never")
     model: str = pydantic.Field("{}", description="JSON object of reflector config overrides, e.g. {\"width\": 256}")
+
+
+class RLConfig(Settings):
+    """What `worldenv train rl` runs: LOOP in imagination over a running stack (see client/trainer.py)."""
+
+    redis_url: str | None = pydantic.Field(None, validation_alias=pydantic.AliasChoices("redis_url", "REDIS_URL",
+                                           "WORLDENV_REDIS_URL"), description="Redis of the stack; none = the one `worldenv up` recorded")
+    prefix: str = pydantic.Field("worldenv", description="key prefix of the queue and episode store in Redis")
+    policy_addr: str = pydantic.Field("127.0.0.1:50053", description="the Policy service the new weights go to")
+    auth_token: str | None = pydantic.Field(None, description="bearer token sent to the Policy service")
+    policy: str = pydantic.Field("shipped", description="checkpoint the trainer's policy starts from (the arch the "
+                                 "service serves); 'shipped' = worldenv's trained one")
+    starts: str = pydantic.Field("shipped", description="start-state bank (.npz); 'shipped' = worldenv's keyframes")
+    out: str = pydantic.Field(description="run directory: metrics.jsonl, curves.png, policy/, resumable state")
+    iterations: int = pydantic.Field(20, ge=1, description="RL iterations (collect -> advantages -> update -> publish)")
+    groups: int = pydantic.Field(4, ge=1, description="start states per iteration (groups)")
+    group_size: int = pydantic.Field(8, ge=2, description="N, rollouts per start state (the leave-one-out group)")
+    horizon: int = pydantic.Field(12, ge=1, description="max action chunks per imagined episode")
+    eta: float = pydantic.Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
+    epochs: int = pydantic.Field(4, ge=1, description="PPO epochs over each iteration's timesteps")
+    minibatch: int = pydantic.Field(64, ge=1, description="timesteps per minibatch")
+    lr: float = pydantic.Field(1e-5, gt=0, description="Adam learning rate")
+    clip: float = pydantic.Field(0.1, gt=0, lt=1, description="PPO clip epsilon")
+    grad_clip: float = pydantic.Field(1.0, gt=0, description="gradient norm clip")
+    max_staleness: int = pydantic.Field(1, ge=0, description="drop episodes sampled by a policy more versions old")
+    seed: int = pydantic.Field(0, ge=0, description="seed of the start-state draws, sampling and minibatches")
+    timeout: float = pydantic.Field(900.0, gt=0, description="seconds to wait for one iteration's episodes")
+    run_id: str | None = pydantic.Field(None, description="id of the run's jobs; none = the out directory's name")

@@ -1,0 +1,218 @@
+"""The LOOP trainer: RL post-training of the policy in imagination, over the Redis queue and
+the three services. One iteration reads top to bottom:
+
+    collect     G groups of N jobs (one group per start state drawn from the bank) through the
+                queue; rollout workers imagine them against the Policy, WorldModel and Reflector
+                services and store the episodes (actions, the log-probs they were sampled with,
+                the reward = p(done) at termination)
+    advantages  leave-one-out within each group, broadcast over each trajectory's steps
+    update      PPO-clip epochs over minibatches of timesteps, on the trainer's own copy of
+                the policy (the world model and the reflector stay frozen)
+    publish     the new weights to the Policy service (LoadWeights, version + 1)
+
+Every iteration appends a row to <out>/metrics.jsonl and redraws <out>/curves.png; the policy,
+the optimiser and the iteration are checkpointed, and running the command again resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+
+import numpy as np
+import torch
+from safetensors.torch import save as save_bytes
+
+from worldenv.client import rollout
+from worldenv.client.clients import PolicyClient
+from worldenv.client.queue import RolloutQueue
+from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
+from worldenv.data.start_bank import StartBank
+from worldenv.models.roles import Observations
+from worldenv.train import loop_ppo
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Timesteps of one iteration's fresh, complete groups, flattened."""
+
+    frames: np.ndarray          # (S, H, W, 3) uint8
+    proprio: np.ndarray         # (S, P) float32
+    instructions: list[str]     # S
+    actions: np.ndarray         # (S, K, A) float32, as sampled
+    old_log_probs: np.ndarray   # (S,) float32
+    advantages: np.ndarray      # (S,) float32
+
+    def take(self, idx: np.ndarray) -> "Batch":
+        return Batch(self.frames[idx], self.proprio[idx], [self.instructions[i] for i in idx], self.actions[idx],
+                     self.old_log_probs[idx], self.advantages[idx])
+
+
+def fresh_groups(episodes: list[ImaginedEpisode], version: int, max_staleness: int,
+                 group_size: int) -> tuple[list[list[ImaginedEpisode]], dict[str, int]]:
+    """Complete groups whose every episode ran on a policy at most `max_staleness` versions old;
+    the rest are dropped and counted (stale episodes, failed episodes, groups lost)."""
+    groups: dict[str, list[ImaginedEpisode]] = {}
+    for e in episodes:
+        groups.setdefault(e.group_id, []).append(e)
+    kept, dropped = [], {"stale_episodes": 0, "failed_episodes": 0, "dropped_groups": 0}
+    for members in groups.values():
+        stale = sum(e.policy_version < version - max_staleness for e in members)
+        failed = sum(e.status == "failed" or not len(e.actions) for e in members)
+        dropped["stale_episodes"] += stale
+        dropped["failed_episodes"] += failed
+        if stale or failed or len(members) != group_size:
+            dropped["dropped_groups"] += 1
+        else:
+            kept.append(sorted(members, key=lambda e: e.id))
+    return kept, dropped
+
+
+def flatten(groups: list[list[ImaginedEpisode]]) -> tuple[Batch, np.ndarray]:
+    """Timesteps with their broadcast leave-one-out advantages; also the rewards (G, N)."""
+    rewards = torch.tensor([[e.reward for e in g] for g in groups], dtype=torch.float32)       # (G, N)
+    adv = loop_ppo.leave_one_out(rewards).flatten()                                            # (G*N,)
+    episodes = [e for g in groups for e in g]
+    lengths = torch.tensor([len(e.actions) for e in episodes])
+    steps = loop_ppo.broadcast(adv, lengths).numpy()                                           # (S,)
+    batch = Batch(np.concatenate([e.frames[:-1] for e in episodes]), np.concatenate([e.proprio[:-1] for e in episodes]),
+                  [e.instruction for e in episodes for _ in range(len(e.actions))],
+                  np.concatenate([e.actions for e in episodes]), np.concatenate([e.log_probs for e in episodes]),
+                  steps.astype(np.float32))
+    return batch, rewards.numpy()
+
+
+def update(policy, optimizer, batch: Batch, epochs: int, minibatch: int, clip: float, grad_clip: float,
+           rng: np.random.Generator) -> dict[str, float]:
+    """PPO-clip epochs over shuffled minibatches of timesteps; mean stats."""
+    stats: dict[str, list[float]] = {"loss": [], "clip_fraction": [], "approx_kl": [], "ratio_mean": []}
+    policy.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(batch.actions))
+        for i in range(0, len(order), minibatch):
+            mb = batch.take(order[i:i + minibatch])
+            new = policy.log_prob(Observations(mb.frames, mb.proprio, mb.instructions), torch.from_numpy(mb.actions))
+            loss, s = loop_ppo.ppo_loss(new, torch.from_numpy(mb.old_log_probs).to(new.device),
+                                        torch.from_numpy(mb.advantages).to(new.device), clip)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], grad_clip)
+            optimizer.step()
+            for k, v in {"loss": loss, **s}.items():
+                stats[k].append(float(v))
+    policy.eval()
+    return {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
+
+
+def publish(client: PolicyClient, policy, note: str) -> int:
+    """Send the policy's weights to the Policy service; returns the new version."""
+    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    return client.load_weights(save_bytes(state), note=note)
+
+
+class Trainer:
+    """Holds the connections, the policy copy and the optimiser; `iteration` runs one."""
+
+    def __init__(self, config, policy, client: PolicyClient, queue: RolloutQueue, store: EpisodeStore, bank: StartBank):
+        self.config, self.policy, self.client, self.queue, self.store, self.bank = config, policy, client, queue, store, bank
+        self.optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=config.lr)
+        self.rng = np.random.default_rng(config.seed)
+
+    def collect(self, it: int, run_id: str) -> tuple[list[ImaginedEpisode], float]:
+        c = self.config
+        starts = self.bank.subset(self.rng.choice(len(self.bank), c.groups, replace=len(self.bank) < c.groups))
+        jobs = rollout.make_jobs(starts, c.groups * c.group_size, f"{run_id}-it{it:04d}", c.horizon, c.group_size,
+                                 seed=c.seed * 10_007 + it + 1, eta=c.eta)
+        started = time.perf_counter()
+        report = rollout.run(self.queue, self.store, jobs, c.timeout)
+        episodes = [e for e in (self.store.get(i) for i in report.episode_ids) if e is not None]
+        return episodes, time.perf_counter() - started
+
+    def iteration(self, it: int, run_id: str, version: int) -> tuple[dict, int]:
+        c = self.config
+        episodes, wall = self.collect(it, run_id)                                        # collect
+        groups, dropped = fresh_groups(episodes, version, c.max_staleness, c.group_size)
+        if not groups:
+            return {"iteration": it, "version": version, **dropped, "collect_s": wall, "skipped": True}, version
+        batch, rewards = flatten(groups)                                                 # advantages
+        stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip, self.rng)
+        version = publish(self.client, self.policy, f"{run_id} iteration {it}")         # publish
+        steps = sum(len(e.actions) for e in episodes)
+        row = {"iteration": it, "version": version, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+               "zero_advantage_groups": float(loop_ppo.zero_advantage_fraction(torch.from_numpy(rewards))),
+               "episode_length": float(np.mean([len(e.actions) for e in episodes])), "done_fraction":
+               float(np.mean([e.status == "done" for e in episodes])), "imagined_steps_per_s": steps / max(wall, 1e-9),
+               "queue_wait_ms": _queue_wait_ms(episodes), "timesteps": len(batch.actions), "collect_s": wall,
+               **dropped, **stats}
+        return row, version
+
+
+def _queue_wait_ms(episodes: list[ImaginedEpisode]) -> float:
+    """Median time an episode's first call waited in a service's batcher queue is not stored;
+    the client-side latency of its first Act is the closest figure, so that is reported."""
+    firsts = [e.timings_ms.get("act", [0.0])[0] for e in episodes if e.timings_ms.get("act")]
+    return float(np.median(firsts)) if firsts else 0.0
+
+
+def save_state(out: pathlib.Path, trainer: Trainer, it: int, version: int) -> None:
+    """The policy (in the checkpoint format, servable) and the resumable state, atomically."""
+    trainer.policy.save_pretrained(out / "policy")
+    payload = {"iteration": it, "version": version, "optimizer": trainer.optimizer.state_dict(),
+               "rng": trainer.rng.bit_generator.state}
+    tmp = out / "trainer_state.pt.tmp"
+    torch.save(payload, tmp)
+    tmp.replace(out / "trainer_state.pt")
+
+
+def load_state(out: pathlib.Path, trainer: Trainer) -> int:
+    """Restore the optimiser and the RNG; returns the next iteration (0 if there is no state)."""
+    path = out / "trainer_state.pt"
+    if not path.is_file():
+        return 0
+    payload = torch.load(path, weights_only=False)
+    trainer.optimizer.load_state_dict(payload["optimizer"])
+    trainer.rng.bit_generator.state = payload["rng"]
+    return int(payload["iteration"]) + 1
+
+
+def log_row(out: pathlib.Path, row: dict) -> list[dict]:
+    """Append `row` to metrics.jsonl (dropping rows of iterations at or after it: a resumed run
+    continues the same curve); returns every row."""
+    path = out / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = [r for r in rows if r["iteration"] < row["iteration"]] + [row]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def run(config) -> dict:
+    """`worldenv train rl`: every iteration of `config` (resuming a run in config.out)."""
+    import redis
+    import tqdm
+
+    from worldenv import checkpoints, models
+    from worldenv.client import training_curves
+    out = pathlib.Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    resumed = (out / "trainer_state.pt").is_file()
+    source = out / "policy" if resumed else (checkpoints.model_dir("policy") if config.policy == "shipped" else config.policy)
+    if source is None:
+        raise FileNotFoundError("policy: no shipped checkpoint in this install; give --policy DIR")
+    bank_path = checkpoints.starts() if config.starts == "shipped" else config.starts
+    if bank_path is None or not pathlib.Path(bank_path).is_file():
+        raise FileNotFoundError(f"starts: no start-state bank at {config.starts}")
+    from worldenv.commands import home
+    client = redis.Redis.from_url(config.redis_url or home.redis_url())
+    with PolicyClient(config.policy_addr, auth_token=config.auth_token) as policy_client:
+        trainer = Trainer(config, models.load(source, role="policy"), policy_client, RolloutQueue(client, config.prefix),
+                          EpisodeStore(client, config.prefix), StartBank.load(bank_path))
+        first = load_state(out, trainer)
+        version = publish(policy_client, trainer.policy, f"start of {out.name}")  # the served policy = ours
+        run_id, rows = config.run_id or out.name, []
+        for it in tqdm.tqdm(range(first, config.iterations), initial=first, total=config.iterations, desc="rl"):
+            row, version = trainer.iteration(it, run_id, version)
+            rows = log_row(out, row)
+            training_curves.plot(rows, out / "curves.png")
+            save_state(out, trainer, it, version)
+    return {"iterations": config.iterations, "resumed_at": first, "version": version, "rows": rows}

@@ -1,0 +1,29 @@
+"""The trainer's curves as one PNG: the metrics.jsonl rows, a panel per quantity."""
+from __future__ import annotations
+
+import pathlib
+
+PANELS = (("reward_mean", "reward (p(done) at termination)"), ("zero_advantage_groups", "groups with zero advantage"),
+          ("clip_fraction", "clip fraction"), ("approx_kl", "approximate KL"), ("episode_length", "episode length (chunks)"),
+          ("imagined_steps_per_s", "imagined steps/s"), ("queue_wait_ms", "first Act latency (ms)"),
+          ("stale_episodes", "stale episodes dropped"))
+
+
+def plot(rows: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for r in rows if not r.get("skipped")]
+    fig, axes = plt.subplots(2, 4, figsize=(14, 6))
+    x = [r["iteration"] for r in rows]
+    for ax, (key, title) in zip(axes.flat, PANELS):
+        y = [r.get(key, 0.0) for r in rows]
+        ax.plot(x, y, "-o", ms=3)
+        if key == "reward_mean":
+            std = [r.get("reward_std", 0.0) for r in rows]
+            ax.fill_between(x, [a - b for a, b in zip(y, std)], [a + b for a, b in zip(y, std)], alpha=0.2)
+        ax.set(title=title, xlabel="iteration")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
