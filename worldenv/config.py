@@ -51,7 +51,8 @@ class ServeConfig(Settings):
 
     host: str = Field("0.0.0.0", description="interface to bind")
     port: int = Field(0, ge=0, le=65535, description="port to bind; 0 = the service's default port (-1 not allowed)")
-    checkpoint: str | None = Field(None, description="directory with config.json + model.safetensors; none = random init")
+    checkpoint: str = Field("shipped", description="checkpoint directory (config.json naming role and arch + weights); "
+                            "'shipped' = the trained one that comes with worldenv; 'none' = random init")
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda:0")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model dtype")
     seed: int = Field(0, description="seed for random initialisation when no checkpoint is given")

@@ -19,12 +19,16 @@ SERVICERS = {
 
 def load_model(role: str, config: ServeConfig):
     """The model a service hosts -> (model, version): `config.checkpoint` through the registry
-    (any arch of the role), else the role's default arch, seeded with `config.seed`."""
+    (any arch of the role; 'shipped' = worldenv's trained one), else ('none', or 'shipped' in an
+    install without it) the role's default arch, seeded with `config.seed`."""
+    from worldenv import checkpoints
     if config.threads:
         torch.set_num_threads(config.threads)
-    if config.checkpoint:
-        path = pathlib.Path(config.checkpoint)
-        return models.load(path, role=role, device=config.device, dtype=config.dtype), path.name
+    path = checkpoints.model_dir(role) if config.checkpoint == "shipped" else \
+        None if config.checkpoint == "none" else pathlib.Path(config.checkpoint)
+    if path is not None:
+        version = f"shipped-{path.name}" if config.checkpoint == "shipped" else path.name
+        return models.load(path, role=role, device=config.device, dtype=config.dtype), version
     torch.manual_seed(config.seed)
     return models.build(role, device=config.device, dtype=config.dtype), f"init-seed{config.seed}"
 

@@ -111,7 +111,7 @@ def _start_services(stack: Stack) -> None:
             stack.addresses[name] = f"http://{cfg.host}:{port}"
         else:
             argv += ["--threads", str(cfg.threads)]
-            argv += ["--checkpoint", cfg.checkpoints[name]] if name in cfg.checkpoints else []
+            argv += ["--checkpoint", cfg.checkpoints.get(name, "none")]  # none: random init, as asked
             stack.addresses[name] = f"{cfg.host}:{port}"
         procs[name] = _spawn(name, argv, cfg.home)
     for name in MODEL_SERVICES:
