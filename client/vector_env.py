@@ -1,0 +1,111 @@
+"""B imagined episodes as one `gymnasium.vector.VectorEnv`, stepped as one batch.
+
+    env = ImaginedVectorEnv.connect(bank, 8, "127.0.0.1:50051", "127.0.0.1:50052")  # or in-process:
+    env = ImaginedVectorEnv(bank, 8, models.load(...), models.load(...))
+    obs, info = env.reset(seed=0)                       # obs["frame"] (8, H, W, 3), obs["proprio"] (8, P)
+    obs, reward, terminated, truncated, info = env.step(chunks)   # chunks (8, K, A)
+
+Each sub-env starts from a bank entry drawn with its own RNG (seed + i, as gymnasium seeds
+SyncVectorEnv's sub-envs), so it behaves exactly like `SyncVectorEnv` over `ImaginedEnv`s; but
+one step is one batched WorldModel step and one batched Reflector call. Reward is p(done);
+terminated when p(done) > eta; truncated at the horizon; finished sub-envs reset on the next
+step (gymnasium's NEXT_STEP autoreset: that step ignores their action and returns the reset
+observation with reward 0).
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+from worldenv.client.gym_env import DEFAULT_ETA
+from worldenv.data.start_bank import StartBank
+from worldenv.models.roles import Reflector, StartStates, WorldModel
+
+
+class ImaginedVectorEnv(gym.vector.VectorEnv):
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, bank: StartBank, num_envs: int, world_model: WorldModel, reflector: Reflector,
+                 horizon: int = 16, eta: float = 0.0, on_close=()):
+        self.bank, self.num_envs, self.horizon, self._on_close = bank, num_envs, horizon, on_close
+        self.world_model, self.reflector = world_model, reflector
+        self.eta = eta or float(reflector.spec.extra.get("eta", DEFAULT_ETA))
+        spec = world_model.spec
+        s, k, a, p = spec.image_size, spec.chunk_length, spec.action_dim, spec.proprio_dim
+        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (k, a), np.float32)
+        self.single_observation_space = gym.spaces.Dict({
+            "frame": gym.spaces.Box(0, 255, (s, s, 3), np.uint8),
+            "proprio": gym.spaces.Box(-np.inf, np.inf, (p,), np.float32)})
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self._rngs = [np.random.default_rng() for _ in range(num_envs)]
+        self._states: list = [None] * num_envs          # (world-model state, reflector state) per sub-env
+        self._t = np.zeros(num_envs, np.int64)
+        self._done = np.zeros(num_envs, bool)           # finished last step: reset on this one
+        self._obs = {"frame": np.zeros((num_envs, s, s, 3), np.uint8), "proprio": np.zeros((num_envs, p), np.float32)}
+
+    @classmethod
+    def connect(cls, bank: StartBank, num_envs: int, world_model_addr: str, reflector_addr: str,
+                horizon: int = 16, eta: float = 0.0, auth_token: str | None = None) -> "ImaginedVectorEnv":
+        """Over a WorldModel and a Reflector service; closing the env closes the channels."""
+        from worldenv.client.clients import ReflectorClient, WorldModelClient
+        from worldenv.client.remote import RemoteReflector, RemoteWorldModel
+        wm = WorldModelClient(world_model_addr, auth_token=auth_token).connect()
+        rf = ReflectorClient(reflector_addr, auth_token=auth_token).connect()
+        return cls(bank, num_envs, RemoteWorldModel(wm), RemoteReflector(rf), horizon, eta, (wm.close, rf.close))
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self._rngs = [gym.utils.seeding.np_random(seed + i)[0] for i in range(self.num_envs)]
+        self._start(np.arange(self.num_envs))
+        return self._copy_obs(), {}
+
+    def _start(self, rows: np.ndarray) -> None:
+        """(Re)start sub-envs `rows` from bank entries drawn with their own RNGs."""
+        self._end(rows)
+        picks = [int(self._rngs[i].integers(len(self.bank))) for i in rows]
+        frames = np.stack([self.bank.frames[j] for j in picks])
+        proprio = np.stack([self.bank.proprio[j] for j in picks]).astype(np.float32)
+        texts = [self.bank.instructions[j] for j in picks]
+        starts = np.stack([self.bank.start_frames(j) for j in picks])
+        wm = self.world_model.start(StartStates(starts, proprio, texts))
+        rf = self.reflector.start(frames, texts)
+        for n, i in enumerate(rows):
+            self._states[i], self._t[i], self._done[i] = (wm[n], rf[n]), 0, False
+        self._obs["frame"][rows], self._obs["proprio"][rows] = frames, proprio
+
+    def step(self, actions):
+        actions = np.asarray(actions, np.float32)                                  # (B, K, A)
+        reward = np.zeros(self.num_envs, np.float64)
+        terminated, truncated = np.zeros(self.num_envs, bool), np.zeros(self.num_envs, bool)
+        resetting, live = np.flatnonzero(self._done), np.flatnonzero(~self._done)
+        if len(resetting):
+            self._start(resetting)
+        if len(live):
+            prediction, wm = self.world_model.step([self._states[i][0] for i in live], actions[live])
+            p_done, rf = self.reflector.observe([self._states[i][1] for i in live], prediction.frames)
+            for n, i in enumerate(live):
+                self._states[i] = (wm[n], rf[n])
+            self._t[live] += 1
+            reward[live] = p_done
+            terminated[live] = p_done > self.eta
+            truncated[live] = (self._t[live] >= self.horizon) & ~terminated[live]
+            self._obs["frame"][live], self._obs["proprio"][live] = prediction.frames, prediction.proprio
+        self._done = terminated | truncated
+        return self._copy_obs(), reward, terminated, truncated, {}
+
+    def _copy_obs(self) -> dict:
+        return {k: v.copy() for k, v in self._obs.items()}
+
+    def _end(self, rows) -> None:
+        ended = [self._states[i] for i in rows if self._states[i] is not None]
+        if ended:
+            self.world_model.end([s[0] for s in ended])
+            self.reflector.end([s[1] for s in ended])
+
+    def close_extras(self, **kwargs):
+        self._end(np.arange(self.num_envs))
+        for close in self._on_close:
+            close()
