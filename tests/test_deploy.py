@@ -26,7 +26,7 @@ GRPC_SERVICES = {name: service.port for name, service in SERVICES.items() if ser
 IMAGE = "worldenv:0.1.0"
 # kubectl's client minor (1.32) and the newest schemas kubernetes-validate bundles.
 K8S_VERSIONS = ["1.32.0", "latest"]
-COMPOSE_SERVICES = {"redis", *SERVICES, "worker"}
+COMPOSE_SERVICES = {"redis", *SERVICES, "worker", "trainer"}  # trainer: opt-in profile "train"
 # Who must wait for whom to be healthy before starting.
 COMPOSE_NEEDS = {
     "debug-api": {"redis"},
@@ -278,3 +278,28 @@ def test_dockerfile_torch_pin_matches_pyproject():
     assert re.search(rf"^ARG TORCH_VERSION={re.escape(pinned)}$", dockerfile, re.M), \
         f"Dockerfile TORCH_VERSION differs from pyproject torch=={pinned}"
     assert "--index-url https://download.pytorch.org/whl/cpu" in dockerfile
+
+
+def test_trainer_is_a_job_that_keeps_its_runs_and_runs_as_non_root(rendered):
+    job = by_kind(rendered, "Job")["trainer"]
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"][:2] == ["train", "rl"] and pod["restartPolicy"] == "OnFailure"
+    assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"cpu", "memory"} <= set(c["resources"]["limits"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    claim = volumes[mounts["/runs"]]["persistentVolumeClaim"]["claimName"]
+    assert claim in by_kind(rendered, "PersistentVolumeClaim")
+    env = {e["name"]: e for e in c["env"]}
+    assert env["WORLDENV_POLICY_ADDR"]["value"] == f"policy:{GRPC_SERVICES['policy']}"
+    keys = set(by_kind(rendered, "ConfigMap")["worldenv-config"]["data"])
+    assert {e["valueFrom"]["configMapKeyRef"]["key"] for e in c["env"] if "configMapKeyRef" in e.get("valueFrom", {})} <= keys
+
+
+def test_compose_trainer_is_opt_in_and_keeps_its_runs(compose):
+    trainer = compose["services"]["trainer"]
+    assert trainer["profiles"] == ["train"] and trainer["command"][:2] == ["train", "rl"]
+    assert any(str(v).endswith(":/runs") or (isinstance(v, dict) and v.get("target") == "/runs") for v in trainer["volumes"])
+    assert trainer["depends_on"]["policy"]["condition"] == "service_healthy"
