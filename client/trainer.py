@@ -27,6 +27,7 @@ from safetensors.torch import save as save_bytes
 from worldenv.client import rollout
 from worldenv.client.clients import PolicyClient
 from worldenv.client.queue import RolloutQueue
+from worldenv.data import runs
 from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
 from worldenv.data.start_bank import StartBank
 from worldenv.models.roles import Observations
@@ -213,6 +214,7 @@ def run(config) -> dict:
         for it in tqdm.tqdm(range(first, config.iterations), initial=first, total=config.iterations, desc="rl"):
             row, version = trainer.iteration(it, run_id, version)
             rows = log_row(out, row)
+            runs.RunLog(client, config.prefix).put(run_id, row)   # the debug API's run page reads it
             training_curves.plot(rows, out / "curves.png")
             save_state(out, trainer, it, version)
     return {"iterations": config.iterations, "resumed_at": first, "version": version, "rows": rows}

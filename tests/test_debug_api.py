@@ -235,3 +235,27 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_run_page_shows_the_curves_beside_each_iterations_episodes(api, store, redis_client, prefix):
+    import dataclasses
+
+    from worldenv.data.runs import RunLog
+    run = f"run-{uuid.uuid4().hex[:6]}"
+    log = RunLog(redis_client, prefix)
+    for it, reward in ((0, 0.2), (1, 0.35)):
+        log.put(run, {"iteration": it, "version": it + 2, "reward_mean": reward, "clip_fraction": 0.1,
+                      "approx_kl": 0.01, "zero_advantage_groups": 0.25, "episode_length": 9.0,
+                      "imagined_steps_per_s": 60.0, "dropped_groups": 0})
+    log.put(run, {"iteration": 1, "version": 3, "reward_mean": 0.4})              # a resumed run repeats iteration 1
+    episode = dataclasses.replace(episodes.synthetic_episode(f"{run}-it0001-00000", steps=3, image_size=12),
+                                  run_id=f"{run}-it0001")
+    assert store.put(episode)
+    rows = api.get(f"/runs/{run}/metrics").json()["rows"]
+    assert [r["iteration"] for r in rows] == [0, 1] and rows[1]["reward_mean"] == 0.4
+    assert run in api.get("/runs").json()["runs"]
+    page = api.get(f"/runs/{run}/view").text
+    assert page.count("<svg") == 6 and "reward" in page
+    assert f"../../episodes/{episode.id}/view" in page
+    assert api.get("/runs/no-such-run/view").status_code == 404
+    assert api.get("/runs/..%2Fx/metrics").status_code in (404, 422)

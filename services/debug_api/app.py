@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from worldenv.data import episodes
 from worldenv.data.episodes import EpisodeStore
+from worldenv.data.runs import RunLog
 
 from . import media, pages, schemas
 
@@ -93,6 +94,7 @@ def create_app(store: EpisodeStore, *, title: str = "worldenv debug API") -> fas
     _add_json_routes(app, eps)
     _add_media_routes(app, eps)
     _add_html_routes(app, eps)
+    _add_run_routes(app, eps, RunLog(store.client, store.prefix))
     _add_invalid_id_route(app)
     return app
 
@@ -158,6 +160,35 @@ def _add_html_routes(app: fastapi.FastAPI, eps: _Episodes) -> None:
         """An HTML list of the most recent episodes, each linking to its page."""
         items, total = eps.store.list(limit=limit)
         return pages.index_page(items, total)
+
+
+RunId = Path(pattern=episodes.ID_PATTERN, max_length=128, description="training run id")
+
+
+def _add_run_routes(app: fastapi.FastAPI, eps: _Episodes, log: RunLog) -> None:
+    def rows(run_id: str) -> list[dict]:
+        found = log.rows(run_id)
+        if found is None:
+            raise NotFound(f"no training run {run_id!r}")
+        return found
+
+    @app.get("/runs", responses=_ERRORS)
+    def list_runs(limit: int = Query(100, ge=1, le=1000)):
+        """Training runs, most recently updated first."""
+        return {"runs": log.runs(limit)}
+
+    @app.get("/runs/{run_id}/metrics", responses=_ERRORS)
+    def run_metrics(run_id: str = RunId):
+        """The run's metrics rows, one per iteration."""
+        return {"run_id": run_id, "rows": rows(run_id)}
+
+    @app.get("/runs/{run_id}/view", response_class=HTMLResponse, responses=_ERRORS)
+    def run_view(run_id: str = RunId, per_iteration: int = Query(8, ge=0, le=64)):
+        """An HTML page: the run's curves beside the episodes each iteration imagined."""
+        found = rows(run_id)
+        imagined = {r["iteration"]: eps.store.list(run_id=f"{run_id}-it{r['iteration']:04d}", limit=per_iteration)[0]
+                    for r in found} if per_iteration else {}
+        return pages.run_page(run_id, found, imagined)
 
 
 def _add_invalid_id_route(app: fastapi.FastAPI) -> None:

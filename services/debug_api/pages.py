@@ -82,3 +82,42 @@ def index_page(items: list[dict], total: int) -> str:
     body = (f"<h1>Imagined episodes</h1><p>{len(items)} most recent of {total} · "
             f"<a href='docs'>API docs</a></p><table>{head}{rows}</table>")
     return _doc("worldenv episodes", body)
+
+
+RUN_CURVES = (("reward_mean", "reward (p(done) at termination)"), ("zero_advantage_groups", "groups with zero advantage"),
+              ("clip_fraction", "clip fraction"), ("approx_kl", "approximate KL"),
+              ("episode_length", "episode length (chunks)"), ("imagined_steps_per_s", "imagined steps/s"))
+
+
+def line_svg(xs: list[float], ys: list[float], title: str, width: int = 320, height: int = 180, pad: int = 30) -> str:
+    """One metric per iteration as an inline SVG line chart with its range."""
+    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    span, n = (hi - lo) or 1.0, max(len(xs) - 1, 1)
+    x = lambda i: pad + (width - 2 * pad) * i / n  # noqa: E731 - index -> px
+    y = lambda v: height - pad - (height - 2 * pad) * (v - lo) / span  # noqa: E731 - value -> px
+    points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(ys))
+    return (f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' class='curve'>"
+            f"<text x='{pad}' y='16' font-size='12'>{html.escape(title)}</text>"
+            f"<rect x='{pad}' y='{pad}' width='{width - 2 * pad}' height='{height - 2 * pad}' fill='#fafafa' stroke='#999'/>"
+            f"<polyline fill='none' stroke='#1f6feb' stroke-width='2' points='{points}'/>"
+            f"<text x='2' y='{pad + 4}' font-size='10'>{hi:.3g}</text>"
+            f"<text x='2' y='{height - pad + 4}' font-size='10'>{lo:.3g}</text>"
+            f"<text x='{width - pad}' y='{height - 8}' font-size='10' text-anchor='end'>iteration {xs[-1] if xs else 0}</text></svg>")
+
+
+def run_page(run_id: str, rows: list[dict], episodes: dict[int, list[dict]]) -> str:
+    """A training run: its curves beside the episodes each iteration imagined."""
+    rows = [r for r in rows if not r.get("skipped")]
+    xs = [r["iteration"] for r in rows]
+    charts = "".join(line_svg(xs, [float(r.get(k, 0.0)) for r in rows], title) for k, title in RUN_CURVES)
+    head = ("<tr><th>iteration</th><th>policy version</th><th>reward</th><th>clip fraction</th><th>approx KL</th>"
+            "<th>dropped groups</th><th>episodes</th></tr>")
+    body_rows = "".join(
+        f"<tr><td>{r['iteration']}</td><td>{r['version']}</td><td>{r.get('reward_mean', 0):.3f}</td>"
+        f"<td>{r.get('clip_fraction', 0):.2f}</td><td>{r.get('approx_kl', 0):.3g}</td><td>{r.get('dropped_groups', 0)}</td><td>"
+        + " ".join(f"<a href='../../episodes/{quote(m['id'])}/view' class='{html.escape(m['status'])}'>"
+                   f"{m['reward']:.2f}</a>" for m in episodes.get(r["iteration"], []))
+        + "</td></tr>" for r in rows)
+    body = (f"<h1>Run {html.escape(run_id)}</h1><p>{len(rows)} iterations · <a href='metrics'>metrics JSON</a></p>"
+            f"<div class='row'>{charts}</div><table>{head}{body_rows}</table>")
+    return _doc(f"run {run_id}", body)

@@ -175,7 +175,7 @@ class EpisodeStore:
     def __init__(self, client: redis.Redis, prefix: str = "worldenv", max_episodes: int = 10000):
         if max_episodes < 1:
             raise ValueError(f"max_episodes: must be >= 1, got {max_episodes}")
-        self._r = client
+        self._r, self.client, self.prefix = client, client, prefix
         self._ns = f"{prefix}:ep:"
         self.max_episodes = max_episodes
         self._put = client.register_script(_PUT)
