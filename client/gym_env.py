@@ -27,6 +27,15 @@ from worldenv.models.roles import Reflector, StartStates, WorldModel
 DEFAULT_ETA = 0.5
 
 
+def spaces(spec) -> tuple[gym.spaces.Box, gym.spaces.Dict]:
+    """(action space: one (K, A) chunk in [-1, 1], observation space: frame and proprio) of a
+    world model's spec."""
+    s, k, a, p = spec.image_size, spec.chunk_length, spec.action_dim, spec.proprio_dim
+    frame = gym.spaces.Box(0, 255, (s, s, 3), np.uint8)
+    return (gym.spaces.Box(-1.0, 1.0, (k, a), np.float32),
+            gym.spaces.Dict({"frame": frame, "proprio": gym.spaces.Box(-np.inf, np.inf, (p,), np.float32)}))
+
+
 class ImaginedEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
@@ -35,12 +44,7 @@ class ImaginedEnv(gym.Env):
         self.bank, self.horizon, self._on_close = bank, horizon, on_close
         self.world_model, self.reflector = world_model, reflector
         self.eta = eta or float(reflector.spec.extra.get("eta", DEFAULT_ETA))
-        spec = world_model.spec
-        s, k, a, p = spec.image_size, spec.chunk_length, spec.action_dim, spec.proprio_dim
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (k, a), np.float32)
-        self.observation_space = gym.spaces.Dict({
-            "frame": gym.spaces.Box(0, 255, (s, s, 3), np.uint8),
-            "proprio": gym.spaces.Box(-np.inf, np.inf, (p,), np.float32)})
+        self.action_space, self.observation_space = spaces(world_model.spec)
         self._states: tuple | None = None   # (world-model state, reflector state)
         self._last: np.ndarray | None = None
 

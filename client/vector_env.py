@@ -19,7 +19,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from worldenv.client.gym_env import DEFAULT_ETA
+from worldenv.client.gym_env import DEFAULT_ETA, spaces
 from worldenv.data.start_bank import StartBank
 from worldenv.models.roles import Reflector, StartStates, WorldModel
 
@@ -33,11 +33,8 @@ class ImaginedVectorEnv(gym.vector.VectorEnv):
         self.world_model, self.reflector = world_model, reflector
         self.eta = eta or float(reflector.spec.extra.get("eta", DEFAULT_ETA))
         spec = world_model.spec
-        s, k, a, p = spec.image_size, spec.chunk_length, spec.action_dim, spec.proprio_dim
-        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (k, a), np.float32)
-        self.single_observation_space = gym.spaces.Dict({
-            "frame": gym.spaces.Box(0, 255, (s, s, 3), np.uint8),
-            "proprio": gym.spaces.Box(-np.inf, np.inf, (p,), np.float32)})
+        s, p = spec.image_size, spec.proprio_dim
+        self.single_action_space, self.single_observation_space = spaces(spec)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._rngs = [np.random.default_rng() for _ in range(num_envs)]
