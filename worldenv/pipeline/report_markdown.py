@@ -126,4 +126,9 @@ def render(config, root: pathlib.Path, chosen: int, measured: dict, budget: dict
         f"{json.dumps(measured['reflector_real']['episodes']['termination_error_chunks'])}; on imagined: "
         f"{json.dumps(measured['reflector_imagined']['episodes']['termination_error_chunks'])}.", "",
         "## Stages: wall time and peak memory (2-core CPU machine unless noted)", *_stages(records), "",
-        "## Commands", "```", *(f"worldenv {' '.join(r.command)}" for r in records.values()), "```", ""])
+        "## Commands", "```", *(_command(r.command) for r in records.values()), "```", ""])
+
+
+def _command(args: list[str]) -> str:
+    """A stage's command line, the home directory written as ~."""
+    return "worldenv " + " ".join(args).replace(str(pathlib.Path.home()), "~")
