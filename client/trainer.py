@@ -101,7 +101,7 @@ def update(policy, optimizer, batch: Batch, epochs: int, minibatch: int, clip: f
             torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], grad_clip)
             optimizer.step()
             for k, v in {"loss": loss, **s}.items():
-                stats[k].append(float(v))
+                stats[k].append(float(v.detach()))
     policy.eval()
     return {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
 

@@ -83,3 +83,19 @@ def test_committed_episodes_survive_a_restart_of_the_stack(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
+
+
+def test_up_post_trains_the_shipped_policy_in_imagination_and_shows_the_run(tmp_path):
+    """The README's main job at a tiny budget: `up --rl` with the shipped checkpoints."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["WORLDENV_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "worldenv.cli", "up", "--free-ports", "--rl", "2", "--rl-groups", "1",
+                          "--group-size", "2", "--horizon", "2", "--exit"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "RL in imagination: 2 iterations, policy version 2 -> 4" in out.stdout
+    assert "mean reward of the rollouts: first iteration" in out.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1] and (run / "curves.png").is_file()
+    assert f"/runs/{run.name}/view" in out.stdout

@@ -33,7 +33,11 @@ class UpConfig(RolloutOptions):
     policy_checkpoint: str | None = Field(None, description="policy checkpoint directory (overrides --checkpoints)")
     rollout: int = Field(0, ge=0, description="once up, imagine N episodes and print throughput",
                          json_schema_extra={"metavar": "N"})
-    exit: bool = Field(False, description="stop everything after --rollout instead of serving on")
+    rl: int = Field(0, ge=0, description="once up, post-train the served policy for N LOOP iterations in "
+                    "imagination (worldenv train rl) and print the reward before and after",
+                    json_schema_extra={"metavar": "N"})
+    rl_groups: int = Field(4, ge=1, description="--rl: start states per iteration (each a group of --group-size)")
+    exit: bool = Field(False, description="stop everything after --rollout / --rl instead of serving on")
 
     @field_validator("checkpoints")
     @classmethod
@@ -85,6 +89,8 @@ def main(config: UpConfig) -> int:
         _print_addresses(stack)
         if config.rollout:
             _rollout(stack, config)
+        if config.rl:
+            _post_train(stack, config, state)
         if not config.exit:
             print("serving; Ctrl-C to stop", flush=True)
             _wait_for_signal()
@@ -109,6 +115,29 @@ def _rollout(stack, config: UpConfig) -> None:
     report = imagine(stack.redis_url, stack.config.prefix, config.rollout, options)
     print("\n".join(report.lines()))
     print(f"look at them: {stack.addresses['debug-api']}/episodes/{report.episode_ids[0]}/view", flush=True)
+
+
+def _post_train(stack, config: UpConfig, state: pathlib.Path) -> None:
+    """`--rl N`: LOOP against this stack, starting from the policy it serves."""
+    import time
+
+    from worldenv.client import trainer
+    from worldenv.train.settings import RLConfig
+    policy = config.checkpoint_dirs().get("policy")
+    if policy is None:
+        raise flags.InvalidSettings("--rl: the policy service needs a checkpoint (not random weights) to start from")
+    run_id = time.strftime("rl-%Y%m%d-%H%M%S")
+    rl = RLConfig(redis_url=stack.redis_url, prefix=stack.config.prefix, policy_addr=stack.addresses["policy"],
+                  policy=policy, starts=config.start_bank() or "shipped", out=str(state / "runs" / run_id),
+                  iterations=config.rl, groups=config.rl_groups, group_size=config.group_size, horizon=config.horizon,
+                  eta=config.eta, seed=config.seed, timeout=config.timeout)
+    rows = [r for r in trainer.run(rl)["rows"] if not r.get("skipped")]
+    if rows:
+        first, last = rows[0], rows[-1]
+        print(f"RL in imagination: {len(rows)} iterations, policy version {first['version'] - 1} -> {last['version']}")
+        print(f"mean reward of the rollouts: first iteration {first['reward_mean']:.3f}, last {last['reward_mean']:.3f}"
+              f" (approx KL {last['approx_kl']:.3g}, clip fraction {last['clip_fraction']:.2f})")
+    print(f"run page: {stack.addresses['debug-api']}/runs/{run_id}/view  (files: {rl.out})", flush=True)
 
 
 def _wait_for_signal() -> None:
