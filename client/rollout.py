@@ -65,8 +65,8 @@ def run(queue: RolloutQueue, store: EpisodeStore, jobs: list[Job], timeout_s: fl
     wall = time.perf_counter() - started
     latencies: dict[str, list[float]] = {"act": [], "step": [], "judge": []}
     for r in results:
-        episode = store.get(r["episode_id"]) if r.get("episode_id") else None
-        for name, values in (episode.timings_ms.items() if episode else ()):
+        meta = store.meta(r["episode_id"]) if r.get("episode_id") else None  # timings only: no frames read
+        for name, values in (meta["timings_ms"].items() if meta else ()):
             latencies.setdefault(name, []).extend(values)
     statuses: dict[str, int] = {}
     for r in results:

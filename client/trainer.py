@@ -144,14 +144,14 @@ class Trainer:
                "zero_advantage_groups": float(loop_ppo.zero_advantage_fraction(torch.from_numpy(rewards))),
                "episode_length": float(np.mean([len(e.actions) for e in episodes])), "done_fraction":
                float(np.mean([e.status == "done" for e in episodes])), "imagined_steps_per_s": steps / max(wall, 1e-9),
-               "queue_wait_ms": _queue_wait_ms(episodes), "timesteps": len(batch.actions), "collect_s": wall,
+               "first_act_ms": _first_act_ms(episodes), "timesteps": len(batch.actions), "collect_s": wall,
                **dropped, **stats}
         return row, version
 
 
-def _queue_wait_ms(episodes: list[ImaginedEpisode]) -> float:
-    """Median time an episode's first call waited in a service's batcher queue is not stored;
-    the client-side latency of its first Act is the closest figure, so that is reported."""
+def _first_act_ms(episodes: list[ImaginedEpisode]) -> float:
+    """Median client-side latency of each episode's first Act: the closest stored figure to the
+    time a job waits for service (the batchers' own queue times are not kept in episodes)."""
     firsts = [e.timings_ms.get("act", [0.0])[0] for e in episodes if e.timings_ms.get("act")]
     return float(np.median(firsts)) if firsts else 0.0
 

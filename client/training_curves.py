@@ -5,7 +5,7 @@ import pathlib
 
 PANELS = (("reward_mean", "reward (p(done) at termination)"), ("zero_advantage_groups", "groups with zero advantage"),
           ("clip_fraction", "clip fraction"), ("approx_kl", "approximate KL"), ("episode_length", "episode length (chunks)"),
-          ("imagined_steps_per_s", "imagined steps/s"), ("queue_wait_ms", "first Act latency (ms)"),
+          ("imagined_steps_per_s", "imagined steps/s"), ("first_act_ms", "first Act latency, median (ms)"),
           ("stale_episodes", "stale episodes dropped"))
 
 

@@ -93,7 +93,7 @@ def _shard(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, tor
     return shards
 
 
-def load_weights(path: str | pathlib.Path) -> dict[str, torch.Tensor]:
+def read_weights(path: str | pathlib.Path) -> dict[str, torch.Tensor]:
     """The state dict of directory `path`: `model.safetensors`, or the shards its index lists."""
     path = pathlib.Path(path)
     if (path / WEIGHTS_FILE).is_file():
@@ -160,7 +160,7 @@ class Pretrained:
         if raw["arch"] != arch:
             raise ValueError(f"checkpoint {path} holds arch {raw['arch']!r}, not {arch!r}")
         model = cls(cls.config_class.model_validate(raw))
-        model.load_weights(load_weights(path))
+        model.load_weights(read_weights(path))
         return model.to(device=torch.device(device), dtype=torch_dtype(dtype)).eval()
 
     def check_weights(self, state: dict[str, torch.Tensor]) -> None:

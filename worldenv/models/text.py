@@ -60,17 +60,15 @@ class InstructionFeatures(torch.nn.Module):
         self.encoder, self.text_dim, self.vocab_size, self.max_tokens = encoder, text_dim, vocab_size, max_tokens
         if encoder == HASHED:
             self.words = InstructionEmbedding(vocab_size, width)
-        else:
-            from worldenv.models import language
-            language.encoder(encoder)  # load now (2-3 s, once per process), not on the first request
-            self.proj = torch.nn.Sequential(torch.nn.Linear(text_dim, width), torch.nn.LayerNorm(width))
+            return
+        from worldenv.models import language
+        self.sentence = language.encoder(encoder)  # loaded now (2-3 s, once per process), shared, frozen
+        if self.sentence.dim != text_dim:
+            raise ValueError(f"text encoder {encoder!r} gives {self.sentence.dim}-d embeddings, the model expects {text_dim}")
+        self.proj = torch.nn.Sequential(torch.nn.Linear(text_dim, width), torch.nn.LayerNorm(width))
 
     def forward(self, instructions: list[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         if self.encoder == HASHED:
             return self.words(*tokenize(instructions, self.vocab_size, self.max_tokens, device))
-        from worldenv.models import language
-        sentence = language.encoder(self.encoder)
-        if sentence.dim != self.text_dim:
-            raise ValueError(f"text encoder {self.encoder!r} gives {sentence.dim}-d embeddings, the model expects {self.text_dim}")
-        embedded = torch.from_numpy(sentence.encode(list(instructions))).to(device, dtype)   # (B, D)
+        embedded = torch.from_numpy(self.sentence.encode(list(instructions))).to(device, dtype)   # (B, D)
         return self.proj(embedded)
