@@ -134,19 +134,27 @@ class Trainer:
         c = self.config
         episodes, wall = self.collect(it, run_id)                                        # collect
         groups, dropped = fresh_groups(episodes, version, c.max_staleness, c.group_size)
-        if not groups:
-            return {"iteration": it, "version": version, **dropped, "collect_s": wall, "skipped": True}, version
-        batch, rewards = flatten(groups)                                                 # advantages
+        all_rewards = np.array([[e.reward for e in g] for g in groups], np.float32).reshape(-1, c.group_size)
+        keep = loop_ppo.informative(torch.from_numpy(all_rewards), c.min_reward_spread).numpy()
+        row = {"iteration": it, **_rollout_stats(episodes, all_rewards, wall), "zero_advantage_groups":
+               float(1 - keep.mean()) if len(keep) else 1.0, **dropped}
+        if not keep.any():
+            return {**row, "version": version, "skipped": True}, version
+        batch, _ = flatten([g for g, k in zip(groups, keep) if k])                       # advantages
         stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip, self.rng)
         version = publish(self.client, self.policy, f"{run_id} iteration {it}")         # publish
-        steps = sum(len(e.actions) for e in episodes)
-        row = {"iteration": it, "version": version, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-               "zero_advantage_groups": float(loop_ppo.zero_advantage_fraction(torch.from_numpy(rewards))),
-               "episode_length": float(np.mean([len(e.actions) for e in episodes])), "done_fraction":
-               float(np.mean([e.status == "done" for e in episodes])), "imagined_steps_per_s": steps / max(wall, 1e-9),
-               "first_act_ms": _first_act_ms(episodes), "timesteps": len(batch.actions), "collect_s": wall,
-               **dropped, **stats}
-        return row, version
+        return {**row, "version": version, "timesteps": len(batch.actions), **stats}, version
+
+
+def _rollout_stats(episodes: list[ImaginedEpisode], rewards: np.ndarray, wall: float) -> dict:
+    """What the collected episodes say, whether or not they lead to an update."""
+    steps = sum(len(e.actions) for e in episodes)
+    return {"reward_mean": float(rewards.mean()) if rewards.size else 0.0,
+            "reward_std": float(rewards.std()) if rewards.size else 0.0,
+            "episode_length": float(np.mean([len(e.actions) for e in episodes])) if episodes else 0.0,
+            "done_fraction": float(np.mean([e.status == "done" for e in episodes])) if episodes else 0.0,
+            "imagined_steps_per_s": steps / max(wall, 1e-9), "first_act_ms": _first_act_ms(episodes),
+            "collect_s": wall}
 
 
 def _first_act_ms(episodes: list[ImaginedEpisode]) -> float:
@@ -175,6 +183,11 @@ def load_state(out: pathlib.Path, trainer: Trainer) -> int:
     trainer.optimizer.load_state_dict(payload["optimizer"])
     trainer.rng.bit_generator.state = payload["rng"]
     return int(payload["iteration"]) + 1
+
+
+def snapshot_dir(out: pathlib.Path, iterations: int) -> pathlib.Path:
+    """Where the policy after `iterations` RL iterations is kept (--snapshot-every; 0 = the start)."""
+    return out / "snapshots" / f"iteration{iterations:04d}"
 
 
 def log_row(out: pathlib.Path, row: dict) -> list[dict]:
@@ -206,10 +219,17 @@ def run(config) -> dict:
     from worldenv.commands import home
     client = redis.Redis.from_url(config.redis_url or home.redis_url())
     with PolicyClient(config.policy_addr, auth_token=config.auth_token) as policy_client:
-        trainer = Trainer(config, models.load(source, role="policy"), policy_client, RolloutQueue(client, config.prefix),
+        policy = models.load(source, role="policy")
+        if not resumed and config.exploration_scale is not None:
+            if not hasattr(policy, "reset_scale"):
+                raise ValueError(f"exploration_scale: the {policy.spec.arch} policy has no reset_scale; give none")
+            policy.reset_scale(config.exploration_scale)
+        trainer = Trainer(config, policy, policy_client, RolloutQueue(client, config.prefix),
                           EpisodeStore(client, config.prefix), StartBank.load(bank_path))
         first = load_state(out, trainer)
         version = publish(policy_client, trainer.policy, f"start of {out.name}")  # the served policy = ours
+        if config.snapshot_every and not resumed:
+            trainer.policy.save_pretrained(snapshot_dir(out, 0))
         run_id, rows = config.run_id or out.name, []
         for it in tqdm.tqdm(range(first, config.iterations), initial=first, total=config.iterations, desc="rl"):
             row, version = trainer.iteration(it, run_id, version)
@@ -217,4 +237,6 @@ def run(config) -> dict:
             runs.RunLog(client, config.prefix).put(run_id, row)   # the debug API's run page reads it
             training_curves.plot(rows, out / "curves.png")
             save_state(out, trainer, it, version)
+            if config.snapshot_every and (it + 1) % config.snapshot_every == 0:
+                trainer.policy.save_pretrained(snapshot_dir(out, it + 1))   # after it + 1 iterations
     return {"iterations": config.iterations, "resumed_at": first, "version": version, "rows": rows}

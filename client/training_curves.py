@@ -13,11 +13,10 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = [r for r in rows if not r.get("skipped")]
     fig, axes = plt.subplots(2, 4, figsize=(14, 6))
     x = [r["iteration"] for r in rows]
     for ax, (key, title) in zip(axes.flat, PANELS):
-        y = [r.get(key, 0.0) for r in rows]
+        y = [r.get(key, float("nan")) for r in rows]     # an iteration that skipped its update has no PPO stats
         ax.plot(x, y, "-o", ms=3)
         if key == "reward_mean":
             std = [r.get("reward_std", 0.0) for r in rows]

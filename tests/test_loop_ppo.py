@@ -33,3 +33,10 @@ def test_ppo_clipping_takes_effect_beyond_one_plus_minus_eps():
     assert new.grad[0] != 0 and new.grad[3] != 0
     same, stats = loop_ppo.ppo_loss(old.clone(), old, adv)
     assert stats["approx_kl"].item() == 0 and stats["clip_fraction"].item() == 0
+
+
+def test_groups_whose_rewards_barely_differ_are_not_informative():
+    rewards = torch.tensor([[0.001, 0.002, 0.0, 0.003], [0.9, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]])
+    assert loop_ppo.informative(rewards, 0.05).tolist() == [False, True, False]
+    assert loop_ppo.informative(rewards).tolist() == [True, True, False]
+    assert loop_ppo.zero_advantage_fraction(rewards, 0.05).item() == pytest.approx(2 / 3)

@@ -122,6 +122,21 @@ def test_policy_log_prob_is_differentiable():
     assert after.mean() > before.mean().detach()
 
 
+def test_policy_reset_scale_sets_b_everywhere_keeps_loc_and_stays_learnable():
+    torch.manual_seed(0)
+    model = models.build("policy")
+    obs = Observations(frames(3), proprio(3), instructions(3))
+    loc_before = model.act(obs, deterministic=True).loc
+    model.reset_scale(0.05)
+    out = model.act(obs, deterministic=True)
+    np.testing.assert_array_equal(out.loc, loc_before)
+    np.testing.assert_allclose(out.scale, 0.05, rtol=1e-5)
+    (-model.log_prob(obs, torch.from_numpy(actions(3))).mean()).backward()
+    assert model.scale_head.weight.grad.abs().sum() > 0, "mid-sigmoid: the scale head still gets gradient"
+    with pytest.raises(ValueError, match="must lie inside"):
+        model.reset_scale(1e-4)          # below the e^-5 floor
+
+
 def test_policy_rejects_bad_shapes_by_name(policy):
     with pytest.raises(ValueError, match="frames"):
         act(policy, frames(2)[:, :32], proprio(2), instructions(2))

@@ -66,7 +66,8 @@ def test_one_real_iteration_publishes_a_new_policy_and_resume_continues(stack, r
     synthetic_bank(4).save(tmp / "starts.npz")
     config = RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=stack["policy_addr"], policy=str(tmp / "policy0"),
                       starts=str(tmp / "starts.npz"), out=str(tmp / "run"), iterations=1, groups=2, group_size=4,
-                      horizon=2, eta=0.999, epochs=2, minibatch=8, lr=1e-3, timeout=120)
+                      horizon=2, eta=0.999, epochs=2, minibatch=8, lr=1e-3, timeout=120,
+                      min_reward_spread=0.0)
     bank = synthetic_bank(4)
     with PolicyClient(stack["policy_addr"]) as client:
         before = client.act(bank.frames[:2], bank.proprio[:2], bank.instructions[:2], deterministic=True)
@@ -82,3 +83,21 @@ def test_one_real_iteration_publishes_a_new_policy_and_resume_continues(stack, r
     assert resumed["resumed_at"] == 1 and [r["iteration"] for r in resumed["rows"]] == [0, 1]
     lines = (tmp / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [0, 1]
+
+
+def test_groups_without_reward_spread_skip_the_update_and_snapshots_are_kept(stack, redis_url, key_prefix):
+    tmp = stack["tmp"]
+    synthetic_bank(4).save(tmp / "starts.npz")
+    config = RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=stack["policy_addr"], policy=str(tmp / "policy0"),
+                      starts=str(tmp / "starts.npz"), out=str(tmp / "flat"), iterations=2, groups=2, group_size=4,
+                      horizon=2, eta=0.999, timeout=120, min_reward_spread=1.0, snapshot_every=1,
+                      exploration_scale=0.1)
+    summary = trainer.run(config)
+    assert [r.get("skipped") for r in summary["rows"]] == [True, True]
+    assert summary["version"] == 2, "no update was published after the start sync"
+    assert all(r["zero_advantage_groups"] == 1.0 and 0 <= r["reward_mean"] <= 1 for r in summary["rows"])
+    snaps = sorted(p.name for p in (tmp / "flat" / "snapshots").iterdir())
+    assert snaps == ["iteration0000", "iteration0001", "iteration0002"]
+    start = models.load(tmp / "flat" / "snapshots" / "iteration0000", role="policy")
+    _, scale = start(torch.from_numpy(synthetic_bank(1).frames), torch.from_numpy(synthetic_bank(1).proprio), ["x"])
+    assert torch.allclose(scale, torch.full_like(scale, 0.1), rtol=1e-4), "the policy restarts RL at the exploration scale"

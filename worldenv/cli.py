@@ -13,7 +13,7 @@ import sys
 COMMAND_MODULES = [f"worldenv.commands.{name}" for name in (
     "up", "serve", "worker", "rollout", "health",   # the serving backbone
     "demos", "starts", "explore", "eval",           # LIBERO, the ground truth
-    "train", "pipeline",                            # the models, trained on LIBERO episodes
+    "train", "pipeline", "experiment",              # the models, trained on LIBERO episodes; RL measured
 )]
 
 

@@ -107,7 +107,6 @@ def line_svg(xs: list[float], ys: list[float], title: str, width: int = 320, hei
 
 def run_page(run_id: str, rows: list[dict], episodes: dict[int, list[dict]]) -> str:
     """A training run: its curves beside the episodes each iteration imagined."""
-    rows = [r for r in rows if not r.get("skipped")]
     xs = [r["iteration"] for r in rows]
     charts = "".join(line_svg(xs, [float(r.get(k, 0.0)) for r in rows], title) for k, title in RUN_CURVES)
     head = ("<tr><th>iteration</th><th>policy version</th><th>reward</th><th>clip fraction</th><th>approx KL</th>"

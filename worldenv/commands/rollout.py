@@ -14,7 +14,7 @@ class RolloutOptions(Settings):
 
     starts: str | None = Field(None, description="start-state bank (.npz from `worldenv starts build`); "
                                                  "none = synthetic start states")
-    horizon: int = Field(12, ge=1, description="max action chunks per episode")
+    horizon: int = Field(30, ge=1, description="max action chunks per episode (LIBERO-Object allows 280 steps = 35 chunks)")
     group_size: int = Field(8, ge=1, description="rollouts per start state")
     seed: int = Field(1, ge=0, description="sampling seed base; 0 = unseeded")
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold; 0 = the reflector's default")

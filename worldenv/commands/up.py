@@ -131,12 +131,15 @@ def _post_train(stack, config: UpConfig, state: pathlib.Path) -> None:
                   policy=policy, starts=config.start_bank() or "shipped", out=str(state / "runs" / run_id),
                   iterations=config.rl, groups=config.rl_groups, group_size=config.group_size, horizon=config.horizon,
                   eta=config.eta, seed=config.seed, timeout=config.timeout)
-    rows = [r for r in trainer.run(rl)["rows"] if not r.get("skipped")]
+    rows = trainer.run(rl)["rows"]
+    updated = [r for r in rows if not r.get("skipped")]
     if rows:
         first, last = rows[0], rows[-1]
-        print(f"RL in imagination: {len(rows)} iterations, policy version {first['version'] - 1} -> {last['version']}")
+        print(f"RL in imagination: {len(rows)} iterations, {len(updated)} updates, policy version "
+              f"{rows[0]['version'] - (0 if first.get('skipped') else 1)} -> {last['version']}")
         print(f"mean reward of the rollouts: first iteration {first['reward_mean']:.3f}, last {last['reward_mean']:.3f}"
-              f" (approx KL {last['approx_kl']:.3g}, clip fraction {last['clip_fraction']:.2f})")
+              + (f" (last update: approx KL {updated[-1]['approx_kl']:.3g}, clip fraction "
+                 f"{updated[-1]['clip_fraction']:.2f})" if updated else " (no group had a reward spread to learn from)"))
     print(f"run page: {stack.addresses['debug-api']}/runs/{run_id}/view  (files: {rl.out})", flush=True)
 
 

@@ -51,6 +51,8 @@ def run(home: pathlib.Path, name: str, args: list[str], log: pathlib.Path | None
     command = [sys.executable, "-m", "worldenv.cli", *args]
     print(f"[{name}] worldenv {' '.join(args)}", flush=True)
     started, peak = time.perf_counter(), 0.0
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "a") if log else None  # noqa: SIM115 - closed below
     try:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None,
@@ -75,3 +77,28 @@ def records(home: pathlib.Path) -> dict[str, StageRecord]:
     """Every finished stage's record."""
     return {p.stem: StageRecord(**json.loads(p.read_text())) for p in sorted((home / "stages").glob("*.json"))}
 
+
+
+def finished(home: pathlib.Path, name: str) -> bool:
+    """Whether stage `name` finished before."""
+    path = home / "stages" / f"{name}.json"
+    return path.is_file() and json.loads(path.read_text())["returncode"] == 0
+
+
+def inline(home: pathlib.Path, name: str, fn) -> StageRecord:
+    """Run `fn()` in this process as stage `name` (skipped if it finished before); peak memory is
+    this process's high-water mark, which includes earlier work."""
+    import resource
+    record_path = home / "stages" / f"{name}.json"
+    if finished(home, name):
+        print(f"[{name}] done before, skipped", flush=True)
+        return StageRecord(**json.loads(record_path.read_text()))
+    print(f"[{name}] in process", flush=True)
+    started = time.perf_counter()
+    fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record = StageRecord(name, ["(in process)", name], time.perf_counter() - started, peak, 0)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(dataclasses.asdict(record), indent=2))
+    print(f"[{name}] {record.wall_s:.0f} s", flush=True)
+    return record

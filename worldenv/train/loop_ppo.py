@@ -45,7 +45,16 @@ def ppo_loss(new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantage
     return loss, stats
 
 
-def zero_advantage_fraction(rewards: torch.Tensor, atol: float = 1e-6) -> torch.Tensor:
-    """Fraction of groups (G, N) whose rewards are all equal: they teach the policy nothing."""
+def informative(rewards: torch.Tensor, min_spread: float = 1e-6) -> torch.Tensor:
+    """(G, N) -> (G,) bool: groups whose rewards differ by more than `min_spread`.
+
+    A group whose rollouts all failed still has rewards that differ a little (p(done) = 0.001
+    vs 0.002): leave-one-out advantages of that size are the reflector's noise, and Adam,
+    which normalises gradient size, would follow them at full step. Such groups are left out."""
     spread = rewards.max(dim=-1).values - rewards.min(dim=-1).values
-    return (spread <= atol).float().mean()
+    return spread > min_spread
+
+
+def zero_advantage_fraction(rewards: torch.Tensor, atol: float = 1e-6) -> torch.Tensor:
+    """Fraction of groups (G, N) whose rewards are all equal (within atol): they teach the policy nothing."""
+    return (~informative(rewards, atol)).float().mean()

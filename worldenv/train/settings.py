@@ -111,14 +111,23 @@ class RLConfig(Settings):
     iterations: int = pydantic.Field(20, ge=1, description="RL iterations (collect -> advantages -> update -> publish)")
     groups: int = pydantic.Field(4, ge=1, description="start states per iteration (groups)")
     group_size: int = pydantic.Field(8, ge=2, description="N, rollouts per start state (the leave-one-out group)")
-    horizon: int = pydantic.Field(12, ge=1, description="max action chunks per imagined episode")
+    horizon: int = pydantic.Field(30, ge=1, description="max action chunks per imagined episode")
     eta: float = pydantic.Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
+    min_reward_spread: float = pydantic.Field(
+        0.05, ge=0, description="groups whose rewards differ by at most this are left out of the update (their "
+        "advantages are the reflector's noise); an iteration with none left skips its update")
     epochs: int = pydantic.Field(4, ge=1, description="PPO epochs over each iteration's timesteps")
     minibatch: int = pydantic.Field(64, ge=1, description="timesteps per minibatch")
     lr: float = pydantic.Field(1e-5, gt=0, description="Adam learning rate")
+    exploration_scale: float | None = pydantic.Field(
+        0.05, gt=0, description="restart the policy's Laplace scale b at this value everywhere before the first "
+        "iteration (SFT drives b to its floor, where PPO ratios explode); none = keep the checkpoint's")
     clip: float = pydantic.Field(0.1, gt=0, lt=1, description="PPO clip epsilon")
     grad_clip: float = pydantic.Field(1.0, gt=0, description="gradient norm clip")
     max_staleness: int = pydantic.Field(1, ge=0, description="drop episodes sampled by a policy more versions old")
     seed: int = pydantic.Field(0, ge=0, description="seed of the start-state draws, sampling and minibatches")
     timeout: float = pydantic.Field(900.0, gt=0, description="seconds to wait for one iteration's episodes")
     run_id: str | None = pydantic.Field(None, description="id of the run's jobs; none = the out directory's name")
+    snapshot_every: int = pydantic.Field(0, ge=0, description="keep the policy every K iterations in "
+                                         "<out>/snapshots/iterationK, and the start in iteration0000 (to evaluate "
+                                         "the curve later); 0 = never")

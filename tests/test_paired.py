@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from worldenv.measure import paired
+
+
+def test_mcnemar_exact_by_hand():
+    # 1 pair only a, 6 pairs only b, 3 concordant: p = 2 * P(X <= 1), X ~ Bin(7, 1/2) = 2 * 8/128
+    a = np.array([1, 0, 0, 0, 0, 0, 0, 1, 1, 0], bool)
+    b = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 0], bool)
+    out = paired.mcnemar(a, b)
+    assert (out["only_a"], out["only_b"]) == (1, 6)
+    assert out["p_value"] == pytest.approx(0.125)
+
+
+def test_mcnemar_without_discordant_pairs_is_one():
+    a = np.array([1, 0, 1], bool)
+    assert paired.mcnemar(a, a.copy())["p_value"] == 1.0
+
+
+def test_bootstrap_difference_brackets_the_mean():
+    rng = np.random.default_rng(1)
+    a = rng.random(150) < 0.4
+    b = a | (rng.random(150) < 0.3)
+    out = paired.bootstrap_difference(a, b, resamples=2000)
+    assert out["difference"] == pytest.approx(b.mean() - a.mean())
+    assert out["ci95"][0] < out["difference"] < out["ci95"][1]
+    assert out["ci95"][0] > 0          # b only ever adds successes here
+
+
+def test_pairs_match_ids_and_refuse_disjoint_runs():
+    a, b = paired.pairs({"s/0/1": True, "s/0/2": False, "s/0/3": True}, {"s/0/2": True, "s/0/1": True})
+    assert a.tolist() == [True, False] and b.tolist() == [True, True]
+    with pytest.raises(ValueError, match="share no episode"):
+        paired.pairs({"x": True}, {"y": True})

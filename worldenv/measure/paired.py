@@ -1,0 +1,37 @@
+"""Two policies evaluated on the same init states: is the difference in success real?
+
+McNemar's exact test looks only at the discordant pairs (one policy succeeded, the other
+failed); the paired bootstrap resamples init states and gives an interval on the difference."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def pairs(a: dict[str, bool], b: dict[str, bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes of the episodes both runs have (by id, e.g. suite/task/init), in id order."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise ValueError("the two evaluations share no episode ids")
+    return np.array([a[i] for i in common], bool), np.array([b[i] for i in common], bool)
+
+
+def mcnemar(a: np.ndarray, b: np.ndarray) -> dict:
+    """Exact two-sided McNemar test of paired outcomes a, b (bool, same order).
+
+    only_a = a succeeded where b failed, only_b the reverse; under the null each discordant
+    pair goes either way with probability 1/2."""
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 1.0
+    return {"only_a": only_a, "only_b": only_b, "p_value": min(1.0, 2 * tail)}
+
+
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0) -> dict:
+    """Success rate of b minus a, with a 95 % percentile interval from resampling pairs."""
+    rng = np.random.default_rng(seed)
+    diff = b.astype(np.float64) - a.astype(np.float64)
+    draws = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return {"difference": float(diff.mean()), "ci95": [float(lo), float(hi)], "resamples": resamples}
