@@ -1,6 +1,103 @@
-"""reports/experiment.md (stub until the stages finish)"""
+"""reports/experiment.md: SFT vs RL in the real simulator, the curve with the reward-hacking gap,
+Table 4's reflector termination, the real-data budget and the stages' wall time."""
 from __future__ import annotations
 
+import json
+import pathlib
 
-def write(config, root):
-    return root
+from worldenv.measure import paired
+from worldenv.pipeline import stages
+from worldenv.sim.env import EnvConfig
+from worldenv.sim.report import rate
+
+
+def _json(path: pathlib.Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def outcomes(evaluation: dict) -> dict[str, bool]:
+    """Episode id (suite/task/init) -> LIBERO's success."""
+    return {e["id"]: bool(e["success"]) for e in evaluation["episodes"]}
+
+
+def sim_steps(evaluation: dict) -> int:
+    """Every simulator step of an evaluation: the policy's and the settle no-ops after each reset."""
+    return sum(e["steps"] for e in evaluation["episodes"]) + EnvConfig.settle_steps * len(evaluation["episodes"])
+
+
+def collect(config, root: pathlib.Path) -> dict:
+    """Everything the report shows, read from the stages' outputs."""
+    from worldenv import checkpoints
+    folder = checkpoints.DIR if config.models == "shipped" else root / "models" if config.models == "pipeline" \
+        else pathlib.Path(config.models)
+    evals = {name: _json(root / name / "eval.json") for name in ("eval_sft", "eval_rl", "table4_sft", "table4_rl")}
+    curve = []
+    for k in config.curve_points:
+        real, imagined = _json(root / "curve" / f"real_{k:04d}" / "eval.json"), _json(root / "curve" / f"imagined_{k:04d}.json")
+        if real and imagined:
+            curve.append({"iteration": k, "real": real, "imagined": imagined})
+    rows = [json.loads(line) for line in (root / "rl" / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+        if (root / "rl" / "metrics.jsonl").is_file() else []
+    both = evals["eval_sft"] and evals["eval_rl"]
+    return {"evals": evals, "curve": curve, "rl": rows, "stages": stages.records(root),
+            "provenance": _json(folder / "provenance.json"),
+            "comparison": comparison(evals["eval_sft"], evals["eval_rl"]) if both else None,
+            "sim_steps": {name: sim_steps(ev) for name, ev in evals.items() if ev},
+            "curve_sim_steps": sum(sim_steps(p["real"]) for p in curve)}
+
+
+def comparison(sft: dict, rl: dict) -> dict:
+    """Paired outcomes of the two policies on the same init states."""
+    a, b = paired.pairs(outcomes(sft), outcomes(rl))
+    return {"n": len(a), "sft": rate(int(a.sum()), len(a)), "rl": rate(int(b.sum()), len(b)),
+            "mcnemar": paired.mcnemar(a, b), "bootstrap": paired.bootstrap_difference(a, b)}
+
+
+def gap(point: dict) -> dict:
+    """Imagined vs real success of one snapshot from the same init states, overall and per episode."""
+    real = outcomes(point["real"])
+    imagined = {e["id"]: e["done"] for e in point["imagined"]["episodes"]}
+    common = sorted(set(real) & set(imagined))
+    false_done = sum(imagined[i] and not real[i] for i in common)
+    missed = sum(real[i] and not imagined[i] for i in common)
+    return {"iteration": point["iteration"], "n": len(common), "real": sum(real[i] for i in common) / len(common),
+            "imagined": sum(imagined[i] for i in common) / len(common), "imagined_done_real_failed": false_done,
+            "real_success_imagined_not": missed,
+            "real_ci95": rate(sum(real[i] for i in common), len(common))["ci95"]}
+
+
+def plot_curve(gaps: list[dict], rows: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    x = [g["iteration"] for g in gaps]
+    real = [g["real"] for g in gaps]
+    err = [[r - g["real_ci95"][0] for r, g in zip(real, gaps)], [g["real_ci95"][1] - r for r, g in zip(real, gaps)]]
+    axes[0].errorbar(x, real, yerr=err, fmt="-o", capsize=3, label="real LIBERO (Wilson 95 %)")
+    axes[0].plot(x, [g["imagined"] for g in gaps], "--s", label="inside the world model (reflector)")
+    axes[0].set(title="success vs RL iteration, same init states", xlabel="RL iteration", ylabel="success", ylim=(0, 1))
+    axes[0].legend()
+    axes[1].plot([r["iteration"] for r in rows], [r["reward_mean"] for r in rows], "-o", ms=3, label="mean reward")
+    axes[1].plot([r["iteration"] for r in rows], [r["done_fraction"] for r in rows], "-", label="done fraction")
+    axes[1].set(title="RL rollouts (from keyframes)", xlabel="RL iteration", ylim=(0, 1))
+    axes[1].legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(config, root: pathlib.Path) -> pathlib.Path:
+    from worldenv.pipeline import experiment_markdown
+    results = collect(config, root)
+    path = pathlib.Path(config.report)
+    gaps = [gap(p) for p in results["curve"]]
+    png = path.with_name(path.stem + "-curve.png")
+    if gaps:
+        plot_curve(gaps, results["rl"], png)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(experiment_markdown.render(config, results, gaps, png.name))
+    return path

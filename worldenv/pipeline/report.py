@@ -90,17 +90,36 @@ def copy_checkpoints(root: pathlib.Path, chosen: int, target: pathlib.Path, ever
     start_bank.keyframes(episodes, history=1, every=every).save(target / checkpoints.STARTS)
 
 
+def provenance(config, chosen: int, data: dict) -> dict:
+    """What the exported models were made from, for reports that start from them (the real-data budget)."""
+    used = {"demos": f"policy SFT (first {chosen} per task), world model, reflector, RL start states",
+            "explore": "world model, reflector, RL start states"}
+    return {"made_by": f"worldenv pipeline --suite {config.suite} --tasks {config.tasks}", "suite": config.suite,
+            "tasks": [int(t) for t in config.tasks.split(",")],
+            "policy": f"SFT on {chosen} expert demos per task, chosen among {config.sft_demos} demos per task as the "
+                      "candidate nearest 50 % real success",
+            "init_states": "demos, exploration and held-out episodes from sampled init states >= 1000; LIBERO's fixed "
+                           "init states 0-49 only for evaluation",
+            "data": [{"name": name, "episodes": d["episodes"], "successes": d["successes"], "sim_steps": d["steps"],
+                      "used_for": used.get(name, "measurement only")} for name, d in data.items()],
+            "selection": f"each SFT candidate evaluated on {config.eval_episodes} episodes per task at LIBERO's fixed "
+                         "init states to pick the one nearest 50 %; no RL setting was chosen on them"}
+
+
 def write(config, root: pathlib.Path, chosen: int) -> pathlib.Path:
     """Measure, plot, and write the markdown report; copy the checkpoints if asked."""
     from worldenv.pipeline import report_markdown
     measured = measure(root)
     path = pathlib.Path(config.report)
     plot_drift(measured["curves"], path.with_name(path.stem + "-drift.png"))
-    text = report_markdown.render(config, root, chosen, measured, budget(root), stages.records(root))
+    data = budget(root)
+    text = report_markdown.render(config, root, chosen, measured, data, stages.records(root))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     if config.checkpoints:
-        copy_checkpoints(root, chosen, pathlib.Path(config.checkpoints))
+        target = pathlib.Path(config.checkpoints)
+        copy_checkpoints(root, chosen, target)
+        (target / "provenance.json").write_text(json.dumps(provenance(config, chosen, data), indent=2))
     print(f"report -> {path}", flush=True)
     return path
 

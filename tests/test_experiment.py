@@ -1,0 +1,95 @@
+"""The experiment's pieces that run without LIBERO: imagined success from given start states
+with real (tiny) models, the paired comparison and the reward-hacking gap on evaluation
+records, the report, settings and resumable in-process stages."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from worldenv import models
+from worldenv.data.start_bank import synthetic_bank
+from worldenv.measure import imagined
+from worldenv.pipeline import experiment, experiment_markdown, experiment_report, stages
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return models.build("policy"), models.build("world_model"), models.build("reflector")
+
+
+def test_imagined_rollouts_one_per_start_and_stop_at_eta(tiny):
+    bank = synthetic_bank(5)
+    bank.ids[:] = [f"libero_object/0/{i}" for i in range(5)]
+    never = imagined.rollouts(*tiny, bank, horizon=3, eta=0.999999, batch=2)
+    assert [e["id"] for e in never] == bank.ids
+    assert all(e["chunks"] == 3 and not e["done"] and 0 <= e["p_done"] <= 1 for e in never)
+    always = imagined.rollouts(*tiny, bank, horizon=3, eta=1e-9, batch=4)
+    assert all(e["chunks"] == 1 and e["done"] for e in always)
+    again = imagined.rollouts(*tiny, bank, horizon=3, eta=0.999999, batch=5)
+    assert [e["p_done"] for e in again] == pytest.approx([e["p_done"] for e in never], abs=1e-3), \
+        "deterministic, and batching does not change an episode"
+
+
+def _eval(successes: list[bool], steps: int = 40) -> dict:
+    return {"episodes": [{"id": f"libero_object/0/{i}", "success": s, "steps": steps, "outcome": "success" if s else "horizon"}
+                         for i, s in enumerate(successes)],
+            "tasks": {"0": {"instruction": "pick", "successes": sum(successes), "episodes": len(successes),
+                            "rate": sum(successes) / len(successes), "ci95": [0.1, 0.9]}},
+            "suite_result": {"successes": sum(successes), "episodes": len(successes), "rate": sum(successes) / len(successes),
+                             "ci95": [0.1, 0.9]}}
+
+
+def test_comparison_and_gap_by_hand():
+    sft, rl = _eval([True, False, False, False]), _eval([True, True, True, False])
+    c = experiment_report.comparison(sft, rl)
+    assert (c["mcnemar"]["only_a"], c["mcnemar"]["only_b"]) == (0, 2)
+    assert c["bootstrap"]["difference"] == pytest.approx(0.5)
+    point = {"iteration": 10, "real": sft, "imagined": {"episodes": [
+        {"id": f"libero_object/0/{i}", "done": d} for i, d in enumerate([True, True, False, False])]}}
+    g = experiment_report.gap(point)
+    assert (g["real"], g["imagined"], g["imagined_done_real_failed"], g["real_success_imagined_not"]) == (0.25, 0.5, 1, 0)
+    assert experiment_report.sim_steps(sft) == 4 * 40 + 4 * 10       # policy steps + settle no-ops
+
+
+def test_report_renders_the_figures(tmp_path):
+    root = tmp_path / "exp"
+    sft, rl = _eval([True, False, False, False]), _eval([True, True, True, False])
+    for name, ev in (("eval_sft", sft), ("eval_rl", rl), ("curve/real_0000", sft)):
+        (root / name).mkdir(parents=True)
+        (root / name / "eval.json").write_text(json.dumps(ev))
+    (root / "curve" / "imagined_0000.json").write_text(json.dumps(
+        {"episodes": [{"id": f"libero_object/0/{i}", "done": True} for i in range(4)]}))
+    (root / "rl").mkdir()
+    (root / "rl" / "metrics.jsonl").write_text(json.dumps({"iteration": 0, "reward_mean": 0.2, "done_fraction": 0.3,
+                                                           "episode_length": 20, "zero_advantage_groups": 0.5,
+                                                           "clip_fraction": 0.1, "approx_kl": 0.01,
+                                                           "imagined_steps_per_s": 40}) + "\n")
+    config = experiment.ExperimentConfig(home=str(root), report=str(tmp_path / "r" / "experiment.md"), iterations=1,
+                                         curve_every=5, table4=False)
+    path = experiment_report.write(config, root)
+    text = path.read_text()
+    assert "**RL - SFT: +50.0 points**" in text and "McNemar exact p = 0.5" in text
+    assert "| 0 | 25 % (4 ep.)" in text and "+75 pts" in text          # the reward-hacking gap at iteration 0
+    assert "| RL in imagination | 0 | **0** |" in text
+    assert (tmp_path / "r" / "experiment-curve.png").is_file()
+    assert experiment_markdown.command(config).startswith("worldenv experiment --home")
+
+
+def test_settings_name_the_field():
+    with pytest.raises(ValueError, match="give all four or none"):
+        experiment.ExperimentConfig(policy_addr="127.0.0.1:1")
+    with pytest.raises(ValueError, match="--demos: only with --models pipeline"):
+        experiment.ExperimentConfig(demos=5)
+    assert experiment.ExperimentConfig(iterations=25, curve_every=10).curve_points == [0, 10, 20, 25]
+
+
+def test_inline_stage_runs_once(tmp_path):
+    calls = []
+    stages.inline(tmp_path, "measure", lambda: calls.append(1))
+    stages.inline(tmp_path, "measure", lambda: calls.append(1))
+    assert calls == [1] and stages.finished(tmp_path, "measure")
+    assert stages.records(tmp_path)["measure"].returncode == 0
