@@ -85,6 +85,19 @@ def test_world_model_gain_is_calibrated_and_loss_falls(data, tmp_path):
     assert json.loads((tmp_path / "model" / "config.json").read_text())["arch"] == "tiny-unet"
 
 
+def test_fine_tuning_starts_from_the_init_checkpoint_and_keeps_its_config(data, tmp_path):
+    base = WorldModelTrainConfig(data=str(data), out=str(tmp_path / "base"), steps=20, batch_size=8, eval_every=10,
+                                 lr=2e-3, warmup=5, model=TINY_WORLD)
+    first = train_world_model.train(base)
+    tuned = train_world_model.train(base.model_copy(update={"out": str(tmp_path / "tuned"), "model": "{}", "steps": 10,
+                                                            "init": str(tmp_path / "base" / "model"), "warmup": 0}))
+    assert tuned["action_gain"] == pytest.approx(first["action_gain"]), "a fine-tuned model keeps its gain"
+    assert tuned["history"][0]["val_frame"] < first["history"][0]["val_frame"], "it starts where the base ended"
+    assert models.load(tmp_path / "tuned" / "model").config.image_size == 32
+    with pytest.raises(ValueError, match="--model: config overrides cannot change"):
+        WorldModelTrainConfig(data=str(data), out=str(tmp_path), init=str(tmp_path / "base" / "model"), model=TINY_WORLD)
+
+
 def test_reflector_fits_its_training_videos_with_balanced_positives(data, tmp_path):
     config = ReflectorTrainConfig(data=str(data), out=str(tmp_path), steps=100, batch_size=32,
                                                   eval_every=25, lr=2e-3, warmup=5, model=TINY_REFLECTOR,

@@ -12,7 +12,6 @@ import dataclasses
 import numpy as np
 import torch
 
-from worldenv import models
 from worldenv.data import chunks
 from worldenv.train import supervised
 from worldenv.train.settings import PolicyTrainConfig
@@ -64,7 +63,7 @@ def train(config: PolicyTrainConfig) -> dict:
     train_eps, val_eps = chunks.split(episodes, config.val_fraction, config.seed)
     train_set, val_set = samples(train_eps), samples(val_eps or train_eps)
     torch.manual_seed(config.seed)
-    model = models.build("policy", device=config.device, **config.overrides)
+    model = supervised.initial_model("policy", config, **config.overrides)
     model.proprio_norm.fit(torch.from_numpy(train_set.proprio).to(model.device))
 
     def draw(rng: np.random.Generator, size: int) -> Samples:

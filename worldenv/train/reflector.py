@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from worldenv import models
 from worldenv.models.reflector import sample_indices
 from worldenv.data import chunks
 from worldenv.train import supervised
@@ -60,7 +59,7 @@ def train(config: ReflectorTrainConfig) -> dict:
     positives = sum(train_eps[i].success[c] for i, c in train_items)
     pos_weight = min(config.max_pos_weight, (len(train_items) - positives) / max(positives, 1))
     torch.manual_seed(config.seed)
-    model = models.build("reflector", device=config.device, **config.overrides)
+    model = supervised.initial_model("reflector", config, **config.overrides)
 
     def draw(rng: np.random.Generator, size: int):
         return rng, [train_items[j] for j in rng.integers(0, len(train_items), size)]

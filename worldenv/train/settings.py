@@ -40,6 +40,14 @@ class TrainConfig(FitConfig):
     val_fraction: float = pydantic.Field(0.15, ge=0, lt=1, description="episodes held out for validation")
     episodes_per_file: int = pydantic.Field(0, ge=0, description="use each task file's first n episodes; 0 = all")
     model: str = pydantic.Field("{}", description="JSON object of model config overrides")
+    init: str | None = pydantic.Field(None, description="start from this checkpoint directory's weights and config "
+                                      "(fine-tuning, e.g. a Dyna round on new episodes); --model must then be empty")
+
+    @pydantic.model_validator(mode="after")
+    def _init_or_overrides(self):
+        if self.init and json.loads(self.model or "{}"):
+            raise ValueError("--model: config overrides cannot change a checkpoint given with --init")
+        return self
 
     @pydantic.field_validator("model")
     @classmethod

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import tqdm
 
-from worldenv.train.settings import FitConfig
+from worldenv.train.settings import FitConfig, TrainConfig
 
 STATE_FILE, MODEL_DIR, HISTORY_FILE = "trainer_state.pt", "model", "history.jsonl"
 
@@ -143,3 +143,11 @@ def _truncate_history(out: pathlib.Path, step: int) -> None:
 def _history(out: pathlib.Path) -> list[dict]:
     path = out / HISTORY_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def initial_model(role: str, config: TrainConfig, **overrides):
+    """A fresh model with `overrides`, or the --init checkpoint's (fine-tuning: its config is kept)."""
+    from worldenv import models
+    if config.init:
+        return models.load(config.init, role=role, device=config.device)
+    return models.build(role, device=config.device, **overrides)

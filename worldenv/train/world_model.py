@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from worldenv import models
+from worldenv.models import registry
 from worldenv.data import chunks
 from worldenv.train import supervised
 from worldenv.train.settings import WorldModelTrainConfig
@@ -62,14 +62,14 @@ def losses(model, batch: Transitions) -> dict[str, torch.Tensor]:
 
 def train(config: WorldModelTrainConfig) -> dict:
     """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
-    history = int(config.overrides.get("history", 2))
+    history = int(registry.read_config(config.init)["history"]) if config.init else int(config.overrides.get("history", 2))
     train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
     train_set, val_set = transitions(train_eps, history), transitions(val_eps or train_eps, history)
     overrides = config.overrides
-    if config.calibrate:
+    if config.calibrate and not config.init:      # a fine-tuned model keeps its gain
         overrides["action_gain"] = max(fit_action_gain(train_set), 1e-4)
     torch.manual_seed(config.seed)
-    model = models.build("world_model", device=config.device, **overrides)
+    model = supervised.initial_model("world_model", config, **overrides)
 
     def draw(rng: np.random.Generator, size: int) -> Transitions:
         return train_set.take(rng.integers(0, len(train_set), size))
