@@ -10,6 +10,8 @@ Stages, each resumable (a finished one is skipped when the command runs again):
     curve_*         each snapshot in the real simulator and inside the world model, same init states
     eval_sft/rl     the final comparison, --eval-episodes per task, LIBERO's termination
     table4_sft/rl   the same with termination decided by the reflector (World-Env's Table 4)
+    dyna_*          one Dyna round: the RL policy explores, the world model and the reflector are
+                    fine-tuned on its episodes, RL again from their keyframes, evaluated (eval_dyna)
 
 The stack is `worldenv up`'s, started here on free ports, unless the four remote addresses
 are given (e.g. a compose deployment); then the same stages run against it.
@@ -26,6 +28,7 @@ from worldenv.config import Settings
 from worldenv.pipeline import stages
 
 CURVE_INITS = 0          # the curve's real and imagined episodes use LIBERO's fixed init states from here
+DYNA_INITS = 7000        # the Dyna round's exploration: sampled init states no earlier data used
 
 
 class ExperimentConfig(Settings):
@@ -53,6 +56,13 @@ class ExperimentConfig(Settings):
     curve_every: int = Field(10, ge=1, description="evaluate the policy every K RL iterations")
     curve_episodes: int = Field(10, ge=1, le=50, description="real and imagined episodes per task at each curve point")
     table4: bool = Field(True, description="also evaluate both policies with the reflector deciding termination")
+    dyna_rounds: int = Field(1, ge=0, le=1, description="Dyna rounds after RL (explore with the RL policy, fine-tune "
+                             "the world model and the reflector on it, RL again, evaluate); 0 = none")
+    dyna_explore: int = Field(10, ge=1, description="Dyna: exploration episodes per task in the real simulator")
+    dyna_world_model_steps: int = Field(1000, ge=1, description="Dyna: world-model fine-tuning steps")
+    dyna_reflector_steps: int = Field(500, ge=1, description="Dyna: reflector fine-tuning steps")
+    dyna_lr: float = Field(1e-4, gt=0, description="Dyna: fine-tuning learning rate")
+    dyna_iterations: int = Field(15, ge=1, description="Dyna: RL iterations against the fine-tuned models")
     env_processes: int = Field(0, ge=0, description="LIBERO env processes (0 = what fits, at most 2)")
     workers: int = Field(1, ge=1, description="rollout workers of the embedded stack")
     batch_size: int = Field(16, ge=1, description="jobs per rollout-worker batch in the embedded stack")
@@ -104,10 +114,11 @@ def model_folder(config: ExperimentConfig, root: pathlib.Path) -> pathlib.Path:
 
 
 class Stack:
-    """The services the experiment talks to: remote ones, or an embedded stack started on demand."""
+    """The services the experiment talks to: remote ones, or an embedded stack started on demand
+    from `dirs` (role -> checkpoint directory) in <root>/stack."""
 
-    def __init__(self, config: ExperimentConfig, folder: pathlib.Path, root: pathlib.Path):
-        self.config, self.folder, self.root, self._local = config, folder, root, None
+    def __init__(self, config: ExperimentConfig, dirs: dict[str, pathlib.Path], root: pathlib.Path):
+        self.config, self.dirs, self.root, self._local = config, dirs, root, None
 
     def addresses(self) -> dict[str, str]:
         c = self.config
@@ -115,10 +126,9 @@ class Stack:
             return {"redis": c.redis_url, "policy": c.policy_addr, "world-model": c.world_model_addr,
                     "reflector": c.reflector_addr}
         if self._local is None:
-            from worldenv import checkpoints
             from worldenv.commands import stack
             from worldenv.config import MODEL_SERVICES, SERVICES
-            dirs = {name: str(checkpoints.model_dir(SERVICES[name].role, self.folder)) for name in MODEL_SERVICES}
+            dirs = {name: str(self.dirs[SERVICES[name].role]) for name in MODEL_SERVICES}
             print(f"starting the embedded stack in {self.root / 'stack'} ...", flush=True)
             self._local = stack.start(stack.StackConfig(home=self.root / "stack", free_ports=True, workers=c.workers,
                                                         batch_size=c.batch_size, checkpoints=dirs))
@@ -129,22 +139,24 @@ class Stack:
             self._local.stop()
 
 
-def rl(config: ExperimentConfig, root: pathlib.Path, folder: pathlib.Path, stack: Stack) -> pathlib.Path:
-    out = root / "rl"
-    if not stages.finished(root, "rl"):
+def rl(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.Path, starts: pathlib.Path,
+       stack: Stack, iterations: int) -> pathlib.Path:
+    """`worldenv train rl` from `policy` against `stack`, as stage `name`; returns its run directory."""
+    out = root / name
+    if not stages.finished(root, name):
         a = stack.addresses()
         token = ["--auth-token", config.auth_token] if config.auth_token else []
-        stages.run(root, "rl", ["train", "rl", "--redis-url", a["redis"], "--policy-addr", a["policy"], *token,
-                                "--policy", str(folder / "policy"), "--starts", str(folder / "starts.npz"),
-                                "--out", str(out), "--iterations", str(config.iterations), "--groups", str(config.groups),
+        stages.run(root, name, ["train", "rl", "--redis-url", a["redis"], "--policy-addr", a["policy"], *token,
+                                "--policy", str(policy), "--starts", str(starts), "--run-id", f"{root.name}-{name}",
+                                "--out", str(out), "--iterations", str(iterations), "--groups", str(config.groups),
                                 "--group-size", str(config.group_size), "--horizon", str(config.horizon),
                                 "--eta", str(config.eta), "--lr", str(config.lr), "--epochs", str(config.epochs),
                                 "--exploration-scale", str(config.exploration_scale), "--seed", str(config.seed),
-                                "--snapshot-every", str(config.curve_every)], root / "logs" / "rl.log")
+                                "--snapshot-every", str(config.curve_every)], root / "logs" / f"{name}.log")
     return out
 
 
-def curve(config: ExperimentConfig, root: pathlib.Path, folder: pathlib.Path, stack: Stack, rl_out: pathlib.Path) -> None:
+def curve(config: ExperimentConfig, root: pathlib.Path, stack: Stack, rl_out: pathlib.Path) -> None:
     """Each snapshot: real success and imagined success from the same init states."""
     from worldenv.client.trainer import snapshot_dir
     stages.run(root, "eval_starts", _libero(config, "starts", "build", "--inits", f"{CURVE_INITS}-"
@@ -155,11 +167,10 @@ def curve(config: ExperimentConfig, root: pathlib.Path, folder: pathlib.Path, st
         stages.run(root, f"curve_real_{k:04d}", _libero(
             config, "eval", "--policy", str(policy), "--episodes-per-task", str(config.curve_episodes), "--init-offset",
             str(CURVE_INITS), "--videos", "0", "--out", str(root / "curve" / f"real_{k:04d}")), root / "logs" / "curve.log")
-        stages.inline(root, f"curve_imagined_{k:04d}", lambda: imagined(config, folder, stack, policy, root, k))
+        stages.inline(root, f"curve_imagined_{k:04d}", lambda: imagined(config, stack, policy, root, k))
 
 
-def imagined(config: ExperimentConfig, folder: pathlib.Path, stack: Stack, policy: pathlib.Path, root: pathlib.Path,
-             k: int) -> dict:
+def imagined(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, root: pathlib.Path, k: int) -> dict:
     """The snapshot's deterministic episodes inside the served world model, judged by the served reflector."""
     from worldenv import models
     from worldenv.client.clients import ReflectorClient, WorldModelClient
@@ -181,37 +192,71 @@ def imagined(config: ExperimentConfig, folder: pathlib.Path, stack: Stack, polic
     return out
 
 
-def final(config: ExperimentConfig, root: pathlib.Path, folder: pathlib.Path, stack: Stack, rl_out: pathlib.Path) -> None:
+def evaluate(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.Path, *extra: str) -> None:
+    """`worldenv eval` of `policy` as stage `name`: LIBERO's fixed init states 0.., the same seed."""
+    stages.run(root, name, _libero(config, "eval", "--policy", str(policy), "--episodes-per-task", str(config.eval_episodes),
+                                   "--init-offset", "0", "--seed", "0", *extra, "--out", str(root / name)),
+               root / "logs" / f"{name}.log")
+
+
+def final(config: ExperimentConfig, root: pathlib.Path, sft: pathlib.Path, stack: Stack, rl_out: pathlib.Path) -> None:
     """SFT and RL on the same init states with the same seeds; then under reflector termination."""
-    policies = {"sft": folder / "policy", "rl": rl_out / "policy"}
-    common = ["--episodes-per-task", str(config.eval_episodes), "--init-offset", "0", "--seed", "0"]
+    policies = {"sft": sft, "rl": rl_out / "policy"}
     for name, policy in policies.items():
-        stages.run(root, f"eval_{name}", _libero(config, "eval", "--policy", str(policy), *common,
-                                                 "--out", str(root / f"eval_{name}")), root / "logs" / f"eval_{name}.log")
+        evaluate(config, root, f"eval_{name}", policy)
     if not config.table4:
         return
+    token = ["--auth-token", config.auth_token] if config.auth_token else []
     for name, policy in policies.items():
-        if stages.finished(root, f"table4_{name}"):
-            continue
-        token = ["--auth-token", config.auth_token] if config.auth_token else []
-        stages.run(root, f"table4_{name}", _libero(
-            config, "eval", "--policy", str(policy), *common, "--termination", "reflector", "--reflector",
-            stack.addresses()["reflector"], "--eta", str(config.eta), *token, "--out", str(root / f"table4_{name}")),
-            root / "logs" / f"table4_{name}.log")
+        if not stages.finished(root, f"table4_{name}"):
+            evaluate(config, root, f"table4_{name}", policy, "--termination", "reflector", "--reflector",
+                     stack.addresses()["reflector"], "--eta", str(config.eta), *token)
+
+
+def dyna(config: ExperimentConfig, root: pathlib.Path, dirs: dict[str, pathlib.Path], rl_out: pathlib.Path) -> None:
+    """One Dyna round: the RL policy explores the real simulator (new init states), the world model
+    and the reflector are fine-tuned on those episodes, the new episodes' keyframes become the start
+    states, and RL continues from the RL policy against the updated models; then evaluated."""
+    d, policy = root / "dyna", rl_out / "policy"
+    stages.run(root, "dyna_explore", _libero(config, "explore", "--policy", str(policy), "--noise", "laplace",
+                                             "--episodes-per-task", str(config.dyna_explore), "--init-offset",
+                                             str(DYNA_INITS), "--seed", "2", "--out", str(d / "explore")),
+               root / "logs" / "dyna_explore.log")
+    for role, steps in (("world_model", config.dyna_world_model_steps), ("reflector", config.dyna_reflector_steps)):
+        stages.run(root, f"dyna_{role}", ["train", role.replace("_", "-"), "--data", str(d / "explore"), "--init",
+                                          str(dirs[role]), "--out", str(d / role), "--steps", str(steps), "--lr",
+                                          str(config.dyna_lr), "--warmup", "0", "--eval-every", str(max(steps // 5, 1)),
+                                          "--patience", "0"], root / "logs" / f"dyna_{role}.log")
+    stages.run(root, "dyna_starts", ["starts", "keyframes", "--data", str(d / "explore"), "--every", "2",
+                                     "--out", str(d / "starts.npz")], root / "logs" / "dyna_starts.log")
+    tuned = {"policy": policy, "world_model": d / "world_model" / "model", "reflector": d / "reflector" / "model"}
+    stack = Stack(config, tuned, d)
+    try:
+        out = rl(config, root, "dyna_rl", policy, d / "starts.npz", stack, config.dyna_iterations)
+    finally:
+        stack.stop()
+    evaluate(config, root, "eval_dyna", out / "policy")
 
 
 def run(config: ExperimentConfig) -> pathlib.Path:
     """Every stage in order; returns the experiment's directory."""
+    from worldenv import checkpoints
     root = config.root
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     folder = model_folder(config, root)
-    stack = Stack(config, folder, root)
+    dirs = {role: checkpoints.model_dir(role, folder) for role in checkpoints.ROLES}
+    missing = [role for role, path in dirs.items() if path is None] + ([] if checkpoints.starts(folder) else ["starts.npz"])
+    if missing:
+        raise RuntimeError(f"--models: {folder} has no {', '.join(missing)}")
+    stack = Stack(config, dirs, root)
     try:
-        rl_out = rl(config, root, folder, stack)
-        curve(config, root, folder, stack, rl_out)
-        final(config, root, folder, stack, rl_out)
+        rl_out = rl(config, root, "rl", dirs["policy"], folder / checkpoints.STARTS, stack, config.iterations)
+        curve(config, root, stack, rl_out)
+        final(config, root, dirs["policy"], stack, rl_out)
     finally:
         stack.stop()
+    for _ in range(config.dyna_rounds):
+        dyna(config, root, dirs, rl_out)
     print(f"experiment stages done in {time.perf_counter() - started:.0f} s -> {root}", flush=True)
     return root

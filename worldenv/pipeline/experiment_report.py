@@ -30,7 +30,7 @@ def collect(config, root: pathlib.Path) -> dict:
     from worldenv import checkpoints
     folder = checkpoints.DIR if config.models == "shipped" else root / "models" if config.models == "pipeline" \
         else pathlib.Path(config.models)
-    evals = {name: _json(root / name / "eval.json") for name in ("eval_sft", "eval_rl", "table4_sft", "table4_rl")}
+    evals = {name: _json(root / name / "eval.json") for name in ("eval_sft", "eval_rl", "table4_sft", "table4_rl", "eval_dyna")}
     curve = []
     for k in config.curve_points:
         real, imagined = _json(root / "curve" / f"real_{k:04d}" / "eval.json"), _json(root / "curve" / f"imagined_{k:04d}.json")
@@ -43,7 +43,18 @@ def collect(config, root: pathlib.Path) -> dict:
             "provenance": _json(folder / "provenance.json"),
             "comparison": comparison(evals["eval_sft"], evals["eval_rl"]) if both else None,
             "sim_steps": {name: sim_steps(ev) for name, ev in evals.items() if ev},
-            "curve_sim_steps": sum(sim_steps(p["real"]) for p in curve)}
+            "curve_sim_steps": sum(sim_steps(p["real"]) for p in curve),
+            "dyna": dyna_results(root, evals)}
+
+
+def dyna_results(root: pathlib.Path, evals: dict) -> dict | None:
+    """The Dyna round's exploration data and its policy against the RL policy it started from."""
+    if not (evals.get("eval_dyna") and evals.get("eval_rl")):
+        return None
+    from worldenv.pipeline.report import budget
+    data = budget(root / "dyna", names=("explore",))["explore"]
+    return {"explore": data, "vs_rl": comparison(evals["eval_rl"], evals["eval_dyna"]),
+            "vs_sft": comparison(evals["eval_sft"], evals["eval_dyna"]) if evals.get("eval_sft") else None}
 
 
 def comparison(sft: dict, rl: dict) -> dict:
