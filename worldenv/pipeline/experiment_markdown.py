@@ -118,6 +118,37 @@ def dyna_section(config, results: dict) -> list[str]:
             f"episodes ({e['successes']} successes), {e['steps']} simulator steps |"]
 
 
+def limits(results: dict, gaps: list[dict]) -> list[str]:
+    """What the measurements say about the limits of this run, computed, not written by hand."""
+    lines = []
+    if gaps:
+        g = gaps[0]
+        agree = 1 - (g["imagined_done_real_failed"] + g["real_success_imagined_not"]) / g["n"]
+        lines.append(f"- **Does the learned simulator judge outcomes as the real one does?** For the SFT policy "
+                     f"(iteration 0), imagined and real outcomes agree on {_pct(agree)} of {g['n']} init states: the "
+                     f"world model + reflector call {g['imagined_done_real_failed']} real failures a success (optimism, "
+                     f"which RL can exploit) and miss {g['real_success_imagined_not']} real successes (pessimism: reward "
+                     "RL never sees).")
+        last = gaps[-1]
+        lines.append(f"- **Reward hacking:** inside the world model the policy went from {_pct(g['imagined'])} to "
+                     f"{_pct(last['imagined'])}; in the real simulator, from the same init states, from {_pct(g['real'])} "
+                     f"to {_pct(last['real'])}.")
+    rows = results["rl"]
+    if rows:
+        flat = sum(r.get("zero_advantage_groups", 0.0) for r in rows) / len(rows)
+        done = sum(r.get("done_fraction", 0.0) for r in rows) / len(rows)
+        lines.append(f"- **Learning signal:** {_pct(flat)} of the RL groups had no reward spread (their 8 rollouts "
+                     f"judged alike), so they taught nothing; {_pct(done)} of the imagined episodes ended with p(done) "
+                     "> eta.")
+    t4 = [results["evals"].get(f"table4_{n}") for n in ("sft", "rl")]
+    if all(t4):
+        stopped = [e for t in t4 for e in t["episodes"] if e["outcome"] == "reflector"]
+        wrong = sum(not e["success"] for e in stopped)
+        lines.append(f"- **Reflector on real videos:** it stopped {len(stopped)} real episodes, {wrong} of them not a "
+                     "success (a false positive ends an episode that might still have succeeded).")
+    return lines or ["Nothing measured yet."]
+
+
 def budget(results: dict) -> list[str]:
     lines = ["| data | episodes | simulator steps | used for |", "|---|---|---|---|"]
     prov = results["provenance"]
@@ -160,6 +191,7 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              "## Success vs RL iteration, and the reward-hacking gap", *curve_section(gaps, png), "",
              "## RL training", *rl_section(results["rl"]), "",
              "## Table 4 analogue: termination by the reflector", *table4(results["evals"]), "",
+             "## What limits the result (measured)", *limits(results, gaps), "",
              "## Beyond the paper: one Dyna round", *dyna_section(config, results), "",
              "## Real-data budget", *budget(results), "",
              "## Stages: wall time and peak memory (2-core CPU machine)", "| stage | wall | peak memory |", "|---|---|---|",
