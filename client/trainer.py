@@ -200,32 +200,44 @@ def log_row(out: pathlib.Path, row: dict) -> list[dict]:
     return rows
 
 
+def starting_policy(config, out: pathlib.Path, resumed: bool):
+    """The run's own policy: its last checkpoint when resuming, else --policy with the Laplace
+    scale restarted at --exploration-scale."""
+    from worldenv import checkpoints, models
+    source = out / "policy" if resumed else (checkpoints.model_dir("policy") if config.policy == "shipped" else config.policy)
+    if source is None:
+        raise FileNotFoundError("policy: no shipped checkpoint in this install; give --policy DIR")
+    policy = models.load(source, role="policy")
+    if not resumed and config.exploration_scale is not None:
+        if not hasattr(policy, "reset_scale"):
+            raise ValueError(f"exploration_scale: the {policy.spec.arch} policy has no reset_scale; give none")
+        policy.reset_scale(config.exploration_scale)
+    return policy
+
+
+def start_bank(config) -> StartBank:
+    from worldenv import checkpoints
+    path = checkpoints.starts() if config.starts == "shipped" else config.starts
+    if path is None or not pathlib.Path(path).is_file():
+        raise FileNotFoundError(f"starts: no start-state bank at {config.starts}")
+    return StartBank.load(path)
+
+
 def run(config) -> dict:
     """`worldenv train rl`: every iteration of `config` (resuming a run in config.out)."""
     import redis
     import tqdm
 
-    from worldenv import checkpoints, models
     from worldenv.client import training_curves
+    from worldenv.commands import home
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     resumed = (out / "trainer_state.pt").is_file()
-    source = out / "policy" if resumed else (checkpoints.model_dir("policy") if config.policy == "shipped" else config.policy)
-    if source is None:
-        raise FileNotFoundError("policy: no shipped checkpoint in this install; give --policy DIR")
-    bank_path = checkpoints.starts() if config.starts == "shipped" else config.starts
-    if bank_path is None or not pathlib.Path(bank_path).is_file():
-        raise FileNotFoundError(f"starts: no start-state bank at {config.starts}")
-    from worldenv.commands import home
+    policy, bank = starting_policy(config, out, resumed), start_bank(config)
     client = redis.Redis.from_url(config.redis_url or home.redis_url())
     with PolicyClient(config.policy_addr, auth_token=config.auth_token) as policy_client:
-        policy = models.load(source, role="policy")
-        if not resumed and config.exploration_scale is not None:
-            if not hasattr(policy, "reset_scale"):
-                raise ValueError(f"exploration_scale: the {policy.spec.arch} policy has no reset_scale; give none")
-            policy.reset_scale(config.exploration_scale)
         trainer = Trainer(config, policy, policy_client, RolloutQueue(client, config.prefix),
-                          EpisodeStore(client, config.prefix), StartBank.load(bank_path))
+                          EpisodeStore(client, config.prefix), bank)
         first = load_state(out, trainer)
         version = publish(policy_client, trainer.policy, f"start of {out.name}")  # the served policy = ours
         if config.snapshot_every and not resumed:
