@@ -12,7 +12,8 @@ from servers import serving
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.client.errors import ServiceError
 from worldenv.models.roles import Observations
-from worldenv.v1 import policy_pb2, policy_pb2_grpc, world_model_pb2, world_model_pb2_grpc
+from worldenv.v1 import (policy_pb2, policy_pb2_grpc, reflector_pb2, reflector_pb2_grpc, tensor_pb2, world_model_pb2,
+                         world_model_pb2_grpc)
 from worldenv.wire import codec
 
 RNG = np.random.default_rng(0)
@@ -294,3 +295,26 @@ def test_unreachable_service_raises_service_error_quickly():
     with pytest.raises(ServiceError) as info:
         PolicyClient("127.0.0.1:1", connect_timeout_s=1.0).connect()
     assert info.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 10
+
+
+# ---- faults found by fuzzing (issue 13) ------------------------------------------------------
+
+HUGE_EMPTY = {"dtype": tensor_pb2.UINT8, "shape": [0, 2**40, 2**40]}  # no data: 0 items, but no array has it
+
+
+@pytest.mark.parametrize("service, call, field", [
+    ("world-model", lambda ch: world_model_pb2_grpc.WorldModelStub(ch).Open(world_model_pb2.OpenRequest(
+        frames=tensor_pb2.Tensor(**HUGE_EMPTY), proprio=codec.encode(proprio(1)))), "frames"),
+    ("world-model", lambda ch: world_model_pb2_grpc.WorldModelStub(ch).Step(world_model_pb2.StepRequest(
+        session_ids=["x"], actions=tensor_pb2.Tensor(**HUGE_EMPTY | {"dtype": tensor_pb2.FLOAT32}))), "actions"),
+    ("policy", lambda ch: policy_pb2_grpc.PolicyStub(ch).Act(policy_pb2.ActRequest(
+        frames=tensor_pb2.Tensor(**HUGE_EMPTY), proprio=codec.encode(proprio(1)))), "frames"),
+    ("reflector", lambda ch: reflector_pb2_grpc.ReflectorStub(ch).Judge(reflector_pb2.JudgeRequest(
+        frames=tensor_pb2.Tensor(**HUGE_EMPTY))), "frames"),
+])
+def test_empty_tensor_with_huge_dimensions_is_invalid_argument(service, call, field):
+    with serving(service) as server, grpc.insecure_channel(server.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            call(channel)
+        assert info.value.code() == INVALID, info.value.details()
+        assert f"{field}.shape" in info.value.details() and "too large" in info.value.details()
