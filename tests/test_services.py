@@ -318,3 +318,66 @@ def test_empty_tensor_with_huge_dimensions_is_invalid_argument(service, call, fi
             call(channel)
         assert info.value.code() == INVALID, info.value.details()
         assert f"{field}.shape" in info.value.details() and "too large" in info.value.details()
+
+
+class CountingWorldModel:
+    """The tiny world model, counting the steps it computes."""
+
+    def __init__(self, model):
+        self.model, self.spec, self.steps = model, model.spec, 0
+
+    def start(self, starts):
+        return self.model.start(starts)
+
+    def step(self, states, actions):
+        self.steps += len(states)
+        return self.model.step(states, actions)
+
+
+def test_request_over_max_request_items_is_refused_before_any_compute():
+    from servers import tiny_model
+
+    model = CountingWorldModel(tiny_model("world-model"))
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    with serving("world-model", model=model, max_request_items=4) as server, \
+            WorldModelClient(server.address) as client:
+        assert client.spec.extra["max_request_items"] == "4"
+        expect_error(lambda: client.open(frames(5), proprio(5), [""] * 5), exhausted,
+                     "frames", "5 items", "limit 4", "max_request_items")
+        assert len(server.service.sessions) == 0
+        ids = client.open(frames(4), proprio(4), [""] * 4) + client.open(frames(1), proprio(1), [""])
+        expect_error(lambda: client.step(ids, actions(5)), exhausted, "session_ids", "5 items", "limit 4")
+        assert model.steps == 0, "a refused Step must not reach the model"
+        assert client.step(ids[:4], actions(4)).steps == [1] * 4 and model.steps == 4
+    for service, call in (("policy", lambda c: c.act(frames(3), proprio(3), [""] * 3)),
+                          ("reflector", lambda c: c.judge(frames(3, t=2), [""] * 3))):
+        client_cls = PolicyClient if service == "policy" else ReflectorClient
+        with serving(service, max_request_items=2) as server, client_cls(server.address) as client:
+            expect_error(lambda: call(client), exhausted, "frames", "3 items", "limit 2", "max_request_items")
+
+
+def test_reply_over_the_send_limit_fails_before_the_compute():
+    """A 64 px frame is 12 KiB: at 0.1 MiB a Step reply of 9 frames cannot be sent, one of 8 can."""
+    from servers import tiny_model
+
+    model = CountingWorldModel(tiny_model("world-model"))
+    with serving("world-model", model=model, max_message_mb=0.1) as server, \
+            WorldModelClient(server.address) as client:
+        ids = client.open(frames(4), proprio(4), [""] * 4) + client.open(frames(5), proprio(5), [""] * 5)
+        expect_error(lambda: client.step(ids, actions(9)), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     "session_ids", "reply to 9 items", "send limit of 104857 bytes", "max_message_mb")
+        assert model.steps == 0, "the refused Step was not computed"
+        stub = world_model_pb2_grpc.WorldModelStub(client.channel)
+        reply = stub.Step(world_model_pb2.StepRequest(session_ids=ids[:8], actions=codec.encode(actions(8))))
+        assert list(reply.steps) == [1] * 8 and model.steps == 8
+        estimate = 1024 + 8 * (64 * 64 * 3 + 8 * 4 + 10)
+        assert 8 * 64 * 64 * 3 < reply.ByteSize() <= estimate, "the estimate bounds the real reply"
+
+
+def test_out_of_memory_in_the_model_is_resource_exhausted():
+    from worldenv.services.common.errors import status_of
+
+    code, message = status_of(RuntimeError("[enforce fail at alloc_cpu.cpp:117] . DefaultCPUAllocator: "
+                                           "can't allocate memory: you tried to allocate 4760000000 bytes"))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "out of memory" in message and "fewer items" in message
+    assert status_of(RuntimeError("shape mismatch"))[0] == grpc.StatusCode.INTERNAL
