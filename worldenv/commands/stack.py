@@ -14,6 +14,7 @@ import time
 
 from worldenv.commands import probes
 from worldenv.config import MODEL_SERVICES, SERVICES
+from worldenv.services.common.memory import ALLOCATOR_ENV
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -65,7 +66,7 @@ class Stack:
 
 def _spawn(name: str, argv: list[str], home: pathlib.Path) -> subprocess.Popen:
     log = open(home / "logs" / f"{name}.log", "ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = {**ALLOCATOR_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}  # the allocator settings unless set already
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
