@@ -2,7 +2,8 @@
 
 `{prefix}:jobs` is a stream read by the consumer group `workers`; `{prefix}:results` is a
 stream of finished episodes. Job ids are idempotent (enqueueing the same id twice adds one
-entry), entries left pending by a dead worker are reclaimed with XAUTOCLAIM, and completion is
+entry), a live worker touches the entries it runs every step, entries left pending by a dead
+worker are reclaimed with XAUTOCLAIM once idle for the reclaim time, and completion is
 one Lua script that publishes the result at most once per job id and acks the entry, so every
 job yields exactly one result however often it was delivered.
 """
@@ -173,6 +174,12 @@ class RolloutQueue:
             claimed.append(Claimed(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, job, attempts,
                                    entry_id in reclaimed))
         return claimed
+
+    def touch(self, consumer: str, entry_ids: list[str]) -> None:
+        """Heartbeat of a live worker: reset the idle time of the entries it is running, so only
+        a dead worker's entries reach the reclaim idle time, however long the episodes run."""
+        if entry_ids:
+            self.r.xclaim(self.jobs_key, GROUP, consumer, min_idle_time=0, message_ids=entry_ids, justid=True)
 
     def _reject(self, entry_id, entry: dict, exc: BadJob) -> None:
         """An entry no worker can run: publish it as failed with the reason, and ack it, so it
