@@ -54,6 +54,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     MUJOCO_GL=egl \
     PYOPENGL_PLATFORM=egl
 
+# glibc allocator thresholds, as services/common/memory.py's ALLOCATOR_ENV (tests check they agree):
+# memory freed by expired sessions and large batches goes back to the system.
+ENV MALLOC_MMAP_THRESHOLD_=4194304 \
+    MALLOC_TRIM_THRESHOLD_=33554432
+
 USER ${UID}:${UID}
 WORKDIR /home/worldenv
 

@@ -2,13 +2,15 @@
 
 `{prefix}:jobs` is a stream read by the consumer group `workers`; `{prefix}:results` is a
 stream of finished episodes. Job ids are idempotent (enqueueing the same id twice adds one
-entry), entries left pending by a dead worker are reclaimed with XAUTOCLAIM, and completion is
+entry), a live worker touches the entries it runs every step, entries left pending by a dead
+worker are reclaimed with XAUTOCLAIM once idle for the reclaim time, and completion is
 one Lua script that publishes the result at most once per job id and acks the entry, so every
 job yields exactly one result however often it was delivered.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -18,6 +20,7 @@ import redis
 
 from worldenv.wire import codec
 
+log = logging.getLogger(__name__)
 GROUP = "workers"
 _ENQUEUE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
@@ -70,6 +73,15 @@ class Job:
 
     @classmethod
     def from_fields(cls, f: dict[bytes, bytes]) -> "Job":
+        """The job of a stream entry; BadJob naming the job and the field when it cannot be read."""
+        try:
+            return cls._from_fields(f)
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise BadJob(_job_id(f), f"job {_job_id(f)!r}: {reason}") from exc
+
+    @classmethod
+    def _from_fields(cls, f: dict[bytes, bytes]) -> "Job":
         s = {k.decode(): v for k, v in f.items()}
         text = {k: v.decode() for k, v in s.items() if k not in _ARRAY_FIELDS}
         return cls(id=text["id"], frame=codec.from_bytes(s["frame"], "frame"), proprio=codec.from_bytes(s["proprio"], "proprio"),
@@ -82,6 +94,23 @@ class Job:
 
 _ARRAY_FIELDS = ("frame", "proprio", "history")
 _TEXT_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name not in _ARRAY_FIELDS)
+
+
+class BadJob(ValueError):
+    """A stream entry that is not a readable job (malformed tensor, missing field)."""
+
+    def __init__(self, job_id: str, message: str):
+        super().__init__(message)
+        self.job_id = job_id
+
+
+def _text(f: dict[bytes, bytes], name: str) -> str:
+    raw = f.get(name.encode(), f.get(name, b""))
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _job_id(f: dict[bytes, bytes]) -> str:
+    return _text(f, "id")
 
 
 @dataclasses.dataclass
@@ -136,11 +165,31 @@ class RolloutQueue:
             if not fields:  # deleted while pending
                 self.r.xack(self.jobs_key, GROUP, entry_id)
                 continue
-            job = Job.from_fields(fields)
+            try:
+                job = Job.from_fields(fields)
+            except BadJob as exc:
+                self._reject(entry_id, fields, exc)
+                continue
             attempts = self.r.hincrby(f"{self.prefix}:attempts", job.id, 1)
             claimed.append(Claimed(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, job, attempts,
                                    entry_id in reclaimed))
         return claimed
+
+    def touch(self, consumer: str, entry_ids: list[str]) -> None:
+        """Heartbeat of a live worker: reset the idle time of the entries it is running, so only
+        a dead worker's entries reach the reclaim idle time, however long the episodes run."""
+        if entry_ids:
+            self.r.xclaim(self.jobs_key, GROUP, consumer, min_idle_time=0, message_ids=entry_ids, justid=True)
+
+    def _reject(self, entry_id, entry: dict, exc: BadJob) -> None:
+        """An entry no worker can run: publish it as failed with the reason, and ack it, so it
+        is neither retried forever nor waited for."""
+        log.error("job stream entry %s rejected: %s", entry_id, exc)
+        job_id = exc.job_id or (entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
+        fields = {"job_id": job_id, "run_id": _text(entry, "run_id"), "group_id": _text(entry, "group_id"),
+                  "status": "failed", "error": str(exc)}
+        args = [GROUP, entry_id, self.key_ttl_s, self.results_maxlen] + [x for kv in fields.items() for x in kv]
+        self._complete(keys=[f"{self.prefix}:done:{job_id}", self.results_key, self.jobs_key], args=args)
 
     def _reclaim(self, consumer: str, count: int, idle_ms: int) -> list:
         out, cursor = [], "0-0"

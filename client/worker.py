@@ -57,6 +57,7 @@ class RolloutWorker:
         self.policy, self.world_model, self.reflector = policy, world_model, reflector
         self.batch_size, self.consumer = batch_size, consumer
         self.reclaim_idle_ms, self.block_ms, self.max_attempts = reclaim_idle_ms, block_ms, max_attempts
+        self._running: list[str] = []  # stream entries of the batch being imagined, touched every step
 
     def run(self, max_jobs: int = 0, stop: threading.Event | None = None) -> int:
         """Serve jobs until `stop` is set or `max_jobs` are done; returns jobs handled."""
@@ -77,11 +78,14 @@ class RolloutWorker:
             else:
                 runnable.append(c)
         if runnable:
+            self._running = [c.entry_id for c in runnable]
             try:
                 episodes = self.rollout([c.job for c in runnable])
             except _Retry as exc:  # left pending: reclaimed by a worker after the idle time
                 log.warning("batch of %d left for retry: %s", len(runnable), exc)
                 return len(claimed)
+            finally:
+                self._running = []
             for c, episode in zip(runnable, episodes):
                 self._finish(c, episode)
         return len(claimed)
@@ -122,6 +126,7 @@ class RolloutWorker:
 
     def _advance(self, jobs, traces, sessions, active: np.ndarray, t: int) -> np.ndarray:
         """One imagined step of the active episodes; returns those still running."""
+        self.queue.touch(self.consumer, self._running)
         frames = np.stack([traces[i].frames[-1] for i in active])          # (b, H, W, 3)
         proprio = np.stack([traces[i].proprio[-1] for i in active])        # (b, P)
         instr = [jobs[i].instruction for i in active]

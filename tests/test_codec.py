@@ -79,3 +79,22 @@ def test_truncated_message_is_an_error():
     buf = codec.to_bytes(np.zeros((4, 4), np.float32))
     with pytest.raises(codec.CodecError):
         codec.from_bytes(buf[:-3])
+
+
+@pytest.mark.parametrize("shape, words", [
+    ([0, 2**40, 2**40], ["frames.shape", "too large"]),
+    ([2**40, 2**40, 0, 2**40], ["frames.shape", "too large"]),
+    ([0] * 40, ["frames.shape", "40 dimensions"]),
+])
+def test_empty_tensor_with_impossible_shape_names_the_field(shape, words):
+    """An empty tensor whose other dimensions no array can have is the sender's error, not a crash."""
+    bad = tensor_pb2.Tensor(dtype=tensor_pb2.UINT8, shape=shape)
+    for decode in (lambda: codec.decode(bad, "frames"), lambda: codec.from_bytes(bad.SerializeToString(), "frames")):
+        with pytest.raises(codec.CodecError) as info:
+            decode()
+        assert all(w in str(info.value) for w in words), str(info.value)
+
+
+def test_empty_tensor_with_large_but_possible_shape_still_decodes():
+    t = tensor_pb2.Tensor(dtype=tensor_pb2.UINT8, shape=[0, 2**31, 2**31])
+    assert codec.decode(t).shape == codec.from_bytes(t.SerializeToString()).shape == (0, 2**31, 2**31)

@@ -175,6 +175,39 @@ def test_video_format_checks(api, ep):
         assert response.status_code == 422 and response.json()["detail"].startswith("format:")
 
 
+@pytest.mark.parametrize("fmt", ["gif", "mp4"])
+@pytest.mark.parametrize("fps", ["0.001", "5e-324", "0", "-1", "0.49", "50.5", "1e308", "nan", "inf"])
+def test_video_fps_out_of_range_is_422_naming_fps(api, ep, fmt, fps):
+    """A GIF frame of 1/fps seconds overflowed and ffmpeg was run at -r 0: both answered 500."""
+    response = api.get(f"/episodes/{ep.id}/video", params={"format": fmt, "fps": fps})
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["query", "fps"] and re.search(r"0\.5|50", error["msg"]), error
+
+
+@pytest.mark.parametrize("fmt", ["gif", "mp4"])
+@pytest.mark.parametrize("fps", [0.5, 50])
+def test_video_at_the_fps_bounds(api, ep, fmt, fps):
+    if fmt == "mp4" and not media.mp4_available():
+        pytest.skip("imageio-ffmpeg is not installed")
+    response = api.get(f"/episodes/{ep.id}/video", params={"format": fmt, "fps": fps})
+    assert response.status_code == 200 and response.headers["content-type"] == ("image/gif" if fmt == "gif" else "video/mp4")
+    if fmt == "gif":
+        assert Image.open(io.BytesIO(response.content)).info["duration"] == round(1000 / fps)
+
+
+@pytest.mark.parametrize("params", [{"offset": 9223372036854775807}, {"offset": 2**64}, {"offset": 1_000_000_001}])
+def test_huge_offset_is_422_without_store_internals(api, prefix, params):
+    """It answered 503 with Redis's command and key names in the message."""
+    response = api.get("/episodes", params=params)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "offset"]
+    for internal in ("zrevrange", "zinterstore", "idx", prefix, "redis"):
+        assert internal not in response.text.lower(), response.text
+    last_page = api.get("/episodes", params={"offset": 1_000_000_000, "limit": 500})
+    assert last_page.status_code == 200 and last_page.json()["items"] == []
+
+
 def test_rewards_json(api, ep):
     body = api.get(f"/episodes/{ep.id}/rewards").json()
     assert body["p_done"] == pytest.approx(ep.p_done.tolist())
@@ -205,6 +238,7 @@ def test_redis_down_is_503(tmp_path):
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
         listing = server.http.get("/episodes")
         assert listing.status_code == 503 and "episode store unavailable" in listing.json()["detail"]
+        assert "127.0.0.1" not in listing.json()["detail"], "the store's address stays in the log"
     finally:
         server.stop()
 

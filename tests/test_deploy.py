@@ -303,3 +303,10 @@ def test_compose_trainer_is_opt_in_and_keeps_its_runs(compose):
     assert trainer["profiles"] == ["train"] and trainer["command"][:2] == ["train", "rl"]
     assert any(str(v).endswith(":/runs") or (isinstance(v, dict) and v.get("target") == "/runs") for v in trainer["volumes"])
     assert trainer["depends_on"]["policy"]["condition"] == "service_healthy"
+
+
+def test_dockerfile_sets_the_allocator_thresholds_the_services_expect():
+    from worldenv.services.common.memory import ALLOCATOR_ENV
+
+    stage = " ".join(arg for op, arg in final_stage(dockerfile_instructions()) if op == "ENV")
+    assert dict(re.findall(r"(MALLOC_\w+)=(\S+)", stage)) == ALLOCATOR_ENV

@@ -213,3 +213,43 @@ def test_keyframe_jobs_carry_their_history_through_the_queue_and_the_worker(queu
     results = queue.wait_results("kf", 2, after=cursor, timeout_s=10)
     assert {r["status"] for r in results} == {"horizon"}
     assert EpisodeStore(redis_client, key_prefix).get("kf-0").frames.shape == (3, 64, 64, 3)
+
+
+def test_unreadable_job_entry_is_published_as_failed_not_crashing_the_claim(queue, redis_client):
+    """A job whose tensor no array can have (as fuzzing sent over gRPC) fails alone, with its reason."""
+    from worldenv.v1 import tensor_pb2
+
+    good, bad = job(0), job(1).to_fields()
+    bad["frame"] = tensor_pb2.Tensor(dtype=tensor_pb2.UINT8, shape=[0, 2**40, 2**40]).SerializeToString()
+    redis_client.xadd(queue.jobs_key, bad)
+    queue.enqueue(good)
+    claimed = queue.claim("w", 4, block_ms=10)
+    assert [c.job.id for c in claimed] == ["r-0"]
+    (_, fields), = redis_client.xrange(queue.results_key)
+    result = {k.decode(): v.decode() for k, v in fields.items()}
+    assert result["job_id"] == "r-1" and result["run_id"] == "r" and result["status"] == "failed"
+    assert "job 'r-1'" in result["error"] and "frame.shape" in result["error"] and "too large" in result["error"]
+    assert queue.pending() == 1, "only the readable job is left pending"
+
+
+def test_a_live_workers_long_episodes_are_not_reclaimed(queue, worker_factory, redis_client):
+    """The worker touches its entries every step: only a dead worker's jobs reach the reclaim idle
+    time, so that time can be a few step times however long the episodes run."""
+    import threading
+
+    for i in range(2):
+        queue.enqueue(job(i, horizon=50, eta=0.999))
+    worker = worker_factory("alive", batch_size=2)
+    started = time.monotonic()
+    runner = threading.Thread(target=worker.run_once)
+    runner.start()
+    stolen = []
+    while runner.is_alive():
+        stolen += queue.claim("thief", 2, block_ms=10, reclaim_idle_ms=1000)
+        time.sleep(0.1)
+    runner.join()
+    elapsed = time.monotonic() - started
+    if elapsed < 1.5:
+        pytest.skip(f"the batch took {elapsed:.1f} s, too little over the 1 s reclaim time to test anything")
+    assert stolen == [], f"a live worker's jobs were reclaimed after {elapsed:.1f} s"
+    assert redis_client.xlen(queue.results_key) == 2 and queue.pending() == 0

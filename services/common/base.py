@@ -4,7 +4,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from worldenv.config import ServeConfig
+from worldenv.services.common import validation as check
 from worldenv.services.common.batching import Batch, DynamicBatcher
+
+REPLY_OVERHEAD = 1024  # bytes of a reply besides its per-item payload: tensor headers, timing, version
 
 
 class BatchedService:
@@ -24,6 +27,13 @@ class BatchedService:
 
     def run_batch(self, inputs: Batch) -> Batch:
         raise NotImplementedError
+
+    def admit(self, batch: int, field: str, reply_item_bytes: int) -> None:
+        """Refuse a request of `batch` items (counted in `field`) that is over the per-request
+        limit, or whose reply (`reply_item_bytes` per item, from the model's spec) could not be
+        sent, before it costs any compute."""
+        reply = REPLY_OVERHEAD + batch * reply_item_bytes
+        check.request_size(batch, field, self.config.max_request_items, reply, self.config.max_message_bytes)
 
     def add_to(self, server) -> None:
         type(self).register(self, server)

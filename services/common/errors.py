@@ -33,12 +33,21 @@ class FailedPrecondition(ServiceFault):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """The model ran out of host or device memory (torch reports it as a RuntimeError)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()))
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a raised exception becomes on the wire."""
     if isinstance(exc, ServiceFault):
         return exc.code, str(exc)
     if isinstance(exc, CodecError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if out_of_memory(exc):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"out of memory serving this request ({exc}); send fewer items"
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 

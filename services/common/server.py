@@ -39,15 +39,14 @@ def timing(info: BatchInfo, received: float) -> tensor_pb2.ServerTiming:
                                    batch_size=info.batch_size, batch_requests=info.batch_requests)
 
 
-def message_options(max_message_mb: float) -> list[tuple[str, int]]:
-    limit = int(max_message_mb * 1024 * 1024)
+def message_options(limit: int) -> list[tuple[str, int]]:
     return [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
 
 
 async def start_server(service: ModelService, config: ServeConfig, port: int) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Build, bind and start the server; returns it with the bound port."""
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
-    server = grpc.aio.server(options=message_options(config.max_message_mb), interceptors=interceptors)
+    server = grpc.aio.server(options=message_options(config.max_message_bytes), interceptors=interceptors)
     service.add_to(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

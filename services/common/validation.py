@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worldenv.services.common.errors import InvalidArgument
+from worldenv.services.common.errors import InvalidArgument, ResourceExhausted
 from worldenv.wire import codec
 
 # A shape pattern: ints are fixed sizes, None is free, "B" must equal the batch size.
@@ -64,3 +64,14 @@ def probability(value: float, field: str, default: float) -> float:
     if not 0 < value < 1 or not np.isfinite(value):
         raise InvalidArgument(f"{field}: expected a value in (0, 1) or 0 for the default, got {value}")
     return float(value)
+
+
+def request_size(batch: int, field: str, max_items: int, reply_bytes: int, max_reply_bytes: int) -> None:
+    """Refuse, before any compute, a request of more than `max_items` items or one whose reply
+    (`reply_bytes`, estimated from the item count) could not be sent."""
+    if batch > max_items:
+        raise ResourceExhausted(f"{field}: {batch} items in one request, limit {max_items} (max_request_items); "
+                                f"split the request")
+    if reply_bytes > max_reply_bytes:
+        raise ResourceExhausted(f"{field}: the reply to {batch} items would be about {reply_bytes} bytes, over the "
+                                f"send limit of {max_reply_bytes} bytes (max_message_mb); split the request")

@@ -6,6 +6,7 @@ into `{"detail": "..."}` responses in `_install_error_handlers`, the one place e
 """
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import fastapi
@@ -20,7 +21,13 @@ from worldenv.data.runs import RunLog
 
 from . import media, pages, schemas
 
+log = logging.getLogger(__name__)
+
 EpisodeId = Path(pattern=episodes.ID_PATTERN, max_length=128, description="episode id")
+# GIF delays are whole centiseconds, and browsers slow delays under 2 cs down: 50 fps is the most.
+Fps = Query(8.0, ge=0.5, le=50, description="frames per second of the video, 0.5 to 50")
+# No store holds a billion episodes; the bound keeps offset + limit within Redis's integers.
+Offset = Query(0, ge=0, le=1_000_000_000, description="episodes to skip, newest first")
 _ERRORS = {404: {"model": schemas.Error}, 503: {"model": schemas.Error}}
 _PNG = {200: {"content": {"image/png": {}}, "description": "the frame as PNG"}}
 _VIDEO = {200: {"content": {"image/gif": {}, "video/mp4": {}}, "description": "the episode as GIF or MP4"}}
@@ -51,7 +58,10 @@ def _install_error_handlers(app: fastapi.FastAPI) -> None:
 
     @app.exception_handler(redis.RedisError)
     def _redis_error(request, exc: redis.RedisError):
-        return JSONResponse({"detail": f"episode store unavailable: {exc}"}, status_code=503)
+        # The store's commands and keys stay in the log, not in the answer.
+        log.error("episode store error on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": f"episode store unavailable ({type(exc).__name__}); see the debug API's log"},
+                            status_code=503)
 
 
 class _Episodes:
@@ -114,7 +124,7 @@ def _add_json_routes(app: fastapi.FastAPI, eps: _Episodes) -> None:
     @app.get("/episodes", response_model=schemas.EpisodePage, responses=_ERRORS)
     def list_episodes(status: Literal["done", "horizon", "failed"] | None = None,
                       policy_version: int | None = Query(None, ge=0), run_id: str | None = None,
-                      offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)):
+                      offset: int = Offset, limit: int = Query(50, ge=1, le=500)):
         """Episodes newest first, filtered by status, policy version and run, one page at a time."""
         items, total = eps.store.list(status=status, policy_version=policy_version, run_id=run_id,
                                   offset=offset, limit=limit)
@@ -139,7 +149,7 @@ def _add_media_routes(app: fastapi.FastAPI, eps: _Episodes) -> None:
 
     @app.get("/episodes/{episode_id}/video", response_class=Response, responses={**_ERRORS, **_VIDEO})
     def episode_video(episode_id: str = EpisodeId, format: Literal["gif", "mp4"] = "gif",
-                      fps: float = Query(8.0, gt=0, le=50), scale: int = Query(1, ge=1, le=8)):
+                      fps: float = Fps, scale: int = Query(1, ge=1, le=8)):
         """All T+1 frames as a looping GIF (default) or an MP4 (when imageio's ffmpeg plugin is installed)."""
         if format == "mp4" and not media.mp4_available():
             raise BadParameter("format: mp4 needs imageio's ffmpeg plugin (pip install imageio-ffmpeg); use format=gif")

@@ -46,13 +46,14 @@ class PolicyService(BatchedService, pb_grpc.PolicyServicer):
                                   ("proprio", "float32", (-1, sp.proprio_dim), "eef pos, axis-angle, gripper")],
                           outputs=[("actions", "float32", (-1, sp.chunk_length, sp.action_dim), "sampled chunk"),
                                    ("log_probs", "float32", (-1,), "log-density summed over the chunk")],
-                          base=self.base_version, note=self.note)
+                          base=self.base_version, note=self.note, max_request_items=self.config.max_request_items)
 
     @rpc
     async def Act(self, request, context):
         received, s = time.perf_counter(), self.spec.image_size
         frames = check.tensor(request, "frames", "uint8", ["B", s, s, 3])
         batch = len(frames)
+        self.admit(batch, "frames", 3 * self.spec.chunk_length * self.spec.action_dim * 4 + 4)  # 3 chunks, log-prob
         proprio = check.tensor(request, "proprio", "float32", ["B", self.spec.proprio_dim], batch, finite=True)
         instructions = check.strings(request.instructions, "instructions", batch)
         seeds = list(request.seeds) or [0] * batch

@@ -35,7 +35,7 @@ class ReflectorService(BatchedService, pb_grpc.ReflectorServicer):
         return model_spec("reflector", self.spec, self.version, self.config.max_batch_size,
                           inputs=[("frames", "uint8", (-1, -1, s, s, 3), "videos, oldest frame first")],
                           outputs=[("p_done", "float32", (-1,), "probability the task is done")],
-                          eta=self.config.eta)
+                          eta=self.config.eta, max_request_items=self.config.max_request_items)
 
     @rpc
     async def Judge(self, request, context):
@@ -44,6 +44,7 @@ class ReflectorService(BatchedService, pb_grpc.ReflectorServicer):
         if frames.shape[1] < 1:
             raise InvalidArgument("frames: expected at least one frame per video (T >= 1)")
         batch = len(frames)
+        self.admit(batch, "frames", 5)  # p_done float32 and done bool
         instructions = check.strings(request.instructions, "instructions", batch)
         eta = check.probability(request.eta, "eta", self.config.eta)
         # Videos of different lengths cannot be concatenated: merge only equal T.

@@ -16,6 +16,7 @@ from worldenv.v1 import world_model_pb2 as pb
 from worldenv.v1 import world_model_pb2_grpc as pb_grpc
 from worldenv.wire import codec
 
+SESSION_ID_BYTES = 26  # a session id in the Open reply: 24 hex characters and its tag and length
 
 class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
     name = "world-model"
@@ -51,7 +52,8 @@ class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
                     ("actions", "float32", (-1, sp.chunk_length, sp.action_dim), "Step: action chunks")],
             outputs=[("frames", "uint8", (-1, s, s, 3), "Step: predicted frame after the chunk"),
                      ("proprio", "float32", (-1, sp.proprio_dim), "Step: predicted proprio")],
-            session_ttl_s=self.config.session_ttl_s, max_sessions=self.config.max_sessions)
+            session_ttl_s=self.config.session_ttl_s, max_sessions=self.config.max_sessions,
+            max_request_items=self.config.max_request_items)
 
     @rpc
     async def Open(self, request, context):
@@ -61,6 +63,7 @@ class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
         if frames.ndim == 5 and frames.shape[1] < 1:
             raise InvalidArgument("frames: history length T must be >= 1")
         batch = len(frames)
+        self.admit(batch, "frames", SESSION_ID_BYTES)
         proprio = check.tensor(request, "proprio", "float32", ["B", self.spec.proprio_dim], batch, finite=True)
         instructions = check.strings(request.instructions, "instructions", batch)
         starts = StartStates(frames, proprio, instructions)
@@ -75,6 +78,7 @@ class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
         if not ids or len(set(ids)) != len(ids):
             raise InvalidArgument("session_ids: expected at least one session id, each at most once per Step")
         sp = self.spec
+        self.admit(len(ids), "session_ids", sp.image_size ** 2 * 3 + sp.proprio_dim * 4 + 10)  # frame, proprio, steps
         actions = check.tensor(request, "actions", "float32", ["B", sp.chunk_length, sp.action_dim], len(ids),
                                finite=True)
         sessions, out = self.sessions.acquire(ids), None

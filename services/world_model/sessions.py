@@ -7,9 +7,9 @@ import dataclasses
 import secrets
 import threading
 import time
-
 from typing import Any
 
+from worldenv.services.common import memory
 from worldenv.services.common.errors import FailedPrecondition, NotFound, ResourceExhausted
 
 
@@ -28,6 +28,8 @@ class SessionStore:
         self.ttl_s, self.max_sessions, self._clock = ttl_s, max_sessions, clock
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self._freed = 0  # sessions dropped (expired or closed) since the last trim
+        self.trims = 0   # trims done
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -39,13 +41,25 @@ class SessionStore:
             dead = [k for k, s in self._sessions.items() if not s.busy and now - s.last_used > self.ttl_s]
             for k in dead:
                 del self._sessions[k]
+            self._freed += len(dead)
         return len(dead)
 
     async def sweep_forever(self) -> None:
-        """Sweep a few times per TTL until cancelled."""
+        """Sweep a few times per TTL until cancelled; after sessions were freed, hand their
+        memory back to the system (off the event loop: trimming a large heap takes a while)."""
         while True:
             await asyncio.sleep(max(0.05, min(self.ttl_s / 4, 30.0)))
             self.sweep()
+            with self._lock:
+                freed, self._freed = self._freed, 0
+            if freed:
+                await asyncio.to_thread(self.trim)
+
+    def trim(self) -> bool:
+        """Return the heap's free memory to the system; True if any was returned."""
+        returned = memory.trim()
+        self.trims += 1
+        return returned
 
     def open(self, states: list[Any]) -> list[str]:
         """B model states -> B new session ids."""
@@ -71,6 +85,7 @@ class SessionStore:
                 session = self._sessions.get(sid)
                 if session is not None and not session.busy and now - session.last_used > self.ttl_s:
                     del self._sessions[sid]
+                    self._freed += 1
                     session = None
                 if session is None:
                     raise NotFound(f"session_ids[{i}]: unknown or expired session {sid!r}")
@@ -94,4 +109,6 @@ class SessionStore:
 
     def close(self, ids: list[str]) -> int:
         with self._lock:
-            return sum(self._sessions.pop(sid, None) is not None for sid in ids)
+            closed = sum(self._sessions.pop(sid, None) is not None for sid in ids)
+            self._freed += closed
+        return closed

