@@ -56,6 +56,15 @@ class JudgeResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class ObserveResult:
+    p_done: np.ndarray      # (B,) float32, of each video so far
+    done: list[bool]
+    eta: float
+    lengths: list[int]      # frames in each video after this call
+    timing: Timing
+
+
+@dataclasses.dataclass(frozen=True)
 class ActResult:
     loc: np.ndarray         # (B, K, A) float32
     scale: np.ndarray       # (B, K, A) float32
@@ -142,7 +151,9 @@ class WorldModelEndpoint(_Client):
         return self._call("Close", world_model_pb2.CloseRequest(session_ids=session_ids))[0].closed
 
 
-class ReflectorClient(_Client):
+class ReflectorEndpoint(_Client):
+    """One reflector server (one pod). Sessions (videos) live in its memory."""
+
     stub_class, service_name = reflector_pb2_grpc.ReflectorStub, "Reflector"
 
     def judge(self, frames: np.ndarray, instructions: list[str], eta: float = 0.0) -> JudgeResult:
@@ -150,6 +161,21 @@ class ReflectorClient(_Client):
         request = reflector_pb2.JudgeRequest(frames=codec.encode(frames, "frames"), instructions=instructions, eta=eta)
         reply, ms = self._call("Judge", request)
         return JudgeResult(codec.decode(reply.p_done, "p_done"), list(reply.done), reply.eta, Timing.of(ms, reply.timing))
+
+    def open(self, frames: np.ndarray, instructions: list[str]) -> list[str]:
+        """First frames (B, H, W, 3) uint8 of B videos -> B session ids."""
+        request = reflector_pb2.OpenVideosRequest(frames=codec.encode(frames, "frames"), instructions=instructions)
+        return list(self._call("Open", request)[0].session_ids)
+
+    def observe(self, session_ids: list[str], frames: np.ndarray, eta: float = 0.0) -> ObserveResult:
+        """Next frames (B, H, W, 3) uint8 -> p_done (B,) of each video so far, done = p_done > eta."""
+        request = reflector_pb2.ObserveRequest(session_ids=session_ids, frames=codec.encode(frames, "frames"), eta=eta)
+        reply, ms = self._call("Observe", request)
+        return ObserveResult(codec.decode(reply.p_done, "p_done"), list(reply.done), reply.eta, list(reply.lengths),
+                             Timing.of(ms, reply.timing))
+
+    def close_sessions(self, session_ids: list[str]) -> int:
+        return self._call("Close", reflector_pb2.CloseVideosRequest(session_ids=session_ids))[0].closed
 
 
 class PolicyClient(_Client):
@@ -191,24 +217,26 @@ def resolve(address: str) -> list[str]:
     return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips] or [address]
 
 
-class WorldModelClient:
-    """World-model client with session affinity across pods.
+class _SessionClient:
+    """A client with session affinity across pods (the world model's and the reflector's).
 
-    Plain gRPC round-robin would send a session's Steps to pods that do not hold it. This
+    Plain gRPC round-robin would send a session's calls to pods that do not hold it. This
     client keeps one channel per pod (re-resolving the name every `refresh_s` to find pods the
     autoscaler added), opens each batch of sessions on the next pod in turn, and sends every
     later call for a session to the pod that opened it.
     """
 
+    endpoint_class: type[_Client]
+
     def __init__(self, address: str, refresh_s: float = 30.0, **client_options):
         self.address, self.refresh_s, self._options = address, refresh_s, client_options
-        self._pods: dict[str, WorldModelEndpoint] = {}
+        self._pods: dict[str, _Client] = {}
         self._owner: dict[str, str] = {}
         self._live: list[str] = []   # pods the last resolution returned, new sessions go here
         self._turn, self._resolved_at = 0, 0.0
         self.spec: tensor_pb2.ModelSpec | None = None
 
-    def __enter__(self) -> "WorldModelClient":
+    def __enter__(self):
         return self.connect()
 
     def __exit__(self, *exc) -> None:
@@ -218,10 +246,15 @@ class WorldModelClient:
     def channel(self) -> grpc.Channel:
         return next(iter(self._pods.values())).channel
 
-    def connect(self) -> "WorldModelClient":
+    @property
+    def service_name(self) -> str:
+        return self.endpoint_class.service_name
+
+    def connect(self):
         self._refresh()
         if not self._pods:
-            raise ServiceError(f"WorldModel at {self.address}: no reachable server", grpc.StatusCode.UNAVAILABLE, "connect")
+            raise ServiceError(f"{self.service_name} at {self.address}: no reachable server",
+                               grpc.StatusCode.UNAVAILABLE, "connect")
         self.spec = next(iter(self._pods.values())).spec
         return self
 
@@ -232,7 +265,7 @@ class WorldModelClient:
         for target in targets:
             if target not in self._pods:
                 try:
-                    self._pods[target] = WorldModelEndpoint(target, **self._options).connect()
+                    self._pods[target] = self.endpoint_class(target, **self._options).connect()
                 except ServiceError as err:
                     errors.append(err)
         owners = set(self._owner.values())
@@ -247,36 +280,71 @@ class WorldModelClient:
             pod.close()
         self._pods.clear()
 
-    def open(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> list[str]:
-        """Open B sessions on one pod (the next in turn); returns their ids."""
+    def _next_pod(self) -> _Client:
+        """The pod whose turn it is (new sessions, stateless calls)."""
         if time.monotonic() - self._resolved_at > self.refresh_s:
             self._refresh()
         targets = self._live or sorted(self._pods)
         target = targets[self._turn % len(targets)]
         self._turn += 1
-        ids = self._pods[target].open(frames, proprio, instructions)
-        self._owner.update(dict.fromkeys(ids, target))
+        return self._pods[target]
+
+    def _opened(self, pod: _Client, ids: list[str]) -> list[str]:
+        self._owner.update(dict.fromkeys(ids, pod.address))
         return ids
 
-    def _pod_of(self, session_ids: list[str]) -> WorldModelEndpoint:
+    def _pod_of(self, session_ids: list[str], method: str) -> _Client:
+        """The pod that holds these sessions (all on one)."""
+        where = f"{self.service_name}.{method}"
         targets = {self._owner.get(sid) for sid in session_ids}
         if None in targets and len(self._pods) == 1:
             return next(iter(self._pods.values()))  # one server: it answers for ids it does not know
         if None in targets:
             unknown = [sid for sid in session_ids if sid not in self._owner]
             raise ServiceError(f"session_ids: {unknown} were not opened by this client", grpc.StatusCode.NOT_FOUND,
-                               "WorldModel.Step")
+                               where)
         if len(targets) > 1:
-            raise ServiceError("session_ids: one Step must address sessions opened together on one server",
-                               grpc.StatusCode.INVALID_ARGUMENT, "WorldModel.Step")
+            raise ServiceError(f"session_ids: one {method} must address sessions opened together on one server",
+                               grpc.StatusCode.INVALID_ARGUMENT, where)
         return self._pods[targets.pop()]
-
-    def step(self, session_ids: list[str], actions: np.ndarray) -> StepResult:
-        """actions (B, K, A) float32 -> predicted frames (B, H, W, 3) and proprio (B, P)."""
-        return self._pod_of(session_ids).step(session_ids, actions)
 
     def close_sessions(self, session_ids: list[str]) -> int:
         closed = 0
         for target in {self._owner.pop(sid, None) for sid in session_ids} - {None}:
             closed += self._pods[target].close_sessions(session_ids)
         return closed
+
+
+class WorldModelClient(_SessionClient):
+    """World-model client with session affinity across pods."""
+
+    endpoint_class = WorldModelEndpoint
+
+    def open(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> list[str]:
+        """Open B sessions on one pod (the next in turn); returns their ids."""
+        pod = self._next_pod()
+        return self._opened(pod, pod.open(frames, proprio, instructions))
+
+    def step(self, session_ids: list[str], actions: np.ndarray) -> StepResult:
+        """actions (B, K, A) float32 -> predicted frames (B, H, W, 3) and proprio (B, P)."""
+        return self._pod_of(session_ids, "Step").step(session_ids, actions)
+
+
+class ReflectorClient(_SessionClient):
+    """Reflector client: stateless `judge` on the pods in turn; video sessions (`open`,
+    `observe`, `close_sessions`) kept on the pod that opened them."""
+
+    endpoint_class = ReflectorEndpoint
+
+    def judge(self, frames: np.ndarray, instructions: list[str], eta: float = 0.0) -> JudgeResult:
+        """frames (B, T, H, W, 3) uint8 videos -> p_done (B,), done = p_done > eta."""
+        return self._next_pod().judge(frames, instructions, eta)
+
+    def open(self, frames: np.ndarray, instructions: list[str]) -> list[str]:
+        """First frames (B, H, W, 3) uint8 -> B session ids, opened on one pod (the next in turn)."""
+        pod = self._next_pod()
+        return self._opened(pod, pod.open(frames, instructions))
+
+    def observe(self, session_ids: list[str], frames: np.ndarray, eta: float = 0.0) -> ObserveResult:
+        """Next frames (B, H, W, 3) uint8 of B sessions -> p_done (B,) of each video so far."""
+        return self._pod_of(session_ids, "Observe").observe(session_ids, frames, eta)

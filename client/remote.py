@@ -1,8 +1,11 @@
 """The role interfaces over gRPC: a served model used exactly like an in-process one.
 
-    world_model = RemoteWorldModel(WorldModelClient(address).connect())
+    world_model = RemoteWorldModel(WorldModelClient(world_model_address).connect())
     states = world_model.start(StartStates(frames, proprio, instructions))   # session ids
     prediction, states = world_model.step(states, actions)
+    reflector = RemoteReflector(ReflectorClient(reflector_address).connect())
+    videos = reflector.start(prediction.frames, instructions)               # session ids
+    p_done, videos = reflector.observe(videos, next_frames)                 # only the new frames
 
 Code written against `worldenv.models.roles` (the gym env, a user's own RL loop) runs on a
 model in this process or on a service, unchanged.
@@ -14,7 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from worldenv.client.clients import ReflectorClient, WorldModelClient
-from worldenv.models import videos
 from worldenv.models.roles import Prediction, Spec, StartStates
 
 
@@ -43,7 +45,8 @@ class RemoteWorldModel:
 
 
 class RemoteReflector:
-    """The Reflector interface over a Reflector service; episodes' videos are kept here."""
+    """The Reflector interface over a Reflector service: a state is a session id, and each
+    episode's video is kept by the server, so `observe` sends only the new frames."""
 
     def __init__(self, client: ReflectorClient):
         self.client, self.spec = client, spec_of(client.spec, "reflector")
@@ -51,11 +54,11 @@ class RemoteReflector:
     def judge(self, videos: np.ndarray, instructions: list[str]) -> np.ndarray:
         return self.client.judge(videos, list(instructions)).p_done
 
-    def start(self, frames: np.ndarray, instructions: list[str]) -> list[videos.Video]:
-        return videos.start(frames, instructions)
+    def start(self, frames: np.ndarray, instructions: list[str]) -> list[str]:
+        return self.client.open(frames, list(instructions))
 
-    def observe(self, states: Sequence[videos.Video], frames: np.ndarray) -> tuple[np.ndarray, list[videos.Video]]:
-        return videos.observe(self.judge, states, frames)
+    def observe(self, states: Sequence[str], frames: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        return self.client.observe(list(states), frames).p_done, list(states)
 
-    def end(self, states: Sequence[videos.Video]) -> None:
-        """Nothing to release: the videos live here."""
+    def end(self, states: Sequence[str]) -> None:
+        self.client.close_sessions(list(states))

@@ -1,8 +1,10 @@
 """The rollout worker: takes B jobs from the queue and imagines them as one batch.
 
-Per step: Policy.Act(obs[B]) -> WorldModel.Step(actions[B]) -> Reflector.Judge(video[B]);
-an episode ends when p(done) > eta or at its horizon, and the batch shrinks to the episodes
-still running. Each finished episode is stored, its result published, and its job acked.
+Per step: Policy.Act(obs[B]) -> WorldModel.Step(actions[B]) -> Reflector.Observe(frames[B]);
+the world model and the reflector keep each episode in a session (its memory bank, its video),
+so a step sends only the new frames. An episode ends when p(done) > eta or at its horizon, and
+the batch shrinks to the episodes still running. Each finished episode is stored, its result
+published, and its job acked.
 """
 from __future__ import annotations
 
@@ -113,18 +115,27 @@ class RolloutWorker:
     def _imagine(self, jobs: list[Job]) -> list[ImaginedEpisode]:
         traces = [_Trace([j.frame], [np.asarray(j.proprio, np.float32)]) for j in jobs]
         instructions = [j.instruction for j in jobs]
-        sessions = self.world_model.open(_start_frames(jobs), np.stack([t.proprio[0] for t in traces]), instructions)
-        try:
+        with contextlib.ExitStack() as opened:  # closes what is still open however the batch ends
+            world = self._open(opened, self.world_model, _start_frames(jobs),
+                               np.stack([t.proprio[0] for t in traces]), instructions)
+            videos = self._open(opened, self.reflector, np.stack([t.frames[0] for t in traces]), instructions)
             active, t = np.arange(len(jobs)), 0
             while active.size:
-                active = self._advance(jobs, traces, sessions, active, t)
-                t += 1
-        finally:
-            with contextlib.suppress(ServiceError):  # the server may be the thing that failed
-                self.world_model.close_sessions(sessions)
+                still = self._advance(jobs, traces, (world, videos), active, t)
+                ended = np.setdiff1d(active, still)
+                for client, ids in ((self.world_model, world), (self.reflector, videos)):
+                    _close(client, [ids[i] for i in ended])
+                active, t = still, t + 1
         return [self._episode(job, trace) for job, trace in zip(jobs, traces)]
 
-    def _advance(self, jobs, traces, sessions, active: np.ndarray, t: int) -> np.ndarray:
+    @staticmethod
+    def _open(opened: contextlib.ExitStack, client, *starts) -> list[str]:
+        """Open one session per job on `client` (world model or reflector), closed when `opened` exits."""
+        ids = client.open(*starts)
+        opened.callback(_close, client, ids)
+        return ids
+
+    def _advance(self, jobs, traces, sessions: tuple[list[str], list[str]], active: np.ndarray, t: int) -> np.ndarray:
         """One imagined step of the active episodes; returns those still running."""
         self.queue.touch(self.consumer, self._running)
         frames = np.stack([traces[i].frames[-1] for i in active])          # (b, H, W, 3)
@@ -133,14 +144,14 @@ class RolloutWorker:
         act = self.policy.act(frames, proprio, instr, deterministic=jobs[active[0]].deterministic,
                               seed=[step_seed(jobs[i].seed, t) for i in active])
         # Raw samples, as their log-probs are of them: the world model clips, as the simulator does.
-        step = self.world_model.step([sessions[i] for i in active], act.actions)
+        world, videos = sessions
+        step = self.world_model.step([world[i] for i in active], act.actions)
         for k, i in enumerate(active):
             tr = traces[i]
             tr.frames.append(step.frames[k]); tr.proprio.append(step.proprio[k])
             tr.actions.append(act.actions[k]); tr.log_probs.append(act.log_probs[k])
             tr.policy_version = act.policy_version
-        video = np.stack([np.stack(traces[i].frames) for i in active])     # (b, t+2, H, W, 3)
-        judge = self.reflector.judge(video, instr)
+        judge = self.reflector.observe([videos[i] for i in active], step.frames)  # videos of t+2 frames
         still = []
         for k, i in enumerate(active):
             tr, eta = traces[i], jobs[i].eta or judge.eta
@@ -173,6 +184,13 @@ class RolloutWorker:
                        frames=np.asarray(job.frame)[None], actions=np.zeros((0, 0, 0), np.float32), log_probs=np.zeros(0, np.float32),
                        p_done=np.zeros(0, np.float32), proprio=np.asarray(job.proprio, np.float32)[None],
                        timings_ms={"act": [], "step": [], "judge": []}, created_at=time.time(), error=reason)
+
+
+def _close(client, session_ids: list[str]) -> None:
+    """Close sessions of ended episodes; ids already closed cost no call."""
+    if session_ids:
+        with contextlib.suppress(ServiceError):  # the server may be the thing that failed
+            client.close_sessions(session_ids)
 
 
 def _start_frames(jobs: list[Job]) -> np.ndarray:

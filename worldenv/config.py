@@ -63,8 +63,8 @@ class ServeConfig(Settings):
                                    "larger requests are refused before any compute (a 1024-item world-model Step "
                                    "needed 36 s and 4.8 GB on CPU)")
     auth_token: str | None = Field(None, description="bearer token required in 'authorization' metadata; none = open")
-    session_ttl_s: float = Field(300.0, gt=0, description="world model: idle seconds before a session expires")
-    max_sessions: int = Field(4096, ge=1, description="world model: open sessions allowed at once")
+    session_ttl_s: float = Field(300.0, gt=0, description="world model, reflector: idle seconds before a session expires")
+    max_sessions: int = Field(4096, ge=1, description="world model, reflector: open sessions allowed at once")
     eta: float = Field(0.5, gt=0, lt=1, description="reflector: default done threshold, done = p > eta")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
 

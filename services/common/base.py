@@ -1,11 +1,13 @@
 """What every model servicer shares: one dynamic batcher around `run_batch`, and its lifecycle."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from worldenv.config import ServeConfig
 from worldenv.services.common import validation as check
 from worldenv.services.common.batching import Batch, DynamicBatcher
+from worldenv.services.common.sessions import SessionStore
 
 REPLY_OVERHEAD = 1024  # bytes of a reply besides its per-item payload: tensor headers, timing, version
 
@@ -43,3 +45,22 @@ class BatchedService:
 
     async def stop(self) -> None:
         await self.batcher.stop()
+
+
+class SessionService(BatchedService):
+    """A BatchedService whose episodes live in server-side sessions (`--session-ttl-s`,
+    `--max-sessions`), swept in the background while the service runs."""
+
+    def __init__(self, config: ServeConfig):
+        super().__init__(config)
+        self.sessions = SessionStore(config.session_ttl_s, config.max_sessions)
+        self._sweeper: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        self._sweeper = asyncio.create_task(self.sessions.sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        await super().stop()

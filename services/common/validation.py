@@ -57,6 +57,14 @@ def strings(values: Sequence[str], field: str, batch: int, allow_empty: bool = T
     return values
 
 
+def session_ids(values: Sequence[str], call: str) -> list[str]:
+    """The session ids of one call: at least one, each at most once."""
+    ids = list(values)
+    if not ids or len(set(ids)) != len(ids):
+        raise InvalidArgument(f"session_ids: expected at least one session id, each at most once per {call}")
+    return ids
+
+
 def probability(value: float, field: str, default: float) -> float:
     """A threshold in (0, 1); 0 means the default."""
     if value == 0:

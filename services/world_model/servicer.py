@@ -1,24 +1,22 @@
 """WorldModel gRPC servicer: any `WorldModel`; session ids map to the model's opaque states."""
 from __future__ import annotations
 
-import asyncio
 import time
 
 from worldenv.config import SERVICES, ServeConfig
 from worldenv.models.roles import StartStates, WorldModel
 from worldenv.services.common import validation as check
-from worldenv.services.common.base import BatchedService
+from worldenv.services.common.base import SessionService
 from worldenv.services.common.errors import InvalidArgument, rpc
 from worldenv.services.common.server import timing
 from worldenv.services.common.spec import model_spec
-from worldenv.services.world_model.sessions import SessionStore
+from worldenv.services.common.sessions import SESSION_ID_BYTES
 from worldenv.v1 import world_model_pb2 as pb
 from worldenv.v1 import world_model_pb2_grpc as pb_grpc
 from worldenv.wire import codec
 
-SESSION_ID_BYTES = 26  # a session id in the Open reply: 24 hex characters and its tag and length
 
-class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
+class WorldModelService(SessionService, pb_grpc.WorldModelServicer):
     name = "world-model"
     full_name = SERVICES[name].proto
     register = pb_grpc.add_WorldModelServicer_to_server
@@ -26,21 +24,10 @@ class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
     def __init__(self, model: WorldModel, version: str, config: ServeConfig):
         super().__init__(config)
         self.model, self.spec, self.version = model, model.spec, version
-        self.sessions = SessionStore(config.session_ttl_s, config.max_sessions)
-        self._sweeper: asyncio.Task | None = None
 
     def run_batch(self, batch: dict) -> dict:
         prediction, states = self.model.step(batch["states"], batch["actions"])
         return {"frames": prediction.frames, "proprio": prediction.proprio, "states": states}
-
-    async def start(self) -> None:
-        await super().start()
-        self._sweeper = asyncio.create_task(self.sessions.sweep_forever())
-
-    async def stop(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
-        await super().stop()
 
     @rpc
     async def GetSpec(self, request, context):
@@ -74,9 +61,7 @@ class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
 
     @rpc
     async def Step(self, request, context):
-        received, ids = time.perf_counter(), list(request.session_ids)
-        if not ids or len(set(ids)) != len(ids):
-            raise InvalidArgument("session_ids: expected at least one session id, each at most once per Step")
+        received, ids = time.perf_counter(), check.session_ids(request.session_ids, "Step")
         sp = self.spec
         self.admit(len(ids), "session_ids", sp.image_size ** 2 * 3 + sp.proprio_dim * 4 + 10)  # frame, proprio, steps
         actions = check.tensor(request, "actions", "float32", ["B", sp.chunk_length, sp.action_dim], len(ids),

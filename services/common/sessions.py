@@ -1,5 +1,6 @@
-"""Server-side sessions: each holds one episode's opaque model state (what the model keeps is
-the model's business), expires after an idle TTL, and the store holds at most `max_sessions`."""
+"""Server-side sessions of the world model and the reflector: each holds one episode's opaque
+model state (what the model keeps is the model's business), expires after an idle TTL, and the
+store holds at most `max_sessions`."""
 from __future__ import annotations
 
 import asyncio
@@ -12,13 +13,15 @@ from typing import Any
 from worldenv.services.common import memory
 from worldenv.services.common.errors import FailedPrecondition, NotFound, ResourceExhausted
 
+SESSION_ID_BYTES = 26  # a session id in an Open reply: 24 hex characters and its tag and length
+
 
 @dataclasses.dataclass
 class Session:
     state: Any                 # the model's state for this episode, opaque here
-    steps: int = 0             # chunks taken
+    steps: int = 0             # calls that advanced it (world model: chunks taken; reflector: frames added)
     last_used: float = 0.0     # time.monotonic()
-    busy: bool = False         # a Step is in flight
+    busy: bool = False         # a call is in flight
 
 
 class SessionStore:
@@ -77,7 +80,7 @@ class SessionStore:
         return ids
 
     def acquire(self, ids: list[str]) -> list[Session]:
-        """Mark sessions busy for one Step; NOT_FOUND for unknown or expired ids."""
+        """Mark sessions busy for one call (a Step, an Observe); NOT_FOUND for unknown or expired ids."""
         now = self._clock()
         with self._lock:
             sessions = []
@@ -90,14 +93,14 @@ class SessionStore:
                 if session is None:
                     raise NotFound(f"session_ids[{i}]: unknown or expired session {sid!r}")
                 if session.busy:
-                    raise FailedPrecondition(f"session_ids[{i}]: session {sid!r} already has a Step in flight")
+                    raise FailedPrecondition(f"session_ids[{i}]: session {sid!r} already has a call in flight")
                 sessions.append(session)
             for session in sessions:
                 session.busy = True
         return sessions
 
     def release(self, sessions: list[Session], states: list[Any] | None = None) -> None:
-        """End a Step: keep each session's next state (when the step succeeded) and free them."""
+        """End a call: keep each session's next state (when the call succeeded) and free them."""
         now = self._clock()
         with self._lock:
             for i, session in enumerate(sessions):
