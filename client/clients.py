@@ -295,6 +295,8 @@ class _SessionClient:
 
     def _pod_of(self, session_ids: list[str], method: str) -> _Client:
         """The pod that holds these sessions (all on one)."""
+        if not session_ids:
+            return self._next_pod()  # the server refuses it, naming the field
         where = f"{self.service_name}.{method}"
         targets = {self._owner.get(sid) for sid in session_ids}
         if None in targets and len(self._pods) == 1:

@@ -30,9 +30,14 @@ def queue(redis_client, key_prefix):
 
 
 @pytest.fixture(scope="module")
-def services():
+def servers():
     with serving("world-model") as wm, serving("reflector") as rf, serving("policy") as po:
-        yield {"world_model": wm.address, "reflector": rf.address, "policy": po.address}
+        yield {"world_model": wm, "reflector": rf, "policy": po}
+
+
+@pytest.fixture(scope="module")
+def services(servers):
+    return {name: server.address for name, server in servers.items()}
 
 
 @pytest.fixture
@@ -111,6 +116,70 @@ def test_episodes_end_when_the_reflector_says_done(queue, worker_factory, redis_
         ep = store.get(f"r-{i}")
         assert ep.status == "done" and ep.done_step == 0 and ep.reward == pytest.approx(float(ep.p_done[0]))
     assert store.rewards("r-0")["eta"] == pytest.approx(0.01)
+
+
+class ClosingReflector(ReflectorClient):
+    """A ReflectorClient that records the sessions it closes."""
+
+    def __init__(self, address: str):
+        super().__init__(address)
+        self.closed: list[list[str]] = []
+
+    def close_sessions(self, session_ids):
+        self.closed.append(list(session_ids))
+        return super().close_sessions(session_ids)
+
+
+def test_worker_rewards_are_judge_on_the_whole_video_and_sessions_close_as_episodes_end(
+        queue, servers, services, redis_client, key_prefix):
+    """The worker sends only new frames, yet every p_done is what Judge gives the whole video
+    batched as before (all episodes still running at that step, in job order)."""
+    horizons = [2, 4, 3, 4]
+    for i, horizon in enumerate(horizons):
+        queue.enqueue(job(i, run="s", horizon=horizon, eta=0.999))
+    reflector = ClosingReflector(services["reflector"]).connect()
+    with PolicyClient(services["policy"]) as po, WorldModelClient(services["world_model"]) as wm:
+        worker = RolloutWorker(queue, EpisodeStore(redis_client, key_prefix), po, wm, reflector, batch_size=4,
+                               consumer="w-s", block_ms=200)
+        assert worker.run(max_jobs=4) == 4
+    episodes = [EpisodeStore(redis_client, key_prefix).get(f"s-{i}") for i in range(4)]
+    assert [len(ep.p_done) for ep in episodes] == horizons
+    with ReflectorClient(services["reflector"]) as judge:
+        for t in range(max(horizons)):
+            running = [ep for ep in episodes if len(ep.p_done) > t]
+            videos = np.stack([ep.frames[:t + 2] for ep in running])
+            p_done = judge.judge(videos, [ep.instruction for ep in running]).p_done
+            np.testing.assert_array_equal(p_done, [ep.p_done[t] for ep in running])
+    assert [ep.reward for ep in episodes] == [float(ep.p_done[-1]) for ep in episodes]
+    reflector.close()
+    assert [len(ids) for ids in reflector.closed[:2]] == [1, 1], "sessions close as their episodes end"
+    assert len({sid for ids in reflector.closed for sid in ids}) == 4
+    assert len(servers["reflector"].service.sessions) == 0 and len(servers["world_model"].service.sessions) == 0
+
+
+class ForgettingReflector(ReflectorClient):
+    """A ReflectorClient whose server loses the sessions (a restart, the TTL) after their opening."""
+
+    def __init__(self, address: str, server):
+        super().__init__(address)
+        self.server = server
+
+    def observe(self, session_ids, frames, eta=0.0):
+        self.server.service.sessions.close(session_ids)
+        return super().observe(session_ids, frames, eta)
+
+
+def test_a_lost_reflector_session_leaves_the_batch_for_retry(queue, servers, services, redis_client, key_prefix):
+    queue.enqueue(job(0, run="lost", horizon=3))
+    reflector = ForgettingReflector(services["reflector"], servers["reflector"]).connect()
+    with PolicyClient(services["policy"]) as po, WorldModelClient(services["world_model"]) as wm:
+        worker = RolloutWorker(queue, EpisodeStore(redis_client, key_prefix), po, wm, reflector, batch_size=1,
+                               consumer="w-lost", block_ms=200)
+        assert worker.run_once() == 1
+    reflector.close()
+    assert queue.pending() == 1, "the job stays pending, to be reclaimed"
+    assert EpisodeStore(redis_client, key_prefix).meta("lost-0") is None
+    assert len(servers["world_model"].service.sessions) == 0, "the world-model sessions were closed"
 
 
 def test_stored_but_unacked_job_is_completed_without_rerun(queue, worker_factory, redis_client, key_prefix):

@@ -187,6 +187,119 @@ def test_reflector_bad_input(reflector, call, words):
     assert reflector.judge(frames(1, t=2), ["ok"]).p_done.shape == (1,)
 
 
+@pytest.fixture(scope="module")
+def reflector_sessions():
+    with serving("reflector", session_ttl_s=1.0, max_sessions=8, max_delay_ms=40) as server, \
+            ReflectorClient(server.address) as client:
+        yield server, client
+
+
+def test_reflector_sessions_give_judges_p_done_on_the_whole_video(reflector_sessions):
+    server, client = reflector_sessions
+    video, texts = frames(3, t=6), ["put the bowl on the plate", "open the drawer", ""]
+    ids = client.open(video[:, 0], texts)
+    assert len(set(ids)) == 3 and len(server.service.sessions) == 3
+    for t in range(1, 6):
+        out = client.observe(ids, video[:, t], eta=0.3)
+        np.testing.assert_array_equal(out.p_done, client.judge(video[:, :t + 1], texts).p_done)
+        assert out.lengths == [t + 1] * 3 and out.eta == pytest.approx(0.3)
+        assert out.done == [bool(p > 0.3) for p in out.p_done]
+    assert client.observe(ids[:1], video[:1, 0]).eta == pytest.approx(0.5)  # the server's default
+    assert client.close_sessions(ids) == 3 and len(server.service.sessions) == 0
+
+
+def test_reflector_observe_merges_sessions_of_different_lengths(reflector_sessions):
+    """Concurrent Observes go through one batcher: merged across requests and video lengths."""
+    server, client = reflector_sessions
+    videos = [frames(1, t=2 + i) for i in range(4)]
+    ids = [client.open(v[:, 0], ["a"]) for v in videos]
+    for v, sid in zip(videos, ids):
+        for t in range(1, v.shape[1] - 1):
+            client.observe(sid, v[:, t])
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: client.observe(ids[i], videos[i][:, -1]), range(4)))
+    client.close_sessions([sid for pair in ids for sid in pair])
+    assert max(r.timing.batch_requests for r in results) > 1, "no Observe was merged"
+    for v, r in zip(videos, results):
+        assert r.lengths == [v.shape[1]]
+        np.testing.assert_allclose(r.p_done, client.judge(v, ["a"]).p_done, rtol=1e-5, atol=1e-6)
+
+
+def test_reflector_unknown_expired_and_closed_sessions_are_not_found(reflector_sessions):
+    server, client = reflector_sessions
+    not_found = grpc.StatusCode.NOT_FOUND
+    expect_error(lambda: client.observe(["nope"], frames(1)), not_found, "session_ids[0]", "nope")
+    ids = client.open(frames(2), ["a", "b"])
+    client.close_sessions(ids[1:])
+    expect_error(lambda: client.observe(ids, frames(2)), not_found, "session_ids[1]", ids[1])
+    time.sleep(1.5)  # the server's idle TTL is 1 s
+    expect_error(lambda: client.observe(ids[:1], frames(1)), not_found, "session_ids[0]", "expired")
+    assert len(server.service.sessions) == 0
+
+
+def test_reflector_session_limit(reflector_sessions):
+    server, client = reflector_sessions
+    ids = client.open(frames(6), [""] * 6)
+    expect_error(lambda: client.open(frames(3), [""] * 3), grpc.StatusCode.RESOURCE_EXHAUSTED, "max_sessions", "8")
+    client.close_sessions(ids)
+    ids = client.open(frames(8), [""] * 8)
+    assert client.observe(ids, frames(8)).lengths == [2] * 8
+    assert client.close_sessions(ids) == 8
+    assert client.spec.extra["max_sessions"] == "8" and client.spec.extra["session_ttl_s"] == "1.0"
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda r, ids: r.open(frames(2, t=3), ["a", "b"]), ["frames", "shape", "(B, 64, 64, 3)"]),
+    (lambda r, ids: r.open(frames(2, s=32), ["a", "b"]), ["frames", "shape"]),
+    (lambda r, ids: r.open(frames(2).astype(np.float32), ["a", "b"]), ["frames", "uint8"]),
+    (lambda r, ids: r.open(frames(2), ["a"]), ["instructions", "2"]),
+    (lambda r, ids: r.observe(ids, frames(2, t=1)), ["frames", "shape", "(2, 64, 64, 3)"]),
+    (lambda r, ids: r.observe(ids, frames(3)), ["frames", "batch size 3", "2"]),
+    (lambda r, ids: r.observe(ids, frames(2).astype(np.int16)), ["frames", "uint8"]),
+    (lambda r, ids: r.observe(ids, frames(2), eta=1.5), ["eta", "(0, 1)"]),
+    (lambda r, ids: r.observe([], frames(0)), ["session_ids", "at least one"]),
+    (lambda r, ids: r.observe([ids[0], ids[0]], frames(2)), ["session_ids", "at most once"]),
+])
+def test_reflector_sessions_bad_input(reflector_sessions, call, words):
+    server, client = reflector_sessions
+    ids = client.open(frames(2), ["a", "b"])
+    expect_error(lambda: call(client, ids), INVALID, *words)
+    assert client.observe(ids, frames(2)).lengths == [2, 2], "a refused call leaves the sessions as they were"
+    client.close_sessions(ids)
+
+
+class CountingReflector:
+    """The tiny reflector, counting the frames it observes."""
+
+    def __init__(self, model):
+        self.model, self.spec, self.observed = model, model.spec, 0
+
+    def judge(self, videos, instructions):
+        return self.model.judge(videos, instructions)
+
+    def start(self, frames, instructions):
+        return self.model.start(frames, instructions)
+
+    def observe(self, states, frames):
+        self.observed += len(states)
+        return self.model.observe(states, frames)
+
+
+def test_reflector_sessions_over_max_request_items_are_refused_before_any_compute():
+    from servers import tiny_model
+
+    model = CountingReflector(tiny_model("reflector"))
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    with serving("reflector", model=model, max_request_items=2) as server, ReflectorClient(server.address) as client:
+        expect_error(lambda: client.open(frames(3), [""] * 3), exhausted, "frames", "3 items", "limit 2",
+                     "max_request_items")
+        assert len(server.service.sessions) == 0
+        ids = client.open(frames(2), [""] * 2) + client.open(frames(1), [""])
+        expect_error(lambda: client.observe(ids, frames(3)), exhausted, "session_ids", "3 items", "limit 2")
+        assert model.observed == 0, "a refused Observe must not reach the model"
+        assert client.observe(ids[:2], frames(2)).lengths == [2, 2] and model.observed == 2
+
+
 # ---- Policy -------------------------------------------------------------------------------
 
 def test_policy_act_shapes_and_log_probs(policy):
@@ -311,6 +424,10 @@ HUGE_EMPTY = {"dtype": tensor_pb2.UINT8, "shape": [0, 2**40, 2**40]}  # no data:
         frames=tensor_pb2.Tensor(**HUGE_EMPTY), proprio=codec.encode(proprio(1)))), "frames"),
     ("reflector", lambda ch: reflector_pb2_grpc.ReflectorStub(ch).Judge(reflector_pb2.JudgeRequest(
         frames=tensor_pb2.Tensor(**HUGE_EMPTY))), "frames"),
+    ("reflector", lambda ch: reflector_pb2_grpc.ReflectorStub(ch).Open(reflector_pb2.OpenVideosRequest(
+        frames=tensor_pb2.Tensor(**HUGE_EMPTY))), "frames"),
+    ("reflector", lambda ch: reflector_pb2_grpc.ReflectorStub(ch).Observe(reflector_pb2.ObserveRequest(
+        session_ids=["x"], frames=tensor_pb2.Tensor(**HUGE_EMPTY))), "frames"),
 ])
 def test_empty_tensor_with_huge_dimensions_is_invalid_argument(service, call, field):
     with serving(service) as server, grpc.insecure_channel(server.address) as channel:
