@@ -6,6 +6,8 @@
 (d) served vs in-process Policy.Act throughput at B=8, seeded items
 (e) LoadWeights: the server's peak memory during a swap, as a multiple of the weights' size
     (the weights are loaded in place; a copy of the model would add 1x more)
+(f) Reflector bytes per episode of T steps: Judge resending the whole video every step (grows
+    with T^2) vs sessions (Open, then Observe sends one frame per step: grows with T)
 
 Usage: .venv/bin/python bench/serving.py [--steps 40] [--threads 1]
 """
@@ -17,6 +19,7 @@ import gc
 import pathlib
 import time
 
+import grpc
 import numpy as np
 import torch
 
@@ -28,6 +31,7 @@ from worldenv.models.roles import Observations, StartStates
 from worldenv.config import ServeConfig
 from worldenv.services.common.factory import create_service
 from worldenv.services.common.server import RunningServer
+from worldenv.v1 import reflector_pb2, reflector_pb2_grpc
 from worldenv.wire import codec
 
 RNG = np.random.default_rng(0)
@@ -160,6 +164,46 @@ def codec_ratio(shape, repeats: int) -> tuple[float, float, float]:
     return times["theirs"] / times["ours"], times["theirs"] / times["proto"], times["ours"] * 1e6
 
 
+def reflector_episode(stub, video: np.ndarray, sessions: bool) -> tuple[int, float]:
+    """One episode's reflector traffic for a video (1, T + 1, H, W, 3): protobuf bytes of every
+    request and reply, and wall ms. Judge: the whole video so far at each of the T steps;
+    sessions: Open with the first frame, one Observe per step with the new frame, Close."""
+    total, started = 0, time.perf_counter()
+
+    def call(method, request):
+        nonlocal total
+        reply = getattr(stub, method)(request)
+        total += request.ByteSize() + reply.ByteSize()
+        return reply
+
+    if not sessions:
+        for t in range(1, video.shape[1]):
+            call("Judge", reflector_pb2.JudgeRequest(frames=codec.encode(video[:, :t + 1]), instructions=["task"]))
+        return total, (time.perf_counter() - started) * 1000
+    ids = call("Open", reflector_pb2.OpenVideosRequest(frames=codec.encode(video[:, 0]), instructions=["task"])).session_ids
+    for t in range(1, video.shape[1]):
+        call("Observe", reflector_pb2.ObserveRequest(session_ids=ids, frames=codec.encode(video[:, t])))
+    call("Close", reflector_pb2.CloseVideosRequest(session_ids=ids))
+    return total, (time.perf_counter() - started) * 1000
+
+
+def reflector_bytes(lengths=(8, 16, 32), s: int = 64) -> list[tuple[int, int, int, float, float]]:
+    """(T, Judge bytes, sessions bytes, Judge ms, sessions ms) per episode of T steps at s px."""
+    torch.manual_seed(0)
+    config = ServeConfig(host="127.0.0.1", max_delay_ms=0.0)
+    rows = []
+    with RunningServer(create_service("reflector", config, models.build("reflector"), "bench"), config) as server, \
+            grpc.insecure_channel(server.address) as channel:
+        stub = reflector_pb2_grpc.ReflectorStub(channel)
+        reflector_episode(stub, RNG.integers(0, 256, (1, 3, s, s, 3), dtype=np.uint8), True)  # warm-up
+        for length in lengths:
+            video = RNG.integers(0, 256, (1, length + 1, s, s, 3), dtype=np.uint8)
+            (judge_b, judge_ms), (session_b, session_ms) = (reflector_episode(stub, video, sessions)
+                                                            for sessions in (False, True))
+            rows.append((length, judge_b, session_b, judge_ms, session_ms))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -189,6 +233,11 @@ def main() -> None:
     weights_mb, extra_mb = swap_peak()
     print(f"(e) LoadWeights of {weights_mb:.0f} MiB: peak RSS +{extra_mb:.0f} MiB during the swap "
           f"= {extra_mb / weights_mb:.2f}x the weights (received bytes + decoded tensors; no model copy)")
+    print("(f) Reflector bytes per episode (protobuf requests + replies), 64 px, one episode of T steps:")
+    print(f"    {'T':>3} {'Judge, whole video':>19} {'sessions':>10} {'ratio':>7} {'Judge ms':>9} {'sessions ms':>12}")
+    for length, judge_b, session_b, judge_ms, session_ms in reflector_bytes():
+        print(f"    {length:>3} {judge_b / 2**20:>15.2f} MiB {session_b / 2**20:>6.2f} MiB {judge_b / session_b:>6.1f}x "
+              f"{judge_ms:>9.0f} {session_ms:>12.0f}")
 
 
 if __name__ == "__main__":
