@@ -92,6 +92,19 @@ class ReflectorCompliance(_Compliance):
         _invalid(lambda: client.judge(_frames(client.spec, 2, 2), ["a", "b"], eta=2.0), "eta")
         assert client.judge(_frames(client.spec, 1, 1), ["a"]).p_done.shape == (1,)
 
+    def test_sessions_observe_equals_judge(self, client):
+        video = _frames(client.spec, 2, 3)
+        ids = client.open(video[:, 0], ["a", "b"])
+        assert len(set(ids)) == 2
+        for t in (1, 2):
+            out = client.observe(ids, video[:, t])
+            assert out.lengths == [t + 1] * 2
+        np.testing.assert_allclose(out.p_done, client.judge(video, ["a", "b"]).p_done, rtol=1e-5, atol=1e-6)
+        assert client.close_sessions(ids) == 2
+        with pytest.raises(ServiceError) as info:
+            client.observe(ids, video[:, 0])
+        assert info.value.code == grpc.StatusCode.NOT_FOUND and "session_ids" in info.value.details
+
 
 class PolicyCompliance(_Compliance):
     client_class = PolicyClient

@@ -66,6 +66,59 @@ def test_reflector_in_process_equals_served():
     np.testing.assert_array_equal(served, tiny_model("reflector").judge(videos, instructions))
 
 
+def test_remote_reflector_keeps_videos_in_sessions_and_equals_the_in_process_one():
+    from worldenv.client.remote import RemoteReflector
+
+    model, videos, instructions = tiny_model("reflector"), RNG.integers(0, 256, (2, 4, 64, 64, 3), np.uint8), ["a", "b"]
+    with serving("reflector") as server, ReflectorClient(server.address) as client:
+        remote = RemoteReflector(client)
+        served, local = remote.start(videos[:, 0], instructions), model.start(videos[:, 0], instructions)
+        assert all(isinstance(state, str) for state in served) and len(server.service.sessions) == 2
+        for t in range(1, 4):
+            (p_served, served), (p_local, local) = remote.observe(served, videos[:, t]), model.observe(local, videos[:, t])
+            np.testing.assert_array_equal(p_served, p_local)
+        remote.end(served)
+        assert len(server.service.sessions) == 0
+
+
+class FakeLibero:
+    """An env process of the pool without a simulator: random frames, never a success."""
+
+    def __init__(self):
+        self.frames = []
+
+    def call(self, name, **kwargs):
+        from types import SimpleNamespace
+        self.frames.append(RNG.integers(0, 256, (64, 64, 3), np.uint8))
+        obs = SimpleNamespace(frame=self.frames[-1], proprio=np.zeros(8, np.float32), success=False)
+        if name == "open":
+            return "pick up the bowl"
+        if name == "reset":
+            return obs
+        assert name == "expert_chunk", name
+        return SimpleNamespace(actions=np.zeros((8, 7), np.float32), succeeded=False, obs=obs)
+
+
+def test_reflector_termination_of_a_sim_episode_sends_each_frame_once():
+    """`worldenv eval --termination reflector`: the episode's p_done is Judge's on the video so far."""
+    from types import SimpleNamespace
+
+    from worldenv.client.remote import RemoteReflector
+    from worldenv.sim import episode, policy_runs
+
+    with serving("reflector") as server:
+        config = SimpleNamespace(termination="reflector", reflector=server.address, auth_token=None)
+        reflector = policy_runs.open_judge(config)
+        assert isinstance(reflector, RemoteReflector)
+        process, spec = FakeLibero(), episode.EpisodeSpec(None, 0, max_steps=32, stop_on_success=False, keep_video=True)
+        result = episode.run(process, spec, SimpleNamespace(in_env=True), reflector, eta=0.999)
+        assert result.outcome == "horizon" and len(result.p_done) == 4 and len(server.service.sessions) == 0
+        video = np.stack(process.frames[1:])  # the frame of the reset on
+        judged = [reflector.judge(video[None, :t + 2], [result.instruction])[0] for t in range(4)]
+        np.testing.assert_array_equal(np.float32(result.p_done), judged)
+        reflector.client.close()
+
+
 # ---- a second arch: a Hugging Face-style directory -------------------------------------------
 
 class TextBackbonePolicy(torch.nn.Module):

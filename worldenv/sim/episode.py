@@ -1,24 +1,24 @@
 """Run one LIBERO episode in an env process of the pool: policy (or expert) chunks until success, a judge, or the horizon.
 
 Termination: `sim` stops at LIBERO's success (the standard protocol); `reflector` stops when a
-Reflector service's p(done) > eta on the video so far (the paper's setting without ground-truth
-termination); the episode then counts as a success if LIBERO's check holds at that moment.
+Reflector's p(done) > eta on the video so far (the paper's setting without ground-truth
+termination); the episode then counts as a success if LIBERO's check holds at that moment. The
+reflector keeps the video in its own state (a served one, in a session), so each chunk's frame
+is sent once.
 A crashed env process fails its episode with the reason; it does not end the run.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
 
 import numpy as np
 
+from worldenv.models.roles import Reflector
 from worldenv.sim import pool as pool_mod
 from worldenv.sim.env import EnvConfig
 from worldenv.sim.policies import ActionSource
 from worldenv.sim.recording import Recorder
-
-Judge = Callable[[np.ndarray, str], float]   # (T, H, W, 3) video so far, instruction -> p(done)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,7 @@ class EpisodeResult:
 
 
 def run(process: pool_mod.EnvProcess, spec: EpisodeSpec, source: ActionSource,
-        judge: Judge | None = None, eta: float = 0.5) -> EpisodeResult:
+        judge: Reflector | None = None, eta: float = 0.5) -> EpisodeResult:
     """One episode; env failures become a failed result with the reason."""
     started = time.perf_counter()
     try:
@@ -68,7 +68,8 @@ def run(process: pool_mod.EnvProcess, spec: EpisodeSpec, source: ActionSource,
         return EpisodeResult(spec, "", False, False, 0, f"{kind}: {reason}", time.perf_counter() - started)
 
 
-def _run(process, spec: EpisodeSpec, source: ActionSource, judge, eta: float, started: float) -> EpisodeResult:
+def _run(process, spec: EpisodeSpec, source: ActionSource, judge: Reflector | None, eta: float,
+         started: float) -> EpisodeResult:
     instruction = process.call("open", config=spec.config)
     obs = process.call("reset", init_index=spec.init_index, expert=source.in_env, render_each_step=spec.render_each_step)
     recorder = Recorder(spec.config.wrist) if spec.record else None
@@ -76,25 +77,26 @@ def _run(process, spec: EpisodeSpec, source: ActionSource, judge, eta: float, st
         recorder.add(process.call("settle_chunk"))
     frames, p_done, log_probs = [obs.frame], [], []
     steps, ever, outcome = 0, False, "horizon"
-    while steps < spec.max_steps:
-        k = min(spec.chunk_length, spec.max_steps - steps)
-        chunk, log_prob = _next_chunk(process, source, obs, instruction, spec, k)
-        steps += len(chunk.actions)
-        ever |= chunk.succeeded
-        obs = chunk.obs
-        frames.append(obs.frame)
-        if log_prob is not None:
-            log_probs.append(log_prob)
-        if recorder is not None:
-            recorder.add(chunk)
-        if spec.stop_on_success and chunk.succeeded:
-            outcome = "success"
-            break
-        if judge is not None:
-            p_done.append(float(judge(np.stack(frames), instruction)))
-            if p_done[-1] > eta:
-                outcome = "reflector"
+    with _Watch(judge, obs.frame, instruction) as watch:
+        while steps < spec.max_steps:
+            k = min(spec.chunk_length, spec.max_steps - steps)
+            chunk, log_prob = _next_chunk(process, source, obs, instruction, spec, k)
+            steps += len(chunk.actions)
+            ever |= chunk.succeeded
+            obs = chunk.obs
+            frames.append(obs.frame)
+            if log_prob is not None:
+                log_probs.append(log_prob)
+            if recorder is not None:
+                recorder.add(chunk)
+            if spec.stop_on_success and chunk.succeeded:
+                outcome = "success"
                 break
+            if judge is not None:
+                p_done.append(watch.observe(obs.frame))
+                if p_done[-1] > eta:
+                    outcome = "reflector"
+                    break
     success = ever if spec.stop_on_success else obs.success
     result = EpisodeResult(spec, instruction, bool(success), ever, steps, outcome,
                            time.perf_counter() - started, p_done,
@@ -102,6 +104,27 @@ def _run(process, spec: EpisodeSpec, source: ActionSource, judge, eta: float, st
     if recorder is not None:
         result.episode = recorder.episode(_attrs(spec, result, source), log_probs if log_probs else None)
     return result
+
+
+class _Watch:
+    """One episode's video in the reflector's own state (a served reflector's session), from the
+    first frame on; ended with the episode. Without a reflector it watches nothing."""
+
+    def __init__(self, reflector: Reflector | None, frame: np.ndarray, instruction: str):
+        self.reflector = reflector
+        self.state = reflector.start(frame[None], [instruction]) if reflector is not None else None
+
+    def observe(self, frame: np.ndarray) -> float:
+        """p(done) of the video so far with `frame` (H, W, 3) appended."""
+        p_done, self.state = self.reflector.observe(self.state, frame[None])
+        return float(p_done[0])
+
+    def __enter__(self) -> "_Watch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.reflector is not None:
+            self.reflector.end(self.state)
 
 
 def _next_chunk(process, source: ActionSource, obs, instruction: str, spec: EpisodeSpec, k: int):

@@ -101,16 +101,17 @@ class EvalConfig(PolicyRunConfig):
 
 
 def open_judge(config: EvalConfig):
-    """p(done) of a video from the --reflector server (connected now), or None under sim termination."""
+    """The --reflector server (connected now) as a Reflector whose episodes' videos live in its
+    sessions, or None under sim termination."""
     if config.termination != "reflector":
         return None
-    from worldenv.client import clients, errors
+    from worldenv.client import clients, errors, remote
     client = clients.ReflectorClient(config.reflector, auth_token=config.auth_token, connect_timeout_s=10.0)
     try:
         client.connect()
     except errors.ServiceError as exc:
         raise BadArguments(f"--reflector: {config.reflector} unreachable: {exc}") from None
-    return lambda video, instruction: float(client.judge(video[None], [instruction], eta=config.eta).p_done[0])
+    return remote.RemoteReflector(client)
 
 
 def evaluate(config: EvalConfig) -> int:
