@@ -3,7 +3,12 @@ services (`--metrics-port`), the rollout worker and the debug API's /metrics."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import pathlib
+import re
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -237,3 +242,67 @@ def test_debug_api_counts_requests_by_route_and_status(redis_server, redis_clien
     assert m.value(count, route="/metrics", status="200") == 1  # the first scrape; this one is counted after
     assert m.value("worldenv_http_request_duration_seconds_count", route="/episodes/{episode_id}") == 2
     assert m.value("worldenv_http_request_duration_seconds_sum", route="/episodes/{episode_id}") > 0
+
+
+# ---- the commands: settings to endpoint --------------------------------------------------------------
+
+class Command:
+    """`python -m worldenv.cli ARGS` in a subprocess (its log in `log`); its printed lines are read
+    until a pattern shows."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: pathlib.Path):
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "worldenv.cli", *args], env={**os.environ, **env},
+                                     stdout=subprocess.PIPE, stderr=log.open("ab"), text=True)
+        self.lines: list[str] = []
+
+    def wait_for(self, pattern: str, timeout_s: float = 60) -> re.Match:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"no {pattern!r} in the output:\n{''.join(self.lines)}\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+        self.proc.stdout.close()
+
+
+def test_serve_exposes_metrics_from_the_environment_setting(tmp_path):
+    from conftest import free_port
+
+    cmd = Command(["serve", "reflector", "--host", "127.0.0.1", "--port", str(free_port()), "--checkpoint", "none"],
+                  {"WORLDENV_METRICS_PORT": "0"}, tmp_path / "serve.log")
+    try:
+        url = cmd.wait_for(r"reflector metrics on (http://127\.0\.0\.1:\d+/metrics)").group(1)
+        m = Scrape(url)
+    finally:
+        cmd.stop()
+    assert "worldenv_batch_items_count" in m.names() and m.value("worldenv_batch_items_count") == 0
+    assert m.value("process_resident_memory_bytes") > 0
+
+
+def test_worker_command_counts_the_episodes_it_runs(redis_url, redis_client, key_prefix, tmp_path):
+    queue = RolloutQueue(redis_client, key_prefix)
+    cursor = queue.results_cursor()
+    with serving("world-model") as wm, serving("reflector") as rf, serving("policy") as po:
+        cmd = Command(["worker", "--redis-url", redis_url, "--prefix", key_prefix, "--world-model-addr", wm.address,
+                       "--reflector-addr", rf.address, "--policy-addr", po.address, "--block-ms", "100",
+                       "--metrics-host", "127.0.0.1", "--metrics-port", "0"], {}, tmp_path / "worker.log")
+        try:
+            url = cmd.wait_for(r"worker metrics on (http://127\.0\.0\.1:\d+/metrics)").group(1)
+            idle = Scrape(url)
+            for i in range(3):
+                queue.enqueue(job(i))
+            assert len(queue.wait_results("m", 3, after=cursor, timeout_s=60)) == 3
+            m = Scrape(url)
+        finally:
+            cmd.stop()
+    assert idle.value("worldenv_worker_episodes_total", status="horizon") == 0
+    assert m.value("worldenv_worker_episodes_total", status="horizon") == 3
+    assert m.value("worldenv_worker_batch_seconds_count") >= 1

@@ -64,8 +64,9 @@ class ServeConfig(Settings):
     max_sessions: int = Field(4096, ge=1, description="world model: open sessions allowed at once")
     eta: float = Field(0.5, gt=0, lt=1, description="reflector: default done threshold, done = p > eta")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
-    metrics_port: int | None = Field(None, ge=0, le=65535, description="port of the Prometheus /metrics endpoint "
-                                     "(on --host); 0 = any free port; unset = no endpoint")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="gRPC services: port of the Prometheus "
+                                     "/metrics endpoint (on --host); 0 = any free port; unset = none (the debug API "
+                                     "serves /metrics on its own port)")
 
 
 class DebugApiConfig(Settings):
