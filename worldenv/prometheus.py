@@ -44,8 +44,6 @@ def serve(registry: CollectorRegistry, host: str, port: int | None) -> MetricsEn
     return None if port is None else MetricsEndpoint(registry, host, port)
 
 
-
-
 @contextlib.contextmanager
 def serving(registry: CollectorRegistry, host: str, port: int | None) -> Iterator[MetricsEndpoint | None]:
     """`serve`, stopped on exit."""
