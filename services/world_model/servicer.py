@@ -27,6 +27,7 @@ class WorldModelService(BatchedService, pb_grpc.WorldModelServicer):
         super().__init__(config)
         self.model, self.spec, self.version = model, model.spec, version
         self.sessions = SessionStore(config.session_ttl_s, config.max_sessions)
+        self.metrics.gauge("worldenv_sessions_open", "World model sessions open now", lambda: len(self.sessions))
         self._sweeper: asyncio.Task | None = None
 
     def run_batch(self, batch: dict) -> dict:
