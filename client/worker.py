@@ -19,6 +19,7 @@ import numpy as np
 
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.client.errors import ServiceError
+from worldenv.client.metrics import WorkerMetrics
 from worldenv.client.queue import Claimed, Job, RolloutQueue
 from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
 
@@ -54,8 +55,9 @@ class RolloutWorker:
     def __init__(self, queue: RolloutQueue, store: EpisodeStore, policy: PolicyClient,
                  world_model: WorldModelClient, reflector: ReflectorClient, batch_size: int = 8,
                  consumer: str = "worker", reclaim_idle_ms: int = 60_000, block_ms: int = 1000,
-                 max_attempts: int = 3):
+                 max_attempts: int = 3, metrics: WorkerMetrics | None = None):
         self.queue, self.store = queue, store
+        self.metrics = metrics or WorkerMetrics()
         self.policy, self.world_model, self.reflector = policy, world_model, reflector
         self.batch_size, self.consumer = batch_size, consumer
         self.reclaim_idle_ms, self.block_ms, self.max_attempts = reclaim_idle_ms, block_ms, max_attempts
@@ -70,6 +72,7 @@ class RolloutWorker:
 
     def run_once(self) -> int:
         claimed = self.queue.claim(self.consumer, self.batch_size, self.block_ms, self.reclaim_idle_ms)
+        self.metrics.reclaimed.inc(sum(c.reclaimed for c in claimed))
         runnable = []
         for c in claimed:
             stored = self.store.meta(c.job.id)
@@ -82,9 +85,11 @@ class RolloutWorker:
         if runnable:
             self._running = [c.entry_id for c in runnable]
             try:
-                episodes = self.rollout([c.job for c in runnable])
+                with self.metrics.batch_seconds.time():
+                    episodes = self.rollout([c.job for c in runnable])
             except _Retry as exc:  # left pending: reclaimed by a worker after the idle time
                 log.warning("batch of %d left for retry: %s", len(runnable), exc)
+                self.metrics.retries.inc()
                 return len(claimed)
             finally:
                 self._running = []
@@ -94,6 +99,7 @@ class RolloutWorker:
 
     def _finish(self, claimed: Claimed, episode: ImaginedEpisode) -> None:
         self.store.put(episode)
+        self.metrics.episodes.labels(episode.status).inc()
         self.queue.complete(claimed, self._result(self.store.meta(episode.id) or {}))
 
     @staticmethod

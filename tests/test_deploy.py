@@ -27,6 +27,7 @@ IMAGE = "worldenv:0.1.0"
 # kubectl's client minor (1.32) and the newest schemas kubernetes-validate bundles.
 K8S_VERSIONS = ["1.32.0", "latest"]
 COMPOSE_SERVICES = {"redis", *SERVICES, "worker", "trainer"}  # trainer: opt-in profile "train"
+METRICS_PODS = {*SERVICES, "worker"}  # everything long-running of worldenv serves /metrics
 # Who must wait for whom to be healthy before starting.
 COMPOSE_NEEDS = {
     "debug-api": {"redis"},
@@ -179,6 +180,22 @@ def test_redis_keeps_its_data(rendered):
     assert {m["name"] for m in c["volumeMounts"] if m["mountPath"] == "/data"} <= claims
 
 
+def test_pods_are_annotated_for_prometheus_on_a_declared_port(rendered):
+    deployments = by_kind(rendered, "Deployment")
+    for name in METRICS_PODS:
+        template = deployments[name]["spec"]["template"]
+        notes = template["metadata"].get("annotations", {})
+        assert notes.get("prometheus.io/scrape") == "true" and notes.get("prometheus.io/path") == "/metrics", name
+        (c,) = template["spec"]["containers"]
+        port = int(notes["prometheus.io/port"])
+        assert port in {p["containerPort"] for p in c.get("ports", [])}, f"{name}: port {port} not declared"
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        if name == "debug-api":  # /metrics is a route of the app, on its HTTP port
+            assert port == SERVICES["debug-api"].port and "WORLDENV_METRICS_PORT" not in env
+        else:
+            assert env.get("WORLDENV_METRICS_PORT") == str(port), name
+
+
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_manifests_match_kubernetes_schemas(rendered, version):
     kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
@@ -240,6 +257,18 @@ def test_compose_models_volume_is_read_only(compose):
     assert "models" in compose["volumes"]
     for name in GRPC_SERVICES:
         assert "models:/models:ro" in compose["services"][name]["volumes"], name
+
+
+def test_compose_services_are_labelled_for_prometheus(compose):
+    for name in METRICS_PODS:
+        svc = compose["services"][name]
+        labels = svc.get("labels", {})
+        assert labels.get("prometheus.io/scrape") == "true" and labels.get("prometheus.io/path") == "/metrics", name
+        port = labels["prometheus.io/port"]
+        if name == "debug-api":
+            assert f"{port}:{port}" in svc["ports"]
+        else:
+            assert svc["environment"]["WORLDENV_METRICS_PORT"] == port and port in svc["expose"], name
 
 
 # ---- Dockerfile ---------------------------------------------------------------------------------

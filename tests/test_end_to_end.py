@@ -2,6 +2,7 @@
 episodes, and the episodes visible over REST with frames and video."""
 import io
 import json
+import re
 import os
 import signal
 import subprocess
@@ -93,9 +94,13 @@ def test_up_post_trains_the_shipped_policy_in_imagination_and_shows_the_run(tmp_
                           "--group-size", "2", "--horizon", "2", "--exit"], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "RL in imagination: 2 iterations, policy version 2 -> 4" in out.stdout
+    found = re.search(r"RL in imagination: 2 iterations, (\d) updates, policy version 2 -> (\d+)", out.stdout)
+    assert found, out.stdout
+    updates, version = int(found[1]), int(found[2])
+    assert version == 2 + updates, "each update is one published version after the start sync"
     assert "mean reward of the rollouts: first iteration" in out.stdout
     (run,) = (tmp_path / "runs").iterdir()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1] and (run / "curves.png").is_file()
+    assert sum(not r.get("skipped") for r in rows) == updates  # a group without reward spread skips its update
     assert f"/runs/{run.name}/view" in out.stdout

@@ -67,6 +67,9 @@ class ServeConfig(Settings):
     max_sessions: int = Field(4096, ge=1, description="world model, reflector: open sessions allowed at once")
     eta: float = Field(0.5, gt=0, lt=1, description="reflector: default done threshold, done = p > eta")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="gRPC services: port of the Prometheus "
+                                     "/metrics endpoint (on --host); 0 = any free port; unset = none (the debug API "
+                                     "serves /metrics on its own port)")
 
     @property
     def max_message_bytes(self) -> int:
@@ -99,6 +102,9 @@ class WorkerConfig(Settings):
     block_ms: int = Field(1000, ge=1, description="how long one read waits for jobs")
     max_episodes: int = Field(10000, ge=1, description="episode store retention: oldest episodes beyond this are dropped")
     max_jobs: int = Field(0, ge=0, description="stop after this many jobs (0 = run forever)")
+    metrics_host: str = Field("0.0.0.0", description="interface of the Prometheus /metrics endpoint")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="port of the Prometheus /metrics endpoint; "
+                                     "0 = any free port; unset = no endpoint")
 
     @field_validator("prefix")
     @classmethod

@@ -1,12 +1,15 @@
-"""What every model servicer shares: one dynamic batcher around `run_batch`, and its lifecycle."""
+"""What every model servicer shares: one dynamic batcher around `run_batch`, its metrics, and
+their lifecycle."""
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
+from worldenv import prometheus
 from worldenv.config import ServeConfig
 from worldenv.services.common import validation as check
 from worldenv.services.common.batching import Batch, DynamicBatcher
+from worldenv.services.common.metrics import ServiceMetrics
 from worldenv.services.common.sessions import SessionStore
 
 REPLY_OVERHEAD = 1024  # bytes of a reply besides its per-item payload: tensor headers, timing, version
@@ -16,7 +19,9 @@ class BatchedService:
     """Mixin for a servicer: `run_batch(merged_inputs) -> outputs` runs behind a DynamicBatcher.
 
     Subclasses set `name`, `full_name` and `register` (the generated add_*Servicer_to_server)
-    and define `run_batch`, which calls their model.
+    and define `run_batch`, which calls their model. `metrics` count the batches and (through
+    the `rpc` decorator) the calls; they are served while the service runs when
+    `config.metrics_port` is set.
     """
 
     name: str
@@ -25,7 +30,10 @@ class BatchedService:
 
     def __init__(self, config: ServeConfig):
         self.config = config
-        self.batcher = DynamicBatcher(self.run_batch, config.max_batch_size, config.max_delay_ms, self.name)
+        self.metrics = ServiceMetrics(self.name)
+        self.batcher = DynamicBatcher(self.run_batch, config.max_batch_size, config.max_delay_ms, self.name,
+                                      observer=self.metrics.observe_batch)
+        self.metrics_endpoint: prometheus.MetricsEndpoint | None = None
 
     def run_batch(self, inputs: Batch) -> Batch:
         raise NotImplementedError
@@ -41,9 +49,13 @@ class BatchedService:
         type(self).register(self, server)
 
     async def start(self) -> None:
+        self.metrics_endpoint = prometheus.serve(self.metrics.registry, self.config.host, self.config.metrics_port)
         await self.batcher.start()
 
     async def stop(self) -> None:
+        if self.metrics_endpoint is not None:
+            await asyncio.to_thread(self.metrics_endpoint.stop)
+            self.metrics_endpoint = None
         await self.batcher.stop()
 
 
@@ -54,6 +66,7 @@ class SessionService(BatchedService):
     def __init__(self, config: ServeConfig):
         super().__init__(config)
         self.sessions = SessionStore(config.session_ttl_s, config.max_sessions)
+        self.metrics.gauge("worldenv_sessions_open", "Sessions open now", lambda: len(self.sessions))
         self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 Batch = dict[str, Any]  # field -> np.ndarray with leading B, or list of B items
 
 
@@ -28,6 +30,16 @@ class BatchInfo:
     compute_ms: float
     batch_size: int
     batch_requests: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStats:
+    """One model call of the batcher, as its observer (the service's metrics) sees it."""
+
+    queue_s: tuple[float, ...]   # per merged request: seconds from its arrival to the call
+    compute_s: float             # the model call, merge and split included
+    items: int                   # B summed over the merged requests
+    requests: int
 
 
 @dataclasses.dataclass
@@ -68,13 +80,15 @@ class DynamicBatcher:
     weights version). `fn` runs in one dedicated thread: model calls never overlap and the event
     loop stays free. `exclusive(job)` runs a job in that thread between two batches, after every
     request submitted before it and before any submitted after it (the policy's weight swap).
+    `observer(stats)`, when given, is called once per model call that succeeded.
     """
 
     def __init__(self, fn: Callable[[Batch], Batch], max_batch_size: int, max_delay_ms: float,
-                 name: str = "batcher"):
+                 name: str = "batcher", observer: Callable[[BatchStats], None] | None = None):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.fn, self.max_batch_size, self.max_delay_s = fn, max_batch_size, max_delay_ms / 1000.0
+        self.observer = observer
         self._queue: asyncio.Queue[_Request] | None = None
         self._carry: _Request | None = None
         self._task: asyncio.Task | None = None
@@ -166,9 +180,19 @@ class DynamicBatcher:
                     if not r.future.done():
                         r.future.set_exception(exc)
                 continue
-            compute_ms = (time.perf_counter() - started) * 1000
+            compute_s = time.perf_counter() - started
             size = sum(r.size for r in live)
             for r, part in zip(live, parts):
                 if not r.future.done():
-                    info = BatchInfo((started - r.enqueued) * 1000, compute_ms, size, len(live))
+                    info = BatchInfo((started - r.enqueued) * 1000, compute_s * 1000, size, len(live))
                     r.future.set_result((part, info))
+            self._observe(BatchStats(tuple(started - r.enqueued for r in live), compute_s, size, len(live)))
+
+    def _observe(self, stats: BatchStats) -> None:
+        """Hand `stats` to the observer; its failure is logged and never stops the batcher."""
+        if self.observer is None:
+            return
+        try:
+            self.observer(stats)
+        except Exception:  # noqa: BLE001 - metrics must not take the service down
+            log.exception("batch observer failed")

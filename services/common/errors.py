@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 
 import grpc
 
@@ -53,16 +54,24 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 def rpc(method):
     """Wrap an async unary servicer method: domain errors become status codes; the server
-    keeps serving whatever the request did."""
+    keeps serving whatever the request did. Each answer is counted in the servicer's
+    `metrics` (a ServiceMetrics), when it has them, with its status code and latency."""
 
     @functools.wraps(method)
     async def wrapper(self, request, context):
+        received, code = time.perf_counter(), grpc.StatusCode.CANCELLED  # unless it returns or fails
         try:
-            return await method(self, request, context)
+            reply = await method(self, request, context)
+            code = grpc.StatusCode.OK
+            return reply
         except Exception as exc:  # noqa: BLE001 - every failure must become a status
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.__name__)
             await context.abort(code, message)
+        finally:
+            metrics = getattr(self, "metrics", None)
+            if metrics is not None:
+                metrics.observe_rpc(method.__name__, code.name, time.perf_counter() - received)
 
     return wrapper

@@ -73,6 +73,9 @@ async def serve_forever(service: ModelService, config: ServeConfig, port: int) -
     """Run until SIGINT/SIGTERM."""
     server, bound, health_servicer = await start_server(service, config, port)
     print(f"{service.name} listening on {config.host}:{bound}", flush=True)
+    endpoint = getattr(service, "metrics_endpoint", None)
+    if endpoint is not None:
+        print(f"{service.name} metrics on http://{endpoint.host}:{endpoint.port}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -19,7 +19,7 @@ from worldenv.data import episodes
 from worldenv.data.episodes import EpisodeStore
 from worldenv.data.runs import RunLog
 
-from . import media, pages, schemas
+from . import media, metrics, pages, schemas
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def create_app(store: EpisodeStore, *, title: str = "worldenv debug API") -> fas
     _add_html_routes(app, eps)
     _add_run_routes(app, eps, RunLog(store.client, store.prefix))
     _add_invalid_id_route(app)
+    app.state.metrics = metrics.install(app)
     return app
 
 

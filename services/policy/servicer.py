@@ -32,6 +32,8 @@ class PolicyService(BatchedService, pb_grpc.PolicyServicer):
         super().__init__(config)
         self.model, self.spec, self.base_version = model, model.spec, version
         self.version, self.note = 1, f"initial: {version}"
+        self.metrics.gauge("worldenv_policy_version", "Version of the weights new Act calls run on",
+                           lambda: self.version)
         self._load_lock = asyncio.Lock()
 
     def run_batch(self, batch: dict) -> dict:

@@ -145,6 +145,7 @@ def _note(home: pathlib.Path, name: str, message: str) -> None:
 def _spawn(name: str, argv: list[str], home: pathlib.Path) -> subprocess.Popen:
     log = open(home / "logs" / f"{name}.log", "ab")
     env = {**ALLOCATOR_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}  # the allocator settings unless set already
+    env.pop("WORLDENV_METRICS_PORT", None)   # one port cannot serve every child; each takes --metrics-port if given
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 

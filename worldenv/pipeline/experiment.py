@@ -56,6 +56,7 @@ class ExperimentConfig(Settings):
     curve_every: int = Field(10, ge=1, description="evaluate the policy every K RL iterations")
     curve_episodes: int = Field(10, ge=1, le=50, description="real and imagined episodes per task at each curve point")
     table4: bool = Field(True, description="also evaluate both policies with the reflector deciding termination")
+    table4_episodes: int = Field(50, ge=1, le=50, description="Table 4: episodes per task (init states 0..n-1)")
     dyna_rounds: int = Field(1, ge=0, le=1, description="Dyna rounds after RL (explore with the RL policy, fine-tune "
                              "the world model and the reflector on it, RL again, evaluate); 0 = none")
     dyna_explore: int = Field(10, ge=1, description="Dyna: exploration episodes per task in the real simulator")
@@ -192,9 +193,11 @@ def imagined(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, root:
     return out
 
 
-def evaluate(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.Path, *extra: str) -> None:
+def evaluate(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.Path, *extra: str,
+             episodes: int | None = None) -> None:
     """`worldenv eval` of `policy` as stage `name`: LIBERO's fixed init states 0.., the same seed."""
-    stages.run(root, name, _libero(config, "eval", "--policy", str(policy), "--episodes-per-task", str(config.eval_episodes),
+    episodes = episodes or config.eval_episodes
+    stages.run(root, name, _libero(config, "eval", "--policy", str(policy), "--episodes-per-task", str(episodes),
                                    "--init-offset", "0", "--seed", "0", *extra, "--out", str(root / name)),
                root / "logs" / f"{name}.log")
 
@@ -210,7 +213,7 @@ def final(config: ExperimentConfig, root: pathlib.Path, sft: pathlib.Path, stack
     for name, policy in policies.items():
         if not stages.finished(root, f"table4_{name}"):
             evaluate(config, root, f"table4_{name}", policy, "--termination", "reflector", "--reflector",
-                     stack.addresses()["reflector"], "--eta", str(config.eta), *token)
+                     stack.addresses()["reflector"], "--eta", str(config.eta), *token, episodes=config.table4_episodes)
 
 
 def dyna(config: ExperimentConfig, root: pathlib.Path, dirs: dict[str, pathlib.Path], rl_out: pathlib.Path) -> None:

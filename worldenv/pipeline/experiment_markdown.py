@@ -1,6 +1,8 @@
 """The experiment report's markdown, from `experiment_report.collect`'s results."""
 from __future__ import annotations
 
+from worldenv.sim.report import rate
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
@@ -62,11 +64,15 @@ def table4(evals: dict) -> list[str]:
     if not all(t for _, _, t in rows):
         return ["Not run (--no-table4) or not finished."]
     lines = ["Both policies in real LIBERO, but an episode ends when the reflector's p(done) > eta (or at the step "
-             "limit) instead of at LIBERO's success; success is LIBERO's judgement of the state where it stopped.", "",
+             "limit) instead of at LIBERO's success; success is LIBERO's judgement of the state where it stopped. "
+             "The first column is the main evaluation's rate on the same init states (the first "
+             f"{len(rows[0][2]['episodes']) // max(len(rows[0][2]['tasks']), 1)} per task).", "",
              "| policy | success, LIBERO's termination | success, reflector's termination | stopped by the reflector | "
              "of those, not a success | mean steps (reflector) |", "|---|---|---|---|---|---|"]
     for name, sim, t4 in rows:
-        s, r = sim["suite_result"], t4["suite_result"]
+        ids = {e["id"] for e in t4["episodes"]}
+        same = [e["success"] for e in sim["episodes"] if e["id"] in ids]
+        s, r = rate(sum(same), len(same)), t4["suite_result"]
         stopped = [e for e in t4["episodes"] if e["outcome"] == "reflector"]
         wrong = sum(not e["success"] for e in stopped)
         steps = sum(e["steps"] for e in t4["episodes"]) / max(len(t4["episodes"]), 1)
