@@ -14,13 +14,13 @@ from worldenv.services.common.server import timing
 from worldenv.services.common.spec import model_spec
 from worldenv.v1 import reflector_pb2 as pb
 from worldenv.v1 import reflector_pb2_grpc as pb_grpc
-from worldenv.wire import codec
+from worldenv.wire.grpc_codec import WireMessage
 
 
 class ReflectorService(BatchedService, pb_grpc.ReflectorServicer):
     name = "reflector"
     full_name = SERVICES[name].proto
-    register = pb_grpc.add_ReflectorServicer_to_server
+    service = pb.DESCRIPTOR.services_by_name["Reflector"]
 
     def __init__(self, model: Reflector, version: str, config: ServeConfig):
         super().__init__(config)
@@ -51,5 +51,5 @@ class ReflectorService(BatchedService, pb_grpc.ReflectorServicer):
         out, info = await self.batcher.submit({"frames": frames, "instructions": instructions}, batch,
                                              key=frames.shape[1])
         p_done = out["p_done"]
-        return pb.JudgeResponse(p_done=codec.encode(p_done, "p_done"), done=(p_done > eta).tolist(), eta=eta,
-                                timing=timing(info, received))
+        reply = pb.JudgeResponse(done=(p_done > eta).tolist(), eta=eta, timing=timing(info, received))
+        return WireMessage(reply, p_done=p_done)

@@ -118,6 +118,7 @@ def _varint(value: int) -> bytes:
 
 
 def _read_varint(buf, pos: int, field: str) -> tuple[int, int]:
+    """The varint at `pos` of `buf` and the position after it."""
     result = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
@@ -149,14 +150,20 @@ def _header(arr: np.ndarray, field: str) -> bytes:
     return header
 
 
-def to_bytes(arr: np.ndarray, field: str = "tensor") -> bytes:
-    """numpy array -> serialized Tensor message; the array's bytes are written once."""
+def tensor_parts(arr: np.ndarray, field: str = "tensor") -> tuple[bytes, memoryview | bytes]:
+    """numpy array -> (header, data) of its serialized Tensor message, whose bytes are the two
+    joined; `data` is a view of the array's buffer (a copy only for non-contiguous or big-endian
+    input), so a writer that joins it with other parts copies the frames once."""
     if type(arr) is not np.ndarray or not arr.flags.c_contiguous or arr.dtype.byteorder == ">":
         arr = _little_endian(arr)
     header = _header(arr, field)
-    if arr.nbytes == 0:
-        return header
-    return b"".join((header, memoryview(arr).cast("B")))
+    return header, (memoryview(arr).cast("B") if arr.nbytes else b"")
+
+
+def to_bytes(arr: np.ndarray, field: str = "tensor") -> bytes:
+    """numpy array -> serialized Tensor message; the array's bytes are written once."""
+    header, data = tensor_parts(arr, field)
+    return b"".join((header, data)) if data else header
 
 
 def _from_canonical(buf: bytes, field: str) -> np.ndarray | None:
@@ -212,7 +219,7 @@ def _parse(view, field: str) -> tuple[int, list[int], int | None, int]:
 
 def from_bytes(buf, field: str = "tensor") -> np.ndarray:
     """Serialized Tensor message -> read-only numpy view into `buf` (no copy)."""
-    if isinstance(buf, bytes):
+    if isinstance(buf, bytes) or (isinstance(buf, memoryview) and buf.format == "B" and buf.ndim == 1):
         arr = _from_canonical(buf, field)
         if arr is not None:
             return arr
@@ -222,3 +229,6 @@ def from_bytes(buf, field: str = "tensor") -> np.ndarray:
     if data_at is None:
         return _view(b"", dtype, tuple(shape), 0, field)
     return _view(view[: data_at + data_len], dtype, tuple(shape), data_at, field)
+
+
+varint, read_varint = _varint, _read_varint  # for writers and readers of the messages around Tensors
