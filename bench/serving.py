@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import gc
 import pathlib
 import time
@@ -160,6 +161,124 @@ def codec_ratio(shape, repeats: int) -> tuple[float, float, float]:
     return times["theirs"] / times["ours"], times["theirs"] / times["proto"], times["ours"] * 1e6
 
 
+class EchoCodec:
+    """How one codec carries an array over gRPC: `wrap`/`unwrap` between the array and the
+    message, `serialize`/`parse` between the message and its bytes (the channel's and the
+    handler's (de)serializers)."""
+
+    def __init__(self, wrap, unwrap, serialize, parse):
+        self.wrap, self.unwrap, self.serialize, self.parse = wrap, unwrap, serialize, parse
+
+    def round_trip(self, arr: np.ndarray) -> np.ndarray:
+        """What a call costs in (de)serialization alone: request out and in, reply out and in."""
+        for _ in range(2):
+            arr = self.unwrap(self.parse(self.serialize(self.wrap(arr))))
+        return arr
+
+
+def echo_codecs() -> dict[str, EchoCodec]:
+    """The wire codec, protobuf's message path and msgpack-numpy, each echoing a StepResponse-
+    shaped message (any Tensor field carries any array) or msgpack-numpy's bytes."""
+    from openpi_client import msgpack_numpy
+
+    from worldenv.v1 import world_model_pb2
+    from worldenv.wire.grpc_codec import MessageCodec, WireMessage
+
+    reply = world_model_pb2.StepResponse
+    wire = MessageCodec(reply)
+    return {
+        "wire codec": EchoCodec(lambda a: WireMessage(reply(), frames=a), lambda m: m.array("frames"),
+                                wire.serialize, wire.parse),
+        "protobuf": EchoCodec(lambda a: reply(frames=codec.encode(a)), lambda m: codec.decode(m.frames),
+                              reply.SerializeToString, reply.FromString),
+        "msgpack-numpy": EchoCodec(lambda a: a, lambda a: a, msgpack_numpy.packb, msgpack_numpy.unpackb),
+    }
+
+
+class EchoServer:
+    """A grpc.aio server on 127.0.0.1:<free port> in a background thread, one method per codec
+    that decodes the array and sends it back encoded (the work of a service, no model)."""
+
+    def __init__(self, codecs: dict[str, EchoCodec]):
+        import asyncio
+        import threading
+
+        import grpc
+
+        self._loop, ready = asyncio.new_event_loop(), threading.Event()
+        handlers = {name.replace(" ", "_"): grpc.unary_unary_rpc_method_handler(
+            self._echo(c), request_deserializer=c.parse, response_serializer=c.serialize) for name, c in codecs.items()}
+
+        async def start():
+            self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+                                                   ("grpc.max_send_message_length", 64 << 20)])
+            self.server.add_registered_method_handlers("bench.Echo", handlers)
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            await self.server.start()
+
+        def run():
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(start())
+            ready.set()
+            self._loop.run_forever()
+
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait(30)
+
+    @staticmethod
+    def _echo(c: EchoCodec):
+        async def echo(request, context):
+            return c.wrap(c.unwrap(request))
+        return echo
+
+    def stop(self) -> None:
+        import asyncio
+        asyncio.run_coroutine_threadsafe(self.server.stop(None), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _best_times(fns: dict, repeats: int, rounds: int = 9) -> dict[str, float]:
+    """Seconds per call of each function: the best of `rounds`, the functions taking turns in
+    every round, in a rotating order, so that the load of the machine falls on all of them alike."""
+    best, names = dict.fromkeys(fns, float("inf")), list(fns)
+    for turn in range(rounds):
+        for name in names[turn % len(names):] + names[:turn % len(names)]:  # each goes first in turn
+            fn = fns[name]
+            started = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - started) / repeats)
+    return best
+
+
+def _call(c: EchoCodec, fn, arr: np.ndarray) -> np.ndarray:
+    return c.unwrap(fn(c.wrap(arr), timeout=60))
+
+
+def grpc_round_trip(shapes_repeats) -> list[tuple[tuple, dict[str, float], dict[str, float]]]:
+    """Per shape: seconds per served echo call and per (de)serialization alone, by codec."""
+    import grpc
+
+    codecs = echo_codecs()
+    server = EchoServer(codecs)
+    results = []
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[("grpc.max_receive_message_length", 64 << 20),
+                                                                  ("grpc.max_send_message_length", 64 << 20)]) as ch:
+        calls = {name: ch.unary_unary(f"/bench.Echo/{name.replace(' ', '_')}", request_serializer=c.serialize,
+                                      response_deserializer=c.parse, _registered_method=True)
+                 for name, c in codecs.items()}
+        for shape, repeats in shapes_repeats:
+            arr = (RNG.integers(0, 256, shape, dtype=np.uint8) if len(shape) == 4
+                   else RNG.standard_normal(shape).astype(np.float32))
+            served = {name: functools.partial(_call, c, calls[name], arr) for name, c in codecs.items()}
+            alone = {name: functools.partial(c.round_trip, arr) for name, c in codecs.items()}
+            for name in codecs:
+                assert np.array_equal(served[name](), arr) and np.array_equal(alone[name](), arr)
+            results.append((shape, _best_times(served, repeats), _best_times(alone, repeats)))
+    server.stop()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -183,6 +302,14 @@ def main() -> None:
         fast, proto, us = codec_ratio(shape, repeats)
         print(f"(c) codec {shape}: encode+decode {us:.1f} us; vs msgpack-numpy: fast path {fast:.2f}x, "
               f"protobuf message path {proto:.2f}x (target > 1)")
+    for shape, served_s, alone_s in grpc_round_trip((((8, 256, 256, 3), 40), ((64, 8, 7), 400))):
+        ratio = {name: served_s["msgpack-numpy"] / t for name, t in served_s.items()}
+        codec_only = {name: alone_s["msgpack-numpy"] / t for name, t in alone_s.items()}
+        print(f"(c) gRPC echo round trip {shape} {np.dtype('uint8' if len(shape) == 4 else 'float32').name}: "
+              f"wire codec {served_s['wire codec'] * 1e6:.0f} us, protobuf {served_s['protobuf'] * 1e6:.0f} us, "
+              f"msgpack-numpy {served_s['msgpack-numpy'] * 1e6:.0f} us -> vs msgpack-numpy: wire codec "
+              f"{ratio['wire codec']:.2f}x, protobuf {ratio['protobuf']:.2f}x; (de)serialization alone: wire codec "
+              f"{codec_only['wire codec']:.2f}x, protobuf {codec_only['protobuf']:.2f}x")
     local, remote = policy_ratio(args.steps * 4)
     print(f"(d) Policy.Act B=8 seeded: in-process {local:.1f} calls/s, served {remote:.1f} calls/s "
           f"-> ratio {remote / local:.3f}")

@@ -166,23 +166,47 @@ def to_bytes(arr: np.ndarray, field: str = "tensor") -> bytes:
     return b"".join((header, data)) if data else header
 
 
-def _from_canonical(buf: bytes, field: str) -> np.ndarray | None:
+_LAYOUTS: dict[bytes, tuple] = {}  # dtype and shape bytes -> (dtype, shape, count, nbytes), checked
+
+
+def _layout(head: bytes, field: str) -> tuple | None:
+    """(dtype, shape, item count, data bytes) of a canonical header's dtype and shape fields,
+    checked by `check_shape`; None when the shape bytes are not one packed varint list."""
+    layout = _LAYOUTS.get(head)
+    if layout is None:
+        shape, pos = [], 4
+        while pos < len(head):
+            value, pos = _read_varint(head, pos, field)
+            shape.append(value - (1 << 64) if value >> 63 else value)
+        if pos != len(head):
+            return None
+        dtype = numpy_dtype(head[1], field)
+        count = check_shape(tuple(shape), dtype, field)
+        layout = (dtype, tuple(shape), count, count * dtype.itemsize)
+        if len(_LAYOUTS) < 4096:
+            _LAYOUTS[head] = layout
+    return layout
+
+
+def _from_canonical(buf, field: str) -> np.ndarray | None:
     """Fast path for the layout `to_bytes` writes (dtype, packed shape, data; small varints)."""
     if len(buf) < 4 or buf[0] != 0x08 or buf[1] > 0x7F or buf[2] != 0x12 or buf[3] > 0x7F:
         return None
     end = 4 + buf[3]
-    shape, pos = [], 4
-    while pos < end:
-        value, pos = _read_varint(buf, pos, field)
-        shape.append(value - (1 << 64) if value >> 63 else value)
-    if pos != end or (end < len(buf) and buf[end] != 0x1A):
+    layout = _layout(bytes(buf[:end]), field) if end <= len(buf) else None
+    if layout is None:
         return None
-    if end == len(buf):
-        return _view(b"", numpy_dtype(buf[1], field), tuple(shape), 0, field)
-    length, data_at = _read_varint(buf, end + 1, field)
-    if data_at + length != len(buf):
-        return None
-    return _view(buf, numpy_dtype(buf[1], field), tuple(shape), data_at, field)
+    dtype, shape, count, nbytes = layout
+    data_at, length = end, 0
+    if end < len(buf):
+        if buf[end] != 0x1A:
+            return None
+        length, data_at = _read_varint(buf, end + 1, field)
+        if data_at + length != len(buf):
+            return None
+    if count == 0 or length != nbytes:
+        return _view(buf, dtype, shape, data_at, field)  # the empty array, or the error naming the field
+    return np.frombuffer(buf, dtype, count, data_at).reshape(shape)
 
 
 def _parse(view, field: str) -> tuple[int, list[int], int | None, int]:

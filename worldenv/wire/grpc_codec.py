@@ -22,6 +22,9 @@ from worldenv.wire import codec
 from worldenv.wire.codec import CodecError
 
 
+_NATIVE = frozenset(codec.numpy_dtype(code) for code in tensor_pb2.DType.values() if code)  # sendable as they are
+
+
 class WireMessage:
     """A message whose Tensor fields are numpy arrays: `message` (protobuf) holds the other
     fields and reads through as attributes; `array(name)` gives a Tensor field. A received
@@ -30,12 +33,19 @@ class WireMessage:
 
     __slots__ = ("message", "arrays", "error")
 
-    def __init__(self, message: Message, arrays: dict | None = None, error: CodecError | None = None, **fields):
-        self.message, self.error = message, error
-        self.arrays = {**(arrays or {}), **fields}
+    def __init__(self, message: Message, arrays: dict | None = None, **fields):
+        self.message, self.error = message, None
+        self.arrays = {**arrays, **fields} if arrays else fields
         for name, value in self.arrays.items():
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) and value.dtype not in _NATIVE:
                 codec.dtype_code(value.dtype, name)  # an unsendable dtype fails here, naming the field
+
+    @classmethod
+    def received(cls, message: Message, arrays: dict, error: CodecError | None = None) -> "WireMessage":
+        """A parsed message: its arrays (or CodecErrors) as decoded, unchecked again."""
+        received = cls.__new__(cls)
+        received.message, received.arrays, received.error = message, arrays, error
+        return received
 
     def array(self, name: str) -> np.ndarray | None:
         """Tensor field `name` as an array (read-only when received), None when absent."""
@@ -102,6 +112,7 @@ class MessageCodec:
         if any(low < n < high for n in others):
             raise ValueError(f"{self.name}: other fields numbered between its Tensor fields")
         self.tensors_first = all(n > high for n in others)
+        self._prefixes: dict[tuple, bytes] = {}
 
     def serialize(self, value: WireMessage | Message) -> bytes:
         if isinstance(value, Message):
@@ -115,69 +126,83 @@ class MessageCodec:
             if isinstance(arr, CodecError):
                 raise arr
             if arr is not None:
-                header, data = codec.tensor_parts(arr, name)
-                parts += (self.keys[name], codec.varint(len(header) + len(data)), header, data)
+                parts += self._tensor(name, arr)
         if self.tensors_first:
             parts.append(rest)
         return b"".join(parts)
 
+    def _tensor(self, name: str, arr: np.ndarray) -> tuple[bytes, object]:
+        """(field key, length and Tensor header; the array's bytes) of Tensor field `name`. The
+        first part is kept per (field, dtype, shape) of C-ordered arrays: batches repeat them."""
+        plain = type(arr) is np.ndarray and arr.flags.c_contiguous and arr.dtype.byteorder != ">"
+        if plain:
+            prefix = self._prefixes.get((name, arr.dtype, arr.shape))
+            if prefix is not None:
+                return prefix, arr
+        header, data = codec.tensor_parts(arr, name)
+        prefix = self.keys[name] + codec.varint(len(header) + len(data)) + header
+        if plain and len(self._prefixes) < 1024:
+            self._prefixes[name, arr.dtype, arr.shape] = prefix
+        return prefix, data
+
     def parse(self, buf: bytes) -> WireMessage:
         """Never raises: bytes that are no message, or a field that is no tensor, become errors
         raised when the receiver reads the message or that field."""
-        view = memoryview(buf).cast("B")
+        view = memoryview(buf)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
         try:
             rest, slices = self._split(view)
             message = self.cls.FromString(rest)
         except _Fallback:
             return self._parse_with_protobuf(buf)
         except (CodecError, DecodeError) as exc:
-            return WireMessage(self.cls(), error=CodecError(f"{self.name}: not a valid message ({exc})"))
+            return WireMessage.received(self.cls(), {}, CodecError(f"{self.name}: not a valid message ({exc})"))
         arrays = {}
         for name, data in slices.items():
             try:
                 arrays[name] = codec.from_bytes(data, name)
             except CodecError as exc:
                 arrays[name] = exc
-        return WireMessage(message, arrays)
+        return WireMessage.received(message, arrays)
 
     def _split(self, view: memoryview) -> tuple[bytes, dict[str, memoryview]]:
         """(the bytes of the non-Tensor fields, Tensor field name -> view of its message bytes)."""
-        rest, slices, pos, end = [], {}, 0, len(view)
+        rest, slices, rest_from, pos, end = [], {}, 0, 0, len(view)
         while pos < end:
-            start = pos
-            key, pos = codec.read_varint(view, pos, self.name)
+            start, key = pos, view[pos]
+            pos += 1
+            if key > 0x7F:
+                key, pos = codec.read_varint(view, start, self.name)
             number, wire = key >> 3, key & 7
             if wire == 2:
                 length, pos = codec.read_varint(view, pos, self.name)
+                pos += length
                 name = self.tensors.get(number)
-                if pos + length > end:
+                if pos > end:
                     raise CodecError(f"{name or number}: truncated message")
                 if name is not None:
                     if name in slices:
                         raise _Fallback  # protobuf merges repeated occurrences of a message field
-                    slices[name] = view[pos:pos + length]
-                    pos += length
-                    continue
-                pos += length
+                    slices[name] = view[pos - length:pos]
+                    rest.append(view[rest_from:start])
+                    rest_from = pos
             elif wire == 0:
                 _, pos = codec.read_varint(view, pos, self.name)
             elif wire in (1, 5):
                 pos += 8 if wire == 1 else 4
             else:
                 raise _Fallback
-            if pos > end:
-                raise CodecError(f"field {number}: truncated message")
-            if rest and rest[-1][1] == start:
-                rest[-1] = (rest[-1][0], pos)
-            else:
-                rest.append((start, pos))
-        return b"".join(view[a:b] for a, b in rest), slices
+        if pos > end:
+            raise CodecError(f"{self.name}: truncated message")
+        rest.append(view[rest_from:end])
+        return b"".join(rest), slices
 
     def _parse_with_protobuf(self, buf: bytes) -> WireMessage:
         try:
             message = self.cls.FromString(bytes(buf))
         except DecodeError as exc:
-            return WireMessage(self.cls(), error=CodecError(f"{self.name}: not a valid message ({exc})"))
+            return WireMessage.received(self.cls(), {}, CodecError(f"{self.name}: not a valid message ({exc})"))
         arrays = {}
         for name in self.tensors.values():
             if message.HasField(name):
@@ -186,7 +211,7 @@ class MessageCodec:
                 except CodecError as exc:
                     arrays[name] = exc
                 message.ClearField(name)
-        return WireMessage(message, arrays)
+        return WireMessage.received(message, arrays)
 
 
 class ProtobufCodec:
