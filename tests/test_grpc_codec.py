@@ -132,9 +132,11 @@ def test_bytes_that_are_no_message_raise_on_any_read(data, words):
         assert all(word in str(info.value) for word in words), info.value
 
 
-def test_an_unsendable_dtype_fails_when_the_message_is_built():
+def test_an_unsendable_dtype_or_a_field_that_is_no_tensor_fails_when_the_message_is_built():
     with pytest.raises(codec.CodecError, match="frames: dtype object"):
         WireMessage(policy_pb2.ActRequest(), frames=np.array([None]))
+    with pytest.raises(ValueError, match="ActRequest.frame: not a Tensor field"):
+        WireMessage(policy_pb2.ActRequest(), frame=u8(1, 8, 8, 3))
 
 
 # ---- served: our server and clients against stock protobuf peers ----------------------------

@@ -36,7 +36,10 @@ class WireMessage:
     def __init__(self, message: Message, arrays: dict | None = None, **fields):
         self.message, self.error = message, None
         self.arrays = {**arrays, **fields} if arrays else fields
+        tensors = tensor_fields(message.DESCRIPTOR).values()
         for name, value in self.arrays.items():
+            if name not in tensors:
+                raise ValueError(f"{message.DESCRIPTOR.name}.{name}: not a Tensor field")
             if isinstance(value, np.ndarray) and value.dtype not in _NATIVE:
                 codec.dtype_code(value.dtype, name)  # an unsendable dtype fails here, naming the field
 
