@@ -14,11 +14,13 @@ from collections.abc import Iterator
 
 import grpc
 import numpy as np
+from google.protobuf.descriptor import ServiceDescriptor
 
 from worldenv.client.errors import ServiceError
-from worldenv.v1 import policy_pb2, policy_pb2_grpc, reflector_pb2, reflector_pb2_grpc, tensor_pb2
-from worldenv.v1 import world_model_pb2, world_model_pb2_grpc
-from worldenv.wire import codec
+from worldenv.v1 import policy_pb2, reflector_pb2, tensor_pb2, world_model_pb2
+from worldenv.wire import grpc_codec
+from worldenv.wire.codec import CodecError
+from worldenv.wire.grpc_codec import WireMessage
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 
@@ -75,7 +77,7 @@ class ActResult:
 
 
 class _Client:
-    stub_class: type
+    service: ServiceDescriptor  # its methods are called with the wire codecs (Tensors as numpy views)
     service_name: str
 
     def __init__(self, address: str, auth_token: str | None = None, timeout_s: float = 60.0,
@@ -105,7 +107,7 @@ class _Client:
             self.close()
             raise ServiceError(f"{self.service_name} at {self.address} not reachable within {self.connect_timeout_s:g} s",
                                grpc.StatusCode.UNAVAILABLE, "connect") from None
-        self.stub = self.stub_class(self.channel)
+        self.stub = grpc_codec.Stub(self.channel, self.service)
         self.spec = self._call("GetSpec", tensor_pb2.GetSpecRequest())[0]
         return self
 
@@ -129,23 +131,35 @@ class _Client:
         raise AssertionError("unreachable")
 
 
+    def _arrays(self, reply: WireMessage, method: str, *names: str) -> list[np.ndarray]:
+        """The reply's Tensor fields; a missing or undecodable one is the server's fault."""
+        try:
+            arrays = [reply.array(name) for name in names]
+        except CodecError as exc:
+            raise ServiceError(f"bad reply: {exc}", grpc.StatusCode.INTERNAL, f"{self.service_name}.{method}") from None
+        missing = [name for name, arr in zip(names, arrays) if arr is None]
+        if missing:
+            raise ServiceError(f"bad reply: {', '.join(missing)} missing", grpc.StatusCode.INTERNAL,
+                               f"{self.service_name}.{method}")
+        return arrays
+
+
 class WorldModelEndpoint(_Client):
     """One world-model server (one pod). Sessions live in its memory."""
 
-    stub_class, service_name = world_model_pb2_grpc.WorldModelStub, "WorldModel"
+    service, service_name = world_model_pb2.DESCRIPTOR.services_by_name["WorldModel"], "WorldModel"
 
     def open(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> list[str]:
         """frames (B, H, W, 3) or (B, T, H, W, 3) uint8, proprio (B, P) -> B session ids."""
-        request = world_model_pb2.OpenRequest(frames=codec.encode(frames, "frames"),
-                                              proprio=codec.encode(proprio, "proprio"), instructions=instructions)
+        request = WireMessage(world_model_pb2.OpenRequest(instructions=instructions), frames=frames, proprio=proprio)
         return list(self._call("Open", request)[0].session_ids)
 
     def step(self, session_ids: list[str], actions: np.ndarray) -> StepResult:
         """actions (B, K, A) float32 -> predicted frames (B, H, W, 3) and proprio (B, P)."""
-        request = world_model_pb2.StepRequest(session_ids=session_ids, actions=codec.encode(actions, "actions"))
+        request = WireMessage(world_model_pb2.StepRequest(session_ids=session_ids), actions=actions)
         reply, ms = self._call("Step", request)
-        return StepResult(codec.decode(reply.frames, "frames"), codec.decode(reply.proprio, "proprio"),
-                          list(reply.steps), Timing.of(ms, reply.timing))
+        frames, proprio = self._arrays(reply, "Step", "frames", "proprio")
+        return StepResult(frames, proprio, list(reply.steps), Timing.of(ms, reply.timing))
 
     def close_sessions(self, session_ids: list[str]) -> int:
         return self._call("Close", world_model_pb2.CloseRequest(session_ids=session_ids))[0].closed
@@ -154,32 +168,33 @@ class WorldModelEndpoint(_Client):
 class ReflectorEndpoint(_Client):
     """One reflector server (one pod). Sessions (videos) live in its memory."""
 
-    stub_class, service_name = reflector_pb2_grpc.ReflectorStub, "Reflector"
+    service, service_name = reflector_pb2.DESCRIPTOR.services_by_name["Reflector"], "Reflector"
 
     def judge(self, frames: np.ndarray, instructions: list[str], eta: float = 0.0) -> JudgeResult:
         """frames (B, T, H, W, 3) uint8 videos -> p_done (B,), done = p_done > eta."""
-        request = reflector_pb2.JudgeRequest(frames=codec.encode(frames, "frames"), instructions=instructions, eta=eta)
+        request = WireMessage(reflector_pb2.JudgeRequest(instructions=instructions, eta=eta), frames=frames)
         reply, ms = self._call("Judge", request)
-        return JudgeResult(codec.decode(reply.p_done, "p_done"), list(reply.done), reply.eta, Timing.of(ms, reply.timing))
+        p_done, = self._arrays(reply, "Judge", "p_done")
+        return JudgeResult(p_done, list(reply.done), reply.eta, Timing.of(ms, reply.timing))
 
     def open(self, frames: np.ndarray, instructions: list[str]) -> list[str]:
         """First frames (B, H, W, 3) uint8 of B videos -> B session ids."""
-        request = reflector_pb2.OpenVideosRequest(frames=codec.encode(frames, "frames"), instructions=instructions)
+        request = WireMessage(reflector_pb2.OpenVideosRequest(instructions=instructions), frames=frames)
         return list(self._call("Open", request)[0].session_ids)
 
     def observe(self, session_ids: list[str], frames: np.ndarray, eta: float = 0.0) -> ObserveResult:
         """Next frames (B, H, W, 3) uint8 -> p_done (B,) of each video so far, done = p_done > eta."""
-        request = reflector_pb2.ObserveRequest(session_ids=session_ids, frames=codec.encode(frames, "frames"), eta=eta)
+        request = WireMessage(reflector_pb2.ObserveRequest(session_ids=session_ids, eta=eta), frames=frames)
         reply, ms = self._call("Observe", request)
-        return ObserveResult(codec.decode(reply.p_done, "p_done"), list(reply.done), reply.eta, list(reply.lengths),
-                             Timing.of(ms, reply.timing))
+        p_done, = self._arrays(reply, "Observe", "p_done")
+        return ObserveResult(p_done, list(reply.done), reply.eta, list(reply.lengths), Timing.of(ms, reply.timing))
 
     def close_sessions(self, session_ids: list[str]) -> int:
         return self._call("Close", reflector_pb2.CloseVideosRequest(session_ids=session_ids))[0].closed
 
 
 class PolicyClient(_Client):
-    stub_class, service_name = policy_pb2_grpc.PolicyStub, "Policy"
+    service, service_name = policy_pb2.DESCRIPTOR.services_by_name["Policy"], "Policy"
 
     def act(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str],
             deterministic: bool = False, seed: int | list[int] = 0) -> ActResult:
@@ -187,10 +202,11 @@ class PolicyClient(_Client):
 
         `seed`: one seed for every item, or one per item; 0 = unseeded."""
         seeds = list(seed) if isinstance(seed, (list, tuple, np.ndarray)) else ([seed] * len(frames) if seed else [])
-        request = policy_pb2.ActRequest(frames=codec.encode(frames, "frames"), proprio=codec.encode(proprio, "proprio"),
-                                        instructions=instructions, deterministic=deterministic, seeds=seeds)
+        request = WireMessage(policy_pb2.ActRequest(instructions=instructions, deterministic=deterministic, seeds=seeds),
+                              frames=frames, proprio=proprio)
         reply, ms = self._call("Act", request)
-        arrays = {k: codec.decode(getattr(reply, k), k) for k in ("loc", "scale", "actions", "log_probs")}
+        names = ("loc", "scale", "actions", "log_probs")
+        arrays = dict(zip(names, self._arrays(reply, "Act", *names)))
         return ActResult(**arrays, policy_version=reply.policy_version, timing=Timing.of(ms, reply.timing))
 
     def load_weights(self, data: bytes, note: str = "", chunk_bytes: int = 1 << 20) -> int:

@@ -163,6 +163,27 @@ def test_dynamic_batcher_merges_concurrent_steps(world_model):
     assert all(r.timing.compute_ms > 0 and r.timing.server_ms >= r.timing.compute_ms for r in results)
 
 
+def test_a_lone_client_never_waits_for_others_and_overlapping_requests_still_merge():
+    import asyncio
+
+    from worldenv.services.common.batching import DynamicBatcher
+
+    async def run():
+        batcher = DynamicBatcher(lambda batch: {"y": batch["x"] * 2}, 32, max_delay_ms=300)
+        await batcher.start()
+        started = time.perf_counter()
+        for _ in range(3):  # one caller, one request at a time: nobody else can join
+            await batcher.submit({"x": np.ones(2)}, 2)
+        lone_s = time.perf_counter() - started
+        replies = await asyncio.gather(*(batcher.submit({"x": np.ones(1)}, 1) for _ in range(6)))
+        await batcher.stop()
+        return lone_s, [info.batch_requests for _, info in replies]
+
+    lone_s, merged = asyncio.run(run())
+    assert lone_s < 0.3, f"a lone caller waited {lone_s:.2f} s for others"
+    assert merged == [6] * 6
+
+
 # ---- Reflector ----------------------------------------------------------------------------
 
 def test_reflector_judges_probabilities(reflector):

@@ -3,7 +3,8 @@ their lifecycle."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+
+from google.protobuf.descriptor import ServiceDescriptor
 
 from worldenv import prometheus
 from worldenv.config import ServeConfig
@@ -11,6 +12,7 @@ from worldenv.services.common import validation as check
 from worldenv.services.common.batching import Batch, DynamicBatcher
 from worldenv.services.common.metrics import ServiceMetrics
 from worldenv.services.common.sessions import SessionStore
+from worldenv.wire import grpc_codec
 
 REPLY_OVERHEAD = 1024  # bytes of a reply besides its per-item payload: tensor headers, timing, version
 
@@ -18,15 +20,15 @@ REPLY_OVERHEAD = 1024  # bytes of a reply besides its per-item payload: tensor h
 class BatchedService:
     """Mixin for a servicer: `run_batch(merged_inputs) -> outputs` runs behind a DynamicBatcher.
 
-    Subclasses set `name`, `full_name` and `register` (the generated add_*Servicer_to_server)
-    and define `run_batch`, which calls their model. `metrics` count the batches and (through
+    Subclasses set `name`, `full_name` and `service` (the proto's ServiceDescriptor; its methods
+    are registered with the wire codecs, Tensors as numpy views) and define `run_batch`, which calls their model. `metrics` count the batches and (through
     the `rpc` decorator) the calls; they are served while the service runs when
     `config.metrics_port` is set.
     """
 
     name: str
     full_name: str
-    register: Callable
+    service: ServiceDescriptor
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -46,7 +48,7 @@ class BatchedService:
         check.request_size(batch, field, self.config.max_request_items, reply, self.config.max_message_bytes)
 
     def add_to(self, server) -> None:
-        type(self).register(self, server)
+        grpc_codec.add_servicer(self, server, self.service)
 
     async def start(self) -> None:
         self.metrics_endpoint = prometheus.serve(self.metrics.registry, self.config.host, self.config.metrics_port)

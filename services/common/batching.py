@@ -77,7 +77,9 @@ class DynamicBatcher:
     """Merge concurrent `submit` calls into calls of `fn(merged_inputs) -> outputs`.
 
     Requests run in arrival order, and only requests with equal `key` merge (the policy keys by
-    weights version). `fn` runs in one dedicated thread: model calls never overlap and the event
+    weights version). A batch waits up to `max_delay_ms` for more requests only while requests
+    overlap (the last batch merged several, or more arrived while it ran): a lone client, which
+    sends its next request only after the answer, never waits for others that cannot come. `fn` runs in one dedicated thread: model calls never overlap and the event
     loop stays free. `exclusive(job)` runs a job in that thread between two batches, after every
     request submitted before it and before any submitted after it (the policy's weight swap).
     `observer(stats)`, when given, is called once per model call that succeeded.
@@ -89,6 +91,7 @@ class DynamicBatcher:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.fn, self.max_batch_size, self.max_delay_s = fn, max_batch_size, max_delay_ms / 1000.0
         self.observer = observer
+        self._overlapping = False  # requests overlapped at the last batch: worth waiting for more
         self._queue: asyncio.Queue[_Request] | None = None
         self._carry: _Request | None = None
         self._task: asyncio.Task | None = None
@@ -138,7 +141,7 @@ class DynamicBatcher:
     async def _gather(self) -> list[_Request]:
         first = await self._next(None)
         batch, total = [first], first.size
-        deadline = time.perf_counter() + self.max_delay_s
+        deadline = time.perf_counter() + (self.max_delay_s if self._overlapping else 0.0)
         while total < self.max_batch_size and first.exclusive is None:
             request = await self._next(deadline - time.perf_counter())
             if request is None:
@@ -181,6 +184,7 @@ class DynamicBatcher:
                         r.future.set_exception(exc)
                 continue
             compute_s = time.perf_counter() - started
+            self._overlapping = len(live) > 1 or self._carry is not None or not self._queue.empty()
             size = sum(r.size for r in live)
             for r, part in zip(live, parts):
                 if not r.future.done():

@@ -8,6 +8,7 @@ import numpy as np
 
 from worldenv.services.common.errors import InvalidArgument, ResourceExhausted
 from worldenv.wire import codec
+from worldenv.wire.grpc_codec import WireMessage
 
 # A shape pattern: ints are fixed sizes, None is free, "B" must equal the batch size.
 Dim = int | str | None
@@ -20,9 +21,9 @@ def _fmt(pattern: Sequence[Dim]) -> str:
 def tensor(msg, field: str, dtype: str, pattern: Sequence[Dim] | None, batch: int | None = None,
            finite: bool = False) -> np.ndarray:
     """Decode `msg.<field>` and check it against `dtype` and `pattern` (None: any shape)."""
-    if not msg.HasField(field):
+    arr = _array(msg, field)
+    if arr is None:
         raise InvalidArgument(f"{field}: missing; expected {dtype} {_fmt(pattern or ['...'])}")
-    arr = codec.decode(getattr(msg, field), field)
     if arr.dtype != np.dtype(dtype):
         raise InvalidArgument(f"{field}: expected dtype {dtype}, got {arr.dtype.name} with shape {list(arr.shape)}")
     if pattern is not None:
@@ -31,6 +32,14 @@ def tensor(msg, field: str, dtype: str, pattern: Sequence[Dim] | None, batch: in
         bad = np.argwhere(~np.isfinite(arr))[0].tolist()
         raise InvalidArgument(f"{field}: must be finite; found {arr[tuple(bad)]} at index {bad}")
     return arr
+
+
+def _array(msg, field: str) -> np.ndarray | None:
+    """Tensor field `field` of a received WireMessage (already a view) or protobuf message;
+    None when absent, CodecError naming the field when its bytes are no tensor."""
+    if isinstance(msg, WireMessage):
+        return msg.array(field)
+    return codec.decode(getattr(msg, field), field) if msg.HasField(field) else None
 
 
 def check_shape(arr: np.ndarray, field: str, pattern: Sequence[Dim], batch: int | None = None) -> None:

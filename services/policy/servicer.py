@@ -14,7 +14,7 @@ from worldenv.services.common.server import timing
 from worldenv.services.common.spec import model_spec
 from worldenv.v1 import policy_pb2 as pb
 from worldenv.v1 import policy_pb2_grpc as pb_grpc
-from worldenv.wire import codec
+from worldenv.wire.grpc_codec import WireMessage
 
 OUTPUTS = ("loc", "scale", "actions", "log_probs")
 
@@ -26,7 +26,7 @@ class PolicyService(BatchedService, pb_grpc.PolicyServicer):
 
     name = "policy"
     full_name = SERVICES[name].proto
-    register = pb_grpc.add_PolicyServicer_to_server
+    service = pb.DESCRIPTOR.services_by_name["Policy"]
 
     def __init__(self, model: Policy, version: str, config: ServeConfig):
         super().__init__(config)
@@ -65,8 +65,8 @@ class PolicyService(BatchedService, pb_grpc.PolicyServicer):
                   "deterministic": [request.deterministic] * batch}
         version = self.version  # read and queued with no await between: the swap cannot slip in
         out, info = await self.batcher.submit(inputs, batch, key=version)
-        return pb.ActResponse(**{k: codec.encode(out[k], k) for k in OUTPUTS}, policy_version=version,
-                              timing=timing(info, received))
+        reply = pb.ActResponse(policy_version=version, timing=timing(info, received))
+        return WireMessage(reply, {k: out[k] for k in OUTPUTS})
 
     @rpc
     async def LoadWeights(self, request_iterator, context):

@@ -20,7 +20,7 @@ from worldenv.services.common.sessions import SESSION_ID_BYTES
 from worldenv.services.common.spec import model_spec
 from worldenv.v1 import reflector_pb2 as pb
 from worldenv.v1 import reflector_pb2_grpc as pb_grpc
-from worldenv.wire import codec
+from worldenv.wire.grpc_codec import WireMessage
 
 JUDGED_BYTES = 5    # per item of a Judge reply: p_done float32 and done bool
 OBSERVED_BYTES = 10  # per item of an Observe reply: p_done, done and the video's length
@@ -30,7 +30,7 @@ OBSERVE = "observe"  # batcher key of Observe calls; Judge calls are keyed by th
 class ReflectorService(SessionService, pb_grpc.ReflectorServicer):
     name = "reflector"
     full_name = SERVICES[name].proto
-    register = pb_grpc.add_ReflectorServicer_to_server
+    service = pb.DESCRIPTOR.services_by_name["Reflector"]
 
     def __init__(self, model: Reflector, version: str, config: ServeConfig):
         super().__init__(config)
@@ -66,8 +66,8 @@ class ReflectorService(SessionService, pb_grpc.ReflectorServicer):
         out, info = await self.batcher.submit({"frames": frames, "instructions": instructions}, batch,
                                              key=frames.shape[1])
         p_done = out["p_done"]
-        return pb.JudgeResponse(p_done=codec.encode(p_done, "p_done"), done=(p_done > eta).tolist(), eta=eta,
-                                timing=timing(info, received))
+        reply = pb.JudgeResponse(done=(p_done > eta).tolist(), eta=eta, timing=timing(info, received))
+        return WireMessage(reply, p_done=p_done)
 
     @rpc
     async def Open(self, request, context):
@@ -95,8 +95,9 @@ class ReflectorService(SessionService, pb_grpc.ReflectorServicer):
         finally:
             self.sessions.release(sessions, out and out["states"])
         p_done = out["p_done"]
-        return pb.ObserveResponse(p_done=codec.encode(p_done, "p_done"), done=(p_done > eta).tolist(), eta=eta,
-                                  lengths=[x.steps + 1 for x in sessions], timing=timing(info, received))
+        reply = pb.ObserveResponse(done=(p_done > eta).tolist(), eta=eta, lengths=[x.steps + 1 for x in sessions],
+                                   timing=timing(info, received))
+        return WireMessage(reply, p_done=p_done)
 
     @rpc
     async def Close(self, request, context):

@@ -13,13 +13,13 @@ from worldenv.services.common.spec import model_spec
 from worldenv.services.common.sessions import SESSION_ID_BYTES
 from worldenv.v1 import world_model_pb2 as pb
 from worldenv.v1 import world_model_pb2_grpc as pb_grpc
-from worldenv.wire import codec
+from worldenv.wire.grpc_codec import WireMessage
 
 
 class WorldModelService(SessionService, pb_grpc.WorldModelServicer):
     name = "world-model"
     full_name = SERVICES[name].proto
-    register = pb_grpc.add_WorldModelServicer_to_server
+    service = pb.DESCRIPTOR.services_by_name["WorldModel"]
 
     def __init__(self, model: WorldModel, version: str, config: ServeConfig):
         super().__init__(config)
@@ -71,8 +71,8 @@ class WorldModelService(SessionService, pb_grpc.WorldModelServicer):
             out, info = await self.batcher.submit({"states": [s.state for s in sessions], "actions": actions}, len(ids))
         finally:
             self.sessions.release(sessions, out and out["states"])
-        return pb.StepResponse(frames=codec.encode(out["frames"], "frames"), proprio=codec.encode(out["proprio"], "proprio"),
-                               steps=[s.steps for s in sessions], timing=timing(info, received))
+        reply = pb.StepResponse(steps=[s.steps for s in sessions], timing=timing(info, received))
+        return WireMessage(reply, frames=out["frames"], proprio=out["proprio"])
 
     @rpc
     async def Close(self, request, context):

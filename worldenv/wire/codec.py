@@ -118,6 +118,7 @@ def _varint(value: int) -> bytes:
 
 
 def _read_varint(buf, pos: int, field: str) -> tuple[int, int]:
+    """The varint at `pos` of `buf` and the position after it."""
     result = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
@@ -149,33 +150,63 @@ def _header(arr: np.ndarray, field: str) -> bytes:
     return header
 
 
-def to_bytes(arr: np.ndarray, field: str = "tensor") -> bytes:
-    """numpy array -> serialized Tensor message; the array's bytes are written once."""
+def tensor_parts(arr: np.ndarray, field: str = "tensor") -> tuple[bytes, memoryview | bytes]:
+    """numpy array -> (header, data) of its serialized Tensor message, whose bytes are the two
+    joined; `data` is a view of the array's buffer (a copy only for non-contiguous or big-endian
+    input), so a writer that joins it with other parts copies the frames once."""
     if type(arr) is not np.ndarray or not arr.flags.c_contiguous or arr.dtype.byteorder == ">":
         arr = _little_endian(arr)
     header = _header(arr, field)
-    if arr.nbytes == 0:
-        return header
-    return b"".join((header, memoryview(arr).cast("B")))
+    return header, (memoryview(arr).cast("B") if arr.nbytes else b"")
 
 
-def _from_canonical(buf: bytes, field: str) -> np.ndarray | None:
+def to_bytes(arr: np.ndarray, field: str = "tensor") -> bytes:
+    """numpy array -> serialized Tensor message; the array's bytes are written once."""
+    header, data = tensor_parts(arr, field)
+    return b"".join((header, data)) if data else header
+
+
+_LAYOUTS: dict[bytes, tuple] = {}  # dtype and shape bytes -> (dtype, shape, count, nbytes), checked
+
+
+def _layout(head: bytes, field: str) -> tuple | None:
+    """(dtype, shape, item count, data bytes) of a canonical header's dtype and shape fields,
+    checked by `check_shape`; None when the shape bytes are not one packed varint list."""
+    layout = _LAYOUTS.get(head)
+    if layout is None:
+        shape, pos = [], 4
+        while pos < len(head):
+            value, pos = _read_varint(head, pos, field)
+            shape.append(value - (1 << 64) if value >> 63 else value)
+        if pos != len(head):
+            return None
+        dtype = numpy_dtype(head[1], field)
+        count = check_shape(tuple(shape), dtype, field)
+        layout = (dtype, tuple(shape), count, count * dtype.itemsize)
+        if len(_LAYOUTS) < 4096:
+            _LAYOUTS[head] = layout
+    return layout
+
+
+def _from_canonical(buf, field: str) -> np.ndarray | None:
     """Fast path for the layout `to_bytes` writes (dtype, packed shape, data; small varints)."""
     if len(buf) < 4 or buf[0] != 0x08 or buf[1] > 0x7F or buf[2] != 0x12 or buf[3] > 0x7F:
         return None
     end = 4 + buf[3]
-    shape, pos = [], 4
-    while pos < end:
-        value, pos = _read_varint(buf, pos, field)
-        shape.append(value - (1 << 64) if value >> 63 else value)
-    if pos != end or (end < len(buf) and buf[end] != 0x1A):
+    layout = _layout(bytes(buf[:end]), field) if end <= len(buf) else None
+    if layout is None:
         return None
-    if end == len(buf):
-        return _view(b"", numpy_dtype(buf[1], field), tuple(shape), 0, field)
-    length, data_at = _read_varint(buf, end + 1, field)
-    if data_at + length != len(buf):
-        return None
-    return _view(buf, numpy_dtype(buf[1], field), tuple(shape), data_at, field)
+    dtype, shape, count, nbytes = layout
+    data_at, length = end, 0
+    if end < len(buf):
+        if buf[end] != 0x1A:
+            return None
+        length, data_at = _read_varint(buf, end + 1, field)
+        if data_at + length != len(buf):
+            return None
+    if count == 0 or length != nbytes:
+        return _view(buf, dtype, shape, data_at, field)  # the empty array, or the error naming the field
+    return np.frombuffer(buf, dtype, count, data_at).reshape(shape)
 
 
 def _parse(view, field: str) -> tuple[int, list[int], int | None, int]:
@@ -212,7 +243,7 @@ def _parse(view, field: str) -> tuple[int, list[int], int | None, int]:
 
 def from_bytes(buf, field: str = "tensor") -> np.ndarray:
     """Serialized Tensor message -> read-only numpy view into `buf` (no copy)."""
-    if isinstance(buf, bytes):
+    if isinstance(buf, bytes) or (isinstance(buf, memoryview) and buf.format == "B" and buf.ndim == 1):
         arr = _from_canonical(buf, field)
         if arr is not None:
             return arr
@@ -222,3 +253,6 @@ def from_bytes(buf, field: str = "tensor") -> np.ndarray:
     if data_at is None:
         return _view(b"", dtype, tuple(shape), 0, field)
     return _view(view[: data_at + data_len], dtype, tuple(shape), data_at, field)
+
+
+varint, read_varint = _varint, _read_varint  # for writers and readers of the messages around Tensors
