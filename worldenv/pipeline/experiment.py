@@ -64,6 +64,8 @@ class ExperimentConfig(Settings):
     dyna_reflector_steps: int = Field(500, ge=1, description="Dyna: reflector fine-tuning steps")
     dyna_lr: float = Field(1e-4, gt=0, description="Dyna: fine-tuning learning rate")
     dyna_iterations: int = Field(15, ge=1, description="Dyna: RL iterations against the fine-tuned models")
+    dyna_eval_episodes: int = Field(50, ge=1, le=50, description="Dyna: real evaluation episodes per task (init "
+                                    "states 0..n-1; compared with RL and SFT on the ones they share)")
     env_processes: int = Field(0, ge=0, description="LIBERO env processes (0 = what fits, at most 2)")
     workers: int = Field(1, ge=1, description="rollout workers of the embedded stack")
     batch_size: int = Field(16, ge=1, description="jobs per rollout-worker batch in the embedded stack")
@@ -238,7 +240,7 @@ def dyna(config: ExperimentConfig, root: pathlib.Path, dirs: dict[str, pathlib.P
         out = rl(config, root, "dyna_rl", policy, d / "starts.npz", stack, config.dyna_iterations)
     finally:
         stack.stop()
-    evaluate(config, root, "eval_dyna", out / "policy")
+    evaluate(config, root, "eval_dyna", out / "policy", episodes=config.dyna_eval_episodes)
 
 
 def run(config: ExperimentConfig) -> pathlib.Path:
