@@ -59,7 +59,7 @@ def curve_section(gaps: list[dict], png: str) -> list[str]:
     return lines
 
 
-def table4(evals: dict) -> list[str]:
+def table4(evals: dict, paired_t4: dict | None = None) -> list[str]:
     rows = [(name, evals.get(f"eval_{name}"), evals.get(f"table4_{name}")) for name in ("sft", "rl")]
     if not all(t for _, _, t in rows):
         return ["Not run (--no-table4) or not finished."]
@@ -78,6 +78,8 @@ def table4(evals: dict) -> list[str]:
         steps = sum(e["steps"] for e in t4["episodes"]) / max(len(t4["episodes"]), 1)
         lines.append(f"| {name.upper()} | {_pct(s['rate'])} ({_ci(s)}) | {_pct(r['rate'])} ({_ci(r)}) | "
                      f"{len(stopped)}/{len(t4['episodes'])} | {wrong} | {steps:.0f} |")
+    if paired_t4:
+        lines += ["", f"RL - SFT under the reflector's termination: {_diff(paired_t4)}."]
     return lines
 
 
@@ -196,7 +198,7 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              "## SFT vs RL in the real simulator", *headline(config, results["evals"], results["comparison"]), "",
              "## Success vs RL iteration, and the reward-hacking gap", *curve_section(gaps, png), "",
              "## RL training", *rl_section(results["rl"]), "",
-             "## Table 4 analogue: termination by the reflector", *table4(results["evals"]), "",
+             "## Table 4 analogue: termination by the reflector", *table4(results["evals"], results.get("table4_comparison")), "",
              "## What limits the result (measured)", *limits(results, gaps), "",
              "## Beyond the paper: one Dyna round", *dyna_section(config, results), "",
              "## Real-data budget", *budget(results), "",

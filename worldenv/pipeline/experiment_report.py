@@ -44,7 +44,9 @@ def collect(config, root: pathlib.Path) -> dict:
             "comparison": comparison(evals["eval_sft"], evals["eval_rl"]) if both else None,
             "sim_steps": {name: sim_steps(ev) for name, ev in evals.items() if ev},
             "curve_sim_steps": sum(sim_steps(p["real"]) for p in curve),
-            "dyna": dyna_results(root, evals)}
+            "dyna": dyna_results(root, evals),
+            "table4_comparison": comparison(evals["table4_sft"], evals["table4_rl"])
+            if evals["table4_sft"] and evals["table4_rl"] else None}
 
 
 def dyna_results(root: pathlib.Path, evals: dict) -> dict | None:
