@@ -22,6 +22,8 @@ import json
 import pathlib
 import time
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from worldenv.config import Settings
@@ -60,6 +62,9 @@ class ExperimentConfig(Settings):
     dyna_rounds: int = Field(1, ge=0, le=1, description="Dyna rounds after RL (explore with the RL policy, fine-tune "
                              "the world model and the reflector on it, RL again, evaluate); 0 = none")
     dyna_explore: int = Field(10, ge=1, description="Dyna: exploration episodes per task in the real simulator")
+    dyna_noise: Literal["none", "laplace"] = Field(
+        "none", description="Dyna: how the RL policy explores: its mean on new init states (none), or sampled from its "
+        "Laplace head (b = 0.05 gave 0 successes in 15 episodes: a reflector cannot learn success from that)")
     dyna_world_model_steps: int = Field(1000, ge=1, description="Dyna: world-model fine-tuning steps")
     dyna_reflector_steps: int = Field(500, ge=1, description="Dyna: reflector fine-tuning steps")
     dyna_lr: float = Field(1e-4, gt=0, description="Dyna: fine-tuning learning rate")
@@ -223,24 +228,36 @@ def dyna(config: ExperimentConfig, root: pathlib.Path, dirs: dict[str, pathlib.P
     and the reflector are fine-tuned on those episodes, the new episodes' keyframes become the start
     states, and RL continues from the RL policy against the updated models; then evaluated."""
     d, policy = root / "dyna", rl_out / "policy"
-    stages.run(root, "dyna_explore", _libero(config, "explore", "--policy", str(policy), "--noise", "laplace",
+    stages.run(root, "dyna_explore", _libero(config, "explore", "--policy", str(policy), "--noise", config.dyna_noise,
                                              "--episodes-per-task", str(config.dyna_explore), "--init-offset",
                                              str(DYNA_INITS), "--seed", "2", "--out", str(d / "explore")),
                root / "logs" / "dyna_explore.log")
+    tuned = {"policy": policy, "world_model": d / "world_model" / "model", "reflector": d / "reflector" / "model"}
     for role, steps in (("world_model", config.dyna_world_model_steps), ("reflector", config.dyna_reflector_steps)):
+        if role == "reflector" and not both_outcomes(d / "explore"):
+            print("[dyna_reflector] the new episodes are all failures or all successes: the reflector is kept as it "
+                  "was (fine-tuning on one class teaches it to answer that class)", flush=True)
+            tuned[role] = dirs[role]
+            continue
         stages.run(root, f"dyna_{role}", ["train", role.replace("_", "-"), "--data", str(d / "explore"), "--init",
                                           str(dirs[role]), "--out", str(d / role), "--steps", str(steps), "--lr",
                                           str(config.dyna_lr), "--warmup", "0", "--eval-every", str(max(steps // 5, 1)),
                                           "--patience", "0"], root / "logs" / f"dyna_{role}.log")
     stages.run(root, "dyna_starts", ["starts", "keyframes", "--data", str(d / "explore"), "--every", "2",
                                      "--out", str(d / "starts.npz")], root / "logs" / "dyna_starts.log")
-    tuned = {"policy": policy, "world_model": d / "world_model" / "model", "reflector": d / "reflector" / "model"}
     stack = Stack(config, tuned, d)
     try:
         out = rl(config, root, "dyna_rl", policy, d / "starts.npz", stack, config.dyna_iterations)
     finally:
         stack.stop()
     evaluate(config, root, "eval_dyna", out / "policy", episodes=config.dyna_eval_episodes)
+
+
+def both_outcomes(folder: pathlib.Path) -> bool:
+    """Whether the recorded episodes under `folder` hold successes and failures."""
+    from worldenv.pipeline.report import budget
+    data = budget(folder.parent, names=(folder.name,))[folder.name]
+    return 0 < data["successes"] < data["episodes"]
 
 
 def run(config: ExperimentConfig) -> pathlib.Path:
