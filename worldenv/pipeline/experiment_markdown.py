@@ -114,11 +114,14 @@ def dyna_section(config, results: dict) -> list[str]:
     if d is None:
         return ["Not run (--dyna-rounds 0) or not finished."]
     e, s = d["explore"], d["vs_rl"]["rl"]
-    return [f"The RL policy explored the real simulator ({config.dyna_explore} episodes per task, sampled actions, new "
-            f"init states); the world model ({config.dyna_world_model_steps} steps) and the reflector "
-            f"({config.dyna_reflector_steps} steps) were fine-tuned on those episodes alone at lr {config.dyna_lr:g}; "
-            f"RL ran {config.dyna_iterations} more iterations from the RL policy, starting from keyframes of the new "
-            "episodes; then the same real evaluation.", "",
+    how = "its mean actions" if getattr(config, "dyna_noise", "none") == "none" else "actions sampled from its Laplace head"
+    reflector = (f"and the reflector ({config.dyna_reflector_steps} steps) were" if d["reflector_tuned"] else
+                 "was (the reflector was kept: the new episodes held one outcome only)")
+    return [f"The RL policy explored the real simulator ({config.dyna_explore} episodes per task, {how}, new init "
+            f"states 7000+); the world model ({config.dyna_world_model_steps} steps) {reflector} fine-tuned on those "
+            f"episodes alone at lr {config.dyna_lr:g}; RL ran {config.dyna_iterations} more iterations from the RL "
+            "policy, starting from keyframes of the new episodes; then the same real evaluation, compared on the "
+            "init states both evaluations share.", "",
             "| round | policy | real success | Wilson 95 % | vs the round before | vs SFT | real data added |",
             "|---|---|---|---|---|---|---|",
             f"| 1 | RL after the Dyna round | {s['successes']}/{s['episodes']} = {_pct(s['rate'])} | {_ci(s)} | "

@@ -55,7 +55,8 @@ def dyna_results(root: pathlib.Path, evals: dict) -> dict | None:
         return None
     from worldenv.pipeline.report import budget
     data = budget(root / "dyna", names=("explore",))["explore"]
-    return {"explore": data, "vs_rl": comparison(evals["eval_rl"], evals["eval_dyna"]),
+    return {"explore": data, "reflector_tuned": (root / "dyna" / "reflector" / "model" / "config.json").is_file(),
+            "vs_rl": comparison(evals["eval_rl"], evals["eval_dyna"]),
             "vs_sft": comparison(evals["eval_sft"], evals["eval_dyna"]) if evals.get("eval_sft") else None}
 
 
