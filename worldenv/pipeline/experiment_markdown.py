@@ -126,7 +126,9 @@ def dyna_section(config, results: dict) -> list[str]:
             "|---|---|---|---|---|---|---|",
             f"| 1 | RL after the Dyna round | {s['successes']}/{s['episodes']} = {_pct(s['rate'])} | {_ci(s)} | "
             f"{_diff(d['vs_rl'])} | {_diff(d['vs_sft']) if d['vs_sft'] else ''} | {e['episodes']} exploration "
-            f"episodes ({e['successes']} successes), {e['steps']} simulator steps |"]
+            f"episodes ({e['successes']} successes), {e['steps']} simulator steps |"] + (
+        ["", f"On these same init states RL (before the round) vs SFT was {_diff(d['rl_vs_sft_same'])}: compare the round "
+             "with the row before it, not with the 150-episode figures."] if d.get("rl_vs_sft_same") else [])
 
 
 def limits(results: dict, gaps: list[dict]) -> list[str]:
@@ -166,7 +168,7 @@ def budget(results: dict) -> list[str]:
     for d in (prov or {}).get("data", []):
         lines.append(f"| models: {d['name']} | {d['episodes']} ({d['successes']} successes) | {d['sim_steps']} | {d['used_for']} |")
     if prov:
-        lines.append(f"| models: SFT selection | see right | not recorded | {prov['selection']} |")
+        lines.append(f"| models: SFT selection | 450 | not recorded | {prov['selection']} |")
     lines.append("| RL in imagination | 0 | **0** | the trainer and the rollout workers never start a simulator |")
     for name, ev in sorted(results["evals"].items()):
         if ev:
@@ -205,6 +207,7 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              "## What limits the result (measured)", *limits(results, gaps), "",
              "## Beyond the paper: one Dyna round", *dyna_section(config, results), "",
              "## Real-data budget", *budget(results), "",
+             *(["## Run notes (the experiment directory's NOTES.md)", results["notes"], ""] if results.get("notes") else []),
              "## Stages: wall time and peak memory (2-core CPU machine)", "| stage | wall | peak memory |", "|---|---|---|",
              *stage_rows, ""]
     return "\n".join(lines)

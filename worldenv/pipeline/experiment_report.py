@@ -45,6 +45,7 @@ def collect(config, root: pathlib.Path) -> dict:
             "sim_steps": {name: sim_steps(ev) for name, ev in evals.items() if ev},
             "curve_sim_steps": sum(sim_steps(p["real"]) for p in curve),
             "dyna": dyna_results(root, evals),
+            "notes": (root / "NOTES.md").read_text().strip() if (root / "NOTES.md").is_file() else "",
             "table4_comparison": comparison(evals["table4_sft"], evals["table4_rl"])
             if evals["table4_sft"] and evals["table4_rl"] else None}
 
@@ -57,7 +58,15 @@ def dyna_results(root: pathlib.Path, evals: dict) -> dict | None:
     data = budget(root / "dyna", names=("explore",))["explore"]
     return {"explore": data, "reflector_tuned": (root / "dyna" / "reflector" / "model" / "config.json").is_file(),
             "vs_rl": comparison(evals["eval_rl"], evals["eval_dyna"]),
-            "vs_sft": comparison(evals["eval_sft"], evals["eval_dyna"]) if evals.get("eval_sft") else None}
+            "vs_sft": comparison(evals["eval_sft"], evals["eval_dyna"]) if evals.get("eval_sft") else None,
+            "rl_vs_sft_same": comparison(_only(evals["eval_sft"], evals["eval_dyna"]), _only(evals["eval_rl"], evals["eval_dyna"]))
+            if evals.get("eval_sft") else None}
+
+
+def _only(evaluation: dict, like: dict) -> dict:
+    """`evaluation` restricted to the episode ids `like` has."""
+    ids = set(outcomes(like))
+    return {**evaluation, "episodes": [e for e in evaluation["episodes"] if e["id"] in ids]}
 
 
 def comparison(sft: dict, rl: dict) -> dict:
