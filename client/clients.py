@@ -221,7 +221,9 @@ class PolicyClient(_Client):
 
 def resolve(address: str) -> list[str]:
     """`dns:///host:port` -> one address per IP the name resolves to (the pods behind a headless
-    Service); any other address -> itself."""
+    Service); `host:port,host:port` -> those replicas (a static list); any other address -> itself."""
+    if "," in address:
+        return [a for part in address.split(",") if part.strip() for a in resolve(part.strip())]
     if not address.startswith("dns:///"):
         return [address]
     host, _, port = address[len("dns:///"):].rpartition(":")

@@ -57,3 +57,13 @@ def test_sessions_stay_on_the_pod_that_opened_them(monkeypatch):
             with pytest.raises(clients.ServiceError, match="one Step"):
                 client.step([first[0], second[0]], actions)
             assert client.close_sessions(first + second) == 4
+
+
+def test_a_comma_separated_address_lists_replicas_and_sessions_alternate_between_them():
+    assert clients.resolve("a:1, b:2,") == ["a:1", "b:2"] and clients.resolve("a:1") == ["a:1"]
+    with serving("world-model") as pod_a, serving("world-model") as pod_b:
+        with WorldModelClient(f"{pod_a.address},{pod_b.address}") as client:
+            frames = RNG.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+            ids = [client.open(frames, np.zeros((1, 8), np.float32), ["a"])[0] for _ in range(4)]
+            client.step(ids[:1], RNG.uniform(-1, 1, (1, 8, 7)).astype(np.float32))
+        assert len(pod_a.service.sessions) == 2 and len(pod_b.service.sessions) == 2
