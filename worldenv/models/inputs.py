@@ -1,6 +1,8 @@
 """Shape and dtype checks for model inputs, with errors that name the argument."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -53,6 +55,14 @@ def expect_texts(name: str, texts, dims: dict[str, int]) -> None:
 
 
 def as_tensor(x, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """numpy array or tensor -> tensor on `device` (cast to `dtype` when given)."""
-    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
+    """numpy array or tensor -> tensor on `device` (cast to `dtype` when given).
+
+    Arrays the services decode are read-only views of the received message: they are wrapped
+    without a copy (torch would warn that the tensor is writable; the models only read inputs)."""
+    if isinstance(x, np.ndarray):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            t = torch.from_numpy(np.ascontiguousarray(x))
+    else:
+        t = torch.as_tensor(x)
     return t.to(device=device, dtype=dtype) if dtype is not None else t.to(device)
