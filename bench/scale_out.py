@@ -2,8 +2,9 @@
 the client's per-pod balancing (sessions open on the replicas in turn and stay there).
 
 (g) Step throughput with 2 replicas vs 1, the same clients and time      (target >= 1.8x)
-(h) a bounded load test: many concurrent clients for a fixed time on the 2 replicas: Step
-    latency p50/p99, errors, and each server's RSS before and after (it should stay flat)
+(h) a bounded load test: many concurrent clients for a fixed time on the 2 replicas, in rounds:
+    Step latency p50/p99, errors, and each server's RSS before and after each round (it should
+    level off after the first round, not climb)
 
 Usage: .venv/bin/python bench/scale_out.py [--seconds 20] [--clients 4] [--load-clients 16]
 """
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--clients", type=int, default=4, help="client threads for (g)")
     parser.add_argument("--load-clients", type=int, default=16, help="client threads for (h)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the load test (h)")
     parser.add_argument("--checkpoint", default="shipped", help="world-model checkpoint the replicas serve")
     args = parser.parse_args()
     replicas = [start_replica(args.checkpoint) for _ in range(2)]
@@ -97,12 +99,14 @@ def main() -> None:
         two = drive(both, args.clients, args.seconds)
         print(f"(g) {args.clients} clients x B={B}: 1 replica {one['items_per_s']:.1f} items/s, 2 replicas "
               f"{two['items_per_s']:.1f} items/s -> {two['items_per_s'] / one['items_per_s']:.2f}x (target >= 1.8x)")
-        before = [rss_mb(p.pid) for p, _ in replicas]
-        load = drive(both, args.load_clients, args.seconds)
-        after = [rss_mb(p.pid) for p, _ in replicas]
-        print(f"(h) {args.load_clients} clients for {args.seconds:.0f} s on 2 replicas: {load['steps']} Steps, "
-              f"{load['items_per_s']:.1f} items/s, latency p50 {load['p50']:.0f} ms p99 {load['p99']:.0f} ms, "
-              f"{load['errors']} errors; server RSS " + ", ".join(f"{b:.0f} -> {a:.0f} MB" for b, a in zip(before, after)))
+        for round_ in range(1, args.rounds + 1):       # the same load again: RSS should level off, not climb
+            before = [rss_mb(p.pid) for p, _ in replicas]
+            load = drive(both, args.load_clients, args.seconds)
+            after = [rss_mb(p.pid) for p, _ in replicas]
+            print(f"(h) round {round_}: {args.load_clients} clients for {args.seconds:.0f} s on 2 replicas: "
+                  f"{load['steps']} Steps, {load['items_per_s']:.1f} items/s, latency p50 {load['p50']:.0f} ms p99 "
+                  f"{load['p99']:.0f} ms, {load['errors']} errors; server RSS "
+                  + ", ".join(f"{b:.0f} -> {a:.0f} MB" for b, a in zip(before, after)))
     finally:
         for proc, _ in replicas:
             proc.terminate()
