@@ -102,23 +102,30 @@ class ExperimentConfig(Settings):
         return sorted({*range(0, self.iterations + 1, self.curve_every), self.iterations})
 
 
+def _token(config: ExperimentConfig) -> list[str]:
+    return ["--auth-token", config.auth_token] if config.auth_token else []
+
+
 def _libero(config: ExperimentConfig, *args: str) -> list[str]:
     procs = ["--env-processes", str(config.env_processes)] if config.env_processes else []
     return [*args, "--suite", config.suite, "--tasks", config.tasks, *procs]
 
 
+def models_dir(config: ExperimentConfig, root: pathlib.Path) -> pathlib.Path:
+    """Where the models the experiment starts from are (or will be, for --models pipeline)."""
+    from worldenv import checkpoints
+    return {"shipped": checkpoints.DIR, "pipeline": root / "models"}.get(config.models) or pathlib.Path(config.models)
+
+
 def model_folder(config: ExperimentConfig, root: pathlib.Path) -> pathlib.Path:
     """The folder of the models the experiment starts from (running the pipeline if asked)."""
-    from worldenv import checkpoints
-    if config.models == "shipped":
-        return checkpoints.DIR
     if config.models != "pipeline":
-        return pathlib.Path(config.models)
+        return models_dir(config, root)
     sft = ["--sft-demos", str(config.demos), "--demos", str(max(config.demos, 10))] if config.demos else []
     stages.run(root, "pipeline", ["pipeline", "--suite", config.suite, "--tasks", config.tasks, *sft,
                                   "--home", str(root / "pipeline"), "--report", str(pathlib.Path(config.report).parent / "models.md"),
-                                  "--checkpoints", str(root / "models")], root / "logs" / "pipeline.log")
-    return root / "models"
+                                  "--checkpoints", str(models_dir(config, root))], root / "logs" / "pipeline.log")
+    return models_dir(config, root)
 
 
 class Stack:
@@ -153,8 +160,7 @@ def rl(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.
     out = root / name
     if not stages.finished(root, name):
         a = stack.addresses()
-        token = ["--auth-token", config.auth_token] if config.auth_token else []
-        stages.run(root, name, ["train", "rl", "--redis-url", a["redis"], "--policy-addr", a["policy"], *token,
+        stages.run(root, name, ["train", "rl", "--redis-url", a["redis"], "--policy-addr", a["policy"], *_token(config),
                                 "--policy", str(policy), "--starts", str(starts), "--run-id", f"{root.name}-{name}",
                                 "--out", str(out), "--iterations", str(iterations), "--groups", str(config.groups),
                                 "--group-size", str(config.group_size), "--horizon", str(config.horizon),
@@ -216,11 +222,10 @@ def final(config: ExperimentConfig, root: pathlib.Path, sft: pathlib.Path, stack
         evaluate(config, root, f"eval_{name}", policy)
     if not config.table4:
         return
-    token = ["--auth-token", config.auth_token] if config.auth_token else []
     for name, policy in policies.items():
         if not stages.finished(root, f"table4_{name}"):
             evaluate(config, root, f"table4_{name}", policy, "--termination", "reflector", "--reflector",
-                     stack.addresses()["reflector"], "--eta", str(config.eta), *token, episodes=config.table4_episodes)
+                     stack.addresses()["reflector"], "--eta", str(config.eta), *_token(config), episodes=config.table4_episodes)
 
 
 def dyna(config: ExperimentConfig, root: pathlib.Path, dirs: dict[str, pathlib.Path], rl_out: pathlib.Path) -> None:

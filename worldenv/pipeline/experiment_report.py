@@ -27,9 +27,8 @@ def sim_steps(evaluation: dict) -> int:
 
 def collect(config, root: pathlib.Path) -> dict:
     """Everything the report shows, read from the stages' outputs."""
-    from worldenv import checkpoints
-    folder = checkpoints.DIR if config.models == "shipped" else root / "models" if config.models == "pipeline" \
-        else pathlib.Path(config.models)
+    from worldenv.pipeline.experiment import models_dir
+    folder = models_dir(config, root)
     evals = {name: _json(root / name / "eval.json") for name in ("eval_sft", "eval_rl", "table4_sft", "table4_rl", "eval_dyna")}
     curve = []
     for k in config.curve_points:

@@ -65,12 +65,18 @@ def run(home: pathlib.Path, name: str, args: list[str], log: pathlib.Path | None
             out.close()
     record = StageRecord(name, args, time.perf_counter() - started, peak, process.returncode)
     if record.returncode == 0:
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(json.dumps(dataclasses.asdict(record), indent=2))
+        _save(home, record)
     else:
         raise RuntimeError(f"stage {name} failed with exit code {record.returncode}; see {log or 'the output above'}")
     print(f"[{name}] {record.wall_s:.0f} s, peak {record.peak_rss_mb:.0f} MB", flush=True)
     return record
+
+
+def _save(home: pathlib.Path, record: StageRecord) -> None:
+    """The record that marks stage `record.name` finished."""
+    path = home / "stages" / f"{record.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dataclasses.asdict(record), indent=2))
 
 
 def records(home: pathlib.Path) -> dict[str, StageRecord]:
@@ -98,7 +104,6 @@ def inline(home: pathlib.Path, name: str, fn) -> StageRecord:
     fn()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     record = StageRecord(name, ["(in process)", name], time.perf_counter() - started, peak, 0)
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(dataclasses.asdict(record), indent=2))
+    _save(home, record)
     print(f"[{name}] {record.wall_s:.0f} s", flush=True)
     return record
