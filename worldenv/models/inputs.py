@@ -7,6 +7,12 @@ import numpy as np
 import torch
 
 
+# The services hand models read-only views of received messages, and torch warns on wrapping one
+# (the tensor would be writable). Models only read their inputs: the warning is silenced once, at
+# import, rather than per call (a catch_warnings block on every forward is slow and not thread-safe).
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+
+
 def _dtype_name(x) -> str:
     return str(x.dtype).replace("torch.", "")
 
@@ -58,11 +64,6 @@ def as_tensor(x, device: torch.device, dtype: torch.dtype | None = None) -> torc
     """numpy array or tensor -> tensor on `device` (cast to `dtype` when given).
 
     Arrays the services decode are read-only views of the received message: they are wrapped
-    without a copy (torch would warn that the tensor is writable; the models only read inputs)."""
-    if isinstance(x, np.ndarray):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            t = torch.from_numpy(np.ascontiguousarray(x))
-    else:
-        t = torch.as_tensor(x)
+    without a copy (see the warning filter above)."""
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
     return t.to(device=device, dtype=dtype) if dtype is not None else t.to(device)
