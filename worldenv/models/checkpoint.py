@@ -163,6 +163,10 @@ class Pretrained:
         model.load_weights(read_weights(path))
         return model.to(device=torch.device(device), dtype=torch_dtype(dtype)).eval()
 
+    def publishable_state(self) -> dict[str, torch.Tensor]:
+        """What `load_weights` takes: the whole state dict (a small model is trained whole)."""
+        return self.state_dict()
+
     def check_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Raise ValueError naming the first key missing, unexpected or of the wrong shape."""
         check_state(self.state_dict(), state)

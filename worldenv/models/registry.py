@@ -3,6 +3,9 @@
 A checkpoint is a directory whose `config.json` names its `role` (policy, world_model,
 reflector) and its `arch`; everything else in the directory (one safetensors file or shards
 with an index, tokenizer or processor files, extra head files) is the arch's own business.
+Where `config.json` belongs to someone else (a Hugging Face backbone's, in a paper-scale
+layout), a `worldenv.json` beside it names the role, the arch and the arch's options, and
+wins over `config.json`.
 An arch class provides
 
     build(device, dtype, **config_overrides) -> model   # fresh, seeded by torch's RNG
@@ -25,6 +28,7 @@ import torch
 from worldenv.models.roles import ROLES, Role
 
 CONFIG_FILE = "config.json"
+MARKER_FILE = "worldenv.json"  # role + arch of a directory whose config.json is a backbone's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +69,23 @@ def arch(name: str) -> Arch:
 
 
 def read_config(path: str | pathlib.Path) -> dict[str, Any]:
-    """The checkpoint directory's config.json as a dict; must name its role and arch."""
-    file = pathlib.Path(path) / CONFIG_FILE
+    """The checkpoint's own config as a dict (`worldenv.json` if present, else `config.json`);
+    it must name its role and arch."""
+    path = pathlib.Path(path)
+    file = path / MARKER_FILE if (path / MARKER_FILE).is_file() else path / CONFIG_FILE
     if not file.is_file():
-        raise FileNotFoundError(f"checkpoint: no {CONFIG_FILE} in {path}")
-    config = json.loads(file.read_text())
+        raise FileNotFoundError(f"checkpoint: no {CONFIG_FILE} (or {MARKER_FILE}) in {path}")
+    try:
+        config = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict):
         raise ValueError(f"{file}: expected a JSON object")
     for key in ("role", "arch"):
         if not isinstance(config.get(key), str):
             raise ValueError(f"{file}: field {key!r} missing; a checkpoint names its role "
-                             f"({', '.join(ROLES)}) and its arch ({', '.join(sorted(ARCHS))})")
+                             f"({', '.join(ROLES)}) and its arch ({', '.join(sorted(ARCHS))}), "
+                             f"in {MARKER_FILE} where {CONFIG_FILE} is a backbone's")
     return config
 
 
@@ -100,3 +110,7 @@ def load(path: str | pathlib.Path, role: Role | None = None, device: str | torch
 register("tiny-laplace-policy", "policy", "worldenv.models.policy:LaplacePolicy", default=True)
 register("tiny-unet", "world_model", "worldenv.models.world_model:ActionConditionedWorldModel", default=True)
 register("tiny-reflector", "reflector", "worldenv.models.reflector:Reflector", default=True)
+# Paper-scale archs: Hugging Face / diffusers directories in their own layouts (worldenv.json beside).
+register("openvla-oft", "policy", "worldenv.models.oft_policy:OFTPolicy")
+register("llava-reward", "reflector", "worldenv.models.llava_reflector:LlavaReflector")
+register("video-unet", "world_model", "worldenv.models.video_world_model:VideoWorldModel")

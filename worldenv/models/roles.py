@@ -100,6 +100,11 @@ class Policy(Protocol):
         """Differentiable log-density of action chunks (B, K, A), summed over K and A -> (B,)."""
         ...
 
+    def publishable_state(self) -> dict[str, torch.Tensor]:
+        """The weights an RL update changes, as `load_weights` takes them: the whole state dict
+        of a small model, the LoRA adapters and heads of a paper-scale one."""
+        ...
+
     def check_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Raise ValueError naming the first key missing, unexpected or of the wrong shape."""
         ...

@@ -116,7 +116,8 @@ def _checkpoint(out: pathlib.Path, model, optimizer, scheduler, state: dict, row
     if row is not None:
         with (out / HISTORY_FILE).open("a") as f:
             f.write(json.dumps(row) + "\n")
-    payload = {"state": state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    # publishable_state: the trained part (all of a small model; a paper-scale model's heads)
+    payload = {"state": state, "model": model.publishable_state(), "optimizer": optimizer.state_dict(),
                "scheduler": scheduler.state_dict()}
     tmp = out / (STATE_FILE + ".tmp")
     torch.save(payload, tmp)
@@ -127,7 +128,7 @@ def _resume(out: pathlib.Path, model, optimizer, scheduler) -> dict | None:
     if not (out / STATE_FILE).is_file():
         return None
     payload = torch.load(out / STATE_FILE, weights_only=False, map_location=model.device)
-    model.load_state_dict(payload["model"])
+    model.load_weights(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     _truncate_history(out, payload["state"]["step"])
