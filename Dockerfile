@@ -1,8 +1,11 @@
 # syntax=docker/dockerfile:1
-# CPU image for every worldenv deployable; the command picks the role:
+# One image for every worldenv deployable; the command picks the role:
 #   docker run worldenv:0.1.0 serve world-model --port 50051
 #   docker run worldenv:0.1.0 worker
-# Build: docker build -t worldenv:0.1.0 .
+# Build (CPU):  docker build -t worldenv:0.1.0 .
+# Build (CUDA): docker build --build-arg TORCH_VARIANT=cu128 -t worldenv:0.1.0-cuda .
+#   The CUDA wheels of torch carry their CUDA runtime, so the base stays python:3.11-slim; the
+#   host needs the NVIDIA driver and container toolkit (compose profile "gpu", k8s/overlays/gpu).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -13,11 +16,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
-# torch first, from the CPU index: the default index serves a multi-GB CUDA build. Keep this pin
-# equal to pyproject's `torch==` (tests/test_deploy.py checks it); `pip install .` below then
-# finds its requirement already satisfied. Its own layer, so code changes do not refetch it.
+# torch first, from PyTorch's index for TORCH_VARIANT: cpu (the default; the default index serves a
+# multi-GB CUDA build) or a CUDA variant such as cu128. Keep the version equal to pyproject's
+# `torch==` (tests/test_deploy.py checks it); `pip install .` below then finds its requirement
+# already satisfied. Its own layer, so code changes do not refetch it.
 ARG TORCH_VERSION=2.13.0
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
+ARG TORCH_VARIANT=cpu
+RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" "torch==${TORCH_VERSION}"
 
 WORKDIR /src
 COPY . .
@@ -52,7 +57,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     XDG_CACHE_HOME=/tmp/.cache \
     MUJOCO_GL=egl \
-    PYOPENGL_PLATFORM=egl
+    PYOPENGL_PLATFORM=egl \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 # glibc allocator thresholds, as services/common/memory.py's ALLOCATOR_ENV (tests check they agree):
 # memory freed by expired sessions and large batches goes back to the system.

@@ -26,26 +26,38 @@ GRPC_SERVICES = {name: service.port for name, service in SERVICES.items() if ser
 IMAGE = "worldenv:0.1.0"
 # kubectl's client minor (1.32) and the newest schemas kubernetes-validate bundles.
 K8S_VERSIONS = ["1.32.0", "latest"]
-COMPOSE_SERVICES = {"redis", *SERVICES, "worker", "trainer"}  # trainer: opt-in profile "train"
+GPU_SERVICES = {f"{name}-gpu": name for name in MODEL_SERVICES}  # profile "gpu": CUDA variants
+# trainer: opt-in profile "train"; the GPU model services and their worker: profile "gpu"
+COMPOSE_SERVICES = {"redis", *SERVICES, "worker", "trainer", *GPU_SERVICES, "worker-gpu"}
 METRICS_PODS = {*SERVICES, "worker"}  # everything long-running of worldenv serves /metrics
 # Who must wait for whom to be healthy before starting.
 COMPOSE_NEEDS = {
     "debug-api": {"redis"},
     "worker": {"redis", *MODEL_SERVICES},
+    "worker-gpu": {"redis", *GPU_SERVICES},
 }
 
 
 # ---- Kubernetes ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict]:
+def render(directory: pathlib.Path) -> list[dict]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl not on PATH: cannot render k8s/ with `kubectl kustomize`")
-    out = subprocess.run([kubectl, "kustomize", str(K8S_DIR)], capture_output=True, text=True,
+        pytest.skip(f"kubectl not on PATH: cannot render {directory.name}/ with `kubectl kustomize`")
+    out = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True,
                          timeout=120)
-    assert out.returncode == 0, f"kubectl kustomize k8s failed:\n{out.stderr}"
+    assert out.returncode == 0, f"kubectl kustomize {directory} failed:\n{out.stderr}"
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    return render(K8S_DIR)
+
+
+@pytest.fixture(scope="module")
+def rendered_gpu() -> list[dict]:
+    return render(K8S_DIR / "gpu")
 
 
 def by_kind(docs: list[dict], kind: str) -> dict[str, dict]:
@@ -168,7 +180,7 @@ def test_auth_token_secret_is_optional(rendered):
 def test_image_is_set_in_one_place(rendered):
     images = {c["image"] for w in workloads(rendered).values() for c in containers(w)}
     assert images == {IMAGE, "redis:7"}
-    for path in K8S_DIR.glob("*.yaml"):
+    for path in K8S_DIR.rglob("*.yaml"):
         assert IMAGE not in path.read_text() or path.name == "kustomization.yaml", path.name
 
 
@@ -196,11 +208,30 @@ def test_pods_are_annotated_for_prometheus_on_a_declared_port(rendered):
             assert env.get("WORLDENV_METRICS_PORT") == str(port), name
 
 
+def test_gpu_variant_puts_each_model_service_on_one_gpu(rendered, rendered_gpu):
+    cpu, gpu = workloads(rendered), workloads(rendered_gpu)
+    assert set(cpu) == set(gpu)
+    for name in gpu:
+        if name not in MODEL_SERVICES:  # everything else is the CPU deployment, unchanged
+            assert gpu[name] == cpu[name], name
+            continue
+        (c,), (base,) = containers(gpu[name]), containers(cpu[name])
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["WORLDENV_DEVICE"] == "cuda" and env["WORLDENV_DTYPE"] == "bfloat16", name
+        assert set(env) == {e["name"] for e in base["env"]} | {"WORLDENV_DTYPE"}, name
+        assert c["image"] == IMAGE + "-cuda", name
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 == c["resources"]["requests"]["nvidia.com/gpu"], name
+        tolerations = gpu[name]["spec"]["template"]["spec"]["tolerations"]
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations, name
+        assert c["args"] == base["args"] and c["startupProbe"]["grpc"] == base["startupProbe"]["grpc"], name
+
+
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_manifests_match_kubernetes_schemas(rendered, version):
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_manifests_match_kubernetes_schemas(rendered, rendered_gpu, variant, version):
     kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate not installed")
     version = kv.latest_version() if version == "latest" else version
-    for doc in rendered:
+    for doc in rendered if variant == "cpu" else rendered_gpu:
         try:
             kv.validate(doc, version, strict=True)  # bundled schemas; no network
         except kv.ValidationError as e:
@@ -247,6 +278,34 @@ def test_compose_waits_for_healthy_dependencies(compose):
             assert cond == {"condition": "service_healthy"}, f"{name} -> {dep}"
 
 
+def test_compose_config_is_valid_with_the_gpu_profile():
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose not on PATH (scripts/ci-system-deps.sh installs it)")
+    out = subprocess.run([exe, "-f", str(COMPOSE_FILE), "--profile", "gpu", "config", "-q"], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, f"docker-compose --profile gpu config -q failed:\n{out.stderr}"
+
+
+def test_compose_gpu_profile_reserves_a_gpu_per_model_service(compose):
+    for name, cpu_name in GPU_SERVICES.items():
+        svc, cpu = compose["services"][name], compose["services"][cpu_name]
+        assert svc["profiles"] == ["gpu"], name
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"] and device["count"] == 1, name
+        assert svc["environment"]["WORLDENV_DEVICE"] == "cuda", name
+        assert svc["environment"]["WORLDENV_DTYPE"] == "bfloat16", name
+        assert svc["image"].endswith("-cuda") and svc["build"]["args"]["TORCH_VARIANT"].startswith("cu"), name
+        assert svc["command"] == cpu["command"] and "models:/models:ro" in svc["volumes"], name
+        assert svc["healthcheck"]["test"] == cpu["healthcheck"]["test"], name
+    worker = compose["services"]["worker-gpu"]["environment"]
+    for name in GPU_SERVICES:
+        key = f"WORLDENV_{GPU_SERVICES[name].upper().replace('-', '_')}_ADDR"
+        assert worker[key].startswith(f"dns:///{name}:"), key
+    for name in ("redis", *SERVICES, "worker"):  # the default stack stays CPU-only
+        assert "profiles" not in compose["services"][name] and "deploy" not in compose["services"][name], name
+
+
 def test_compose_redis_persists(compose):
     redis = compose["services"]["redis"]
     assert redis["command"][-2:] == ["--appendonly", "yes"]
@@ -260,7 +319,7 @@ def test_compose_models_volume_is_read_only(compose):
 
 
 def test_compose_services_are_labelled_for_prometheus(compose):
-    for name in METRICS_PODS:
+    for name in {*METRICS_PODS, *GPU_SERVICES, "worker-gpu"}:
         svc = compose["services"][name]
         labels = svc.get("labels", {})
         assert labels.get("prometheus.io/scrape") == "true" and labels.get("prometheus.io/path") == "/metrics", name
@@ -306,7 +365,8 @@ def test_dockerfile_torch_pin_matches_pyproject():
     dockerfile = DOCKERFILE.read_text()
     assert re.search(rf"^ARG TORCH_VERSION={re.escape(pinned)}$", dockerfile, re.M), \
         f"Dockerfile TORCH_VERSION differs from pyproject torch=={pinned}"
-    assert "--index-url https://download.pytorch.org/whl/cpu" in dockerfile
+    assert re.search(r"^ARG TORCH_VARIANT=cpu$", dockerfile, re.M), "the default image must be the CPU build"
+    assert '--index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}"' in dockerfile
 
 
 def test_trainer_is_a_job_that_keeps_its_runs_and_runs_as_non_root(rendered):
