@@ -399,3 +399,15 @@ def test_dockerfile_sets_the_allocator_thresholds_the_services_expect():
 
     stage = " ".join(arg for op, arg in final_stage(dockerfile_instructions()) if op == "ENV")
     assert dict(re.findall(r"(MALLOC_\w+)=(\S+)", stage)) == ALLOCATOR_ENV
+
+
+def test_workers_reclaim_a_dead_workers_jobs_after_about_ten_steps(rendered, rendered_gpu, compose):
+    # not the 60 s default on CPU: a worker touches its jobs every step (tiny models: ~0.1-1 s)
+    cpu = by_kind(rendered, "ConfigMap")["worldenv-config"]["data"]["WORLDENV_RECLAIM_IDLE_S"]
+    gpu = by_kind(rendered_gpu, "ConfigMap")["worldenv-config"]["data"]["WORLDENV_RECLAIM_IDLE_S"]
+    assert float(cpu) == 10 and float(gpu) == 60
+    (c,) = containers(workloads(rendered)["worker"])
+    assert {"name": "WORLDENV_RECLAIM_IDLE_S", "valueFrom": {"configMapKeyRef": {
+        "name": "worldenv-config", "key": "WORLDENV_RECLAIM_IDLE_S"}}} in c["env"]
+    assert compose["services"]["worker"]["environment"]["WORLDENV_RECLAIM_IDLE_S"] == "10"
+    assert compose["services"]["worker-gpu"]["environment"]["WORLDENV_RECLAIM_IDLE_S"] == "60"
