@@ -1,0 +1,588 @@
+"""OpenVLA-OFT as a Laplace policy: a LLaVA-family VLA, OFT's parallel-decoding action head and
+proprio projector, plus our scale head so chunks are sampled with log-probabilities (LOOP/PPO).
+
+Directory layout (a Hugging Face VLA directory plus OFT's extra files and ours):
+
+    config.json, model.safetensors          the backbone, `LlavaForConditionalGeneration` (vision
+      (or model-*.safetensors + index),       tower + projector + Llama LM), base weights, no LoRA merged
+      generation_config.json
+    tokenizer.json, tokenizer_config.json   its tokenizer (needs a BOS token)
+    preprocessor_config.json                its image processor: size (or crop_size), image_mean,
+                                              image_std, rescale_factor, applied here in torch
+    action_head--<step>_checkpoint.pt       OFT's L1RegressionActionHead state dict: model.layer_norm1.*,
+                                              model.fc1.*, model.mlp_resnet_blocks.<i>.ffn.{0,1}.*,
+                                              model.layer_norm2.*, model.fc2.* ("module." prefixes allowed)
+    proprio_projector--<step>_checkpoint.pt OFT's ProprioProjector: fc1.*, fc2.*
+    scale_head--<step>_checkpoint.pt        ours: weight (1, D), bias (1), one Linear shared by the slots
+    dataset_statistics.json                 {unnorm_key: {"action": {"q01", "q99", "mask"?, ...},
+                                              "proprio": {"q01", "q99", "mask"?, ...}, ...}, ...}
+    lora_adapter/                           optional: peft's adapter_config.json + adapter_model.safetensors,
+                                              LoRA on the language model (keys "base_model.model.layers...")
+    worldenv.json                           {"role": "policy", "arch": "openvla-oft", "unnorm_key", ...}:
+                                              `OFTConfig`
+
+Forward, as OFT's parallel decoding (B items, N patches, D = LM width, K*A action slots):
+
+    [BOS] + projected image patches (N) + proprio token (1) + prompt tokens + K*A zero embeddings
+
+(the prompt is OFT's "In: What action should the robot take to {instruction, lower-cased}?\nOut:"),
+left-padded to one length with an attention mask, so padding never moves the slots (they end
+every row). OFT's trailing stop token is left out: under the causal LM it cannot change the
+slot states. OFT reads the LM's last hidden states one position before each slot (the state that
+predicts it: the last prompt token and the first K*A - 1 slots); we read the same positions so
+an OFT checkpoint's head sees what it was trained on. The action head gives loc (B, K, A) in
+OFT's normalised space, the scale head b (B, K, A); both map to env units through the
+BOUNDS_Q99 statistics (an affine map of a Laplace is a Laplace): where mask (default all true)
+
+    proprio_norm = clip(2 (x - q01) / (q99 - q01) - 1, -1, 1)       (unmasked dims pass, then clip)
+    loc_env = (loc + 1) (q99 - q01) / 2 + q01,   b_env = b (q99 - q01) / 2   (unmasked: unchanged)
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import pathlib
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import peft
+import pydantic
+import torch
+import transformers
+from torch import nn
+from torch.nn import functional as F
+
+from worldenv.models import checkpoint, inputs, laplace, layout, registry
+from worldenv.models.roles import ActionChunks, Observations, Spec
+
+STATS_FILE = "dataset_statistics.json"
+PROCESSOR_FILE = "preprocessor_config.json"
+ADAPTER_DIR = "lora_adapter"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_PREFIX = "base_model.model."   # peft's key prefix for an adapter over the language model
+ADAPTER = "default"                    # peft's adapter name inside the modules
+HEADS = {"action_head": "OFT action head", "proprio_projector": "OFT proprio projector",
+         "scale_head": "scale head"}
+PROMPT = "In: What action should the robot take to {}?\nOut:"
+EPS = 1e-8                             # OFT's guard in (q99 - q01 + eps)
+
+# Backbone widths per `size`: a LlamaConfig (text) and a SiglipVisionConfig (vision) each.
+SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {"text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=4, max_position_embeddings=512),
+             "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            image_size=32, patch_size=8)},
+    "small": {"text": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8,
+                           num_key_value_heads=8, max_position_embeddings=1024),
+              "vision": dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6,
+                             image_size=224, patch_size=32)},
+    # OpenVLA-7B: Llama-2-7B (vocab padded to 32064) over SigLIP so400m/14 at 224 px (OpenVLA fuses
+    # DINOv2 + SigLIP; a LLaVA directory holds one tower).
+    "full": {"text": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                          num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5, vocab_size=32064),
+             "vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                            image_size=224, patch_size=14)},
+}
+# The word-level tokenizer a fresh build gets: the prompt's words and LIBERO's instruction words.
+WORDS = ("in : what action should the robot take to ? out pick up put place it on into the of and a "
+         "bowl plate basket cabinet drawer top middle bottom stove microwave mug cup box caddy tray "
+         "black white red yellow alphabet soup cream cheese ketchup tomato sauce butter milk orange "
+         "juice chocolate pudding bbq salad dressing book wine bottle rack turn open close left right "
+         "front back next between both back sauce pot frying pan moka pots shelf table center").split()
+
+
+class OFTConfig(pydantic.BaseModel):
+    """worldenv.json of an OpenVLA-OFT directory (the backbone's sizes are its config.json's)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["policy"] = "policy"
+    arch: Literal["openvla-oft"] = "openvla-oft"
+    name: str = pydantic.Field("openvla-oft", description="label reported in the spec")
+    size: Literal["tiny", "small", "full"] = pydantic.Field(
+        "tiny", description="backbone widths of a fresh build: tests, a CPU smoke run, the paper's 7B")
+    unnorm_key: str = pydantic.Field("libero_spatial_no_noops", description="entry of dataset_statistics.json")
+    chunk_length: int = pydantic.Field(8, ge=1, description="K, actions per chunk")
+    action_dim: int = pydantic.Field(7, ge=1, description="A, dims per action")
+    proprio_dim: int = pydantic.Field(8, ge=1, description="P, proprio dims")
+    image_size: int = pydantic.Field(224, ge=8, description="side of the frames the service receives; "
+                                     "resized to the processor's size inside")
+    center_crop: float = pydantic.Field(1.0, gt=0, le=1, description="area fraction kept by a centre crop "
+                                        "before resizing (OFT evaluates LIBERO with 0.9 when trained with crops)")
+    prompt_end_token_id: int | None = pydantic.Field(None, description="appended to the prompt when its ids do "
+                                                     "not end in it (OpenVLA's Llama-2 tokenizer: 29871)")
+    lora_rank: int = pydantic.Field(32, ge=0, description="LoRA rank on the language model; 0 = none")
+    min_log_scale: float = -5.0
+    max_log_scale: float = 1.0
+
+    @pydantic.model_validator(mode="after")
+    def _scales_ordered(self):
+        if not self.min_log_scale < self.max_log_scale:
+            raise ValueError(f"min_log_scale ({self.min_log_scale}) must be below max_log_scale ({self.max_log_scale})")
+        return self
+
+
+# ---- OFT's modules, with OFT's parameter names ------------------------------------------------
+
+class MLPResNetBlock(nn.Module):
+    """Pre-LayerNorm residual MLP block: x + ReLU(Linear(LayerNorm(x)))."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.ffn = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.ffn(x)
+
+
+class MLPResNet(nn.Module):
+    """LayerNorm -> Linear -> ReLU -> residual blocks -> LayerNorm -> Linear."""
+
+    def __init__(self, num_blocks: int, input_dim: int, hidden_dim: int, output_dim: int):
+        super().__init__()
+        self.layer_norm1, self.fc1 = nn.LayerNorm(input_dim), nn.Linear(input_dim, hidden_dim)
+        self.mlp_resnet_blocks = nn.ModuleList(MLPResNetBlock(hidden_dim) for _ in range(num_blocks))
+        self.layer_norm2, self.fc2 = nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, output_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.fc1(self.layer_norm1(x)))
+        for block in self.mlp_resnet_blocks:
+            x = block(x)
+        return self.fc2(self.layer_norm2(x))
+
+
+class L1RegressionActionHead(nn.Module):
+    """OFT's continuous head: slot states (B, K*A, D) -> (B, K, A*D) -> normalised actions (B, K, A)."""
+
+    def __init__(self, llm_dim: int, action_dim: int, chunk_length: int):
+        super().__init__()
+        self.chunk_length = chunk_length
+        self.model = MLPResNet(2, llm_dim * action_dim, llm_dim, action_dim)
+
+    def forward(self, slots: torch.Tensor) -> torch.Tensor:
+        return self.model(slots.reshape(slots.shape[0], self.chunk_length, -1))
+
+
+class ProprioProjector(nn.Module):
+    """OFT's proprio projector: normalised proprio (B, P) -> one LM token (B, D)."""
+
+    def __init__(self, llm_dim: int, proprio_dim: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(proprio_dim, llm_dim), nn.Linear(llm_dim, llm_dim)
+        self.act_fn1 = nn.GELU()
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act_fn1(self.fc1(proprio)))
+
+
+# ---- normalisation and image preprocessing ----------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """OFT's BOUNDS_Q99 normalisation of one quantity: q01, q99 (D,) float32 and mask (D,) bool;
+    dims where mask is false pass unchanged."""
+
+    q01: torch.Tensor
+    q99: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def parse(cls, entry: Any, where: str, dim: int, dim_name: str) -> Bounds:
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object with q01 and q99")
+        values = {}
+        for field in ("q01", "q99", "mask"):
+            if field not in entry and field == "mask":
+                continue
+            value = entry.get(field)
+            if not isinstance(value, list) or len(value) != dim:
+                got = (f"{len(value)} values" if isinstance(value, list)
+                       else "missing" if value is None else "not a list")
+                raise ValueError(f"{where}[{field!r}]: {got}, expected {dim} ({dim_name})")
+            values[field] = torch.tensor(value, dtype=torch.bool if field == "mask" else torch.float32)
+        return cls(values["q01"], values["q99"], values.get("mask", torch.ones(dim, dtype=torch.bool)))
+
+    def half_range(self, device: torch.device) -> torch.Tensor:
+        """d x_env / d x_norm per dim (D,): (q99 - q01) / 2 where masked, else 1."""
+        half = (self.q99 - self.q01 + EPS) / 2
+        return torch.where(self.mask, half, torch.ones_like(half)).to(device)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, D) env units -> [-1, 1], clipped (as OFT's inputs)."""
+        low, half = self.q01.to(x.device), self.half_range(x.device)
+        return torch.where(self.mask.to(x.device), (x - low) / half - 1, x).clamp(-1, 1)
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., D) normalised -> env units (not clipped)."""
+        low, half = self.q01.to(x.device), self.half_range(x.device)
+        return torch.where(self.mask.to(x.device), (x + 1) * half + low, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """The `unnorm_key` entry of dataset_statistics.json (kept whole: it is written back as read)."""
+
+    entry: dict[str, Any]
+    action: Bounds
+    proprio: Bounds
+
+    @classmethod
+    def parse(cls, raw: Any, key: str, file: pathlib.Path, action_dim: int, proprio_dim: int) -> Statistics:
+        if not isinstance(raw, dict) or key not in raw:
+            present = sorted(raw) if isinstance(raw, dict) else []
+            raise ValueError(f"{file}: no entry for unnorm_key {key!r} (from {registry.MARKER_FILE}); "
+                             f"keys present: {present}")
+        entry = raw[key]
+        if not isinstance(entry, dict):
+            raise ValueError(f"{file}: [{key!r}] is not an object")
+        return cls(entry, Bounds.parse(entry.get("action"), f"{file}: [{key!r}]['action']", action_dim, "action_dim"),
+                   Bounds.parse(entry.get("proprio"), f"{file}: [{key!r}]['proprio']", proprio_dim, "proprio_dim"))
+
+    @classmethod
+    def neutral(cls, action_dim: int, proprio_dim: int) -> Statistics:
+        """A fresh build's: q01 = -1, q99 = 1 (identity), the last action dim (gripper) unmasked."""
+        action = {"q01": [-1.0] * action_dim, "q99": [1.0] * action_dim,
+                  "mask": [True] * (action_dim - 1) + [False]}
+        proprio = {"q01": [-1.0] * proprio_dim, "q99": [1.0] * proprio_dim}
+        return cls.parse({"k": {"action": action, "proprio": proprio}}, "k", pathlib.Path(STATS_FILE),
+                         action_dim, proprio_dim)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePrep:
+    """The processor config's resize and normalisation, applied in torch on the model's device."""
+
+    raw: dict[str, Any]
+    height: int
+    width: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    rescale: float
+
+    @classmethod
+    def parse(cls, raw: Any, file: pathlib.Path) -> ImagePrep:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{file}: expected a JSON object")
+        size = raw.get("crop_size") if raw.get("do_center_crop") else raw.get("size")
+        size = {"height": size, "width": size} if isinstance(size, int) else size or {}
+        if "shortest_edge" in size:
+            size = {"height": size["shortest_edge"], "width": size["shortest_edge"]}
+        for key in ("image_mean", "image_std"):
+            if not (isinstance(raw.get(key), list) and len(raw[key]) == 3):
+                raise ValueError(f"{file}: key {key!r} must list 3 channel values")
+        if not all(isinstance(size.get(k), int) for k in ("height", "width")):
+            raise ValueError(f"{file}: key 'size' must give height and width (or shortest_edge)")
+        return cls(raw, size["height"], size["width"], tuple(raw["image_mean"]), tuple(raw["image_std"]),
+                   float(raw.get("rescale_factor", 1 / 255)))
+
+    def __call__(self, frames: torch.Tensor, crop: float, dtype: torch.dtype) -> torch.Tensor:
+        """frames (B, H, W, 3) uint8 -> pixel_values (B, 3, height, width) in `dtype`."""
+        x = frames.permute(0, 3, 1, 2).float()                                    # (B, 3, H, W)
+        if crop < 1:
+            h, w = x.shape[-2:]
+            ch, cw = round(h * math.sqrt(crop)), round(w * math.sqrt(crop))
+            x = x[..., (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+        x = F.interpolate(x, (self.height, self.width), mode="bicubic", antialias=True, align_corners=False)
+        x = x.clamp(0, 255) * self.rescale
+        mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (self.mean, self.std))
+        return ((x - mean) / std).to(dtype)
+
+
+@contextlib.contextmanager
+def _on(device: str | torch.device, dtype: torch.dtype):
+    """Modules constructed inside are made on `device` in `dtype` (no float32 CPU copy first)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _tokenizer() -> transformers.PreTrainedTokenizerFast:
+    """A fresh build's word-level tokenizer (lower-cased), with <s> BOS, </s> EOS, <pad> and <image>."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(specials + WORDS))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer, tok.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                                                eos_token="</s>", pad_token="<pad>")
+
+
+def _backbone_config(size: str, tokenizer) -> transformers.LlavaConfig:
+    """A LLaVA config of the `size` preset: SigLIP tower (2nd-to-last layer, all patches, as
+    OpenVLA) and a Llama LM over the tokenizer's vocabulary."""
+    preset = SIZES[size]
+    text = transformers.LlamaConfig(**{**preset["text"], "vocab_size": max(preset["text"].get("vocab_size", 0),
+                                                                            len(tokenizer))})
+    vision = transformers.SiglipVisionConfig(**preset["vision"], vision_use_head=False)
+    return transformers.LlavaConfig(text_config=text, vision_config=vision, vision_feature_layer=-2,
+                                    vision_feature_select_strategy="full",
+                                    image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+
+
+def _step_of(file: pathlib.Path) -> int:
+    match = re.search(r"--(\d+)_checkpoint", file.name)
+    return int(match.group(1)) if match else 0
+
+
+class OFTPolicy(nn.Module, checkpoint.Pretrained):
+    """A LLaVA-family VLA with OFT's heads -> Laplace over an action chunk (B, K, A), env units."""
+
+    config_class = OFTConfig
+
+    def __init__(self, config: OFTConfig, backbone: transformers.LlavaForConditionalGeneration, tokenizer,
+                 image_prep: ImagePrep, statistics: Statistics, step: int = 0):
+        """Heads are made on the current default device/dtype (see `_on`); the backbone is frozen."""
+        super().__init__()
+        if tokenizer.bos_token_id is None:
+            raise ValueError("tokenizer: no BOS token; OFT's sequence starts with one")
+        self.config, self.tokenizer, self.image_prep, self.statistics, self.step = (
+            config, tokenizer, image_prep, statistics, step)
+        self.backbone = backbone.requires_grad_(False)
+        d = backbone.config.text_config.hidden_size
+        self.action_head = L1RegressionActionHead(d, config.action_dim, config.chunk_length)
+        self.proprio_projector = ProprioProjector(d, config.proprio_dim)
+        self.scale_head = nn.Linear(d, 1)
+
+    # ---- construction ----
+
+    @classmethod
+    def build(cls, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
+              **overrides) -> OFTPolicy:
+        """A fresh model of `size` (tiny | small | full), random weights, neutral statistics."""
+        config, dtype = OFTConfig(**overrides), checkpoint.torch_dtype(dtype)
+        tokenizer = _tokenizer()
+        backbone_config = _backbone_config(config.size, tokenizer)
+        side = backbone_config.vision_config.image_size
+        prep = json.loads(transformers.SiglipImageProcessorPil(
+            size={"height": side, "width": side}, image_mean=[0.5] * 3, image_std=[0.5] * 3).to_json_string())
+        with _on(device, dtype):
+            backbone = transformers.LlavaForConditionalGeneration(backbone_config)
+            model = cls(config, backbone, tokenizer, ImagePrep.parse(prep, pathlib.Path(PROCESSOR_FILE)),
+                        Statistics.neutral(config.action_dim, config.proprio_dim))
+            if config.lora_rank:
+                model._attach_lora(model._fresh_lora_config(config.lora_rank))
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, path: str | pathlib.Path, device: str | torch.device = "cpu",
+                        dtype: str | torch.dtype = "float32") -> OFTPolicy:
+        """Read the layout above; every missing or mismatched file is refused by name."""
+        path, dtype = pathlib.Path(path), checkpoint.torch_dtype(dtype)
+        config = OFTConfig.model_validate(layout.marker(path))
+        stats = Statistics.parse(layout.read_json(path / STATS_FILE, "dataset statistics"), config.unnorm_key,
+                                 path / STATS_FILE, config.action_dim, config.proprio_dim)
+        prep = ImagePrep.parse(layout.read_json(path / PROCESSOR_FILE, "image processor config"), path / PROCESSOR_FILE)
+        heads = {stem: layout.find_one(path, stem, what) for stem, what in HEADS.items()}
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        backbone = transformers.LlavaForConditionalGeneration.from_pretrained(
+            path, dtype=dtype, device_map=str(torch.device(device)), local_files_only=True)
+        with _on(device, dtype):
+            model = cls(config, backbone, tokenizer, prep, stats, _step_of(heads["action_head"]))
+            for stem, file in heads.items():
+                layout.load_into(getattr(model, stem), file)
+            model._load_lora(path / ADAPTER_DIR)
+        return model.eval()
+
+    # ---- LoRA on the language model ----
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.backbone.model.language_model
+
+    def _fresh_lora_config(self, rank: int) -> peft.LoraConfig:
+        """OFT's LoRA: every Linear of the LM, alpha = min(rank, 16), no dropout, B = 0 (identity)."""
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in self.language_model.named_modules()
+                        if isinstance(m, nn.Linear)})
+        return peft.LoraConfig(r=rank, lora_alpha=min(rank, 16), lora_dropout=0.0, target_modules=names,
+                               init_lora_weights="gaussian")
+
+    def _attach_lora(self, lora: peft.LoraConfig) -> None:
+        peft.inject_adapter_in_model(lora, self.language_model, adapter_name=ADAPTER)
+        for name, p in self.language_model.named_parameters():
+            p.requires_grad_("lora_" in name)
+
+    def _load_lora(self, folder: pathlib.Path) -> None:
+        """Attach lora_adapter/ strictly when present, else a fresh LoRA of `lora_rank` (if any)."""
+        if not folder.is_dir():
+            if self.config.lora_rank:
+                self._attach_lora(self._fresh_lora_config(self.config.lora_rank))
+            return
+        raw = layout.read_json(folder / ADAPTER_CONFIG, "LoRA adapter config")
+        if raw.get("peft_type") != "LORA" or raw.get("r") != self.config.lora_rank:
+            raise ValueError(f"{folder / ADAPTER_CONFIG}: expected a LORA adapter of r={self.config.lora_rank} "
+                             f"(lora_rank in {registry.MARKER_FILE}), got {raw.get('peft_type')} r={raw.get('r')}")
+        self._attach_lora(peft.LoraConfig.from_pretrained(str(folder)))
+        file = folder / ADAPTER_WEIGHTS
+        if not file.is_file():
+            raise FileNotFoundError(f"checkpoint {folder}: the LoRA adapter weights are missing: no {ADAPTER_WEIGHTS}")
+        state = {k.removeprefix(ADAPTER_PREFIX): v for k, v in layout.load_tensors(file).items()}
+        try:
+            checkpoint.check_state(peft.get_peft_model_state_dict(self.language_model, adapter_name=ADAPTER), state)
+        except ValueError as exc:
+            raise ValueError(f"{file}: {exc}") from None
+        peft.set_peft_model_state_dict(self.language_model, state, adapter_name=ADAPTER)
+
+    # ---- saving ----
+
+    def save_pretrained(self, path: str | pathlib.Path, step: int | None = None) -> None:
+        """Write the whole layout into `path` (created); heads are named with `step` (default: the
+        step of the loaded head files, 0 for a fresh build)."""
+        path = pathlib.Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        base = {k.replace(".base_layer.", "."): v for k, v in self.backbone.state_dict().items() if "lora_" not in k}
+        self.backbone.save_pretrained(path, state_dict=base)
+        self.tokenizer.save_pretrained(path)
+        self._write_json(path / PROCESSOR_FILE, self.image_prep.raw)
+        self._write_json(path / STATS_FILE, {self.config.unnorm_key: self.statistics.entry})
+        for stem in HEADS:
+            self._save_head(path, stem, self.step if step is None else step)
+        if any("lora_" in n for n, _ in self.language_model.named_parameters()):
+            self._save_lora(path / ADAPTER_DIR)
+        layout.write_marker(path, self.config.model_dump(mode="json"))
+
+    @staticmethod
+    def _write_json(file: pathlib.Path, value: Any) -> None:
+        text = json.dumps(value, indent=2) + "\n"
+        checkpoint.write_atomic(file, lambda f: f.write_text(text))
+
+    def _save_head(self, path: pathlib.Path, stem: str, step: int) -> None:
+        """`<stem>--<step>_checkpoint.pt` (a torch state dict, as OFT writes); older steps removed."""
+        file = path / f"{stem}--{step}_checkpoint.pt"
+        state = {k: v.detach().cpu().clone() for k, v in getattr(self, stem).state_dict().items()}
+        checkpoint.write_atomic(file, lambda f: torch.save(state, f))
+        for old in path.glob(f"{stem}--*_checkpoint.pt"):
+            if old != file:
+                old.unlink()
+
+    def _save_lora(self, folder: pathlib.Path) -> None:
+        folder.mkdir(exist_ok=True)
+        self.language_model.peft_config[ADAPTER].save_pretrained(str(folder))          # adapter_config.json
+        state = peft.get_peft_model_state_dict(self.language_model, adapter_name=ADAPTER)
+        layout.save_tensors({ADAPTER_PREFIX + k: v for k, v in state.items()}, folder / ADAPTER_WEIGHTS)
+
+    # ---- weights RL changes ----
+
+    def _trainable(self) -> dict[str, nn.Parameter]:
+        """LoRA A/B of the LM ("lora.<peft key>") and the heads ("<head>.<key>"), by stable name."""
+        found = {f"lora.{n.replace(f'.{ADAPTER}.', '.')}": p
+                 for n, p in self.language_model.named_parameters() if "lora_" in n}
+        for stem in HEADS:
+            found.update({f"{stem}.{n}": p for n, p in getattr(self, stem).named_parameters()})
+        return found
+
+    def publishable_state(self) -> dict[str, torch.Tensor]:
+        """The LoRA adapters and heads, as `load_weights` takes them (not the frozen backbone)."""
+        return {k: p.detach() for k, p in self._trainable().items()}
+
+    def check_weights(self, state: dict[str, torch.Tensor]) -> None:
+        checkpoint.check_state(self.publishable_state(), state)
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> int:
+        """Strictly copy `state` (the publishable set) in place, cast to the model's device/dtype."""
+        own = self._trainable()
+        checkpoint.check_state(own, state)
+        with torch.no_grad():
+            for key, p in own.items():
+                p.copy_(state[key])
+        return len(own)
+
+    @torch.no_grad()
+    def reset_scale(self, scale: float) -> None:
+        """Set b to `scale` everywhere in the normalised action space (served b is b (q99 - q01) / 2
+        on masked dims), mid-sigmoid where it can still learn; see `LaplacePolicy.reset_scale`."""
+        c = self.config
+        fraction = (float(np.log(scale)) - c.min_log_scale) / (c.max_log_scale - c.min_log_scale)
+        if not 0 < fraction < 1:
+            raise ValueError(f"exploration scale {scale}: b must lie inside "
+                             f"(e^{c.min_log_scale:g}, e^{c.max_log_scale:g}) = "
+                             f"({np.exp(c.min_log_scale):.4g}, {np.exp(c.max_log_scale):.4g})")
+        self.scale_head.weight.zero_()
+        self.scale_head.bias.fill_(float(np.log(fraction / (1 - fraction))))
+
+    # ---- forward ----
+
+    @property
+    def spec(self) -> Spec:
+        c = self.config
+        return Spec("policy", c.arch, c.name, c.image_size, c.chunk_length, c.action_dim, c.proprio_dim)
+
+    def _prompt_ids(self, instructions: list[str]) -> list[list[int]]:
+        prompts = [PROMPT.format(text.lower()) for text in instructions]
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        end = self.config.prompt_end_token_id
+        return [row + [end] if end is not None and (not row or row[-1] != end) else row for row in ids]
+
+    def _sequence(self, prefix: torch.Tensor, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """prefix (B, S, D) = BOS + patches + proprio; prompts: B token lists -> embeddings (B, L, D)
+        [pads, prefix, prompt, K*A zero slots] and mask (B, L) bool, left-padded: slots end every row."""
+        b, s, d = prefix.shape
+        t, slots = max(map(len, prompts)), self.config.chunk_length * self.config.action_dim
+        ids = torch.tensor([row + [0] * (t - len(row)) for row in prompts], device=prefix.device)
+        text = self.backbone.get_input_embeddings()(ids)                           # (B, T, D), right pads
+        pad = torch.tensor([t - len(row) for row in prompts], device=prefix.device)[:, None]   # (B, 1)
+        joined = torch.cat([prefix, text, prefix.new_zeros(b, slots, d)], dim=1)   # (B, L, D), pads after prompt
+        j = torch.arange(joined.shape[1], device=prefix.device)[None]              # (1, L)
+        mask = j >= pad                                                            # (B, L)
+        # Output j takes joined[j - pad] up to the prompt's end (the pads move to the front).
+        src = torch.where(j < s + t, j - pad, j).clamp(min=0)
+        seq = torch.gather(joined, 1, src[..., None].expand(-1, -1, d)) * mask[..., None]
+        return seq, mask
+
+    def forward(self, frames: torch.Tensor, proprio: torch.Tensor,
+                instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, H, W, 3) uint8, proprio (B, P) env units, B instructions -> loc, b (B, K, A),
+        OFT's normalised action space, in the model's dtype."""
+        c, dtype = self.config, self.dtype
+        dims: dict[str, int] = {}
+        inputs.expect("frames", frames, ("B", c.image_size, c.image_size, 3), "uint8", dims)
+        inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
+        inputs.expect_texts("instructions", instructions, dims)
+        features = self.backbone.model.get_image_features(
+            pixel_values=self.image_prep(frames, c.center_crop, dtype), return_dict=True).pooler_output
+        patches = torch.stack(list(features)) if isinstance(features, (list, tuple)) else features   # (B, N, D)
+        token = self.proprio_projector(self.statistics.proprio.normalize(proprio.float()).to(dtype))  # (B, D)
+        bos = self.backbone.get_input_embeddings()(
+            torch.full((len(frames), 1), self.tokenizer.bos_token_id, device=frames.device))         # (B, 1, D)
+        seq, mask = self._sequence(torch.cat([bos, patches, token[:, None]], dim=1), self._prompt_ids(instructions))
+        hidden = self.language_model(inputs_embeds=seq, attention_mask=mask.long(), use_cache=False,
+                                     position_ids=(mask.cumsum(1) - 1).clamp(min=0)).last_hidden_state
+        ka = c.chunk_length * c.action_dim
+        slots = hidden[:, -ka - 1:-1]                                                  # (B, K*A, D), OFT's shift
+        loc = self.action_head(slots)                                                  # (B, K, A)
+        span = c.max_log_scale - c.min_log_scale
+        log_b = c.min_log_scale + span * torch.sigmoid(self.scale_head(slots)).view(loc.shape)
+        return loc, log_b.exp()
+
+    def distribution(self, frames: torch.Tensor, proprio: torch.Tensor,
+                     instructions: list[str]) -> torch.distributions.Laplace:
+        """Laplace with batch shape (B, K, A) in env units, float32 whatever the model dtype."""
+        loc, b = self(frames, proprio, list(instructions))
+        bounds = self.statistics.action
+        return torch.distributions.Laplace(bounds.unnormalize(loc.float()), b.float() * bounds.half_range(loc.device))
+
+    def _observed(self, obs: Observations) -> torch.distributions.Laplace:
+        frames = inputs.as_tensor(obs.frames, self.device)
+        proprio = inputs.as_tensor(obs.proprio, self.device)
+        return self.distribution(frames, proprio, list(obs.instructions))
+
+    def log_prob(self, obs: Observations, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density of env-unit action chunks (B, K, A) summed over K and A -> (B,); differentiable."""
+        c = self.config
+        inputs.expect("actions", actions, (len(obs), c.chunk_length, c.action_dim), "float")
+        dist = self._observed(obs)
+        return dist.log_prob(inputs.as_tensor(actions, dist.loc.device, torch.float32)).sum(dim=(1, 2))
+
+    @torch.no_grad()
+    def act(self, obs: Observations, deterministic: bool | Sequence[bool] = False,
+            seeds: Sequence[int] | None = None) -> ActionChunks:
+        """Sample env-unit action chunks (see `roles.Policy.act`); one forward pass for the batch."""
+        return laplace.act(self._observed(obs), deterministic, seeds)
