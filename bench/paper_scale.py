@@ -63,17 +63,19 @@ def peak_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
 
 
-def timed(call, reps: int) -> float:
-    """Median wall time of `call()` in ms over `reps` runs, after one warm-up run."""
-    call()
-    times = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        call()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - started) * 1e3)
-    return statistics.median(times)
+def timed(calls: dict, reps: int) -> dict[str, float]:
+    """Median wall time in ms of each call over `reps` rounds, after one warm-up round; the
+    calls take turns within every round, so a change in the machine's load falls on all alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(reps + 1):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            if round_:
+                times[name].append((time.perf_counter() - started) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def calls(role: str, model, batch: int, frames_per_video: int, rng: np.random.Generator):
@@ -115,13 +117,12 @@ def measure(role: str, size: str, device: torch.device, dtype: str, batch: int, 
     build_s = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters()) / 1e6
     local, remote = calls(role, model, batch, frames_per_video, np.random.default_rng(0))
-    in_process = timed(local, reps)
     config = ServeConfig(host="127.0.0.1", device=str(device), dtype=dtype, max_delay_ms=0.0,
                          max_message_mb=512.0, max_request_items=max(256, batch))
     with RunningServer(create_service(SERVICE[role], config, model, "smoke"), config, port=0) as server, \
             CLIENTS[role](server.address, timeout_s=3600.0, max_message_mb=512.0) as client:
-        served = timed(lambda: remote(client), reps)
-    row = Row(role, ARCHS[role], params, build_s, in_process, served, peak_gb(device))
+        ms = timed({"in_process": local, "served": lambda: remote(client)}, reps)
+    row = Row(role, ARCHS[role], params, build_s, ms["in_process"], ms["served"], peak_gb(device))
     del model, local, remote
     gc.collect()
     if device.type == "cuda":
@@ -149,7 +150,7 @@ def report(rows: list[Row], args, device: torch.device) -> str:
                   "about GPU latency or memory at the real sizes.", ""]
     lines += ["Random weights; one batched request of B = "
               f"{args.batch} per role (the reflector judges {args.frames}-frame videos); median of "
-              f"{args.reps} calls after one warm-up. Served = through the role's gRPC service on "
+              f"{args.reps} rounds after one warm-up round, in process and served taking turns. Served = through the role's gRPC service on "
               "127.0.0.1 (dynamic batcher, max delay 0). Peak memory: "
               + ("CUDA allocator peak since the role's build." if device.type == "cuda"
                  else "the process's peak RSS so far (cumulative over the rows)."), "",
