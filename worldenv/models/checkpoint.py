@@ -164,16 +164,19 @@ class Pretrained:
         return model.to(device=torch.device(device), dtype=torch_dtype(dtype)).eval()
 
     def publishable_state(self) -> dict[str, torch.Tensor]:
-        """What `load_weights` takes: the whole state dict (a small model is trained whole)."""
+        """What `load_weights` takes: the whole state dict (a small model is trained whole; a
+        paper-scale arch overrides this with its trained part). The tensors share the model's
+        storage."""
         return self.state_dict()
 
     def check_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Raise ValueError naming the first key missing, unexpected or of the wrong shape."""
-        check_state(self.state_dict(), state)
+        check_state(self.publishable_state(), state)
 
     def load_weights(self, state: dict[str, torch.Tensor]) -> int:
-        """Strictly copy `state` into the model in place (cast to its device/dtype)."""
-        own = self.state_dict()
+        """Strictly copy `state` (the publishable set) into the model in place, cast to its
+        device/dtype; returns the tensors loaded."""
+        own = self.publishable_state()
         check_state(own, state)
         with torch.no_grad():
             for key, tensor in own.items():

@@ -52,3 +52,20 @@ def act(dist: torch.distributions.Laplace, deterministic: bool | Sequence[bool] 
     log_probs = dist.log_prob(actions).sum(dim=(1, 2))                          # (B,)
     out = [t.float().cpu().numpy() for t in (dist.loc, dist.scale, actions, log_probs)]
     return ActionChunks(*out)
+
+
+@torch.no_grad()
+def reset_scale_head(head: torch.nn.Linear, scale: float, min_log_scale: float, max_log_scale: float) -> None:
+    """Make a scale head whose output o gives log b = min + (max - min) sigmoid(o) answer b =
+    `scale` everywhere: weights zero, bias mid-sigmoid, where it can still learn.
+
+    Supervised NLL drives b to its floor on demos a policy fits (the sigmoid saturates and stops
+    passing gradient), and PPO ratios of a near-deterministic policy explode: RL restarts the
+    head here."""
+    fraction = (float(np.log(scale)) - min_log_scale) / (max_log_scale - min_log_scale)
+    if not 0 < fraction < 1:
+        raise ValueError(f"exploration scale {scale}: b must lie inside "
+                         f"(e^{min_log_scale:g}, e^{max_log_scale:g}) = "
+                         f"({np.exp(min_log_scale):.4g}, {np.exp(max_log_scale):.4g})")
+    head.weight.zero_()
+    head.bias.fill_(float(np.log(fraction / (1 - fraction))))

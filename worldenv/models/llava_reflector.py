@@ -42,17 +42,14 @@ import contextlib
 import json
 import math
 import pathlib
-from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 import pydantic
 import torch
 import transformers
 
 from worldenv.models import checkpoint, inputs, layout, registry, videos
 from worldenv.models.reflector import sample_indices
-from worldenv.models.roles import Spec
 
 HEAD_STEM, HEAD_FILE = "reward_head", "reward_head.safetensors"
 PROCESSOR_FILE = "preprocessor_config.json"
@@ -139,7 +136,7 @@ class RewardHead(torch.nn.Module):
         return self.fc2(torch.nn.functional.silu(self.fc1(self.norm(h)))).squeeze(-1)
 
 
-class LlavaReflector(torch.nn.Module, checkpoint.Pretrained):
+class LlavaReflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
     """Frames (B, T, H, W, 3) uint8 + B instructions -> logit of p(done) (B,)."""
 
     config_class = LlavaReflectorConfig
@@ -229,19 +226,6 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained):
         """The reward head's state dict (what training changes; the keys of reward_head.safetensors)."""
         return self.reward_head.state_dict()
 
-    def check_weights(self, state: dict[str, torch.Tensor]) -> None:
-        """Raise ValueError naming the first head key missing, unexpected or of the wrong shape."""
-        checkpoint.check_state(self.reward_head.state_dict(), state)
-
-    def load_weights(self, state: dict[str, torch.Tensor]) -> int:
-        """Strictly copy a reward head state into the head in place; returns tensors loaded."""
-        own = self.reward_head.state_dict()
-        checkpoint.check_state(own, state)
-        with torch.no_grad():
-            for key, tensor in own.items():
-                tensor.copy_(state[key])
-        return len(own)
-
     # --- the forward pass --------------------------------------------------------------------
 
     def forward(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
@@ -301,44 +285,6 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained):
         ends = len(prefix) + frames.shape[1] + torch.tensor([len(s) for s in suffixes], device=device)
         mask = (torch.arange(embeds.shape[1], device=device) < ends[:, None]).long()
         return embeds, mask, ends - 1
-
-    def logits(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """Logits (B,) for frames (B, T, H, W, 3) uint8 and B instruction strings."""
-        return self(frames, instructions)
-
-    def loss(self, frames: torch.Tensor, instructions: list[str], labels: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy against done labels (B,) in [0, 1]; scalar."""
-        logits = self.logits(frames, instructions).float()
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, torch.float32))
-
-    @torch.no_grad()
-    def judge(self, videos: np.ndarray, instructions: list[str]) -> np.ndarray:
-        """p(done) in [0, 1] per video: videos (B, T, H, W, 3) uint8 -> (B,) float32."""
-        logits = self.logits(inputs.as_tensor(videos, self.device), instructions)
-        return torch.sigmoid(logits.float()).cpu().numpy()
-
-    # --- the Reflector role ------------------------------------------------------------------
-
-    @property
-    def spec(self) -> Spec:
-        c = self.config
-        return Spec("reflector", c.arch, c.name, c.image_size, extra={"max_frames": c.max_frames})
-
-    def start(self, frames: np.ndarray, instructions: list[str]) -> list[videos.Video]:
-        """First frames (B, H, W, 3) -> one video state each."""
-        s = self.config.image_size
-        inputs.expect("frames", frames, ("B", s, s, 3), "uint8")
-        inputs.expect_texts("instructions", instructions, {"B": len(frames)})
-        return videos.start(frames, instructions)
-
-    def observe(self, states: Sequence[videos.Video], frames: np.ndarray) -> tuple[np.ndarray, list[videos.Video]]:
-        """Append frames (B, H, W, 3) -> p_done (B,) of each video so far, and the new states."""
-        s = self.config.image_size
-        inputs.expect("frames", frames, (len(states), s, s, 3), "uint8")
-        return videos.observe(self.judge, states, frames)
-
-    def end(self, states: Sequence[videos.Video]) -> None:
-        """Nothing to release in-process."""
 
 
 # --- checks of a directory's files ---------------------------------------------------------------

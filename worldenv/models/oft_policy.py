@@ -48,7 +48,6 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 import peft
 import pydantic
 import torch
@@ -483,30 +482,11 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained):
         """The LoRA adapters and heads, as `load_weights` takes them (not the frozen backbone)."""
         return {k: p.detach() for k, p in self._trainable().items()}
 
-    def check_weights(self, state: dict[str, torch.Tensor]) -> None:
-        checkpoint.check_state(self.publishable_state(), state)
-
-    def load_weights(self, state: dict[str, torch.Tensor]) -> int:
-        """Strictly copy `state` (the publishable set) in place, cast to the model's device/dtype."""
-        own = self._trainable()
-        checkpoint.check_state(own, state)
-        with torch.no_grad():
-            for key, p in own.items():
-                p.copy_(state[key])
-        return len(own)
-
-    @torch.no_grad()
     def reset_scale(self, scale: float) -> None:
         """Set b to `scale` everywhere in the normalised action space (served b is b (q99 - q01) / 2
-        on masked dims), mid-sigmoid where it can still learn; see `LaplacePolicy.reset_scale`."""
+        on masked dims), mid-sigmoid where it can still learn (`laplace.reset_scale_head`)."""
         c = self.config
-        fraction = (float(np.log(scale)) - c.min_log_scale) / (c.max_log_scale - c.min_log_scale)
-        if not 0 < fraction < 1:
-            raise ValueError(f"exploration scale {scale}: b must lie inside "
-                             f"(e^{c.min_log_scale:g}, e^{c.max_log_scale:g}) = "
-                             f"({np.exp(c.min_log_scale):.4g}, {np.exp(c.max_log_scale):.4g})")
-        self.scale_head.weight.zero_()
-        self.scale_head.bias.fill_(float(np.log(fraction / (1 - fraction))))
+        laplace.reset_scale_head(self.scale_head, scale, c.min_log_scale, c.max_log_scale)
 
     # ---- forward ----
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
 import pydantic
 import torch
 
@@ -89,21 +88,11 @@ class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained):
         log_scale = c.min_log_scale + span * torch.sigmoid(self.scale_head(h)).view(shape)
         return loc, log_scale.exp()
 
-    @torch.no_grad()
     def reset_scale(self, scale: float) -> None:
-        """Set b to `scale` everywhere, as a learnable starting point for RL.
-
-        Supervised NLL drives b to its floor on demos the policy fits (the sigmoid saturates
-        and stops passing gradient), and PPO ratios of a near-deterministic policy explode:
-        the scale head restarts at a constant, mid-sigmoid where it can move again."""
+        """Set b to `scale` everywhere, as a learnable starting point for RL
+        (`laplace.reset_scale_head`)."""
         c = self.config
-        fraction = (float(np.log(scale)) - c.min_log_scale) / (c.max_log_scale - c.min_log_scale)
-        if not 0 < fraction < 1:
-            raise ValueError(f"exploration scale {scale}: b must lie inside "
-                             f"(e^{c.min_log_scale:g}, e^{c.max_log_scale:g}) = "
-                             f"({np.exp(c.min_log_scale):.4g}, {np.exp(c.max_log_scale):.4g})")
-        self.scale_head.weight.zero_()
-        self.scale_head.bias.fill_(float(np.log(fraction / (1 - fraction))))
+        laplace.reset_scale_head(self.scale_head, scale, c.min_log_scale, c.max_log_scale)
 
     @property
     def spec(self) -> Spec:

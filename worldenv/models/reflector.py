@@ -11,15 +11,12 @@ only the new frame per step.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
 import pydantic
 import torch
 
 from worldenv.models import checkpoint, inputs, text, videos, vision
-from worldenv.models.roles import Spec
 
 
 class ReflectorConfig(pydantic.BaseModel):
@@ -47,7 +44,7 @@ def sample_indices(length: int, max_frames: int) -> torch.Tensor:
     return torch.linspace(0, length - 1, max_frames).round().long()
 
 
-class Reflector(torch.nn.Module, checkpoint.Pretrained):
+class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
     """Frames (B, T, H, W, 3) + instruction -> logit of p(done) (B,)."""
 
     config_class = ReflectorConfig
@@ -75,41 +72,3 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained):
         scores = torch.einsum("bw,btw->bt", self.query(goal), feats) / feats.shape[-1] ** 0.5
         summary = torch.einsum("bt,btw->bw", scores.softmax(dim=-1), feats)     # (B, W)
         return self.head(torch.cat([summary, feats[:, -1], goal], dim=-1)).squeeze(-1)
-
-    def logits(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """Logits (B,) for frames (B, T, H, W, 3) uint8 and B instruction strings."""
-        return self(frames, instructions)
-
-    def loss(self, frames: torch.Tensor, instructions: list[str], labels: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy against done labels (B,) in [0, 1]; scalar."""
-        logits = self.logits(frames, instructions).float()
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.device, torch.float32))
-
-    @torch.no_grad()
-    def judge(self, videos: np.ndarray, instructions: list[str]) -> np.ndarray:
-        """p(done) in [0, 1] per video: videos (B, T, H, W, 3) uint8 -> (B,) float32."""
-        logits = self.logits(inputs.as_tensor(videos, self.device), instructions)
-        return torch.sigmoid(logits.float()).cpu().numpy()
-
-    # --- the Reflector role ------------------------------------------------------------------
-
-    @property
-    def spec(self) -> Spec:
-        c = self.config
-        return Spec("reflector", c.arch, c.name, c.image_size, extra={"max_frames": c.max_frames})
-
-    def start(self, frames: np.ndarray, instructions: list[str]) -> list[videos.Video]:
-        """First frames (B, H, W, 3) -> one video state each."""
-        s = self.config.image_size
-        inputs.expect("frames", frames, ("B", s, s, 3), "uint8")
-        inputs.expect_texts("instructions", instructions, {"B": len(frames)})
-        return videos.start(frames, instructions)
-
-    def observe(self, states: Sequence[videos.Video], frames: np.ndarray) -> tuple[np.ndarray, list[videos.Video]]:
-        """Append frames (B, H, W, 3) -> p_done (B,) of each video so far, and the new states."""
-        s = self.config.image_size
-        inputs.expect("frames", frames, (len(states), s, s, 3), "uint8")
-        return videos.observe(self.judge, states, frames)
-
-    def end(self, states: Sequence[videos.Video]) -> None:
-        """Nothing to release in-process."""

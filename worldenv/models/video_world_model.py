@@ -327,19 +327,6 @@ class VideoWorldModel(torch.nn.Module, checkpoint.Pretrained):
         """What training changes and `load_weights` takes: U-Net, action encoder, proprio head."""
         return {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in TRAINED}
 
-    def check_weights(self, state: dict[str, torch.Tensor]) -> None:
-        """Raise ValueError naming the first key missing, unexpected or of the wrong shape."""
-        checkpoint.check_state(self.publishable_state(), state)
-
-    def load_weights(self, state: dict[str, torch.Tensor]) -> int:
-        """Strictly copy the trained parts in place (cast to the model's device/dtype)."""
-        own = self.publishable_state()
-        checkpoint.check_state(own, state)
-        with torch.no_grad():
-            for key, tensor in own.items():
-                tensor.copy_(state[key])
-        return len(own)
-
     # --- frames <-> latents ---------------------------------------------------------------
 
     @torch.no_grad()
