@@ -12,7 +12,7 @@ throughput, and peak memory (CUDA's allocator peak on a GPU, the process's peak 
 
 On a GPU: `python bench/paper_scale.py` (size full, bfloat16). Without one the same script runs
 at reduced width on the CPU (size small, float32) and the report says so.
-Writes reports/paper-scale.md (and prints it).
+Writes reports/paper-scale.md (and prints it), keeping its "## Notes" section.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARCHS = {"policy": "openvla-oft", "reflector": "llava-reward", "world_model": "video-unet"}
 SERVICE = {"policy": "policy", "reflector": "reflector", "world_model": "world-model"}
 INSTRUCTION = "put the bowl on the plate"
+NOTES = "## Notes"
 
 
 @dataclasses.dataclass
@@ -186,7 +187,10 @@ def main() -> None:
     text = report(rows, args, device)
     print(text)
     if args.out:
-        pathlib.Path(args.out).write_text(text)
+        out = pathlib.Path(args.out)
+        old = out.read_text() if out.is_file() else ""
+        notes = old[old.index(NOTES):] if NOTES in old else ""  # hand-written notes survive a rerun
+        out.write_text(text + ("\n" + notes if notes else ""))
 
 
 if __name__ == "__main__":
