@@ -287,6 +287,22 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         return embeds, mask, ends - 1
 
 
+
+def attach_reward_head(path: str | pathlib.Path, size: Size = "full", seed: int = 0, **overrides) -> pathlib.Path:
+    """Write a fresh reward head and worldenv.json into a LLaVA directory that has neither (e.g. a
+    downloaded llava-hf/llava-1.5-7b-hf), without loading the backbone; returns the head file.
+    worldenv.json's options are the `size` preset's, overridden by keyword."""
+    path = pathlib.Path(path)
+    raw = layout.read_json(path / registry.CONFIG_FILE, "LLaVA config")
+    width = (raw.get("text_config") or {}).get("hidden_size")
+    if not isinstance(width, int):
+        raise ValueError(f"{path / registry.CONFIG_FILE}: text_config.hidden_size missing; not a LLaVA config")
+    config = LlavaReflectorConfig(size=size, **{**PRESETS[size]["options"], **overrides})
+    torch.manual_seed(seed)
+    layout.save_tensors(RewardHead(width, config.head_hidden).state_dict(), path / HEAD_FILE)
+    layout.write_marker(path, config.model_dump(mode="json"))
+    return path / HEAD_FILE
+
 # --- checks of a directory's files ---------------------------------------------------------------
 
 def read_options(path: pathlib.Path) -> LlavaReflectorConfig:

@@ -566,3 +566,23 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained):
             seeds: Sequence[int] | None = None) -> ActionChunks:
         """Sample env-unit action chunks (see `roles.Policy.act`); one forward pass for the batch."""
         return laplace.act(self._observed(obs), deterministic, seeds)
+
+
+def attach_scale_head(path: str | pathlib.Path, scale: float = 0.05, **options) -> pathlib.Path:
+    """Write our scale head (b = `scale` everywhere, learnable) and worldenv.json (`OFTConfig`
+    from `options`) beside an OpenVLA-OFT directory's own files, without loading the backbone;
+    the head is named with the action head's step. Returns the head file."""
+    path = pathlib.Path(path)
+    config = OFTConfig(**options)
+    raw = layout.read_json(path / registry.CONFIG_FILE, "backbone config")
+    width = (raw.get("text_config") or {}).get("hidden_size")
+    if not isinstance(width, int):
+        raise ValueError(f"{path / registry.CONFIG_FILE}: text_config.hidden_size missing; not a LLaVA-family config")
+    step = _step_of(layout.find_one(path, "action_head", HEADS["action_head"]))
+    head = nn.Linear(width, 1)
+    laplace.reset_scale_head(head, scale, config.min_log_scale, config.max_log_scale)
+    file = path / f"scale_head--{step}_checkpoint.pt"
+    state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+    checkpoint.write_atomic(file, lambda f: torch.save(state, f))
+    layout.write_marker(path, config.model_dump(mode="json"))
+    return file
