@@ -115,12 +115,23 @@ def publish(client: PolicyClient, policy, note: str) -> int:
     return client.load_weights(save_bytes(state), note=note)
 
 
+def param_groups(policy, lr: float, head_lr: float | None) -> list[dict]:
+    """Adam's parameter groups: one at `lr`, or, for a policy that names its groups (LoRA
+    "adapter" and "heads"), the heads at `head_lr`."""
+    named = getattr(policy, "trainable_groups", None)
+    if head_lr is None or named is None:
+        return [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": lr}]
+    groups = named()
+    return [{"params": params, "lr": head_lr if name == "heads" else lr, "name": name}
+            for name, params in groups.items() if params]
+
+
 class Trainer:
     """Holds the connections, the policy copy and the optimiser; `iteration` runs one."""
 
     def __init__(self, config, policy, client: PolicyClient, queue: RolloutQueue, store: EpisodeStore, bank: StartBank):
         self.config, self.policy, self.client, self.queue, self.store, self.bank = config, policy, client, queue, store, bank
-        self.optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=config.lr)
+        self.optimizer = torch.optim.Adam(param_groups(policy, config.lr, config.head_lr), lr=config.lr)
         self.rng = np.random.default_rng(config.seed)
 
     def collect(self, it: int, run_id: str) -> tuple[list[ImaginedEpisode], float]:

@@ -50,7 +50,8 @@ def test_loop_iteration_on_the_paper_scale_archs(redis_client, redis_url, key_pr
             config = RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=po.address,
                               policy=str(tmp_path / "policy"), starts=str(tmp_path / "starts.npz"),
                               out=str(tmp_path / "run"), iterations=1, groups=2, group_size=4, horizon=2,
-                              eta=0.999, epochs=1, minibatch=8, lr=1e-2, timeout=300, min_reward_spread=0.0)
+                              eta=0.999, epochs=1, minibatch=8, lr=1e-2, head_lr=1e-3, timeout=300,
+                              min_reward_spread=0.0)
             with PolicyClient(po.address) as client:
                 args = (bank.frames[:2], bank.proprio[:2], bank.instructions[:2])
                 before = client.act(*args, deterministic=True)
@@ -68,3 +69,15 @@ def test_loop_iteration_on_the_paper_scale_archs(redis_client, redis_url, key_pr
     trained = models.load(tmp_path / "run" / "policy", role="policy")   # the run's checkpoint, same layout
     assert trained.spec.arch == "openvla-oft"
     assert set(trained.publishable_state()) == set(published)
+
+
+def test_lora_and_heads_get_their_own_learning_rates():
+    policy = models.build("openvla-oft", size="tiny")
+    groups = trainer.param_groups(policy, lr=1e-4, head_lr=1e-5)
+    assert [(g["name"], g["lr"]) for g in groups] == [("adapter", 1e-4), ("heads", 1e-5)]
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in policy.parameters() if p.requires_grad)   # each once
+    (single,) = trainer.param_groups(policy, lr=1e-4, head_lr=None)
+    assert single["lr"] == 1e-4 and len(single["params"]) == len(grouped)
+    (tiny,) = trainer.param_groups(models.build("policy"), lr=1e-4, head_lr=1e-5)   # no adapter: one group
+    assert tiny["lr"] == 1e-4

@@ -478,6 +478,13 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained):
             found.update({f"{stem}.{n}": p for n, p in getattr(self, stem).named_parameters()})
         return found
 
+    def trainable_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The trainable parameters by optimiser group: "adapter" (LoRA) and "heads"."""
+        groups: dict[str, list[nn.Parameter]] = {"adapter": [], "heads": []}
+        for key, p in self._trainable().items():
+            groups["adapter" if key.startswith("lora.") else "heads"].append(p)
+        return groups
+
     def publishable_state(self) -> dict[str, torch.Tensor]:
         """The LoRA adapters and heads, as `load_weights` takes them (not the frozen backbone)."""
         return {k: p.detach() for k, p in self._trainable().items()}

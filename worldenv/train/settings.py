@@ -127,6 +127,10 @@ class RLConfig(Settings):
     epochs: int = pydantic.Field(2, ge=1, description="PPO epochs over each iteration's timesteps")
     minibatch: int = pydantic.Field(64, ge=1, description="timesteps per minibatch")
     lr: float = pydantic.Field(3e-6, gt=0, description="Adam learning rate (1e-5 with 4 epochs gave approximate KL 0.45 and clip fraction 0.8 per update)")
+    head_lr: float | None = pydantic.Field(
+        None, gt=0, description="learning rate of the heads of a policy trained through an adapter (openvla-oft: "
+        "LoRA at --lr, action/scale heads and proprio projector at this; World-Env used 1e-4 and 1e-5); "
+        "none = --lr for everything")
     exploration_scale: float | None = pydantic.Field(
         0.05, gt=0, description="restart the policy's Laplace scale b at this value everywhere before the first "
         "iteration (SFT drives b to its floor, where PPO ratios explode); none = keep the checkpoint's")
