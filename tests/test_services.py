@@ -269,6 +269,21 @@ def test_reflector_session_limit(reflector_sessions):
     assert client.spec.extra["max_sessions"] == "8" and client.spec.extra["session_ttl_s"] == "1.0"
 
 
+def test_reflector_videos_are_bounded_by_max_video_mb():
+    frame_mb = 64 * 64 * 3 / 2**20
+    with serving("reflector", max_video_mb=10 * frame_mb) as server, ReflectorClient(server.address) as client:
+        ids = client.open(frames(4), [""] * 4)                                   # 4 frames held
+        client.observe(ids, frames(4))                                           # 8
+        expect_error(lambda: client.observe(ids, frames(4)), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     "max_video_mb", "8 frames", "limit 10 frames")
+        expect_error(lambda: client.open(frames(3), [""] * 3), grpc.StatusCode.RESOURCE_EXHAUSTED, "max_video_mb")
+        assert client.observe(ids[:2], frames(2)).lengths == [3, 3]             # 10: up to the limit
+        assert client.close_sessions(ids[2:]) == 2                               # 6: frees their 4
+        assert client.observe(ids[:2], frames(2)).lengths == [4, 4]
+        assert server.service.sessions.held() == 8
+        assert client.spec.extra["max_video_mb"] == f"{10 * frame_mb}"
+
+
 @pytest.mark.parametrize("call, words", [
     (lambda r, ids: r.open(frames(2, t=3), ["a", "b"]), ["frames", "shape", "(B, 64, 64, 3)"]),
     (lambda r, ids: r.open(frames(2, s=32), ["a", "b"]), ["frames", "shape"]),

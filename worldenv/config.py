@@ -66,6 +66,9 @@ class ServeConfig(Settings):
     session_ttl_s: float = Field(300.0, gt=0, description="world model, reflector: idle seconds before a session expires")
     max_sessions: int = Field(4096, ge=1, description="world model, reflector: open sessions allowed at once")
     eta: float = Field(0.5, gt=0, lt=1, description="reflector: default done threshold, done = p > eta")
+    max_video_mb: float = Field(2048.0, gt=0, description="reflector: memory the videos of all open sessions may "
+                                "hold, MiB (every frame of Open and Observe is kept until Close or the TTL); past "
+                                "it Open and Observe answer RESOURCE_EXHAUSTED")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="gRPC services: port of the Prometheus "
                                      "/metrics endpoint (on --host); 0 = any free port; unset = none (the debug API "

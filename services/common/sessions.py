@@ -64,6 +64,12 @@ class SessionStore:
         self.trims += 1
         return returned
 
+    def held(self) -> int:
+        """Items held over all open sessions: each session's first plus one per call that advanced
+        it (the reflector's frames)."""
+        with self._lock:
+            return sum(s.steps + 1 for s in self._sessions.values())
+
     def open(self, states: list[Any]) -> list[str]:
         """B model states -> B new session ids."""
         self.sweep()

@@ -14,7 +14,7 @@ from worldenv.config import SERVICES, ServeConfig
 from worldenv.models.roles import Reflector
 from worldenv.services.common import validation as check
 from worldenv.services.common.base import SessionService
-from worldenv.services.common.errors import InvalidArgument, rpc
+from worldenv.services.common.errors import InvalidArgument, ResourceExhausted, rpc
 from worldenv.services.common.server import timing
 from worldenv.services.common.sessions import SESSION_ID_BYTES
 from worldenv.services.common.spec import model_spec
@@ -36,6 +36,18 @@ class ReflectorService(SessionService, pb_grpc.ReflectorServicer):
         super().__init__(config)
         self.model, self.spec, self.version = model, model.spec, version
 
+    def admit_frames(self, count: int) -> None:
+        """RESOURCE_EXHAUSTED when keeping `count` more frames would take the sessions' videos
+        past --max-video-mb (a bound by construction: sessions can only grow by Observe)."""
+        frame_bytes = 3 * self.spec.image_size ** 2
+        limit = int(self.config.max_video_mb * 2**20 // frame_bytes)
+        held = self.sessions.held()
+        if held + count > limit:
+            raise ResourceExhausted(f"max_video_mb: open sessions hold {held} frames "
+                                    f"({held * frame_bytes / 2**20:.1f} MiB), {count} more requested, limit "
+                                    f"{limit} frames ({self.config.max_video_mb:g} MiB); close sessions or wait "
+                                    f"for the idle TTL")
+
     def run_batch(self, batch: dict) -> dict:
         if "states" in batch:  # Observe: sessions' videos, one new frame each
             p_done, states = self.model.observe(batch["states"], batch["frames"])
@@ -50,7 +62,8 @@ class ReflectorService(SessionService, pb_grpc.ReflectorServicer):
                                   ("frames", "uint8", (-1, s, s, 3), "Open: first frames; Observe: next frames")],
                           outputs=[("p_done", "float32", (-1,), "probability the task is done")],
                           eta=self.config.eta, max_request_items=self.config.max_request_items,
-                          session_ttl_s=self.config.session_ttl_s, max_sessions=self.config.max_sessions)
+                          session_ttl_s=self.config.session_ttl_s, max_sessions=self.config.max_sessions,
+                          max_video_mb=self.config.max_video_mb)
 
     @rpc
     async def Judge(self, request, context):
@@ -76,6 +89,7 @@ class ReflectorService(SessionService, pb_grpc.ReflectorServicer):
         batch = len(frames)
         self.admit(batch, "frames", SESSION_ID_BYTES)
         instructions = check.strings(request.instructions, "instructions", batch)
+        self.admit_frames(batch)
         states = await self.batcher.exclusive(lambda: self.model.start(frames, instructions))  # in the model's thread
         ids = self.sessions.open(states)
         return pb.OpenVideosResponse(session_ids=ids, timing={"total_ms": (time.perf_counter() - received) * 1000,
@@ -88,6 +102,7 @@ class ReflectorService(SessionService, pb_grpc.ReflectorServicer):
         self.admit(len(ids), "session_ids", OBSERVED_BYTES)
         frames = check.tensor(request, "frames", "uint8", ["B", s, s, 3], len(ids))
         eta = check.probability(request.eta, "eta", self.config.eta)
+        self.admit_frames(len(ids))
         sessions, out = self.sessions.acquire(ids), None
         try:
             out, info = await self.batcher.submit({"states": [x.state for x in sessions], "frames": frames}, len(ids),
