@@ -9,6 +9,7 @@ no other key may be, so a wrong checkpoint fails with the name of the first bad 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -36,6 +37,20 @@ def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
     return DTYPES[dtype]
+
+
+@contextlib.contextmanager
+def creating_on(device: str | torch.device, dtype: str | torch.dtype):
+    """Modules constructed inside are created directly on `device` in `dtype` (a 7B build in
+    bfloat16 on a GPU never makes a float32 CPU copy first). Changes torch's process-wide
+    default dtype for the duration: build models one at a time."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch_dtype(dtype))
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def check_state(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> None:

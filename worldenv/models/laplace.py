@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from worldenv.models.roles import ActionChunks
+from worldenv.models import inputs
+from worldenv.models.roles import ActionChunks, Observations
 
 
 def per_item(value: bool | Sequence[bool], batch: int) -> torch.Tensor:
@@ -69,3 +70,30 @@ def reset_scale_head(head: torch.nn.Linear, scale: float, min_log_scale: float, 
                          f"({np.exp(min_log_scale):.4g}, {np.exp(max_log_scale):.4g})")
     head.weight.zero_()
     head.bias.fill_(float(np.log(fraction / (1 - fraction))))
+
+
+class LaplacePolicyRole:
+    """The Policy role's acting and scoring over a module's `distribution(frames, proprio,
+    instructions)` (a Laplace of batch shape (B, K, A) in env units, float32); its `config` has
+    chunk_length and action_dim. Shared by every Laplace policy arch."""
+
+    def _observed(self, obs: Observations) -> torch.distributions.Laplace:
+        frames = inputs.as_tensor(obs.frames, self.device)
+        proprio = inputs.as_tensor(obs.proprio, self.device)
+        return self.distribution(frames, proprio, list(obs.instructions))
+
+    def log_prob(self, obs: Observations, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density of action chunks (B, K, A) summed over K and A -> (B,); differentiable."""
+        c = self.config
+        inputs.expect("actions", actions, (len(obs), c.chunk_length, c.action_dim), "float")
+        dist = self._observed(obs)
+        return dist.log_prob(inputs.as_tensor(actions, dist.loc.device, torch.float32)).sum(dim=(1, 2))
+
+    @torch.no_grad()
+    def act(self, obs: Observations, deterministic: bool | Sequence[bool] = False,
+            seeds: Sequence[int] | None = None) -> ActionChunks:
+        """Sample action chunks (see `roles.Policy.act`); one forward pass for the whole batch.
+
+        Actions are not clipped: log_probs must be the density of exactly what was returned;
+        the environment clips."""
+        return act(self._observed(obs), deterministic, seeds)

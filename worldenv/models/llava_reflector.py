@@ -38,7 +38,6 @@ for a GPU: build it there in bfloat16, it is created on the device directly).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import pathlib
@@ -175,7 +174,7 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         tokenizer = word_tokenizer()
         llava = llava_config(size, tokenizer)
         processor = processor_dict(llava.vision_config.image_size)
-        with creating_on(device, dtype):
+        with checkpoint.creating_on(device, dtype):
             return cls(config, transformers.LlavaForConditionalGeneration(llava), tokenizer, processor).eval()
 
     @classmethod
@@ -208,7 +207,7 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         backbone = transformers.LlavaForConditionalGeneration.from_pretrained(
             path, local_files_only=True, dtype=dtype, device_map=str(torch.device(device)))
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        with creating_on(device, dtype):
+        with checkpoint.creating_on(device, dtype):
             return cls(config, backbone, tokenizer, processor).eval()
 
     def save_pretrained(self, path: str | pathlib.Path) -> None:
@@ -354,18 +353,6 @@ def _check_tokens(config: LlavaReflectorConfig, llava: transformers.LlavaConfig)
 def _first_error(exc: pydantic.ValidationError) -> str:
     err = exc.errors()[0]
     return f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}"
-
-
-@contextlib.contextmanager
-def creating_on(device: str | torch.device, dtype: str | torch.dtype):
-    """New modules are created directly on `device` in `dtype` (no float32 CPU copy first)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(checkpoint.torch_dtype(dtype))
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 # --- the random-weights presets ----------------------------------------------------------------------

@@ -39,13 +39,11 @@ BOUNDS_Q99 statistics (an affine map of a Laplace is a Laplace): where mask (def
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import pathlib
 import re
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import peft
@@ -56,7 +54,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from worldenv.models import checkpoint, inputs, laplace, layout, registry
-from worldenv.models.roles import ActionChunks, Observations, Spec
+from worldenv.models.roles import Spec
 
 STATS_FILE = "dataset_statistics.json"
 PROCESSOR_FILE = "preprocessor_config.json"
@@ -292,18 +290,6 @@ class ImagePrep:
         return ((x - mean) / std).to(dtype)
 
 
-@contextlib.contextmanager
-def _on(device: str | torch.device, dtype: torch.dtype):
-    """Modules constructed inside are made on `device` in `dtype` (no float32 CPU copy first)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def _tokenizer() -> transformers.PreTrainedTokenizerFast:
     """A fresh build's word-level tokenizer (lower-cased), with <s> BOS, </s> EOS, <pad> and <image>."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
@@ -332,7 +318,7 @@ def _step_of(file: pathlib.Path) -> int:
     return int(match.group(1)) if match else 0
 
 
-class OFTPolicy(nn.Module, checkpoint.Pretrained):
+class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
     """A LLaVA-family VLA with OFT's heads -> Laplace over an action chunk (B, K, A), env units."""
 
     config_class = OFTConfig
@@ -363,7 +349,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained):
         side = backbone_config.vision_config.image_size
         prep = json.loads(transformers.SiglipImageProcessorPil(
             size={"height": side, "width": side}, image_mean=[0.5] * 3, image_std=[0.5] * 3).to_json_string())
-        with _on(device, dtype):
+        with checkpoint.creating_on(device, dtype):
             backbone = transformers.LlavaForConditionalGeneration(backbone_config)
             model = cls(config, backbone, tokenizer, ImagePrep.parse(prep, pathlib.Path(PROCESSOR_FILE)),
                         Statistics.neutral(config.action_dim, config.proprio_dim))
@@ -384,7 +370,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained):
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         backbone = transformers.LlavaForConditionalGeneration.from_pretrained(
             path, dtype=dtype, device_map=str(torch.device(device)), local_files_only=True)
-        with _on(device, dtype):
+        with checkpoint.creating_on(device, dtype):
             model = cls(config, backbone, tokenizer, prep, stats, _step_of(heads["action_head"]))
             for stem, file in heads.items():
                 layout.load_into(getattr(model, stem), file)
@@ -555,24 +541,6 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained):
         loc, b = self(frames, proprio, list(instructions))
         bounds = self.statistics.action
         return torch.distributions.Laplace(bounds.unnormalize(loc.float()), b.float() * bounds.half_range(loc.device))
-
-    def _observed(self, obs: Observations) -> torch.distributions.Laplace:
-        frames = inputs.as_tensor(obs.frames, self.device)
-        proprio = inputs.as_tensor(obs.proprio, self.device)
-        return self.distribution(frames, proprio, list(obs.instructions))
-
-    def log_prob(self, obs: Observations, actions: torch.Tensor) -> torch.Tensor:
-        """Log-density of env-unit action chunks (B, K, A) summed over K and A -> (B,); differentiable."""
-        c = self.config
-        inputs.expect("actions", actions, (len(obs), c.chunk_length, c.action_dim), "float")
-        dist = self._observed(obs)
-        return dist.log_prob(inputs.as_tensor(actions, dist.loc.device, torch.float32)).sum(dim=(1, 2))
-
-    @torch.no_grad()
-    def act(self, obs: Observations, deterministic: bool | Sequence[bool] = False,
-            seeds: Sequence[int] | None = None) -> ActionChunks:
-        """Sample env-unit action chunks (see `roles.Policy.act`); one forward pass for the batch."""
-        return laplace.act(self._observed(obs), deterministic, seeds)
 
 
 def attach_scale_head(path: str | pathlib.Path, scale: float = 0.05, **options) -> pathlib.Path:

@@ -8,7 +8,6 @@ through a continuous rotation and the normalisation stored with the weights (`pr
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import pydantic
@@ -16,7 +15,7 @@ import torch
 
 from worldenv.models import checkpoint, inputs, laplace, text, vision
 from worldenv.models.proprio import FEATURE_DIM, ProprioNorm
-from worldenv.models.roles import ActionChunks, Observations, Spec
+from worldenv.models.roles import Spec
 
 
 class PolicyConfig(pydantic.BaseModel):
@@ -51,7 +50,7 @@ def _mlp(d_in: int, d_hidden: int, d_out: int) -> torch.nn.Sequential:
     return torch.nn.Sequential(torch.nn.Linear(d_in, d_hidden), torch.nn.SiLU(), torch.nn.Linear(d_hidden, d_out))
 
 
-class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained):
+class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
     """Vision + instruction + proprio -> Laplace over an action chunk (B, K, A)."""
 
     config_class = PolicyConfig
@@ -104,25 +103,3 @@ class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained):
         """Laplace with batch shape (B, K, A), in float32 whatever the model dtype."""
         loc, scale = self(frames, proprio, list(instructions))
         return torch.distributions.Laplace(loc.float(), scale.float())
-
-    def _observed(self, obs: Observations) -> torch.distributions.Laplace:
-        frames = inputs.as_tensor(obs.frames, self.device)
-        proprio = inputs.as_tensor(obs.proprio, self.device)
-        return self.distribution(frames, proprio, list(obs.instructions))
-
-    def log_prob(self, obs: Observations, actions: torch.Tensor) -> torch.Tensor:
-        """Log-density of action chunks (B, K, A) summed over K and A -> (B,); differentiable."""
-        c = self.config
-        inputs.expect("actions", actions, (len(obs), c.chunk_length, c.action_dim), "float")
-        dist = self._observed(obs)
-        return dist.log_prob(inputs.as_tensor(actions, dist.loc.device, torch.float32)).sum(dim=(1, 2))
-
-    @torch.no_grad()
-    def act(self, obs: Observations, deterministic: bool | Sequence[bool] = False,
-            seeds: Sequence[int] | None = None) -> ActionChunks:
-        """Sample action chunks (see `roles.Policy.act`); one forward pass for the whole batch.
-
-        Actions are not clipped: log_probs must be the density of exactly what was returned;
-        the environment clips.
-        """
-        return laplace.act(self._observed(obs), deterministic, seeds)

@@ -38,7 +38,6 @@ is frozen.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import pathlib
 from collections.abc import Sequence
@@ -150,7 +149,7 @@ def scheduler_config() -> dict:
 
 def make_scheduler(config: dict, steps: int) -> DDIMScheduler:
     """The sampler from its config (as in scheduler/scheduler_config.json), set to `steps` steps
-    once (its `step` then only reads, so it is thread-safe). Built outside `creating_on`: its
+    once (its `step` then only reads, so it is thread-safe). Built outside `checkpoint.creating_on`: its
     tables stay float32 on the CPU."""
     scheduler = DDIMScheduler.from_config(config)
     if scheduler.config.rescale_betas_zero_snr and scheduler.config.prediction_type != "v_prediction":
@@ -158,20 +157,6 @@ def make_scheduler(config: dict, steps: int) -> DDIMScheduler:
                          "rescale_betas_zero_snr (epsilon cannot be inverted at zero SNR)")
     scheduler.set_timesteps(steps)
     return scheduler
-
-
-@contextlib.contextmanager
-def creating_on(device: torch.device, dtype: torch.dtype):
-    """Modules constructed inside are created on `device` in `dtype` (no float32 CPU copy first).
-
-    Changes torch's process-wide default dtype for the duration: build models one at a time."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def check_parts(config: VideoWorldModelConfig, unet: dict, vae: dict) -> None:
@@ -244,7 +229,7 @@ class VideoWorldModel(torch.nn.Module, checkpoint.Pretrained):
 
     def __init__(self, config: VideoWorldModelConfig, unet: dict, vae: dict, scheduler: DDIMScheduler):
         """Networks from their config dicts (as in unet/config.json etc.), weights random, created
-        on torch's default device and dtype (see `creating_on`); `scheduler` from `make_scheduler`."""
+        on torch's default device and dtype (see `checkpoint.creating_on`); `scheduler` from `make_scheduler`."""
         super().__init__()
         check_parts(config, unet, vae)
         self.config = config
@@ -278,7 +263,7 @@ class VideoWorldModel(torch.nn.Module, checkpoint.Pretrained):
         latent_size = config.image_size // 2 ** (len(vae["block_out_channels"]) - 1)
         unet = unet_config(preset, config, vae["latent_channels"], latent_size)
         scheduler = make_scheduler(scheduler_config(), config.sampler_steps)
-        with creating_on(torch.device(device), checkpoint.torch_dtype(dtype)):
+        with checkpoint.creating_on(device, dtype):
             model = cls(config, unet, vae, scheduler)
         return model.placed(device, dtype).eval()
 
@@ -316,7 +301,7 @@ class VideoWorldModel(torch.nn.Module, checkpoint.Pretrained):
                  "action_encoder": layout.find_one(path, "action_encoder", "action encoder weights"),
                  "proprio_head": layout.find_one(path, "proprio_head", "proprio head weights")}
         scheduler = make_scheduler(scheduler, config.sampler_steps)
-        with creating_on(torch.device(device), checkpoint.torch_dtype(dtype)):
+        with checkpoint.creating_on(device, dtype):
             model = cls(config, unet, vae, scheduler)
         model.placed(device, dtype)
         for name, file in files.items():
