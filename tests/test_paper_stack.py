@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 import torch
 
 from servers import serving
@@ -81,3 +82,23 @@ def test_lora_and_heads_get_their_own_learning_rates():
     assert single["lr"] == 1e-4 and len(single["params"]) == len(grouped)
     (tiny,) = trainer.param_groups(models.build("policy"), lr=1e-4, head_lr=1e-5)   # no adapter: one group
     assert tiny["lr"] == 1e-4
+
+
+@pytest.mark.parametrize("arch, role", [("openvla-oft", "policy"), ("llava-reward", "reflector")])
+def test_a_loaded_frozen_backbone_is_linked_not_rewritten(tmp_path, arch, role):
+    """The trainer saves its policy every iteration and `train reflector` every best model: a 7B
+    backbone must not be written again each time."""
+    models.build(arch, size="tiny").save_pretrained(tmp_path / "a")
+    weights = tmp_path / "a" / "model.safetensors"
+    before = weights.stat()
+    model = models.load(tmp_path / "a", role=role)
+    model.save_pretrained(tmp_path / "b")                                    # elsewhere: a hard link
+    assert (tmp_path / "b" / "model.safetensors").stat().st_ino == weights.stat().st_ino
+    model.save_pretrained(tmp_path / "a")                                    # in place: untouched
+    after = weights.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    again = models.load(tmp_path / "b", role=role)
+    assert set(again.publishable_state()) == set(model.publishable_state())
+    models.build(arch, size="tiny").save_pretrained(tmp_path / "b")         # a fresh build over the link
+    assert weights.stat().st_mtime_ns == before.st_mtime_ns, "the linked source was not written through"
+    assert (tmp_path / "b" / "model.safetensors").stat().st_ino != weights.stat().st_ino

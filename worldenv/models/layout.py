@@ -13,7 +13,9 @@ with the path of the file and, for weights, the first key that does not match.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
 from typing import Any
 
 import torch
@@ -22,6 +24,9 @@ from safetensors.torch import load_file, save_file
 from worldenv.models import checkpoint, registry
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+# A transformers backbone's config and weights (one file, or shards + index), as save_pretrained writes them.
+BACKBONE_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+                  "model.safetensors.index.json")
 
 
 def marker(path: str | pathlib.Path) -> dict[str, Any]:
@@ -100,3 +105,38 @@ def write_marker(path: str | pathlib.Path, config: dict[str, Any]) -> None:
             raise ValueError(f"{registry.MARKER_FILE}: field {key!r} missing")
     text = json.dumps(config, indent=2) + "\n"
     checkpoint.write_atomic(pathlib.Path(path) / registry.MARKER_FILE, lambda f: f.write_text(text))
+
+
+def backbone_files(path: str | pathlib.Path) -> list[pathlib.Path]:
+    """The backbone's config and weight files in directory `path`."""
+    path = pathlib.Path(path)
+    return sorted({f for pattern in BACKBONE_FILES for f in path.glob(pattern) if f.is_file()})
+
+
+def clear_backbone(path: str | pathlib.Path) -> None:
+    """Remove the backbone files in `path` before new ones are written there (one may be a hard
+    link to another checkpoint's file, which writing in place would change too)."""
+    for f in backbone_files(path):
+        f.unlink()
+
+
+def reuse_backbone(source: pathlib.Path | None, dest: str | pathlib.Path) -> bool:
+    """Give `dest` the frozen backbone of the checkpoint it was loaded from, `source`, without
+    writing it again (a 7B backbone is 14 GB, and the RL trainer saves its policy every
+    iteration): nothing to do when dest is source, else hard links (copies across file
+    systems). False when there is no source (a fresh build): the caller writes the weights."""
+    if source is None or not any(f.name.startswith("model") for f in backbone_files(source)):
+        return False
+    dest = pathlib.Path(dest)
+    if dest.resolve() == source.resolve():
+        return True
+    clear_backbone(dest)
+    for f in backbone_files(source):
+        tmp = dest / f".{f.name}.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(f, tmp)
+        except OSError:
+            shutil.copy2(f, tmp)
+        os.replace(tmp, dest / f.name)
+    return True

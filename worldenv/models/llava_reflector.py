@@ -208,13 +208,21 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
             path, local_files_only=True, dtype=dtype, device_map=str(torch.device(device)))
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         with checkpoint.creating_on(device, dtype):
-            return cls(config, backbone, tokenizer, processor).eval()
+            model = cls(config, backbone, tokenizer, processor).eval()
+        model.source = path
+        return model
+
+    source: pathlib.Path | None = None  # the directory the backbone was loaded from (None: a fresh build)
 
     def save_pretrained(self, path: str | pathlib.Path) -> None:
-        """Write the layout above into `path` (created); worldenv.json last."""
+        """Write the layout above into `path` (created); worldenv.json last. The backbone is frozen:
+        once loaded, its files are hard-linked from `source` (nothing when saving in place), not
+        written again (`train reflector` saves every best model)."""
         path = pathlib.Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(path)
+        if not layout.reuse_backbone(self.source, path):
+            layout.clear_backbone(path)
+            self.backbone.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         text = json.dumps(self.processor, indent=2) + "\n"
         checkpoint.write_atomic(path / PROCESSOR_FILE, lambda f: f.write_text(text))

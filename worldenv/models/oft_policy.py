@@ -375,6 +375,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
             for stem, file in heads.items():
                 layout.load_into(getattr(model, stem), file)
             model._load_lora(path / ADAPTER_DIR)
+        model.source = path
         return model.eval()
 
     # ---- LoRA on the language model ----
@@ -418,13 +419,18 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
 
     # ---- saving ----
 
+    source: pathlib.Path | None = None  # the directory the backbone was loaded from (None: a fresh build)
+
     def save_pretrained(self, path: str | pathlib.Path, step: int | None = None) -> None:
         """Write the whole layout into `path` (created); heads are named with `step` (default: the
-        step of the loaded head files, 0 for a fresh build)."""
+        step of the loaded head files, 0 for a fresh build). A loaded backbone is frozen, so its
+        files are hard-linked from `source` (nothing when saving in place), not written again."""
         path = pathlib.Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        base = {k.replace(".base_layer.", "."): v for k, v in self.backbone.state_dict().items() if "lora_" not in k}
-        self.backbone.save_pretrained(path, state_dict=base)
+        if not layout.reuse_backbone(self.source, path):  # frozen: a loaded backbone is linked, not rewritten
+            layout.clear_backbone(path)
+            base = {k.replace(".base_layer.", "."): v for k, v in self.backbone.state_dict().items() if "lora_" not in k}
+            self.backbone.save_pretrained(path, state_dict=base)
         self.tokenizer.save_pretrained(path)
         self._write_json(path / PROCESSOR_FILE, self.image_prep.raw)
         self._write_json(path / STATS_FILE, {self.config.unnorm_key: self.statistics.entry})
