@@ -132,3 +132,14 @@ def test_keyframe_bank_starts_anywhere_before_success_with_history(data, tmp_pat
     back = StartBank.load(bank.save(tmp_path / "kf.npz"))
     np.testing.assert_array_equal(back.history, bank.history)
     assert back.subset([i]).ids == [bank.ids[i]]
+
+
+def test_the_paper_scale_world_model_fine_tunes_with_the_same_command(data, tmp_path):
+    models.build("video-unet", size="tiny").save_pretrained(tmp_path / "video-unet")       # 32 px, as the toy data
+    config = WorldModelTrainConfig(data=str(data), out=str(tmp_path / "run"), steps=20, batch_size=8, eval_every=10,
+                                   lr=1e-3, warmup=2, init=str(tmp_path / "video-unet"))
+    out = train_world_model.train(config)
+    history = [r["val_frame"] for r in out["history"]]
+    assert history[-1] < history[0], history
+    tuned = models.load(tmp_path / "run" / "model", role="world_model")
+    assert tuned.spec.arch == "video-unet" and tuned.spec.extra["history"] == 4
