@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import toy_episodes
 from worldenv import models
@@ -143,3 +144,16 @@ def test_the_paper_scale_world_model_fine_tunes_with_the_same_command(data, tmp_
     assert history[-1] < history[0], history
     tuned = models.load(tmp_path / "run" / "model", role="world_model")
     assert tuned.spec.arch == "video-unet" and tuned.spec.extra["history"] == 4
+
+
+def test_the_paper_scale_policy_fine_tunes_lora_and_heads_with_the_same_command(data, tmp_path):
+    models.build("openvla-oft", size="tiny", image_size=32).save_pretrained(tmp_path / "oft")
+    config = PolicyTrainConfig(data=str(data), out=str(tmp_path / "run"), steps=30, batch_size=8, eval_every=10,
+                               lr=1e-3, warmup=2, init=str(tmp_path / "oft"))
+    out = train_policy.train(config)
+    history = [r["val_loss"] for r in out["history"]]
+    assert history[-1] < history[0], history
+    tuned, base = models.load(tmp_path / "run" / "model", role="policy"), models.load(tmp_path / "oft", role="policy")
+    assert tuned.spec.arch == "openvla-oft"
+    changed = [k for k, v in tuned.publishable_state().items() if not torch.equal(v, base.publishable_state()[k])]
+    assert any(k.startswith("lora.") for k in changed) and any(k.startswith("action_head.") for k in changed)

@@ -64,7 +64,8 @@ def train(config: PolicyTrainConfig) -> dict:
     train_set, val_set = samples(train_eps), samples(val_eps or train_eps)
     torch.manual_seed(config.seed)
     model = supervised.initial_model("policy", config, **config.overrides)
-    model.proprio_norm.fit(torch.from_numpy(train_set.proprio).to(model.device))
+    if hasattr(model, "proprio_norm"):  # ours is fitted here; a paper-scale policy brings its dataset statistics
+        model.proprio_norm.fit(torch.from_numpy(train_set.proprio).to(model.device))
 
     def draw(rng: np.random.Generator, size: int) -> Samples:
         batch = train_set.take(rng.integers(0, len(train_set), size))
