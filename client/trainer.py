@@ -194,7 +194,12 @@ def load_state(out: pathlib.Path, trainer: Trainer) -> int:
     if not path.is_file():
         return 0
     payload = torch.load(path, weights_only=False)
-    trainer.optimizer.load_state_dict(payload["optimizer"])
+    try:
+        trainer.optimizer.load_state_dict(payload["optimizer"])
+    except ValueError as exc:  # other parameter groups: --head-lr given or dropped since the run started
+        raise ValueError(f"head_lr: {path} was saved with {len(payload['optimizer']['param_groups'])} optimiser "
+                         f"group(s), this run has {len(trainer.optimizer.param_groups)}; resume with the "
+                         f"--head-lr the run started with ({exc})") from None
     trainer.rng.bit_generator.state = payload["rng"]
     return int(payload["iteration"]) + 1
 

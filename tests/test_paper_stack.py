@@ -58,6 +58,8 @@ def test_loop_iteration_on_the_paper_scale_archs(redis_client, redis_url, key_pr
                 before = client.act(*args, deterministic=True)
                 summary = trainer.run(config)
                 after = client.act(*args, deterministic=True)
+            with pytest.raises(ValueError, match="head_lr:.*2 optimiser group"):   # resuming with other groups
+                trainer.run(config.model_copy(update={"head_lr": None, "iterations": 2}))
         finally:
             stop.set()
             thread.join(30)
