@@ -23,7 +23,10 @@ from worldenv.train.settings import RLConfig
 SIDE = 32  # the tiny video-unet's frames; the VLMs resize to their vision towers inside
 
 
-def test_loop_iteration_on_the_paper_scale_archs(redis_client, redis_url, key_prefix, tmp_path):
+@pytest.fixture()
+def paper_stack(redis_client, key_prefix, tmp_path):
+    """Tiny checkpoints of the three paper-scale archs, saved and loaded through the registry,
+    served, with a rollout worker over Redis; yields the loaded models and the policy address."""
     torch.manual_seed(0)
     builds = {"policy": models.build("openvla-oft", size="tiny", image_size=SIDE),
               "reflector": models.build("llava-reward", size="tiny", image_size=SIDE),
@@ -33,11 +36,6 @@ def test_loop_iteration_on_the_paper_scale_archs(redis_client, redis_url, key_pr
         model.save_pretrained(tmp_path / role)
         loaded[role] = models.load(tmp_path / role, role=role)
         assert loaded[role].spec.arch == model.spec.arch and loaded[role].spec.image_size == SIDE
-    bank = synthetic_bank(4, image_size=SIDE)
-    bank.save(tmp_path / "starts.npz")
-    published = loaded["policy"].publishable_state()
-    assert 0 < sum(t.numel() for t in published.values()) < sum(p.numel() for p in loaded["policy"].parameters())
-
     with serving("world-model", loaded["world_model"]) as wm, serving("reflector", loaded["reflector"]) as rf, \
             serving("policy", loaded["policy"]) as po:
         clients = [PolicyClient(po.address).connect(), WorldModelClient(wm.address).connect(),
@@ -48,30 +46,37 @@ def test_loop_iteration_on_the_paper_scale_archs(redis_client, redis_url, key_pr
         thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
         thread.start()
         try:
-            config = RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=po.address,
-                              policy=str(tmp_path / "policy"), starts=str(tmp_path / "starts.npz"),
-                              out=str(tmp_path / "run"), iterations=1, groups=2, group_size=4, horizon=2,
-                              eta=0.999, epochs=1, minibatch=8, lr=1e-2, head_lr=1e-3, timeout=300,
-                              min_reward_spread=0.0)
-            with PolicyClient(po.address) as client:
-                args = (bank.frames[:2], bank.proprio[:2], bank.instructions[:2])
-                before = client.act(*args, deterministic=True)
-                summary = trainer.run(config)
-                after = client.act(*args, deterministic=True)
-            with pytest.raises(ValueError, match="head_lr:.*2 optimiser group"):   # resuming with other groups
-                trainer.run(config.model_copy(update={"head_lr": None, "iterations": 2}))
+            yield loaded, po.address
         finally:
             stop.set()
             thread.join(30)
             for c in clients:
                 c.close()
+
+
+def test_loop_iteration_on_the_paper_scale_archs(paper_stack, redis_url, key_prefix, tmp_path):
+    loaded, policy_addr = paper_stack
+    published = loaded["policy"].publishable_state()
+    assert 0 < sum(t.numel() for t in published.values()) < sum(p.numel() for p in loaded["policy"].parameters())
+    bank = synthetic_bank(4, image_size=SIDE)
+    bank.save(tmp_path / "starts.npz")
+    config = RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=policy_addr, policy=str(tmp_path / "policy"),
+                      starts=str(tmp_path / "starts.npz"), out=str(tmp_path / "run"), iterations=1, groups=2,
+                      group_size=4, horizon=2, eta=0.999, epochs=1, minibatch=8, lr=1e-2, head_lr=1e-3, timeout=300,
+                      min_reward_spread=0.0)
+    with PolicyClient(policy_addr) as client:
+        args = (bank.frames[:2], bank.proprio[:2], bank.instructions[:2])
+        before = client.act(*args, deterministic=True)
+        summary = trainer.run(config)
+        after = client.act(*args, deterministic=True)
     (row,) = summary["rows"]
     assert row["timesteps"] == 16 and 0 <= row["reward_mean"] <= 1
     assert after.policy_version == summary["version"] > before.policy_version
     assert not np.allclose(after.loc, before.loc), "the LoRA/head update reached the served policy"
     trained = models.load(tmp_path / "run" / "policy", role="policy")   # the run's checkpoint, same layout
-    assert trained.spec.arch == "openvla-oft"
-    assert set(trained.publishable_state()) == set(published)
+    assert trained.spec.arch == "openvla-oft" and set(trained.publishable_state()) == set(published)
+    with pytest.raises(ValueError, match="head_lr:.*2 optimiser group"):   # resuming with other groups: refused
+        trainer.run(config.model_copy(update={"head_lr": None, "iterations": 2}))
 
 
 def test_lora_and_heads_get_their_own_learning_rates():
