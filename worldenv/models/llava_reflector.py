@@ -47,7 +47,7 @@ import pydantic
 import torch
 import transformers
 
-from worldenv.models import checkpoint, inputs, layout, registry, videos
+from worldenv.models import checkpoint, inputs, layout, pixels, registry, text, videos
 from worldenv.models.reflector import sample_indices
 
 HEAD_STEM, HEAD_FILE = "reward_head", "reward_head.safetensors"
@@ -91,37 +91,6 @@ class LlavaReflectorConfig(pydantic.BaseModel):
         return v
 
 
-class ProcessorConfig(pydantic.BaseModel):
-    """What the forward pass takes from preprocessor_config.json (a CLIP image processor's)."""
-
-    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
-
-    do_resize: bool = True
-    size: dict[str, int] | None = None
-    do_center_crop: bool = False
-    crop_size: dict[str, int] | None = None
-    do_rescale: bool = True
-    rescale_factor: float = 1 / 255
-    do_normalize: bool = True
-    image_mean: tuple[float, float, float]
-    image_std: tuple[float, float, float]
-
-    def resize_to(self, side: int) -> tuple[int, int] | None:
-        """(h, w) a square frame of `side` pixels is resized to, or None."""
-        return _hw(self.size, "size", side) if self.do_resize else None
-
-    def crop_to(self) -> tuple[int, int] | None:
-        return _hw(self.crop_size, "crop_size", None) if self.do_center_crop else None
-
-
-def _hw(value: dict[str, int] | None, key: str, side: int | None) -> tuple[int, int]:
-    if value and "height" in value and "width" in value:
-        return value["height"], value["width"]
-    if value and "shortest_edge" in value and side is not None:
-        return value["shortest_edge"], value["shortest_edge"]  # frames are square
-    raise ValueError(f"{key}: expected {{height, width}}{' or {shortest_edge}' if side else ''}, got {value}")
-
-
 class RewardHead(torch.nn.Module):
     """LayerNorm + Linear(D, hidden) + SiLU + Linear(hidden, 1): pooled hidden (B, D) -> logits (B,)."""
 
@@ -150,9 +119,6 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         _check_tokens(config, backbone.config)
         self.reward_head = RewardHead(backbone.config.text_config.hidden_size, config.head_hidden)
         self.grid_side = _grid(backbone.config)[1]
-        mean, std = self.pixels.image_mean, self.pixels.image_std
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> "LlavaReflector":
         """Only the head switches mode; the frozen backbone stays in eval (no dropout)."""
@@ -171,7 +137,7 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
             raise ValueError(f"size: expected one of {list(PRESETS)}, got {size!r}")
         preset = PRESETS[size]
         config = LlavaReflectorConfig(size=size, **{**preset["options"], **overrides})
-        tokenizer = word_tokenizer()
+        tokenizer = text.word_tokenizer(WORDS)
         llava = llava_config(size, tokenizer)
         processor = processor_dict(llava.vision_config.image_size)
         with checkpoint.creating_on(device, dtype):
@@ -250,23 +216,10 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
     def pooled_hidden(self, clip: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """clip (B, T', H, W, 3) uint8 -> the last non-pad token's last-layer hidden state (B, D)."""
         b = len(clip)
-        tokens = self.frame_tokens(self.normalise(clip.flatten(0, 1)))             # (B*T', n, D)
+        tokens = self.frame_tokens(self.pixels(clip.flatten(0, 1), self.dtype))      # (B*T', n, D)
         embeds, mask, last = self.sequence(tokens.reshape(b, -1, tokens.shape[-1]), instructions)
         out = self.backbone.model.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         return out.last_hidden_state[torch.arange(b, device=last.device), last]
-
-    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames (N, H, W, 3) uint8 -> pixel values (N, 3, S, S) in the model's dtype, as the processor does."""
-        p, x = self.pixels, frames.permute(0, 3, 1, 2).float()
-        size = p.resize_to(x.shape[-1])
-        if size is not None and tuple(x.shape[-2:]) != size:
-            x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True).clamp(0, 255)
-        if (crop := p.crop_to()) is not None:
-            top, left = (x.shape[-2] - crop[0]) // 2, (x.shape[-1] - crop[1]) // 2
-            x = x[..., top:top + crop[0], left:left + crop[1]]
-        x = x * p.rescale_factor if p.do_rescale else x
-        x = (x - self.mean) / self.std if p.do_normalize else x
-        return x.to(self.dtype)
 
     def frame_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixel values (N, 3, S, S) -> projected image tokens pooled to (N, tokens_per_frame, D)."""
@@ -323,19 +276,15 @@ def read_options(path: pathlib.Path) -> LlavaReflectorConfig:
         raise ValueError(f"{path / registry.MARKER_FILE}: {_first_error(exc)}") from None
 
 
-def _check_processor(raw: dict[str, Any], llava: transformers.LlavaConfig) -> ProcessorConfig:
-    """The processor config, checked to give the vision tower's image size."""
-    try:
-        config = ProcessorConfig.model_validate(raw)
-        size = config.crop_to() or config.resize_to(llava.vision_config.image_size)
-    except (pydantic.ValidationError, ValueError) as exc:
-        detail = _first_error(exc) if isinstance(exc, pydantic.ValidationError) else str(exc)
-        raise ValueError(f"{PROCESSOR_FILE}: {detail}") from None
+def _check_processor(raw: dict[str, Any], llava: transformers.LlavaConfig) -> pixels.ImageProcessor:
+    """The image processor, checked to give the vision tower's image size."""
+    processor = pixels.read(raw, PROCESSOR_FILE)
     side = llava.vision_config.image_size
+    size = processor.output_size(side)
     if size is not None and tuple(size) != (side, side):
         raise ValueError(f"{PROCESSOR_FILE}: images come out {size[0]}x{size[1]}, the vision tower "
                          f"({registry.CONFIG_FILE} vision_config.image_size) takes {side}x{side}")
-    return config
+    return processor
 
 
 def _grid(llava: transformers.LlavaConfig) -> tuple[int, int]:
@@ -385,37 +334,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096,
                       "vocab_size": 32064, "rms_norm_eps": 1e-5}},
 }
-SPECIAL = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
-IMAGE_TOKEN = "<image>"
 WORDS = ("user assistant : ? ' . , \" is the task done a an and in on of to into from with at it its up down "
          "put pick place open close turn push move stack lift grab the bowl plate cup mug drawer cabinet door stove "
          "basket tray rack shelf table top bottom middle left right front back black white red green blue yellow "
          "gripper square box book wine bottle cream cheese butter ketchup sauce soup microwave both then").split()
 
 
-def word_tokenizer() -> transformers.PreTrainedTokenizerFast:
-    """A lowercase word-level tokenizer built locally (random-weight builds; no download), with
-    LLaVA's special tokens and its image token."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
-    vocab = {w: i for i, w in enumerate([*SPECIAL.values(), IMAGE_TOKEN, *dict.fromkeys(WORDS)])}
-    core = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL["unk_token"]))
-    core.normalizer, core.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL,
-                                                extra_special_tokens={"image_token": IMAGE_TOKEN})
-
-
 def llava_config(size: Size, tokenizer) -> transformers.LlavaConfig:
     """The LlavaConfig of a preset (text vocabulary at least the tokenizer's)."""
     preset = PRESETS[size]
-    ids = {f"{k.removesuffix('_token')}_token_id": tokenizer.convert_tokens_to_ids(v) for k, v in SPECIAL.items()
+    ids = {f"{k.removesuffix('_token')}_token_id": tokenizer.convert_tokens_to_ids(v) for k, v in text.SPECIAL.items()
            if k != "unk_token"}
     vocab = max(preset["text"]["vocab_size"], len(tokenizer))
-    text = transformers.LlamaConfig(**{**preset["text"], "vocab_size": vocab}, **ids)
+    language = transformers.LlamaConfig(**{**preset["text"], "vocab_size": vocab}, **ids)
     vision = transformers.CLIPVisionConfig(**preset["vision"])
     grid = vision.image_size // vision.patch_size
-    return transformers.LlavaConfig(vision_config=vision, text_config=text, image_seq_length=grid * grid,
-                                    image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+    return transformers.LlavaConfig(vision_config=vision, text_config=language, image_seq_length=grid * grid,
+                                    image_token_index=tokenizer.convert_tokens_to_ids(text.IMAGE_TOKEN))
 
 
 def processor_dict(side: int) -> dict[str, Any]:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 import re
 from typing import Any, Literal
@@ -51,9 +50,8 @@ import pydantic
 import torch
 import transformers
 from torch import nn
-from torch.nn import functional as F
 
-from worldenv.models import checkpoint, inputs, laplace, layout, registry
+from worldenv.models import checkpoint, inputs, laplace, layout, pixels, registry, text
 from worldenv.models.roles import Spec
 
 STATS_FILE = "dataset_statistics.json"
@@ -85,7 +83,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
              "vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
                             image_size=224, patch_size=14)},
 }
-# The word-level tokenizer a fresh build gets: the prompt's words and LIBERO's instruction words.
+# The words of a fresh build's tokenizer (`text.word_tokenizer`): the prompt's and LIBERO's instructions'.
 WORDS = ("in : what action should the robot take to ? out pick up put place it on into the of and a "
          "bowl plate basket cabinet drawer top middle bottom stove microwave mug cup box caddy tray "
          "black white red yellow alphabet soup cream cheese ketchup tomato sauce butter milk orange "
@@ -250,67 +248,16 @@ class Statistics:
                          action_dim, proprio_dim)
 
 
-@dataclasses.dataclass(frozen=True)
-class ImagePrep:
-    """The processor config's resize and normalisation, applied in torch on the model's device."""
-
-    raw: dict[str, Any]
-    height: int
-    width: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    rescale: float
-
-    @classmethod
-    def parse(cls, raw: Any, file: pathlib.Path) -> ImagePrep:
-        if not isinstance(raw, dict):
-            raise ValueError(f"{file}: expected a JSON object")
-        size = raw.get("crop_size") if raw.get("do_center_crop") else raw.get("size")
-        size = {"height": size, "width": size} if isinstance(size, int) else size or {}
-        if "shortest_edge" in size:
-            size = {"height": size["shortest_edge"], "width": size["shortest_edge"]}
-        for key in ("image_mean", "image_std"):
-            if not (isinstance(raw.get(key), list) and len(raw[key]) == 3):
-                raise ValueError(f"{file}: key {key!r} must list 3 channel values")
-        if not all(isinstance(size.get(k), int) for k in ("height", "width")):
-            raise ValueError(f"{file}: key 'size' must give height and width (or shortest_edge)")
-        return cls(raw, size["height"], size["width"], tuple(raw["image_mean"]), tuple(raw["image_std"]),
-                   float(raw.get("rescale_factor", 1 / 255)))
-
-    def __call__(self, frames: torch.Tensor, crop: float, dtype: torch.dtype) -> torch.Tensor:
-        """frames (B, H, W, 3) uint8 -> pixel_values (B, 3, height, width) in `dtype`."""
-        x = frames.permute(0, 3, 1, 2).float()                                    # (B, 3, H, W)
-        if crop < 1:
-            h, w = x.shape[-2:]
-            ch, cw = round(h * math.sqrt(crop)), round(w * math.sqrt(crop))
-            x = x[..., (h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
-        x = F.interpolate(x, (self.height, self.width), mode="bicubic", antialias=True, align_corners=False)
-        x = x.clamp(0, 255) * self.rescale
-        mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (self.mean, self.std))
-        return ((x - mean) / std).to(dtype)
-
-
-def _tokenizer() -> transformers.PreTrainedTokenizerFast:
-    """A fresh build's word-level tokenizer (lower-cased), with <s> BOS, </s> EOS, <pad> and <image>."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(specials + WORDS))}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer, tok.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
-                                                eos_token="</s>", pad_token="<pad>")
-
-
 def _backbone_config(size: str, tokenizer) -> transformers.LlavaConfig:
     """A LLaVA config of the `size` preset: SigLIP tower (2nd-to-last layer, all patches, as
     OpenVLA) and a Llama LM over the tokenizer's vocabulary."""
     preset = SIZES[size]
-    text = transformers.LlamaConfig(**{**preset["text"], "vocab_size": max(preset["text"].get("vocab_size", 0),
+    language = transformers.LlamaConfig(**{**preset["text"], "vocab_size": max(preset["text"].get("vocab_size", 0),
                                                                             len(tokenizer))})
     vision = transformers.SiglipVisionConfig(**preset["vision"], vision_use_head=False)
-    return transformers.LlavaConfig(text_config=text, vision_config=vision, vision_feature_layer=-2,
+    return transformers.LlavaConfig(text_config=language, vision_config=vision, vision_feature_layer=-2,
                                     vision_feature_select_strategy="full",
-                                    image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+                                    image_token_id=tokenizer.convert_tokens_to_ids(text.IMAGE_TOKEN))
 
 
 def _step_of(file: pathlib.Path) -> int:
@@ -324,13 +271,14 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
     config_class = OFTConfig
 
     def __init__(self, config: OFTConfig, backbone: transformers.LlavaForConditionalGeneration, tokenizer,
-                 image_prep: ImagePrep, statistics: Statistics, step: int = 0):
-        """Heads are made on the current default device/dtype (see `_on`); the backbone is frozen."""
+                 processor: pixels.ImageProcessor, statistics: Statistics, step: int = 0):
+        """Heads are made on the current default device/dtype (see `checkpoint.creating_on`); the
+        backbone is frozen."""
         super().__init__()
         if tokenizer.bos_token_id is None:
             raise ValueError("tokenizer: no BOS token; OFT's sequence starts with one")
-        self.config, self.tokenizer, self.image_prep, self.statistics, self.step = (
-            config, tokenizer, image_prep, statistics, step)
+        self.config, self.tokenizer, self.pixels, self.statistics, self.step = (
+            config, tokenizer, processor, statistics, step)
         self.backbone = backbone.requires_grad_(False)
         d = backbone.config.text_config.hidden_size
         self.action_head = L1RegressionActionHead(d, config.action_dim, config.chunk_length)
@@ -344,14 +292,14 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
               **overrides) -> OFTPolicy:
         """A fresh model of `size` (tiny | small | full), random weights, neutral statistics."""
         config, dtype = OFTConfig(**overrides), checkpoint.torch_dtype(dtype)
-        tokenizer = _tokenizer()
+        tokenizer = text.word_tokenizer(WORDS)
         backbone_config = _backbone_config(config.size, tokenizer)
         side = backbone_config.vision_config.image_size
         prep = json.loads(transformers.SiglipImageProcessorPil(
             size={"height": side, "width": side}, image_mean=[0.5] * 3, image_std=[0.5] * 3).to_json_string())
         with checkpoint.creating_on(device, dtype):
             backbone = transformers.LlavaForConditionalGeneration(backbone_config)
-            model = cls(config, backbone, tokenizer, ImagePrep.parse(prep, pathlib.Path(PROCESSOR_FILE)),
+            model = cls(config, backbone, tokenizer, pixels.read(prep, PROCESSOR_FILE),
                         Statistics.neutral(config.action_dim, config.proprio_dim))
             if config.lora_rank:
                 model._attach_lora(model._fresh_lora_config(config.lora_rank))
@@ -365,7 +313,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
         config = OFTConfig.model_validate(layout.marker(path))
         stats = Statistics.parse(layout.read_json(path / STATS_FILE, "dataset statistics"), config.unnorm_key,
                                  path / STATS_FILE, config.action_dim, config.proprio_dim)
-        prep = ImagePrep.parse(layout.read_json(path / PROCESSOR_FILE, "image processor config"), path / PROCESSOR_FILE)
+        prep = pixels.read(layout.read_json(path / PROCESSOR_FILE, "image processor config"), path / PROCESSOR_FILE)
         heads = {stem: layout.find_one(path, stem, what) for stem, what in HEADS.items()}
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         backbone = transformers.LlavaForConditionalGeneration.from_pretrained(
@@ -432,7 +380,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
             base = {k.replace(".base_layer.", "."): v for k, v in self.backbone.state_dict().items() if "lora_" not in k}
             self.backbone.save_pretrained(path, state_dict=base)
         self.tokenizer.save_pretrained(path)
-        self._write_json(path / PROCESSOR_FILE, self.image_prep.raw)
+        self._write_json(path / PROCESSOR_FILE, self.pixels.raw)
         self._write_json(path / STATS_FILE, {self.config.unnorm_key: self.statistics.entry})
         for stem in HEADS:
             self._save_head(path, stem, self.step if step is None else step)
@@ -526,7 +474,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
         inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
         inputs.expect_texts("instructions", instructions, dims)
         features = self.backbone.model.get_image_features(
-            pixel_values=self.image_prep(frames, c.center_crop, dtype), return_dict=True).pooler_output
+            pixel_values=self.pixels(frames, dtype, keep_area=c.center_crop), return_dict=True).pooler_output
         patches = torch.stack(list(features)) if isinstance(features, (list, tuple)) else features   # (B, N, D)
         token = self.proprio_projector(self.statistics.proprio.normalize(proprio.float()).to(dtype))  # (B, D)
         bos = self.backbone.get_input_embeddings()(

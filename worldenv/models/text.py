@@ -2,7 +2,8 @@
 
 Words are lowercased and hashed into a fixed vocabulary with CRC-32, which is the same in every
 process (Python's `hash` is salted per process, so it would break saved checkpoints). Id 0 is
-padding. The paper-scale models swap this for a transformers tokenizer behind the same calls.
+padding. The paper-scale models use a transformers tokenizer instead: their checkpoint's own, or,
+for a random-weights build, `word_tokenizer` (made here, no download).
 """
 from __future__ import annotations
 
@@ -12,6 +13,21 @@ import zlib
 import torch
 
 _WORD = re.compile(r"[a-z0-9]+")
+SPECIAL = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+IMAGE_TOKEN = "<image>"
+
+
+def word_tokenizer(words: list[str]):
+    """A lowercase word-level `PreTrainedTokenizerFast` over `words`, with LLaVA's special tokens
+    (<unk>, <s> BOS, </s> EOS, <pad>) and its image token: a random-weights build's tokenizer."""
+    import transformers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(dict.fromkeys([*SPECIAL.values(), IMAGE_TOKEN, *words]))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=SPECIAL["unk_token"]))
+    core.normalizer, core.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=core, **SPECIAL,
+                                                extra_special_tokens={"image_token": IMAGE_TOKEN})
 
 
 def word_id(word: str, vocab_size: int) -> int:
