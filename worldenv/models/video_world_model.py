@@ -52,7 +52,7 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 from worldenv.models import checkpoint, inputs, layout, vision
 from worldenv.models.roles import Prediction, Spec, StartStates
-from worldenv.models.world_model import TRAIN_TIMESTEPS, WorldModelConfig, eef_path, render_action_map
+from worldenv.models.world_model import TRAIN_TIMESTEPS, Transitions, WorldModelConfig, eef_path, render_action_map
 
 Size = Literal["tiny", "small", "full"]
 TRAINED = ("unet", "action_encoder", "proprio_head")   # the VAE is frozen
@@ -222,7 +222,7 @@ def step_noise(seed: int, step: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(mixed))
 
 
-class VideoWorldModel(torch.nn.Module, checkpoint.Pretrained):
+class VideoWorldModel(torch.nn.Module, checkpoint.Pretrained, Transitions):
     """Video U-Net world model: `start`/`step`/`end` (the role), `predict` in-process, `loss` to train."""
 
     config_class: ClassVar[type[pydantic.BaseModel]] = VideoWorldModelConfig
@@ -359,14 +359,6 @@ class VideoWorldModel(torch.nn.Module, checkpoint.Pretrained):
         out = self.unet(self.unet_input(noisy, context, amap), t, tokens, ids, return_dict=False)[0]
         return out[:, -1]
 
-    def predict_proprio(self, proprio: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """proprio (B, P) + actions (B, K, A), float32 -> next proprio (B, P) float32: proprio +
-        the chunk's integrated position deltas (`action_gain`) + a learned correction."""
-        prior = torch.zeros_like(proprio)
-        prior[:, :3] = eef_path(proprio[:, :3], actions, self.config.action_gain)[:, -1] - proprio[:, :3]
-        flat = torch.cat([actions.flatten(1), proprio], dim=-1).to(self.dtype)          # (B, K*A + P)
-        return proprio + prior + self.proprio_head(flat).float()
-
     @torch.no_grad()
     def sample(self, context: torch.Tensor, proprio: torch.Tensor, actions: torch.Tensor,
                noise: torch.Tensor) -> torch.Tensor:
@@ -450,13 +442,6 @@ class VideoWorldModel(torch.nn.Module, checkpoint.Pretrained):
         actions_t = inputs.as_tensor(actions, device, torch.float32)
         latent = self.sample(context, proprio_t, actions_t, noise)
         return self.decode(latent), self.predict_proprio(proprio_t, actions_t).cpu().numpy()
-
-    def _check(self, history, proprio, actions) -> None:
-        c, dims = self.config, {}
-        s = c.image_size
-        inputs.expect("history", history, ("B", c.history, s, s, 3), "uint8", dims)
-        inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
-        inputs.expect("actions", actions, ("B", c.chunk_length, c.action_dim), "float", dims)
 
     # --- training -------------------------------------------------------------------------
 

@@ -127,7 +127,32 @@ class MemoryBank:
         return MemoryBank(np.concatenate([self.frames[1:], frame[None]]), np.asarray(proprio, np.float32))
 
 
-class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained):
+class Transitions:
+    """What every world-model arch shares about one transition: the input checks and the proprio
+    prediction (prior + learned correction). Needs `config` (image_size, history, proprio_dim,
+    chunk_length, action_dim, action_gain), `proprio_head` and `dtype`."""
+
+    def _check(self, history, proprio, actions) -> None:
+        c, dims = self.config, {}
+        s = c.image_size
+        inputs.expect("history", history, ("B", c.history, s, s, 3), "uint8", dims)
+        inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
+        inputs.expect("actions", actions, ("B", c.chunk_length, c.action_dim), "float", dims)
+
+    def predict_proprio(self, proprio: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """proprio (B, P) + actions (B, K, A) float32 -> next proprio (B, P) float32.
+
+        next = proprio + prior + learned correction; the prior moves the eef position by the
+        chunk's position deltas times `action_gain` and leaves the rest unchanged.
+        """
+        proprio, actions = proprio.float(), actions.float()
+        prior = torch.zeros_like(proprio)
+        prior[:, :3] = eef_path(proprio[:, :3], actions, self.config.action_gain)[:, -1] - proprio[:, :3]
+        flat = torch.cat([actions.flatten(1), proprio], dim=-1).to(self.dtype)          # (B, K*A + P)
+        return proprio + prior + self.proprio_head(flat).float()
+
+
+class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transitions):
     """U-Net world model; `predict` for serving, `loss` for training, both modes."""
 
     config_class = WorldModelConfig
@@ -149,13 +174,6 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained):
 
     # --- conditioning ---------------------------------------------------------------------
 
-    def _check(self, history, proprio, actions) -> None:
-        c, dims = self.config, {}
-        s = c.image_size
-        inputs.expect("history", history, ("B", c.history, s, s, 3), "uint8", dims)
-        inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
-        inputs.expect("actions", actions, ("B", c.chunk_length, c.action_dim), "float", dims)
-
     def _condition(self, history: torch.Tensor, proprio: torch.Tensor,
                    actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> image channels (B, C, S, S), last frame (B, 3, S, S) in [-1, 1], embedding (B, E).
@@ -171,18 +189,6 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained):
             channels.append(render_action_map(path, self.config).to(dtype) * 2.0 - 1.0)  # (B, 1, S, S)
         flat = torch.cat([actions.flatten(1), proprio], dim=-1).to(dtype)               # (B, K*A + P)
         return torch.cat(channels, dim=1), frames[:, -1], self.cond(flat)
-
-    def predict_proprio(self, proprio: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """proprio (B, P) + actions (B, K, A) float32 -> next proprio (B, P) float32.
-
-        next = proprio + prior + learned correction; the prior moves the eef position by the
-        chunk's position deltas times `action_gain` and leaves the rest unchanged.
-        """
-        proprio, actions = proprio.float(), actions.float()
-        prior = torch.zeros_like(proprio)
-        prior[:, :3] = eef_path(proprio[:, :3], actions, self.config.action_gain)[:, -1] - proprio[:, :3]
-        flat = torch.cat([actions.flatten(1), proprio], dim=-1).to(self.dtype)          # (B, K*A + P)
-        return proprio + prior + self.proprio_head(flat).float()
 
     def _unet_out(self, image: torch.Tensor, t: torch.Tensor | int, embed: torch.Tensor) -> torch.Tensor:
         return self.unet(image, t, class_labels=embed, return_dict=False)[0]
