@@ -65,6 +65,17 @@ def read_json(file: str | pathlib.Path, what: str) -> Any:
         raise ValueError(f"{file}: not valid JSON ({exc})") from exc
 
 
+def text_width(path: str | pathlib.Path) -> int:
+    """The language model's hidden size from a LLaVA-family directory's config.json (its text_config),
+    read without loading the backbone."""
+    path = pathlib.Path(path)
+    raw = read_json(path / registry.CONFIG_FILE, "backbone config")
+    width = (raw.get("text_config") or {}).get("hidden_size") if isinstance(raw, dict) else None
+    if not isinstance(width, int):
+        raise ValueError(f"{path / registry.CONFIG_FILE}: text_config.hidden_size missing; not a LLaVA-family config")
+    return width
+
+
 def load_tensors(file: str | pathlib.Path) -> dict[str, torch.Tensor]:
     """A state dict from safetensors or a torch pickle (read with weights_only: no code runs);
     the `module.` prefix DDP training leaves on every key is removed."""

@@ -253,10 +253,7 @@ def attach_reward_head(path: str | pathlib.Path, size: Size = "full", seed: int 
     downloaded llava-hf/llava-1.5-7b-hf), without loading the backbone; returns the head file.
     worldenv.json's options are the `size` preset's, overridden by keyword."""
     path = pathlib.Path(path)
-    raw = layout.read_json(path / registry.CONFIG_FILE, "LLaVA config")
-    width = (raw.get("text_config") or {}).get("hidden_size")
-    if not isinstance(width, int):
-        raise ValueError(f"{path / registry.CONFIG_FILE}: text_config.hidden_size missing; not a LLaVA config")
+    width = layout.text_width(path)
     config = LlavaReflectorConfig(size=size, **{**PRESETS[size]["options"], **overrides})
     torch.manual_seed(seed)
     layout.save_tensors(RewardHead(width, config.head_hidden).state_dict(), path / HEAD_FILE)

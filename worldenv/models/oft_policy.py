@@ -503,10 +503,7 @@ def attach_scale_head(path: str | pathlib.Path, scale: float = 0.05, **options) 
     the head is named with the action head's step. Returns the head file."""
     path = pathlib.Path(path)
     config = OFTConfig(**options)
-    raw = layout.read_json(path / registry.CONFIG_FILE, "backbone config")
-    width = (raw.get("text_config") or {}).get("hidden_size")
-    if not isinstance(width, int):
-        raise ValueError(f"{path / registry.CONFIG_FILE}: text_config.hidden_size missing; not a LLaVA-family config")
+    width = layout.text_width(path)
     step = _step_of(layout.find_one(path, "action_head", HEADS["action_head"]))
     head = nn.Linear(width, 1)
     laplace.reset_scale_head(head, scale, config.min_log_scale, config.max_log_scale)
