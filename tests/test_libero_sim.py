@@ -240,3 +240,26 @@ def test_training_inputs_equal_what_evaluation_feeds_the_policy(libero_env):
     np.testing.assert_array_equal(np.stack([o.frame for o in seen]), episode.frames)
     np.testing.assert_array_equal(np.stack([o.proprio for o in seen]), episode.proprio)
     assert seen[-1].success and episode.success[-1]
+
+
+def test_sampled_init_states_spread_like_liberos_fixed_ones(libero_env):
+    """Arm joints and object placements of sampled init states (1000+) against LIBERO's fixed
+    ones (0-29): the same distribution by a two-sample KS test on the arm joints' deviations
+    from their means, spreads within a factor 1.6, object x/y means within 3 spreads."""
+    from scipy import stats
+    model, robot = libero_env.inner.sim.model, libero_env.inner.robots[0]
+    nq, arm = model.nq, np.asarray(robot._ref_joint_pos_indexes)
+    objects = [model.jnt_qposadr[j] for j in range(model.njnt) if model.jnt_type[j] == 0]  # free joints
+    fixed = suites.init_states(SUITE, TASK)[:30, 1:1 + nq]
+    sampled = np.array([libero_env.init_state(i)[1:1 + nq] for i in range(1000, 1008)])
+    deviation = [(q[:, arm] - q[:, arm].mean(0)).ravel() for q in (fixed, sampled)]
+    assert stats.ks_2samp(*deviation).pvalue > 0.01
+    assert 1 / 1.6 < deviation[1].std() / deviation[0].std() < 1.6
+    assert len({tuple(q) for q in sampled[:, arm].round(6)}) == len(sampled)   # no two in one pose
+    for adr in objects:
+        xy_fixed, xy_sampled = fixed[:, adr:adr + 2], sampled[:, adr:adr + 2]
+        spread = max(float(xy_fixed.std(0).max()), 0.005)
+        np.testing.assert_allclose(xy_sampled.mean(0), xy_fixed.mean(0), atol=3 * spread)
+        assert xy_sampled.std(0).max() < 3 * spread
+    again = libero_env.init_state(1003)[1:1 + nq]
+    np.testing.assert_array_equal(again, sampled[3])                            # the same index, the same state
