@@ -7,13 +7,20 @@ import pytest
 import toy_episodes
 from worldenv.data.start_bank import StartBank
 from worldenv.pipeline import stages
-from worldenv.pipeline.models import choose
+from worldenv.pipeline.models import choose, median, median_seed
 
 
 def test_choice_prefers_the_candidate_nearest_half_inside_the_window():
     assert choose({1: 0.4, 3: 0.53, 10: 0.97}) == 3
     assert choose({1: 0.1, 3: 0.9}) == 1     # none inside: the nearest 50 %, ties to fewer demos
     assert choose({1: 0.05, 5: 0.97, 10: 0.99}) == 1
+
+
+def test_the_choice_reads_the_median_seed():
+    rates = {1: {0: 0.2, 1: 0.6, 2: 0.5}, 10: {0: 0.9, 1: 0.7, 2: 0.95}}
+    assert median([0.2, 0.6, 0.5]) == 0.5 and median([0.3, 0.1, 0.2, 0.4]) == 0.2   # even: the lower middle
+    assert choose({k: median(list(r.values())) for k, r in rates.items()}) == 1
+    assert median_seed(rates[1]) == 2 and median_seed({0: 0.4, 1: 0.4, 2: 0.1}) == 0
 
 
 def test_a_stage_runs_once_records_itself_and_a_failure_raises(tmp_path):

@@ -157,3 +157,29 @@ def test_the_paper_scale_policy_fine_tunes_lora_and_heads_with_the_same_command(
     assert tuned.spec.arch == "openvla-oft"
     changed = [k for k, v in tuned.publishable_state().items() if not torch.equal(v, base.publishable_state()[k])]
     assert any(k.startswith("lora.") for k in changed) and any(k.startswith("action_head.") for k in changed)
+
+
+def test_reflector_reads_the_instruction_with_mismatched_negatives(tmp_path):
+    """Two toy tasks that look alike but for the goal's colour: trained with success frames judged
+    under the other task's instruction as negatives, a success video is done under its own
+    instruction and not under the other; trained without, the other instruction is paid too."""
+    from worldenv.data.chunks import load
+    green = toy_episodes.write(tmp_path / "data", instruction="move the gripper to the green square", name="green")
+    red = toy_episodes.write(tmp_path / "data", instruction="move the gripper to the red square",
+                             goal_colour=toy_episodes.RED, name="red", seed=1)
+    verdicts = {}
+    for fraction in (0.0, 0.3):
+        out = tmp_path / f"mismatch{fraction}"
+        config = ReflectorTrainConfig(data=f"{green},{red}", out=str(out), steps=120, batch_size=24, eval_every=60,
+                                      lr=2e-3, warmup=5, model=TINY_REFLECTOR, val_fraction=0.0, mismatch_fraction=fraction)
+        summary = train_reflector.train(config)
+        assert summary["val_mismatched"] > 0 and "val_mismatch_accuracy" in summary["history"][-1]
+        model = models.load(out / "model")
+        successes = [e for e in load([green]) if e.success[-1]]
+        videos = np.stack([train_reflector.clip(e, len(e.frames) - 1, model.config.max_frames) for e in successes])
+        own = model.judge(videos, [e.instruction for e in successes])
+        other = model.judge(videos, ["move the gripper to the red square"] * len(successes))
+        verdicts[fraction] = (float(np.mean(own)), float(np.mean(other)))
+    own, other = verdicts[0.3]
+    assert own > 0.5 and other < 0.2, verdicts
+    assert other < verdicts[0.0][1], verdicts

@@ -16,22 +16,26 @@ GAIN, SIZE, K = 0.005, 32, 8
 INSTRUCTION = "move the gripper to the green square"
 
 
-def _frame(pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
+GREEN, RED = (40, 200, 60), (200, 40, 60)
+
+
+def _frame(pos: np.ndarray, goal: np.ndarray, goal_colour=GREEN) -> np.ndarray:
     img = np.full((SIZE, SIZE, 3), 40, np.uint8)
-    for p, colour in ((goal, (40, 200, 60)), (pos, (230, 230, 230))):
+    for p, colour in ((goal, goal_colour), (pos, (230, 230, 230))):
         r, c = (np.clip((p[:2] + 0.25) / 0.5, 0, 0.999) * SIZE).astype(int)
         img[max(r - 2, 0):r + 2, max(c - 2, 0):c + 2] = colour
     return img
 
 
-def episode(rng: np.random.Generator, succeed: bool, steps: int = 40, stride: int = 1) -> hdf5.RecordedEpisode:
+def episode(rng: np.random.Generator, succeed: bool, steps: int = 40, stride: int = 1,
+            goal_colour=GREEN) -> hdf5.RecordedEpisode:
     pos = rng.uniform(-0.1, 0.1, 3)
     goal = pos + rng.choice([-1, 1], 3) * rng.uniform(0.04, 0.12, 3)   # never done at the start
     actions, proprio, frames, success = [], [], [], []
     for t in range(steps):
         done = bool(np.linalg.norm(pos[:2] - goal[:2]) < 0.03)
         proprio.append(np.concatenate([pos, [np.pi, 0, 0], [0.04, -0.04]]))
-        frames.append(_frame(pos, goal))
+        frames.append(_frame(pos, goal, goal_colour))
         success.append(done)
         if done:
             break
@@ -49,7 +53,7 @@ def episode(rng: np.random.Generator, succeed: bool, steps: int = 40, stride: in
     last = np.concatenate([pos, [np.pi, 0, 0], [0.04, -0.04]])[None]
     final = {"ee_states": last[:, :6], "ee_pos": last[:, :3], "ee_ori": last[:, 3:6], "gripper_states": last[:, 6:8],
              "joint_states": np.zeros((1, 7)), "success": np.array([final_done], np.uint8),
-             "agentview_rgb": _frame(pos, goal)[None]}
+             "agentview_rgb": _frame(pos, goal, goal_colour)[None]}
     n = len(actions)
     rewards = np.zeros(n, np.uint8)
     rewards[-1] = final_done
@@ -57,11 +61,12 @@ def episode(rng: np.random.Generator, succeed: bool, steps: int = 40, stride: in
                                 obs=obs, final_obs=final, attrs={"image_stride": stride, "success": final_done})
 
 
-def write(directory: pathlib.Path, successes: int = 8, failures: int = 8, seed: int = 0, stride: int = 1) -> pathlib.Path:
+def write(directory: pathlib.Path, successes: int = 8, failures: int = 8, seed: int = 0, stride: int = 1,
+          instruction: str = INSTRUCTION, goal_colour=GREEN, name: str = "toy_demo") -> pathlib.Path:
     rng = np.random.default_rng(seed)
-    episodes = [episode(rng, i < successes, stride=stride) for i in range(successes + failures)]
+    episodes = [episode(rng, i < successes, stride=stride, goal_colour=goal_colour) for i in range(successes + failures)]
     for i, e in enumerate(episodes):
-        e.attrs["id"] = f"toy/0/{i}"
-    attrs = {"env_name": "toy", "problem_info": {"problem_name": "toy", "domain_name": "toy",
-                                                 "language_instruction": INSTRUCTION}}
-    return hdf5.write(directory / "toy_demo.hdf5", attrs, episodes)
+        e.attrs["id"] = f"{name}/0/{i}"
+    attrs = {"env_name": "toy", "problem_info": {"problem_name": name, "domain_name": "toy",
+                                                 "language_instruction": instruction}}
+    return hdf5.write(directory / f"{name}.hdf5", attrs, episodes)

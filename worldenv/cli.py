@@ -13,7 +13,7 @@ import sys
 COMMAND_MODULES = [f"worldenv.commands.{name}" for name in (
     "up", "serve", "worker", "rollout", "health",   # the serving backbone
     "demos", "starts", "explore", "eval",           # LIBERO, the ground truth
-    "train", "pipeline", "experiment",              # the models, trained on LIBERO episodes; RL measured
+    "train", "pipeline", "experiment", "align",     # the models, trained on LIBERO episodes; RL measured
     "models",                                       # checkpoint directories of any arch
 )]
 

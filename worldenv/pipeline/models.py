@@ -2,10 +2,13 @@
 
 Stages (each resumable, see `stages`), all data under --home, outside the repository:
   demos            scripted-expert demos on sampled init states (>= 1000)
-  sft_n<k>         the policy trained on k demos per task, for each k of --sft-demos
-  eval_sft_n<k>    each of them in LIBERO on the 50 fixed init states of every task
-  (choice)         the k whose real success is nearest 50 % inside 15-85 %: RL can only show a
-                   gain where SFT sometimes succeeds and sometimes fails
+  sft_n<k>_s<s>    the policy trained on k demos per task, for each k of --sft-demos and each
+                   training seed s of --sft-seeds (the seed alone moves SFT success by up to
+                   a third of the episodes, so one seed's figure is noise)
+  eval_sft_n<k>_s<s>  each of them in LIBERO on the 50 fixed init states of every task
+  (choice)         the k whose median real success over the seeds is nearest 50 % inside
+                   15-85 %: RL can only show a gain where SFT sometimes succeeds and sometimes
+                   fails; that k's median-seed policy is the one RL starts from
   explore          the chosen policy with Laplace noise on sampled init states (>= 2000)
   heldout_*        demos (>= 5000) and exploration (>= 6000) no model trains on
   world_model, reflector   trained on all demos + exploration
@@ -35,6 +38,7 @@ class PipelineConfig(Settings):
     home: str = Field("", description="data and runs directory (default: <worldenv home>/pipeline/<suite>)")
     demos: int = Field(10, ge=1, description="expert demos collected per task (the world model and reflector use all)")
     sft_demos: str = Field("1,3,10", description="demos per task the policy is trained on, one candidate each")
+    sft_seeds: str = Field("0,1,2", description="training seeds of each SFT candidate; the choice reads the median")
     explore_episodes: int = Field(20, ge=1, description="exploration episodes per task with the chosen policy")
     heldout_demos: int = Field(2, ge=1, description="held-out demos per task (measurement only)")
     heldout_explore: int = Field(5, ge=1, description="held-out exploration episodes per task (measurement only)")
@@ -55,6 +59,10 @@ class PipelineConfig(Settings):
     def candidates(self) -> list[int]:
         return [int(k) for k in self.sft_demos.split(",") if k.strip()]
 
+    @property
+    def seeds(self) -> list[int]:
+        return [int(s) for s in self.sft_seeds.split(",") if s.strip()]
+
 
 def _libero(config: PipelineConfig, *args: str) -> list[str]:
     return [*args, "--suite", config.suite, "--tasks", config.tasks]
@@ -68,19 +76,43 @@ def collect(config: PipelineConfig, root: pathlib.Path) -> None:
                                        "--out", str(root / name)), root / "logs" / f"{name}.log")
 
 
-def policies(config: PipelineConfig, root: pathlib.Path) -> int:
-    """Train and evaluate each SFT candidate; returns the chosen demos-per-task."""
+def sft_name(k: int, seed: int) -> str:
+    """Run directory of the SFT candidate with k demos per task and training seed `seed`."""
+    return f"sft_n{k}_s{seed}"
+
+
+def policies(config: PipelineConfig, root: pathlib.Path) -> tuple[int, int]:
+    """Train and evaluate each SFT candidate at each seed; returns the chosen (demos per task, seed)."""
     for k in config.candidates:
-        stages.run(root, f"sft_n{k}", ["train", "policy", "--data", str(root / "demos"), "--out", str(root / f"sft_n{k}"),
-                                       "--episodes-per-file", str(k), "--seed", "0"], root / "logs" / f"sft_n{k}.log")
-        stages.run(root, f"eval_sft_n{k}", _libero(config, "eval", "--policy", str(root / f"sft_n{k}" / "model"),
-                                                   "--episodes-per-task", str(config.eval_episodes), "--init-offset", "0",
-                                                   "--out", str(root / f"eval_sft_n{k}")), root / "logs" / f"eval_sft_n{k}.log")
-    return choose(sft_rates(root, config.candidates))
+        for seed in config.seeds:
+            name = sft_name(k, seed)
+            stages.run(root, name, ["train", "policy", "--data", str(root / "demos"), "--out", str(root / name),
+                                    "--episodes-per-file", str(k), "--seed", str(seed)], root / "logs" / f"{name}.log")
+            stages.run(root, f"eval_{name}", _libero(config, "eval", "--policy", str(root / name / "model"),
+                                                     "--episodes-per-task", str(config.eval_episodes), "--init-offset",
+                                                     "0", "--out", str(root / f"eval_{name}")),
+                       root / "logs" / f"eval_{name}.log")
+    rates = sft_rates(root, config.candidates, config.seeds)
+    k = choose({k: median(list(by_seed.values())) for k, by_seed in rates.items()})
+    return k, median_seed(rates[k])
 
 
-def sft_rates(root: pathlib.Path, candidates: list[int]) -> dict[int, float]:
-    return {k: json.loads((root / f"eval_sft_n{k}" / "eval.json").read_text())["suite_result"]["rate"] for k in candidates}
+def sft_rates(root: pathlib.Path, candidates: list[int], seeds: list[int]) -> dict[int, dict[int, float]]:
+    """Real success rate of every candidate (demos per task) at every training seed."""
+    def rate(k: int, s: int) -> float:
+        return json.loads((root / f"eval_{sft_name(k, s)}" / "eval.json").read_text())["suite_result"]["rate"]
+    return {k: {s: rate(k, s) for s in seeds} for k in candidates}
+
+
+def median(values: list[float]) -> float:
+    """The median; of an even count, the lower middle value (a rate some seed really had)."""
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def median_seed(by_seed: dict[int, float]) -> int:
+    """The seed whose rate is the median (ties to the lower seed)."""
+    m = median(list(by_seed.values()))
+    return min(s for s, r in by_seed.items() if r == m)
 
 
 def choose(rates: dict[int, float]) -> int:
@@ -89,8 +121,8 @@ def choose(rates: dict[int, float]) -> int:
     return min(inside, key=lambda k: (abs(inside[k] - 0.5), k))
 
 
-def explore(config: PipelineConfig, root: pathlib.Path, chosen: int) -> None:
-    policy = str(root / f"sft_n{chosen}" / "model")
+def explore(config: PipelineConfig, root: pathlib.Path, chosen: tuple[int, int]) -> None:
+    policy = str(root / sft_name(*chosen) / "model")
     for name, n, first in (("explore", config.explore_episodes, EXPLORE_INITS),
                            ("heldout_explore", config.heldout_explore, HELDOUT_EXPLORE_INITS)):
         stages.run(root, name, _libero(config, "explore", "--policy", policy, "--noise", "laplace", "--episodes-per-task",
@@ -107,15 +139,17 @@ def models(config: PipelineConfig, root: pathlib.Path) -> None:
                                    "--device", config.device], root / "logs" / "reflector.log")
 
 
-def run(config: PipelineConfig) -> int | None:
-    """Every stage in order (finished ones are skipped); returns the chosen demos per task, or
-    None when `stop_after` ends the run before the models exist."""
+def run(config: PipelineConfig) -> tuple[int, int] | None:
+    """Every stage in order (finished ones are skipped); returns the chosen (demos per task,
+    seed), or None when `stop_after` ends the run before the models exist."""
     root = config.root
     collect(config, root)
     if config.stop_after == "collect":
         return None
     chosen = policies(config, root)
-    print(f"chosen: {chosen} demos per task (real SFT success {sft_rates(root, [chosen])[chosen]:.0%})", flush=True)
+    rate = sft_rates(root, [chosen[0]], [chosen[1]])[chosen[0]][chosen[1]]
+    print(f"chosen: {chosen[0]} demos per task, seed {chosen[1]} (the median seed; real SFT success {rate:.0%})",
+          flush=True)
     if config.stop_after == "policies":
         return None
     explore(config, root, chosen)

@@ -74,13 +74,14 @@ def budget(root: pathlib.Path, names=("demos", "explore", "heldout_demos", "held
     return out
 
 
-def copy_checkpoints(root: pathlib.Path, chosen: int, target: pathlib.Path, every: int = 4) -> None:
+def copy_checkpoints(root: pathlib.Path, chosen: tuple[int, int], target: pathlib.Path, every: int = 4) -> None:
     """The chosen policy, the world model and the reflector as <target>/<role> (atomic per role),
     and starts.npz: keyframes (every `every`-th chunk boundary, one frame of history) of the
     demos and exploration episodes - the training distribution, never the evaluation states."""
     from worldenv import checkpoints
     from worldenv.data import chunks, start_bank
-    for role, run in (("policy", f"sft_n{chosen}"), ("world_model", "world_model"), ("reflector", "reflector")):
+    from worldenv.pipeline.models import sft_name
+    for role, run in (("policy", sft_name(*chosen)), ("world_model", "world_model"), ("reflector", "reflector")):
         tmp = target / f".{role}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(root / run / "model", tmp)
@@ -90,14 +91,16 @@ def copy_checkpoints(root: pathlib.Path, chosen: int, target: pathlib.Path, ever
     start_bank.keyframes(episodes, history=1, every=every).save(target / checkpoints.STARTS)
 
 
-def provenance(config, chosen: int, data: dict) -> dict:
+def provenance(config, chosen: tuple[int, int], data: dict) -> dict:
     """What the exported models were made from, for reports that start from them (the real-data budget)."""
-    used = {"demos": f"policy SFT (first {chosen} per task), world model, reflector, RL start states",
+    k, seed = chosen
+    used = {"demos": f"policy SFT (first {k} per task), world model, reflector, RL start states",
             "explore": "world model, reflector, RL start states"}
     return {"made_by": f"worldenv pipeline --suite {config.suite} --tasks {config.tasks}", "suite": config.suite,
             "tasks": [int(t) for t in config.tasks.split(",")],
-            "policy": f"SFT on {chosen} expert demos per task, chosen among {config.sft_demos} demos per task as the "
-                      "candidate nearest 50 % real success",
+            "policy": f"SFT on {k} expert demos per task, training seed {seed}: chosen among {config.sft_demos} demos "
+                      f"per task as the candidate whose median real success over seeds {config.sft_seeds} is nearest "
+                      "50 %, and that candidate's median seed",
             "init_states": "demos, exploration and held-out episodes from sampled init states >= 1000; LIBERO's fixed "
                            "init states 0-49 only for evaluation",
             "data": [{"name": name, "episodes": d["episodes"], "successes": d["successes"], "sim_steps": d["steps"],
@@ -106,7 +109,7 @@ def provenance(config, chosen: int, data: dict) -> dict:
                          "init states to pick the one nearest 50 %; no RL setting was chosen on them"}
 
 
-def write(config, root: pathlib.Path, chosen: int) -> pathlib.Path:
+def write(config, root: pathlib.Path, chosen: tuple[int, int]) -> pathlib.Path:
     """Measure, plot, and write the markdown report; copy the checkpoints if asked."""
     from worldenv.pipeline import report_markdown
     measured = measure(root)

@@ -16,17 +16,26 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
-def _sft(root: pathlib.Path, candidates: list[int], chosen: int) -> list[str]:
-    lines = ["| demos per task | task | success | rate | Wilson 95 % |", "|---|---|---|---|---|"]
+def _sft(root: pathlib.Path, candidates: list[int], seeds: list[int], chosen: tuple[int, int]) -> list[str]:
+    """Per candidate and seed: per-task and overall success; then the curve over seeds."""
+    lines = ["| demos per task | seed | task | success | rate | Wilson 95 % |", "|---|---|---|---|---|---|"]
     for k in candidates:
-        report = json.loads((root / f"eval_sft_n{k}" / "eval.json").read_text())
-        for task, t in sorted(report["tasks"].items(), key=lambda kv: int(kv[0])):
-            lines.append(f"| {k} | {task} | {t['successes']}/{t['episodes']} | {_pct(t['rate'])} | "
-                         f"{_pct(t['ci95'][0])}-{_pct(t['ci95'][1])} |")
-        s = report["suite_result"]
-        mark = " (chosen)" if k == chosen else ""
-        lines.append(f"| **{k}{mark}** | **all** | **{s['successes']}/{s['episodes']}** | **{_pct(s['rate'])}** | "
-                     f"**{_pct(s['ci95'][0])}-{_pct(s['ci95'][1])}** |")
+        for seed in seeds:
+            report = json.loads((root / f"eval_{pipeline.sft_name(k, seed)}" / "eval.json").read_text())
+            for task, t in sorted(report["tasks"].items(), key=lambda kv: int(kv[0])):
+                lines.append(f"| {k} | {seed} | {task} | {t['successes']}/{t['episodes']} | {_pct(t['rate'])} | "
+                             f"{_pct(t['ci95'][0])}-{_pct(t['ci95'][1])} |")
+            s = report["suite_result"]
+            mark = " (chosen)" if (k, seed) == tuple(chosen) else ""
+            lines.append(f"| **{k}** | **{seed}{mark}** | **all** | **{s['successes']}/{s['episodes']}** | "
+                         f"**{_pct(s['rate'])}** | **{_pct(s['ci95'][0])}-{_pct(s['ci95'][1])}** |")
+    rates = pipeline.sft_rates(root, candidates, seeds)
+    lines += ["", "| demos per task | " + " | ".join(f"seed {s}" for s in seeds) + " | median | spread (max - min) |",
+              "|---|" + "---|" * (len(seeds) + 2)]
+    for k, by_seed in rates.items():
+        values = list(by_seed.values())
+        lines.append(f"| {k} | " + " | ".join(_pct(by_seed[s]) for s in seeds)
+                     + f" | {_pct(pipeline.median(values))} | {_pct(max(values) - min(values))} |")
     return lines
 
 
@@ -91,9 +100,9 @@ def _budget(b: dict) -> list[str]:
     return lines
 
 
-def render(config, root: pathlib.Path, chosen: int, measured: dict, budget: dict, records: dict) -> str:
+def render(config, root: pathlib.Path, chosen: tuple[int, int], measured: dict, budget: dict, records: dict) -> str:
     """The whole report."""
-    rates = pipeline.sft_rates(root, config.candidates)
+    rates = {k: pipeline.median(list(r.values())) for k, r in pipeline.sft_rates(root, config.candidates, config.seeds).items()}
     summary = {name: json.loads((root / name / "history.jsonl").read_text().splitlines()[-1])
                for name in ("world_model", "reflector") if (root / name / "history.jsonl").is_file()}
     gain = json.loads((root / "world_model" / "model" / "config.json").read_text())["action_gain"]
@@ -110,9 +119,11 @@ def render(config, root: pathlib.Path, chosen: int, measured: dict, budget: dict
         f"- The world model and the reflector are measured on the held-out episodes only "
         f"({measured['episodes']} episodes, {measured['successes']} successes), which no model trained on.", "",
         "## Real data used", *_budget(budget), "",
-        "## Policy (SFT): real success, deterministic actions, 50 episodes per task", *_sft(root, config.candidates, chosen), "",
-        f"**Choice: {chosen} demos per task.** RL can only show a gain where SFT sometimes succeeds and sometimes "
-        f"fails; the candidate nearest 50 % inside 15-85 % is taken ({', '.join(f'{k}: {_pct(r)}' for k, r in rates.items())}).", "",
+        f"## Policy (SFT): real success, deterministic actions, {config.eval_episodes} episodes per task, "
+        f"training seeds {config.sft_seeds}", *_sft(root, config.candidates, config.seeds, chosen), "",
+        f"**Choice: {chosen[0]} demos per task, seed {chosen[1]}.** RL can only show a gain where SFT sometimes "
+        f"succeeds and sometimes fails; the candidate whose median over seeds is nearest 50 % inside 15-85 % is taken "
+        f"({', '.join(f'{k}: {_pct(r)}' for k, r in rates.items())}), and its median seed.", "",
         "## World model (residual U-Net) on held-out real episodes", *_world_model(measured), "",
         f"![drift]({png})", "", _margin(measured), "",
         "Beside it, on the same held-out episodes: the same U-Net in diffusion mode (v-prediction on the "

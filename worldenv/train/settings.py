@@ -96,6 +96,9 @@ class ReflectorTrainConfig(TrainConfig):
     """What `worldenv train reflector` trains and how."""
 
     max_pos_weight: float = pydantic.Field(10.0, ge=1, description="cap on the positives' weight in the BCE")
+    mismatch_fraction: float = pydantic.Field(
+        0.25, ge=0, lt=1, description="share of each batch that is success frames judged under another task's "
+        "instruction, labelled not done (the reflector must read the instruction); 0 = none")
     shift: int = pydantic.Field(2, ge=0, description="random frame shift augmentation, pixels")
     steps: int = pydantic.Field(3000, ge=1, description="optimiser steps at most")
     batch_size: int = pydantic.Field(32, ge=1, description="samples per step")

@@ -1,0 +1,84 @@
+"""`worldenv align`: the alignment of imagination with LIBERO for one policy (see `alignment`).
+
+Two steps, the first resumable: the policy explores held-out sampled init states in LIBERO
+(every episode recorded under <out>/real, every simulator step counted), then the same policy
+runs from each episode's first frame inside the world model with the reflector deciding, and
+the world model replays each episode's real actions. <out>/alignment.json and alignment.md hold
+the figures.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Literal
+
+from pydantic import Field
+
+from worldenv.sim.job_settings import LiberoJobConfig
+
+ALIGN_INITS = 8000   # sampled init states no other stage uses (demos 1000, exploration 2000, held-out 5000/6000, Dyna 7000)
+
+
+class AlignConfig(LiberoJobConfig):
+    """Imagined vs real outcomes of one policy from the same first frames."""
+
+    tasks: str = Field("0,1,2", description="'all', '3', '0,2,5' or '0-4' (LIBERO's task order)")
+    policy: str = Field("shipped", description="policy checkpoint directory; 'shipped' = worldenv's trained one")
+    world_model: str = Field("shipped", description="world-model checkpoint directory; 'shipped' = worldenv's")
+    reflector: str = Field("shipped", description="reflector checkpoint directory; 'shipped' = worldenv's")
+    episodes_per_task: int = Field(10, ge=1, description="real episodes per task (init states offset, offset + 1, ...)")
+    init_offset: int = Field(ALIGN_INITS, ge=50, description="first sampled init state (>= 50: never LIBERO's fixed "
+                             "evaluation states)")
+    noise: Literal["none", "laplace"] = Field("none", description="none = the policy's mean in both worlds; laplace = "
+                                              "sampled from its Laplace head in both")
+    eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done)")
+    seed: int = Field(0, description="sampling seed (noise laplace)")
+    out: str = Field(description="directory: real/ (the recorded real episodes), alignment.json, alignment.md")
+
+
+def resolve(name: str, role: str) -> str:
+    """A checkpoint setting: 'shipped' -> the checkpoint shipped with worldenv, else the directory."""
+    from worldenv import checkpoints
+    found = checkpoints.model_dir(role) if name == "shipped" else pathlib.Path(name)
+    if found is None or not (found / "config.json").is_file():
+        raise ValueError(f"--{role.replace('_', '-')}: no checkpoint (config.json) at {name}")
+    return str(found)
+
+
+def align(config: AlignConfig) -> int:
+    """Record the real episodes (once), measure, write alignment.json and alignment.md."""
+    from worldenv import models
+    from worldenv.data import chunks
+    from worldenv.measure import alignment
+    from worldenv.sim import suites
+    from worldenv.sim.policy_runs import ExploreConfig, explore
+
+    out = pathlib.Path(config.out)
+    policy_dir = resolve(config.policy, "policy")
+    real = out / "real"
+    if not (real / "done.json").is_file():
+        explore(ExploreConfig(suite=config.suite, tasks=config.tasks, image_size=config.image_size,
+                              env_processes=config.env_processes, policy=policy_dir, noise=config.noise,
+                              episodes_per_task=config.episodes_per_task, init_offset=config.init_offset,
+                              seed=config.seed, out=str(real)))
+        (real / "done.json").write_text(json.dumps({"policy": policy_dir, "noise": config.noise}))
+    episodes = chunks.load([real])
+    policy = models.load(policy_dir, role="policy")
+    horizon = suites.MAX_EPISODE_STEPS[config.suite] // policy.spec.chunk_length
+    result = alignment.measure(policy, models.load(resolve(config.world_model, "world_model"), role="world_model"),
+                               models.load(resolve(config.reflector, "reflector"), role="reflector"), episodes,
+                               horizon, config.eta, deterministic=config.noise == "none")
+    result |= {"policy": policy_dir, "world_model": config.world_model, "reflector": config.reflector,
+               "init_states": f"{config.init_offset}.. (sampled)", "sim_steps": int(sum(e.steps[-1] for e in episodes))}
+    (out / "alignment.json").write_text(json.dumps(result, indent=2))
+    (out / "alignment.md").write_text("\n".join(alignment.markdown(result)) + "\n")
+    for key in ("closed_loop", "replay", "real_video"):
+        r = result[key]["overall"]
+        print(f"{key:<12} agreement {_pct(r['agreement'])}  recall {_pct(r['recall'])}  false positives "
+              f"{_pct(r['false_positive_rate'])}  ({r['n']} episodes, {r['real_successes']} real successes)", flush=True)
+    print(f"-> {out / 'alignment.md'}", flush=True)
+    return 0
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f} %"
