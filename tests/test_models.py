@@ -452,3 +452,26 @@ def test_proprio_features_are_continuous_across_the_axis_angle_flip():
     norm.fit(data)
     z = norm(data)
     assert z.shape == (64, 11) and torch.allclose(z.mean(0), torch.zeros(11), atol=1e-4)
+
+
+def test_exploration_scale_is_in_normalised_action_units():
+    """reset_scale(s) gives b = s x each dimension's action spread (fitted from training actions),
+    the same at every step; under the floor a dimension sits just above it; log-probs of sampled
+    actions recomputed equal the ones returned."""
+    policy = models.build("policy", instruction_encoder="hashed", width=16)
+    actions = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (4000, 7)).astype(np.float32))
+    actions[:, 3:6] *= 0.04                                      # rotations move little, as in the demos
+    policy.fit_action_spread(actions)
+    spread = np.array(policy.config.action_spread)
+    assert np.allclose(spread[[0, 1, 2, 6]], 0.98, atol=0.02) and np.allclose(spread[3:6], 0.04, atol=0.002)
+    policy.reset_scale(0.2)
+    obs = Observations(np.zeros((3, 64, 64, 3), np.uint8), np.zeros((3, 8), np.float32), ["pick up the bowl"] * 3)
+    out = policy.act(obs, deterministic=False, seeds=[1, 2, 3])
+    assert np.allclose(out.scale[..., [0, 1, 2, 6]], 0.2 * spread[[0, 1, 2, 6]], rtol=1e-3)
+    assert np.allclose(out.scale[..., 3:6], 0.2 * spread[3:6], rtol=1e-3)
+    assert np.allclose(out.scale[:, 0], out.scale[:, -1])        # every step of the chunk alike
+    recomputed = policy.log_prob(obs, torch.from_numpy(out.actions)).detach().numpy()
+    np.testing.assert_allclose(recomputed, out.log_probs, rtol=1e-5)
+    policy.reset_scale(0.01)                                     # 0.01 x 0.04 is under the floor e^-5
+    floor = np.exp(policy.config.min_log_scale)
+    assert (policy.act(obs, deterministic=True).scale[..., 3:6] > floor).all()

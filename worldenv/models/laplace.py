@@ -56,20 +56,28 @@ def act(dist: torch.distributions.Laplace, deterministic: bool | Sequence[bool] 
 
 
 @torch.no_grad()
-def reset_scale_head(head: torch.nn.Linear, scale: float, min_log_scale: float, max_log_scale: float) -> None:
+def reset_scale_head(head: torch.nn.Linear, scale: float, min_log_scale: float, max_log_scale: float,
+                     per_output: torch.Tensor | None = None) -> None:
     """Make a scale head whose output o gives log b = min + (max - min) sigmoid(o) answer b =
     `scale` everywhere: weights zero, bias mid-sigmoid, where it can still learn.
 
     Supervised NLL drives b to its floor on demos a policy fits (the sigmoid saturates and stops
     passing gradient), and PPO ratios of a near-deterministic policy explode: RL restarts the
-    head here."""
+    head here. `per_output` (out_features,) gives each output its own b instead; `scale` is
+    still checked."""
     fraction = (float(np.log(scale)) - min_log_scale) / (max_log_scale - min_log_scale)
     if not 0 < fraction < 1:
         raise ValueError(f"exploration scale {scale}: b must lie inside "
                          f"(e^{min_log_scale:g}, e^{max_log_scale:g}) = "
                          f"({np.exp(min_log_scale):.4g}, {np.exp(max_log_scale):.4g})")
     head.weight.zero_()
-    head.bias.fill_(float(np.log(fraction / (1 - fraction))))
+    if per_output is None:
+        head.bias.fill_(float(np.log(fraction / (1 - fraction))))
+        return
+    # One b per output (e.g. scale x each action dimension's spread), kept inside the range
+    # where the sigmoid still passes gradient.
+    fractions = ((per_output.double().log() - min_log_scale) / (max_log_scale - min_log_scale)).clamp(0.01, 0.99)
+    head.bias.copy_((fractions / (1 - fractions)).log().to(head.bias.dtype))
 
 
 class LaplacePolicyRole:

@@ -44,6 +44,10 @@ class PolicyConfig(pydantic.BaseModel):
     vocab_size: int = pydantic.Field(1024, ge=2, description="hashed words only: vocabulary")
     max_tokens: int = pydantic.Field(24, ge=1, description="hashed words only: words kept")
     width: int = pydantic.Field(128, ge=8, description="feature width")
+    action_spread: tuple[float, ...] | None = pydantic.Field(
+        None, description="per action dimension, half the 1-99 % range of the actions it was trained on (fitted by "
+        "`train policy`): the unit of the exploration scale, so noise is as large for a rotation as its demos "
+        "move; none = 1 everywhere")
     min_log_scale: float = -5.0
     max_log_scale: float = 1.0
 
@@ -96,10 +100,19 @@ class LaplacePolicy(torch.nn.Module, checkpoint.Pretrained, laplace.LaplacePolic
         return loc, log_scale.exp()
 
     def reset_scale(self, scale: float) -> None:
-        """Set b to `scale` everywhere, as a learnable starting point for RL
-        (`laplace.reset_scale_head`)."""
+        """Set b to `scale` in normalised action units: scale x action_spread per dimension, the
+        same at every step of the chunk, as a learnable starting point for RL
+        (`laplace.reset_scale_head`; a dimension whose b would fall under the floor sits just above it)."""
         c = self.config
-        laplace.reset_scale_head(self.scale_head, scale, c.min_log_scale, c.max_log_scale)
+        spread = torch.tensor(c.action_spread or [1.0] * c.action_dim, dtype=torch.float64)
+        laplace.reset_scale_head(self.scale_head, scale, c.min_log_scale, c.max_log_scale,
+                                 per_output=(scale * spread).repeat(c.chunk_length))
+
+    def fit_action_spread(self, actions: torch.Tensor) -> None:
+        """actions (N, A) executed in the training data -> config.action_spread."""
+        low, high = torch.quantile(actions.double(), torch.tensor([0.01, 0.99], dtype=torch.float64), dim=0)
+        spread = ((high - low) / 2).clamp(min=1e-3)
+        self.config = self.config.model_copy(update={"action_spread": tuple(round(float(x), 6) for x in spread)})
 
     @property
     def spec(self) -> Spec:

@@ -66,6 +66,8 @@ def train(config: PolicyTrainConfig) -> dict:
     model = supervised.initial_model("policy", config, **config.overrides)
     if hasattr(model, "proprio_norm"):  # ours is fitted here; a paper-scale policy brings its dataset statistics
         model.proprio_norm.fit(torch.from_numpy(train_set.proprio).to(model.device))
+    if hasattr(model, "fit_action_spread") and not config.init:  # the unit of RL's exploration noise
+        model.fit_action_spread(torch.from_numpy(train_set.actions[train_set.valid]))
 
     def draw(rng: np.random.Generator, size: int) -> Samples:
         batch = train_set.take(rng.integers(0, len(train_set), size))

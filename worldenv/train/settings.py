@@ -135,7 +135,8 @@ class RLConfig(Settings):
         "LoRA at --lr, action/scale heads and proprio projector at this; World-Env used 1e-4 and 1e-5); "
         "none = --lr for everything")
     exploration_scale: float | None = pydantic.Field(
-        0.05, gt=0, description="restart the policy's Laplace scale b at this value everywhere before the first "
+        0.05, gt=0, description="restart the policy's Laplace scale b at this value, in normalised action units "
+        "(times each dimension's spread in the SFT data, so a rotation gets noise its size), before the first "
         "iteration (SFT drives b to its floor, where PPO ratios explode); none = keep the checkpoint's")
     clip: float = pydantic.Field(0.1, gt=0, lt=1, description="PPO clip epsilon")
     grad_clip: float = pydantic.Field(1.0, gt=0, description="gradient norm clip")
