@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+
+import numpy as np
 from typing import Literal
 
 from pydantic import Field
@@ -33,6 +35,9 @@ class AlignConfig(LiberoJobConfig):
                                               "sampled from its Laplace head in both")
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done)")
     seed: int = Field(0, description="sampling seed (noise laplace)")
+    exploration_scale: float | None = Field(
+        None, gt=0, description="noise laplace: the policy's Laplace scale restarted at this value (normalised action "
+        "units) in both worlds, as `train rl` explores; none = the checkpoint's own")
     out: str = Field(description="directory: real/ (the recorded real episodes), alignment.json, alignment.md")
 
 
@@ -60,15 +65,19 @@ def align(config: AlignConfig) -> int:
         explore(ExploreConfig(suite=config.suite, tasks=config.tasks, image_size=config.image_size,
                               env_processes=config.env_processes, policy=policy_dir, noise=config.noise,
                               episodes_per_task=config.episodes_per_task, init_offset=config.init_offset,
-                              seed=config.seed, out=str(real)))
-        (real / "done.json").write_text(json.dumps({"policy": policy_dir, "noise": config.noise}))
+                              seed=config.seed, exploration_scale=config.exploration_scale, out=str(real)))
+        (real / "done.json").write_text(json.dumps({"policy": policy_dir, "noise": config.noise,
+                                                    "exploration_scale": config.exploration_scale}))
     episodes = chunks.load([real])
     policy = models.load(policy_dir, role="policy")
+    if config.exploration_scale is not None:
+        policy.reset_scale(config.exploration_scale)
     horizon = suites.MAX_EPISODE_STEPS[config.suite] // policy.spec.chunk_length
     result = alignment.measure(policy, models.load(resolve(config.world_model, "world_model"), role="world_model"),
                                models.load(resolve(config.reflector, "reflector"), role="reflector"), episodes,
                                horizon, config.eta, deterministic=config.noise == "none")
-    result |= {"policy": policy_dir, "world_model": config.world_model, "reflector": config.reflector,
+    result |= {"noise": config.noise, "exploration_scale": config.exploration_scale,
+               "real_success": float(np.mean([e.succeeded for e in episodes])), "policy": policy_dir, "world_model": config.world_model, "reflector": config.reflector,
                "init_states": f"{config.init_offset}.. (sampled)", "sim_steps": int(sum(e.steps[-1] for e in episodes))}
     (out / "alignment.json").write_text(json.dumps(result, indent=2))
     (out / "alignment.md").write_text("\n".join(alignment.markdown(result)) + "\n")

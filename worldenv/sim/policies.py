@@ -93,10 +93,14 @@ class CheckpointSource:
 
     in_env = False
 
-    def __init__(self, directory: str, seed: int = 0):
+    def __init__(self, directory: str, seed: int = 0, exploration_scale: float | None = None):
         from worldenv import models
         self.name = str(directory)
         self._policy = models.load(directory, role="policy")
+        if exploration_scale is not None:   # sample as `train rl` explores
+            if not hasattr(self._policy, "reset_scale"):
+                raise PolicyUnavailable(f"{directory}: the {self._policy.spec.arch} policy has no reset_scale")
+            self._policy.reset_scale(exploration_scale)
         self.chunk_length = int(self._policy.spec.chunk_length)
         self.image_size = int(self._policy.spec.image_size)
         self._seed = seed * 1_000_003  # per-call seeds: seed 0 still samples reproducibly
@@ -118,15 +122,18 @@ _ADDRESS = re.compile(r"^(dns:///)?[\w.\-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$
 
 
 def open_source(spec: str, chunk_length: int = CHUNK_LENGTH, auth_token: str | None = None,
-                connect_timeout_s: float = 10.0, seed: int = 0) -> ActionSource:
-    """Resolve `--policy`: 'expert', a checkpoint directory, or host:port. Raises PolicyUnavailable."""
+                connect_timeout_s: float = 10.0, seed: int = 0, exploration_scale: float | None = None) -> ActionSource:
+    """Resolve `--policy`: 'expert', a checkpoint directory, or host:port. Raises PolicyUnavailable
+    (also for an exploration scale given with a policy that is not a checkpoint directory)."""
     if spec == "expert":
         return ExpertSource(chunk_length)
     path = pathlib.Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
             raise PolicyUnavailable(f"{path} is a directory but holds no checkpoint (config.json missing)")
-        return CheckpointSource(str(path), seed=seed)
+        return CheckpointSource(str(path), seed=seed, exploration_scale=exploration_scale)
+    if exploration_scale is not None:
+        raise PolicyUnavailable("--exploration-scale: only for a checkpoint directory (a served policy keeps its own)")
     if _ADDRESS.match(spec):
         return RemoteSource(spec, auth_token=auth_token, connect_timeout_s=connect_timeout_s)
     raise PolicyUnavailable(f"--policy {spec!r} is neither 'expert', a checkpoint directory, nor host:port")

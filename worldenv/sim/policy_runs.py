@@ -21,6 +21,9 @@ class PolicyRunConfig(LiberoJobConfig):
                                                  ">= 50 new ones sampled with that seed (never wrapping)")
     max_steps: int = Field(0, ge=0, description="policy steps per episode (0 = the suite's standard)")
     seed: int = Field(0, description="sampling seed for a checkpoint policy")
+    exploration_scale: float | None = Field(
+        None, gt=0, description="a checkpoint policy samples with its Laplace scale restarted at this value (normalised "
+        "action units), as `train rl` explores; none = the checkpoint's own scale")
 
     @model_validator(mode="after")
     def _resolved(self) -> "PolicyRunConfig":
@@ -34,7 +37,8 @@ def open_policy(config: PolicyRunConfig):
     """The run's action source, connected now: an unreachable policy fails before any env starts."""
     from worldenv.sim import policies
     try:
-        return policies.open_source(config.policy, auth_token=config.auth_token, seed=config.seed)
+        return policies.open_source(config.policy, auth_token=config.auth_token, seed=config.seed,
+                                    exploration_scale=config.exploration_scale)
     except policies.PolicyUnavailable as exc:
         raise BadArguments(f"--policy: {exc}") from None
 
