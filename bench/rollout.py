@@ -18,16 +18,16 @@ import numpy as np
 import redis
 import torch
 
-from worldenv.client import rollout
+from worldenv.rl import rollout
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
-from worldenv.client.queue import RolloutQueue
-from worldenv.client.worker import RolloutWorker
+from worldenv.rl.queue import RolloutQueue
+from worldenv.rl.worker import RolloutWorker
 from worldenv.config import MODEL_SERVICES, ServeConfig
 from worldenv.data.episodes import EpisodeStore
 from worldenv.data.start_bank import synthetic_bank
 from worldenv.services.common.factory import create_service
 from worldenv.services.common.server import RunningServer
-from worldenv.commands.stack import free_port
+from worldenv.local.stack import free_port
 
 
 def start_redis() -> tuple[subprocess.Popen, str]:
@@ -52,7 +52,7 @@ def imagined(addresses: dict, url: str, episodes: int, horizon: int) -> tuple[fl
     queue, store = RolloutQueue(client, "bench"), EpisodeStore(client, "bench")
     with PolicyClient(addresses["policy"]) as po, WorldModelClient(addresses["world-model"]) as wm, \
             ReflectorClient(addresses["reflector"]) as rf:
-        worker = RolloutWorker(queue, store, po, wm, rf, batch_size=8, consumer="bench", block_ms=50)
+        worker = RolloutWorker.served(queue, store, po, wm, rf, batch_size=8, consumer="bench", block_ms=50)
         bank = synthetic_bank(8)
         direct_jobs = rollout.make_jobs(bank, episodes, "direct", horizon, 8, eta=0.999)
         worker.rollout(direct_jobs[:8])  # warm-up

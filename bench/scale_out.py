@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from worldenv.client.clients import ServiceError, WorldModelClient
-from worldenv.commands import probes
-from worldenv.commands.stack import free_port
+from worldenv.local import probes
+from worldenv.local.stack import free_port
 
 B, STEPS_PER_EPISODE = 8, 10
 

@@ -1,1 +1,2 @@
-"""Client side: typed service clients, the Redis rollout queue, rollout workers, gym wrapper."""
+"""The light client (no torch): typed service clients (`clients`, `errors`), the role interfaces
+over gRPC (`remote`), the gym envs (`gym_env`, `vector_env`) and the compliance suite."""

@@ -12,7 +12,9 @@ or over models in this process, through the same role interfaces:
 Observation: {"frame": (H, W, 3) uint8, "proprio": (P,) float32}; the instruction is in `info`.
 Reward is the reflector's p(done) after each chunk (the paper's dense reward; the trajectory
 reward is its value at termination); `terminated` when p(done) > eta, `truncated` at the horizon.
-For throughput, use the queue and the batched workers; this wrapper serves tools that speak Gym.
+The episode runs in `worldenv.models.imagination.Imagination`, the same code the rollout
+worker runs. For throughput, use the queue and the batched workers; this wrapper serves tools
+that speak Gym.
 """
 from __future__ import annotations
 
@@ -22,9 +24,8 @@ import numpy as np
 from worldenv.client.clients import ReflectorClient, WorldModelClient
 from worldenv.client.remote import RemoteReflector, RemoteWorldModel
 from worldenv.data.start_bank import StartBank
+from worldenv.models.imagination import Imagination
 from worldenv.models.roles import Reflector, StartStates, WorldModel
-
-DEFAULT_ETA = 0.5
 
 
 def spaces(spec) -> tuple[gym.spaces.Box, gym.spaces.Dict]:
@@ -43,9 +44,10 @@ class ImaginedEnv(gym.Env):
                  eta: float = 0.0, on_close=()):
         self.bank, self.horizon, self._on_close = bank, horizon, on_close
         self.world_model, self.reflector = world_model, reflector
-        self.eta = eta or float(reflector.spec.extra.get("eta", DEFAULT_ETA))
+        self.imagination = Imagination(world_model, reflector)
+        self.eta = eta or self.imagination.default_eta
         self.action_space, self.observation_space = spaces(world_model.spec)
-        self._states: tuple | None = None   # (world-model state, reflector state)
+        self._running = False
         self._last: np.ndarray | None = None
 
     @classmethod
@@ -59,40 +61,31 @@ class ImaginedEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start from bank entry `options["start"]`, else one drawn with the env's RNG."""
         super().reset(seed=seed)
-        self._end()
         index = int((options or {}).get("start", self.np_random.integers(len(self.bank))))
         frame, proprio = self.bank.frames[index], self.bank.proprio[index].astype(np.float32)
         self.instruction = self.bank.instructions[index]
-        (wm,) = self.world_model.start(StartStates(self.bank.start_frames(index)[None], proprio[None], [self.instruction]))
-        (rf,) = self.reflector.start(frame[None], [self.instruction])
-        self._states, self._last, self._t = (wm, rf), frame, 0
+        self.imagination.start(StartStates(self.bank.start_frames(index)[None], proprio[None], [self.instruction]),
+                               self.horizon, self.eta)
+        self._running, self._last = True, frame
         info = {"instruction": self.instruction, "start_id": self.bank.ids[index]}
         return {"frame": frame.copy(), "proprio": proprio}, info  # callers keep what they get
 
     def step(self, action):
-        if self._states is None:
+        if not self._running:
             raise RuntimeError("call reset() before step()")
-        chunk = np.asarray(action, np.float32)[None]                     # (1, K, A); the world model clips
-        prediction, (wm,) = self.world_model.step([self._states[0]], chunk)
-        p_done, (rf,) = self.reflector.observe([self._states[1]], prediction.frames)
-        self._states, self._last, self._t = (wm, rf), prediction.frames[0], self._t + 1
-        reward = float(p_done[0])
-        terminated = reward > self.eta
-        truncated = self._t >= self.horizon and not terminated
-        obs = {"frame": prediction.frames[0].copy(), "proprio": prediction.proprio[0].copy()}
-        return obs, reward, terminated, truncated, {"p_done": reward, "step": self._t}
+        out = self.imagination.step([0], np.asarray(action, np.float32)[None])   # (1, K, A); the world model clips
+        self._last = out.prediction.frames[0]
+        reward = float(out.p_done[0])
+        obs = {"frame": out.prediction.frames[0].copy(), "proprio": out.prediction.proprio[0].copy()}
+        info = {"p_done": reward, "step": self.imagination.t[0]}
+        return obs, reward, bool(out.terminated[0]), bool(out.truncated[0]), info
 
     def render(self):
         return self._last
 
-    def _end(self) -> None:
-        if self._states is not None:
-            self.world_model.end([self._states[0]])
-            self.reflector.end([self._states[1]])
-            self._states = None
-
     def close(self):
-        self._end()
+        self.imagination.end()
+        self._running = False
         for close in self._on_close:
             close()
 

@@ -10,7 +10,8 @@ SyncVectorEnv's sub-envs), so it behaves exactly like `SyncVectorEnv` over `Imag
 one step is one batched WorldModel step and one batched Reflector call. Reward is p(done);
 terminated when p(done) > eta; truncated at the horizon; finished sub-envs reset on the next
 step (gymnasium's NEXT_STEP autoreset: that step ignores their action and returns the reset
-observation with reward 0).
+observation with reward 0). The sub-envs are rows of one `worldenv.models.imagination.Imagination`,
+the code the rollout worker runs.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from worldenv.client.gym_env import DEFAULT_ETA, spaces
+from worldenv.client.gym_env import spaces
 from worldenv.data.start_bank import StartBank
+from worldenv.models.imagination import Imagination
 from worldenv.models.roles import Reflector, StartStates, WorldModel
 
 
@@ -31,15 +33,14 @@ class ImaginedVectorEnv(gym.vector.VectorEnv):
                  horizon: int = 16, eta: float = 0.0, on_close=()):
         self.bank, self.num_envs, self.horizon, self._on_close = bank, num_envs, horizon, on_close
         self.world_model, self.reflector = world_model, reflector
-        self.eta = eta or float(reflector.spec.extra.get("eta", DEFAULT_ETA))
+        self.imagination = Imagination(world_model, reflector)
+        self.eta = eta or self.imagination.default_eta
         spec = world_model.spec
         s, p = spec.image_size, spec.proprio_dim
         self.single_action_space, self.single_observation_space = spaces(spec)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._rngs = [np.random.default_rng() for _ in range(num_envs)]
-        self._states: list = [None] * num_envs          # (world-model state, reflector state) per sub-env
-        self._t = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)           # finished last step: reset on this one
         self._obs = {"frame": np.zeros((num_envs, s, s, 3), np.uint8), "proprio": np.zeros((num_envs, p), np.float32)}
 
@@ -61,16 +62,13 @@ class ImaginedVectorEnv(gym.vector.VectorEnv):
 
     def _start(self, rows: np.ndarray) -> None:
         """(Re)start sub-envs `rows` from bank entries drawn with their own RNGs."""
-        self._end(rows)
         picks = [int(self._rngs[i].integers(len(self.bank))) for i in rows]
         frames = np.stack([self.bank.frames[j] for j in picks])
         proprio = np.stack([self.bank.proprio[j] for j in picks]).astype(np.float32)
         texts = [self.bank.instructions[j] for j in picks]
         starts = np.stack([self.bank.start_frames(j) for j in picks])
-        wm = self.world_model.start(StartStates(starts, proprio, texts))
-        rf = self.reflector.start(frames, texts)
-        for n, i in enumerate(rows):
-            self._states[i], self._t[i], self._done[i] = (wm[n], rf[n]), 0, False
+        self.imagination.start(StartStates(starts, proprio, texts), self.horizon, self.eta, rows)
+        self._done[rows] = False
         self._obs["frame"][rows], self._obs["proprio"][rows] = frames, proprio
 
     def step(self, actions):
@@ -81,28 +79,16 @@ class ImaginedVectorEnv(gym.vector.VectorEnv):
         if len(resetting):
             self._start(resetting)
         if len(live):
-            prediction, wm = self.world_model.step([self._states[i][0] for i in live], actions[live])
-            p_done, rf = self.reflector.observe([self._states[i][1] for i in live], prediction.frames)
-            for n, i in enumerate(live):
-                self._states[i] = (wm[n], rf[n])
-            self._t[live] += 1
-            reward[live] = p_done
-            terminated[live] = p_done > self.eta
-            truncated[live] = (self._t[live] >= self.horizon) & ~terminated[live]
-            self._obs["frame"][live], self._obs["proprio"][live] = prediction.frames, prediction.proprio
+            out = self.imagination.step(live, actions[live])
+            reward[live], terminated[live], truncated[live] = out.p_done, out.terminated, out.truncated
+            self._obs["frame"][live], self._obs["proprio"][live] = out.prediction.frames, out.prediction.proprio
         self._done = terminated | truncated
         return self._copy_obs(), reward, terminated, truncated, {}
 
     def _copy_obs(self) -> dict:
         return {k: v.copy() for k, v in self._obs.items()}
 
-    def _end(self, rows) -> None:
-        ended = [self._states[i] for i in rows if self._states[i] is not None]
-        if ended:
-            self.world_model.end([s[0] for s in ended])
-            self.reflector.end([s[1] for s in ended])
-
     def close_extras(self, **kwargs):
-        self._end(np.arange(self.num_envs))
+        self.imagination.end()
         for close in self._on_close:
             close()

@@ -67,3 +67,14 @@ def test_a_comma_separated_address_lists_replicas_and_sessions_alternate_between
             ids = [client.open(frames, np.zeros((1, 8), np.float32), ["a"])[0] for _ in range(4)]
             client.step(ids[:1], RNG.uniform(-1, 1, (1, 8, 7)).astype(np.float32))
         assert len(pod_a.service.sessions) == 2 and len(pod_b.service.sessions) == 2
+
+
+def test_the_light_client_imports_without_torch():
+    """`worldenv.client` (service clients, role adapters, gym envs, compliance) pulls no torch in."""
+    import subprocess
+    import sys
+    code = ("import sys, worldenv.client, worldenv.client.clients, worldenv.client.remote, worldenv.client.gym_env, "
+            "worldenv.client.vector_env, worldenv.client.compliance, worldenv.models.imagination; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

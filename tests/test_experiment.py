@@ -93,3 +93,26 @@ def test_inline_stage_runs_once(tmp_path):
     stages.inline(tmp_path, "measure", lambda: calls.append(1))
     assert calls == [1] and stages.finished(tmp_path, "measure")
     assert stages.records(tmp_path)["measure"].returncode == 0
+
+
+@pytest.mark.parametrize("auth_token", [None, "secret"])
+def test_stage_argv_is_built_from_typed_settings_and_parses_back_through_the_cli(tmp_path, auth_token):
+    """The RL and Dyna stages' command lines are settings objects turned into flags; the real
+    `worldenv` parser reads them back into the same settings, so a renamed flag fails here."""
+    from worldenv import cli, config as settings
+    from worldenv.commands import flags
+    from worldenv.rl.settings import RLConfig
+
+    exp = experiment.ExperimentConfig(home=str(tmp_path), iterations=7, groups=3, lr=2e-6, auth_token=auth_token)
+    addresses = {"redis": "redis://10.0.0.1:6379/0", "policy": "10.0.0.2:50053"}
+    built = experiment.rl_config(exp, addresses, tmp_path / "sft", tmp_path / "starts.npz", tmp_path / "rl", 7, "x-rl")
+    line = ["train", "rl", *settings.argv(built)]
+    args = cli.build_parser().parse_args(line)
+    assert flags.settings_from(RLConfig, args) == built
+    assert built.redis_url == addresses["redis"] and built.snapshot_every == exp.curve_every and built.lr == 2e-6
+    for role in ("world_model", "reflector"):
+        tune = experiment.tune_config(exp, role, tmp_path / "explore", tmp_path / role, tmp_path / "out", 300)
+        args = cli.build_parser().parse_args(["train", role.replace("_", "-"), *settings.argv(tune)])
+        assert flags.settings_from(type(tune), args) == tune and tune.warmup == 0 and tune.eval_every == 60
+    with pytest.raises(SystemExit):   # what a renamed flag does: the parser refuses the stage's line
+        cli.build_parser().parse_args([*line, "--no-such-flag", "1"])

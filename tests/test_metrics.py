@@ -20,8 +20,8 @@ from servers import serving
 from worldenv import prometheus
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.client.errors import ServiceError
-from worldenv.client.queue import Job, RolloutQueue
-from worldenv.client.worker import RolloutWorker
+from worldenv.rl.queue import Job, RolloutQueue
+from worldenv.rl.worker import RolloutWorker
 from worldenv.data.episodes import EpisodeStore
 from worldenv.data.start_bank import synthetic_bank
 
@@ -184,7 +184,7 @@ def test_worker_counts_episodes_reclaims_and_batch_time(redis_client, key_prefix
     with serving("world-model") as wm, serving("reflector") as rf, serving("policy") as po, \
             PolicyClient(po.address) as policy, WorldModelClient(wm.address) as world_model, \
             ReflectorClient(rf.address) as reflector:
-        worker = RolloutWorker(queue, EpisodeStore(redis_client, key_prefix), policy, world_model, reflector,
+        worker = RolloutWorker.served(queue, EpisodeStore(redis_client, key_prefix), policy, world_model, reflector,
                                batch_size=8, consumer="alive", reclaim_idle_ms=100, block_ms=200)
         with prometheus.serving(worker.metrics.registry, "127.0.0.1", 0) as endpoint:
             assert worker.run(max_jobs=4) == 4
@@ -204,7 +204,7 @@ def test_worker_counts_a_given_up_job_as_failed(redis_client, key_prefix):
     with serving("world-model") as wm, serving("reflector") as rf, serving("policy") as po, \
             PolicyClient(po.address) as policy, WorldModelClient(wm.address) as world_model, \
             ReflectorClient(rf.address) as reflector:
-        worker = RolloutWorker(queue, EpisodeStore(redis_client, key_prefix), policy, world_model, reflector,
+        worker = RolloutWorker.served(queue, EpisodeStore(redis_client, key_prefix), policy, world_model, reflector,
                                consumer="alive", reclaim_idle_ms=0, block_ms=200)
         worker.run_once()
         with prometheus.serving(worker.metrics.registry, "127.0.0.1", 0) as endpoint:

@@ -13,7 +13,7 @@ import torch
 from servers import serving
 from worldenv import models
 from worldenv.client.clients import PolicyClient
-from worldenv.client.trainer import publish
+from worldenv.rl.trainer import publish
 from worldenv.models import oft_policy
 from worldenv.models.oft_policy import OFTPolicy, Statistics
 from worldenv.models.roles import Observations

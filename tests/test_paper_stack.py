@@ -12,13 +12,13 @@ import torch
 
 from servers import serving
 from worldenv import models
-from worldenv.client import trainer
+from worldenv.rl import trainer
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
-from worldenv.client.queue import RolloutQueue
-from worldenv.client.worker import RolloutWorker
+from worldenv.rl.queue import RolloutQueue
+from worldenv.rl.worker import RolloutWorker
 from worldenv.data.episodes import EpisodeStore
 from worldenv.data.start_bank import synthetic_bank
-from worldenv.train.settings import RLConfig
+from worldenv.rl.settings import RLConfig
 
 SIDE = 32  # the tiny video-unet's frames; the VLMs resize to their vision towers inside
 
@@ -40,7 +40,7 @@ def paper_stack(redis_client, key_prefix, tmp_path):
             serving("policy", loaded["policy"]) as po:
         clients = [PolicyClient(po.address).connect(), WorldModelClient(wm.address).connect(),
                    ReflectorClient(rf.address).connect()]
-        worker = RolloutWorker(RolloutQueue(redis_client, key_prefix), EpisodeStore(redis_client, key_prefix),
+        worker = RolloutWorker.served(RolloutQueue(redis_client, key_prefix), EpisodeStore(redis_client, key_prefix),
                                *clients, batch_size=8, consumer="w", block_ms=100)
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)

@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from servers import serving
-from worldenv.client import rollout
+from worldenv.rl import rollout
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
-from worldenv.client.queue import Job, RolloutQueue
-from worldenv.client.worker import RolloutWorker
+from worldenv.rl.queue import Job, RolloutQueue
+from worldenv.rl.worker import RolloutWorker
 from worldenv.data.episodes import EpisodeStore
 from worldenv.data.start_bank import synthetic_bank
 
@@ -48,7 +48,7 @@ def worker_factory(services, redis_client, key_prefix):
         clients = [PolicyClient(services["policy"]).connect(), WorldModelClient(services["world_model"]).connect(),
                    ReflectorClient(services["reflector"]).connect()]
         opened.extend(clients)
-        return RolloutWorker(RolloutQueue(redis_client, key_prefix), EpisodeStore(redis_client, key_prefix), *clients,
+        return RolloutWorker.served(RolloutQueue(redis_client, key_prefix), EpisodeStore(redis_client, key_prefix), *clients,
                              batch_size=batch_size, consumer=consumer, reclaim_idle_ms=reclaim_idle_ms, block_ms=200)
 
     yield make
@@ -139,7 +139,7 @@ def test_worker_rewards_are_judge_on_the_whole_video_and_sessions_close_as_episo
         queue.enqueue(job(i, run="s", horizon=horizon, eta=0.999))
     reflector = ClosingReflector(services["reflector"]).connect()
     with PolicyClient(services["policy"]) as po, WorldModelClient(services["world_model"]) as wm:
-        worker = RolloutWorker(queue, EpisodeStore(redis_client, key_prefix), po, wm, reflector, batch_size=4,
+        worker = RolloutWorker.served(queue, EpisodeStore(redis_client, key_prefix), po, wm, reflector, batch_size=4,
                                consumer="w-s", block_ms=200)
         assert worker.run(max_jobs=4) == 4
     episodes = [EpisodeStore(redis_client, key_prefix).get(f"s-{i}") for i in range(4)]
@@ -173,7 +173,7 @@ def test_a_lost_reflector_session_leaves_the_batch_for_retry(queue, servers, ser
     queue.enqueue(job(0, run="lost", horizon=3))
     reflector = ForgettingReflector(services["reflector"], servers["reflector"]).connect()
     with PolicyClient(services["policy"]) as po, WorldModelClient(services["world_model"]) as wm:
-        worker = RolloutWorker(queue, EpisodeStore(redis_client, key_prefix), po, wm, reflector, batch_size=1,
+        worker = RolloutWorker.served(queue, EpisodeStore(redis_client, key_prefix), po, wm, reflector, batch_size=1,
                                consumer="w-lost", block_ms=200)
         assert worker.run_once() == 1
     reflector.close()

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from test_queue import job
-from worldenv.client.queue import RolloutQueue
-from worldenv.commands import stack as local
+from worldenv.rl.queue import RolloutQueue
+from worldenv.local import stack as local
 from worldenv.data.episodes import EpisodeStore
 from worldenv.services.common.memory import ALLOCATOR_ENV
 

@@ -11,13 +11,13 @@ import torch
 
 from servers import serving
 from worldenv import models
-from worldenv.client import trainer
+from worldenv.rl import trainer
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
-from worldenv.client.queue import RolloutQueue
-from worldenv.client.worker import RolloutWorker
+from worldenv.rl.queue import RolloutQueue
+from worldenv.rl.worker import RolloutWorker
 from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
 from worldenv.data.start_bank import synthetic_bank
-from worldenv.train.settings import RLConfig
+from worldenv.rl.settings import RLConfig
 
 
 def _episode(i: int, group: str, version: int = 1, reward: float = 0.5, status: str = "horizon", steps: int = 2):
@@ -49,7 +49,7 @@ def stack(redis_client, key_prefix, tmp_path):
     with serving("world-model") as wm, serving("reflector") as rf, serving("policy", model=served) as po:
         clients = [PolicyClient(po.address).connect(), WorldModelClient(wm.address).connect(),
                    ReflectorClient(rf.address).connect()]
-        worker = RolloutWorker(RolloutQueue(redis_client, key_prefix), EpisodeStore(redis_client, key_prefix), *clients,
+        worker = RolloutWorker.served(RolloutQueue(redis_client, key_prefix), EpisodeStore(redis_client, key_prefix), *clients,
                                batch_size=8, consumer="w", block_ms=100)
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)

@@ -5,6 +5,10 @@ its proto service. Every entry point's settings class derives from `Settings`: t
 deployables are here, a command's in its module (the LIBERO jobs' in `worldenv.sim`).
 Values come from (highest first) command-line flags, environment variables (`WORLDENV_<FIELD>`, plus `REDIS_URL`), then the
 defaults. Field descriptions become `--help` text (see `worldenv.commands.flags`).
+
+Settings that recur are declared once here: `redis_url_field` (every settings class that takes
+a Redis: $REDIS_URL, else the Redis a running `worldenv up` recorded, else
+redis://127.0.0.1:6379/0) and the services' addresses (`local_address`).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worldenv import home
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +44,48 @@ def local_address(name: str) -> str:
     return f"127.0.0.1:{SERVICES[name].port}"
 
 
+REDIS_URL_ENV = AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL")
+
+
+def redis_url_field(description: str, embedded: bool = False):
+    """The `redis_url` field: --redis-url, $REDIS_URL or $WORLDENV_REDIS_URL; unset, the Redis a running
+    `worldenv up` recorded, else redis://127.0.0.1:6379/0 (`home.redis_url`). With `embedded`
+    (`up`, `experiment`, which start a stack of their own) unset is None: start an embedded Redis."""
+    if embedded:
+        return Field(None, validation_alias=REDIS_URL_ENV, description=description)
+    return Field(default_factory=home.redis_url, validation_alias=REDIS_URL_ENV,
+                 description=f"{description} (unset: the Redis a running `worldenv up` recorded, else "
+                 f"{home.DEFAULT_REDIS_URL})")
+
+
 class Settings(BaseSettings):
     """Base of every entry point's settings: flags, then WORLDENV_* environment variables, then defaults."""
 
     model_config = SettingsConfigDict(env_prefix="WORLDENV_", extra="forbid", validate_default=True,
                                       env_ignore_empty=True)  # compose passes unset values as ""
+
+
+def flag(name: str) -> str:
+    """The command-line flag of settings field `name`."""
+    return "--" + name.replace("_", "-")
+
+
+def argv(settings: Settings) -> list[str]:
+    """The command-line arguments that give exactly these settings to their command: every field
+    set (given or read from the environment), in field order. They parse back through the
+    command's parser (`worldenv.commands.flags`), so a renamed field fails where it is built."""
+    out: list[str] = []
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if name not in settings.model_fields_set or value is None:
+            continue
+        if (field.json_schema_extra or {}).get("positional"):
+            out.append(str(value))
+        elif isinstance(value, bool):
+            out.append(flag(name) if value else "--no-" + name.replace("_", "-"))
+        else:
+            out += [flag(name), str(value)]
+    return out
 
 
 class ServeConfig(Settings):
@@ -84,16 +126,14 @@ class DebugApiConfig(Settings):
 
     host: str = Field("0.0.0.0", description="interface to bind")
     port: int = Field(SERVICES["debug-api"].port, ge=0, le=65535, description="port to bind (0 = any free port)")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),
-                           description="Redis holding the episode store")
+    redis_url: str = redis_url_field("Redis holding the episode store")
     prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
 
 
 class WorkerConfig(Settings):
     """A rollout worker: jobs from Redis, run as one batch through Policy -> WorldModel -> Reflector."""
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),
-                           description="Redis with the job and result streams")
+    redis_url: str = redis_url_field("Redis with the job and result streams")
     prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
     world_model_addr: str = Field(local_address("world-model"), description="WorldModel address (dns:///host:port balances across pods)")
     reflector_addr: str = Field(local_address("reflector"), description="Reflector address")

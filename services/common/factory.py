@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import pathlib
 
 import torch
 
@@ -24,10 +23,9 @@ def load_model(role: str, config: ServeConfig):
     from worldenv import checkpoints
     if config.threads:
         torch.set_num_threads(config.threads)
-    path = checkpoints.model_dir(role) if config.checkpoint == "shipped" else \
-        None if config.checkpoint == "none" else pathlib.Path(config.checkpoint)
+    path = checkpoints.model(config.checkpoint, role)
     if path is not None:
-        version = f"shipped-{path.name}" if config.checkpoint == "shipped" else path.name
+        version = f"shipped-{path.name}" if config.checkpoint == checkpoints.SHIPPED else path.name
         return models.load(path, role=role, device=config.device, dtype=config.dtype), version
     torch.manual_seed(config.seed)
     return models.build(role, device=config.device, dtype=config.dtype), f"init-seed{config.seed}"

@@ -1,7 +1,10 @@
 """The trained checkpoints shipped with worldenv, in the registry's format: policy/,
 world_model/ and reflector/, and starts.npz, a start-state bank of real LIBERO keyframes.
 `reports/models.md` says how they were made (`worldenv pipeline ... --checkpoints`) and what
-they measure; `worldenv up` serves them unless told otherwise."""
+they measure; `worldenv up` serves them unless told otherwise.
+
+Every setting that names checkpoints takes two words besides a path: 'shipped' (these) and
+'none' (random init); `folder`, `model` and `start_bank` are the one place they are read."""
 from __future__ import annotations
 
 import pathlib
@@ -9,6 +12,7 @@ import pathlib
 DIR = pathlib.Path(__file__).resolve().parent
 ROLES = ("policy", "world_model", "reflector")
 STARTS = "starts.npz"
+SHIPPED, NONE = "shipped", "none"
 
 
 def model_dir(role: str, folder: pathlib.Path = DIR) -> pathlib.Path | None:
@@ -21,3 +25,19 @@ def starts(folder: pathlib.Path = DIR) -> pathlib.Path | None:
     """The start-state bank in `folder`, if there is one."""
     path = folder / STARTS
     return path if path.is_file() else None
+
+
+def folder(value: str) -> pathlib.Path | None:
+    """A checkpoints-folder setting: 'shipped' = this folder, 'none' = no folder (random init), else the path."""
+    return DIR if value == SHIPPED else None if value == NONE else pathlib.Path(value)
+
+
+def model(value: str, role: str) -> pathlib.Path | None:
+    """A model-checkpoint setting of `role`: 'shipped' = the shipped one (None in an install without
+    it), 'none' = None (random init), else the path."""
+    return model_dir(role) if value == SHIPPED else None if value == NONE else pathlib.Path(value)
+
+
+def start_bank(value: str) -> pathlib.Path | None:
+    """A start-bank setting: 'shipped' = the shipped keyframes (None in an install without them), else the path."""
+    return starts() if value == SHIPPED else pathlib.Path(value)

@@ -1,2 +1,2 @@
-"""The `worldenv` subcommands, one module per command (`worldenv.cli` lists them), and the
-helpers only they use."""
+"""The `worldenv` subcommands, one module per command (`worldenv.cli` lists them), and settings
+as flags (`flags`). The top floor: thin and typed; nothing below imports it."""

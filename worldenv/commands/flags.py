@@ -1,5 +1,6 @@
 """Settings classes as argparse flags: each field becomes `--field-name`, its description the help.
 
+`worldenv.config.argv` is the way back: settings -> the arguments that give them.
 Flags left out fall through to environment variables (`WORLDENV_*`, `REDIS_URL`) and then to
 the defaults, because only flags actually given are passed to the settings class. A field's
 `json_schema_extra` may say `positional: True` (an argument, not a flag), `aliases` (more flag
@@ -15,6 +16,8 @@ import typing
 
 import pydantic
 from pydantic_settings import BaseSettings
+
+from worldenv import config
 
 POSITIONAL = {"positional": True}
 _BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
@@ -35,6 +38,8 @@ def _flag_type(annotation) -> tuple[type, list[str] | None]:
 
 
 def _help(field) -> str:
+    if field.default_factory is not None:
+        return field.description
     return f"{field.description} ({'required' if field.is_required() else f'default: {field.default}'})"
 
 
@@ -44,7 +49,7 @@ def _add(parser: argparse.ArgumentParser, name: str, field) -> None:
     if extra.get("positional"):
         parser.add_argument(name, type=kind, choices=choices, help=field.description)
         return
-    flags = ["--" + name.replace("_", "-"), *extra.get("aliases", ())]
+    flags = [config.flag(name), *extra.get("aliases", ())]
     if kind is bool:
         parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=_help(field))
         return
@@ -63,7 +68,7 @@ def _flag(cls: type[BaseSettings], loc: tuple) -> str:
     name = "-".join(str(part) for part in loc)
     field = cls.model_fields.get(name)
     positional = field is not None and (field.json_schema_extra or {}).get("positional")
-    return name if positional else "--" + name.replace("_", "-")
+    return name if positional else config.flag(name)
 
 
 def _message(error: dict) -> str:

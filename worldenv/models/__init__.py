@@ -9,9 +9,18 @@ imports diffusers, which takes seconds).
 """
 from __future__ import annotations
 
-from worldenv.models.registry import ARCHS, arch, build, load, register
 from worldenv.models.roles import (ROLES, ActionChunks, Observations, Policy, Prediction, Reflector, Spec,
                                    StartStates, WorldModel)
 
 __all__ = ["ARCHS", "ROLES", "ActionChunks", "Observations", "Policy", "Prediction", "Reflector", "Spec",
            "StartStates", "WorldModel", "arch", "build", "load", "register"]
+
+_REGISTRY = ("ARCHS", "arch", "build", "load", "register")
+
+
+def __getattr__(name: str):
+    """The registry's names, imported when first used: the role interfaces alone need no torch."""
+    if name in _REGISTRY:
+        from worldenv.models import registry
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # only `log_prob` speaks torch: the interfaces import without it (the light client)
+    import torch
 
 Role = Literal["policy", "world_model", "reflector"]
 ROLES: tuple[Role, ...] = ("policy", "world_model", "reflector")
@@ -59,9 +61,11 @@ class ActionChunks:
     scale: np.ndarray           # (B, K, A) float32, > 0
     actions: np.ndarray         # (B, K, A) float32, unclipped: log_probs is their density
     log_probs: np.ndarray       # (B,) float32, summed over K and A
+    policy_version: int = 0     # the weights version that answered (a served policy's; 0 in process)
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        return dataclasses.asdict(self)
+        """The four arrays."""
+        return {"loc": self.loc, "scale": self.scale, "actions": self.actions, "log_probs": self.log_probs}
 
 
 @dataclasses.dataclass(frozen=True)

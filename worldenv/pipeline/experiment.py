@@ -26,8 +26,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from worldenv.config import Settings
+from worldenv import checkpoints
+from worldenv.config import Settings, argv
 from worldenv.pipeline import stages
+from worldenv.rl.settings import RLConfig
+from worldenv.train.settings import ReflectorTrainConfig, WorldModelTrainConfig
 
 CURVE_INITS = 0          # the curve's real and imagined episodes use LIBERO's fixed init states from here
 DYNA_INITS = 7000        # the Dyna round's exploration: sampled init states no earlier data used
@@ -74,7 +77,8 @@ class ExperimentConfig(Settings):
     env_processes: int = Field(0, ge=0, description="LIBERO env processes (0 = what fits, at most 2)")
     workers: int = Field(1, ge=1, description="rollout workers of the embedded stack")
     batch_size: int = Field(16, ge=1, description="jobs per rollout-worker batch in the embedded stack")
-    redis_url: str | None = Field(None, description="remote stack: its Redis (with the three addresses below)")
+    redis_url: str | None = Field(None, description="remote stack: its Redis (with the three addresses below); none "
+                                  "= an embedded stack ($REDIS_URL is not read here: it may name `up`'s)")
     policy_addr: str | None = Field(None, description="remote stack: the Policy service")
     world_model_addr: str | None = Field(None, description="remote stack: the WorldModel service")
     reflector_addr: str | None = Field(None, description="remote stack: the Reflector service")
@@ -85,7 +89,7 @@ class ExperimentConfig(Settings):
         remote = [self.redis_url, self.policy_addr, self.world_model_addr, self.reflector_addr]
         if any(remote) and not all(remote):
             raise ValueError("--redis-url, --policy-addr, --world-model-addr, --reflector-addr: give all four or none")
-        if self.models not in ("shipped", "pipeline") and not pathlib.Path(self.models).is_dir():
+        if self.models not in (checkpoints.SHIPPED, "pipeline") and not pathlib.Path(self.models).is_dir():
             raise ValueError(f"--models: no such folder {self.models}")
         if self.demos is not None and self.models != "pipeline":
             raise ValueError("--demos: only with --models pipeline (other models were trained already)")
@@ -93,7 +97,7 @@ class ExperimentConfig(Settings):
 
     @property
     def root(self) -> pathlib.Path:
-        from worldenv.commands import home
+        from worldenv import home
         return pathlib.Path(self.home) if self.home else home.path() / "experiment" / self.suite
 
     @property
@@ -113,8 +117,7 @@ def _libero(config: ExperimentConfig, *args: str) -> list[str]:
 
 def models_dir(config: ExperimentConfig, root: pathlib.Path) -> pathlib.Path:
     """Where the models the experiment starts from are (or will be, for --models pipeline)."""
-    from worldenv import checkpoints
-    return {"shipped": checkpoints.DIR, "pipeline": root / "models"}.get(config.models) or pathlib.Path(config.models)
+    return root / "models" if config.models == "pipeline" else checkpoints.folder(config.models)
 
 
 def model_folder(config: ExperimentConfig, root: pathlib.Path) -> pathlib.Path:
@@ -141,7 +144,7 @@ class Stack:
             return {"redis": c.redis_url, "policy": c.policy_addr, "world-model": c.world_model_addr,
                     "reflector": c.reflector_addr}
         if self._local is None:
-            from worldenv.commands import stack
+            from worldenv.local import stack
             from worldenv.config import MODEL_SERVICES, SERVICES
             dirs = {name: str(self.dirs[SERVICES[name].role]) for name in MODEL_SERVICES}
             print(f"starting the embedded stack in {self.root / 'stack'} ...", flush=True)
@@ -160,19 +163,32 @@ def rl(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.
     out = root / name
     if not stages.finished(root, name):
         a = stack.addresses()
-        stages.run(root, name, ["train", "rl", "--redis-url", a["redis"], "--policy-addr", a["policy"], *_token(config),
-                                "--policy", str(policy), "--starts", str(starts), "--run-id", f"{root.name}-{name}",
-                                "--out", str(out), "--iterations", str(iterations), "--groups", str(config.groups),
-                                "--group-size", str(config.group_size), "--horizon", str(config.horizon),
-                                "--eta", str(config.eta), "--lr", str(config.lr), "--epochs", str(config.epochs),
-                                "--exploration-scale", str(config.exploration_scale), "--seed", str(config.seed),
-                                "--snapshot-every", str(config.curve_every)], root / "logs" / f"{name}.log")
+        stages.run(root, name, ["train", "rl", *argv(rl_config(config, a, policy, starts, out, iterations,
+                                                               f"{root.name}-{name}"))], root / "logs" / f"{name}.log")
     return out
+
+
+def rl_config(config: ExperimentConfig, addresses: dict[str, str], policy: pathlib.Path, starts: pathlib.Path,
+              out: pathlib.Path, iterations: int, run_id: str) -> RLConfig:
+    """The settings of an RL stage: `worldenv train rl` against the stack at `addresses`."""
+    return RLConfig(redis_url=addresses["redis"], policy_addr=addresses["policy"], auth_token=config.auth_token,
+                    policy=str(policy), starts=str(starts), run_id=run_id, out=str(out), iterations=iterations,
+                    groups=config.groups, group_size=config.group_size, horizon=config.horizon, eta=config.eta,
+                    lr=config.lr, epochs=config.epochs, exploration_scale=config.exploration_scale, seed=config.seed,
+                    snapshot_every=config.curve_every)
+
+
+def tune_config(config: ExperimentConfig, role: str, data: pathlib.Path, init: pathlib.Path, out: pathlib.Path,
+                steps: int) -> WorldModelTrainConfig | ReflectorTrainConfig:
+    """The settings of a Dyna fine-tuning stage: `worldenv train world-model|reflector --init`."""
+    cls = WorldModelTrainConfig if role == "world_model" else ReflectorTrainConfig
+    return cls(data=str(data), init=str(init), out=str(out), steps=steps, lr=config.dyna_lr, warmup=0,
+               eval_every=max(steps // 5, 1), patience=0)
 
 
 def curve(config: ExperimentConfig, root: pathlib.Path, stack: Stack, rl_out: pathlib.Path) -> None:
     """Each snapshot: real success and imagined success from the same init states."""
-    from worldenv.client.trainer import snapshot_dir
+    from worldenv.rl.trainer import snapshot_dir
     stages.run(root, "eval_starts", _libero(config, "starts", "build", "--inits", f"{CURVE_INITS}-"
                                             f"{CURVE_INITS + config.curve_episodes - 1}", "--out", str(root / "eval_starts.npz")),
                root / "logs" / "eval_starts.log")
@@ -244,10 +260,9 @@ def dyna(config: ExperimentConfig, root: pathlib.Path, dirs: dict[str, pathlib.P
                   "was (fine-tuning on one class teaches it to answer that class)", flush=True)
             tuned[role] = dirs[role]
             continue
-        stages.run(root, f"dyna_{role}", ["train", role.replace("_", "-"), "--data", str(d / "explore"), "--init",
-                                          str(dirs[role]), "--out", str(d / role), "--steps", str(steps), "--lr",
-                                          str(config.dyna_lr), "--warmup", "0", "--eval-every", str(max(steps // 5, 1)),
-                                          "--patience", "0"], root / "logs" / f"dyna_{role}.log")
+        tune = tune_config(config, role, d / "explore", dirs[role], d / role, steps)
+        stages.run(root, f"dyna_{role}", ["train", role.replace("_", "-"), *argv(tune)],
+                   root / "logs" / f"dyna_{role}.log")
     stages.run(root, "dyna_starts", ["starts", "keyframes", "--data", str(d / "explore"), "--every", "2",
                                      "--out", str(d / "starts.npz")], root / "logs" / "dyna_starts.log")
     stack = Stack(config, tuned, d)
@@ -260,14 +275,13 @@ def dyna(config: ExperimentConfig, root: pathlib.Path, dirs: dict[str, pathlib.P
 
 def both_outcomes(folder: pathlib.Path) -> bool:
     """Whether the recorded episodes under `folder` hold successes and failures."""
-    from worldenv.pipeline.report import budget
+    from worldenv.pipeline.models_report import budget
     data = budget(folder.parent, names=(folder.name,))[folder.name]
     return 0 < data["successes"] < data["episodes"]
 
 
 def run(config: ExperimentConfig) -> pathlib.Path:
     """Every stage in order; returns the experiment's directory."""
-    from worldenv import checkpoints
     root = config.root
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

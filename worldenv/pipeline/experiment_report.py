@@ -53,7 +53,7 @@ def dyna_results(root: pathlib.Path, evals: dict) -> dict | None:
     """The Dyna round's exploration data and its policy against the RL policy it started from."""
     if not (evals.get("eval_dyna") and evals.get("eval_rl")):
         return None
-    from worldenv.pipeline.report import budget
+    from worldenv.pipeline.models_report import budget
     data = budget(root / "dyna", names=("explore",))["explore"]
     return {"explore": data, "reflector_tuned": (root / "dyna" / "reflector" / "model" / "config.json").is_file(),
             "vs_rl": comparison(evals["eval_rl"], evals["eval_dyna"]),

@@ -52,7 +52,7 @@ class PipelineConfig(Settings):
 
     @property
     def root(self) -> pathlib.Path:
-        from worldenv.commands import home
+        from worldenv import home
         return pathlib.Path(self.home) if self.home else home.path() / "pipeline" / self.suite
 
     @property

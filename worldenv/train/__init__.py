@@ -1,3 +1,3 @@
 """Training: supervised fine-tuning of the policy, the world model and the reflector on recorded
 LIBERO episodes (`worldenv.data.chunks` cuts them at the action-chunk time step; `supervised` is
-the shared loop), and the pure functions of LOOP, the RL objective (`loop_ppo`)."""
+the shared loop). RL in imagination is `worldenv.rl`."""

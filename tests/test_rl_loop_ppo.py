@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from worldenv.train import loop_ppo
+from worldenv.rl import loop_ppo
 
 
 def test_leave_one_out_advantages_by_hand():

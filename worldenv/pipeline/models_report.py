@@ -111,12 +111,12 @@ def provenance(config, chosen: tuple[int, int], data: dict) -> dict:
 
 def write(config, root: pathlib.Path, chosen: tuple[int, int]) -> pathlib.Path:
     """Measure, plot, and write the markdown report; copy the checkpoints if asked."""
-    from worldenv.pipeline import report_markdown
+    from worldenv.pipeline import models_markdown
     measured = measure(root)
     path = pathlib.Path(config.report)
     plot_drift(measured["curves"], path.with_name(path.stem + "-drift.png"))
     data = budget(root)
-    text = report_markdown.render(config, root, chosen, measured, data, stages.records(root))
+    text = models_markdown.render(config, root, chosen, measured, data, stages.records(root))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     if config.checkpoints:

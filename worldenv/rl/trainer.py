@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from safetensors.torch import save as save_bytes
 
-from worldenv.client import rollout
 from worldenv.client.clients import PolicyClient
-from worldenv.client.queue import RolloutQueue
 from worldenv.data import runs
 from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
 from worldenv.data.start_bank import StartBank
 from worldenv.models.roles import Observations
-from worldenv.train import loop_ppo
+from worldenv.rl import loop_ppo, rollout
+from worldenv.rl.queue import RolloutQueue
+from worldenv.rl.settings import RLConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +129,7 @@ def param_groups(policy, lr: float, head_lr: float | None) -> list[dict]:
 class Trainer:
     """Holds the connections, the policy copy and the optimiser; `iteration` runs one."""
 
-    def __init__(self, config, policy, client: PolicyClient, queue: RolloutQueue, store: EpisodeStore, bank: StartBank):
+    def __init__(self, config: RLConfig, policy, client: PolicyClient, queue: RolloutQueue, store: EpisodeStore, bank: StartBank):
         self.config, self.policy, self.client, self.queue, self.store, self.bank = config, policy, client, queue, store, bank
         self.optimizer = torch.optim.Adam(param_groups(policy, config.lr, config.head_lr), lr=config.lr)
         self.rng = np.random.default_rng(config.seed)
@@ -219,11 +219,11 @@ def log_row(out: pathlib.Path, row: dict) -> list[dict]:
     return rows
 
 
-def starting_policy(config, out: pathlib.Path, resumed: bool):
+def starting_policy(config: RLConfig, out: pathlib.Path, resumed: bool):
     """The run's own policy: its last checkpoint when resuming, else --policy with the Laplace
     scale restarted at --exploration-scale."""
     from worldenv import checkpoints, models
-    source = out / "policy" if resumed else (checkpoints.model_dir("policy") if config.policy == "shipped" else config.policy)
+    source = out / "policy" if resumed else checkpoints.model(config.policy, "policy")
     if source is None:
         raise FileNotFoundError("policy: no shipped checkpoint in this install; give --policy DIR")
     policy = models.load(source, role="policy")
@@ -234,26 +234,25 @@ def starting_policy(config, out: pathlib.Path, resumed: bool):
     return policy
 
 
-def start_bank(config) -> StartBank:
+def start_bank(config: RLConfig) -> StartBank:
     from worldenv import checkpoints
-    path = checkpoints.starts() if config.starts == "shipped" else config.starts
-    if path is None or not pathlib.Path(path).is_file():
+    path = checkpoints.start_bank(config.starts)
+    if path is None or not path.is_file():
         raise FileNotFoundError(f"starts: no start-state bank at {config.starts}")
     return StartBank.load(path)
 
 
-def run(config) -> dict:
+def run(config: RLConfig) -> dict:
     """`worldenv train rl`: every iteration of `config` (resuming a run in config.out)."""
     import redis
     import tqdm
 
-    from worldenv.client import training_curves
-    from worldenv.commands import home
+    from worldenv.rl import curves
     out = pathlib.Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     resumed = (out / "trainer_state.pt").is_file()
     policy, bank = starting_policy(config, out, resumed), start_bank(config)
-    client = redis.Redis.from_url(config.redis_url or home.redis_url())
+    client = redis.Redis.from_url(config.redis_url)
     with PolicyClient(config.policy_addr, auth_token=config.auth_token) as policy_client:
         trainer = Trainer(config, policy, policy_client, RolloutQueue(client, config.prefix),
                           EpisodeStore(client, config.prefix), bank)
@@ -266,7 +265,7 @@ def run(config) -> dict:
             row, version = trainer.iteration(it, run_id, version)
             rows = log_row(out, row)
             runs.RunLog(client, config.prefix).put(run_id, row)   # the debug API's run page reads it
-            training_curves.plot(rows, out / "curves.png")
+            curves.plot(rows, out / "curves.png")
             save_state(out, trainer, it, version)
             if config.snapshot_every and (it + 1) % config.snapshot_every == 0:
                 trainer.policy.save_pretrained(snapshot_dir(out, it + 1))   # after it + 1 iterations

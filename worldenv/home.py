@@ -1,9 +1,12 @@
-"""Where a local `worldenv up` keeps its state: $WORLDENV_HOME, default ~/.worldenv."""
+"""Where this machine's worldenv state lives: $WORLDENV_HOME, default ~/.worldenv. A running
+`worldenv up` records its addresses there (up.json), which is how commands find its Redis."""
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def path() -> pathlib.Path:
@@ -21,4 +24,4 @@ def redis_url() -> str:
     try:
         return json.loads(stack_file().read_text())["redis_url"]
     except (OSError, KeyError, ValueError):
-        return "redis://127.0.0.1:6379/0"
+        return DEFAULT_REDIS_URL

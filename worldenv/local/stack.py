@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from worldenv.commands import probes
+from worldenv.local import probes
 from worldenv.config import MODEL_SERVICES, SERVICES
 from worldenv.services.common.memory import ALLOCATOR_ENV
 

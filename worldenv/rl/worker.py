@@ -1,15 +1,16 @@
 """The rollout worker: takes B jobs from the queue and imagines them as one batch.
 
-Per step: Policy.Act(obs[B]) -> WorldModel.Step(actions[B]) -> Reflector.Observe(frames[B]);
-the world model and the reflector keep each episode in a session (its memory bank, its video),
-so a step sends only the new frames. An episode ends when p(done) > eta or at its horizon, and
-the batch shrinks to the episodes still running. Each finished episode is stored, its result
-published, and its job acked.
+The batch runs through `worldenv.models.imagination` over the three served models (their
+`worldenv.client.remote` adapters): Policy.Act -> WorldModel.Step -> Reflector.Observe per step,
+the world model and the reflector keeping each episode in a session, the batch shrinking to the
+episodes still running. The worker adds the queue: it touches its jobs every step, stores each
+finished episode (with every call's latency and the policy version that sampled it), publishes
+its result and acks its job; a lost session or server (NOT_FOUND, UNAVAILABLE) leaves the batch
+pending for another attempt.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -19,9 +20,13 @@ import numpy as np
 
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.client.errors import ServiceError
-from worldenv.client.metrics import WorkerMetrics
-from worldenv.client.queue import Claimed, Job, RolloutQueue
+from worldenv.client.remote import RemotePolicy, RemoteReflector, RemoteWorldModel
+from worldenv.config import WorkerConfig
 from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
+from worldenv.models.imagination import Episode, Imagination, imagine
+from worldenv.models.roles import Policy, Reflector, StartStates, WorldModel
+from worldenv.rl.queue import Claimed, Job, RolloutQueue
+from worldenv.rl.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 RETRY_CODES = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
@@ -31,37 +36,23 @@ class _Retry(Exception):
     """The batch could not finish for a reason another attempt may not meet."""
 
 
-@dataclasses.dataclass
-class _Trace:
-    """What one episode accumulates while it runs."""
-
-    frames: list            # (H, W, 3) uint8, start frame first
-    proprio: list           # (P,) float32
-    actions: list = dataclasses.field(default_factory=list)    # (K, A)
-    log_probs: list = dataclasses.field(default_factory=list)
-    p_done: list = dataclasses.field(default_factory=list)
-    policy_version: int = 0
-    eta: float = 0.0        # the done threshold applied (the job's, or the reflector's default)
-    done_step: int | None = None
-    timings: dict = dataclasses.field(default_factory=lambda: {"act": [], "step": [], "judge": []})
-
-
-def step_seed(seed: int, t: int) -> int:
-    """Per-step sampling seed of an episode (0 stays unseeded)."""
-    return 0 if seed == 0 else (seed * 1_000_003 + t + 1) % (2**63 - 1) or 1
-
-
 class RolloutWorker:
-    def __init__(self, queue: RolloutQueue, store: EpisodeStore, policy: PolicyClient,
-                 world_model: WorldModelClient, reflector: ReflectorClient, batch_size: int = 8,
-                 consumer: str = "worker", reclaim_idle_ms: int = 60_000, block_ms: int = 1000,
-                 max_attempts: int = 3, metrics: WorkerMetrics | None = None):
+    def __init__(self, queue: RolloutQueue, store: EpisodeStore, policy: Policy, world_model: WorldModel,
+                 reflector: Reflector, batch_size: int = 8, consumer: str = "worker", reclaim_idle_ms: int = 60_000,
+                 block_ms: int = 1000, max_attempts: int = 3, metrics: WorkerMetrics | None = None):
         self.queue, self.store = queue, store
         self.metrics = metrics or WorkerMetrics()
         self.policy, self.world_model, self.reflector = policy, world_model, reflector
         self.batch_size, self.consumer = batch_size, consumer
         self.reclaim_idle_ms, self.block_ms, self.max_attempts = reclaim_idle_ms, block_ms, max_attempts
         self._running: list[str] = []  # stream entries of the batch being imagined, touched every step
+
+    @classmethod
+    def served(cls, queue: RolloutQueue, store: EpisodeStore, policy: PolicyClient, world_model: WorldModelClient,
+               reflector: ReflectorClient, **options) -> "RolloutWorker":
+        """A worker over the three services, through their role adapters."""
+        return cls(queue, store, RemotePolicy(policy), RemoteWorldModel(world_model), RemoteReflector(reflector),
+                   **options)
 
     def run(self, max_jobs: int = 0, stop: threading.Event | None = None) -> int:
         """Serve jobs until `stop` is set or `max_jobs` are done; returns jobs handled."""
@@ -119,60 +110,16 @@ class RolloutWorker:
             return [self._failed(job, str(exc)) for job in jobs]
 
     def _imagine(self, jobs: list[Job]) -> list[ImaginedEpisode]:
-        traces = [_Trace([j.frame], [np.asarray(j.proprio, np.float32)]) for j in jobs]
-        instructions = [j.instruction for j in jobs]
-        with contextlib.ExitStack() as opened:  # closes what is still open however the batch ends
-            world = self._open(opened, self.world_model, _start_frames(jobs),
-                               np.stack([t.proprio[0] for t in traces]), instructions)
-            videos = self._open(opened, self.reflector, np.stack([t.frames[0] for t in traces]), instructions)
-            active, t = np.arange(len(jobs)), 0
-            while active.size:
-                still = self._advance(jobs, traces, (world, videos), active, t)
-                ended = np.setdiff1d(active, still)
-                for client, ids in ((self.world_model, world), (self.reflector, videos)):
-                    _close(client, [ids[i] for i in ended])
-                active, t = still, t + 1
-        return [self._episode(job, trace) for job, trace in zip(jobs, traces)]
+        starts = StartStates(_start_frames(jobs), np.stack([np.asarray(j.proprio, np.float32) for j in jobs]),
+                             [j.instruction for j in jobs])
+        with Imagination(self.world_model, self.reflector, quiet=(ServiceError,)) as imagination:
+            episodes = imagine(self.policy, imagination, starts, [j.horizon for j in jobs], [j.eta for j in jobs],
+                               deterministic=jobs[0].deterministic, seeds=[j.seed for j in jobs],
+                               on_step=lambda: self.queue.touch(self.consumer, self._running))
+        return [self._episode(job, episode) for job, episode in zip(jobs, episodes)]
 
     @staticmethod
-    def _open(opened: contextlib.ExitStack, client, *starts) -> list[str]:
-        """Open one session per job on `client` (world model or reflector), closed when `opened` exits."""
-        ids = client.open(*starts)
-        opened.callback(_close, client, ids)
-        return ids
-
-    def _advance(self, jobs, traces, sessions: tuple[list[str], list[str]], active: np.ndarray, t: int) -> np.ndarray:
-        """One imagined step of the active episodes; returns those still running."""
-        self.queue.touch(self.consumer, self._running)
-        frames = np.stack([traces[i].frames[-1] for i in active])          # (b, H, W, 3)
-        proprio = np.stack([traces[i].proprio[-1] for i in active])        # (b, P)
-        instr = [jobs[i].instruction for i in active]
-        act = self.policy.act(frames, proprio, instr, deterministic=jobs[active[0]].deterministic,
-                              seed=[step_seed(jobs[i].seed, t) for i in active])
-        # Raw samples, as their log-probs are of them: the world model clips, as the simulator does.
-        world, videos = sessions
-        step = self.world_model.step([world[i] for i in active], act.actions)
-        for k, i in enumerate(active):
-            tr = traces[i]
-            tr.frames.append(step.frames[k]); tr.proprio.append(step.proprio[k])
-            tr.actions.append(act.actions[k]); tr.log_probs.append(act.log_probs[k])
-            tr.policy_version = act.policy_version
-        judge = self.reflector.observe([videos[i] for i in active], step.frames)  # videos of t+2 frames
-        still = []
-        for k, i in enumerate(active):
-            tr, eta = traces[i], jobs[i].eta or judge.eta
-            tr.eta = eta
-            tr.p_done.append(float(judge.p_done[k]))
-            for name, timing in (("act", act.timing), ("step", step.timing), ("judge", judge.timing)):
-                tr.timings[name].append(timing.latency_ms)
-            if judge.p_done[k] > eta:
-                tr.done_step = t
-            elif t + 1 < jobs[i].horizon:
-                still.append(i)
-        return np.asarray(still, dtype=np.int64)
-
-    @staticmethod
-    def _episode(job: Job, tr: _Trace) -> ImaginedEpisode:
+    def _episode(job: Job, tr: Episode) -> ImaginedEpisode:
         steps = len(tr.actions)
         return ImaginedEpisode(
             id=job.id, status="done" if tr.done_step is not None else "horizon", policy_version=tr.policy_version,
@@ -192,13 +139,6 @@ class RolloutWorker:
                        timings_ms={"act": [], "step": [], "judge": []}, created_at=time.time(), error=reason)
 
 
-def _close(client, session_ids: list[str]) -> None:
-    """Close sessions of ended episodes; ids already closed cost no call."""
-    if session_ids:
-        with contextlib.suppress(ServiceError):  # the server may be the thing that failed
-            client.close_sessions(session_ids)
-
-
 def _start_frames(jobs: list[Job]) -> np.ndarray:
     """(B, H, W, 3) start frames, or (B, T, H, W, 3) when jobs bring history (keyframe starts);
     shorter histories are padded with their oldest frame, as the world model pads."""
@@ -207,3 +147,21 @@ def _start_frames(jobs: list[Job]) -> np.ndarray:
     stacks = [j.start_frames() for j in jobs]
     t = max(len(f) for f in stacks)
     return np.stack([np.concatenate([np.repeat(f[:1], t - len(f), axis=0), f]) for f in stacks])
+
+
+@contextlib.contextmanager
+def open_worker(config: WorkerConfig):
+    """Connect to Redis and the three services as `config` says; yields a ready RolloutWorker."""
+    import redis
+
+    from worldenv.rl.queue import default_consumer
+
+    client = redis.Redis.from_url(config.redis_url)
+    kw = {"auth_token": config.auth_token}
+    with PolicyClient(config.policy_addr, **kw) as policy, WorldModelClient(config.world_model_addr, **kw) as wm, \
+            ReflectorClient(config.reflector_addr, **kw) as reflector:
+        yield RolloutWorker.served(RolloutQueue(client, config.prefix),
+                                   EpisodeStore(client, config.prefix, config.max_episodes), policy, wm, reflector,
+                                   batch_size=config.batch_size, consumer=config.consumer or default_consumer(),
+                                   reclaim_idle_ms=int(config.reclaim_idle_s * 1000), block_ms=config.block_ms)
+    client.close()

@@ -1,0 +1,70 @@
+"""Typed settings of RL in imagination: how a rollout makes its jobs (`RolloutOptions`, of
+`worldenv rollout` and `worldenv up --rollout`) and what `worldenv train rl` runs (`RLConfig`).
+Light to import, so the CLI stays fast."""
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, field_validator
+
+from worldenv.config import Settings, local_address, redis_url_field
+
+
+class RolloutOptions(Settings):
+    """How a rollout makes its imagined episodes (shared by `worldenv rollout` and `worldenv up --rollout`)."""
+
+    starts: str | None = Field(None, description="start-state bank (.npz from `worldenv starts build`); "
+                                                 "none = synthetic start states")
+    horizon: int = Field(30, ge=1, description="max action chunks per episode (LIBERO-Object allows 280 steps = 35 chunks)")
+    group_size: int = Field(8, ge=1, description="rollouts per start state")
+    seed: int = Field(1, ge=0, description="sampling seed base; 0 = unseeded")
+    eta: float = Field(0.0, ge=0, lt=1, description="done threshold; 0 = the reflector's default")
+    timeout: float = Field(900.0, gt=0, description="seconds to wait for all results")
+
+    @field_validator("starts")
+    @classmethod
+    def _starts_exist(cls, starts: str | None) -> str | None:
+        if starts and not os.path.isfile(starts):
+            raise ValueError(f"no such file {starts}")
+        return starts
+
+
+class RLConfig(Settings):
+    """What `worldenv train rl` runs: LOOP in imagination over a running stack (see worldenv/rl/trainer.py)."""
+
+    redis_url: str = redis_url_field("Redis of the stack")
+    prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
+    policy_addr: str = Field(local_address("policy"), description="the Policy service the new weights go to")
+    auth_token: str | None = Field(None, description="bearer token sent to the Policy service")
+    policy: str = Field("shipped", description="checkpoint the trainer's policy starts from (the arch the "
+                                 "service serves); 'shipped' = worldenv's trained one")
+    starts: str = Field("shipped", description="start-state bank (.npz); 'shipped' = worldenv's keyframes")
+    out: str = Field(description="run directory: metrics.jsonl, curves.png, policy/, resumable state")
+    iterations: int = Field(20, ge=1, description="RL iterations (collect -> advantages -> update -> publish)")
+    groups: int = Field(4, ge=1, description="start states per iteration (groups)")
+    group_size: int = Field(8, ge=2, description="N, rollouts per start state (the leave-one-out group)")
+    horizon: int = Field(30, ge=1, description="max action chunks per imagined episode")
+    eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
+    min_reward_spread: float = Field(
+        0.05, ge=0, description="groups whose rewards differ by at most this are left out of the update (their "
+        "advantages are the reflector's noise); an iteration with none left skips its update")
+    epochs: int = Field(2, ge=1, description="PPO epochs over each iteration's timesteps")
+    minibatch: int = Field(64, ge=1, description="timesteps per minibatch")
+    lr: float = Field(3e-6, gt=0, description="Adam learning rate (1e-5 with 4 epochs gave approximate KL 0.45 and clip fraction 0.8 per update)")
+    head_lr: float | None = Field(
+        None, gt=0, description="learning rate of the heads of a policy trained through an adapter (openvla-oft: "
+        "LoRA at --lr, action/scale heads and proprio projector at this; World-Env used 1e-4 and 1e-5); "
+        "none = --lr for everything")
+    exploration_scale: float | None = Field(
+        0.05, gt=0, description="restart the policy's Laplace scale b at this value, in normalised action units "
+        "(times each dimension's spread in the SFT data, so a rotation gets noise its size), before the first "
+        "iteration (SFT drives b to its floor, where PPO ratios explode); none = keep the checkpoint's")
+    clip: float = Field(0.1, gt=0, lt=1, description="PPO clip epsilon")
+    grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
+    max_staleness: int = Field(1, ge=0, description="drop episodes sampled by a policy more versions old")
+    seed: int = Field(0, ge=0, description="seed of the start-state draws, sampling and minibatches")
+    timeout: float = Field(900.0, gt=0, description="seconds to wait for one iteration's episodes")
+    run_id: str | None = Field(None, description="id of the run's jobs; none = the out directory's name")
+    snapshot_every: int = Field(0, ge=0, description="keep the policy every K iterations in "
+                                         "<out>/snapshots/iterationK, and the start in iteration0000 (to evaluate "
+                                         "the curve later); 0 = never")
