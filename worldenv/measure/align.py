@@ -41,12 +41,13 @@ class AlignConfig(LiberoJobConfig):
     out: str = Field(description="directory: real/ (the recorded real episodes), alignment.json, alignment.md")
 
 
-def resolve(name: str, role: str) -> str:
-    """A checkpoint setting: 'shipped' -> the checkpoint shipped with worldenv, else the directory."""
+def resolve(value: str, role: str) -> str:
+    """A checkpoint setting ('shipped' or a directory; `checkpoints.model` reads the words) ->
+    the directory; a missing one is a ValueError naming the flag."""
     from worldenv import checkpoints
-    found = checkpoints.model_dir(role) if name == "shipped" else pathlib.Path(name)
+    found = checkpoints.model(value, role)
     if found is None or not (found / "config.json").is_file():
-        raise ValueError(f"--{role.replace('_', '-')}: no checkpoint (config.json) at {name}")
+        raise ValueError(f"--{role.replace('_', '-')}: no checkpoint (config.json) at {value}")
     return str(found)
 
 
