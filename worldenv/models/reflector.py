@@ -35,6 +35,10 @@ class ReflectorConfig(pydantic.BaseModel):
     vocab_size: int = pydantic.Field(1024, ge=2, description="hashed words only: vocabulary")
     max_tokens: int = pydantic.Field(24, ge=1, description="hashed words only: words kept")
     width: int = pydantic.Field(128, ge=8, description="feature width")
+    instruction_film: bool = pydantic.Field(
+        False, description="the instruction scales and shifts every frame's features (FiLM) before attention and "
+        "the head, so what counts as done depends on the task, not only on the scene (checkpoints made before "
+        "it have none)")
 
 
 def sample_indices(length: int, max_frames: int) -> torch.Tensor:
@@ -57,6 +61,10 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         self.instruction = text.InstructionFeatures(config.instruction_encoder, w, config.text_dim,
                                                     config.vocab_size, config.max_tokens)
         self.query = torch.nn.Linear(w, w)
+        self.film = torch.nn.Linear(w, 2 * w) if config.instruction_film else None
+        if self.film is not None:   # identity at init
+            torch.nn.init.zeros_(self.film.weight)
+            torch.nn.init.zeros_(self.film.bias)
         self.head = torch.nn.Sequential(torch.nn.Linear(3 * w, w), torch.nn.SiLU(), torch.nn.Linear(w, 1))
 
     def forward(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
@@ -69,6 +77,9 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         b, t = clip.shape[:2]
         feats = self.vision(clip.reshape(b * t, *clip.shape[2:])).view(b, t, -1)  # (B, T', W)
         goal = self.instruction(list(instructions), self.device, self.dtype)    # (B, W)
+        if self.film is not None:
+            gamma, beta = self.film(goal).chunk(2, dim=-1)                      # (B, W) each
+            feats = feats * (1 + gamma[:, None]) + beta[:, None]
         scores = torch.einsum("bw,btw->bt", self.query(goal), feats) / feats.shape[-1] ** 0.5
         summary = torch.einsum("bt,btw->bw", scores.softmax(dim=-1), feats)     # (B, W)
         return self.head(torch.cat([summary, feats[:, -1], goal], dim=-1)).squeeze(-1)

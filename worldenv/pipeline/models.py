@@ -11,7 +11,8 @@ Stages (each resumable, see `stages`), all data under --home, outside the reposi
                    fails; that k's median-seed policy is the one RL starts from
   explore          the chosen policy with Laplace noise on sampled init states (>= 2000)
   heldout_*        demos (>= 5000) and exploration (>= 6000) no model trains on
-  world_model, reflector   trained on all demos + exploration
+  world_model, reflector   trained on all demos + exploration; the reflector also on the world
+                   model's replays of them, with other tasks' instructions as negatives
 then (`report`) world-model drift and reflector verdicts on the held-out episodes, and
 reports/models.md with its drift PNG.
 LIBERO's 50 fixed init states are used by evaluation only.
@@ -28,6 +29,7 @@ from worldenv.config import Settings
 from worldenv.pipeline import stages
 
 TRAIN_INITS, EXPLORE_INITS, HELDOUT_DEMO_INITS, HELDOUT_EXPLORE_INITS = 1000, 2000, 5000, 6000
+REFLECTOR_MODEL = '{"instruction_film": true}'   # the instruction conditions every frame's features
 
 
 class PipelineConfig(Settings):
@@ -136,6 +138,7 @@ def models(config: PipelineConfig, root: pathlib.Path) -> None:
                                      "--steps", str(config.world_model_steps), "--device", config.device],
                root / "logs" / "world_model.log")
     stages.run(root, "reflector", ["train", "reflector", "--data", data, "--out", str(root / "reflector"),
+                                   "--replays", str(root / "world_model" / "model"), "--model", REFLECTOR_MODEL,
                                    "--device", config.device], root / "logs" / "reflector.log")
 
 

@@ -10,9 +10,15 @@ The instruction must matter: a success video judged under another task's instruc
 negative (`mismatch_fraction` of every batch: success frames paired with an instruction drawn
 from the other tasks of the data). Without them the reflector learned "something went into the
 basket" and paid a policy that placed the wrong object in full.
+
+With `replays` (a world-model checkpoint), every episode is also seen as the world model
+replays its real actions open loop, with the real episode's labels frame by frame: RL asks the
+reflector to judge imagined video, blurred and drifting, and a reflector that only ever saw
+real video judges it worse.
 """
 from __future__ import annotations
 
+import dataclasses
 
 import numpy as np
 import torch
@@ -78,10 +84,22 @@ def losses(model, episodes, batch: list[Item], pos_weight: float, rng=None, shif
     return {"loss": total / count, "accuracy": torch.tensor(correct / count)}
 
 
+def replayed(episodes: list[chunks.ChunkedEpisode], world_model_dir: str, batch: int = 32) -> list[chunks.ChunkedEpisode]:
+    """Each episode as the world model replays its real actions from its first frame: imagined
+    frames, the real episode's labels."""
+    from worldenv import models
+    from worldenv.measure.reflector import imagine
+    world_model = models.load(world_model_dir, role="world_model")
+    videos = [v for i in range(0, len(episodes), batch) for v in imagine(world_model, episodes[i:i + batch])]
+    return [dataclasses.replace(e, frames=v, id=f"{e.id}/replay") for e, v in zip(episodes, videos)]
+
+
 def train(config: ReflectorTrainConfig) -> dict:
     """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
     train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
     val_eps = val_eps or train_eps
+    if config.replays:
+        train_eps, val_eps = train_eps + replayed(train_eps, config.replays), val_eps + replayed(val_eps, config.replays)
     train_items, val_items = prefixes(train_eps), prefixes(val_eps)
     positive_items = [it for it in train_items if train_eps[it[0]].success[it[1]]]
     val_mismatched = mismatched(val_eps, val_items, None)
@@ -108,7 +126,8 @@ def train(config: ReflectorTrainConfig) -> dict:
 
     summary = supervised.fit(model, step_losses, draw, validate, config, config.out, "reflector")
     return {**summary, "pos_weight": pos_weight, "train_videos": len(train_items), "train_positives": int(positives),
-            "train_episodes": len(train_eps), "val_episodes": len(val_eps), "val_mismatched": len(val_mismatched)}
+            "train_episodes": len(train_eps), "val_episodes": len(val_eps), "val_mismatched": len(val_mismatched),
+            "replays": bool(config.replays)}
 
 
 def _average(model, episodes, items: list[Item], pos_weight: float) -> dict[str, float]:

@@ -99,6 +99,9 @@ class ReflectorTrainConfig(TrainConfig):
     mismatch_fraction: float = pydantic.Field(
         0.25, ge=0, lt=1, description="share of each batch that is success frames judged under another task's "
         "instruction, labelled not done (the reflector must read the instruction); 0 = none")
+    replays: str | None = pydantic.Field(
+        None, description="world-model checkpoint directory: also train on its open-loop replays of every episode's "
+        "real actions, labelled with the real outcome frame by frame (the reflector judges imagined video in RL)")
     shift: int = pydantic.Field(2, ge=0, description="random frame shift augmentation, pixels")
     steps: int = pydantic.Field(3000, ge=1, description="optimiser steps at most")
     batch_size: int = pydantic.Field(32, ge=1, description="samples per step")
