@@ -13,6 +13,9 @@ Stages (each resumable, see `stages`), all data under --home, outside the reposi
   heldout_*        demos (>= 5000) and exploration (>= 6000) no model trains on
   world_model, reflector   trained on all demos + exploration; the reflector also on the world
                    model's replays of them, with other tasks' instructions as negatives
+  align, align_sampled   `worldenv align` of the chosen policy with the new world model and
+                   reflector on held-out sampled init states (8000+): imagined vs real outcomes,
+                   with the policy's mean and sampled as RL explores (--exploration-scale)
 then (`report`) world-model drift and reflector verdicts on the held-out episodes, and
 reports/models.md with its drift PNG.
 LIBERO's 50 fixed init states are used by evaluation only.
@@ -49,6 +52,9 @@ class PipelineConfig(Settings):
     report: str = Field("reports/models.md", description="where the markdown report goes (a PNG beside it)")
     checkpoints: str = Field("", description="copy the final models here (e.g. the shipped checkpoints); empty = don't")
     device: str = Field("cpu", description="torch device for training the world model and the reflector")
+    align_episodes: int = Field(10, ge=1, description="alignment: real episodes per task (held-out sampled init states)")
+    exploration_scale: float = Field(0.05, gt=0, description="alignment: the Laplace scale (normalised action units) "
+                                     "the policy samples with, as `train rl` explores")
     stop_after: Literal["", "collect", "policies", "explore", "models"] = Field(
         "", description="stop after this group of stages (e.g. to train the models elsewhere); empty = run all")
 
@@ -142,6 +148,16 @@ def models(config: PipelineConfig, root: pathlib.Path) -> None:
                                    "--device", config.device], root / "logs" / "reflector.log")
 
 
+def align(config: PipelineConfig, root: pathlib.Path, chosen: tuple[int, int]) -> None:
+    """Imagined vs real outcomes of the chosen policy (its mean, then sampled as RL explores)."""
+    models_ = ["--policy", str(root / sft_name(*chosen) / "model"), "--world-model", str(root / "world_model" / "model"),
+               "--reflector", str(root / "reflector" / "model"), "--episodes-per-task", str(config.align_episodes)]
+    for name, noise in (("align", ["--noise", "none"]),
+                        ("align_sampled", ["--noise", "laplace", "--exploration-scale", str(config.exploration_scale)])):
+        stages.run(root, name, _libero(config, "align", *models_, *noise, "--out", str(root / name)),
+                   root / "logs" / f"{name}.log")
+
+
 def run(config: PipelineConfig) -> tuple[int, int] | None:
     """Every stage in order (finished ones are skipped); returns the chosen (demos per task,
     seed), or None when `stop_after` ends the run before the models exist."""
@@ -159,4 +175,7 @@ def run(config: PipelineConfig) -> tuple[int, int] | None:
     if config.stop_after == "explore":
         return None
     models(config, root)
-    return None if config.stop_after == "models" else chosen
+    if config.stop_after == "models":
+        return None
+    align(config, root, chosen)
+    return chosen

@@ -100,6 +100,27 @@ def _budget(b: dict) -> list[str]:
     return lines
 
 
+def _alignment(root: pathlib.Path) -> list[str]:
+    """The align stages' tables, and the real success of sampled vs mean actions."""
+    from worldenv.measure import alignment
+    found = {name: json.loads((root / name / "alignment.json").read_text())
+             for name in ("align", "align_sampled") if (root / name / "alignment.json").is_file()}
+    lines = []
+    for name, title in (("align", "the policy's mean"), ("align_sampled", "sampled as RL explores")):
+        if name in found:
+            r = found[name]
+            scale = f" (b = {r['exploration_scale']:g} x each dimension's spread)" if r.get("exploration_scale") else ""
+            lines += [f"**Actions: {title}{scale}.** {r['episodes']} real episodes at init states {r['init_states']}, "
+                      f"{r['sim_steps']} simulator steps; imagination horizon {r['horizon']} chunks, eta {r['eta']:g}.", "",
+                      *alignment.markdown(r), ""]
+    if len(found) == 2:
+        det, smp = found["align"]["real_success"], found["align_sampled"]["real_success"]
+        lines.append(f"Real success of the sampled actions: {_pct(smp)} against {_pct(det)} for the mean "
+                     f"(ratio {smp / det:.2f}; the target is at least 0.8)." if det else
+                     f"Real success of the sampled actions: {_pct(smp)}; the mean never succeeded.")
+    return lines
+
+
 def render(config, root: pathlib.Path, chosen: tuple[int, int], measured: dict, budget: dict, records: dict) -> str:
     """The whole report."""
     rates = {k: pipeline.median(list(r.values())) for k, r in pipeline.sft_rates(root, config.candidates, config.seeds).items()}
@@ -136,6 +157,8 @@ def render(config, root: pathlib.Path, chosen: tuple[int, int], measured: dict, 
         f"Termination-step error on real successes (chunks, judged minus LIBERO's): "
         f"{json.dumps(measured['reflector_real']['episodes']['termination_error_chunks'])}; on imagined: "
         f"{json.dumps(measured['reflector_imagined']['episodes']['termination_error_chunks'])}.", "",
+        "## Alignment: imagined vs real outcomes, same policy, same first frames (`worldenv align`)",
+        *_alignment(root), "",
         "## Stages: wall time and peak memory (2-core CPU machine unless noted)", *_stages(records), "",
         "## Commands", "```", *(_command(r.command) for r in records.values()), "```", ""])
 
