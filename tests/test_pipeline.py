@@ -35,3 +35,10 @@ def test_a_stage_runs_once_records_itself_and_a_failure_raises(tmp_path):
     with pytest.raises(RuntimeError, match="stage broken failed"):
         stages.run(tmp_path, "broken", ["starts", "keyframes", "--data", str(tmp_path / "nothing"), "--out", "x.npz"])
     assert "broken" not in stages.records(tmp_path)
+
+
+def test_episode_ids_name_the_policy_not_a_path_of_the_recording_machine():
+    from worldenv.data.chunks import policy_label
+    assert policy_label("/root/.worldenv/pipeline/libero_object/sft_n1_s0/model") == "sft_n1_s0"
+    assert policy_label("/data/runs/rl-7/policy/") == "policy"
+    assert policy_label("expert") == "expert" and policy_label("127.0.0.1:50053") == "127.0.0.1:50053"

@@ -61,8 +61,18 @@ def chunk(episode: hdf5.RecordedEpisode, instruction: str, k: int = 8, offset: i
     actions = np.zeros((len(starts), k, episode.actions.shape[1]), np.float32)
     for c, (s, n) in enumerate(zip(starts, lengths)):
         actions[c, :n] = episode.actions[s:s + n]
-    ident = f"{episode.attrs.get('id', '?')}/{episode.attrs.get('policy', '')}"
+    ident = f"{episode.attrs.get('id', '?')}/{policy_label(str(episode.attrs.get('policy', '')))}"
     return ChunkedEpisode(frames, proprio, actions, lengths, success, np.append(starts, steps), instruction, ident)
+
+
+def policy_label(name: str) -> str:
+    """How an episode id names its policy: 'expert' or host:port as they are, a checkpoint
+    directory by its run's name (`.../sft_n1_s0/model` -> sft_n1_s0), never a path of the
+    machine that recorded it."""
+    if "/" not in name:
+        return name
+    path = pathlib.PurePosixPath(name.rstrip("/"))
+    return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
 def load(paths: Iterable[str | pathlib.Path], k: int = 8, image_size: int | None = None,
