@@ -16,10 +16,21 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f} %"
 
 
-def _sft(root: pathlib.Path, candidates: list[int], seeds: list[int], chosen: tuple[int, int]) -> list[str]:
+def _measured(root: pathlib.Path) -> dict[int, list[int]]:
+    """Every SFT candidate evaluated under `root`: demos per task -> seeds (the choice reads only
+    the --sft-demos ones; others, e.g. a curve point run separately, are shown too)."""
+    found: dict[int, list[int]] = {}
+    for path in root.glob("eval_sft_n*_s*/eval.json"):
+        k, seed = path.parent.name.removeprefix("eval_sft_n").split("_s")
+        found.setdefault(int(k), []).append(int(seed))
+    return {k: sorted(found[k]) for k in sorted(found)}
+
+
+def _sft(root: pathlib.Path, chosen: tuple[int, int]) -> list[str]:
     """Per candidate and seed: per-task and overall success; then the curve over seeds."""
+    measured = _measured(root)
     lines = ["| demos per task | seed | task | success | rate | Wilson 95 % |", "|---|---|---|---|---|---|"]
-    for k in candidates:
+    for k, seeds in measured.items():
         for seed in seeds:
             report = json.loads((root / f"eval_{pipeline.sft_name(k, seed)}" / "eval.json").read_text())
             for task, t in sorted(report["tasks"].items(), key=lambda kv: int(kv[0])):
@@ -29,13 +40,12 @@ def _sft(root: pathlib.Path, candidates: list[int], seeds: list[int], chosen: tu
             mark = " (chosen)" if (k, seed) == tuple(chosen) else ""
             lines.append(f"| **{k}** | **{seed}{mark}** | **all** | **{s['successes']}/{s['episodes']}** | "
                          f"**{_pct(s['rate'])}** | **{_pct(s['ci95'][0])}-{_pct(s['ci95'][1])}** |")
-    rates = pipeline.sft_rates(root, candidates, seeds)
-    lines += ["", "| demos per task | " + " | ".join(f"seed {s}" for s in seeds) + " | median | spread (max - min) |",
-              "|---|" + "---|" * (len(seeds) + 2)]
-    for k, by_seed in rates.items():
-        values = list(by_seed.values())
-        lines.append(f"| {k} | " + " | ".join(_pct(by_seed[s]) for s in seeds)
-                     + f" | {_pct(pipeline.median(values))} | {_pct(max(values) - min(values))} |")
+    lines += ["", "| demos per task | seeds | rate per seed | median | spread (max - min) |", "|---|---|---|---|---|"]
+    for k, seeds in measured.items():
+        rates = pipeline.sft_rates(root, [k], seeds)[k]
+        values = list(rates.values())
+        lines.append(f"| {k} | {', '.join(map(str, seeds))} | {', '.join(_pct(rates[s]) for s in seeds)} | "
+                     f"{_pct(pipeline.median(values))} | {_pct(max(values) - min(values))} |")
     return lines
 
 
@@ -141,7 +151,7 @@ def render(config, root: pathlib.Path, chosen: tuple[int, int], measured: dict, 
         f"({measured['episodes']} episodes, {measured['successes']} successes), which no model trained on.", "",
         "## Real data used", *_budget(budget), "",
         f"## Policy (SFT): real success, deterministic actions, {config.eval_episodes} episodes per task, "
-        f"training seeds {config.sft_seeds}", *_sft(root, config.candidates, config.seeds, chosen), "",
+        f"training seeds {config.sft_seeds}", *_sft(root, chosen), "",
         f"**Choice: {chosen[0]} demos per task, seed {chosen[1]}.** RL can only show a gain where SFT sometimes "
         f"succeeds and sometimes fails; the candidate whose median over seeds is nearest 50 % inside 15-85 % is taken "
         f"({', '.join(f'{k}: {_pct(r)}' for k, r in rates.items())}), and its median seed.", "",
