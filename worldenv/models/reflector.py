@@ -67,6 +67,16 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
             torch.nn.init.zeros_(self.film.bias)
         self.head = torch.nn.Sequential(torch.nn.Linear(3 * w, w), torch.nn.SiLU(), torch.nn.Linear(w, 1))
 
+    def add_instruction_film(self) -> None:
+        """Give a reflector made without it the instruction FiLM layer, at identity: the same
+        verdicts until fine-tuning moves it (a checkpoint grows it, keeping all it learned)."""
+        if self.film is None:
+            w = self.config.width
+            self.config = self.config.model_copy(update={"instruction_film": True})
+            self.film = torch.nn.Linear(w, 2 * w).to(self.query.weight.device, self.query.weight.dtype)
+            torch.nn.init.zeros_(self.film.weight)
+            torch.nn.init.zeros_(self.film.bias)
+
     def forward(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """frames (B, T, H, W, 3) uint8, B instructions -> logits (B,)."""
         s = self.config.image_size

@@ -49,6 +49,14 @@ class PipelineConfig(Settings):
     heldout_explore: int = Field(5, ge=1, description="held-out exploration episodes per task (measurement only)")
     eval_episodes: int = Field(50, ge=1, le=50, description="evaluation episodes per task (LIBERO's fixed init states)")
     world_model_steps: int = Field(20000, ge=1, description="world-model optimiser steps at most")
+    world_model_init: str = Field("", description="fine-tune this world-model checkpoint ('shipped' = worldenv's) "
+                                  "on the new data instead of training one from scratch (at --world-model-lr); "
+                                  "empty = from scratch")
+    world_model_lr: float = Field(1e-4, gt=0, description="learning rate of a world-model fine-tune (--world-model-init)")
+    reflector_init: str = Field("", description="fine-tune this reflector checkpoint ('shipped' = worldenv's), its "
+                                "instruction FiLM grown at identity, instead of training one from scratch; empty = "
+                                "from scratch")
+    reflector_steps: int = Field(3000, ge=1, description="reflector optimiser steps at most")
     report: str = Field("reports/models.md", description="where the markdown report goes (a PNG beside it)")
     checkpoints: str = Field("", description="copy the final models here (e.g. the shipped checkpoints); empty = don't")
     device: str = Field("cpu", description="torch device for training the world model and the reflector")
@@ -140,12 +148,23 @@ def explore(config: PipelineConfig, root: pathlib.Path, chosen: tuple[int, int])
 
 def models(config: PipelineConfig, root: pathlib.Path) -> None:
     data = f"{root / 'demos'},{root / 'explore'}"
+    init = []
+    if config.world_model_init:
+        from worldenv import checkpoints
+        init = ["--init", str(checkpoints.model(config.world_model_init, "world_model")), "--lr", str(config.world_model_lr),
+                "--eval-every", str(max(1, min(500, config.world_model_steps // 4))), "--warmup", "20"]
     stages.run(root, "world_model", ["train", "world-model", "--data", data, "--out", str(root / "world_model"),
-                                     "--steps", str(config.world_model_steps), "--device", config.device],
+                                     "--steps", str(config.world_model_steps), *init, "--device", config.device],
                root / "logs" / "world_model.log")
+    start = ["--model", REFLECTOR_MODEL]
+    if config.reflector_init:
+        from worldenv import checkpoints
+        start = ["--init", str(checkpoints.model(config.reflector_init, "reflector")), "--add-film", "--lr", "2e-4",
+                 "--batch-size", "16", "--eval-every", str(max(1, min(250, config.reflector_steps // 3))), "--warmup", "10"]
     stages.run(root, "reflector", ["train", "reflector", "--data", data, "--out", str(root / "reflector"),
-                                   "--replays", str(root / "world_model" / "model"), "--model", REFLECTOR_MODEL,
-                                   "--device", config.device], root / "logs" / "reflector.log")
+                                   "--replays", str(root / "world_model" / "model"), *start,
+                                   "--steps", str(config.reflector_steps), "--device", config.device],
+               root / "logs" / "reflector.log")
 
 
 def align(config: PipelineConfig, root: pathlib.Path, chosen: tuple[int, int]) -> None:

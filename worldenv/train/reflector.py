@@ -107,6 +107,8 @@ def train(config: ReflectorTrainConfig) -> dict:
     pos_weight = min(config.max_pos_weight, (len(train_items) - positives) / max(positives, 1))
     torch.manual_seed(config.seed)
     model = supervised.initial_model("reflector", config, **config.overrides)
+    if config.add_film:
+        model.add_instruction_film()
 
     def draw(rng: np.random.Generator, size: int):
         n_mismatch = int(round(size * config.mismatch_fraction)) if positive_items else 0

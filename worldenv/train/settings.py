@@ -102,6 +102,8 @@ class ReflectorTrainConfig(TrainConfig):
     replays: str | None = pydantic.Field(
         None, description="world-model checkpoint directory: also train on its open-loop replays of every episode's "
         "real actions, labelled with the real outcome frame by frame (the reflector judges imagined video in RL)")
+    add_film: bool = pydantic.Field(False, description="give the reflector (e.g. an --init checkpoint made without "
+                                    "one) the instruction FiLM layer, starting at identity, before training")
     shift: int = pydantic.Field(2, ge=0, description="random frame shift augmentation, pixels")
     steps: int = pydantic.Field(3000, ge=1, description="optimiser steps at most")
     batch_size: int = pydantic.Field(32, ge=1, description="samples per step")
