@@ -146,7 +146,7 @@ def test_the_backbone_is_frozen_and_a_bce_step_changes_only_the_head(toy):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     assert model.reward_head.training and not model.backbone.training and not model.backbone.model.vision_tower.training
-    out = train_reflector.losses(model, episodes, [(0, 1), (0, 3), (9, 2), (9, 4)], pos_weight=2.0)
+    out = train_reflector.losses(model, episodes, [(0, 1, None), (0, 3, None), (9, 2, None), (9, 4, None)], pos_weight=2.0)
     out["loss"].backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     optimizer.step()

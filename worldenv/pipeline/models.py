@@ -159,8 +159,8 @@ def models(config: PipelineConfig, root: pathlib.Path) -> None:
     start = ["--model", REFLECTOR_MODEL]
     if config.reflector_init:
         from worldenv import checkpoints
-        start = ["--init", str(checkpoints.model(config.reflector_init, "reflector")), "--add-film", "--lr", "2e-4",
-                 "--batch-size", "16", "--eval-every", str(max(1, min(250, config.reflector_steps // 3))), "--warmup", "10"]
+        start = ["--init", str(checkpoints.model(config.reflector_init, "reflector")), "--add-film", "--lr", "3e-4",
+                 "--eval-every", str(max(1, min(250, config.reflector_steps // 4))), "--warmup", "20", "--patience", "0"]
     stages.run(root, "reflector", ["train", "reflector", "--data", data, "--out", str(root / "reflector"),
                                    "--replays", str(root / "world_model" / "model"), *start,
                                    "--steps", str(config.reflector_steps), "--device", config.device],

@@ -7,8 +7,10 @@ judged done is the reward-hacking case, so positives are only up-weighted to bal
 more. Per-frame binary cross-entropy.
 
 The instruction must matter: a success video judged under another task's instruction is a
-negative (`mismatch_fraction` of every batch: success frames paired with an instruction drawn
-from the other tasks of the data). Without them the reflector learned "something went into the
+negative. `mismatch_fraction` of every batch is pairs: a success clip under its own instruction
+(done) and the same clip under another task's (not done), so only the instruction tells them
+apart (unpaired mismatches alone, success being rare, taught a reflector to call every success
+"not done"). Without them the reflector learned "something went into the
 basket" and paid a policy that placed the wrong object in full.
 
 With `replays` (a world-model checkpoint), every episode is also seen as the world model
@@ -111,10 +113,12 @@ def train(config: ReflectorTrainConfig) -> dict:
         model.add_instruction_film()
 
     def draw(rng: np.random.Generator, size: int):
-        n_mismatch = int(round(size * config.mismatch_fraction)) if positive_items else 0
-        own = [train_items[j] for j in rng.integers(0, len(train_items), size - n_mismatch)]
-        wrong = mismatched(train_eps, [positive_items[j] for j in rng.integers(0, len(positive_items), n_mismatch)], rng)
-        return rng, own + wrong
+        # Pairs: a success clip under its own instruction (done) and under another (not done),
+        # so the instruction is the only difference the loss can follow.
+        n_pairs = int(round(size * config.mismatch_fraction / 2)) if positive_items else 0
+        paired = [positive_items[j] for j in rng.integers(0, len(positive_items), n_pairs)]
+        rest = [train_items[j] for j in rng.integers(0, len(train_items), size - 2 * n_pairs)]
+        return rng, rest + paired + mismatched(train_eps, paired, rng)
 
     def step_losses(m, drawn):
         rng, batch = drawn
