@@ -84,11 +84,8 @@ def align(config: AlignConfig) -> int:
     (out / "alignment.md").write_text("\n".join(alignment.markdown(result)) + "\n")
     for key in ("closed_loop", "replay", "real_video"):
         r = result[key]["overall"]
-        print(f"{key:<12} agreement {_pct(r['agreement'])}  recall {_pct(r['recall'])}  false positives "
-              f"{_pct(r['false_positive_rate'])}  ({r['n']} episodes, {r['real_successes']} real successes)", flush=True)
+        print(f"{key:<12} agreement {alignment.pct(r['agreement'])}  recall {alignment.pct(r['recall'])}  false "
+              f"positives {alignment.pct(r['false_positive_rate'])}  ({r['n']} episodes, {r['real_successes']} real successes)", flush=True)
     print(f"-> {out / 'alignment.md'}", flush=True)
     return 0
 
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f} %"

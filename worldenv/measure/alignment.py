@@ -74,7 +74,8 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
                             for e, t, r, c, p, v in zip(episodes, tasks, real, closed, replay_done, real_done)]}
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A rate as a whole percentage; n/a where it is undefined."""
     return "n/a" if x is None else f"{100 * x:.0f} %"
 
 
@@ -87,6 +88,6 @@ def markdown(result: dict) -> list[str]:
     for key, name in names.items():
         rows = [(str(t), r) for t, r in result[key]["tasks"].items()] + [("**all**", result[key]["overall"])]
         for task, r in rows:
-            lines.append(f"| {name} | {task} | {r['n']} | {r['real_successes']} | {_pct(r['agreement'])} | "
-                         f"{_pct(r['recall'])} | {_pct(r['false_positive_rate'])} |")
+            lines.append(f"| {name} | {task} | {r['n']} | {r['real_successes']} | {pct(r['agreement'])} | "
+                         f"{pct(r['recall'])} | {pct(r['false_positive_rate'])} |")
     return lines

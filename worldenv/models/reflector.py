@@ -48,6 +48,14 @@ def sample_indices(length: int, max_frames: int) -> torch.Tensor:
     return torch.linspace(0, length - 1, max_frames).round().long()
 
 
+def _identity_film(width: int) -> torch.nn.Linear:
+    """Instruction features (B, W) -> FiLM (gamma, beta) (B, 2W), zero at init: identity."""
+    film = torch.nn.Linear(width, 2 * width)
+    torch.nn.init.zeros_(film.weight)
+    torch.nn.init.zeros_(film.bias)
+    return film
+
+
 class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
     """Frames (B, T, H, W, 3) + instruction -> logit of p(done) (B,)."""
 
@@ -61,10 +69,7 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         self.instruction = text.InstructionFeatures(config.instruction_encoder, w, config.text_dim,
                                                     config.vocab_size, config.max_tokens)
         self.query = torch.nn.Linear(w, w)
-        self.film = torch.nn.Linear(w, 2 * w) if config.instruction_film else None
-        if self.film is not None:   # identity at init
-            torch.nn.init.zeros_(self.film.weight)
-            torch.nn.init.zeros_(self.film.bias)
+        self.film = _identity_film(w) if config.instruction_film else None
         self.head = torch.nn.Sequential(torch.nn.Linear(3 * w, w), torch.nn.SiLU(), torch.nn.Linear(w, 1))
 
     def add_instruction_film(self) -> None:
@@ -73,9 +78,7 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         if self.film is None:
             w = self.config.width
             self.config = self.config.model_copy(update={"instruction_film": True})
-            self.film = torch.nn.Linear(w, 2 * w).to(self.query.weight.device, self.query.weight.dtype)
-            torch.nn.init.zeros_(self.film.weight)
-            torch.nn.init.zeros_(self.film.bias)
+            self.film = _identity_film(w).to(self.query.weight.device, self.query.weight.dtype)
 
     def forward(self, frames: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """frames (B, T, H, W, 3) uint8, B instructions -> logits (B,)."""
