@@ -58,7 +58,8 @@ def test_comparison_and_gap_by_hand():
 def test_report_renders_the_figures(tmp_path):
     root = tmp_path / "exp"
     sft, rl = _eval([True, False, False, False]), _eval([True, True, True, False])
-    for name, ev in (("eval_sft", sft), ("eval_rl", rl), ("curve/real_0000", sft)):
+    sampled_rl = _eval([True, False])                                       # the first 2 init states, sampled
+    for name, ev in (("eval_sft", sft), ("eval_rl", rl), ("curve/real_0000", sft), ("sampled_rl", sampled_rl)):
         (root / name).mkdir(parents=True)
         (root / name / "eval.json").write_text(json.dumps(ev))
     (root / "curve" / "imagined_0000.json").write_text(json.dumps(
@@ -77,6 +78,16 @@ def test_report_renders_the_figures(tmp_path):
     assert "| RL in imagination | 0 | **0** |" in text
     assert (tmp_path / "r" / "experiment-curve.png").is_file()
     assert experiment_markdown.command(config).startswith("worldenv experiment --home")
+    assert "| RL | 2/2 = 100 % | 1/2 = 50 % | 0.50 |" in text           # sampled vs the mean on the same init states
+    assert "| sampled_rl | 2 |" in text                                    # its simulator steps are in the budget
+
+
+def test_seed_spread_is_printed_from_the_provenance():
+    prov = {"sft_seeds": [{"seed": 0, "episodes": 60, "successes": 26}, {"seed": 1, "episodes": 60, "successes": 21},
+                          {"seed": 2, "episodes": 60, "successes": 19}]}
+    text = "\n".join(experiment_markdown.seed_spread(prov))
+    assert "seed 0: 26/60 = 43 %" in text and "max - min **12 points**" in text
+    assert experiment_markdown.seed_spread({}) == []
 
 
 def test_settings_name_the_field():

@@ -43,6 +43,39 @@ def headline(config, evals: dict, c: dict | None) -> list[str]:
     return lines
 
 
+def seed_spread(prov: dict | None) -> list[str]:
+    """The SFT policy's success over its training seeds, beside the gain (a single seed is noise)."""
+    rows = (prov or {}).get("sft_seeds") or []
+    if not rows:
+        return []
+    rates = [r["successes"] / r["episodes"] for r in rows]
+    seeds = ", ".join(f"seed {r['seed']}: {r['successes']}/{r['episodes']} = {_pct(x)}" for r, x in zip(rows, rates))
+    return ["", f"SFT training-seed spread (the same demos, {rows[0]['episodes']} episodes at LIBERO's first fixed init "
+                f"states, from the models report): {seeds}; max - min **{100 * (max(rates) - min(rates)):.0f} points**. "
+                "The SFT policy here is the median seed; a gain smaller than this spread could come from the seed alone."]
+
+
+def sampled_section(config, evals: dict) -> list[str]:
+    """Real success of the actions RL samples vs the mean, for both policies on the same init states."""
+    rows = []
+    for name in ("sft", "rl"):
+        sampled, mean = evals.get(f"sampled_{name}"), evals.get(f"eval_{name}")
+        if not (sampled and mean):
+            continue
+        ids = {e["id"] for e in sampled["episodes"]}
+        det = [bool(e["success"]) for e in mean["episodes"] if e["id"] in ids]
+        smp = [bool(e["success"]) for e in sampled["episodes"]]
+        ratio = f"{sum(smp) / sum(det):.2f}" if sum(det) else "n/a"
+        rows.append(f"| {name.upper()} | {sum(det)}/{len(det)} = {_pct(sum(det) / len(det))} | "
+                    f"{sum(smp)}/{len(smp)} = {_pct(sum(smp) / len(smp))} | {ratio} |")
+    if not rows:
+        return ["Not measured in this run."]
+    return [f"Real LIBERO, the same fixed init states (the first {config.sampled_episodes} per task) for both: the "
+            f"policy's mean vs actions sampled from its Laplace head at b = {config.exploration_scale:g} x each "
+            "dimension's spread, as RL explores (the target: sampled at least 0.8 of the mean).", "",
+            "| policy | mean (deterministic) | sampled | ratio |", "|---|---|---|---|", *rows]
+
+
 def curve_section(gaps: list[dict], png: str) -> list[str]:
     if not gaps:
         return ["The curve has not run yet."]
@@ -168,7 +201,10 @@ def budget(results: dict) -> list[str]:
     for d in (prov or {}).get("data", []):
         lines.append(f"| models: {d['name']} | {d['episodes']} ({d['successes']} successes) | {d['sim_steps']} | {d['used_for']} |")
     if prov:
-        lines.append(f"| models: SFT selection | 450 | not recorded | {prov['selection']} |")
+        seeds = prov.get("sft_seeds") or []
+        episodes = f"{sum(r['episodes'] for r in seeds)} of the chosen candidate's seeds (others: the models report)" \
+            if seeds else "see the models report"
+        lines.append(f"| models: SFT selection | {episodes} | not recorded | {prov['selection']} |")
     lines.append("| RL in imagination | 0 | **0** | the trainer and the rollout workers never start a simulator |")
     for name, ev in sorted(results["evals"].items()):
         if ev:
@@ -200,7 +236,9 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              f"epochs, Adam lr {config.lr:g}, Laplace scale restarted at b = {config.exploration_scale:g}; world model "
              "and reflector frozen. These settings were set from training diagnostics (clip fraction, approximate KL, "
              "reward spread in imagination) of short runs, never from a real evaluation.", "",
-             "## SFT vs RL in the real simulator", *headline(config, results["evals"], results["comparison"]), "",
+             "## SFT vs RL in the real simulator", *headline(config, results["evals"], results["comparison"]),
+             *seed_spread(prov), "",
+             "## Sampled vs deterministic actions", *sampled_section(config, results["evals"]), "",
              "## Success vs RL iteration, and the reward-hacking gap", *curve_section(gaps, png), "",
              "## RL training", *rl_section(results["rl"]), "",
              "## Table 4 analogue: termination by the reflector", *table4(results["evals"], results.get("table4_comparison")), "",

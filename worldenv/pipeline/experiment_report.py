@@ -29,7 +29,8 @@ def collect(config, root: pathlib.Path) -> dict:
     """Everything the report shows, read from the stages' outputs."""
     from worldenv.pipeline.experiment import models_dir
     folder = models_dir(config, root)
-    evals = {name: _json(root / name / "eval.json") for name in ("eval_sft", "eval_rl", "table4_sft", "table4_rl", "eval_dyna")}
+    evals = {name: _json(root / name / "eval.json") for name in ("eval_sft", "eval_rl", "sampled_sft", "sampled_rl",
+                                                                  "table4_sft", "table4_rl", "eval_dyna")}
     curve = []
     for k in config.curve_points:
         real, imagined = _json(root / "curve" / f"real_{k:04d}" / "eval.json"), _json(root / "curve" / f"imagined_{k:04d}.json")

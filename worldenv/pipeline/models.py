@@ -61,7 +61,7 @@ class PipelineConfig(Settings):
     checkpoints: str = Field("", description="copy the final models here (e.g. the shipped checkpoints); empty = don't")
     device: str = Field("cpu", description="torch device for training the world model and the reflector")
     align_episodes: int = Field(10, ge=1, description="alignment: real episodes per task (held-out sampled init states)")
-    exploration_scale: float = Field(0.05, gt=0, description="alignment: the Laplace scale (normalised action units) "
+    exploration_scale: float = Field(0.02, gt=0, description="alignment: the Laplace scale (normalised action units) "
                                      "the policy samples with, as `train rl` explores")
     stop_after: Literal["", "collect", "policies", "explore", "models"] = Field(
         "", description="stop after this group of stages (e.g. to train the models elsewhere); empty = run all")

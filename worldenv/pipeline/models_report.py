@@ -91,8 +91,20 @@ def copy_checkpoints(root: pathlib.Path, chosen: tuple[int, int], target: pathli
     start_bank.keyframes(episodes, history=1, every=every).save(target / checkpoints.STARTS)
 
 
-def provenance(config, chosen: tuple[int, int], data: dict) -> dict:
-    """What the exported models were made from, for reports that start from them (the real-data budget)."""
+def sft_seeds(root: pathlib.Path, demos: int) -> list[dict]:
+    """The chosen candidate's real success at each training seed (eval_sft_n{demos}_s{seed}), so a
+    report that starts from the shipped policy can print the SFT seed spread beside a gain."""
+    rows = []
+    for path in sorted(root.glob(f"eval_sft_n{demos}_s*/eval.json")):
+        episodes = json.loads(path.read_text())["episodes"]
+        rows.append({"seed": int(path.parent.name.rsplit("_s", 1)[1]), "episodes": len(episodes),
+                     "successes": sum(bool(e["success"]) for e in episodes)})
+    return sorted(rows, key=lambda r: r["seed"])
+
+
+def provenance(config, chosen: tuple[int, int], data: dict, seeds: list[dict] | None = None) -> dict:
+    """What the exported models were made from, for reports that start from them (the real-data budget,
+    the SFT seed spread)."""
     k, seed = chosen
     used = {"demos": f"policy SFT (first {k} per task), world model, reflector, RL start states",
             "explore": "world model, reflector, RL start states"}
@@ -105,6 +117,7 @@ def provenance(config, chosen: tuple[int, int], data: dict) -> dict:
                            "init states 0-49 only for evaluation",
             "data": [{"name": name, "episodes": d["episodes"], "successes": d["successes"], "sim_steps": d["steps"],
                       "used_for": used.get(name, "measurement only")} for name, d in data.items()],
+            "sft_seeds": seeds or [],
             "selection": f"each SFT candidate evaluated on {config.eval_episodes} episodes per task at LIBERO's fixed "
                          "init states to pick the one nearest 50 %; no RL setting was chosen on them"}
 
@@ -122,7 +135,8 @@ def write(config, root: pathlib.Path, chosen: tuple[int, int]) -> pathlib.Path:
     if config.checkpoints:
         target = pathlib.Path(config.checkpoints)
         copy_checkpoints(root, chosen, target)
-        (target / "provenance.json").write_text(json.dumps(provenance(config, chosen, data), indent=2))
+        (target / "provenance.json").write_text(json.dumps(provenance(config, chosen, data, sft_seeds(root, chosen[0])),
+                                                                  indent=2))
     print(f"report -> {path}", flush=True)
     return path
 

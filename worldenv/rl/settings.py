@@ -50,13 +50,15 @@ class RLConfig(Settings):
         "advantages are the reflector's noise); an iteration with none left skips its update")
     epochs: int = Field(2, ge=1, description="PPO epochs over each iteration's timesteps")
     minibatch: int = Field(64, ge=1, description="timesteps per minibatch")
-    lr: float = Field(3e-6, gt=0, description="Adam learning rate (1e-5 with 4 epochs gave approximate KL 0.45 and clip fraction 0.8 per update)")
+    lr: float = Field(1e-6, gt=0, description="Adam learning rate (at b = 0.02 with the shipped models, 1e-6 gave "
+                      "approximate KL 0.005-0.03 and clip fraction 0.15-0.4 per update; 3e-6 at b = 0.05 gave KL 0.065 "
+                      "and clip fraction 0.56; 1e-5 with 4 epochs KL 0.45)")
     head_lr: float | None = Field(
         None, gt=0, description="learning rate of the heads of a policy trained through an adapter (openvla-oft: "
         "LoRA at --lr, action/scale heads and proprio projector at this; World-Env used 1e-4 and 1e-5); "
         "none = --lr for everything")
     exploration_scale: float | None = Field(
-        0.05, gt=0, description="restart the policy's Laplace scale b at this value, in normalised action units "
+        0.02, gt=0, description="restart the policy's Laplace scale b at this value, in normalised action units "
         "(times each dimension's spread in the SFT data, so a rotation gets noise its size), before the first "
         "iteration (SFT drives b to its floor, where PPO ratios explode); none = keep the checkpoint's")
     clip: float = Field(0.1, gt=0, lt=1, description="PPO clip epsilon")
