@@ -61,6 +61,11 @@ class RLConfig(Settings):
         0.02, gt=0, description="restart the policy's Laplace scale b at this value, in normalised action units "
         "(times each dimension's spread in the SFT data, so a rotation gets noise its size), before the first "
         "iteration (SFT drives b to its floor, where PPO ratios explode); none = keep the checkpoint's")
+    value: str | None = Field(
+        None, description="short imagination: a value checkpoint (`worldenv train reflector --target outcome` on the "
+        "policy's own real episodes); an episode that reaches --horizon without done gets the value's P(success) of "
+        "its video as reward instead of its last p(done). Use with a short --horizon (2-10 chunks) and a bank of real "
+        "states; none = plain LOOP")
     clip: float = Field(0.1, gt=0, lt=1, description="PPO clip epsilon")
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     max_staleness: int = Field(1, ge=0, description="drop episodes sampled by a policy more versions old")
@@ -70,3 +75,10 @@ class RLConfig(Settings):
     snapshot_every: int = Field(0, ge=0, description="keep the policy every K iterations in "
                                          "<out>/snapshots/iterationK, and the start in iteration0000 (to evaluate "
                                          "the curve later); 0 = never")
+
+    @field_validator("value")
+    @classmethod
+    def _value_exists(cls, value: str | None) -> str | None:
+        if value and not os.path.isfile(os.path.join(value, "config.json")):
+            raise ValueError(f"no checkpoint (config.json) at {value}")
+        return value

@@ -29,7 +29,7 @@ from worldenv.data import runs
 from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
 from worldenv.data.start_bank import StartBank
 from worldenv.models.roles import Observations
-from worldenv.rl import loop_ppo, rollout
+from worldenv.rl import loop_ppo, rollout, value
 from worldenv.rl.queue import RolloutQueue
 from worldenv.rl.settings import RLConfig
 
@@ -129,8 +129,10 @@ def param_groups(policy, lr: float, head_lr: float | None) -> list[dict]:
 class Trainer:
     """Holds the connections, the policy copy and the optimiser; `iteration` runs one."""
 
-    def __init__(self, config: RLConfig, policy, client: PolicyClient, queue: RolloutQueue, store: EpisodeStore, bank: StartBank):
+    def __init__(self, config: RLConfig, policy, client: PolicyClient, queue: RolloutQueue, store: EpisodeStore, bank: StartBank,
+                 value_model=None):
         self.config, self.policy, self.client, self.queue, self.store, self.bank = config, policy, client, queue, store, bank
+        self.value_model = value_model      # short imagination: scores episodes cut at the horizon (rl/value.py)
         self.optimizer = torch.optim.Adam(param_groups(policy, config.lr, config.head_lr), lr=config.lr)
         self.rng = np.random.default_rng(config.seed)
 
@@ -142,6 +144,8 @@ class Trainer:
         started = time.perf_counter()
         report = rollout.run(self.queue, self.store, jobs, c.timeout)
         episodes = [e for e in (self.store.get(i) for i in report.episode_ids) if e is not None]
+        if self.value_model is not None:
+            episodes = value.bootstrap(self.value_model, episodes)
         return episodes, time.perf_counter() - started
 
     def iteration(self, it: int, run_id: str, version: int) -> tuple[dict, int]:
@@ -234,6 +238,14 @@ def starting_policy(config: RLConfig, out: pathlib.Path, resumed: bool):
     return policy
 
 
+def value_model(config: RLConfig):
+    """The value checkpoint of short imagination, or None (plain LOOP)."""
+    if config.value is None:
+        return None
+    from worldenv import models
+    return models.load(config.value, role="reflector")
+
+
 def start_bank(config: RLConfig) -> StartBank:
     from worldenv import checkpoints
     path = checkpoints.start_bank(config.starts)
@@ -255,7 +267,7 @@ def run(config: RLConfig) -> dict:
     client = redis.Redis.from_url(config.redis_url)
     with PolicyClient(config.policy_addr, auth_token=config.auth_token) as policy_client:
         trainer = Trainer(config, policy, policy_client, RolloutQueue(client, config.prefix),
-                          EpisodeStore(client, config.prefix), bank)
+                          EpisodeStore(client, config.prefix), bank, value_model(config))
         first = load_state(out, trainer)
         version = publish(policy_client, trainer.policy, f"start of {out.name}")  # the served policy = ours
         if config.snapshot_every and not resumed:

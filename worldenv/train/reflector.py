@@ -53,6 +53,12 @@ def mismatched(episodes: list[chunks.ChunkedEpisode], items: list[Item], rng: np
     return out
 
 
+def as_outcome(episodes: list[chunks.ChunkedEpisode]) -> list[chunks.ChunkedEpisode]:
+    """Every frame labelled with its episode's outcome (a value's target: P(success | video so far)
+    under the policy that made the episode) instead of whether the task is done by then."""
+    return [dataclasses.replace(e, success=np.full_like(e.success, bool(e.succeeded))) for e in episodes]
+
+
 def label(episodes: list[chunks.ChunkedEpisode], item: Item) -> float:
     """LIBERO's success of the frame under the episode's own instruction; 0 under another."""
     i, c, instruction = item
@@ -100,6 +106,8 @@ def train(config: ReflectorTrainConfig) -> dict:
     """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
     train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
     val_eps = val_eps or train_eps
+    if config.target == "outcome":
+        train_eps, val_eps = as_outcome(train_eps), as_outcome(val_eps)
     if config.replays:
         train_eps, val_eps = train_eps + replayed(train_eps, config.replays), val_eps + replayed(val_eps, config.replays)
     train_items, val_items = prefixes(train_eps), prefixes(val_eps)

@@ -105,6 +105,10 @@ class ReflectorTrainConfig(TrainConfig):
     add_film: bool = pydantic.Field(False, description="give the reflector (e.g. an --init checkpoint made without "
                                     "one) the instruction FiLM layer, starting at identity, before training")
     shift: int = pydantic.Field(2, ge=0, description="random frame shift augmentation, pixels")
+    target: Literal["done", "outcome"] = pydantic.Field(
+        "done", description="done = p(task done by this frame), the reward; outcome = P(the episode ends in success | "
+        "the video so far), every frame labelled with its episode's outcome: a value model for short imagination "
+        "(`train rl --value`), trained on the policy's own real episodes")
     steps: int = pydantic.Field(3000, ge=1, description="optimiser steps at most")
     batch_size: int = pydantic.Field(32, ge=1, description="samples per step")
     lr: float = pydantic.Field(5e-4, gt=0, description="peak learning rate (AdamW)")
