@@ -132,6 +132,11 @@ def test_keyframe_bank_starts_anywhere_before_success_with_history(data, tmp_pat
     np.testing.assert_array_equal(bank.frames[i], e.frames[1])
     np.testing.assert_array_equal(bank.history[i], np.stack([e.frames[0], e.frames[0]]))  # padded with the first
     np.testing.assert_array_equal(bank.start_frames(i)[-1], e.frames[1])
+    near = keyframes(episodes, history=2, before_success=2)            # successes: the 2 boundaries before success
+    assert len(near) == sum(min(2, int(np.argmax(e.success))) if e.succeeded else e.chunks for e in episodes)
+    s = next(e for e in episodes if e.succeeded and np.argmax(e.success) > 2)
+    assert [i for i in near.ids if i.startswith(f"{s.id}/")] == [f"{s.id}/step{s.steps[c]}" for c in
+                                                                 (np.argmax(s.success) - 2, np.argmax(s.success) - 1)]
     back = StartBank.load(bank.save(tmp_path / "kf.npz"))
     np.testing.assert_array_equal(back.history, bank.history)
     assert back.subset([i]).ids == [bank.ids[i]]

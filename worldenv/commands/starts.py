@@ -16,6 +16,9 @@ class KeyframesConfig(Settings):
     data: str = Field(description="HDF5 episode files or folders of them, comma-separated")
     history: int = Field(1, ge=0, description="chunk-boundary frames kept before each keyframe")
     every: int = Field(1, ge=1, description="every n-th chunk boundary of an episode")
+    before_success: int = Field(0, ge=0, description="starts where the outcome is open: a successful episode gives "
+                                "only its last K chunk boundaries before success, a failed one all of its boundaries "
+                                "(0 = every boundary before success)")
     out: str = Field(description="output .npz (worldenv.data.start_bank.StartBank)")
 
 
@@ -23,7 +26,8 @@ def build_keyframes(config: KeyframesConfig) -> int:
     """Write the bank; keyframes stop before each episode's success."""
     from worldenv.data import chunks, start_bank
     episodes = chunks.load([p for p in config.data.split(",") if p])
-    bank = start_bank.keyframes(episodes, history=config.history, every=config.every)
+    bank = start_bank.keyframes(episodes, history=config.history, every=config.every,
+                                before_success=config.before_success)
     path = bank.save(config.out)
     print(f"{len(bank)} keyframes from {len(episodes)} episodes -> {path}", flush=True)
     return 0

@@ -108,14 +108,25 @@ def synthetic_bank(n: int = 8, image_size: int = 64, proprio_dim: int = 8, seed:
     return StartBank(frames, proprio, instructions, ids, meta={"source": "synthetic", "image_size": s, "seed": seed})
 
 
-def keyframes(episodes, history: int = 1, every: int = 1, include_start: bool = True) -> StartBank:
+def first_kept(episode, before_success: int, first: int) -> int:
+    """The first chunk boundary of `episode` a bank keeps: with `before_success` K > 0, a
+    successful episode keeps only its last K boundaries before success (where the grasp and the
+    placing decide it), a failed one all of them."""
+    if before_success and episode.succeeded:
+        return max(first, int(np.argmax(episode.success)) - before_success)
+    return first
+
+
+def keyframes(episodes, history: int = 1, every: int = 1, include_start: bool = True,
+              before_success: int = 0) -> StartBank:
     """Keyframes of recorded `chunks.ChunkedEpisode`s: every `every`-th chunk boundary before the
     episode ends or succeeds (a start that is already done teaches nothing), each with the
-    `history` chunk-boundary frames before it."""
+    `history` chunk-boundary frames before it; `before_success` > 0 keeps near-outcome states
+    only (`first_kept`)."""
     rows = []
     for e in episodes:
         padded = np.concatenate([np.repeat(e.frames[:1], history, axis=0), e.frames])     # (history + C + 1, ...)
-        for c in range(0 if include_start else 1, e.chunks, every):
+        for c in range(first_kept(e, before_success, 0 if include_start else 1), e.chunks, every):
             if e.success[c]:
                 break
             rows.append((e.frames[c], e.proprio[c], e.instruction, f"{e.id}/step{e.steps[c]}", padded[c:c + history]))
@@ -124,4 +135,5 @@ def keyframes(episodes, history: int = 1, every: int = 1, include_start: bool = 
     frames, proprio, instructions, ids, hist = zip(*rows)
     return StartBank(np.stack(frames), np.stack(proprio).astype(np.float32), list(instructions), list(ids),
                      meta={"source": "keyframes", "image_size": int(frames[0].shape[0]), "history": history,
-                           "every": every}, history=np.stack(hist) if history else None)
+                           "every": every, "before_success": before_success},
+                     history=np.stack(hist) if history else None)
