@@ -69,3 +69,19 @@ def test_the_shipped_reflector_reads_the_instruction():
         p = {text: float(reflector.judge(video[None, :n], [text])[0]) for text in texts}
         assert p[own] > 0.5, p
         assert all(p[other] < p[own] for other in texts if other != own), p
+
+
+def test_the_shipped_rl_policy_is_the_sft_policy_after_rl_and_resolves_by_name():
+    """'shipped-rl' names the RL checkpoint for every policy setting; it has the SFT policy's arch
+    and shapes, other weights, and the same mean action where nothing moved is not required."""
+    from worldenv.sim import policies
+    rl_dir, sft_dir = checkpoints.model(checkpoints.SHIPPED_RL, "policy"), checkpoints.model(checkpoints.SHIPPED, "policy")
+    assert rl_dir == checkpoints.DIR / checkpoints.RL_POLICY
+    rl, sft = models.load(rl_dir, role="policy"), models.load(sft_dir, role="policy")
+    assert rl.spec == sft.spec and rl.config.action_spread == sft.config.action_spread
+    assert any(not np.array_equal(a.detach().numpy(), sft.state_dict()[k].detach().numpy())
+               for k, a in rl.state_dict().items())
+    source = policies.open_source(checkpoints.SHIPPED_RL)
+    assert source.name and source.chunk_length == rl.spec.chunk_length
+    with pytest.raises(ValueError, match="names a policy"):
+        checkpoints.model(checkpoints.SHIPPED_RL, "reflector")

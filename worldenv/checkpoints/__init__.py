@@ -4,7 +4,9 @@ world_model/ and reflector/, and starts.npz, a start-state bank of real LIBERO k
 they measure; `worldenv up` serves them unless told otherwise.
 
 Every setting that names checkpoints takes two words besides a path: 'shipped' (these) and
-'none' (random init); `folder`, `model` and `start_bank` are the one place they are read."""
+'none' (random init); a policy setting also takes 'shipped-rl', the SFT policy after RL in
+imagination (rl_policy/, made by `worldenv experiment`, reports/experiment.md); `folder`,
+`model` and `start_bank` are the one place they are read."""
 from __future__ import annotations
 
 import pathlib
@@ -12,7 +14,8 @@ import pathlib
 DIR = pathlib.Path(__file__).resolve().parent
 ROLES = ("policy", "world_model", "reflector")
 STARTS = "starts.npz"
-SHIPPED, NONE = "shipped", "none"
+SHIPPED, NONE, SHIPPED_RL = "shipped", "none", "shipped-rl"
+RL_POLICY = "rl_policy"
 
 
 def model_dir(role: str, folder: pathlib.Path = DIR) -> pathlib.Path | None:
@@ -34,7 +37,11 @@ def folder(value: str) -> pathlib.Path | None:
 
 def model(value: str, role: str) -> pathlib.Path | None:
     """A model-checkpoint setting of `role`: 'shipped' = the shipped one (None in an install without
-    it), 'none' = None (random init), else the path."""
+    it), 'none' = None (random init), 'shipped-rl' = the shipped RL policy (policy only), else the path."""
+    if value == SHIPPED_RL:
+        if role != "policy":
+            raise ValueError(f"{SHIPPED_RL!r} names a policy, not a {role}")
+        return model_dir(RL_POLICY)
     return model_dir(role) if value == SHIPPED else None if value == NONE else pathlib.Path(value)
 
 

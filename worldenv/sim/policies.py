@@ -119,10 +119,17 @@ _ADDRESS = re.compile(r"^(dns:///)?[\w.\-]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$
 
 def open_source(spec: str, chunk_length: int = CHUNK_LENGTH, auth_token: str | None = None,
                 connect_timeout_s: float = 10.0, seed: int = 0, exploration_scale: float | None = None) -> ActionSource:
-    """Resolve `--policy`: 'expert', a checkpoint directory, or host:port. Raises PolicyUnavailable
-    (also for an exploration scale given with a policy that is not a checkpoint directory)."""
+    """Resolve `--policy`: 'expert', 'shipped' / 'shipped-rl' (the shipped SFT / RL policy), a
+    checkpoint directory, or host:port. Raises PolicyUnavailable (also for an exploration scale
+    given with a policy that is not a checkpoint directory)."""
+    from worldenv import checkpoints
     if spec == "expert":
         return ExpertSource(chunk_length)
+    if spec in (checkpoints.SHIPPED, checkpoints.SHIPPED_RL):
+        found = checkpoints.model(spec, "policy")
+        if found is None:
+            raise PolicyUnavailable(f"{spec}: this install has no such checkpoint")
+        spec = str(found)
     path = pathlib.Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -132,4 +139,5 @@ def open_source(spec: str, chunk_length: int = CHUNK_LENGTH, auth_token: str | N
         raise PolicyUnavailable("--exploration-scale: only for a checkpoint directory (a served policy keeps its own)")
     if _ADDRESS.match(spec):
         return remote_source(spec, auth_token=auth_token, connect_timeout_s=connect_timeout_s)
-    raise PolicyUnavailable(f"--policy {spec!r} is neither 'expert', a checkpoint directory, nor host:port")
+    raise PolicyUnavailable(f"--policy {spec!r} is neither 'expert', 'shipped', 'shipped-rl', a checkpoint directory, "
+                            "nor host:port")

@@ -14,7 +14,8 @@ from worldenv.sim.job_settings import BadArguments, LiberoJobConfig, check_exper
 class PolicyRunConfig(LiberoJobConfig):
     """A policy acting in LIBERO for a number of episodes per task."""
 
-    policy: str = Field(description="host:port of a Policy server, a checkpoint directory, or 'expert'")
+    policy: str = Field(description="host:port of a Policy server, a checkpoint directory, 'expert', or 'shipped' / "
+                        "'shipped-rl' (the shipped SFT policy / the same after RL in imagination)")
     auth_token: str | None = Field(None, description="bearer token for a remote policy or reflector")
     episodes_per_task: int = Field(50, ge=1, description="episodes per task (init states offset, offset + 1, ...)")
     init_offset: int = Field(0, ge=0, description="first init state: 0-49 LIBERO's fixed ones (wrapping at 50), "
