@@ -167,20 +167,21 @@ class RolloutQueue:
                                     block=None if entries else block_ms)
             for _, items in got or []:
                 entries.extend(items)
-        claimed = []
+        readable = []
         for entry_id, fields in entries:
             if not fields:  # deleted while pending
                 self.r.xack(self.jobs_key, GROUP, entry_id)
                 continue
             try:
-                job = Job.from_fields(fields)
+                readable.append((entry_id, Job.from_fields(fields)))
             except BadJob as exc:
                 self._reject(entry_id, fields, exc)
-                continue
-            attempts = self.r.hincrby(f"{self.prefix}:attempts", job.id, 1)
-            claimed.append(Claimed(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, job, attempts,
-                                   entry_id in reclaimed))
-        return claimed
+        with self.r.pipeline(transaction=False) as pipe:  # one round trip for the batch's attempt counts
+            for _, job in readable:
+                pipe.hincrby(f"{self.prefix}:attempts", job.id, 1)
+            attempts = pipe.execute() if readable else []
+        return [Claimed(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, job, n, entry_id in reclaimed)
+                for (entry_id, job), n in zip(readable, attempts)]
 
     def touch(self, consumer: str, entry_ids: list[str]) -> None:
         """Heartbeat of a live worker: reset the idle time of the entries it is running, so only
