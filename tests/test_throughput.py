@@ -1,17 +1,12 @@
 """The imagination fast paths give what the paths they replace gave: the reflector's cached
-per-frame features the p_done of judging the whole clip again, the world model's channels-last
-step the frames of the contiguous one (within rounding), `up`'s threads where the work is, and a
-run's jobs enqueued at once."""
-import copy
-
+per-frame features the p_done of judging the whole clip again; and `up`'s threads where the work
+is, and a run's jobs enqueued at once."""
 import numpy as np
 import pytest
-import torch
 
 from worldenv import checkpoints, models
 from worldenv.local import stack as local
 from worldenv.models import videos
-from worldenv.models.roles import StartStates
 from worldenv.rl.queue import Job, RolloutQueue
 from worldenv.data.start_bank import synthetic_bank
 
@@ -25,11 +20,6 @@ def video(b: int, t: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reflector():
     return models.load(checkpoints.model_dir("reflector"), "reflector")
-
-
-@pytest.fixture(scope="module")
-def world_model():
-    return models.load(checkpoints.model_dir("world_model"), "world_model")
 
 
 def test_cached_features_give_the_p_done_of_judging_the_clip(reflector):
@@ -52,36 +42,6 @@ def test_cached_features_in_a_batch_of_uneven_videos(reflector):
     p_done, _ = reflector.observe([long[0], fresh[0]], frames[:, 10])
     expected = [reflector.judge(frames[:1], TASKS[:1])[0], reflector.judge(frames[1:, [0, 10]], TASKS[1:])[0]]
     np.testing.assert_allclose(p_done, expected, rtol=0, atol=1e-6)
-
-
-def contiguous_copy(world_model):
-    """The world model as it ran before channels-last: NCHW weights and activations."""
-    reference = copy.deepcopy(world_model)
-    reference.unet.to(memory_format=torch.contiguous_format)
-    reference._unet_out = lambda image, t, embed: reference.unet(image.contiguous(), t, class_labels=embed,
-                                                                 return_dict=False)[0]
-    return reference
-
-
-def test_channels_last_step_matches_the_contiguous_one(world_model):
-    bank = synthetic_bank(8)
-    starts = StartStates(bank.frames, bank.proprio, list(bank.instructions))
-    actions = np.random.default_rng(0).uniform(-1, 1, (8, 8, 7)).astype(np.float32)
-    reference = contiguous_copy(world_model)
-    fast, _ = world_model.step(world_model.start(starts), actions)
-    slow, _ = reference.step(reference.start(starts), actions)
-    diff = fast.frames.astype(np.float64) - slow.frames
-    assert np.abs(diff).max() <= 1                                     # a rounding step at most
-    assert 10 * np.log10(255 ** 2 / max((diff ** 2).mean(), 1e-12)) >= 45
-    np.testing.assert_allclose(fast.proprio, slow.proprio, rtol=0, atol=1e-6)
-
-
-def test_channels_last_keeps_the_checkpoint(world_model, tmp_path):
-    assert world_model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    world_model.save_pretrained(tmp_path)
-    saved = models.load(tmp_path, "world_model")
-    for name, tensor in world_model.state_dict().items():
-        assert torch.equal(tensor, saved.state_dict()[name]), name
 
 
 def test_up_gives_the_world_model_the_cores(monkeypatch, tmp_path):
