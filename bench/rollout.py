@@ -4,12 +4,20 @@
     same worker imagining the same jobs directly, no queue               (ratio of episodes/s)
 (b) imagined vs real: one imagined action chunk per episode in a batch of 8 vs one real LIBERO
     chunk (8 physics steps, rendered once) in one env process            (cost per episode-chunk)
+(c) trainer settings, old code vs this: one RL iteration's rollouts (RLConfig's groups x
+    group_size jobs, its horizon, the shipped models and start states, done at the reflector's
+    eta) through the stack `worldenv up` runs (three service processes with its threads, one
+    worker of batch 8), for this checkout and for --baseline in its own git worktree, both up at
+    once and run in turns (--rounds, medians); plus what the baseline's frames and done
+    decisions become (PSNR of every imagined frame, episodes ending at the same step)
+(d) the world model's step (in process, B = 8, one thread) in FLOP/s against a one-thread matmul
 
-Usage: .venv/bin/python bench/rollout.py [--episodes 32] [--horizon 8]
+Usage: .venv/bin/python bench/rollout.py [--episodes 32] [--horizon 8] [--parts abcd] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
+import pathlib
 import subprocess
 import threading
 import time
@@ -18,7 +26,12 @@ import numpy as np
 import redis
 import torch
 
+import trees
+from worldenv import checkpoints, models
+from worldenv.data.start_bank import StartBank
+from worldenv.local.stack import StackConfig
 from worldenv.rl import rollout
+from worldenv.rl.settings import RLConfig
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.rl.queue import RolloutQueue
 from worldenv.rl.worker import RolloutWorker
@@ -46,28 +59,34 @@ def start_redis() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("redis did not start")
 
 
-def imagined(addresses: dict, url: str, episodes: int, horizon: int) -> tuple[float, float, float]:
-    """(queued episodes/s, direct episodes/s, imagined ms per episode-chunk)."""
+def imagined(addresses: dict, url: str, episodes: int, horizon: int, rounds: int) -> tuple[float, float, float]:
+    """(queued episodes/s, direct episodes/s, imagined ms per episode-chunk): one worker, in turns
+    (`rounds` of each, medians) imagining the same jobs directly and through the queue."""
     client = redis.Redis.from_url(url)
     queue, store = RolloutQueue(client, "bench"), EpisodeStore(client, "bench")
     with PolicyClient(addresses["policy"]) as po, WorldModelClient(addresses["world-model"]) as wm, \
             ReflectorClient(addresses["reflector"]) as rf:
         worker = RolloutWorker.served(queue, store, po, wm, rf, batch_size=8, consumer="bench", block_ms=50)
         bank = synthetic_bank(8)
-        direct_jobs = rollout.make_jobs(bank, episodes, "direct", horizon, 8, eta=0.999)
-        worker.rollout(direct_jobs[:8])  # warm-up
-        started = time.perf_counter()
-        for i in range(0, episodes, 8):
-            worker.rollout(direct_jobs[i:i + 8])
-        direct = episodes / (time.perf_counter() - started)
+        jobs = lambda run: rollout.make_jobs(bank, episodes, run, horizon, 8, eta=0.999)  # noqa: E731
+        worker.rollout(jobs("warm-up")[:8])
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
         thread.start()
-        report = rollout.run(queue, store, rollout.make_jobs(bank, episodes, "queued", horizon, 8, eta=0.999))
-        stop.set()
-        thread.join()
-    chunk_ms = 1000 / (direct * horizon)
-    return report.episodes_per_s, direct, chunk_ms
+        direct, queued = [], []
+        try:
+            for r in range(rounds):
+                started = time.perf_counter()
+                batch = jobs(f"direct-{r}")
+                for i in range(0, episodes, 8):
+                    worker.rollout(batch[i:i + 8])
+                direct.append(episodes / (time.perf_counter() - started))
+                queued.append(rollout.run(queue, store, jobs(f"queued-{r}")).episodes_per_s)
+        finally:
+            stop.set()
+            thread.join()
+    direct_rate = float(np.median(direct))
+    return float(np.median(queued)), direct_rate, 1000 / (direct_rate * horizon)
 
 
 def real_chunk_ms(chunks: int) -> float | None:
@@ -89,33 +108,174 @@ def real_chunk_ms(chunks: int) -> float | None:
         env.close()
 
 
+def trainer_jobs(run_id: str, horizon: int | None = None) -> list:
+    """One RL iteration's jobs as `worldenv train rl` makes them with its defaults: `groups` start
+    states of the shipped bank (drawn with seed 0), `group_size` rollouts each, its horizon and eta."""
+    field = RLConfig.model_fields
+    groups, size = field["groups"].default, field["group_size"].default
+    bank = StartBank.load(checkpoints.starts())
+    starts = bank.subset(np.random.default_rng(0).choice(len(bank), groups, replace=False))
+    return rollout.make_jobs(starts, groups * size, run_id, horizon or field["horizon"].default, size, seed=1,
+                             eta=field["eta"].default)
+
+
+def psnr(squared: float, count: int) -> float:
+    mse = squared / max(count, 1)
+    return float("inf") if mse == 0 else float(10 * np.log10(255 ** 2 / mse))
+
+
+def closed_loop(stores: dict, ids: dict) -> tuple[float, int]:
+    """The same jobs run by each code: (PSNR in dB of this code's imagined frames against the
+    baseline's, up to the shorter episode; episodes ending at the same step). The policy acts on
+    the frames, so a pixel one level apart changes its next actions: this compounds."""
+    squared, count, same = 0.0, 0, 0
+    for old_id, new_id in zip(sorted(ids["old"]), sorted(ids["new"])):
+        old, new = stores["old"].get(old_id), stores["new"].get(new_id)
+        same += old.done_step == new.done_step
+        t = min(len(old.frames), len(new.frames))
+        diff = old.frames[1:t].astype(np.float64) - new.frames[1:t]
+        squared, count = squared + float((diff ** 2).sum()), count + diff.size
+    return psnr(squared, count), same
+
+
+def replayed(store, ids: list[str], jobs: list) -> tuple[float, int, float]:
+    """The baseline's episodes replayed step by step through this code's world model and
+    reflector (in process): every step starts from the baseline's own frames, proprio and actions,
+    so only the models' arithmetic differs. -> (PSNR in dB of the predicted frames against the
+    baseline's, steps whose done decision differs, largest |p_done difference|)."""
+    from worldenv.models.roles import StartStates
+    wm, rf = (models.load(checkpoints.model_dir(r), r) for r in ("world_model", "reflector"))
+    squared, count, flipped, worst = 0.0, 0, 0, 0.0
+    history = {job.id: job.start_frames()[:-1] for job in jobs}          # a keyframe's frames before it
+    for episode in (store.get(i) for i in ids):
+        h, f, eta = wm.config.history, episode.frames, episode.extra.get("eta", 0.5)
+        before = history[episode.id]
+        videos = rf.start(f[:1], [episode.instruction])
+        for t, chunk in enumerate(episode.actions):
+            window = np.concatenate([before, f[:t + 1]])[-h:]                 # the world model's memory
+            start = StartStates(window[None], episode.proprio[None, t], [episode.instruction])
+            prediction, _ = wm.step(wm.start(start), chunk[None])
+            diff = prediction.frames[0].astype(np.float64) - f[t + 1]
+            squared, count = squared + float((diff ** 2).sum()), count + diff.size
+            p_done, videos = rf.observe(videos, f[None, t + 1])
+            worst = max(worst, abs(float(p_done[0]) - float(episode.p_done[t])))
+            flipped += bool(p_done[0] > eta) != bool(episode.p_done[t] > eta)
+    return psnr(squared, count), flipped, worst
+
+
+def trainer_settings(url: str, baseline: str, rounds: int) -> dict:
+    """Imagined steps/s of the baseline's stack and this one's at the trainer's settings, in turns."""
+    new_cfg = StackConfig(home=pathlib.Path("."))
+    threads = {"old": dict.fromkeys(MODEL_SERVICES, 1),  # what `up` gave every service before
+               "new": {n: new_cfg.world_model_threads if n == "world-model" else new_cfg.threads for n in MODEL_SERVICES}}
+    client = redis.Redis.from_url(url)
+    with trees.serving(trees.worktree(baseline), url, "old", threads["old"]), \
+            trees.serving(trees.ROOT, url, "new", threads["new"]):
+        queues = {p: (RolloutQueue(client, p), EpisodeStore(client, p)) for p in ("old", "new")}
+        for p in queues:
+            rollout.run(*queues[p], trainer_jobs(f"{p}-warm", horizon=2)[:8])
+        rates, ids = {"old": [], "new": []}, {}
+        for r in range(rounds):
+            for p in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                report = rollout.run(*queues[p], trainer_jobs(f"{p}-r{r}"))
+                rates[p].append(report.steps_per_s)
+                ids.setdefault(p, report.episode_ids)
+                print(f"    round {r} {p}: {report.steps} steps in {report.wall_s:.1f} s, {report.steps_per_s:.1f} "
+                      f"steps/s", flush=True)
+        loop_psnr, same = closed_loop({p: q[1] for p, q in queues.items()}, ids)
+        replay_psnr, flipped, worst = replayed(queues["old"][1], ids["old"], trainer_jobs("old-r0"))
+    return {"rates": rates, "threads": threads, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
+            "replay_psnr": replay_psnr, "flipped": flipped, "p_done_diff": worst}
+
+
+def world_model_flops(batch: int = 8, repeats: int = 7) -> tuple[float, float]:
+    """(GFLOP/s of the shipped world model's step at `batch`, GFLOP/s of a 1024^2 matmul), one
+    thread, timed in turns (medians) in this thread's CPU time, which other processes on the
+    machine do not inflate."""
+    from torch.utils.flop_counter import FlopCounterMode
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    wm = models.load(checkpoints.model_dir("world_model"), "world_model")
+    rng = np.random.default_rng(0)
+    args = (rng.integers(0, 256, (batch, wm.config.history, 64, 64, 3), dtype=np.uint8),
+            rng.normal(size=(batch, 8)).astype(np.float32), rng.uniform(-1, 1, (batch, 8, 7)).astype(np.float32))
+    with FlopCounterMode(display=False) as counter:
+        wm.predict(*args)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    step, matmul = [], []
+    for _ in range(repeats):
+        started = time.thread_time()
+        wm.predict(*args)
+        step.append(time.thread_time() - started)
+        started = time.thread_time()
+        a @ b
+        matmul.append(time.thread_time() - started)
+    torch.set_num_threads(threads)
+    return counter.get_total_flops() / np.median(step) / 1e9, 2 * 1024 ** 3 / np.median(matmul) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=32)
-    parser.add_argument("--horizon", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--episodes", type=int, default=32, help="(a), (b): episodes per measurement")
+    parser.add_argument("--horizon", type=int, default=8, help="(a), (b): chunks per episode")
+    parser.add_argument("--threads", type=int, default=1, help="(a), (b): torch threads of this process")
+    parser.add_argument("--parts", default="abcd", help="which measurements to run (letters)")
+    parser.add_argument("--baseline", default="b6e9ea0", help="(c): the commit to compare with")
+    parser.add_argument("--rounds", type=int, default=3, help="(a), (c): turns of each path or code")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = ServeConfig(host="127.0.0.1")
-    servers = [RunningServer(create_service(name, config), config) for name in MODEL_SERVICES]
+    if "d" in args.parts:
+        step, matmul = world_model_flops()
+        print(f"(d) world-model step, B = 8, one thread (CPU time): {step:.1f} GFLOP/s; matmul 1024 {matmul:.1f} GFLOP/s "
+              f"-> {step / matmul:.2f} of matmul", flush=True)
     proc, url = start_redis()
     try:
+        real = queued_direct(url, args) if "a" in args.parts or "b" in args.parts else None
+        if "c" in args.parts:
+            print_trainer(trainer_settings(url, args.baseline, args.rounds), args.baseline, real)
+    finally:
+        proc.terminate()
+
+
+def queued_direct(url: str, args) -> float | None:
+    """(a) and (b): the three services in this process; returns ms per real chunk (None: no LIBERO)."""
+    config = ServeConfig(host="127.0.0.1")
+    servers = [RunningServer(create_service(name, config), config) for name in MODEL_SERVICES]
+    try:
         addresses = {s.service.name: s.address for s in servers}
-        queued, direct, imagined_ms = imagined(addresses, url, args.episodes, args.horizon)
+        queued, direct, imagined_ms = imagined(addresses, url, args.episodes, args.horizon, args.rounds)
     finally:
         for s in servers:
             s.stop()
-        proc.terminate()
     print(f"(a) {args.episodes} episodes x {args.horizon} chunks, batch 8: through the Redis queue {queued:.2f} "
           f"episodes/s, direct {direct:.2f} episodes/s -> ratio {queued / direct:.3f}")
+    if "b" not in args.parts:
+        return None
     real = real_chunk_ms(16)
     line = f"(b) imagined {imagined_ms:.1f} ms per episode-chunk (batch 8, all three services)"
     if real is None:
         print(line + "; LIBERO not installed, no real comparison")
     else:
         print(line + f"; real LIBERO {real:.1f} ms per chunk (one env, render once) -> "
-              f"imagined is {real / imagined_ms:.2f}x cheaper per episode-chunk")
+              f"imagined is {real / imagined_ms:.2f}x cheaper per episode-chunk", flush=True)
+    return real
+
+
+def print_trainer(out: dict, baseline: str, real_ms: float | None) -> None:
+    old, new = (float(np.median(out["rates"][p])) for p in ("old", "new"))
+    field = RLConfig.model_fields
+    print(f"(c) trainer settings ({field['groups'].default} groups x {field['group_size'].default} rollouts, horizon "
+          f"{field['horizon'].default}, 1 worker x batch 8, shipped models): {baseline} {old:.1f} imagined steps/s "
+          f"(threads {out['threads']['old']}), this code {new:.1f} (threads {out['threads']['new']}) -> "
+          f"{new / old:.2f}x; {1000 / new:.1f} ms per episode-chunk"
+          + (f", {real_ms * new / 1000:.1f}x cheaper than a real LIBERO chunk" if real_ms else ""))
+    print(f"    per round, steps/s: {baseline} {[round(x, 1) for x in out['rates']['old']]}, this code "
+          f"{[round(x, 1) for x in out['rates']['new']]}")
+    print(f"    {baseline}'s episodes replayed step by step through this code's models: PSNR {out['replay_psnr']:.1f} "
+          f"dB, done decisions differing in {out['flipped']} steps, |p_done difference| <= {out['p_done_diff']:.1e}")
+    print(f"    closed loop (policy acting on each code's own frames): PSNR {out['loop_psnr']:.1f} dB, same done "
+          f"step in {out['same_done']} of {out['episodes']} episodes")
 
 
 if __name__ == "__main__":

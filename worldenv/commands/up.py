@@ -26,7 +26,11 @@ class UpConfig(RolloutOptions):
                                             embedded=True)
     workers: int = Field(1, ge=0, description="rollout workers")
     batch_size: int = Field(8, ge=1, description="jobs each rollout worker runs as one batch")
-    threads: int = Field(1, ge=0, description="torch threads per model service (0 = torch's default)")
+    threads: int = Field(1, ge=0, description="torch threads of the policy and reflector services (0 = torch's default)")
+    world_model_threads: int = Field(0, ge=0, description="torch threads of the world-model service; 0 = torch's "
+                                     "default, every core: an imagined step calls the services one after another "
+                                     "and the world model's share is the largest, so it gets the cores the others "
+                                     "wait on")
     step_time_s: float = Field(1.0, gt=0, description="expected seconds of one imagined step of a worker's batch; "
                                "a dead worker's jobs are taken over after 10 times this (at least 5 s)")
     checkpoints: str = Field("shipped", description="folder with policy/, world_model/ and reflector/ checkpoints "
@@ -83,6 +87,7 @@ def main(config: UpConfig) -> int:
     state = pathlib.Path(config.home) if config.home else home.path()
     cfg = local.StackConfig(home=state, host=config.host, free_ports=config.free_ports, redis_url=config.redis_url,
                             workers=config.workers, batch_size=config.batch_size, threads=config.threads,
+                            world_model_threads=config.world_model_threads,
                             checkpoints=config.checkpoint_dirs(), reclaim_idle_s=reclaim_idle_s(config.step_time_s))
     print(f"starting worldenv in {state} ...", flush=True)
     stack = local.start(cfg)

@@ -245,6 +245,13 @@ class EpisodeStore:
         raw = self._r.hget(self._key(episode_id), "meta")
         return None if raw is None else json.loads(raw)
 
+    def metas(self, episode_ids: list[str]) -> list[dict | None]:
+        """`meta` of each id, in one round trip."""
+        with self._r.pipeline(transaction=False) as pipe:
+            for episode_id in episode_ids:
+                pipe.hget(self._key(episode_id), "meta")
+            return [None if raw is None else json.loads(raw) for raw in pipe.execute()]
+
     def get(self, episode_id: str) -> ImaginedEpisode | None:
         """The whole episode, or None if unknown."""
         key = self._key(episode_id)

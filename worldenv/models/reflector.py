@@ -6,13 +6,18 @@ up to `max_frames` frames sampled uniformly from the video (always with the last
 instruction embedding attends over them, and the attended summary, the last frame's features
 and the instruction feed the head.
 
-Its incremental form keeps each episode's video in a `videos.Video` state, so a caller sends
-only the new frame per step.
+Its incremental form (`start` / `observe`) keeps each episode's per-frame vision features in a
+`FeatureVideo` state, so a caller sends only the new frame per step and each observation encodes
+that one frame instead of the sampled clip again; the verdict is the same as judging the whole
+video (the frame encoder sees each frame on its own).
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import pydantic
 import torch
 
@@ -56,6 +61,21 @@ def _identity_film(width: int) -> torch.nn.Linear:
     return film
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureVideo:
+    """One episode's state: its instruction and the vision features of its frames so far."""
+
+    instruction: str
+    features: tuple[torch.Tensor, ...]   # each (W,) in the model's dtype, on its device, oldest first
+
+    def push(self, feature: torch.Tensor) -> "FeatureVideo":
+        return FeatureVideo(self.instruction, (*self.features, feature))
+
+    def clip(self, max_frames: int) -> torch.Tensor:
+        """The features of the frames `forward` would sample from this video -> (T', W)."""
+        return torch.stack([self.features[i] for i in sample_indices(len(self.features), max_frames).tolist()])
+
+
 class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
     """Frames (B, T, H, W, 3) + instruction -> logit of p(done) (B,)."""
 
@@ -89,6 +109,10 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         clip = frames.index_select(1, idx)                                      # (B, T', H, W, 3)
         b, t = clip.shape[:2]
         feats = self.vision(clip.reshape(b * t, *clip.shape[2:])).view(b, t, -1)  # (B, T', W)
+        return self.judge_features(feats, instructions)
+
+    def judge_features(self, feats: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """Vision features of the sampled frames (B, T', W), last frame last -> logits (B,)."""
         goal = self.instruction(list(instructions), self.device, self.dtype)    # (B, W)
         if self.film is not None:
             gamma, beta = self.film(goal).chunk(2, dim=-1)                      # (B, W) each
@@ -96,3 +120,30 @@ class Reflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         scores = torch.einsum("bw,btw->bt", self.query(goal), feats) / feats.shape[-1] ** 0.5
         summary = torch.einsum("bt,btw->bw", scores.softmax(dim=-1), feats)     # (B, W)
         return self.head(torch.cat([summary, feats[:, -1], goal], dim=-1)).squeeze(-1)
+
+    # --- the Reflector role, incremental: features cached per frame ---------------------------
+
+    @torch.inference_mode()
+    def start(self, frames: np.ndarray, instructions: list[str]) -> list[FeatureVideo]:
+        """First frames (B, H, W, 3) -> one state each, holding the first frame's features."""
+        s = self.config.image_size
+        inputs.expect("frames", frames, ("B", s, s, 3), "uint8")
+        inputs.expect_texts("instructions", instructions, {"B": len(frames)})
+        features = self.vision(inputs.as_tensor(frames, self.device))                  # (B, W)
+        return [FeatureVideo(text, (f,)) for f, text in zip(features, instructions)]
+
+    @torch.inference_mode()
+    def observe(self, states: Sequence[FeatureVideo], frames: np.ndarray) -> tuple[np.ndarray, list[FeatureVideo]]:
+        """Append frames (B, H, W, 3) -> p_done (B,) of each video so far, and the new states.
+        Only the new frames are encoded; videos sampling equally many frames are judged together."""
+        s = self.config.image_size
+        inputs.expect("frames", frames, (len(states), s, s, 3), "uint8")
+        features = self.vision(inputs.as_tensor(frames, self.device))                  # (B, W)
+        states = [v.push(f) for v, f in zip(states, features)]
+        p_done, m = np.zeros(len(states), np.float32), self.config.max_frames
+        for t in sorted({min(len(v.features), m) for v in states}):
+            rows = [i for i, v in enumerate(states) if min(len(v.features), m) == t]
+            clips = torch.stack([states[i].clip(m) for i in rows])                    # (b, T', W)
+            logits = self.judge_features(clips, [states[i].instruction for i in rows])
+            p_done[rows] = torch.sigmoid(logits.float()).cpu().numpy()
+        return p_done, states

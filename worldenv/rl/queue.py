@@ -146,10 +146,17 @@ class RolloutQueue:
 
     def enqueue(self, job: Job) -> bool:
         """Add a job; False (and nothing added) if this job id was enqueued before."""
-        job.enqueued_at = job.enqueued_at or time.time()
-        fields = job.to_fields()
-        args = [self.key_ttl_s] + [x for kv in fields.items() for x in kv]
-        return self._enqueue(keys=[self.jobs_key, f"{self.prefix}:job:{job.id}"], args=args) is not None
+        return self.enqueue_many([job])[0]
+
+    def enqueue_many(self, jobs: list[Job]) -> list[bool]:
+        """Add jobs in one transaction (one round trip), so a worker claims full batches rather
+        than the first few of a run still being enqueued; per job, False if enqueued before."""
+        with self.r.pipeline(transaction=True) as pipe:
+            for job in jobs:
+                job.enqueued_at = job.enqueued_at or time.time()
+                args = [self.key_ttl_s] + [x for kv in job.to_fields().items() for x in kv]
+                self._enqueue(keys=[self.jobs_key, f"{self.prefix}:job:{job.id}"], args=args, client=pipe)
+            return [reply is not None for reply in pipe.execute()]
 
     def claim(self, consumer: str, count: int, block_ms: int = 1000, reclaim_idle_ms: int = 60_000) -> list[Claimed]:
         """Up to `count` jobs: first those pending too long on dead consumers, then new ones."""
@@ -160,20 +167,21 @@ class RolloutQueue:
                                     block=None if entries else block_ms)
             for _, items in got or []:
                 entries.extend(items)
-        claimed = []
+        readable = []
         for entry_id, fields in entries:
             if not fields:  # deleted while pending
                 self.r.xack(self.jobs_key, GROUP, entry_id)
                 continue
             try:
-                job = Job.from_fields(fields)
+                readable.append((entry_id, Job.from_fields(fields)))
             except BadJob as exc:
                 self._reject(entry_id, fields, exc)
-                continue
-            attempts = self.r.hincrby(f"{self.prefix}:attempts", job.id, 1)
-            claimed.append(Claimed(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, job, attempts,
-                                   entry_id in reclaimed))
-        return claimed
+        with self.r.pipeline(transaction=False) as pipe:  # one round trip for the batch's attempt counts
+            for _, job in readable:
+                pipe.hincrby(f"{self.prefix}:attempts", job.id, 1)
+            attempts = pipe.execute() if readable else []
+        return [Claimed(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, job, n, entry_id in reclaimed)
+                for (entry_id, job), n in zip(readable, attempts)]
 
     def touch(self, consumer: str, entry_ids: list[str]) -> None:
         """Heartbeat of a live worker: reset the idle time of the entries it is running, so only

@@ -61,8 +61,7 @@ def run(queue: RolloutQueue, store: EpisodeStore, jobs: list[Job], timeout_s: fl
     run_id = jobs[0].run_id
     cursor = queue.results_cursor()
     started = time.perf_counter()
-    for job in jobs:
-        queue.enqueue(job)
+    queue.enqueue_many(jobs)
     results = queue.wait_results(run_id, len(jobs), after=cursor, timeout_s=timeout_s)
     wall = time.perf_counter() - started
     latencies: dict[str, list[float]] = {"act": [], "step": [], "judge": []}

@@ -65,8 +65,7 @@ class RolloutWorker:
         claimed = self.queue.claim(self.consumer, self.batch_size, self.block_ms, self.reclaim_idle_ms)
         self.metrics.reclaimed.inc(sum(c.reclaimed for c in claimed))
         runnable = []
-        for c in claimed:
-            stored = self.store.meta(c.job.id)
+        for c, stored in zip(claimed, self.store.metas([c.job.id for c in claimed])):
             if stored is not None:  # stored by a worker that died before acking
                 self.queue.complete(c, self._result(stored))
             elif c.attempts > self.max_attempts:
@@ -89,9 +88,10 @@ class RolloutWorker:
         return len(claimed)
 
     def _finish(self, claimed: Claimed, episode: ImaginedEpisode) -> None:
-        self.store.put(episode)
+        stored = self.store.put(episode)
         self.metrics.episodes.labels(episode.status).inc()
-        self.queue.complete(claimed, self._result(self.store.meta(episode.id) or {}))
+        meta = episode.meta() if stored else self.store.meta(episode.id)  # else: another attempt's
+        self.queue.complete(claimed, self._result(meta or {}))
 
     @staticmethod
     def _result(meta: dict) -> dict:

@@ -1,0 +1,65 @@
+"""The imagination fast paths give what the paths they replace gave: the reflector's cached
+per-frame features the p_done of judging the whole clip again; and `up`'s threads where the work
+is, and a run's jobs enqueued at once."""
+import numpy as np
+import pytest
+
+from worldenv import checkpoints, models
+from worldenv.local import stack as local
+from worldenv.models import videos
+from worldenv.rl.queue import Job, RolloutQueue
+from worldenv.data.start_bank import synthetic_bank
+
+TASKS = ["pick up the alphabet soup and place it in the basket", "pick up the cream cheese and place it in the basket"]
+
+
+def video(b: int, t: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (b, t, 64, 64, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def reflector():
+    return models.load(checkpoints.model_dir("reflector"), "reflector")
+
+
+def test_cached_features_give_the_p_done_of_judging_the_clip(reflector):
+    frames, texts = video(4, 13), [TASKS[i % 2] for i in range(4)]   # past max_frames: the clip is sampled
+    cached = reflector.start(frames[:, 0], texts)
+    whole = videos.start(frames[:, 0], texts)                         # the frames kept, the clip judged again
+    for t in range(1, frames.shape[1]):
+        p_cached, cached = reflector.observe(cached, frames[:, t])
+        p_whole, whole = videos.observe(reflector.judge, whole, frames[:, t])
+        np.testing.assert_allclose(p_cached, p_whole, rtol=0, atol=1e-6)
+    assert [len(s.features) for s in cached] == [13] * 4 and cached[0].features[0].shape == (reflector.config.width,)
+
+
+def test_cached_features_in_a_batch_of_uneven_videos(reflector):
+    frames = video(2, 11, seed=1)
+    long = reflector.start(frames[:1, 0], TASKS[:1])
+    for t in range(1, 10):
+        _, long = reflector.observe(long, frames[:1, t])
+    fresh = reflector.start(frames[1:, 0], TASKS[1:])
+    p_done, _ = reflector.observe([long[0], fresh[0]], frames[:, 10])
+    expected = [reflector.judge(frames[:1], TASKS[:1])[0], reflector.judge(frames[1:, [0, 10]], TASKS[1:])[0]]
+    np.testing.assert_allclose(p_done, expected, rtol=0, atol=1e-6)
+
+
+def test_up_gives_the_world_model_the_cores(monkeypatch, tmp_path):
+    spawned = {}
+    stack = local.Stack(local.StackConfig(home=tmp_path, free_ports=True), "redis://x", {}, {})
+    monkeypatch.setattr(stack, "spawn", lambda name, argv: stack.processes.setdefault(name, spawned.setdefault(name, argv)))
+    monkeypatch.setattr(local, "_wait_healthy", lambda *a, **k: None)
+    local._start_services(stack)
+    threads = {name: argv[argv.index("--threads") + 1] for name, argv in spawned.items() if "--threads" in argv}
+    assert threads == {"world-model": "0", "reflector": "1", "policy": "1"}
+
+
+def test_enqueue_many_is_one_batch_a_worker_claims_whole(redis_client, key_prefix):
+    queue = RolloutQueue(redis_client, key_prefix)
+    bank = synthetic_bank(2)
+    jobs = [Job(id=f"many-{i}", frame=bank.frames[0], proprio=bank.proprio[0], instruction=bank.instructions[0],
+                run_id="many") for i in range(6)]
+    assert queue.enqueue_many(jobs) == [True] * 6
+    assert queue.enqueue_many(jobs[:2]) == [False, False]           # ids are idempotent
+    claimed = queue.claim("w", 8, block_ms=10)
+    assert [c.job.id for c in claimed] == [j.id for j in jobs] and all(c.attempts == 1 for c in claimed)
