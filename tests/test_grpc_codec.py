@@ -181,7 +181,7 @@ def test_stock_clients_and_ours_get_identical_answers_from_our_servers():
             observed = ours.observe(mine[:2], video[:, t], eta=0.4)
             stock_observed = stub.Observe(reflector_pb2.ObserveRequest(session_ids=theirs.session_ids,
                                                                         frames=codec.encode(video[:, t]), eta=0.4))
-            np.testing.assert_array_equal(observed.p_done, codec.decode(stock_observed.p_done))
+            np.testing.assert_allclose(observed.p_done, codec.decode(stock_observed.p_done), rtol=0, atol=1e-6)
             assert observed.done == list(stock_observed.done)
             assert observed.lengths == list(stock_observed.lengths) == [t + 1] * 2
         judged = ours.judge(video, ["a", "b"])

@@ -115,7 +115,7 @@ def test_reflector_termination_of_a_sim_episode_sends_each_frame_once():
         assert result.outcome == "horizon" and len(result.p_done) == 4 and len(server.service.sessions) == 0
         video = np.stack(process.frames[1:])  # the frame of the reset on
         judged = [reflector.judge(video[None, :t + 2], [result.instruction])[0] for t in range(4)]
-        np.testing.assert_array_equal(np.float32(result.p_done), judged)
+        np.testing.assert_allclose(np.float32(result.p_done), judged, rtol=0, atol=1e-6)   # cached features: rounding
         reflector.client.close()
 
 
