@@ -116,6 +116,11 @@ class _Client:
             self.channel.close()
             self.channel = None
 
+    def refresh_spec(self) -> tensor_pb2.ModelSpec:
+        """Fetch the spec again (a policy's model_version rises with each LoadWeights)."""
+        self.spec = self._call("GetSpec", tensor_pb2.GetSpecRequest())[0]
+        return self.spec
+
     def _call(self, method: str, request, stream: bool = False):
         """Unary call with retries on UNAVAILABLE; returns (reply, latency_ms)."""
         fn = getattr(self.stub, method)
@@ -209,13 +214,14 @@ class PolicyClient(_Client):
         arrays = dict(zip(names, self._arrays(reply, "Act", *names)))
         return ActResult(**arrays, policy_version=reply.policy_version, timing=Timing.of(ms, reply.timing))
 
-    def load_weights(self, data: bytes, note: str = "", chunk_bytes: int = 1 << 20) -> int:
-        """Stream a safetensors file; returns the new policy version."""
+    def load_weights(self, data: bytes, note: str = "", chunk_bytes: int = 1 << 20, version: int = 0) -> int:
+        """Stream a safetensors file; returns the version now serving (`version`, or with 0 the
+        server's current version + 1)."""
         def chunks() -> Iterator[policy_pb2.WeightsChunk]:
             for i in range(0, max(len(data), 1), chunk_bytes):
                 first = i == 0
                 yield policy_pb2.WeightsChunk(data=data[i:i + chunk_bytes], total_bytes=len(data) if first else 0,
-                                              note=note if first else "")
+                                              note=note if first else "", version=version if first else 0)
         return self._call("LoadWeights", chunks, stream=True)[0].policy_version
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 
@@ -56,14 +57,16 @@ def make_jobs(bank: StartBank, episodes: int, run_id: str, horizon: int, group_s
     return jobs
 
 
-def run(queue: RolloutQueue, store: EpisodeStore, jobs: list[Job], timeout_s: float = 600.0) -> RolloutReport:
-    """Enqueue `jobs` (one run id), wait for all their results, and summarise."""
+def run(queue: RolloutQueue, store: EpisodeStore, jobs: list[Job], timeout_s: float = 600.0,
+        on_wait: Callable[[], None] | None = None) -> RolloutReport:
+    """Enqueue `jobs` (one run id), wait for all their results (calling `on_wait` between
+    reads), and summarise."""
     run_id = jobs[0].run_id
     cursor = queue.results_cursor()
     started = time.perf_counter()
     for job in jobs:
         queue.enqueue(job)
-    results = queue.wait_results(run_id, len(jobs), after=cursor, timeout_s=timeout_s)
+    results = queue.wait_results(run_id, len(jobs), after=cursor, timeout_s=timeout_s, on_wait=on_wait)
     wall = time.perf_counter() - started
     latencies: dict[str, list[float]] = {"act": [], "step": [], "judge": []}
     for r in results:
