@@ -374,3 +374,16 @@ class ReflectorClient(_SessionClient):
     def observe(self, session_ids: list[str], frames: np.ndarray, eta: float = 0.0) -> ObserveResult:
         """Next frames (B, H, W, 3) uint8 of B sessions -> p_done (B,) of each video so far."""
         return self._pod_of(session_ids, "Observe").observe(session_ids, frames, eta)
+
+
+class PolicyPool(_SessionClient):
+    """Policy client over every replica an address names (`host:port,host:port` or
+    `dns:///host:port`): `act` goes to the replicas in turn (a policy keeps no sessions). Each
+    reply's policy_version says which weights answered; the trainer keeps all replicas on one."""
+
+    endpoint_class = PolicyClient
+
+    def act(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str],
+            deterministic: bool = False, seed: int | list[int] = 0) -> ActResult:
+        """As `PolicyClient.act`, on the next replica."""
+        return self._next_pod().act(frames, proprio, instructions, deterministic=deterministic, seed=seed)

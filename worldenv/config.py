@@ -144,7 +144,8 @@ class WorkerConfig(Settings):
     prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
     world_model_addr: str = Field(local_address("world-model"), description="WorldModel address (dns:///host:port balances across pods)")
     reflector_addr: str = Field(local_address("reflector"), description="Reflector address")
-    policy_addr: str = Field(local_address("policy"), description="Policy address")
+    policy_addr: str = Field(local_address("policy"), description="Policy address: host:port, a comma-separated list "
+                             "of replicas, or dns:///host:port (Act goes to the replicas in turn)")
     auth_token: str | None = Field(None, description="bearer token sent to the services")
     batch_size: int = Field(8, ge=1, description="jobs taken and run as one batch")
     consumer: str | None = Field(None, description="consumer name in the group; none = host-pid")
