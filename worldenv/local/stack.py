@@ -180,6 +180,20 @@ def _embedded_redis(stack: Stack) -> str:
 CLI = [sys.executable, "-m", "worldenv.cli"]
 
 
+def _forget_published_weights(stack: Stack) -> None:
+    """A new stack serves its checkpoints: weights a trainer published to an earlier stack's
+    Redis (which persists) are dropped; within this stack they bring a restarted policy back."""
+    import redis
+
+    from worldenv.data.policy_weights import PolicyWeightsStore
+
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        client.delete(PolicyWeightsStore(client, stack.config.prefix).key)
+    finally:
+        client.close()
+
+
 def _start_services(stack: Stack) -> None:
     """The three model services and the debug API; returns once all are healthy."""
     cfg, procs = stack.config, stack.processes
@@ -192,6 +206,8 @@ def _start_services(stack: Stack) -> None:
         else:
             argv += ["--threads", str(cfg.threads)]
             argv += ["--checkpoint", cfg.checkpoints.get(name, "none")]  # none: random init, as asked
+            if name == "policy":   # restarted by the supervisor, it loads the trainer's newest weights
+                argv += ["--weights-redis-url", stack.redis_url, "--weights-prefix", cfg.prefix]
             stack.addresses[name] = f"{cfg.host}:{port}"
         stack.spawn(name, argv)
     for name in MODEL_SERVICES:
@@ -215,6 +231,7 @@ def start(cfg: StackConfig) -> Stack:
     stack = Stack(cfg, cfg.redis_url or "", {}, {})
     try:
         stack.redis_url = cfg.redis_url or _embedded_redis(stack)
+        _forget_published_weights(stack)
         _start_services(stack)
         _start_workers(stack)
         stack.supervisor = Supervisor(stack).start()
