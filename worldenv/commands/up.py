@@ -83,7 +83,8 @@ def main(config: UpConfig) -> int:
     state = pathlib.Path(config.home) if config.home else home.path()
     cfg = local.StackConfig(home=state, host=config.host, free_ports=config.free_ports, redis_url=config.redis_url,
                             workers=config.workers, batch_size=config.batch_size, threads=config.threads,
-                            checkpoints=config.checkpoint_dirs(), reclaim_idle_s=reclaim_idle_s(config.step_time_s))
+                            checkpoints=config.checkpoint_dirs(), reclaim_idle_s=reclaim_idle_s(config.step_time_s),
+                            starts=_absolute(config.start_bank()))
     print(f"starting worldenv in {state} ...", flush=True)
     stack = local.start(cfg)
     try:
@@ -99,6 +100,11 @@ def main(config: UpConfig) -> int:
         stack.stop()
         print("stopped", flush=True)
     return 0
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path `worldenv rollout` finds from any directory (up.json records it)."""
+    return str(pathlib.Path(path).resolve()) if path else None
 
 
 def reclaim_idle_s(step_time_s: float) -> float:

@@ -39,6 +39,7 @@ class StackConfig:
     checkpoints: dict[str, str] = dataclasses.field(default_factory=dict)  # service -> dir
     threads: int = 1                  # torch threads per model service
     prefix: str = "worldenv"
+    starts: str | None = None         # the start-state bank rollouts of this stack use (None: synthetic)
     ready_timeout_s: float = 180.0
     reclaim_idle_s: float = 60.0      # a dead worker's jobs are taken over after this idle time
     backoff_s: float = 1.0            # first wait before restarting a dead child; doubles per quick death
@@ -56,7 +57,7 @@ class Stack:
 
     def describe(self) -> dict:
         return {"redis_url": self.redis_url, **self.addresses, "prefix": self.config.prefix,
-                "pids": {k: p.pid for k, p in self.processes.items()}}
+                "starts": self.config.starts, "pids": {k: p.pid for k, p in self.processes.items()}}
 
     def save(self) -> None:
         """Write up.json: what `worldenv rollout` and friends read to find the stack."""

@@ -102,8 +102,22 @@ def request(redis_url: str, prefix: str, episodes: int, options: RolloutOptions,
     return run(RolloutQueue(client, prefix), EpisodeStore(client, prefix), jobs, options.timeout)
 
 
+def default_starts() -> str | None:
+    """The start bank the stack serves: the one a running `worldenv up` recorded (None there =
+    synthetic start states), else the shipped keyframes, else None."""
+    from worldenv import checkpoints, home
+
+    recorded = home.stack()
+    if recorded is not None and "starts" in recorded:
+        return recorded["starts"]
+    shipped = checkpoints.starts()
+    return str(shipped) if shipped else None
+
+
 def _start_bank(options: RolloutOptions, episodes: int) -> StartBank:
-    """The --starts bank, else synthetic start states: one per group of rollouts."""
-    if options.starts:
-        return StartBank.load(options.starts)
+    """--starts, else the bank the stack serves (`default_starts`), else synthetic start states:
+    one per group of rollouts."""
+    path = options.starts or default_starts()
+    if path:
+        return StartBank.load(path)
     return synthetic_bank(n=max(1, -(-episodes // options.group_size)))

@@ -13,8 +13,9 @@ from worldenv.config import Settings, local_address, redis_url_field
 class RolloutOptions(Settings):
     """How a rollout makes its imagined episodes (shared by `worldenv rollout` and `worldenv up --rollout`)."""
 
-    starts: str | None = Field(None, description="start-state bank (.npz from `worldenv starts build`); "
-                                                 "none = synthetic start states")
+    starts: str | None = Field(None, description="start-state bank (.npz from `worldenv starts build`); none = "
+                               "the bank the stack serves: a running `worldenv up`'s (its --starts, else its "
+                               "checkpoints' keyframes, else synthetic start states), else the shipped keyframes")
     horizon: int = Field(30, ge=1, description="max action chunks per episode (LIBERO-Object allows 280 steps = 35 chunks)")
     group_size: int = Field(8, ge=1, description="rollouts per start state")
     seed: int = Field(1, ge=0, description="sampling seed base; 0 = unseeded")
