@@ -196,17 +196,10 @@ class Trainer:
             return {"iteration": it, "version": version, "skipped": True, "no_update_cause": "unreachable",
                     "drop_reason": str(exc), **self._sync_stats()}
         episodes, wall = self.collect(it, run_id)                                        # collect
-        floor = self.publisher.first_version
-        groups, dropped = fresh_groups(episodes, version, c.max_staleness, c.group_size, floor)
-        all_rewards = np.array([[e.reward for e in g] for g in groups], np.float32).reshape(-1, c.group_size)
-        keep = loop_ppo.informative(torch.from_numpy(all_rewards), c.min_reward_spread).numpy()
-        cause = progress.cause_of(len(groups), int(keep.sum()), dropped)
-        row = {"iteration": it, **_rollout_stats(episodes, all_rewards, wall), "zero_advantage_groups":
-               float(1 - keep.mean()) if len(keep) else 1.0, **dropped,
-               "drop_reason": drop_reason(episodes, cause if dropped["dropped_groups"] else None, version, floor)}
-        if not keep.any():
-            return {**row, "version": version, "skipped": True, "no_update_cause": cause, **self._sync_stats()}
-        batch, _ = flatten([g for g, k in zip(groups, keep) if k])                       # advantages
+        row, groups = self.usable(it, episodes, wall)
+        if not groups:
+            return {**row, "version": version, "skipped": True, **self._sync_stats()}
+        batch, _ = flatten(groups)                                                       # advantages
         stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip, self.rng)
         try:                                                                             # publish
             self._sync = self._sync.add(self.publisher.publish(weights_bytes(self.policy), f"{run_id} iteration {it}"))
@@ -215,10 +208,22 @@ class Trainer:
             row["publish_error"] = str(exc)
         return {**row, "version": self.publisher.version, "timesteps": len(batch.actions), **stats, **self._sync_stats()}
 
+    def usable(self, it: int, episodes: list[ImaginedEpisode], wall: float) -> tuple[dict, list[list[ImaginedEpisode]]]:
+        """The iteration's row so far and the groups to train on: fresh, complete and with a
+        reward spread; with none, the row says why (`no_update_cause`, `drop_reason`)."""
+        c, version, floor = self.config, self.publisher.version, self.publisher.first_version
+        groups, dropped = fresh_groups(episodes, version, c.max_staleness, c.group_size, floor)
+        rewards = np.array([[e.reward for e in g] for g in groups], np.float32).reshape(-1, c.group_size)  # (G, N)
+        keep = loop_ppo.informative(torch.from_numpy(rewards), c.min_reward_spread).numpy()              # (G,)
+        cause = progress.cause_of(len(groups), int(keep.sum()), dropped)
+        row = {"iteration": it, **_rollout_stats(episodes, rewards, wall), "zero_advantage_groups":
+               float(1 - keep.mean()) if len(keep) else 1.0, **dropped, "no_update_cause": cause,
+               "drop_reason": drop_reason(episodes, progress.cause_of(0, 0, dropped) if dropped["dropped_groups"]
+                                          else None, version, floor)}   # the main cause of the groups dropped
+        return row, [g for g, k in zip(groups, keep) if k]
+
     def _sync_stats(self) -> dict:
         s = self._sync
-        for line in s.republished:
-            log.warning("policy replica %s: sent the current weights again", line)
         return {"replicas": s.replicas, "replicas_at_version": s.at_version, "republished": len(s.republished),
                 "unreachable_replicas": len(s.unreachable), "republished_to": s.republished}
 
