@@ -312,7 +312,7 @@ def test_run_page_says_why_groups_were_dropped_and_flags_a_run_that_stopped_lear
     run = f"run-{uuid.uuid4().hex[:6]}"
     log = RunLog(redis_client, prefix)
     log.put(run, {"iteration": 0, "version": 3, "reward_mean": 0.4, "dropped_groups": 1, "dropped_failed": 1,
-                  "timesteps": 64, "republished": 1})
+                  "timesteps": 64, "restarted_replicas": 1, "republished": 1})
     reason = "episodes sampled by policy version(s) [1]; the trainer publishes 7 (this run's first: 2)"
     for it in (1, 2):
         log.put(run, {"iteration": it, "version": 3, "reward_mean": 0.0, "dropped_groups": 4, "dropped_stale": 4,
@@ -320,7 +320,7 @@ def test_run_page_says_why_groups_were_dropped_and_flags_a_run_that_stopped_lear
     page = api.get(f"/runs/{run}/view").text
     assert "This run has stopped learning" in page and "last 2 iteration(s)" in page and "<code>stale</code>" in page
     assert "4 (4 stale)" in page and "1 (1 failed)" in page and "skipped: stale" in page
-    assert "policy version(s) [1]" in page and "sent again to 1 restarted replica(s)" in page
+    assert "policy version(s) [1]" in page and "1 replica(s) restarted" in page and "1 sent the weights again" in page
     log.put(run, {"iteration": 3, "version": 4, "reward_mean": 0.3, "dropped_groups": 0, "timesteps": 64})
     assert "stopped learning" not in api.get(f"/runs/{run}/view").text, "learning again"
 

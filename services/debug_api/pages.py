@@ -133,12 +133,19 @@ def _stalled_banner(rows: list[dict]) -> str:
 
 def _update_cell(r: dict) -> str:
     """Whether the iteration updated the policy, else why not (and why its groups were dropped)."""
+    notes = "".join(f"<br><small>{n}</small>" for n in _replica_notes(r))
     if not r.get("skipped"):
-        extra = f", sent again to {r['republished']} restarted replica(s)" if r.get("republished") else ""
-        return f"updated{extra}"
+        return f"updated{notes}"
     reason = r.get("drop_reason") or ""
     return (f"<span class='failed'>skipped: {html.escape(str(r.get('no_update_cause') or 'no usable group'))}</span>"
-            + (f"<br><small>{html.escape(reason)}</small>" if reason else ""))
+            + (f"<br><small>{html.escape(reason)}</small>" if reason else "") + notes)
+
+
+def _replica_notes(r: dict) -> list[str]:
+    """What happened to the policy replicas during the iteration."""
+    counts = (("restarted_replicas", "replica(s) restarted"), ("republished", "sent the weights again"),
+              ("unreachable_replicas", "unreachable"))
+    return [f"{r[key]} {what}" for key, what in counts if r.get(key)]
 
 
 def _dropped_cell(r: dict) -> str:

@@ -40,10 +40,11 @@ class SyncReport:
     at_version: int = 0                                        # of them, serving the trainer's version now
     republished: list[str] = dataclasses.field(default_factory=list)   # "address: why", sent the weights again
     unreachable: list[str] = dataclasses.field(default_factory=list)   # "address: error"
+    restarted: list[str] = dataclasses.field(default_factory=list)     # "address: instance ...", new since the last look
 
     def add(self, other: "SyncReport") -> "SyncReport":
         return SyncReport(max(self.replicas, other.replicas), other.at_version, self.republished + other.republished,
-                          self.unreachable + other.unreachable)
+                          self.unreachable + other.unreachable, self.restarted + other.restarted)
 
 
 class PolicyUnreachable(ServiceError):
@@ -81,16 +82,23 @@ class Publisher:
         """Send the current weights again to every replica that does not serve them."""
         replicas, report = self._look()
         for replica in replicas:
+            self._note_restart(replica, report)
             why = self._drift(replica)
             if why is None:
                 report.at_version += 1
             elif why == "caught up from the weights store":
-                log.info("policy replica %s restarted and %s", replica.address, why)
+                log.warning("policy replica %s (instance %s) %s: version %d", replica.address, replica.instance, why,
+                            replica.version)
                 self._synced[replica.address] = replica.instance
                 report.at_version += 1
             else:
                 self._send(replica, why, report)
         return self._checked(report)
+
+    def _note_restart(self, replica: Replica, report: SyncReport) -> None:
+        known = self._synced.get(replica.address)
+        if known is not None and replica.instance != known:
+            report.restarted.append(f"{replica.address}: new instance {replica.instance} at version {replica.version}")
 
     def _drift(self, replica: Replica) -> str | None:
         """Why `replica` is not serving the trainer's current weights; None when it is."""

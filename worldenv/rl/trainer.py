@@ -224,8 +224,9 @@ class Trainer:
 
     def _sync_stats(self) -> dict:
         s = self._sync
-        return {"replicas": s.replicas, "replicas_at_version": s.at_version, "republished": len(s.republished),
-                "unreachable_replicas": len(s.unreachable), "republished_to": s.republished}
+        return {"replicas": s.replicas, "replicas_at_version": s.at_version, "restarted_replicas": len(s.restarted),
+                "republished": len(s.republished), "unreachable_replicas": len(s.unreachable),
+                "republished_to": s.republished}
 
 
 def _rollout_stats(episodes: list[ImaginedEpisode], rewards: np.ndarray, wall: float) -> dict:
