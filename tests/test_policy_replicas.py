@@ -175,6 +175,11 @@ def test_the_publisher_brings_a_replica_without_a_store_onto_the_current_version
         publisher.close()
 
 
+def test_a_policy_server_whose_weights_store_is_down_serves_its_checkpoint():
+    with serving("policy", model=_policy(1), weights_redis_url=f"redis://127.0.0.1:{free_port()}/0") as a:
+        assert _served_version(a.address) == 1
+
+
 def test_a_policy_server_refuses_a_negative_weights_version():
     from worldenv.client.errors import ServiceError
 

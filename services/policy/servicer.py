@@ -90,9 +90,12 @@ class PolicyService(BatchedService, pb_grpc.PolicyServicer):
         version, loaded = await self._swap(state, wanted, note)
         return pb.LoadWeightsResponse(policy_version=version, bytes_received=received, tensors_loaded=loaded)
 
-    async def _swap(self, state: dict, version: int, note: str) -> tuple[int, int]:
-        """Serve `state` as `version` (0 = the current one + 1); returns it and the tensors loaded."""
+    async def _swap(self, state: dict, version: int, note: str, only_newer: bool = False) -> tuple[int, int]:
+        """Serve `state` as `version` (0 = the current one + 1); returns it and the tensors loaded.
+        `only_newer`: keep the served weights if a push made them as new meanwhile."""
         async with self._load_lock:
+            if only_newer and version <= self.version:
+                return self.version, 0
             version = version or self.version + 1
             self.version, self.note = version, note
             loaded = await self.batcher.exclusive(lambda: self.model.load_weights(state))
@@ -101,20 +104,23 @@ class PolicyService(BatchedService, pb_grpc.PolicyServicer):
     async def start(self) -> None:
         await super().start()
         if self.config.weights_redis_url:
-            store = PolicyWeightsStore(redis.Redis.from_url(self.config.weights_redis_url, socket_timeout=10),
-                                       self.config.weights_prefix)
+            client = redis.Redis.from_url(self.config.weights_redis_url, socket_timeout=10)
+            store = PolicyWeightsStore(client, self.config.weights_prefix)
             await self._catch_up(store)   # before the server reports SERVING
-            self._poller = asyncio.create_task(self._poll(store))
+            self._poller = asyncio.create_task(self._poll(store, client))
 
     async def stop(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
         await super().stop()
 
-    async def _poll(self, store: PolicyWeightsStore) -> None:
-        while True:
-            await asyncio.sleep(self.config.weights_poll_s)
-            await self._catch_up(store)
+    async def _poll(self, store: PolicyWeightsStore, client: redis.Redis) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.config.weights_poll_s)
+                await self._catch_up(store)
+        finally:
+            client.close()
 
     async def _catch_up(self, store: PolicyWeightsStore) -> None:
         """Load the store's newest weights if they are newer than those served; a store that
@@ -127,8 +133,9 @@ class PolicyService(BatchedService, pb_grpc.PolicyServicer):
         except (redis.RedisError, InvalidArgument) as exc:
             log.warning("weights store %s: %s", store.key, exc)
             return
-        version, _ = await self._swap(state, newer.version, newer.note)
-        log.info("loaded policy version %d from the weights store (%s)", version, newer.note)
+        _, loaded = await self._swap(state, newer.version, newer.note, only_newer=True)
+        if loaded:
+            log.info("loaded policy version %d from the weights store (%s)", newer.version, newer.note)
 
     def _newer(self, store: PolicyWeightsStore) -> PublishedWeights | None:
         if store.version() <= self.version:
