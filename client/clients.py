@@ -116,6 +116,11 @@ class _Client:
             self.channel.close()
             self.channel = None
 
+    def refresh_spec(self) -> tensor_pb2.ModelSpec:
+        """Fetch the spec again (a policy's model_version rises with each LoadWeights)."""
+        self.spec = self._call("GetSpec", tensor_pb2.GetSpecRequest())[0]
+        return self.spec
+
     def _call(self, method: str, request, stream: bool = False):
         """Unary call with retries on UNAVAILABLE; returns (reply, latency_ms)."""
         fn = getattr(self.stub, method)
@@ -209,13 +214,14 @@ class PolicyClient(_Client):
         arrays = dict(zip(names, self._arrays(reply, "Act", *names)))
         return ActResult(**arrays, policy_version=reply.policy_version, timing=Timing.of(ms, reply.timing))
 
-    def load_weights(self, data: bytes, note: str = "", chunk_bytes: int = 1 << 20) -> int:
-        """Stream a safetensors file; returns the new policy version."""
+    def load_weights(self, data: bytes, note: str = "", chunk_bytes: int = 1 << 20, version: int = 0) -> int:
+        """Stream a safetensors file; returns the version now serving (`version`, or with 0 the
+        server's current version + 1)."""
         def chunks() -> Iterator[policy_pb2.WeightsChunk]:
             for i in range(0, max(len(data), 1), chunk_bytes):
                 first = i == 0
                 yield policy_pb2.WeightsChunk(data=data[i:i + chunk_bytes], total_bytes=len(data) if first else 0,
-                                              note=note if first else "")
+                                              note=note if first else "", version=version if first else 0)
         return self._call("LoadWeights", chunks, stream=True)[0].policy_version
 
 
@@ -368,3 +374,16 @@ class ReflectorClient(_SessionClient):
     def observe(self, session_ids: list[str], frames: np.ndarray, eta: float = 0.0) -> ObserveResult:
         """Next frames (B, H, W, 3) uint8 of B sessions -> p_done (B,) of each video so far."""
         return self._pod_of(session_ids, "Observe").observe(session_ids, frames, eta)
+
+
+class PolicyPool(_SessionClient):
+    """Policy client over every replica an address names (`host:port,host:port` or
+    `dns:///host:port`): `act` goes to the replicas in turn (a policy keeps no sessions). Each
+    reply's policy_version says which weights answered; the trainer keeps all replicas on one."""
+
+    endpoint_class = PolicyClient
+
+    def act(self, frames: np.ndarray, proprio: np.ndarray, instructions: list[str],
+            deterministic: bool = False, seed: int | list[int] = 0) -> ActResult:
+        """As `PolicyClient.act`, on the next replica."""
+        return self._next_pod().act(frames, proprio, instructions, deterministic=deterministic, seed=seed)

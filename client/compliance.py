@@ -125,3 +125,9 @@ class PolicyCompliance(_Compliance):
         bad[0, 0] = np.nan
         _invalid(lambda: client.act(_frames(spec, 2), bad, ["a", "b"]), "proprio")
         assert client.act(_frames(spec, 1), _proprio(spec, 1), ["a"]).actions.shape[0] == 1
+
+    def test_spec_tells_a_publisher_what_it_serves(self, client):
+        # A trainer keeping replicas on its weights reads these: the version serving as an
+        # integer, and an instance id that is new each time the server starts.
+        spec = client.refresh_spec()
+        assert int(spec.model_version) >= 1 and spec.extra["instance"] and "base" in spec.extra

@@ -39,3 +39,18 @@ def test_a_missing_command_module_is_an_error(monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "worldenv.commands.nonexistent"])
     with pytest.raises(ModuleNotFoundError, match="nonexistent"):
         cli.build_parser()
+
+
+def test_rollout_starts_from_the_bank_the_stack_serves(tmp_path, monkeypatch):
+    # `worldenv rollout` and `worldenv up --rollout` default to the same bank: the running stack's
+    import json
+
+    from worldenv import checkpoints
+    from worldenv.rl import rollout
+    monkeypatch.setenv("WORLDENV_HOME", str(tmp_path))
+    shipped = checkpoints.starts()
+    assert rollout.default_starts() == (str(shipped) if shipped else None), "no stack: the shipped keyframes"
+    (tmp_path / "up.json").write_text(json.dumps({"redis_url": "redis://x", "starts": "/banks/own.npz"}))
+    assert rollout.default_starts() == "/banks/own.npz"
+    (tmp_path / "up.json").write_text(json.dumps({"redis_url": "redis://x", "starts": None}))
+    assert rollout.default_starts() is None, "a stack on random init serves synthetic start states"

@@ -293,3 +293,43 @@ def test_run_page_shows_the_curves_beside_each_iterations_episodes(api, store, r
     assert f"../../episodes/{episode.id}/view" in page
     assert api.get("/runs/no-such-run/view").status_code == 404
     assert api.get("/runs/..%2Fx/metrics").status_code in (404, 422)
+
+
+def test_every_error_answer_is_documented_as_the_json_it_is(api):
+    # An HTML page's 404 is JSON ({"detail": ...}); the schema says so (schemathesis checks it).
+    spec = api.get("/openapi.json").json()
+    for path, ops in spec["paths"].items():
+        for code, response in ops["get"]["responses"].items():
+            if code.startswith(("4", "5")):
+                assert list(response["content"]) == ["application/json"], (path, code)
+    for page in ("/episodes/no-such-episode/view", "/runs/no-such-run/view"):
+        answer = api.get(page)
+        assert answer.status_code == 404 and answer.headers["content-type"] == "application/json"
+
+
+def test_run_page_says_why_groups_were_dropped_and_flags_a_run_that_stopped_learning(api, redis_client, prefix):
+    from worldenv.data.runs import RunLog
+    run = f"run-{uuid.uuid4().hex[:6]}"
+    log = RunLog(redis_client, prefix)
+    log.put(run, {"iteration": 0, "version": 3, "reward_mean": 0.4, "dropped_groups": 1, "dropped_failed": 1,
+                  "timesteps": 64, "restarted_replicas": 1, "republished": 1})
+    reason = "episodes sampled by policy version(s) [1]; the trainer publishes 7 (this run's first: 2)"
+    for it in (1, 2):
+        log.put(run, {"iteration": it, "version": 3, "reward_mean": 0.0, "dropped_groups": 4, "dropped_stale": 4,
+                      "skipped": True, "no_update_cause": "stale", "drop_reason": reason, "hopeless_streak": it})
+    page = api.get(f"/runs/{run}/view").text
+    assert "This run has stopped learning" in page and "last 2 iteration(s)" in page and "<code>stale</code>" in page
+    assert "4 (4 stale)" in page and "1 (1 failed)" in page and "skipped: stale" in page
+    assert "policy version(s) [1]" in page and "1 replica(s) restarted" in page and "1 sent the weights again" in page
+    log.put(run, {"iteration": 3, "version": 4, "reward_mean": 0.3, "dropped_groups": 0, "timesteps": 64})
+    assert "stopped learning" not in api.get(f"/runs/{run}/view").text, "learning again"
+
+
+def test_the_eta_label_of_the_p_done_chart_fits_inside_it():
+    # Right-aligned inside the plot, above its line: "eta 0.5" whole, not cut at the SVG's edge to "eta 0".
+    from worldenv.services.debug_api import pages
+    width, pad = 480, 32
+    svg = pages.reward_svg([0.1, 0.4, 0.9], 0.5, 2, width=width, pad=pad)
+    label = re.search(r"<text class='eta-label' x='([\d.]+)' y='([\d.]+)'[^>]*text-anchor='end'[^>]*>eta 0.5</text>", svg)
+    assert label is not None, svg
+    assert float(label.group(1)) <= width - pad, "the label ends inside the plot"

@@ -35,6 +35,8 @@ COMPOSE_NEEDS = {
     "debug-api": {"redis"},
     "worker": {"redis", *MODEL_SERVICES},
     "worker-gpu": {"redis", *GPU_SERVICES},
+    "policy": {"redis"},        # its replicas load the trainer's weights from Redis
+    "policy-gpu": {"redis"},
 }
 
 
@@ -382,7 +384,7 @@ def test_trainer_is_a_job_that_keeps_its_runs_and_runs_as_non_root(rendered):
     claim = volumes[mounts["/runs"]]["persistentVolumeClaim"]["claimName"]
     assert claim in by_kind(rendered, "PersistentVolumeClaim")
     env = {e["name"]: e for e in c["env"]}
-    assert env["WORLDENV_POLICY_ADDR"]["value"] == f"policy:{GRPC_SERVICES['policy']}"
+    assert env["WORLDENV_POLICY_ADDR"]["value"] == f"dns:///policy:{GRPC_SERVICES['policy']}", "every policy pod"
     keys = set(by_kind(rendered, "ConfigMap")["worldenv-config"]["data"])
     assert {e["valueFrom"]["configMapKeyRef"]["key"] for e in c["env"] if "configMapKeyRef" in e.get("valueFrom", {})} <= keys
 
@@ -411,3 +413,21 @@ def test_workers_reclaim_a_dead_workers_jobs_after_about_ten_steps(rendered, ren
         "name": "worldenv-config", "key": "WORLDENV_RECLAIM_IDLE_S"}}} in c["env"]
     assert compose["services"]["worker"]["environment"]["WORLDENV_RECLAIM_IDLE_S"] == "10"
     assert compose["services"]["worker-gpu"]["environment"]["WORLDENV_RECLAIM_IDLE_S"] == "60"
+
+
+def test_policy_replicas_load_the_trainers_weights_from_redis(rendered, rendered_gpu, compose):
+    # A pod added or replaced later serves the trainer's newest version by itself: it reads the
+    # weights store in the Redis (and under the prefix) the trainer publishes to.
+    for docs in (rendered, rendered_gpu):
+        (c,) = containers(workloads(docs)["policy"])
+        env = {e["name"]: e for e in c["env"]}
+        assert env["WORLDENV_WEIGHTS_REDIS_URL"]["valueFrom"]["configMapKeyRef"]["key"] == "REDIS_URL"
+        assert env["WORLDENV_WEIGHTS_PREFIX"]["valueFrom"]["configMapKeyRef"]["key"] == "WORLDENV_PREFIX"
+        trainer = {e["name"]: e for e in by_kind(docs, "Job")["trainer"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert trainer["WORLDENV_PREFIX"]["valueFrom"]["configMapKeyRef"]["key"] == "WORLDENV_PREFIX"
+    services = compose["services"]
+    for name in ("policy", "policy-gpu"):
+        env = services[name]["environment"]
+        assert env["WORLDENV_WEIGHTS_REDIS_URL"] == services["trainer"]["environment"]["REDIS_URL"]
+        assert env["WORLDENV_WEIGHTS_PREFIX"] == services["trainer"]["environment"]["WORLDENV_PREFIX"]
+    assert services["trainer"]["environment"]["WORLDENV_POLICY_ADDR"] == "dns:///policy:50053"

@@ -13,6 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from worldenv.data.start_bank import StartBank
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
@@ -48,6 +50,9 @@ def test_rollout_of_16_episodes_visible_over_rest(stack):
     episode = listing["items"][0]
     detail = httpx.get(f"{api}/episodes/{episode['id']}").json()
     assert detail["steps"] >= 1 and detail["policy_version"] == 1
+    # the start bank the stack serves, as `up --rollout` uses: the shipped keyframes, not synthetic starts
+    assert described["starts"] and detail["start_id"] in StartBank.load(described["starts"]).ids
+    assert "enqueued 16 episodes" in out.stdout and "synthetic" not in out.stdout
     png = httpx.get(f"{api}/episodes/{episode['id']}/frames/1.png")
     assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (64, 64)
     gif = httpx.get(f"{api}/episodes/{episode['id']}/video")

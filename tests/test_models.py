@@ -434,6 +434,16 @@ def test_sentence_encoder_is_pretrained_frozen_and_cached():
         "the frozen encoder is not part of the checkpoint"
 
 
+def test_loading_the_sentence_encoder_draws_no_progress_bar_and_leaves_the_others_on(capfd):
+    from transformers.utils import logging as hf_logging
+
+    from worldenv.models import language
+    assert hf_logging.is_progress_bar_enabled()
+    language.SentenceEncoder(language.model_dir())       # a fresh load, not the process's cached one
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled(), "the user's own progress bars stay on"
+
+
 def test_hashed_instructions_remain_an_option():
     torch.manual_seed(0)
     model = models.build("policy", instruction_encoder="hashed")

@@ -13,7 +13,7 @@ import torch
 from servers import serving
 from worldenv import models
 from worldenv.client.clients import PolicyClient
-from worldenv.rl.trainer import publish
+from worldenv.rl.trainer import weights_bytes
 from worldenv.models import oft_policy
 from worldenv.models.oft_policy import OFTPolicy, Statistics
 from worldenv.models.roles import Observations
@@ -209,7 +209,7 @@ def test_served_act_and_load_weights_over_grpc(saved):
         np.testing.assert_array_equal(served.loc, model.act(obs, True).loc)
         trained = models.load(saved[1])
         randomise(trained, 2)
-        version = publish(client, trained, "a LoRA + heads update")
+        version = client.load_weights(weights_bytes(trained), note="a LoRA + heads update")
         assert version >= 1
         served = client.act(obs.frames, obs.proprio, obs.instructions, True)
         np.testing.assert_array_equal(served.loc, trained.act(obs, True).loc)

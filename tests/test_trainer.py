@@ -35,7 +35,8 @@ def test_stale_failed_and_incomplete_groups_are_dropped_and_counted():
     assert [[e.id for e in g] for g in kept] == [] and dropped["stale_episodes"] == 3
     kept, dropped = trainer.fresh_groups(episodes, version=2, max_staleness=1, group_size=2)
     assert [[e.id for e in g] for g in kept] == [["e0", "e1"], ["e2", "e3"]]
-    assert dropped == {"stale_episodes": 0, "failed_episodes": 1, "dropped_groups": 2}
+    assert dropped == {"stale_episodes": 0, "failed_episodes": 1, "dropped_groups": 2, "dropped_stale": 0,
+                       "dropped_failed": 1, "dropped_incomplete": 1}
     batch, rewards = trainer.flatten(kept)
     assert rewards.tolist() == [[0.0, 1.0], [0.5, 0.5]]
     assert batch.advantages.tolist() == [-1.0, -1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]       # broadcast over 2 steps

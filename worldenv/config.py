@@ -115,6 +115,13 @@ class ServeConfig(Settings):
     metrics_port: int | None = Field(None, ge=0, le=65535, description="gRPC services: port of the Prometheus "
                                      "/metrics endpoint (on --host); 0 = any free port; unset = none (the debug API "
                                      "serves /metrics on its own port)")
+    weights_redis_url: str | None = Field(None, description="policy: Redis of the weights store `worldenv train rl` "
+                                          "publishes to; the server loads the newest version there before it reports "
+                                          "SERVING and polls for newer ones, so every replica (one started late "
+                                          "included) serves the trainer's weights; unset = LoadWeights only")
+    weights_prefix: str = Field("worldenv", description="policy: key prefix of the weights store in Redis (the "
+                                "trainer's --prefix)")
+    weights_poll_s: float = Field(5.0, gt=0, description="policy: seconds between two looks at the weights store")
 
     @property
     def max_message_bytes(self) -> int:
@@ -137,7 +144,8 @@ class WorkerConfig(Settings):
     prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
     world_model_addr: str = Field(local_address("world-model"), description="WorldModel address (dns:///host:port balances across pods)")
     reflector_addr: str = Field(local_address("reflector"), description="Reflector address")
-    policy_addr: str = Field(local_address("policy"), description="Policy address")
+    policy_addr: str = Field(local_address("policy"), description="Policy address: host:port, a comma-separated list "
+                             "of replicas, or dns:///host:port (Act goes to the replicas in turn)")
     auth_token: str | None = Field(None, description="bearer token sent to the services")
     batch_size: int = Field(8, ge=1, description="jobs taken and run as one batch")
     consumer: str | None = Field(None, description="consumer name in the group; none = host-pid")

@@ -17,6 +17,14 @@ def stack_file() -> pathlib.Path:
     return path() / "up.json"
 
 
+def stack() -> dict | None:
+    """What the running `worldenv up` recorded (addresses, Redis, start bank), or None."""
+    try:
+        return json.loads(stack_file().read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def redis_url() -> str:
     """$REDIS_URL, else the Redis a running `worldenv up` recorded, else the local default."""
     if os.environ.get("REDIS_URL"):

@@ -29,6 +29,11 @@ Fps = Query(8.0, ge=0.5, le=50, description="frames per second of the video, 0.5
 # No store holds a billion episodes; the bound keeps offset + limit within Redis's integers.
 Offset = Query(0, ge=0, le=1_000_000_000, description="episodes to skip, newest first")
 _ERRORS = {404: {"model": schemas.Error}, 503: {"model": schemas.Error}}
+# An HTML page's errors are JSON like every route's: FastAPI would document a `model` under the
+# route's own media type (text/html), so they are spelled out.
+_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_HTML_ERRORS = {404: {"description": "Not Found", "content": _JSON_ERROR},
+                503: {"description": "Episode store unavailable", "content": _JSON_ERROR}}
 _PNG = {200: {"content": {"image/png": {}}, "description": "the frame as PNG"}}
 _VIDEO = {200: {"content": {"image/gif": {}, "video/mp4": {}}, "description": "the episode as GIF or MP4"}}
 
@@ -161,12 +166,12 @@ def _add_media_routes(app: fastapi.FastAPI, eps: _Episodes) -> None:
 
 
 def _add_html_routes(app: fastapi.FastAPI, eps: _Episodes) -> None:
-    @app.get("/episodes/{episode_id}/view", response_class=HTMLResponse, responses=_ERRORS)
+    @app.get("/episodes/{episode_id}/view", response_class=HTMLResponse, responses=_HTML_ERRORS)
     def episode_view(episode_id: str = EpisodeId):
         """An HTML page: the episode's video beside its p(done) curve, and its metadata."""
         return pages.episode_page(eps.meta(episode_id), eps.rewards(episode_id))
 
-    @app.get("/", response_class=HTMLResponse, responses=_ERRORS)
+    @app.get("/", response_class=HTMLResponse, responses=_HTML_ERRORS)
     def index(limit: int = Query(50, ge=1, le=500)):
         """An HTML list of the most recent episodes, each linking to its page."""
         items, total = eps.store.list(limit=limit)
@@ -193,7 +198,7 @@ def _add_run_routes(app: fastapi.FastAPI, eps: _Episodes, log: RunLog) -> None:
         """The run's metrics rows, one per iteration."""
         return {"run_id": run_id, "rows": rows(run_id)}
 
-    @app.get("/runs/{run_id}/view", response_class=HTMLResponse, responses=_ERRORS)
+    @app.get("/runs/{run_id}/view", response_class=HTMLResponse, responses=_HTML_ERRORS)
     def run_view(run_id: str = RunId, per_iteration: int = Query(8, ge=0, le=64)):
         """An HTML page: the run's curves beside the episodes each iteration imagined."""
         found = rows(run_id)

@@ -5,9 +5,12 @@ import html
 import time
 from urllib.parse import quote
 
+from worldenv.rl.progress import HOPELESS
+
 _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}
-.row{display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap}.done{color:#1a7f37}.failed{color:#c62828}"""
+.row{display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap}.done{color:#1a7f37}.failed{color:#c62828}
+.stalled{background:#fdecea;border:1px solid #c62828;padding:.6em}"""
 
 
 def _doc(title: str, body: str) -> str:
@@ -35,7 +38,8 @@ def reward_svg(p_done: list[float], eta: float, done_step: int | None,
              f"<rect x='{pad}' y='{pad}' width='{width - 2 * pad}' height='{height - 2 * pad}' fill='#fafafa' stroke='#999'/>",
              f"<line class='eta' x1='{pad}' x2='{width - pad}' y1='{y(eta):.1f}' y2='{y(eta):.1f}' "
              f"stroke='#e67e22' stroke-dasharray='6 4'/>",
-             f"<text x='{width - pad + 4}' y='{y(eta) + 4:.1f}' font-size='11'>eta {eta:g}</text>",
+             f"<text class='eta-label' x='{width - pad - 4}' y='{y(eta) - 4:.1f}' font-size='11' "
+             f"text-anchor='end' fill='#e67e22'>eta {eta:g}</text>",   # inside the plot: never cut at the edge
              f"<polyline fill='none' stroke='#1f6feb' stroke-width='2' points='{points}'/>",
              f"<text x='{pad}' y='{height - 8}' font-size='11'>step 0</text>",
              f"<text x='{width - pad}' y='{height - 8}' font-size='11' text-anchor='end'>step {max(n - 1, 0)}</text>",
@@ -105,18 +109,64 @@ def line_svg(xs: list[float], ys: list[float], title: str, width: int = 320, hei
             f"<text x='{width - pad}' y='{height - 8}' font-size='10' text-anchor='end'>iteration {xs[-1] if xs else 0}</text></svg>")
 
 
+def stalled(rows: list[dict]) -> tuple[int, str | None]:
+    """The run's last iterations that made no update, and the cause of the last of them."""
+    n = 0
+    for r in reversed(rows):
+        if not r.get("skipped"):
+            break
+        n += 1
+    return n, rows[-1].get("no_update_cause") if n else None
+
+
+def _stalled_banner(rows: list[dict]) -> str:
+    """A run whose last iterations (two or more, or one of a cause that stops runs) made no update."""
+    n, cause = stalled(rows)
+    if not n or (n < 2 and cause not in HOPELESS):
+        return ""
+    why = HOPELESS.get(cause, "their groups' rewards did not differ (no advantage to learn from)")
+    last = rows[-1].get("drop_reason")
+    return (f"<p class='stalled'><strong>This run has stopped learning:</strong> its last {n} iteration(s) made no "
+            f"update, cause <code>{html.escape(str(cause))}</code>: {html.escape(why)}."
+            + (f" Last: {html.escape(last)}" if last else "") + "</p>")
+
+
+def _update_cell(r: dict) -> str:
+    """Whether the iteration updated the policy, else why not (and why its groups were dropped)."""
+    notes = "".join(f"<br><small>{n}</small>" for n in _replica_notes(r))
+    if not r.get("skipped"):
+        return f"updated{notes}"
+    reason = r.get("drop_reason") or ""
+    return (f"<span class='failed'>skipped: {html.escape(str(r.get('no_update_cause') or 'no usable group'))}</span>"
+            + (f"<br><small>{html.escape(reason)}</small>" if reason else "") + notes)
+
+
+def _replica_notes(r: dict) -> list[str]:
+    """What happened to the policy replicas during the iteration."""
+    counts = (("restarted_replicas", "replica(s) restarted"), ("republished", "sent the weights again"),
+              ("unreachable_replicas", "unreachable"))
+    return [f"{r[key]} {what}" for key, what in counts if r.get(key)]
+
+
+def _dropped_cell(r: dict) -> str:
+    causes = ", ".join(f"{r[f'dropped_{c}']} {c}" for c in ("stale", "failed", "incomplete") if r.get(f"dropped_{c}"))
+    return f"{r.get('dropped_groups', 0)}" + (f" ({causes})" if causes else "")
+
+
 def run_page(run_id: str, rows: list[dict], episodes: dict[int, list[dict]]) -> str:
-    """A training run: its curves beside the episodes each iteration imagined."""
+    """A training run: its curves beside the episodes each iteration imagined, why iterations
+    dropped groups or skipped their update, and a flag when the run has stopped learning."""
     xs = [r["iteration"] for r in rows]
     charts = "".join(line_svg(xs, [float(r.get(k, 0.0)) for r in rows], title) for k, title in RUN_CURVES)
     head = ("<tr><th>iteration</th><th>policy version</th><th>reward</th><th>clip fraction</th><th>approx KL</th>"
-            "<th>dropped groups</th><th>episodes</th></tr>")
+            "<th>dropped groups</th><th>update</th><th>episodes</th></tr>")
     body_rows = "".join(
         f"<tr><td>{r['iteration']}</td><td>{r['version']}</td><td>{r.get('reward_mean', 0):.3f}</td>"
-        f"<td>{r.get('clip_fraction', 0):.2f}</td><td>{r.get('approx_kl', 0):.3g}</td><td>{r.get('dropped_groups', 0)}</td><td>"
+        f"<td>{r.get('clip_fraction', 0):.2f}</td><td>{r.get('approx_kl', 0):.3g}</td><td>{_dropped_cell(r)}</td>"
+        f"<td>{_update_cell(r)}</td><td>"
         + " ".join(f"<a href='../../episodes/{quote(m['id'])}/view' class='{html.escape(m['status'])}'>"
                    f"{m['reward']:.2f}</a>" for m in episodes.get(r["iteration"], []))
         + "</td></tr>" for r in rows)
-    body = (f"<h1>Run {html.escape(run_id)}</h1><p>{len(rows)} iterations · <a href='metrics'>metrics JSON</a></p>"
-            f"<div class='row'>{charts}</div><table>{head}{body_rows}</table>")
+    body = (f"<h1>Run {html.escape(run_id)}</h1>{_stalled_banner(rows)}<p>{len(rows)} iterations · "
+            f"<a href='metrics'>metrics JSON</a></p><div class='row'>{charts}</div><table>{head}{body_rows}</table>")
     return _doc(f"run {run_id}", body)

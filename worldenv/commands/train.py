@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 
+from worldenv.client.errors import ServiceError
 from worldenv.commands import flags
+from worldenv.rl.progress import NoProgress
 from worldenv.rl.settings import RLConfig
 from worldenv.train import settings
 
@@ -45,8 +47,9 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a model on recorded LIBERO episodes (HDF5)")
     models = p.add_subparsers(dest="model", required=True, metavar="MODEL")
     for name, (cls, train, what) in TRAINERS.items():
-        flags.command(models.add_parser(name, help=f"train {what}"), f"train {name}", cls, _runner(train),
-                      errors=(ValueError, FileNotFoundError))
+        # rl: a run that stops learning (NoProgress) or meets no policy replica ends with its cause, exit code 2
+        errors = (ValueError, FileNotFoundError) + ((NoProgress, ServiceError) if name == "rl" else ())
+        flags.command(models.add_parser(name, help=f"train {what}"), f"train {name}", cls, _runner(train), errors=errors)
 
 
 def _runner(train):

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from worldenv import checkpoints, home
 from worldenv.commands import flags
 from worldenv.config import MODEL_SERVICES, SERVICES, redis_url_field
+from worldenv.rl.progress import NoProgress
 from worldenv.rl.settings import RolloutOptions
 
 _PORTS = ", ".join(f"{name} {service.port}" for name, service in SERVICES.items())
@@ -77,7 +78,7 @@ class UpConfig(RolloutOptions):
 
 def register(sub) -> None:
     p = sub.add_parser("up", help="start everything on one machine (embedded Redis unless REDIS_URL is set)")
-    flags.command(p, "up", UpConfig, main)
+    flags.command(p, "up", UpConfig, main, errors=(NoProgress,))   # --rl: a run that stopped learning, its cause
 
 
 def main(config: UpConfig) -> int:
@@ -88,7 +89,8 @@ def main(config: UpConfig) -> int:
     cfg = local.StackConfig(home=state, host=config.host, free_ports=config.free_ports, redis_url=config.redis_url,
                             workers=config.workers, batch_size=config.batch_size, threads=config.threads,
                             world_model_threads=config.world_model_threads,
-                            checkpoints=config.checkpoint_dirs(), reclaim_idle_s=reclaim_idle_s(config.step_time_s))
+                            checkpoints=config.checkpoint_dirs(), reclaim_idle_s=reclaim_idle_s(config.step_time_s),
+                            starts=_absolute(config.start_bank()))
     print(f"starting worldenv in {state} ...", flush=True)
     stack = local.start(cfg)
     try:
@@ -104,6 +106,11 @@ def main(config: UpConfig) -> int:
         stack.stop()
         print("stopped", flush=True)
     return 0
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path `worldenv rollout` finds from any directory (up.json records it)."""
+    return str(pathlib.Path(path).resolve()) if path else None
 
 
 def reclaim_idle_s(step_time_s: float) -> float:
@@ -152,7 +159,8 @@ def _post_train(stack, config: UpConfig, state: pathlib.Path) -> None:
         first, last = rows[0], rows[-1]
         print(f"RL in imagination: {len(rows)} iterations, {len(updated)} updates, policy version "
               f"{rows[0]['version'] - (0 if first.get('skipped') else 1)} -> {last['version']}")
-        print(f"mean reward of the rollouts: first iteration {first['reward_mean']:.3f}, last {last['reward_mean']:.3f}"
+        print(f"mean reward of the rollouts: first iteration {first.get('reward_mean', 0.0):.3f}, "
+              f"last {last.get('reward_mean', 0.0):.3f}"
               + (f" (last update: approx KL {updated[-1]['approx_kl']:.3g}, clip fraction "
                  f"{updated[-1]['clip_fraction']:.2f})" if updated else " (no group had a reward spread to learn from)"))
     print(f"run page: {stack.addresses['debug-api']}/runs/{run_id}/view  (files: {rl.out})", flush=True)

@@ -44,6 +44,7 @@ class StackConfig:
     # 1.87x faster on two threads than on one).
     world_model_threads: int = 0
     prefix: str = "worldenv"
+    starts: str | None = None         # the start-state bank rollouts of this stack use (None: synthetic)
     ready_timeout_s: float = 180.0
     reclaim_idle_s: float = 60.0      # a dead worker's jobs are taken over after this idle time
     backoff_s: float = 1.0            # first wait before restarting a dead child; doubles per quick death
@@ -61,7 +62,7 @@ class Stack:
 
     def describe(self) -> dict:
         return {"redis_url": self.redis_url, **self.addresses, "prefix": self.config.prefix,
-                "pids": {k: p.pid for k, p in self.processes.items()}}
+                "starts": self.config.starts, "pids": {k: p.pid for k, p in self.processes.items()}}
 
     def save(self) -> None:
         """Write up.json: what `worldenv rollout` and friends read to find the stack."""
@@ -185,6 +186,20 @@ def _embedded_redis(stack: Stack) -> str:
 CLI = [sys.executable, "-m", "worldenv.cli"]
 
 
+def _forget_published_weights(stack: Stack) -> None:
+    """A new stack serves its checkpoints: weights a trainer published to an earlier stack's
+    Redis (which persists) are dropped; within this stack they bring a restarted policy back."""
+    import redis
+
+    from worldenv.data.policy_weights import PolicyWeightsStore
+
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        client.delete(PolicyWeightsStore(client, stack.config.prefix).key)
+    finally:
+        client.close()
+
+
 def _start_services(stack: Stack) -> None:
     """The three model services and the debug API; returns once all are healthy."""
     cfg, procs = stack.config, stack.processes
@@ -197,6 +212,8 @@ def _start_services(stack: Stack) -> None:
         else:
             argv += ["--threads", str(cfg.world_model_threads if name == "world-model" else cfg.threads)]
             argv += ["--checkpoint", cfg.checkpoints.get(name, "none")]  # none: random init, as asked
+            if name == "policy":   # restarted by the supervisor, it loads the trainer's newest weights
+                argv += ["--weights-redis-url", stack.redis_url, "--weights-prefix", cfg.prefix]
             stack.addresses[name] = f"{cfg.host}:{port}"
         stack.spawn(name, argv)
     for name in MODEL_SERVICES:
@@ -220,6 +237,7 @@ def start(cfg: StackConfig) -> Stack:
     stack = Stack(cfg, cfg.redis_url or "", {}, {})
     try:
         stack.redis_url = cfg.redis_url or _embedded_redis(stack)
+        _forget_published_weights(stack)
         _start_services(stack)
         _start_workers(stack)
         stack.supervisor = Supervisor(stack).start()

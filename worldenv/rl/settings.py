@@ -13,8 +13,9 @@ from worldenv.config import Settings, local_address, redis_url_field
 class RolloutOptions(Settings):
     """How a rollout makes its imagined episodes (shared by `worldenv rollout` and `worldenv up --rollout`)."""
 
-    starts: str | None = Field(None, description="start-state bank (.npz from `worldenv starts build`); "
-                                                 "none = synthetic start states")
+    starts: str | None = Field(None, description="start-state bank (.npz from `worldenv starts build`); none = "
+                               "the bank the stack serves: a running `worldenv up`'s (its --starts, else its "
+                               "checkpoints' keyframes, else synthetic start states), else the shipped keyframes")
     horizon: int = Field(30, ge=1, description="max action chunks per episode (LIBERO-Object allows 280 steps = 35 chunks)")
     group_size: int = Field(8, ge=1, description="rollouts per start state")
     seed: int = Field(1, ge=0, description="sampling seed base; 0 = unseeded")
@@ -34,8 +35,20 @@ class RLConfig(Settings):
 
     redis_url: str = redis_url_field("Redis of the stack")
     prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
-    policy_addr: str = Field(local_address("policy"), description="the Policy service the new weights go to")
+    policy_addr: str = Field(local_address("policy"), description="the Policy replicas the new weights go to: "
+                             "host:port, a comma-separated list, or dns:///host:port (every pod behind a headless "
+                             "Service, resolved again at each look)")
     auth_token: str | None = Field(None, description="bearer token sent to the Policy service")
+    weights_store: bool = Field(True, description="also keep each published version in Redis (<prefix>:policy:"
+                                "weights), where policy servers started with --weights-redis-url load it by "
+                                "themselves (a replica that starts late or restarts catches up before it serves)")
+    policy_timeout_s: float = Field(10.0, gt=0, description="seconds a policy replica has to answer before it counts "
+                                    "as unreachable")
+    sync_every_s: float = Field(5.0, gt=0, description="while rollouts run, look at every policy replica this often "
+                                "and send the current weights again to any not serving them (restarted, started late)")
+    max_hopeless: int = Field(3, ge=0, description="stop with an error after this many consecutive iterations with no "
+                              "usable group for one cause (stale: episodes of weights not the trainer's; failed; "
+                              "incomplete; unreachable: no policy replica answers), naming the cause; 0 = never")
     policy: str = Field("shipped", description="checkpoint the trainer's policy starts from (the arch the "
                                  "service serves); 'shipped' = worldenv's trained one")
     starts: str = Field("shipped", description="start-state bank (.npz); 'shipped' = worldenv's keyframes")

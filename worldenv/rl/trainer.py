@@ -8,7 +8,13 @@ the three services. One iteration reads top to bottom:
     advantages  leave-one-out within each group, broadcast over each trajectory's steps
     update      PPO-clip epochs over minibatches of timesteps, on the trainer's own copy of
                 the policy (the world model and the reflector stay frozen)
-    publish     the new weights to the Policy service (LoadWeights, version + 1)
+    publish     the new weights to every Policy replica (version + 1; worldenv/rl/publisher.py),
+                and to the weights store replicas catch up from
+
+Before each collect, and while it waits, the trainer looks at every replica and sends its
+current weights again to one that is not serving them (restarted, started late); episodes
+sampled by other weights are dropped as stale. --max-hopeless iterations in a row with no
+usable group for one cause stop the run with that cause (`progress.NoProgress`).
 
 Every iteration appends a row to <out>/metrics.jsonl and redraws <out>/curves.png; the policy,
 the optimiser and the iteration are checkpointed, and running the command again resumes.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 import time
 
@@ -24,14 +31,17 @@ import numpy as np
 import torch
 from safetensors.torch import save as save_bytes
 
-from worldenv.client.clients import PolicyClient
 from worldenv.data import runs
 from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
+from worldenv.data.policy_weights import PolicyWeightsStore
 from worldenv.data.start_bank import StartBank
 from worldenv.models.roles import Observations
-from worldenv.rl import loop_ppo, rollout, value
+from worldenv.rl import loop_ppo, progress, rollout, value
+from worldenv.rl.publisher import PolicyUnreachable, Publisher, SyncReport
 from worldenv.rl.queue import RolloutQueue
 from worldenv.rl.settings import RLConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,24 +60,41 @@ class Batch:
                      self.old_log_probs[idx], self.advantages[idx])
 
 
-def fresh_groups(episodes: list[ImaginedEpisode], version: int, max_staleness: int,
-                 group_size: int) -> tuple[list[list[ImaginedEpisode]], dict[str, int]]:
-    """Complete groups whose every episode ran on a policy at most `max_staleness` versions old;
-    the rest are dropped and counted (stale episodes, failed episodes, groups lost)."""
+def fresh_groups(episodes: list[ImaginedEpisode], version: int, max_staleness: int, group_size: int,
+                 floor: int = 0) -> tuple[list[list[ImaginedEpisode]], dict[str, int]]:
+    """Complete groups whose every episode ran on a policy at most `max_staleness` versions old
+    and not below `floor` (the first version this trainer published: anything lower is weights
+    it never sent, such as a restarted replica's initial ones); the rest are dropped and counted:
+    stale and failed episodes, and groups by the cause that dropped them (stale first)."""
     groups: dict[str, list[ImaginedEpisode]] = {}
     for e in episodes:
         groups.setdefault(e.group_id, []).append(e)
-    kept, dropped = [], {"stale_episodes": 0, "failed_episodes": 0, "dropped_groups": 0}
+    oldest = max(version - max_staleness, floor)
+    kept, dropped = [], dict.fromkeys(("stale_episodes", "failed_episodes", "dropped_groups", "dropped_stale",
+                                       "dropped_failed", "dropped_incomplete"), 0)
     for members in groups.values():
-        stale = sum(e.policy_version < version - max_staleness for e in members)
+        stale = sum(e.policy_version < oldest and e.status != "failed" for e in members)
         failed = sum(e.status == "failed" or not len(e.actions) for e in members)
         dropped["stale_episodes"] += stale
         dropped["failed_episodes"] += failed
-        if stale or failed or len(members) != group_size:
+        cause = "stale" if stale else "failed" if failed else "incomplete" if len(members) != group_size else None
+        if cause:
             dropped["dropped_groups"] += 1
+            dropped[f"dropped_{cause}"] += 1
         else:
             kept.append(sorted(members, key=lambda e: e.id))
     return kept, dropped
+
+
+def drop_reason(episodes: list[ImaginedEpisode], cause: str | None, version: int, floor: int) -> str:
+    """One line on why groups were dropped, for the log, the metrics and the run page."""
+    if cause == "stale":
+        seen = sorted({e.policy_version for e in episodes if e.status != "failed"})
+        return f"episodes sampled by policy version(s) {seen}; the trainer publishes {version} (this run's first: {floor})"
+    if cause == "failed":
+        errors = [e.error for e in episodes if e.status == "failed" and e.error]
+        return f"failed episodes, e.g. {errors[0]}" if errors else "failed episodes"
+    return ""
 
 
 def flatten(groups: list[list[ImaginedEpisode]]) -> tuple[Batch, np.ndarray]:
@@ -106,13 +133,12 @@ def update(policy, optimizer, batch: Batch, epochs: int, minibatch: int, clip: f
     return {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
 
 
-def publish(client: PolicyClient, policy, note: str) -> int:
-    """Send the policy's trainable weights to the Policy service; returns the new version.
+def weights_bytes(policy) -> bytes:
+    """The policy's trainable weights as a safetensors file.
 
     A paper-scale policy publishes only what RL changes (LoRA adapters and heads), not its
     frozen backbone: megabytes per version instead of 14 GB."""
-    state = {k: v.detach().cpu().contiguous() for k, v in policy.publishable_state().items()}
-    return client.load_weights(save_bytes(state), note=note)
+    return save_bytes({k: v.detach().cpu().contiguous() for k, v in policy.publishable_state().items()})
 
 
 def param_groups(policy, lr: float, head_lr: float | None) -> list[dict]:
@@ -129,12 +155,14 @@ def param_groups(policy, lr: float, head_lr: float | None) -> list[dict]:
 class Trainer:
     """Holds the connections, the policy copy and the optimiser; `iteration` runs one."""
 
-    def __init__(self, config: RLConfig, policy, client: PolicyClient, queue: RolloutQueue, store: EpisodeStore, bank: StartBank,
-                 value_model=None):
-        self.config, self.policy, self.client, self.queue, self.store, self.bank = config, policy, client, queue, store, bank
+    def __init__(self, config: RLConfig, policy, publisher: Publisher, queue: RolloutQueue, store: EpisodeStore,
+                 bank: StartBank, value_model=None):
+        self.config, self.policy, self.publisher, self.queue, self.store, self.bank = \
+            config, policy, publisher, queue, store, bank
         self.value_model = value_model      # short imagination: scores episodes cut at the horizon (rl/value.py)
         self.optimizer = torch.optim.Adam(param_groups(policy, config.lr, config.head_lr), lr=config.lr)
         self.rng = np.random.default_rng(config.seed)
+        self._synced_at, self._sync = 0.0, SyncReport()
 
     def collect(self, it: int, run_id: str) -> tuple[list[ImaginedEpisode], float]:
         c = self.config
@@ -142,26 +170,66 @@ class Trainer:
         jobs = rollout.make_jobs(starts, c.groups * c.group_size, f"{run_id}-it{it:04d}", c.horizon, c.group_size,
                                  seed=c.seed * 10_007 + it + 1, eta=c.eta)
         started = time.perf_counter()
-        report = rollout.run(self.queue, self.store, jobs, c.timeout)
+        report = rollout.run(self.queue, self.store, jobs, c.timeout, on_wait=self._sync_while_waiting)
         episodes = [e for e in (self.store.get(i) for i in report.episode_ids) if e is not None]
         if self.value_model is not None:
             episodes = value.bootstrap(self.value_model, episodes)
         return episodes, time.perf_counter() - started
 
-    def iteration(self, it: int, run_id: str, version: int) -> tuple[dict, int]:
-        c = self.config
+    def sync(self) -> None:
+        """Every policy replica onto the trainer's weights (PolicyUnreachable when none answers)."""
+        self._synced_at = time.monotonic()
+        self._sync = self._sync.add(self.publisher.sync())
+
+    def _sync_while_waiting(self) -> None:
+        """A replica that restarts during the rollouts gets the weights back within --sync-every-s."""
+        if time.monotonic() - self._synced_at < self.config.sync_every_s:
+            return
+        try:
+            self.sync()
+        except PolicyUnreachable as exc:
+            log.warning("%s", exc)
+
+    def iteration(self, it: int, run_id: str) -> dict:
+        c, version = self.config, self.publisher.version
+        self._sync = SyncReport()
+        try:
+            self.sync()                                                                  # every replica on our weights
+        except PolicyUnreachable as exc:
+            return {"iteration": it, "version": version, "skipped": True, "no_update_cause": "unreachable",
+                    "drop_reason": str(exc), **self._sync_stats()}
         episodes, wall = self.collect(it, run_id)                                        # collect
-        groups, dropped = fresh_groups(episodes, version, c.max_staleness, c.group_size)
-        all_rewards = np.array([[e.reward for e in g] for g in groups], np.float32).reshape(-1, c.group_size)
-        keep = loop_ppo.informative(torch.from_numpy(all_rewards), c.min_reward_spread).numpy()
-        row = {"iteration": it, **_rollout_stats(episodes, all_rewards, wall), "zero_advantage_groups":
-               float(1 - keep.mean()) if len(keep) else 1.0, **dropped}
-        if not keep.any():
-            return {**row, "version": version, "skipped": True}, version
-        batch, _ = flatten([g for g, k in zip(groups, keep) if k])                       # advantages
+        row, groups = self.usable(it, episodes, wall)
+        if not groups:
+            return {**row, "version": version, "skipped": True, **self._sync_stats()}
+        batch, _ = flatten(groups)                                                       # advantages
         stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip, self.rng)
-        version = publish(self.client, self.policy, f"{run_id} iteration {it}")         # publish
-        return {**row, "version": version, "timesteps": len(batch.actions), **stats}, version
+        try:                                                                             # publish
+            self._sync = self._sync.add(self.publisher.publish(weights_bytes(self.policy), f"{run_id} iteration {it}"))
+        except PolicyUnreachable as exc:   # the next iteration's sync sends it
+            log.warning("%s", exc)
+            row["publish_error"] = str(exc)
+        return {**row, "version": self.publisher.version, "timesteps": len(batch.actions), **stats, **self._sync_stats()}
+
+    def usable(self, it: int, episodes: list[ImaginedEpisode], wall: float) -> tuple[dict, list[list[ImaginedEpisode]]]:
+        """The iteration's row so far and the groups to train on: fresh, complete and with a
+        reward spread; with none, the row says why (`no_update_cause`, `drop_reason`)."""
+        c, version, floor = self.config, self.publisher.version, self.publisher.first_version
+        groups, dropped = fresh_groups(episodes, version, c.max_staleness, c.group_size, floor)
+        rewards = np.array([[e.reward for e in g] for g in groups], np.float32).reshape(-1, c.group_size)  # (G, N)
+        keep = loop_ppo.informative(torch.from_numpy(rewards), c.min_reward_spread).numpy()              # (G,)
+        cause = progress.cause_of(len(groups), int(keep.sum()), dropped)
+        row = {"iteration": it, **_rollout_stats(episodes, rewards, wall), "zero_advantage_groups":
+               float(1 - keep.mean()) if len(keep) else 1.0, **dropped, "no_update_cause": cause,
+               "drop_reason": drop_reason(episodes, progress.cause_of(0, 0, dropped) if dropped["dropped_groups"]
+                                          else None, version, floor)}   # the main cause of the groups dropped
+        return row, [g for g, k in zip(groups, keep) if k]
+
+    def _sync_stats(self) -> dict:
+        s = self._sync
+        return {"replicas": s.replicas, "replicas_at_version": s.at_version, "restarted_replicas": len(s.restarted),
+                "republished": len(s.republished), "unreachable_replicas": len(s.unreachable),
+                "republished_to": s.republished}
 
 
 def _rollout_stats(episodes: list[ImaginedEpisode], rewards: np.ndarray, wall: float) -> dict:
@@ -182,10 +250,10 @@ def _first_act_ms(episodes: list[ImaginedEpisode]) -> float:
     return float(np.median(firsts)) if firsts else 0.0
 
 
-def save_state(out: pathlib.Path, trainer: Trainer, it: int, version: int) -> None:
+def save_state(out: pathlib.Path, trainer: Trainer, it: int) -> None:
     """The policy (in the checkpoint format, servable) and the resumable state, atomically."""
     trainer.policy.save_pretrained(out / "policy")
-    payload = {"iteration": it, "version": version, "optimizer": trainer.optimizer.state_dict(),
+    payload = {"iteration": it, "version": trainer.publisher.version, "optimizer": trainer.optimizer.state_dict(),
                "rng": trainer.rng.bit_generator.state}
     tmp = out / "trainer_state.pt.tmp"
     torch.save(payload, tmp)
@@ -254,8 +322,14 @@ def start_bank(config: RLConfig) -> StartBank:
     return StartBank.load(path)
 
 
+def publisher_of(config: RLConfig, client) -> Publisher:
+    store = PolicyWeightsStore(client, config.prefix) if config.weights_store else None
+    return Publisher(config.policy_addr, store, config.auth_token, config.policy_timeout_s)
+
+
 def run(config: RLConfig) -> dict:
-    """`worldenv train rl`: every iteration of `config` (resuming a run in config.out)."""
+    """`worldenv train rl`: every iteration of `config` (resuming a run in config.out); raises
+    progress.NoProgress after --max-hopeless iterations in a row with no usable group."""
     import redis
     import tqdm
 
@@ -265,20 +339,26 @@ def run(config: RLConfig) -> dict:
     resumed = (out / "trainer_state.pt").is_file()
     policy, bank = starting_policy(config, out, resumed), start_bank(config)
     client = redis.Redis.from_url(config.redis_url)
-    with PolicyClient(config.policy_addr, auth_token=config.auth_token) as policy_client:
-        trainer = Trainer(config, policy, policy_client, RolloutQueue(client, config.prefix),
+    publisher = publisher_of(config, client)
+    try:
+        trainer = Trainer(config, policy, publisher, RolloutQueue(client, config.prefix),
                           EpisodeStore(client, config.prefix), bank, value_model(config))
         first = load_state(out, trainer)
-        version = publish(policy_client, trainer.policy, f"start of {out.name}")  # the served policy = ours
+        publisher.publish(weights_bytes(trainer.policy), f"start of {out.name}")   # the served policy = ours
         if config.snapshot_every and not resumed:
             trainer.policy.save_pretrained(snapshot_dir(out, 0))
-        run_id, rows = config.run_id or out.name, []
+        run_id, rows, watch = config.run_id or out.name, [], progress.Watch(config.max_hopeless)
         for it in tqdm.tqdm(range(first, config.iterations), initial=first, total=config.iterations, desc="rl"):
-            row, version = trainer.iteration(it, run_id, version)
+            row = watch.see(trainer.iteration(it, run_id))
+            if row.get("no_update_cause") in progress.HOPELESS:
+                log.warning("iteration %d: no usable group (%s) %s", it, row["no_update_cause"], row["drop_reason"])
             rows = log_row(out, row)
             runs.RunLog(client, config.prefix).put(run_id, row)   # the debug API's run page reads it
             curves.plot(rows, out / "curves.png")
-            save_state(out, trainer, it, version)
+            save_state(out, trainer, it)
             if config.snapshot_every and (it + 1) % config.snapshot_every == 0:
                 trainer.policy.save_pretrained(snapshot_dir(out, it + 1))   # after it + 1 iterations
-    return {"iterations": config.iterations, "resumed_at": first, "version": version, "rows": rows}
+            watch.check(row)
+    finally:
+        publisher.close()
+    return {"iterations": config.iterations, "resumed_at": first, "version": publisher.version, "rows": rows}

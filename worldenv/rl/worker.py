@@ -18,7 +18,7 @@ import time
 import grpc
 import numpy as np
 
-from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
+from worldenv.client.clients import PolicyClient, PolicyPool, ReflectorClient, WorldModelClient
 from worldenv.client.errors import ServiceError
 from worldenv.client.remote import RemotePolicy, RemoteReflector, RemoteWorldModel
 from worldenv.config import WorkerConfig
@@ -48,7 +48,8 @@ class RolloutWorker:
         self._running: list[str] = []  # stream entries of the batch being imagined, touched every step
 
     @classmethod
-    def served(cls, queue: RolloutQueue, store: EpisodeStore, policy: PolicyClient, world_model: WorldModelClient,
+    def served(cls, queue: RolloutQueue, store: EpisodeStore, policy: PolicyClient | PolicyPool,
+               world_model: WorldModelClient,
                reflector: ReflectorClient, **options) -> "RolloutWorker":
         """A worker over the three services, through their role adapters."""
         return cls(queue, store, RemotePolicy(policy), RemoteWorldModel(world_model), RemoteReflector(reflector),
@@ -158,7 +159,7 @@ def open_worker(config: WorkerConfig):
 
     client = redis.Redis.from_url(config.redis_url)
     kw = {"auth_token": config.auth_token}
-    with PolicyClient(config.policy_addr, **kw) as policy, WorldModelClient(config.world_model_addr, **kw) as wm, \
+    with PolicyPool(config.policy_addr, **kw) as policy, WorldModelClient(config.world_model_addr, **kw) as wm, \
             ReflectorClient(config.reflector_addr, **kw) as reflector:
         yield RolloutWorker.served(RolloutQueue(client, config.prefix),
                                    EpisodeStore(client, config.prefix, config.max_episodes), policy, wm, reflector,
