@@ -16,11 +16,11 @@ import pytest
 
 import toy_episodes
 from worldenv import cli
-from worldenv.data import chunks, lerobot, lerobot_export, mp4
-from worldenv.data.episodes import synthetic_episode
+from worldenv.data import chunks, lerobot, mp4
+from worldenv.data.episodes import EpisodeStore, synthetic_episode
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LEROBOT_PYTHON = pathlib.Path(os.environ.get("WORLDENV_LEROBOT_PYTHON", ROOT / ".venv-lerobot" / "bin" / "python"))
+LEROBOT_PYTHON = pathlib.Path(os.environ.get("WORLDENV_LEROBOT_PYTHON") or ROOT / ".venv-lerobot" / "bin" / "python")
 H264_TOLERANCE = 4.0   # mean absolute grey-level error of yuv420p H.264 at crf 18 on the toy frames
 
 
@@ -64,11 +64,16 @@ def test_an_export_loads_with_lerobots_own_dataset_class(toy, tmp_path, codec):
     np.testing.assert_array_equal(loaded["p_done"], np.concatenate([e.success for e in episodes]).astype(float))
 
 
-def test_imagined_episodes_round_trip_with_p_done_and_success(tmp_path):
-    imagined = [synthetic_episode(f"ep{i}", steps=3 + i, image_size=16, seed=i) for i in range(3)]
+def test_imagined_episodes_from_the_store_round_trip_with_p_done_and_success(tmp_path, redis_client, redis_url):
+    store = EpisodeStore(redis_client, prefix="lerobot-test")
+    imagined = [synthetic_episode(f"ep{i}", steps=3 + i, image_size=16, seed=i, run_id="r1") for i in range(3)]
+    for episode in [*imagined, synthetic_episode("other", steps=2, image_size=16, run_id="r2")]:
+        store.put(episode)
     root = tmp_path / "imagined"
-    lerobot_export.write(root, [lerobot.from_imagined(e) for e in imagined], codec="lossless")
+    assert cli.main(["export", "lerobot", str(root), "--imagined", "--redis-url", redis_url, "--prefix", "lerobot-test",
+                     "--run-id", "r1", "--codec", "lossless"]) == 0
     back = chunks.load([root])
+    assert len(back) == 3
     for before, after in zip(imagined, back):
         np.testing.assert_array_equal(after.frames, before.frames)
         np.testing.assert_array_equal(after.actions, before.actions)

@@ -8,6 +8,7 @@ policy|world-model|reflector --data DIR` trains on it (layout: `worldenv.data.le
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Literal
 
@@ -62,11 +63,10 @@ def _imagined(config: ExportConfig) -> list:
     status = None if config.status == "any" else config.status
     metas, _ = store.list(status=status, run_id=config.run_id or None, limit=config.limit)
     episodes = [store.get(m["id"]) for m in reversed(metas)]        # oldest first
-    records = [lerobot.from_imagined(e) for e in episodes if e is not None]
-    if config.image_size:
-        import dataclasses
-        records = [dataclasses.replace(r, frames=hdf5.resize(r.frames, config.image_size)) for r in records]
-    return records
+    records = [lerobot.from_imagined(e) for e in episodes if e is not None]   # (one trimmed meanwhile: skipped)
+    if not config.image_size:
+        return records
+    return [dataclasses.replace(r, frames=hdf5.resize(r.frames, config.image_size)) for r in records]
 
 
 def export(config: ExportConfig) -> int:

@@ -80,10 +80,9 @@ def from_imagined(episode: ImaginedEpisode, eta: float | None = None) -> Record:
     """An imagined episode: frames, proprio, chunks and the reflector's p_done after each; a
     frame is a success where p_done > eta (the episode's own eta when it stored one, else 0.5)."""
     eta = float(episode.extra.get("eta", 0.5)) if eta is None else eta
-    p_done = np.concatenate([[0.0], episode.p_done]).astype(np.float32)
-    proprio = episode.proprio if episode.proprio.shape[1] else np.zeros((len(episode.frames), 0), np.float32)
+    p_done = np.concatenate([[0.0], episode.p_done]).astype(np.float32)          # (T+1,): none on the start frame
     lengths = np.full(episode.steps, episode.actions.shape[1] if episode.steps else 0)
-    return Record(episode.frames, proprio, episode.actions, lengths, p_done, p_done > eta, episode.instruction,
+    return Record(episode.frames, episode.proprio, episode.actions, lengths, p_done, p_done > eta, episode.instruction,
                   episode.id, "imagined")
 
 
