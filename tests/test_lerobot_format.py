@@ -144,3 +144,16 @@ def test_export_refuses_bad_input_by_flag(toy, tmp_path, capsys):
     (root / "meta/info.json").write_text(json.dumps({"codebase_version": "v2.1", "features": {}}))
     with pytest.raises(ValueError, match="codebase_version 'v2.1'"):
         chunks.load([root])
+
+
+
+def test_the_reflector_trains_and_the_world_model_draws_the_same_transitions_from_an_import(toy, tmp_path):
+    from worldenv.train import world_model
+    root = _export(tmp_path, toy, "lossless")
+    model = json.dumps({"image_size": 32, "width": 16, "instruction_encoder": "hashed", "max_frames": 4})
+    assert cli.main(["train", "reflector", "--data", str(root), "--out", str(tmp_path / "run"), "--steps", "2",
+                     "--batch-size", "4", "--eval-every", "2", "--model", model]) == 0
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    imported, recorded = (world_model.transitions(chunks.load([p]), history=2) for p in (root, toy))
+    for name in ("history", "actions", "next_frame", "next_proprio"):
+        np.testing.assert_array_equal(getattr(imported, name), getattr(recorded, name))
