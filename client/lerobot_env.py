@@ -2,7 +2,7 @@
 per step, and a gymnasium id.
 
     import gymnasium as gym
-    import worldenv.client                       # registers ENV_ID (as LeRobot's gym_* packages do)
+    import worldenv.client                       # registers the id (as LeRobot's gym_* packages do)
     env = gym.make("worldenv/ImaginedLibero-v0", bank="starts.npz",
                    world_model="127.0.0.1:50051", reflector="127.0.0.1:50052")
     obs, info = env.reset(seed=0)                # obs["observation.images.image"] (H, W, 3) uint8,
@@ -30,7 +30,6 @@ import gymnasium as gym
 import numpy as np
 
 from worldenv.client.gym_env import ImaginedEnv
-from worldenv.client.registration import LIBERO_ENV_ID as ENV_ID
 from worldenv.data.start_bank import StartBank
 
 IMAGE, STATE = "observation.images.image", "observation.state"
@@ -125,7 +124,7 @@ def _role(value: Any, role: str, addr_client, remote_cls) -> tuple[Any, Any]:
 def make(bank: str | StartBank, world_model: Any, reflector: Any, horizon: int = 16, eta: float = 0.0,
          obs_type: str = "lerobot", action_mode: str = "step", auth_token: str | None = None,
          render_mode: str | None = "rgb_array") -> LeRobotImaginedEnv:
-    """The entry point of ENV_ID (`gymnasium.make` passes its keyword arguments here)."""
+    """The entry point of `registration.LIBERO_ENV_ID` (`gymnasium.make` passes its keyword arguments here)."""
     from worldenv.client.clients import ReflectorClient, WorldModelClient
     from worldenv.client.remote import RemoteReflector, RemoteWorldModel
     _check(obs_type, action_mode, render_mode)        # before any connection is opened

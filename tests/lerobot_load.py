@@ -44,7 +44,8 @@ def main(root: str, out: str) -> None:
     dataset = LeRobotDataset("worldenv/export", root=root, video_backend="torchcodec")
     items = [dataset[i] for i in range(len(dataset))]
     image = dataset.meta.camera_keys[0]
-    np.savez(out, frames=np.stack([(it[image].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for it in items]),
+    frames = [(it[image].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for it in items]  # (H, W, 3) each
+    np.savez(out, frames=np.stack(frames),
              actions=np.stack([it["action"].numpy() for it in items]),
              state=np.stack([it["observation.state"].numpy() for it in items]),
              p_done=np.array([float(it["p_done"]) for it in items]),

@@ -12,7 +12,7 @@ import peft
 import torch
 from torch import nn
 
-from worldenv.models import checkpoint, oft_policy, prismatic, text
+from worldenv.models import checkpoint, layout, oft_policy, prismatic, text
 
 STEP, UNNORM_KEY, SIDE, K, A, P = 150000, "libero_spatial_no_noops", 28, 8, 7, 8
 TIMM_IDS = ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]
@@ -40,7 +40,8 @@ def _config(vocab: int) -> dict:
             "vision_backbone_id": "dinosiglip-vit-so-224px", "llm_backbone_id": "llama2-7b-pure",
             "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
             "image_resize_strategy": "resize-naive", "timm_model_ids": TIMM_IDS,
-            "timm_override_act_layers": [None, None], "image_sizes": [SIDE, SIDE], "hf_llm_id": "meta-llama/Llama-2-7b-hf",
+            "timm_override_act_layers": [None, None], "image_sizes": [SIDE, SIDE],
+            "hf_llm_id": "meta-llama/Llama-2-7b-hf",
             "llm_max_length": 2048, "pad_token_id": 0, "pad_to_multiple_of": 64, "output_projector_states": False,
             "n_action_bins": 256, "norm_stats": None, "text_config": text_config, "torch_dtype": "float32"}
 
@@ -50,7 +51,8 @@ def _preprocessor() -> dict:
             "auto_map": {"AutoImageProcessor": "processing_prismatic.PrismaticImageProcessor"},
             "image_resize_strategy": "resize-naive", "input_sizes": [[3, SIDE, SIDE], [3, SIDE, SIDE]],
             "interpolations": ["bicubic", "bicubic"], "means": [[0.485, 0.456, 0.406], [0.5, 0.5, 0.5]],
-            "stds": [[0.229, 0.224, 0.225], [0.5, 0.5, 0.5]], "tvf_do_letterbox": False, "use_fused_vision_backbone": True}
+            "stds": [[0.229, 0.224, 0.225], [0.5, 0.5, 0.5]], "tvf_do_letterbox": False,
+            "use_fused_vision_backbone": True}
 
 
 def _statistics() -> dict:
@@ -99,5 +101,4 @@ def _write_lora(vla: nn.Module, folder: pathlib.Path, rank: int) -> None:
     folder.mkdir()
     config.save_pretrained(str(folder))
     state = peft.get_peft_model_state_dict(vla, adapter_name="default")
-    checkpoint.write_atomic(folder / "adapter_model.safetensors", lambda f: __import__("safetensors.torch").torch.save_file(
-        {f"base_model.model.{k}": v.contiguous() for k, v in state.items()}, str(f)))
+    layout.save_tensors({f"base_model.model.{k}": v for k, v in state.items()}, folder / "adapter_model.safetensors")

@@ -35,7 +35,8 @@ def observations(b: int, seed: int = 0) -> Observations:
 def released(tmp_path_factory) -> pathlib.Path:
     """The tiny directory as OFT releases it, completed with our head as a user would."""
     path = tiny.write(tmp_path_factory.mktemp("openvla_oft") / "ckpt")
-    assert cli.main(["models", "attach-head", str(path), "--arch", "openvla-oft", "--options", json.dumps(OPTIONS)]) == 0
+    options = json.dumps(OPTIONS)
+    assert cli.main(["models", "attach-head", str(path), "--arch", "openvla-oft", "--options", options]) == 0
     return path
 
 

@@ -103,7 +103,8 @@ class _Builder:
         """info.json (with the video's own description), tasks.parquet and stats.json."""
         self.features[IMAGE_KEY]["info"] = mp4.describe(self.tmp / _video_path(_where(0)))
         lerobot.write_tasks(self.tmp, self.tasks)
-        _write_json(self.tmp / lerobot.STATS_PATH, lerobot.stats({k: np.concatenate(v) for k, v in self.columns.items()}))
+        columns = {k: np.concatenate(v) for k, v in self.columns.items()}
+        _write_json(self.tmp / lerobot.STATS_PATH, lerobot.stats(columns))
         n = len(self.records)
         info = {"codebase_version": lerobot.CODEBASE_VERSION, "robot_type": robot_type, "total_episodes": n,
                 "total_frames": self.rows, "total_tasks": len(self.tasks), "chunks_size": CHUNKS_SIZE,

@@ -171,7 +171,8 @@ class Projector(nn.Module):
 
     def __init__(self, vision: int, width: int):
         super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(vision, 4 * vision), nn.Linear(4 * vision, width), nn.Linear(width, width)
+        self.fc1, self.fc2 = nn.Linear(vision, 4 * vision), nn.Linear(4 * vision, width)
+        self.fc3 = nn.Linear(width, width)
         self.act_fn1, self.act_fn2 = nn.GELU(), nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
