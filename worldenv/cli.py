@@ -15,6 +15,7 @@ COMMAND_MODULES = [f"worldenv.commands.{name}" for name in (
     "demos", "starts", "explore", "eval",           # LIBERO, the ground truth
     "train", "pipeline", "experiment", "align",     # the models, trained on LIBERO episodes; RL measured
     "models",                                       # checkpoint directories of any arch
+    "export",                                       # episodes for other projects' tools (LeRobot)
 )]
 
 

@@ -77,10 +77,17 @@ def policy_label(name: str) -> str:
 
 def load(paths: Iterable[str | pathlib.Path], k: int = 8, image_size: int | None = None,
          per_file: int = 0) -> list[ChunkedEpisode]:
-    """The episodes of the given HDF5 task files (or folders of them), chunked where the policy
-    starts acting; `per_file` > 0 keeps each file's first that many (e.g. demos per task)."""
-    out = []
-    for path in _files(paths):
+    """The episodes of the given HDF5 task files (or folders of them) and LeRobotDataset
+    directories (`worldenv.data.lerobot_import`), chunked where the policy starts acting;
+    `per_file` > 0 keeps each file's (each LeRobot task's) first that many (e.g. demos per task)."""
+    from worldenv.data import lerobot_import
+    out, files = [], []
+    for path in paths:
+        if lerobot_import.is_dataset(path):
+            out.extend(lerobot_import.episodes(path, k, image_size, per_file))
+        else:
+            files.append(path)
+    for path in _files(files):
         task = hdf5.read(path, image_size)
         kept = [e for e in task.episodes if len(e)]
         out.extend(chunk(e, task.instruction, k) for e in (kept[:per_file] if per_file else kept))
@@ -92,7 +99,7 @@ def _files(paths: Iterable[str | pathlib.Path]) -> list[pathlib.Path]:
     for path in map(pathlib.Path, paths):
         found = sorted(path.rglob("*.hdf5")) if path.is_dir() else [path]
         if not found or not all(f.is_file() for f in found):
-            raise FileNotFoundError(f"data: no HDF5 episode files at {path}")
+            raise FileNotFoundError(f"data: no HDF5 episode files (nor a LeRobotDataset, meta/info.json) at {path}")
         files.extend(found)
     return files
 

@@ -51,7 +51,7 @@ import torch
 import transformers
 from torch import nn
 
-from worldenv.models import checkpoint, inputs, laplace, layout, pixels, registry, text
+from worldenv.models import checkpoint, inputs, laplace, layout, pixels, prismatic, registry, text
 from worldenv.models.roles import Spec
 
 STATS_FILE = "dataset_statistics.json"
@@ -111,7 +111,11 @@ class OFTConfig(pydantic.BaseModel):
                                         "before resizing (OFT evaluates LIBERO with 0.9 when trained with crops)")
     prompt_end_token_id: int | None = pydantic.Field(None, description="appended to the prompt when its ids do "
                                                      "not end in it (OpenVLA's Llama-2 tokenizer: 29871)")
-    lora_rank: int = pydantic.Field(32, ge=0, description="LoRA rank on the language model; 0 = none")
+    lora_rank: int = pydantic.Field(32, ge=0, description="LoRA rank on the language model (a Prismatic backbone: "
+                                    "on every Linear of the VLA, as OFT trains it); 0 = none")
+    vision_heads: list[int] | None = pydantic.Field(
+        None, description="Prismatic backbone: attention heads of each ViT, when narrower than the timm model "
+        "config.json names (tiny test checkpoints); default: the named model's")
     min_log_scale: float = -5.0
     max_log_scale: float = 1.0
 
@@ -260,6 +264,15 @@ def _backbone_config(size: str, tokenizer) -> transformers.LlavaConfig:
                                     image_token_id=tokenizer.convert_tokens_to_ids(text.IMAGE_TOKEN))
 
 
+def _backbone(path: pathlib.Path, device, dtype: torch.dtype, config: OFTConfig) -> nn.Module:
+    """The directory's backbone: OpenVLA's Prismatic layout (config.json model_type "openvla",
+    as OFT's released checkpoints) or a LLaVA directory."""
+    if prismatic.is_prismatic(path):
+        return prismatic.PrismaticVLA.from_directory(path, device, dtype, config.vision_heads)
+    return transformers.LlavaForConditionalGeneration.from_pretrained(
+        path, dtype=dtype, device_map=str(torch.device(device)), local_files_only=True)
+
+
 def _step_of(file: pathlib.Path) -> int:
     match = re.search(r"--(\d+)_checkpoint", file.name)
     return int(match.group(1)) if match else 0
@@ -316,8 +329,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
         prep = pixels.read(layout.read_json(path / PROCESSOR_FILE, "image processor config"), path / PROCESSOR_FILE)
         heads = {stem: layout.find_one(path, stem, what) for stem, what in HEADS.items()}
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        backbone = transformers.LlavaForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, device_map=str(torch.device(device)), local_files_only=True)
+        backbone = _backbone(path, device, dtype, config)
         with checkpoint.creating_on(device, dtype):
             model = cls(config, backbone, tokenizer, prep, stats, _step_of(heads["action_head"]))
             for stem, file in heads.items():
@@ -326,22 +338,38 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
         model.source = path
         return model.eval()
 
-    # ---- LoRA on the language model ----
+    # ---- LoRA on the language model (a Prismatic backbone: on the whole VLA, as OFT) ----
 
     @property
     def language_model(self) -> nn.Module:
+        """The decoder the slots' hidden states come from (no LM head)."""
+        if isinstance(self.backbone, prismatic.PrismaticVLA):
+            return self.backbone.decoder
         return self.backbone.model.language_model
+
+    @property
+    def lora_root(self) -> nn.Module:
+        """Where LoRA adapters attach, so their keys are the ones OFT saves: LLaVA's language
+        model, or the whole Prismatic VLA (`base_model.model.vision_backbone...`)."""
+        return self.backbone if isinstance(self.backbone, prismatic.PrismaticVLA) else self.language_model
+
+    def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pixel values -> projected image tokens (B, N, D)."""
+        if isinstance(self.backbone, prismatic.PrismaticVLA):
+            return self.backbone.image_tokens(pixel_values)
+        features = self.backbone.model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
+        return torch.stack(list(features)) if isinstance(features, (list, tuple)) else features
 
     def _fresh_lora_config(self, rank: int) -> peft.LoraConfig:
         """OFT's LoRA: every Linear of the LM, alpha = min(rank, 16), no dropout, B = 0 (identity)."""
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in self.language_model.named_modules()
-                        if isinstance(m, nn.Linear)})
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in self.lora_root.named_modules()
+                        if isinstance(m, nn.Linear) and not n.endswith("lm_head")})
         return peft.LoraConfig(r=rank, lora_alpha=min(rank, 16), lora_dropout=0.0, target_modules=names,
                                init_lora_weights="gaussian")
 
     def _attach_lora(self, lora: peft.LoraConfig) -> None:
-        peft.inject_adapter_in_model(lora, self.language_model, adapter_name=ADAPTER)
-        for name, p in self.language_model.named_parameters():
+        peft.inject_adapter_in_model(lora, self.lora_root, adapter_name=ADAPTER)
+        for name, p in self.lora_root.named_parameters():
             p.requires_grad_("lora_" in name)
 
     def _load_lora(self, folder: pathlib.Path) -> None:
@@ -360,10 +388,10 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
             raise FileNotFoundError(f"checkpoint {folder}: the LoRA adapter weights are missing: no {ADAPTER_WEIGHTS}")
         state = {k.removeprefix(ADAPTER_PREFIX): v for k, v in layout.load_tensors(file).items()}
         try:
-            checkpoint.check_state(peft.get_peft_model_state_dict(self.language_model, adapter_name=ADAPTER), state)
+            checkpoint.check_state(peft.get_peft_model_state_dict(self.lora_root, adapter_name=ADAPTER), state)
         except ValueError as exc:
             raise ValueError(f"{file}: {exc}") from None
-        peft.set_peft_model_state_dict(self.language_model, state, adapter_name=ADAPTER)
+        peft.set_peft_model_state_dict(self.lora_root, state, adapter_name=ADAPTER)
 
     # ---- saving ----
 
@@ -384,7 +412,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
         self._write_json(path / STATS_FILE, {self.config.unnorm_key: self.statistics.entry})
         for stem in HEADS:
             self._save_head(path, stem, self.step if step is None else step)
-        if any("lora_" in n for n, _ in self.language_model.named_parameters()):
+        if any("lora_" in n for n, _ in self.lora_root.named_parameters()):
             self._save_lora(path / ADAPTER_DIR)
         layout.write_marker(path, self.config.model_dump(mode="json"))
 
@@ -404,8 +432,8 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
 
     def _save_lora(self, folder: pathlib.Path) -> None:
         folder.mkdir(exist_ok=True)
-        self.language_model.peft_config[ADAPTER].save_pretrained(str(folder))          # adapter_config.json
-        state = peft.get_peft_model_state_dict(self.language_model, adapter_name=ADAPTER)
+        self.lora_root.peft_config[ADAPTER].save_pretrained(str(folder))               # adapter_config.json
+        state = peft.get_peft_model_state_dict(self.lora_root, adapter_name=ADAPTER)
         layout.save_tensors({ADAPTER_PREFIX + k: v for k, v in state.items()}, folder / ADAPTER_WEIGHTS)
 
     # ---- weights RL changes ----
@@ -413,7 +441,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
     def _trainable(self) -> dict[str, nn.Parameter]:
         """LoRA A/B of the LM ("lora.<peft key>") and the heads ("<head>.<key>"), by stable name."""
         found = {f"lora.{n.replace(f'.{ADAPTER}.', '.')}": p
-                 for n, p in self.language_model.named_parameters() if "lora_" in n}
+                 for n, p in self.lora_root.named_parameters() if "lora_" in n}
         for stem in HEADS:
             found.update({f"{stem}.{n}": p for n, p in getattr(self, stem).named_parameters()})
         return found
@@ -473,9 +501,7 @@ class OFTPolicy(nn.Module, checkpoint.Pretrained, laplace.LaplacePolicyRole):
         inputs.expect("frames", frames, ("B", c.image_size, c.image_size, 3), "uint8", dims)
         inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
         inputs.expect_texts("instructions", instructions, dims)
-        features = self.backbone.model.get_image_features(
-            pixel_values=self.pixels(frames, dtype, keep_area=c.center_crop), return_dict=True).pooler_output
-        patches = torch.stack(list(features)) if isinstance(features, (list, tuple)) else features   # (B, N, D)
+        patches = self.image_tokens(self.pixels(frames, dtype, keep_area=c.center_crop))        # (B, N, D)
         token = self.proprio_projector(self.statistics.proprio.normalize(proprio.float()).to(dtype))  # (B, D)
         bos = self.backbone.get_input_embeddings()(
             torch.full((len(frames), 1), self.tokenizer.bos_token_id, device=frames.device))         # (B, 1, D)

@@ -67,10 +67,51 @@ class ImageProcessor(pydantic.BaseModel):
         return x.to(dtype)
 
 
-def read(raw: Any, file: str | pathlib.Path) -> ImageProcessor:
+class PrismaticProcessor(pydantic.BaseModel):
+    """OpenVLA's PrismaticImageProcessor: one resize + normalisation per vision backbone, the
+    results stacked on channels (N, 3 x backbones, h, w); "resize-naive" squashes to the size."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+    input_sizes: list[tuple[int, int, int]]
+    means: list[tuple[float, float, float]]
+    stds: list[tuple[float, float, float]]
+    image_resize_strategy: str = "resize-naive"
+    _raw: dict[str, Any] = pydantic.PrivateAttr(default_factory=dict)
+
+    @pydantic.model_validator(mode="after")
+    def _one_per_backbone(self):
+        if not len(self.input_sizes) == len(self.means) == len(self.stds):
+            raise ValueError("input_sizes, means and stds: one entry per vision backbone each")
+        if self.image_resize_strategy != "resize-naive":
+            raise ValueError(f"image_resize_strategy: {self.image_resize_strategy!r}; OpenVLA-OFT uses resize-naive")
+        return self
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self._raw
+
+    def output_size(self, side: int) -> tuple[int, int]:
+        return tuple(self.input_sizes[0][1:])
+
+    def __call__(self, frames: torch.Tensor, dtype: torch.dtype, keep_area: float = 1.0) -> torch.Tensor:
+        x = frames.permute(0, 3, 1, 2).float()                                        # (N, 3, H, W)
+        if keep_area < 1:
+            x = _centre(x, round(x.shape[-2] * math.sqrt(keep_area)), round(x.shape[-1] * math.sqrt(keep_area)))
+        out = []
+        for size, mean, std in zip(self.input_sizes, self.means, self.stds):
+            y = x if tuple(x.shape[-2:]) == tuple(size[1:]) else torch.nn.functional.interpolate(
+                x, size=tuple(size[1:]), mode="bicubic", antialias=True).clamp(0, 255)
+            mean_t, std_t = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (mean, std))
+            out.append((y / 255 - mean_t) / std_t)
+        return torch.cat(out, dim=1).to(dtype)                                        # (N, 3 x backbones, h, w)
+
+
+def read(raw: Any, file: str | pathlib.Path) -> ImageProcessor | PrismaticProcessor:
     """The processor of a preprocessor_config.json's contents; an error names the file and key."""
+    kind = PrismaticProcessor if isinstance(raw, dict) and "input_sizes" in raw else ImageProcessor
     try:
-        processor = ImageProcessor.model_validate(raw)
+        processor = kind.model_validate(raw)
         processor.output_size(1)  # size / crop_size readable
         processor._raw = dict(raw)
     except pydantic.ValidationError as exc:
