@@ -133,10 +133,12 @@ def test_policy_server_restarted_mid_run_gets_the_weights_back_and_the_run_learn
         procs[0].wait(10)
     rows = summary["rows"]
     assert seen["version_before"] >= 3, "the run had published before the kill"
+    # The restart is noticed at the next look: a sync while the iteration collects (the server is
+    # back on its checkpoint at version 1 and gets the current weights again), or, when the
+    # rollouts had all finished before the kill, the next publish (it gets the new version).
+    assert sum(r["restarted_replicas"] for r in rows) == 1, "the trainer noticed the new server instance"
     restarts = [line for r in rows for line in r["republished_to"]]
-    assert len(restarts) == 1 and "restarted" in restarts[0] and "version 1)" in restarts[0], \
-        "the server came back on its checkpoint at version 1, and the trainer sent its weights again"
-    assert sum(r["restarted_replicas"] for r in rows) == 1
+    assert all("restarted" in line and "version 1)" in line for line in restarts) and len(restarts) <= 1
     assert all(r.get("timesteps") for r in rows[2:]), "the iterations after the restart update"
     assert served == summary["version"] > seen["version_before"], "the served version rose again"
     assert all(r["hopeless_streak"] == 0 or r["no_update_cause"] != "unreachable" for r in rows)

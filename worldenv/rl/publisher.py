@@ -67,6 +67,8 @@ class Publisher:
         """Send `data` as a new version to the store and every replica; the version is above any
         a replica or the store has served, so it can be no one else's."""
         replicas, report = self._look()
+        for replica in replicas:            # a replica restarted since the last look gets the new version anyway
+            self._note_restart(replica, report)
         stored = self.store.version() if self.store is not None else 0
         self.version = max([self.version, stored] + [r.version for r in replicas]) + 1
         self.first_version = self.first_version or self.version
