@@ -55,19 +55,15 @@ def seed_spread(prov: dict | None) -> list[str]:
                 "The SFT policy here is the median seed; a gain smaller than this spread could come from the seed alone."]
 
 
-def sampled_section(config, evals: dict) -> list[str]:
-    """Real success of the actions RL samples vs the mean, for both policies on the same init states."""
+def sampled_section(config, sampled: dict) -> list[str]:
+    """Real success of the actions RL samples vs the mean, for both policies on the same init states
+    (`experiment_report.comparison`: "sft" = the mean, "rl" = sampled)."""
     rows = []
-    for name in ("sft", "rl"):
-        sampled, mean = evals.get(f"sampled_{name}"), evals.get(f"eval_{name}")
-        if not (sampled and mean):
-            continue
-        ids = {e["id"] for e in sampled["episodes"]}
-        det = [bool(e["success"]) for e in mean["episodes"] if e["id"] in ids]
-        smp = [bool(e["success"]) for e in sampled["episodes"]]
-        ratio = f"{sum(smp) / sum(det):.2f}" if sum(det) else "n/a"
-        rows.append(f"| {name.upper()} | {sum(det)}/{len(det)} = {_pct(sum(det) / len(det))} | "
-                    f"{sum(smp)}/{len(smp)} = {_pct(sum(smp) / len(smp))} | {ratio} |")
+    for name, c in sampled.items():
+        mean, drawn = c["sft"], c["rl"]
+        ratio = f"{drawn['successes'] / mean['successes']:.2f}" if mean["successes"] else "n/a"
+        rows.append(f"| {name.upper()} | {mean['successes']}/{c['n']} = {_pct(mean['rate'])} | "
+                    f"{drawn['successes']}/{c['n']} = {_pct(drawn['rate'])} | {ratio} |")
     if not rows:
         return ["Not measured in this run."]
     return [f"Real LIBERO, the same fixed init states (the first {config.sampled_episodes} per task) for both: the "
@@ -238,7 +234,7 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              "reward spread in imagination) of short runs, never from a real evaluation.", "",
              "## SFT vs RL in the real simulator", *headline(config, results["evals"], results["comparison"]),
              *seed_spread(prov), "",
-             "## Sampled vs deterministic actions", *sampled_section(config, results["evals"]), "",
+             "## Sampled vs deterministic actions", *sampled_section(config, results.get("sampled", {})), "",
              "## Success vs RL iteration, and the reward-hacking gap", *curve_section(gaps, png), "",
              "## RL training", *rl_section(results["rl"]), "",
              "## Table 4 analogue: termination by the reflector", *table4(results["evals"], results.get("table4_comparison")), "",

@@ -45,6 +45,8 @@ def collect(config, root: pathlib.Path) -> dict:
             "sim_steps": {name: sim_steps(ev) for name, ev in evals.items() if ev},
             "curve_sim_steps": sum(sim_steps(p["real"]) for p in curve),
             "dyna": dyna_results(root, evals),
+            "sampled": {name: comparison(_only(evals[f"eval_{name}"], evals[f"sampled_{name}"]), evals[f"sampled_{name}"])
+                        for name in ("sft", "rl") if evals[f"eval_{name}"] and evals[f"sampled_{name}"]},
             "notes": (root / "NOTES.md").read_text().strip() if (root / "NOTES.md").is_file() else "",
             "table4_comparison": comparison(evals["table4_sft"], evals["table4_rl"])
             if evals["table4_sft"] and evals["table4_rl"] else None}
