@@ -227,3 +227,17 @@ def test_a_fresh_head_on_a_llava_directory_without_one(saved, tmp_path):
     clip = videos(2, 3)
     loaded = models.load(tmp_path / "ours", role="reflector")
     np.testing.assert_array_equal(loaded.judge(clip, INSTRUCTIONS[:2]), model.judge(clip, INSTRUCTIONS[:2]))
+
+
+def test_frame_tokens_in_slices_equal_one_pass(saved, monkeypatch):
+    """More frames than FRAMES_PER_PASS run in slices (CUDA's pooling indexes with int32 and a
+    full-size B = 32 request overflowed it); the tokens are those of one pass."""
+    from worldenv.models import llava_reflector
+    model, _ = saved
+    pixels = model.pixels(torch.as_tensor(videos(2, 5)).flatten(0, 1), model.dtype)   # (10, 3, S, S)
+    with torch.no_grad():
+        whole = model.frame_tokens(pixels)
+        monkeypatch.setattr(llava_reflector, "FRAMES_PER_PASS", 3)
+        sliced = model.frame_tokens(pixels)
+    assert sliced.shape == whole.shape and sliced.shape[0] == 10
+    torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-6)

@@ -55,6 +55,7 @@ PROCESSOR_FILE = "preprocessor_config.json"
 TOKENIZER_CONFIG, TOKENIZER_FILES = "tokenizer_config.json", ("tokenizer.json", "tokenizer.model")
 VIDEO = "<video>"  # where the frame tokens go in the prompt
 PROMPT = "USER: <video>\nIs the task '{instruction}' done? ASSISTANT:"
+FRAMES_PER_PASS = 128  # frames through the vision tower and pooling at once (int32 kernel indexing, memory)
 Size = Literal["tiny", "small", "full"]
 
 
@@ -222,7 +223,12 @@ class LlavaReflector(torch.nn.Module, checkpoint.Pretrained, videos.VideoJudge):
         return out.last_hidden_state[torch.arange(b, device=last.device), last]
 
     def frame_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixel values (N, 3, S, S) -> projected image tokens pooled to (N, tokens_per_frame, D)."""
+        """pixel values (N, 3, S, S) -> projected image tokens pooled to (N, tokens_per_frame, D),
+        FRAMES_PER_PASS frames at a time: at full size a B = 32 request of 32-frame videos made one
+        pooling input of 4.8e9 elements, past the int32 indexing of CUDA's pooling kernel."""
+        return torch.cat([self._frame_tokens(part) for part in pixels.split(FRAMES_PER_PASS)])
+
+    def _frame_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         feats = torch.stack(list(self.backbone.model.get_image_features(pixel_values=pixels).pooler_output))
         n, _, d = feats.shape                                                        # (N, g*g, D)
         grid = feats.transpose(1, 2).reshape(n, d, self.grid_side, self.grid_side)
