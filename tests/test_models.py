@@ -137,6 +137,22 @@ def test_policy_reset_scale_sets_b_everywhere_keeps_loc_and_stays_learnable():
         model.reset_scale(1e-4)          # below the e^-5 floor
 
 
+def test_restart_scale_is_the_one_check_for_train_rl_explore_and_align(reflector):
+    """laplace.restart_scale: None keeps the checkpoint's scale, a value restarts it as reset_scale
+    does, and a model with no Laplace scale is a ValueError naming the caller's field."""
+    from worldenv.models import laplace
+    torch.manual_seed(0)
+    model = models.build("policy")
+    obs = Observations(frames(2), proprio(2), instructions(2))
+    before = model.act(obs, deterministic=True).scale
+    laplace.restart_scale(model, None)
+    np.testing.assert_array_equal(model.act(obs, deterministic=True).scale, before)
+    laplace.restart_scale(model, 0.05)
+    np.testing.assert_allclose(model.act(obs, deterministic=True).scale, 0.05, rtol=1e-5)
+    with pytest.raises(ValueError, match="--exploration-scale: the tiny-reflector"):
+        laplace.restart_scale(reflector, 0.05, "--exploration-scale")
+
+
 def test_policy_rejects_bad_shapes_by_name(policy):
     with pytest.raises(ValueError, match="frames"):
         act(policy, frames(2)[:, :32], proprio(2), instructions(2))

@@ -54,6 +54,7 @@ def resolve(value: str, role: str) -> str:
 def align(config: AlignConfig) -> int:
     """Record the real episodes (once), measure, write alignment.json and alignment.md."""
     from worldenv import models
+    from worldenv.models import laplace
     from worldenv.data import chunks
     from worldenv.measure import alignment
     from worldenv.sim import suites
@@ -71,8 +72,7 @@ def align(config: AlignConfig) -> int:
                                                     "exploration_scale": config.exploration_scale}))
     episodes = chunks.load([real])
     policy = models.load(policy_dir, role="policy")
-    if config.exploration_scale is not None:
-        policy.reset_scale(config.exploration_scale)
+    laplace.restart_scale(policy, config.exploration_scale, "--exploration-scale")
     horizon = suites.MAX_EPISODE_STEPS[config.suite] // policy.spec.chunk_length
     result = alignment.measure(policy, models.load(resolve(config.world_model, "world_model"), role="world_model"),
                                models.load(resolve(config.reflector, "reflector"), role="reflector"), episodes,

@@ -105,3 +105,14 @@ class LaplacePolicyRole:
         Actions are not clipped: log_probs must be the density of exactly what was returned;
         the environment clips."""
         return act(self._observed(obs), deterministic, seeds)
+
+
+def restart_scale(policy, scale: float | None, field: str = "exploration_scale") -> None:
+    """Restart a Laplace policy's scale at `scale` (normalised action units), as `train rl`
+    explores; None leaves the checkpoint's own. A policy with no trainable scale (no
+    `reset_scale`) is a ValueError naming `field`."""
+    if scale is None:
+        return
+    if not hasattr(policy, "reset_scale"):
+        raise ValueError(f"{field}: the {policy.spec.arch} policy has no Laplace scale to restart; give none")
+    policy.reset_scale(scale)

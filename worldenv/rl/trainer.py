@@ -35,6 +35,7 @@ from worldenv.data import runs
 from worldenv.data.episodes import EpisodeStore, ImaginedEpisode
 from worldenv.data.policy_weights import PolicyWeightsStore
 from worldenv.data.start_bank import StartBank
+from worldenv.models import laplace
 from worldenv.models.roles import Observations
 from worldenv.rl import loop_ppo, progress, rollout, value
 from worldenv.rl.publisher import PolicyUnreachable, Publisher, SyncReport
@@ -299,10 +300,8 @@ def starting_policy(config: RLConfig, out: pathlib.Path, resumed: bool):
     if source is None:
         raise FileNotFoundError("policy: no shipped checkpoint in this install; give --policy DIR")
     policy = models.load(source, role="policy")
-    if not resumed and config.exploration_scale is not None:
-        if not hasattr(policy, "reset_scale"):
-            raise ValueError(f"exploration_scale: the {policy.spec.arch} policy has no reset_scale; give none")
-        policy.reset_scale(config.exploration_scale)
+    if not resumed:
+        laplace.restart_scale(policy, config.exploration_scale)
     return policy
 
 

@@ -104,11 +104,12 @@ def checkpoint_source(directory: str, seed: int = 0, exploration_scale: float | 
     (seed 0 still samples reproducibly); `exploration_scale` restarts its Laplace scale, so it
     samples as `train rl` explores."""
     from worldenv import models
+    from worldenv.models import laplace
     policy = models.load(directory, role="policy")
-    if exploration_scale is not None:
-        if not hasattr(policy, "reset_scale"):
-            raise PolicyUnavailable(f"{directory}: the {policy.spec.arch} policy has no reset_scale")
-        policy.reset_scale(exploration_scale)
+    try:
+        laplace.restart_scale(policy, exploration_scale, "--exploration-scale")
+    except ValueError as exc:
+        raise PolicyUnavailable(f"{directory}: {exc}") from exc
     base = seed * 1_000_003
     return PolicySource(policy, str(directory), lambda call, n: [(base + call) * 101 + i + 1 for i in range(n)],
                         serial=True)
