@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from worldenv.data import chunks
+from worldenv.data.chunked_episode import ChunkedEpisode
 from worldenv.data.episodes import ImaginedEpisode
 
 CODEBASE_VERSION = "v3.0"
@@ -70,7 +70,7 @@ class Record:
         return len(self.actions)
 
 
-def from_chunked(episode: chunks.ChunkedEpisode, kind: str = "demo") -> Record:
+def from_chunked(episode: ChunkedEpisode, kind: str = "demo") -> Record:
     """A recorded (LIBERO) episode: p_done is its success label."""
     return Record(episode.frames, episode.proprio, episode.actions, episode.lengths,
                   episode.success.astype(np.float32), episode.success, episode.instruction, episode.id, kind)

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from worldenv.data import hdf5, lerobot, mp4
-from worldenv.data.chunks import ChunkedEpisode
+from worldenv.data.chunked_episode import ChunkedEpisode
 
 
 def is_dataset(path: str | pathlib.Path) -> bool:
