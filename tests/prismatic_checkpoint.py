@@ -12,7 +12,7 @@ import peft
 import torch
 from torch import nn
 
-from worldenv.models import checkpoint, layout, oft_policy, prismatic, text
+from worldenv.models import checkpoint, layout, oft_heads, oft_policy, prismatic, text
 
 STEP, UNNORM_KEY, SIDE, K, A, P = 150000, "libero_spatial_no_noops", 28, 8, 7, 8
 TIMM_IDS = ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]
@@ -80,8 +80,8 @@ def write(path: pathlib.Path, seed: int = 0, lora_rank: int = 4) -> pathlib.Path
     checkpoint.save_weights(vla.state_dict(), path, max_shard_bytes=200_000)        # shards + index, as released
     (path / "preprocessor_config.json").write_text(json.dumps(_preprocessor(), indent=2))
     (path / "dataset_statistics.json").write_text(json.dumps(_statistics(), indent=2))
-    for stem, head in (("action_head", oft_policy.L1RegressionActionHead(32, A, K)),
-                       ("proprio_projector", oft_policy.ProprioProjector(32, P))):
+    for stem, head in (("action_head", oft_heads.L1RegressionActionHead(32, A, K)),
+                       ("proprio_projector", oft_heads.ProprioProjector(32, P))):
         _randomise(head)
         torch.save({f"module.{k}": v for k, v in head.state_dict().items()}, path / f"{stem}--{STEP}_checkpoint.pt")
     _write_lora(vla, path / "lora_adapter", lora_rank)

@@ -39,7 +39,6 @@ BOUNDS_Q99 statistics (an affine map of a Laplace is a Laplace): where mask (def
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 import re
@@ -52,9 +51,10 @@ import transformers
 from torch import nn
 
 from worldenv.models import checkpoint, inputs, laplace, layout, pixels, prismatic, registry, text
+from worldenv.models.oft_heads import L1RegressionActionHead, ProprioProjector
+from worldenv.models.oft_statistics import STATS_FILE, Statistics
 from worldenv.models.roles import Spec
 
-STATS_FILE = "dataset_statistics.json"
 PROCESSOR_FILE = "preprocessor_config.json"
 ADAPTER_DIR = "lora_adapter"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -64,7 +64,6 @@ ADAPTER = "default"                    # peft's adapter name inside the modules
 HEADS = {"action_head": "OFT action head", "proprio_projector": "OFT proprio projector",
          "scale_head": "scale head"}
 PROMPT = "In: What action should the robot take to {}?\nOut:"
-EPS = 1e-8                             # OFT's guard in (q99 - q01 + eps)
 
 # Backbone widths per `size`: a LlamaConfig (text) and a SiglipVisionConfig (vision) each.
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
@@ -124,132 +123,6 @@ class OFTConfig(pydantic.BaseModel):
         if not self.min_log_scale < self.max_log_scale:
             raise ValueError(f"min_log_scale ({self.min_log_scale}) must be below max_log_scale ({self.max_log_scale})")
         return self
-
-
-# ---- OFT's modules, with OFT's parameter names ------------------------------------------------
-
-class MLPResNetBlock(nn.Module):
-    """Pre-LayerNorm residual MLP block: x + ReLU(Linear(LayerNorm(x)))."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.ffn = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.ffn(x)
-
-
-class MLPResNet(nn.Module):
-    """LayerNorm -> Linear -> ReLU -> residual blocks -> LayerNorm -> Linear."""
-
-    def __init__(self, num_blocks: int, input_dim: int, hidden_dim: int, output_dim: int):
-        super().__init__()
-        self.layer_norm1, self.fc1 = nn.LayerNorm(input_dim), nn.Linear(input_dim, hidden_dim)
-        self.mlp_resnet_blocks = nn.ModuleList(MLPResNetBlock(hidden_dim) for _ in range(num_blocks))
-        self.layer_norm2, self.fc2 = nn.LayerNorm(hidden_dim), nn.Linear(hidden_dim, output_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.fc1(self.layer_norm1(x)))
-        for block in self.mlp_resnet_blocks:
-            x = block(x)
-        return self.fc2(self.layer_norm2(x))
-
-
-class L1RegressionActionHead(nn.Module):
-    """OFT's continuous head: slot states (B, K*A, D) -> (B, K, A*D) -> normalised actions (B, K, A)."""
-
-    def __init__(self, llm_dim: int, action_dim: int, chunk_length: int):
-        super().__init__()
-        self.chunk_length = chunk_length
-        self.model = MLPResNet(2, llm_dim * action_dim, llm_dim, action_dim)
-
-    def forward(self, slots: torch.Tensor) -> torch.Tensor:
-        return self.model(slots.reshape(slots.shape[0], self.chunk_length, -1))
-
-
-class ProprioProjector(nn.Module):
-    """OFT's proprio projector: normalised proprio (B, P) -> one LM token (B, D)."""
-
-    def __init__(self, llm_dim: int, proprio_dim: int):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(proprio_dim, llm_dim), nn.Linear(llm_dim, llm_dim)
-        self.act_fn1 = nn.GELU()
-
-    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act_fn1(self.fc1(proprio)))
-
-
-# ---- normalisation and image preprocessing ----------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Bounds:
-    """OFT's BOUNDS_Q99 normalisation of one quantity: q01, q99 (D,) float32 and mask (D,) bool;
-    dims where mask is false pass unchanged."""
-
-    q01: torch.Tensor
-    q99: torch.Tensor
-    mask: torch.Tensor
-
-    @classmethod
-    def parse(cls, entry: Any, where: str, dim: int, dim_name: str) -> Bounds:
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where}: expected an object with q01 and q99")
-        values = {}
-        for field in ("q01", "q99", "mask"):
-            if field not in entry and field == "mask":
-                continue
-            value = entry.get(field)
-            if not isinstance(value, list) or len(value) != dim:
-                got = (f"{len(value)} values" if isinstance(value, list)
-                       else "missing" if value is None else "not a list")
-                raise ValueError(f"{where}[{field!r}]: {got}, expected {dim} ({dim_name})")
-            values[field] = torch.tensor(value, dtype=torch.bool if field == "mask" else torch.float32)
-        return cls(values["q01"], values["q99"], values.get("mask", torch.ones(dim, dtype=torch.bool)))
-
-    def half_range(self, device: torch.device) -> torch.Tensor:
-        """d x_env / d x_norm per dim (D,): (q99 - q01) / 2 where masked, else 1."""
-        half = (self.q99 - self.q01 + EPS) / 2
-        return torch.where(self.mask, half, torch.ones_like(half)).to(device)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, D) env units -> [-1, 1], clipped (as OFT's inputs)."""
-        low, half = self.q01.to(x.device), self.half_range(x.device)
-        return torch.where(self.mask.to(x.device), (x - low) / half - 1, x).clamp(-1, 1)
-
-    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """x (..., D) normalised -> env units (not clipped)."""
-        low, half = self.q01.to(x.device), self.half_range(x.device)
-        return torch.where(self.mask.to(x.device), (x + 1) * half + low, x)
-
-
-@dataclasses.dataclass(frozen=True)
-class Statistics:
-    """The `unnorm_key` entry of dataset_statistics.json (kept whole: it is written back as read)."""
-
-    entry: dict[str, Any]
-    action: Bounds
-    proprio: Bounds
-
-    @classmethod
-    def parse(cls, raw: Any, key: str, file: pathlib.Path, action_dim: int, proprio_dim: int) -> Statistics:
-        if not isinstance(raw, dict) or key not in raw:
-            present = sorted(raw) if isinstance(raw, dict) else []
-            raise ValueError(f"{file}: no entry for unnorm_key {key!r} (from {registry.MARKER_FILE}); "
-                             f"keys present: {present}")
-        entry = raw[key]
-        if not isinstance(entry, dict):
-            raise ValueError(f"{file}: [{key!r}] is not an object")
-        return cls(entry, Bounds.parse(entry.get("action"), f"{file}: [{key!r}]['action']", action_dim, "action_dim"),
-                   Bounds.parse(entry.get("proprio"), f"{file}: [{key!r}]['proprio']", proprio_dim, "proprio_dim"))
-
-    @classmethod
-    def neutral(cls, action_dim: int, proprio_dim: int) -> Statistics:
-        """A fresh build's: q01 = -1, q99 = 1 (identity), the last action dim (gripper) unmasked."""
-        action = {"q01": [-1.0] * action_dim, "q99": [1.0] * action_dim,
-                  "mask": [True] * (action_dim - 1) + [False]}
-        proprio = {"q01": [-1.0] * proprio_dim, "q99": [1.0] * proprio_dim}
-        return cls.parse({"k": {"action": action, "proprio": proprio}}, "k", pathlib.Path(STATS_FILE),
-                         action_dim, proprio_dim)
 
 
 def _backbone_config(size: str, tokenizer) -> transformers.LlavaConfig:
