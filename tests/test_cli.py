@@ -54,3 +54,17 @@ def test_rollout_starts_from_the_bank_the_stack_serves(tmp_path, monkeypatch):
     assert rollout.default_starts() == "/banks/own.npz"
     (tmp_path / "up.json").write_text(json.dumps({"redis_url": "redis://x", "starts": None}))
     assert rollout.default_starts() is None, "a stack on random init serves synthetic start states"
+
+
+def test_train_rl_publishes_to_the_policy_the_running_stack_recorded(tmp_path, monkeypatch):
+    # `worldenv up --free-ports` takes any port: `train rl` must find its policy (and its Redis) there
+    import json
+
+    from worldenv.rl.settings import RLConfig
+    monkeypatch.setenv("WORLDENV_HOME", str(tmp_path))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert RLConfig(out=str(tmp_path / "run")).policy_addr == "127.0.0.1:50053", "no stack: the default port"
+    (tmp_path / "up.json").write_text(json.dumps({"redis_url": "redis://127.0.0.1:41234/0", "policy": "127.0.0.1:41999"}))
+    config = RLConfig(out=str(tmp_path / "run"))
+    assert config.policy_addr == "127.0.0.1:41999" and config.redis_url == "redis://127.0.0.1:41234/0"
+    assert RLConfig(out=str(tmp_path / "run"), policy_addr="10.0.0.1:50053").policy_addr == "10.0.0.1:50053"

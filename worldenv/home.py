@@ -33,3 +33,11 @@ def redis_url() -> str:
         return json.loads(stack_file().read_text())["redis_url"]
     except (OSError, KeyError, ValueError):
         return DEFAULT_REDIS_URL
+
+
+def service_address(name: str, default: str) -> str:
+    """host:port of service `name` as a running `worldenv up` recorded it (it may have taken free
+    ports), else `default`."""
+    recorded = stack() or {}
+    address = recorded.get(name)
+    return address if isinstance(address, str) and address else default

@@ -7,6 +7,7 @@ import os
 
 from pydantic import Field, field_validator
 
+from worldenv import home
 from worldenv.config import Settings, local_address, redis_url_field
 
 
@@ -35,9 +36,10 @@ class RLConfig(Settings):
 
     redis_url: str = redis_url_field("Redis of the stack")
     prefix: str = Field("worldenv", description="key prefix of the queue and episode store in Redis")
-    policy_addr: str = Field(local_address("policy"), description="the Policy replicas the new weights go to: "
-                             "host:port, a comma-separated list, or dns:///host:port (every pod behind a headless "
-                             "Service, resolved again at each look)")
+    policy_addr: str = Field(default_factory=lambda: home.service_address("policy", local_address("policy")),
+                             description="the Policy replicas the new weights go to: host:port, a comma-separated "
+                             "list, or dns:///host:port (every pod behind a headless Service, resolved again at each "
+                             "look); unset: the policy a running `worldenv up` recorded, else 127.0.0.1:50053")
     auth_token: str | None = Field(None, description="bearer token sent to the Policy service")
     weights_store: bool = Field(True, description="also keep each published version in Redis (<prefix>:policy:"
                                 "weights), where policy servers started with --weights-redis-url load it by "
