@@ -41,5 +41,26 @@ def test_measure_runs_every_link_on_tiny_models(tmp_path):
     rows = result["per_episode"]
     assert [r["real"] for r in rows] == [e.succeeded for e in episodes]
     assert all(1 <= r["imagined_chunks"] <= 3 for r in rows)
+    gap = result["action_gap"]
+    assert gap["n"] == sum(e.chunks - 1 for e in episodes) and gap["imagined"] >= 0
     table = alignment.markdown(result)
-    assert len(table) == 2 + 3 * 2 and "reflector on world-model replays" in table[4]
+    assert "reflector on world-model replays" in table[4] and "| **all** |" in table[-1]
+
+
+def test_action_gap_is_zero_on_the_real_observations_and_splits_frame_from_proprio(tmp_path):
+    """A replay equal to the real observations leaves the policy acting the same (0); imagined
+    frames alone move only the frame column, imagined proprio alone only the proprio one."""
+    episodes = chunks.load([toy_episodes.write(tmp_path, successes=2, failures=2)])
+    policy = models.build("policy", image_size=32, instruction_encoder="hashed", width=16)
+    same = [(e.frames, e.proprio) for e in episodes]
+    exact = alignment.action_gap(policy, episodes, same)
+    assert exact["imagined"] == exact["frame_only"] == exact["proprio_only"] == 0.0
+    rng = np.random.default_rng(0)
+    noisy_frames = [(rng.integers(0, 256, e.frames.shape, dtype=np.uint8), e.proprio) for e in episodes]
+    frames_off = alignment.action_gap(policy, episodes, noisy_frames)
+    assert frames_off["frame_only"] > 0.05 and frames_off["proprio_only"] == 0.0
+    assert frames_off["imagined"] == pytest.approx(frames_off["frame_only"])
+    shifted = [(e.frames, e.proprio + 0.5) for e in episodes]
+    proprio_off = alignment.action_gap(policy, episodes, shifted)
+    assert proprio_off["proprio_only"] > 0 and proprio_off["frame_only"] == 0.0
+    assert sum(s["n"] for s in frames_off["by_span"].values()) == frames_off["n"]

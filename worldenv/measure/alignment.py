@@ -21,7 +21,7 @@ import numpy as np
 from worldenv.data.chunks import ChunkedEpisode
 from worldenv.data.start_bank import StartBank
 from worldenv.measure import imagined, reflector as reflector_measure
-from worldenv.models.roles import Policy, Reflector, WorldModel
+from worldenv.models.roles import Observations, Policy, Reflector, WorldModel
 
 
 def outcome_rates(real: np.ndarray, judged: np.ndarray) -> dict:
@@ -61,7 +61,8 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
     """Closed-loop imagination, world-model replays and real videos against the real outcomes."""
     tasks, real = [task_of(e) for e in episodes], np.array([e.succeeded for e in episodes])
     closed = imagined.rollouts(policy, world_model, reflector, first_frames(episodes), horizon, eta, deterministic)
-    replays = reflector_measure.imagine(world_model, episodes)
+    replayed = reflector_measure.replay(world_model, episodes)
+    replays = [frames for frames, _ in replayed]
     texts = [e.instruction for e in episodes]
     replay_done = [bool((p > eta).any()) for p in reflector_measure.judge_videos(reflector, replays, texts)]
     real_done = [bool((p > eta).any()) for p in reflector_measure.judge_videos(reflector, [e.frames for e in episodes], texts)]
@@ -69,9 +70,46 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
             "closed_loop": by_task(tasks, real, np.array([r["done"] for r in closed])),
             "replay": by_task(tasks, real, np.array(replay_done)),
             "real_video": by_task(tasks, real, np.array(real_done)),
+            "action_gap": action_gap(policy, episodes, replayed),
             "per_episode": [{"id": e.id, "task": t, "real": bool(r), "imagined": bool(c["done"]), "replay": bool(p),
                              "real_video": bool(v), "imagined_chunks": c["chunks"], "real_chunks": int(e.chunks)}
                             for e, t, r, c, p, v in zip(episodes, tasks, real, closed, replay_done, real_done)]}
+
+
+GAP_SPANS = ((1, 4), (5, 14), (15, 10**6))   # chunk indices along the replay
+
+
+def action_gap(policy: Policy, episodes: list[ChunkedEpisode], replayed: list[tuple[np.ndarray, np.ndarray]],
+               batch: int = 64) -> dict:
+    """Does the policy act on imagined observations as on the real ones? Along each real episode,
+    at every chunk boundary c >= 1, its mean chunk on the world model's replay (frame and proprio
+    predicted from the real actions) against its mean chunk on the real observation; also with
+    only the frame imagined (real proprio) and only the proprio imagined (real frame), so the two
+    sources separate. Mean |difference| per action dimension in units of that dimension's std
+    over the policy's real chunks (0 = acts the same; about 1.1 = as unrelated as two random real
+    chunks of normal spread), overall and by chunk span."""
+    rows = [(e, c, frames, proprio) for e, (frames, proprio) in zip(episodes, replayed) for c in range(1, e.chunks)]
+    if not rows:
+        return {"n": 0}
+    def act(frames, proprio, texts):
+        out = [policy.act(Observations(frames[i:i + batch], proprio[i:i + batch], texts[i:i + batch]),
+                          deterministic=True).loc for i in range(0, len(frames), batch)]
+        return np.concatenate(out).astype(np.float64)                                # (N, K, A)
+    texts = [e.instruction for e, *_ in rows]
+    real_f = np.stack([e.frames[c] for e, c, *_ in rows])
+    real_p = np.stack([e.proprio[c] for e, c, *_ in rows]).astype(np.float32)
+    img_f = np.stack([f[c] for _, c, f, _ in rows])
+    img_p = np.stack([p[c] for _, c, _, p in rows]).astype(np.float32)
+    real = act(real_f, real_p, texts)
+    unit = real.reshape(-1, real.shape[-1]).std(axis=0) + 1e-6                       # (A,)
+    gaps = {name: (np.abs(act(f, p, texts) - real) / unit).mean(axis=(1, 2))         # (N,)
+            for name, (f, p) in {"imagined": (img_f, img_p), "frame_only": (img_f, real_p),
+                                 "proprio_only": (real_f, img_p)}.items()}
+    chunk = np.array([c for _, c, *_ in rows])
+    spans = {f"{lo}-{hi}" if hi < 10**6 else f"{lo}+": (chunk >= lo) & (chunk <= hi) for lo, hi in GAP_SPANS}
+    return {"n": len(rows), **{name: float(g.mean()) for name, g in gaps.items()},
+            "by_span": {span: {"n": int(m.sum()), **{name: float(g[m].mean()) if m.any() else None
+                                                      for name, g in gaps.items()}} for span, m in spans.items()}}
 
 
 def pct(x: float | None) -> str:
@@ -90,4 +128,12 @@ def markdown(result: dict) -> list[str]:
         for task, r in rows:
             lines.append(f"| {name} | {task} | {r['n']} | {r['real_successes']} | {pct(r['agreement'])} | "
                          f"{pct(r['recall'])} | {pct(r['false_positive_rate'])} |")
+    gap = result.get("action_gap") or {}
+    if gap.get("n"):
+        lines += ["", "The policy on the replay's observations vs on the real ones (mean |difference| of its mean "
+                  "chunk, in stds of its real chunks per dimension; 0 = the same, about 1.1 = unrelated):", "",
+                  "| chunks | n | frame and proprio imagined | frame only | proprio only |", "|---|---|---|---|---|"]
+        spans = [(span, g) for span, g in gap["by_span"].items() if g["n"]] + [("**all**", gap)]
+        for span, g in spans:
+            lines.append(f"| {span} | {g['n']} | {g['imagined']:.2f} | {g['frame_only']:.2f} | {g['proprio_only']:.2f} |")
     return lines

@@ -64,17 +64,25 @@ def _chunk_actions(e: ChunkedEpisode, c: int) -> np.ndarray:
 def imagine(world_model: WorldModel, episodes: list[ChunkedEpisode]) -> list[np.ndarray]:
     """Each episode's real actions replayed open-loop through the world model from its start:
     (1 + chunks, H, W, 3) videos, the real first frame then the predictions."""
+    return [frames for frames, _ in replay(world_model, episodes)]
+
+
+def replay(world_model: WorldModel, episodes: list[ChunkedEpisode]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """As `imagine`, with the predicted proprio: per episode (frames (1 + C, H, W, 3) uint8,
+    proprio (1 + C, P) float32), the real first observation then the predictions."""
     history = int(world_model.spec.extra.get("history", 1))
     starts = StartStates(np.stack([np.repeat(e.frames[:1], history, axis=0) for e in episodes]),
                          np.stack([e.proprio[0] for e in episodes]), [e.instruction for e in episodes])
-    states, videos = world_model.start(starts), [[e.frames[0]] for e in episodes]
+    states = world_model.start(starts)
+    videos, proprio = [[e.frames[0]] for e in episodes], [[e.proprio[0]] for e in episodes]
     for c in range(max(e.chunks for e in episodes)):
         rows = [i for i, e in enumerate(episodes) if c < e.chunks]
         prediction, stepped = world_model.step([states[i] for i in rows], np.stack([_chunk_actions(episodes[i], c) for i in rows]))
         for j, i in enumerate(rows):
             states[i] = stepped[j]
             videos[i].append(prediction.frames[j])
-    return [np.stack(v) for v in videos]
+            proprio[i].append(prediction.proprio[j])
+    return [(np.stack(v), np.stack(p).astype(np.float32)) for v, p in zip(videos, proprio)]
 
 
 def on_imagined(reflector: Reflector, world_model: WorldModel, episodes: list[ChunkedEpisode], eta: float = 0.5) -> dict:
