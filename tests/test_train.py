@@ -101,6 +101,35 @@ def test_fine_tuning_starts_from_the_init_checkpoint_and_keeps_its_config(data, 
         WorldModelTrainConfig(data=str(data), out=str(tmp_path), init=str(tmp_path / "base" / "model"), model=TINY_WORLD)
 
 
+def test_a_proprio_reader_added_to_a_checkpoint_learns_and_leaves_the_frames_alone(data, tmp_path):
+    """--add-proprio-reader --reader-only: only the reader trains (the frames stay bit for bit), its
+    loss falls, and the saved world model then reads the next proprio off the frame it predicts."""
+    base = WorldModelTrainConfig(data=str(data), out=str(tmp_path / "base"), steps=10, batch_size=8, eval_every=10,
+                                 lr=2e-3, warmup=2, model=TINY_WORLD)
+    train_world_model.train(base)
+    with pytest.raises(ValueError, match="--reader-only: the world model has no proprio reader"):
+        train_world_model.train(base.model_copy(update={"out": str(tmp_path / "x"), "model": "{}", "reader_only": True,
+                                                        "init": str(tmp_path / "base" / "model")}))
+    read = train_world_model.train(base.model_copy(update={
+        "out": str(tmp_path / "read"), "model": "{}", "init": str(tmp_path / "base" / "model"), "steps": 60,
+        "eval_every": 20, "warmup": 0, "add_proprio_reader": True, "reader_only": True}))
+    losses = [r["val_reader"] for r in read["history"]]
+    assert losses[-1] < losses[0], losses
+    old, new = models.load(tmp_path / "base" / "model"), models.load(tmp_path / "read" / "model")
+    assert new.config.proprio_reader and new.proprio_reader is not None and old.proprio_reader is None
+    episodes = chunks.load([data])
+    e = episodes[0]
+    history = np.stack([np.stack([e.frames[0], e.frames[0]])])
+    actions = np.clip(e.actions[:1], -1, 1)
+    frame_old, proprio_old = old.predict(history, e.proprio[:1], actions)
+    frame_new, proprio_new = new.predict(history, e.proprio[:1], actions)
+    np.testing.assert_array_equal(frame_new, frame_old)
+    with torch.no_grad():
+        expected = new.proprio_reader(torch.from_numpy(frame_new).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+    np.testing.assert_allclose(proprio_new, expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(proprio_new, proprio_old)
+
+
 def test_reflector_fits_its_training_videos_with_balanced_positives(data, tmp_path):
     config = ReflectorTrainConfig(data=str(data), out=str(tmp_path), steps=100, batch_size=32,
                                                   eval_every=25, lr=2e-3, warmup=5, model=TINY_REFLECTOR,

@@ -28,6 +28,7 @@ from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 from worldenv.models import checkpoint, inputs, vision
+from worldenv.models.proprio_reader import ProprioReader
 from worldenv.models.roles import Prediction, Spec, StartStates
 
 TRAIN_TIMESTEPS = 1000
@@ -62,6 +63,9 @@ class WorldModelConfig(pydantic.BaseModel):
     map_offset: tuple[float, float] = (0.5, 1.5)
     marker_size: float = pydantic.Field(0.025, gt=0, description="marker radius (std) as a fraction of the image side")
     proprio_weight: float = pydantic.Field(10.0, ge=0, description="weight of the proprio L1 term in the loss")
+    proprio_reader: bool = pydantic.Field(False, description="read the next proprio off the predicted frame (a small "
+                                          "CNN) instead of integrating it chunk by chunk: no error compounding over "
+                                          "long imagination")
 
     @pydantic.model_validator(mode="after")
     def _unet_fits(self):
@@ -173,7 +177,15 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         with torch.no_grad():  # start as a small correction on top of the integrated prior
             self.proprio_head[-1].weight.mul_(0.01)
             self.proprio_head[-1].bias.zero_()
+        self.proprio_reader = ProprioReader(config.image_size, config.proprio_dim) if config.proprio_reader else None
         self.scheduler = _scheduler(config)
+
+    def add_proprio_reader(self) -> None:
+        """Give a model made without one (e.g. a checkpoint to fine-tune) a fresh proprio reader."""
+        if self.proprio_reader is None:
+            c = self.config
+            self.proprio_reader = ProprioReader(c.image_size, c.proprio_dim).to(self.device, self.dtype)
+            self.config = c.model_copy(update={"proprio_reader": True})
 
     # --- conditioning ---------------------------------------------------------------------
 
@@ -262,7 +274,11 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         image, last, embed = self._condition(history_t, proprio_t, actions_t)
         frame = (last + self._sample_residual(image, embed, generator)).clamp(-1, 1)    # (B, 3, S, S)
         pixels = ((frame.float() + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-        return pixels.cpu().numpy(), self.predict_proprio(proprio_t, actions_t).cpu().numpy()
+        if self.proprio_reader is not None:   # read off the frame as served (rounded to uint8)
+            next_proprio = self.proprio_reader(pixels.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0)
+        else:
+            next_proprio = self.predict_proprio(proprio_t, actions_t)
+        return pixels.cpu().numpy(), next_proprio.cpu().numpy()
 
     # --- training -------------------------------------------------------------------------
 
@@ -280,23 +296,31 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         dtype = self.dtype
         proprio, actions = proprio.to(self.device, torch.float32), actions.to(self.device, torch.float32)
         image, last, embed = self._condition(history.to(self.device), proprio, actions)
-        target = vision.to_chw(next_frame.to(self.device), dtype) * 2.0 - 1.0 - last   # (B, 3, S, S)
-        frame_loss = self._frame_loss(image, embed, target)
-        proprio_loss = torch.nn.functional.l1_loss(self.predict_proprio(proprio, actions),
-                                                   next_proprio.to(self.device, torch.float32))
-        return {"frame": frame_loss, "proprio": proprio_loss,
-                "loss": frame_loss + self.config.proprio_weight * proprio_loss}
+        real_next = vision.to_chw(next_frame.to(self.device), dtype) * 2.0 - 1.0
+        target = real_next - last                                                      # (B, 3, S, S)
+        frame_loss, residual = self._frame_loss(image, embed, target)
+        next_proprio = next_proprio.to(self.device, torch.float32)
+        proprio_loss = torch.nn.functional.l1_loss(self.predict_proprio(proprio, actions), next_proprio)
+        out = {"frame": frame_loss, "proprio": proprio_loss, "loss": frame_loss + self.config.proprio_weight * proprio_loss}
+        if self.proprio_reader is not None:
+            # read the real next frame, and the one-step prediction (what it reads when served)
+            frames = [real_next] + ([(last + residual.detach()).clamp(-1, 1)] if residual is not None else [])
+            read = sum(torch.nn.functional.l1_loss(self.proprio_reader(f), next_proprio) for f in frames) / len(frames)
+            out |= {"reader": read, "loss": out["loss"] + self.config.proprio_weight * read}
+        return out
 
-    def _frame_loss(self, image, embed, residual) -> torch.Tensor:
+    def _frame_loss(self, image, embed, residual) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The frame loss, and in residual mode the predicted residual (None in diffusion mode)."""
         if self.config.mode == "residual":
-            return torch.nn.functional.l1_loss(self._unet_out(image, 0, embed).float(), residual.float())
+            predicted = self._unet_out(image, 0, embed)
+            return torch.nn.functional.l1_loss(predicted.float(), residual.float()), predicted
         t = torch.randint(0, TRAIN_TIMESTEPS, (residual.shape[0],), device=residual.device)
         noise = torch.randn_like(residual)
         noisy = self.scheduler.add_noise(residual, noise, t)
         target = {"epsilon": noise, "sample": residual,
                   "v_prediction": self.scheduler.get_velocity(residual, noise, t)}[self.config.prediction_type]
         out = self._unet_out(torch.cat([image, noisy], dim=1), t, embed)
-        return torch.nn.functional.mse_loss(out.float(), target.float())
+        return torch.nn.functional.mse_loss(out.float(), target.float()), None
 
     def loss(self, history: torch.Tensor, proprio: torch.Tensor, actions: torch.Tensor,
              next_frame: torch.Tensor, next_proprio: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,11 @@ class WorldModelTrainConfig(TrainConfig):
     eval_every: int = pydantic.Field(500, ge=1, description="steps between validations (and checkpoints)")
     patience: int = pydantic.Field(8, ge=0, description="stop after this many validations without a new best; 0 = never")
     model: str = pydantic.Field("{}", description="JSON object of world-model config overrides, e.g. {\"mode\": \"diffusion\"}")
+    add_proprio_reader: bool = pydantic.Field(False, description="give the world model (e.g. an --init checkpoint made "
+                                              "without one) a proprio reader: the next proprio read off the predicted "
+                                              "frame instead of integrated, before training")
+    reader_only: bool = pydantic.Field(False, description="train only the proprio reader; every other weight stays as "
+                                       "it is (the frames the world model predicts do not change)")
 
 class ReflectorTrainConfig(TrainConfig):
     """What `worldenv train reflector` trains and how."""

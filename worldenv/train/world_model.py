@@ -70,6 +70,13 @@ def train(config: WorldModelTrainConfig) -> dict:
         overrides["action_gain"] = max(fit_action_gain(train_set), 1e-4)
     torch.manual_seed(config.seed)
     model = supervised.initial_model("world_model", config, **overrides)
+    if config.add_proprio_reader:
+        model.add_proprio_reader()
+    if config.reader_only:
+        if getattr(model, "proprio_reader", None) is None:
+            raise ValueError("--reader-only: the world model has no proprio reader (give --add-proprio-reader)")
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith("proprio_reader."))
 
     def draw(rng: np.random.Generator, size: int) -> Transitions:
         return train_set.take(rng.integers(0, len(train_set), size))
@@ -77,7 +84,7 @@ def train(config: WorldModelTrainConfig) -> dict:
     def validate(m) -> dict[str, float]:
         torch.manual_seed(0)  # diffusion mode: the same timesteps and noise at every validation
         parts = [losses(m, val_set.take(np.arange(i, min(i + 64, len(val_set))))) for i in range(0, len(val_set), 64)]
-        return {k: float(np.mean([p[k].item() for p in parts])) for k in ("loss", "frame", "proprio")}
+        return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
 
     summary = supervised.fit(model, losses, draw, validate, config, config.out, "world model")
     return {**summary, "action_gain": model.config.action_gain, "train_transitions": len(train_set),
