@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The learning signal on the SFT policy's own real rollouts (issue 25, items 3, 4, 6 and 7),
+# measured link by link: imagined-vs-real alignment before and after fine-tuning the world model
+# and the reflector on those rollouts, then plain LOOP vs starts where the outcome is open vs a
+# learned value at a 4-chunk cut, at the same iterations x groups. Resumable: a stage whose output
+# exists is skipped. About 2.5 hours on 2 cores. Results: reports/learning-signal.md.
+#
+# Usage: bash scripts/learning-signal.sh [RUN_DIR]   (default: $WORLDENV_HOME/runs/learning-signal)
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+HOME_DIR=${WORLDENV_HOME:-$HOME/.worldenv}
+R=${1:-$HOME_DIR/runs/learning-signal}
+W=$PWD/.venv/bin/worldenv
+SHIPPED=$PWD/worldenv/checkpoints
+ITERS=${ITERS:-8}
+mkdir -p "$R"
+stage() { echo "=== $(date +%T) $1"; }
+
+# 1. The policy's own real rollouts, sampled as RL explores (b = 0.02), at init states no other stage uses.
+[ -f $R/own/done ] || { stage own; $W explore --tasks 0,1,2 --policy shipped --noise laplace --exploration-scale 0.02 \
+    --episodes-per-task 20 --init-offset 3000 --out $R/own && touch $R/own/done; }
+[ -f $R/own2/done ] || { stage own2; $W explore --tasks 0,1,2 --policy shipped --noise laplace --exploration-scale 0.02 \
+    --episodes-per-task 40 --init-offset 3020 --out $R/own2 && touch $R/own2/done; }
+DATA=$R/own,$R/own2
+# 2. Alignment before: the shipped models, the policy's mean, 20 episodes per task at init states 8000..
+[ -f $R/align_before/alignment.json ] || { stage align_before; $W align --episodes-per-task 20 --out $R/align_before; }
+# 3. World model and reflector fine-tuned on the own rollouts (the reflector also on the new world model's replays).
+[ -f $R/wm_ft/model/config.json ] || { stage wm_ft; $W train world-model --init $SHIPPED/world_model --data $DATA \
+    --out $R/wm_ft --steps 600 --lr 1e-4 --warmup 0 --eval-every 100; }
+[ -f $R/refl_ft/model/config.json ] || { stage refl_ft; $W train reflector --init $SHIPPED/reflector --data $DATA \
+    --replays $R/wm_ft/model --out $R/refl_ft --steps 400 --lr 1e-4 --warmup 0 --eval-every 100; }
+# 3b. The shipped world model with a proprio reader (only the reader trains: the frames stay as they were).
+[ -f $R/reader/model/config.json ] || { stage reader; $W train world-model --init $SHIPPED/world_model --add-proprio-reader \
+    --reader-only --data $DATA --out $R/reader --steps 800 --lr 1e-3 --warmup 50 --eval-every 200; }
+# 4. Alignment after, on the same real episodes: each change alone, then both; then the reader.
+for v in wm:$R/wm_ft/model:shipped refl:shipped:$R/refl_ft/model both:$R/wm_ft/model:$R/refl_ft/model \
+         reader:$R/reader/model:shipped; do
+  IFS=: read -r name wm refl <<< "$v"
+  out=$R/align_$name
+  [ -f $out/alignment.json ] && continue
+  stage align_$name; mkdir -p $out; cp -r $R/align_before/real $out/
+  $W align --episodes-per-task 20 --world-model $wm --reflector $refl --out $out
+done
+# 5. A value P(success | video so far) and starts where the outcome is open.
+[ -f $R/value/model/config.json ] || { stage value; $W train reflector --target outcome --init $SHIPPED/reflector \
+    --data $DATA --replays $R/wm_ft/model --out $R/value --steps 400 --lr 1e-4 --warmup 0 --eval-every 100; }
+[ -f $R/open.npz ] || { stage keyframes; $W starts keyframes --data $DATA --before-success 3 --out $R/open.npz; }
+# 6. RL: plain LOOP (shipped starts) vs open starts vs open starts + value at a 4-chunk cut, on the
+#    shipped models (step 4: no fine-tuned pair moved the closed loop; set WM / REFL to change), same
+#    iterations x 8 groups x 8.
+WM=${WM:-$SHIPPED/world_model} REFL=${REFL:-$SHIPPED/reflector}
+for v in plain:shipped:: open:$R/open.npz:: value:$R/open.npz:$R/value/model:4; do
+  IFS=: read -r name starts val hz <<< "$v"
+  out=$R/rl_$name
+  [ -f $out/done ] && continue
+  stage rl_$name
+  export WORLDENV_HOME=$R/home_$name; rm -rf $WORLDENV_HOME; mkdir -p $WORLDENV_HOME
+  $W up --free-ports --world-model-checkpoint $WM --reflector-checkpoint $REFL > $WORLDENV_HOME/up.out 2>&1 &
+  UP=$!
+  for _ in $(seq 150); do grep -q debug-api $WORLDENV_HOME/up.json 2> /dev/null && break; sleep 2; done
+  extra=()
+  [ -n "$val" ] && extra=(--value $val --horizon $hz)
+  $W train rl --starts $starts --out $out --iterations $ITERS --groups 8 --group-size 8 "${extra[@]}" && touch $out/done
+  kill -INT $UP; wait $UP
+done
+stage done
