@@ -11,13 +11,17 @@
     once and run in turns (--rounds, medians); plus what the baseline's frames and done
     decisions become (PSNR of every imagined frame, episodes ending at the same step)
 (d) the world model's step (in process, B = 8, one thread) in FLOP/s against a one-thread matmul
+(e) where the world model's step spends its time: shares of torch.profiler's self time per
+    operator kind (in process, one thread; wall time, so a loaded machine blurs them), at B = 8
+    and at B = 3 (a worker's batch as episodes end)
 
-Usage: .venv/bin/python bench/rollout.py [--episodes 32] [--horizon 8] [--parts abcd] [--rounds 3]
+Usage: .venv/bin/python bench/rollout.py [--episodes 32] [--horizon 8] [--parts abcde] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
+import re
 import subprocess
 import threading
 import time
@@ -214,12 +218,39 @@ def world_model_flops(batch: int = 8, repeats: int = 7) -> tuple[float, float]:
     return counter.get_total_flops() / np.median(step) / 1e9, 2 * 1024 ** 3 / np.median(matmul) / 1e9
 
 
+OPERATOR_KINDS = {"convolution": "conv", "SiLU": "silu", "GroupNorm": "group_norm", "attention": "attention",
+                  "copies, cat": "copy_$|::cat$", "action map (exp)": "::exp$"}   # kind -> regex of aten names
+
+
+def world_model_profile(batch: int, repeats: int = 5) -> dict[str, float]:
+    """Share of the world model's step (profiler self time, one thread) per operator kind at `batch`."""
+    from torch.profiler import ProfilerActivity, profile
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    wm = models.load(checkpoints.model_dir("world_model"), "world_model")
+    rng = np.random.default_rng(0)
+    args = (rng.integers(0, 256, (batch, wm.config.history, 64, 64, 3), dtype=np.uint8),
+            rng.normal(0, 0.1, (batch, 8)).astype(np.float32), rng.uniform(-1, 1, (batch, 8, 7)).astype(np.float32))
+    wm.predict(*args)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            wm.predict(*args)
+    torch.set_num_threads(threads)
+    events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in events)
+    kind = lambda name: next((k for k, pattern in OPERATOR_KINDS.items() if re.search(pattern, name)), "other")  # noqa: E731
+    shares = {k: 0.0 for k in [*OPERATOR_KINDS, "other"]}
+    for name, t in events:
+        shares[kind(name)] += t / total
+    return shares
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=32, help="(a), (b): episodes per measurement")
     parser.add_argument("--horizon", type=int, default=8, help="(a), (b): chunks per episode")
     parser.add_argument("--threads", type=int, default=1, help="(a), (b): torch threads of this process")
-    parser.add_argument("--parts", default="abcd", help="which measurements to run (letters)")
+    parser.add_argument("--parts", default="abcde", help="which measurements to run (letters)")
     parser.add_argument("--baseline", default="b6e9ea0", help="(c): the commit to compare with")
     parser.add_argument("--rounds", type=int, default=3, help="(a), (c): turns of each path or code")
     args = parser.parse_args()
@@ -229,6 +260,12 @@ def main() -> None:
         step, matmul = world_model_flops()
         print(f"(d) world-model step, B = 8, one thread (CPU time): {step:.1f} GFLOP/s; matmul 1024 {matmul:.1f} GFLOP/s "
               f"-> {step / matmul:.2f} of matmul", flush=True)
+    for batch in (8, 3) if "e" in args.parts else ():
+        shares = world_model_profile(batch)
+        print(f"(e) world-model step, B = {batch}, one thread, share of profiled self time: "
+              + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()), flush=True)
+    if not set(args.parts) & set("abc"):
+        return
     proc, url = start_redis()
     try:
         real = queued_direct(url, args) if "a" in args.parts or "b" in args.parts else None

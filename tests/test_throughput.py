@@ -1,12 +1,13 @@
 """The imagination fast paths give what the paths they replace gave: the reflector's cached
-per-frame features the p_done of judging the whole clip again; and `up`'s threads where the work
-is, and a run's jobs enqueued at once."""
+per-frame features the p_done of judging the whole clip again; the world model's floored action
+map its frames bit for bit; and `up`'s threads where the work is, and a run's jobs enqueued at once."""
 import numpy as np
 import pytest
+import torch
 
 from worldenv import checkpoints, models
 from worldenv.local import stack as local
-from worldenv.models import videos
+from worldenv.models import videos, world_model
 from worldenv.rl.queue import Job, RolloutQueue
 from worldenv.data.start_bank import synthetic_bank
 
@@ -42,6 +43,33 @@ def test_cached_features_in_a_batch_of_uneven_videos(reflector):
     p_done, _ = reflector.observe([long[0], fresh[0]], frames[:, 10])
     expected = [reflector.judge(frames[:1], TASKS[:1])[0], reflector.judge(frames[1:, [0, 10]], TASKS[1:])[0]]
     np.testing.assert_allclose(p_done, expected, rtol=0, atol=1e-6)
+
+
+def unfloored_map(path, config):
+    """render_action_map as it was before its exponent was floored."""
+    s, k = config.image_size, path.shape[1]
+    uv = path @ path.new_tensor(config.map_matrix).T + path.new_tensor(config.map_offset)
+    grid = (torch.arange(s, dtype=path.dtype) + 0.5) / s
+    dc = (grid.view(1, 1, 1, s) - uv[..., 0, None, None]) ** 2
+    dr = (grid.view(1, 1, s, 1) - uv[..., 1, None, None]) ** 2
+    blobs = torch.exp(-(dc + dr) / (2 * config.marker_size ** 2))
+    return (blobs * (torch.arange(1, k + 1, dtype=path.dtype) / k).view(1, k, 1, 1)).amax(dim=1, keepdim=True)
+
+
+def test_floored_action_map_keeps_the_world_models_frames_bit_for_bit(monkeypatch):
+    wm = models.load(checkpoints.model_dir("world_model"), "world_model")
+    bank, rng = synthetic_bank(6), np.random.default_rng(0)
+    history = np.stack([np.stack([f, f]) for f in bank.frames])                  # (B, T, S, S, 3)
+    proprio = bank.proprio + rng.normal(0, 0.2, bank.proprio.shape).astype(np.float32)  # paths on and off the image
+    actions = rng.uniform(-1, 1, (6, 8, 7)).astype(np.float32)
+    path = world_model.eef_path(torch.from_numpy(proprio[:, :3]), torch.from_numpy(actions), wm.config.action_gain)
+    floored, unfloored = world_model.render_action_map(path, wm.config), unfloored_map(path, wm.config)
+    assert torch.equal(floored * 2.0 - 1.0, unfloored * 2.0 - 1.0) and (unfloored > 0.5).any()
+    frames, next_proprio = wm.predict(history, proprio, actions)
+    monkeypatch.setattr(world_model, "render_action_map", unfloored_map)
+    before = wm.predict(history, proprio, actions)
+    np.testing.assert_array_equal(frames, before[0])
+    np.testing.assert_array_equal(next_proprio, before[1])
 
 
 def test_up_gives_the_world_model_the_cores(monkeypatch, tmp_path):
