@@ -3,7 +3,7 @@
 # measured link by link: imagined-vs-real alignment before and after fine-tuning the world model
 # and the reflector on those rollouts, then plain LOOP vs starts where the outcome is open vs a
 # learned value at a 4-chunk cut, at the same iterations x groups. Resumable: a stage whose output
-# exists is skipped. About 2.5 hours on 2 cores. Results: reports/learning-signal.md.
+# exists is skipped. About 3.5 hours on 2 cores. Results: reports/learning-signal.md.
 #
 # Usage: bash scripts/learning-signal.sh [RUN_DIR]   (default: $WORLDENV_HOME/runs/learning-signal)
 set -uo pipefail
@@ -64,4 +64,18 @@ for v in plain:shipped:: open:$R/open.npz:: value:$R/open.npz:$R/value/model:4; 
   $W train rl --starts $starts --out $out --iterations $ITERS --groups 8 --group-size 8 "${extra[@]}" && touch $out/done
   kill -INT $UP; wait $UP
 done
+# 7. The value variant at 60 iterations (about the imagined steps of 10 plain ones), then one real
+#    evaluation of it and of the SFT policy on LIBERO's fixed init states 0-49 (paired).
+if [ ! -f $R/rl_value60/done ]; then
+  stage rl_value60
+  export WORLDENV_HOME=$R/home_value60; rm -rf $WORLDENV_HOME; mkdir -p $WORLDENV_HOME
+  $W up --free-ports --world-model-checkpoint $WM --reflector-checkpoint $REFL > $WORLDENV_HOME/up.out 2>&1 &
+  UP=$!
+  for _ in $(seq 150); do grep -q debug-api $WORLDENV_HOME/up.json 2> /dev/null && break; sleep 2; done
+  $W train rl --starts $R/open.npz --value $R/value/model --horizon 4 --out $R/rl_value60 --iterations 60 \
+      --groups 8 --group-size 8 && touch $R/rl_value60/done
+  kill -INT $UP; wait $UP
+fi
+[ -f $R/eval_value60/eval.json ] || { stage eval_value60; $W eval --policy $R/rl_value60/policy --suite libero_object --tasks 0,1,2 --out $R/eval_value60; }
+[ -f $R/eval_sft/eval.json ] || { stage eval_sft; $W eval --policy shipped --suite libero_object --tasks 0,1,2 --out $R/eval_sft; }
 stage done
