@@ -180,6 +180,8 @@ def test_the_paper_scale_world_model_fine_tunes_with_the_same_command(data, tmp_
     assert history[-1] < history[0], history
     tuned = models.load(tmp_path / "run" / "model", role="world_model")
     assert tuned.spec.arch == "video-unet" and tuned.spec.extra["history"] == 4
+    with pytest.raises(ValueError, match="--add-proprio-reader: the video-unet world model has no proprio reader"):
+        train_world_model.train(config.model_copy(update={"out": str(tmp_path / "read"), "add_proprio_reader": True}))
 
 
 def test_the_paper_scale_policy_fine_tunes_lora_and_heads_with_the_same_command(data, tmp_path):

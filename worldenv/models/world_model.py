@@ -182,7 +182,9 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         with torch.no_grad():  # start as a small correction on top of the integrated prior
             self.proprio_head[-1].weight.mul_(0.01)
             self.proprio_head[-1].bias.zero_()
-        self.proprio_reader = ProprioReader(config.image_size, config.proprio_dim) if config.proprio_reader else None
+        self.proprio_reader = None
+        if config.proprio_reader:
+            self.add_proprio_reader()
         self.scheduler = _scheduler(config)
 
     def add_proprio_reader(self) -> None:

@@ -71,6 +71,8 @@ def train(config: WorldModelTrainConfig) -> dict:
     torch.manual_seed(config.seed)
     model = supervised.initial_model("world_model", config, **overrides)
     if config.add_proprio_reader:
+        if not hasattr(model, "add_proprio_reader"):
+            raise ValueError(f"--add-proprio-reader: the {model.spec.arch} world model has no proprio reader to add")
         model.add_proprio_reader()
     if config.reader_only:
         if getattr(model, "proprio_reader", None) is None:
