@@ -9,10 +9,11 @@ Conditioning: the history frames (oldest first) and an *action map* (the end-eff
 chunk leads to, drawn as markers on black) are stacked as input channels; the flattened chunk
 and the proprio enter through the U-Net's class embedding ("identity" type, fed by our own
 MLP). Proprio is predicted as proprio + prior + learned correction, where the prior integrates
-the chunk's position deltas with `action_gain`.
+the chunk's position deltas with `action_gain`; or, with `proprio_dynamics`, by a learned arm
+dynamics trained unrolled on its own predictions (`worldenv.models.proprio_dynamics`).
 
 Its memory bank (`MemoryBank`, one per imagined episode) is a rolling window of the last
-`history` frames and the current proprio; callers hold it as an opaque state.
+`history` frames, the current proprio and the previous chunk; callers hold it as an opaque state.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 from worldenv.models import checkpoint, inputs, vision
+from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics
 from worldenv.models.proprio_reader import ProprioReader
 from worldenv.models.roles import Prediction, Spec, StartStates
 
@@ -67,9 +69,14 @@ class WorldModelConfig(pydantic.BaseModel):
     proprio_reader: bool = pydantic.Field(False, description="read the next proprio off the predicted frame (a small "
                                           "CNN) instead of integrating it chunk by chunk: no error compounding over "
                                           "long imagination")
+    proprio_dynamics: bool = pydantic.Field(False, description="predict the next proprio with a learned arm dynamics "
+                                            "(rotation composed, the previous chunk as history, trained unrolled on "
+                                            "its own predictions) instead of the integrated prior + one-step correction")
 
     @pydantic.model_validator(mode="after")
     def _unet_fits(self):
+        if self.proprio_reader and self.proprio_dynamics:
+            raise ValueError("proprio_reader and proprio_dynamics: choose one way to predict the proprio")
         if not self.block_out_channels or min(self.block_out_channels) < 8:
             raise ValueError(f"block_out_channels: need at least one block of >= 8 channels, got {self.block_out_channels}")
         factor = 2 ** (len(self.block_out_channels) - 1)
@@ -127,13 +134,24 @@ def _scheduler(config: WorldModelConfig) -> DDIMScheduler:
 
 @dataclasses.dataclass(frozen=True)
 class MemoryBank:
-    """One episode's state: the last `history` frames and the current proprio."""
+    """One episode's state: the last `history` frames, the current proprio, and the proprio before
+    the last chunk with that chunk (None at a start: the robot taken as at rest)."""
 
-    frames: np.ndarray       # (T, S, S, 3) uint8, oldest first
-    proprio: np.ndarray      # (P,) float32
+    frames: np.ndarray                          # (T, S, S, 3) uint8, oldest first
+    proprio: np.ndarray                         # (P,) float32
+    previous_proprio: np.ndarray | None = None  # (P,) float32
+    previous_actions: np.ndarray | None = None  # (K, A) float32, clipped
 
-    def push(self, frame: np.ndarray, proprio: np.ndarray) -> "MemoryBank":
-        return MemoryBank(np.concatenate([self.frames[1:], frame[None]]), np.asarray(proprio, np.float32))
+    def push(self, frame: np.ndarray, proprio: np.ndarray, actions: np.ndarray | None = None) -> "MemoryBank":
+        """The bank after a chunk of `actions` (K, A) that led to `frame` and `proprio`."""
+        return MemoryBank(np.concatenate([self.frames[1:], frame[None]]), np.asarray(proprio, np.float32),
+                          self.proprio, None if actions is None else np.asarray(actions, np.float32))
+
+    def previous(self, chunk_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(proprio, actions) before the last chunk; at a start the proprio itself and zeros."""
+        if self.previous_proprio is None or self.previous_actions is None:
+            return self.proprio, np.zeros(chunk_shape, np.float32)
+        return self.previous_proprio, self.previous_actions
 
 
 class Transitions:
@@ -148,13 +166,21 @@ class Transitions:
         inputs.expect("proprio", proprio, ("B", c.proprio_dim), "float", dims)
         inputs.expect("actions", actions, ("B", c.chunk_length, c.action_dim), "float", dims)
 
-    def predict_proprio(self, proprio: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def predict_proprio(self, proprio: torch.Tensor, actions: torch.Tensor,
+                        previous: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """proprio (B, P) + actions (B, K, A) float32 -> next proprio (B, P) float32.
 
         next = proprio + prior + learned correction; the prior moves the eef position by the
-        chunk's position deltas times `action_gain` and leaves the rest unchanged.
+        chunk's position deltas times `action_gain` and leaves the rest unchanged. With a proprio
+        dynamics (config `proprio_dynamics`), its step instead, given the `previous` (proprio
+        (B, P), actions (B, K, A)) before the last chunk (None: the robot at rest).
         """
         proprio, actions = proprio.float(), actions.float()
+        dynamics = getattr(self, "proprio_dynamics", None)
+        if dynamics is not None:
+            state = ArmState.from_raw(proprio)
+            before, before_actions = previous if previous is not None else (proprio, torch.zeros_like(actions))
+            return dynamics.step(state, actions, ArmState.from_raw(before.float()), before_actions.float()).raw()
         prior = torch.zeros_like(proprio)
         prior[:, :3] = eef_path(proprio[:, :3], actions, self.config.action_gain)[:, -1] - proprio[:, :3]
         flat = torch.cat([actions.flatten(1), proprio], dim=-1).to(self.dtype)          # (B, K*A + P)
@@ -185,7 +211,18 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         self.proprio_reader = None
         if config.proprio_reader:
             self.add_proprio_reader()
+        self.proprio_dynamics = None
+        if config.proprio_dynamics:
+            self.add_proprio_dynamics()
         self.scheduler = _scheduler(config)
+
+    def add_proprio_dynamics(self) -> None:
+        """Give a model made without one (e.g. a checkpoint to fine-tune) a fresh proprio dynamics
+        (its statistics unset: `ProprioDynamics.fit_statistics` before training)."""
+        if self.proprio_dynamics is None:
+            c = self.config
+            self.proprio_dynamics = ProprioDynamics(c.chunk_length, c.action_dim).to(self.device)
+            self.config = c.model_copy(update={"proprio_dynamics": True})
 
     def add_proprio_reader(self) -> None:
         """Give a model made without one (e.g. a checkpoint to fine-tune) a fresh proprio reader."""
@@ -244,8 +281,11 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         """
         history = np.stack([s.frames for s in states])                               # (B, T, S, S, 3)
         proprio = np.stack([s.proprio for s in states])                              # (B, P)
-        frames, next_proprio = self.predict(history, proprio, np.clip(actions, -1.0, 1.0))
-        banks = [s.push(f, p) for s, f, p in zip(states, frames, next_proprio)]
+        actions = np.clip(actions, -1.0, 1.0)
+        before = [s.previous(actions.shape[1:]) for s in states]
+        previous = (np.stack([p for p, _ in before]), np.stack([a for _, a in before]))
+        frames, next_proprio = self.predict(history, proprio, actions, previous=previous)
+        banks = [s.push(f, p, a) for s, f, p, a in zip(states, frames, next_proprio, actions)]
         return Prediction(frames, next_proprio), banks
 
     def end(self, states: Sequence[MemoryBank]) -> None:
@@ -267,11 +307,14 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
 
     @torch.inference_mode()
     def predict(self, history: np.ndarray, proprio: np.ndarray, actions: np.ndarray,
-                generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+                generator: torch.Generator | None = None,
+                previous: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Next frame (B, S, S, 3) uint8 and proprio (B, P) float32.
 
         history (B, T, S, S, 3) uint8 with T = config.history, oldest first; proprio (B, P)
-        float32; actions (B, K, A) float32. `generator` seeds the diffusion sampler.
+        float32; actions (B, K, A) float32. `generator` seeds the diffusion sampler. `previous`:
+        the proprio (B, P) and actions (B, K, A) before the last chunk, read by a proprio dynamics
+        (None: the robot at rest).
         """
         self._check(history, proprio, actions)
         device = self.device
@@ -284,7 +327,9 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         if self.proprio_reader is not None:   # read off the frame as served (rounded to uint8)
             next_proprio = self.proprio_reader(pixels.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0)
         else:
-            next_proprio = self.predict_proprio(proprio_t, actions_t)
+            before = None if previous is None else (inputs.as_tensor(previous[0], device, torch.float32),
+                                                    inputs.as_tensor(previous[1], device, torch.float32))
+            next_proprio = self.predict_proprio(proprio_t, actions_t, before)
         return pixels.cpu().numpy(), next_proprio.cpu().numpy()
 
     # --- training -------------------------------------------------------------------------
@@ -307,8 +352,11 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         target = real_next - last                                                      # (B, 3, S, S)
         frame_loss, residual = self._frame_loss(image, embed, target)
         next_proprio = next_proprio.to(self.device, torch.float32)
-        proprio_loss = torch.nn.functional.l1_loss(self.predict_proprio(proprio, actions), next_proprio)
-        out = {"frame": frame_loss, "proprio": proprio_loss, "loss": frame_loss + self.config.proprio_weight * proprio_loss}
+        if self.proprio_dynamics is None:
+            proprio_loss = torch.nn.functional.l1_loss(self.predict_proprio(proprio, actions), next_proprio)
+            out = {"frame": frame_loss, "proprio": proprio_loss, "loss": frame_loss + self.config.proprio_weight * proprio_loss}
+        else:  # the dynamics trains unrolled on whole episodes (`train world-model --proprio-dynamics`)
+            out = {"frame": frame_loss, "loss": frame_loss}
         if self.proprio_reader is not None:
             # read the real next frame, and the one-step prediction (what it reads when served)
             frames = [real_next] + ([(last + residual.detach()).clamp(-1, 1)] if residual is not None else [])

@@ -96,6 +96,18 @@ class WorldModelTrainConfig(TrainConfig):
                                               "frame instead of integrated, before training")
     reader_only: bool = pydantic.Field(False, description="train only the proprio reader; every other weight stays as "
                                        "it is (the frames the world model predicts do not change)")
+    proprio_dynamics: bool = pydantic.Field(
+        False, description="give the world model (e.g. an --init checkpoint) a learned proprio dynamics and train only "
+        "it, on windows of whole episodes unrolled on its own predictions; every other weight stays as it is "
+        "(e.g. --steps 2000 --lr 1e-3 --batch-size 64 --eval-every 250)")
+    unroll: int = pydantic.Field(8, ge=1, le=64, description="--proprio-dynamics: chunks per training window, each "
+                                 "predicted from the dynamics' own previous prediction")
+
+    @pydantic.model_validator(mode="after")
+    def _one_proprio_path(self):
+        if self.proprio_dynamics and (self.add_proprio_reader or self.reader_only):
+            raise ValueError("--proprio-dynamics: cannot be combined with --add-proprio-reader / --reader-only")
+        return self
 
 class ReflectorTrainConfig(TrainConfig):
     """What `worldenv train reflector` trains and how."""

@@ -62,6 +62,9 @@ def losses(model, batch: Transitions) -> dict[str, torch.Tensor]:
 
 def train(config: WorldModelTrainConfig) -> dict:
     """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
+    if config.proprio_dynamics:
+        from worldenv.train import proprio_dynamics
+        return proprio_dynamics.train(config)
     history = int(registry.read_config(config.init)["history"]) if config.init else int(config.overrides.get("history", 2))
     train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
     train_set, val_set = transitions(train_eps, history), transitions(val_eps or train_eps, history)

@@ -1,0 +1,175 @@
+"""Training the world model's proprio dynamics (`worldenv.models.proprio_dynamics`) on whole
+recorded episodes, unrolled on its own predictions.
+
+A sample is a window of `unroll` consecutive full chunks of one episode: the dynamics starts from
+the real proprio at the window's first chunk (and the real previous chunk), then steps on the real
+actions with its own predicted states; the loss is the mean |error| of every predicted state in
+the standardised features the policy reads (`proprio.features`). Windows that run past an
+episode's end are masked there. `open_loop` replays a whole episode from its first proprio, the
+way imagination uses the model, for the held-out figures.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from worldenv.data import chunks as chunk_data
+from worldenv.data.chunked_episode import ChunkedEpisode
+from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics
+from worldenv.train import supervised
+from worldenv.train.settings import WorldModelTrainConfig
+
+REST_FRACTION = 0.2   # share of training windows started without their history
+SPANS = ((1, 4), (5, 14), (15, None))   # chunk spans of the open-loop figures (as `align`'s action gap)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequences:
+    """Episodes' full chunks, padded to the longest: proprio (N, L+1, 8), actions (N, L, K, A)
+    clipped to [-1, 1] as executed, chunks (N,) how many full chunks each has."""
+
+    proprio: np.ndarray
+    actions: np.ndarray
+    chunks: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+
+def sequences(episodes: list[ChunkedEpisode]) -> Sequences:
+    """The leading full chunks of each episode (a short last chunk is not a step the world model takes)."""
+    kept = [(e, int(np.cumprod(e.lengths == e.actions.shape[1]).sum())) for e in episodes]
+    kept = [(e, n) for e, n in kept if n]
+    if not kept:
+        raise ValueError("data: no full action chunks to learn proprio dynamics from")
+    longest, (k, a) = max(n for _, n in kept), kept[0][0].actions.shape[1:]
+    proprio = np.zeros((len(kept), longest + 1, kept[0][0].proprio.shape[1]), np.float32)
+    actions = np.zeros((len(kept), longest, k, a), np.float32)
+    for i, (e, n) in enumerate(kept):
+        proprio[i, :n + 1] = e.proprio[:n + 1]
+        proprio[i, n + 1:] = e.proprio[n]          # padding: a valid rotation, never scored
+        actions[i, :n] = np.clip(e.actions[:n], -1, 1)
+    return Sequences(proprio, actions, np.array([n for _, n in kept]))
+
+
+def unrolled_loss(model: ProprioDynamics, seq: Sequences, rows: np.ndarray, starts: np.ndarray,
+                  unroll: int, at_rest: np.ndarray | None = None) -> torch.Tensor:
+    """Mean standardised |error| over the windows (rows, starts) unrolled `unroll` chunks;
+    `at_rest` (B,) bool: windows whose history is withheld (as at a start state without one)."""
+    device = model.delta_scale.device
+    proprio = torch.from_numpy(seq.proprio[rows]).to(device)                          # (B, L+1, 8)
+    actions = torch.from_numpy(seq.actions[rows]).to(device)                          # (B, L, K, A)
+    chunks = torch.from_numpy(seq.chunks[rows]).to(device)
+    b = torch.arange(len(rows), device=device)
+    s = torch.from_numpy(starts).to(device)
+    has_history = s > 0
+    if at_rest is not None:
+        has_history &= ~torch.from_numpy(at_rest).to(device)
+    state = ArmState.from_raw(proprio[b, s])
+    previous = ArmState.from_raw(proprio[b, torch.where(has_history, s - 1, s)])
+    previous_actions = actions[b, (s - 1).clamp(min=0)] * has_history.float()[:, None, None]
+    total, count = proprio.new_zeros(()), proprio.new_zeros(())
+    for w in range(unroll):
+        c = (s + w).clamp(max=actions.shape[1] - 1)
+        nxt = model.step(state, actions[b, c], previous, previous_actions)
+        err = (model.standardise(nxt) - model.standardise(ArmState.from_raw(proprio[b, c + 1]))).abs().mean(-1)
+        mask = (s + w < chunks).float()
+        total, count = total + (err * mask).sum(), count + mask.sum()
+        previous, previous_actions, state = state, actions[b, c], nxt
+    return total / count.clamp(min=1)
+
+
+def draw_windows(rng: np.random.Generator, seq: Sequences, size: int,
+                 rest_fraction: float = REST_FRACTION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`size` windows: an episode each (uniform over chunks, so long episodes weigh more), a start
+    chunk, and whether its history is withheld (imagination from a keyframe has none)."""
+    rows = rng.choice(len(seq), size=size, p=seq.chunks / seq.chunks.sum())
+    return rows, (rng.random(size) * seq.chunks[rows]).astype(np.int64), rng.random(size) < rest_fraction
+
+
+@torch.no_grad()
+def open_loop(model: ProprioDynamics, seq: Sequences) -> np.ndarray:
+    """Every episode replayed from its first proprio on its real actions -> raw proprio (N, L+1, 8)
+    (index 0 the real first proprio; beyond an episode's chunks, padding)."""
+    device = model.delta_scale.device
+    proprio = torch.from_numpy(seq.proprio).to(device)
+    actions = torch.from_numpy(seq.actions).to(device)
+    state = previous = ArmState.from_raw(proprio[:, 0])
+    previous_actions = torch.zeros_like(actions[:, 0])
+    out = [proprio[:, 0]]
+    for c in range(actions.shape[1]):
+        nxt = model.step(state, actions[:, c], previous, previous_actions)
+        out.append(nxt.raw())
+        previous, previous_actions, state = state, actions[:, c], nxt
+    return torch.stack(out, dim=1).cpu().numpy()
+
+
+def integrated_open_loop(world_model, seq: Sequences) -> np.ndarray:
+    """`open_loop` for a world model's own proprio path (`predict_proprio`, no history)."""
+    proprio = torch.from_numpy(seq.proprio[:, 0])
+    out = [proprio]
+    with torch.no_grad():
+        for c in range(seq.actions.shape[1]):
+            proprio = world_model.predict_proprio(proprio, torch.from_numpy(seq.actions[:, c]))
+            out.append(proprio)
+    return torch.stack(out, dim=1).numpy()
+
+
+def open_loop_errors(model: ProprioDynamics, seq: Sequences, predicted: np.ndarray | None = None) -> dict[str, float]:
+    """Mean |error| of an open-loop replay (`predicted`, default `open_loop(model, seq)`) over
+    every predicted chunk boundary, in `model`'s standardised features ("loss") and by chunk span,
+    and the eef position's mean |error| in metres ("position_m")."""
+    predicted = torch.from_numpy(open_loop(model, seq) if predicted is None else predicted).float()
+    c = np.arange(1, seq.proprio.shape[1])
+    valid = torch.from_numpy(c[None, :] <= seq.chunks[:, None])                       # (N, L)
+    real = torch.from_numpy(seq.proprio[:, 1:])
+    def standardised(x):
+        return model.standardise(ArmState.from_raw(x.reshape(-1, x.shape[-1]))).view(*valid.shape, -1)
+    err = (standardised(predicted[:, 1:]) - standardised(real)).abs().mean(-1)
+    metres = (predicted[:, 1:, :3] - real[..., :3]).abs().mean(-1)
+    out = {"loss": float(err[valid].mean()), "position_m": float(metres[valid].mean())}
+    for lo, hi in SPANS:
+        span = valid & torch.from_numpy((c >= lo) & (c <= (hi or c.max())))[None]
+        if span.any():
+            out[f"chunks_{lo}-{hi or ''}"] = float(err[span].mean())
+    return out
+
+
+def train(config: WorldModelTrainConfig) -> dict:
+    """`train world-model --proprio-dynamics`: a world model (the --init checkpoint's, or a fresh
+    one) given a proprio dynamics, only that trained; the best model by held-out open-loop error
+    lands in <out>/model."""
+    train_eps, val_eps = chunk_data.split(chunk_data.load(config.paths, per_file=config.episodes_per_file),
+                                          config.val_fraction, config.seed)
+    train_seq, val_seq = sequences(train_eps), sequences(val_eps or train_eps)
+    torch.manual_seed(config.seed)
+    model = supervised.initial_model("world_model", config, **config.overrides)
+    if not hasattr(model, "add_proprio_dynamics"):
+        raise ValueError(f"--proprio-dynamics: the {model.spec.arch} world model has no proprio dynamics to add")
+    fresh = model.proprio_dynamics is None
+    model.add_proprio_dynamics()
+    if fresh:
+        before = np.concatenate([p[:n] for p, n in zip(train_seq.proprio, train_seq.chunks)])
+        after = np.concatenate([p[1:n + 1] for p, n in zip(train_seq.proprio, train_seq.chunks)])
+        model.proprio_dynamics.fit_statistics(torch.from_numpy(before), torch.from_numpy(after))
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("proprio_dynamics."))
+    dynamics = model.proprio_dynamics
+    if fresh:   # the path it replaces, scored the same way
+        model.proprio_dynamics = None
+        replaced = open_loop_errors(dynamics, val_seq, integrated_open_loop(model, val_seq))
+        model.proprio_dynamics = dynamics
+    else:
+        replaced = open_loop_errors(dynamics, val_seq)
+
+    def losses(m, batch):
+        return {"loss": unrolled_loss(m.proprio_dynamics, train_seq, *batch[:2], config.unroll, batch[2])}
+
+    summary = supervised.fit(model, losses, lambda rng, size: draw_windows(rng, train_seq, size),
+                             lambda m: open_loop_errors(m.proprio_dynamics, val_seq), config, config.out,
+                             "proprio dynamics")
+    return {**summary, "unroll": config.unroll, "train_episodes": len(train_eps), "val_episodes": len(val_eps),
+            "val_before": replaced}
+
