@@ -101,3 +101,16 @@ def test_proprio_dynamics_trained_onto_a_checkpoint_learns_leaves_the_frames_and
     np.testing.assert_allclose(second.proprio, two.raw().numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="choose one way to predict the proprio"):
         models.build("world_model", proprio_reader=True, proprio_dynamics=True)
+
+
+def test_the_predicted_axis_angle_keeps_libero_s_convention_past_pi():
+    """LIBERO's axis-angle is 2 acos(w) of a quaternion whose sign runs continuously (angles up to
+    2 pi): a state moved by small turns speaks the same convention, never the flipped one."""
+    axis = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1, -0.05]]), dim=-1)
+    raw = torch.cat([torch.tensor([[0.1, -0.2, 0.9]]), axis * 3.5, torch.tensor([[0.03, -0.03]])], dim=-1)
+    state = ArmState.from_raw(raw)
+    torch.testing.assert_close(state.raw(), raw, atol=1e-5, rtol=0)
+    torch.testing.assert_close(state.moved(torch.zeros(1, 3), torch.eye(3)[None], torch.zeros(1, 2)).raw(), raw,
+                               atol=1e-5, rtol=0)
+    turned = state.moved(torch.zeros(1, 3), axis_angle_to_matrix(axis * 0.05), torch.zeros(1, 2)).raw()
+    torch.testing.assert_close(turned[:, 3:6], axis * 3.55, atol=1e-4, rtol=0)   # not (2 pi - 3.55) about -n

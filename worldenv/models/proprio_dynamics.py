@@ -25,9 +25,9 @@ from worldenv.models.proprio import FEATURE_DIM, ProprioNorm, axis_angle_to_matr
 DELTA_DIM = 8  # position 3, rotation (axis-angle) 3, gripper 2
 
 
-def matrix_to_axis_angle(m: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices (..., 3, 3) -> axis-angle (..., 3) with the angle in [0, pi], by way of
-    the quaternion with w >= 0 (Shepperd's method, stable at every angle)."""
+def matrix_to_quaternion(m: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) as (w, x, y, z) with w >= 0
+    (Shepperd's method: the largest of w, x, y, z as the pivot, stable at every angle)."""
     m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
     trace = m00 + m11 + m22
     candidates = torch.stack([  # 4 * (w, x, y, z) * (its largest component), one row per pivot
@@ -39,26 +39,52 @@ def matrix_to_axis_angle(m: torch.Tensor) -> torch.Tensor:
     pivot = torch.stack([trace, m00, m11, m22], -1).argmax(-1)                        # (...,)
     q = torch.gather(candidates, -2, pivot[..., None, None].expand(*pivot.shape, 1, 4)).squeeze(-2)
     q = q / q.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    q = torch.where(q[..., :1] < 0, -q, q)                                            # w >= 0
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+def axis_angle_to_quaternion(v: torch.Tensor) -> torch.Tensor:
+    """Axis-angle (..., 3), any angle -> (w, x, y, z): LIBERO's quaternion, whose sign its
+    axis-angle keeps (an angle above pi is a quaternion with w < 0)."""
+    theta = v.norm(dim=-1, keepdim=True)
+    axis = v / theta.clamp(min=1e-12)
+    return torch.cat([torch.cos(theta / 2), axis * torch.sin(theta / 2)], dim=-1)
+
+
+def quaternion_to_axis_angle(q: torch.Tensor) -> torch.Tensor:
+    """(w, x, y, z) -> axis-angle as LIBERO computes it (`quat2axisangle`): angle 2 acos(w) in
+    [0, 2 pi], so the quaternion's sign decides between theta about n and 2 pi - theta about -n."""
     w, xyz = q[..., 0].clamp(-1, 1), q[..., 1:]
-    angle = 2 * torch.acos(w)                                                         # [0, pi]
-    return xyz * (angle / xyz.norm(dim=-1).clamp(min=1e-12))[..., None]
+    return xyz * (2 * torch.acos(w) / xyz.norm(dim=-1).clamp(min=1e-12))[..., None]
+
+
+def matrix_to_axis_angle(m: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) -> axis-angle (..., 3) with the angle in [0, pi]."""
+    return quaternion_to_axis_angle(matrix_to_quaternion(m))
 
 
 class ArmState:
-    """Proprio as the dynamics carries it: position (B, 3), rotation (B, 3, 3), gripper (B, 2)."""
+    """Proprio as the dynamics carries it: position (B, 3), rotation (B, 3, 3), gripper (B, 2),
+    and the rotation's quaternion (B, 4) with the sign LIBERO's axis-angle would have (kept
+    continuous along an episode, as the simulator's is), so `raw` speaks LIBERO's convention."""
 
-    def __init__(self, pos: torch.Tensor, rot: torch.Tensor, grip: torch.Tensor):
-        self.pos, self.rot, self.grip = pos, rot, grip
+    def __init__(self, pos: torch.Tensor, rot: torch.Tensor, grip: torch.Tensor, quat: torch.Tensor):
+        self.pos, self.rot, self.grip, self.quat = pos, rot, grip, quat
 
     @classmethod
     def from_raw(cls, proprio: torch.Tensor) -> "ArmState":
         """LIBERO's proprio (B, 8): eef pos, axis-angle, gripper qpos."""
         p = proprio.float()
-        return cls(p[:, :3], axis_angle_to_matrix(p[:, 3:6]), p[:, 6:8])
+        return cls(p[:, :3], axis_angle_to_matrix(p[:, 3:6]), p[:, 6:8], axis_angle_to_quaternion(p[:, 3:6]))
+
+    def moved(self, position: torch.Tensor, turn: torch.Tensor, grip: torch.Tensor) -> "ArmState":
+        """This state moved by deltas: position (B, 3), a rotation (B, 3, 3) applied on the left, gripper (B, 2)."""
+        rot = turn @ self.rot
+        quat = matrix_to_quaternion(rot)
+        quat = torch.where((quat * self.quat).sum(-1, keepdim=True) < 0, -quat, quat)   # the sign stays continuous
+        return ArmState(self.pos + position, rot, self.grip + grip, quat)
 
     def raw(self) -> torch.Tensor:
-        return torch.cat([self.pos, matrix_to_axis_angle(self.rot), self.grip], dim=-1)
+        return torch.cat([self.pos, quaternion_to_axis_angle(self.quat), self.grip], dim=-1)
 
     def features(self) -> torch.Tensor:
         """(B, 11) as `proprio.features`: pos, the rotation's first two columns, gripper."""
@@ -90,8 +116,7 @@ class ProprioDynamics(nn.Module):
         x = torch.cat([f, actions.float().flatten(1), f - self.standardise(previous),
                        previous_actions.float().flatten(1)], dim=-1)
         delta = self.net(x.to(self.net[0].weight.dtype)).float() * self.delta_scale
-        rot = axis_angle_to_matrix(delta[:, 3:6]) @ state.rot
-        return ArmState(state.pos + delta[:, :3], rot, state.grip + delta[:, 6:8])
+        return state.moved(delta[:, :3], axis_angle_to_matrix(delta[:, 3:6]), delta[:, 6:8])
 
     @torch.no_grad()
     def fit_statistics(self, proprio: torch.Tensor, next_proprio: torch.Tensor) -> None:
