@@ -33,9 +33,12 @@ DATA=$R/own,$R/own2
 # 3b. The shipped world model with a proprio reader (only the reader trains: the frames stay as they were).
 [ -f $R/reader/model/config.json ] || { stage reader; $W train world-model --init $SHIPPED/world_model --add-proprio-reader \
     --reader-only --data $DATA --out $R/reader --steps 800 --lr 1e-3 --warmup 50 --eval-every 200; }
-# 4. Alignment after, on the same real episodes: each change alone, then both; then the reader.
+# 3c. The shipped world model with a learned proprio dynamics (only it trains, unrolled 8 chunks on its own predictions).
+[ -f $R/dyn/model/config.json ] || { stage dyn; $W train world-model --init $SHIPPED/world_model --proprio-dynamics \
+    --data $DATA --out $R/dyn --steps 2000 --eval-every 250 --lr 1e-3 --batch-size 64 --warmup 50; }
+# 4. Alignment after, on the same real episodes: each change alone, then both; then the reader; then the dynamics.
 for v in wm:$R/wm_ft/model:shipped refl:shipped:$R/refl_ft/model both:$R/wm_ft/model:$R/refl_ft/model \
-         reader:$R/reader/model:shipped; do
+         reader:$R/reader/model:shipped dyn:$R/dyn/model:shipped; do
   IFS=: read -r name wm refl <<< "$v"
   out=$R/align_$name
   [ -f $out/alignment.json ] && continue

@@ -13,6 +13,9 @@ Stages (each resumable, see `stages`), all data under --home, outside the reposi
   heldout_*        demos (>= 5000) and exploration (>= 6000) no model trains on
   world_model, reflector   trained on all demos + exploration; the reflector also on the world
                    model's replays of them, with other tasks' instructions as negatives
+  world_model_dynamics   the world model given a learned proprio dynamics, trained unrolled on
+                   the same episodes (its proprio no longer drifts over long imagination); the
+                   world model every later stage uses
   align, align_sampled   `worldenv align` of the chosen policy with the new world model and
                    reflector on held-out sampled init states (8000+): imagined vs real outcomes,
                    with the policy's mean and sampled as RL explores (--exploration-scale)
@@ -57,6 +60,8 @@ class PipelineConfig(Settings):
                                 "instruction FiLM grown at identity, instead of training one from scratch; empty = "
                                 "from scratch")
     reflector_steps: int = Field(3000, ge=1, description="reflector optimiser steps at most")
+    proprio_dynamics_steps: int = Field(2000, ge=0, description="steps of the world model's proprio dynamics (trained "
+                                        "unrolled on its own predictions, only it); 0 = keep the integrated proprio")
     report: str = Field("reports/models.md", description="where the markdown report goes (a PNG beside it)")
     checkpoints: str = Field("", description="copy the final models here (e.g. the shipped checkpoints); empty = don't")
     device: str = Field("cpu", description="torch device for training the world model and the reflector")
@@ -146,6 +151,12 @@ def explore(config: PipelineConfig, root: pathlib.Path, chosen: tuple[int, int])
                    root / "logs" / f"{name}.log")
 
 
+def world_model_dir(root: pathlib.Path) -> pathlib.Path:
+    """The world model the later stages use: with its proprio dynamics where that stage ran."""
+    dynamics = root / "world_model_dynamics" / "model"
+    return dynamics if (dynamics / "config.json").is_file() else root / "world_model" / "model"
+
+
 def models(config: PipelineConfig, root: pathlib.Path) -> None:
     data = f"{root / 'demos'},{root / 'explore'}"
     init = []
@@ -156,20 +167,26 @@ def models(config: PipelineConfig, root: pathlib.Path) -> None:
     stages.run(root, "world_model", ["train", "world-model", "--data", data, "--out", str(root / "world_model"),
                                      "--steps", str(config.world_model_steps), *init, "--device", config.device],
                root / "logs" / "world_model.log")
+    if config.proprio_dynamics_steps:
+        stages.run(root, "world_model_dynamics", [
+            "train", "world-model", "--init", str(root / "world_model" / "model"), "--proprio-dynamics", "--data", data,
+            "--out", str(root / "world_model_dynamics"), "--steps", str(config.proprio_dynamics_steps), "--lr", "1e-3",
+            "--batch-size", "64", "--eval-every", str(max(1, min(250, config.proprio_dynamics_steps // 4))),
+            "--warmup", "50", "--device", config.device], root / "logs" / "world_model_dynamics.log")
     start = ["--model", REFLECTOR_MODEL]
     if config.reflector_init:
         from worldenv import checkpoints
         start = ["--init", str(checkpoints.model(config.reflector_init, "reflector")), "--add-film", "--lr", "3e-4",
                  "--eval-every", str(max(1, min(250, config.reflector_steps // 4))), "--warmup", "20", "--patience", "0"]
     stages.run(root, "reflector", ["train", "reflector", "--data", data, "--out", str(root / "reflector"),
-                                   "--replays", str(root / "world_model" / "model"), *start,
+                                   "--replays", str(world_model_dir(root)), *start,
                                    "--steps", str(config.reflector_steps), "--device", config.device],
                root / "logs" / "reflector.log")
 
 
 def align(config: PipelineConfig, root: pathlib.Path, chosen: tuple[int, int]) -> None:
     """Imagined vs real outcomes of the chosen policy (its mean, then sampled as RL explores)."""
-    models_ = ["--policy", str(root / sft_name(*chosen) / "model"), "--world-model", str(root / "world_model" / "model"),
+    models_ = ["--policy", str(root / sft_name(*chosen) / "model"), "--world-model", str(world_model_dir(root)),
                "--reflector", str(root / "reflector" / "model"), "--episodes-per-task", str(config.align_episodes)]
     for name, noise in (("align", ["--noise", "none"]),
                         ("align_sampled", ["--noise", "laplace", "--exploration-scale", str(config.exploration_scale)])):

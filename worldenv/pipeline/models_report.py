@@ -25,7 +25,8 @@ def measure(root: pathlib.Path) -> dict:
     from worldenv.measure import reflector as measure_reflector, world_model as measure_world_model
     started = time.perf_counter()
     heldout = chunks.load([root / "heldout_demos", root / "heldout_explore"])
-    world = models.load(root / "world_model" / "model", role="world_model")
+    from worldenv.pipeline.models import world_model_dir
+    world = models.load(world_model_dir(root), role="world_model")
     reflector = models.load(root / "reflector" / "model", role="reflector")
     drift = measure_world_model.measure(world, heldout)
     variants = {name: measure_world_model.measure(models.load(root / name / "model", role="world_model"), heldout).summary()
@@ -80,11 +81,12 @@ def copy_checkpoints(root: pathlib.Path, chosen: tuple[int, int], target: pathli
     demos and exploration episodes - the training distribution, never the evaluation states."""
     from worldenv import checkpoints
     from worldenv.data import chunks, start_bank
-    from worldenv.pipeline.models import sft_name
-    for role, run in (("policy", sft_name(*chosen)), ("world_model", "world_model"), ("reflector", "reflector")):
+    from worldenv.pipeline.models import sft_name, world_model_dir
+    for role, source in (("policy", root / sft_name(*chosen) / "model"), ("world_model", world_model_dir(root)),
+                         ("reflector", root / "reflector" / "model")):
         tmp = target / f".{role}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(root / run / "model", tmp)
+        shutil.copytree(source, tmp)
         shutil.rmtree(target / role, ignore_errors=True)
         tmp.rename(target / role)
     episodes = chunks.load([root / "demos", root / "explore"])
