@@ -7,7 +7,7 @@ import pytest
 import toy_episodes
 from worldenv.data.start_bank import StartBank
 from worldenv.pipeline import stages
-from worldenv.pipeline.models import choose, median, median_seed
+from worldenv.pipeline.models import PipelineConfig, choose, median, median_seed, models, world_model_dir
 
 
 def test_choice_prefers_the_candidate_nearest_half_inside_the_window():
@@ -42,3 +42,21 @@ def test_episode_ids_name_the_policy_not_a_path_of_the_recording_machine():
     assert policy_label("/root/.worldenv/pipeline/libero_object/sft_n1_s0/model") == "sft_n1_s0"
     assert policy_label("/data/runs/rl-7/policy/") == "policy"
     assert policy_label("expert") == "expert" and policy_label("127.0.0.1:50053") == "127.0.0.1:50053"
+
+
+def test_the_later_stages_use_the_world_model_with_its_proprio_dynamics_once_that_stage_ran(tmp_path, monkeypatch):
+    """world_model -> world_model_dynamics (--init the first, --proprio-dynamics) -> the reflector's replays."""
+    ran = []
+    monkeypatch.setattr(stages, "run", lambda root, name, args, log=None: ran.append((name, args)))
+    models(PipelineConfig(home=str(tmp_path)), tmp_path)
+    names = [name for name, _ in ran]
+    assert names == ["world_model", "world_model_dynamics", "reflector"]
+    dynamics = dict(ran)["world_model_dynamics"]
+    assert "--proprio-dynamics" in dynamics and dynamics[dynamics.index("--init") + 1] == str(tmp_path / "world_model" / "model")
+    assert world_model_dir(tmp_path) == tmp_path / "world_model" / "model"      # that stage has not run yet
+    (tmp_path / "world_model_dynamics" / "model").mkdir(parents=True)
+    (tmp_path / "world_model_dynamics" / "model" / "config.json").write_text("{}")
+    assert world_model_dir(tmp_path) == tmp_path / "world_model_dynamics" / "model"
+    ran.clear()
+    models(PipelineConfig(home=str(tmp_path), proprio_dynamics_steps=0), tmp_path)
+    assert [name for name, _ in ran] == ["world_model", "reflector"]
