@@ -5,7 +5,8 @@ they measure; `worldenv up` serves them unless told otherwise.
 
 Every setting that names checkpoints takes two words besides a path: 'shipped' (these) and
 'none' (random init); a policy setting also takes 'shipped-rl', the SFT policy after RL in
-imagination (rl_policy/, made by `worldenv experiment`, reports/experiment.md); `folder`,
+imagination (rl_policy/: plain LOOP, 30 iterations, in the world model with its learned proprio
+dynamics; reports/learning-signal.md); `folder`,
 `model` and `start_bank` are the one place they are read."""
 from __future__ import annotations
 
