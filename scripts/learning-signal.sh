@@ -3,7 +3,7 @@
 # measured link by link: imagined-vs-real alignment before and after fine-tuning the world model
 # and the reflector on those rollouts, then plain LOOP vs starts where the outcome is open vs a
 # learned value at a 4-chunk cut, at the same iterations x groups. Resumable: a stage whose output
-# exists is skipped. About 3.5 hours on 2 cores. Results: reports/learning-signal.md.
+# exists is skipped. About 5.5 hours on 2 cores. Results: reports/learning-signal.md.
 #
 # Usage: bash scripts/learning-signal.sh [RUN_DIR]   (default: $WORLDENV_HOME/runs/learning-signal)
 set -uo pipefail
@@ -23,18 +23,26 @@ stage() { echo "=== $(date +%T) $1"; }
 [ -f $R/own2/done ] || { stage own2; $W explore --tasks 0,1,2 --policy shipped --noise laplace --exploration-scale 0.02 \
     --episodes-per-task 40 --init-offset 3020 --out $R/own2 && touch $R/own2/done; }
 DATA=$R/own,$R/own2
+# The world model as it was before its proprio dynamics (the shipped one without it: the same frames).
+[ -f $R/integrated/config.json ] || { stage integrated; $PWD/.venv/bin/python -c "
+from worldenv import models
+m = models.load('$SHIPPED/world_model', role='world_model')
+m.proprio_dynamics = None
+m.config = m.config.model_copy(update={'proprio_dynamics': False})
+m.save_pretrained('$R/integrated')"; }
+BEFORE=$R/integrated
 # 2. Alignment before: the shipped models, the policy's mean, 20 episodes per task at init states 8000..
-[ -f $R/align_before/alignment.json ] || { stage align_before; $W align --episodes-per-task 20 --out $R/align_before; }
+[ -f $R/align_before/alignment.json ] || { stage align_before; $W align --episodes-per-task 20 --world-model $BEFORE --out $R/align_before; }
 # 3. World model and reflector fine-tuned on the own rollouts (the reflector also on the new world model's replays).
-[ -f $R/wm_ft/model/config.json ] || { stage wm_ft; $W train world-model --init $SHIPPED/world_model --data $DATA \
+[ -f $R/wm_ft/model/config.json ] || { stage wm_ft; $W train world-model --init $BEFORE --data $DATA \
     --out $R/wm_ft --steps 600 --lr 1e-4 --warmup 0 --eval-every 100; }
 [ -f $R/refl_ft/model/config.json ] || { stage refl_ft; $W train reflector --init $SHIPPED/reflector --data $DATA \
     --replays $R/wm_ft/model --out $R/refl_ft --steps 400 --lr 1e-4 --warmup 0 --eval-every 100; }
 # 3b. The shipped world model with a proprio reader (only the reader trains: the frames stay as they were).
-[ -f $R/reader/model/config.json ] || { stage reader; $W train world-model --init $SHIPPED/world_model --add-proprio-reader \
+[ -f $R/reader/model/config.json ] || { stage reader; $W train world-model --init $BEFORE --add-proprio-reader \
     --reader-only --data $DATA --out $R/reader --steps 800 --lr 1e-3 --warmup 50 --eval-every 200; }
 # 3c. The shipped world model with a learned proprio dynamics (only it trains, unrolled 8 chunks on its own predictions).
-[ -f $R/dyn/model/config.json ] || { stage dyn; $W train world-model --init $SHIPPED/world_model --proprio-dynamics \
+[ -f $R/dyn/model/config.json ] || { stage dyn; $W train world-model --init $BEFORE --proprio-dynamics \
     --data $DATA --out $R/dyn --steps 2000 --eval-every 250 --lr 1e-3 --batch-size 64 --warmup 50; }
 # 4. Alignment after, on the same real episodes: each change alone, then both; then the reader; then the dynamics.
 for v in wm:$R/wm_ft/model:shipped refl:shipped:$R/refl_ft/model both:$R/wm_ft/model:$R/refl_ft/model \
@@ -52,7 +60,7 @@ done
 # 6. RL: plain LOOP (shipped starts) vs open starts vs open starts + value at a 4-chunk cut, on the
 #    shipped models (step 4: no fine-tuned pair moved the closed loop; set WM / REFL to change), same
 #    iterations x 8 groups x 8.
-WM=${WM:-$SHIPPED/world_model} REFL=${REFL:-$SHIPPED/reflector}
+WM=${WM:-$BEFORE} REFL=${REFL:-$SHIPPED/reflector}
 for v in plain:shipped:: open:$R/open.npz:: value:$R/open.npz:$R/value/model:4; do
   IFS=: read -r name starts val hz <<< "$v"
   out=$R/rl_$name
@@ -81,4 +89,25 @@ if [ ! -f $R/rl_value60/done ]; then
 fi
 [ -f $R/eval_value60/eval.json ] || { stage eval_value60; $W eval --policy $R/rl_value60/policy --suite libero_object --tasks 0,1,2 --out $R/eval_value60; }
 [ -f $R/eval_sft/eval.json ] || { stage eval_sft; $W eval --policy shipped --suite libero_object --tasks 0,1,2 --out $R/eval_sft; }
+# 8. The same RL in the world model with its proprio dynamics: plain LOOP with the experiment's
+#    settings (30 iterations, seeds 0 and 1), and the value variant at a 10-chunk cut (the action
+#    gap stays <= 0.18 through 11 chunks), each evaluated once after its run.
+[ -f $R/value_dyn/model/config.json ] || { stage value_dyn; $W train reflector --target outcome --init $SHIPPED/reflector \
+    --data $DATA --replays $R/dyn/model --out $R/value_dyn --steps 400 --lr 1e-4 --warmup 0 --eval-every 100; }
+for v in dyn_plain:30:0:: dyn_plain_s1:30:1:: dyn_value10:60:0:$R/value_dyn/model:10; do
+  IFS=: read -r name iters seed val hz <<< "$v"
+  out=$R/rl_$name
+  if [ ! -f $out/done ]; then
+    stage rl_$name
+    export WORLDENV_HOME=$R/home_$name; rm -rf $WORLDENV_HOME; mkdir -p $WORLDENV_HOME
+    $W up --free-ports --world-model-checkpoint $R/dyn/model --reflector-checkpoint $SHIPPED/reflector > $WORLDENV_HOME/up.out 2>&1 &
+    UP=$!
+    for _ in $(seq 150); do grep -q debug-api $WORLDENV_HOME/up.json 2> /dev/null && break; sleep 2; done
+    extra=(--starts shipped)
+    [ -n "$val" ] && extra=(--starts $R/open.npz --value $val --horizon $hz)
+    $W train rl "${extra[@]}" --seed $seed --out $out --iterations $iters --groups 8 --group-size 8 && touch $out/done
+    kill -INT $UP; wait $UP
+  fi
+  [ -f $R/eval_$name/eval.json ] || { stage eval_$name; $W eval --policy $out/policy --suite libero_object --tasks 0,1,2 --out $R/eval_$name; }
+done
 stage done
