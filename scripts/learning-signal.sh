@@ -90,11 +90,11 @@ fi
 [ -f $R/eval_value60/eval.json ] || { stage eval_value60; $W eval --policy $R/rl_value60/policy --suite libero_object --tasks 0,1,2 --out $R/eval_value60; }
 [ -f $R/eval_sft/eval.json ] || { stage eval_sft; $W eval --policy shipped --suite libero_object --tasks 0,1,2 --out $R/eval_sft; }
 # 8. The same RL in the world model with its proprio dynamics: plain LOOP with the experiment's
-#    settings (30 iterations, seeds 0 and 1), and the value variant at a 10-chunk cut (the action
+#    settings (30 iterations, seeds 0, 1 and 2), and the value variant at a 10-chunk cut (the action
 #    gap stays <= 0.18 through 11 chunks), each evaluated once after its run.
 [ -f $R/value_dyn/model/config.json ] || { stage value_dyn; $W train reflector --target outcome --init $SHIPPED/reflector \
     --data $DATA --replays $R/dyn/model --out $R/value_dyn --steps 400 --lr 1e-4 --warmup 0 --eval-every 100; }
-for v in dyn_plain:30:0:: dyn_plain_s1:30:1:: dyn_value10:60:0:$R/value_dyn/model:10; do
+for v in dyn_plain:30:0:: dyn_plain_s1:30:1:: dyn_plain_s2:30:2:: dyn_value10:60:0:$R/value_dyn/model:10; do
   IFS=: read -r name iters seed val hz <<< "$v"
   out=$R/rl_$name
   if [ ! -f $out/done ]; then
