@@ -48,9 +48,7 @@ def test_matrix_to_axis_angle_inverts_rodrigues_at_every_angle_and_keeps_libero_
 def test_the_unrolled_loss_scores_only_real_chunks_and_withholds_history_when_asked(data):
     seq = train_dynamics.sequences(chunks.load([data]))
     model = ProprioDynamics(8, 7)
-    before = np.concatenate([p[:n] for p, n in zip(seq.proprio, seq.chunks)])
-    after = np.concatenate([p[1:n + 1] for p, n in zip(seq.proprio, seq.chunks)])
-    model.fit_statistics(torch.from_numpy(before), torch.from_numpy(after))
+    model.fit_statistics(*seq.boundaries())
     rows = np.arange(len(seq))
     last = seq.chunks - 1
     with torch.no_grad():   # from the last chunk, a window of 5 has one real step: the same as a window of 1

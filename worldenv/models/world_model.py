@@ -282,8 +282,10 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         history = np.stack([s.frames for s in states])                               # (B, T, S, S, 3)
         proprio = np.stack([s.proprio for s in states])                              # (B, P)
         actions = np.clip(actions, -1.0, 1.0)
-        before = [s.previous(actions.shape[1:]) for s in states]
-        previous = (np.stack([p for p, _ in before]), np.stack([a for _, a in before]))
+        previous = None
+        if self.proprio_dynamics is not None:   # only the dynamics reads the chunk before
+            before = [s.previous(actions.shape[1:]) for s in states]
+            previous = (np.stack([p for p, _ in before]), np.stack([a for _, a in before]))
         frames, next_proprio = self.predict(history, proprio, actions, previous=previous)
         banks = [s.push(f, p, a) for s, f, p, a in zip(states, frames, next_proprio, actions)]
         return Prediction(frames, next_proprio), banks

@@ -37,6 +37,12 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.chunks)
 
+    def boundaries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw proprio (N_chunks, 8) before and after every full chunk (the dynamics' statistics)."""
+        before = np.concatenate([p[:n] for p, n in zip(self.proprio, self.chunks)])
+        after = np.concatenate([p[1:n + 1] for p, n in zip(self.proprio, self.chunks)])
+        return torch.from_numpy(before), torch.from_numpy(after)
+
 
 def sequences(episodes: list[ChunkedEpisode]) -> Sequences:
     """The leading full chunks of each episode (a short last chunk is not a step the world model takes)."""
@@ -149,20 +155,13 @@ def train(config: WorldModelTrainConfig) -> dict:
     if not hasattr(model, "add_proprio_dynamics"):
         raise ValueError(f"--proprio-dynamics: the {model.spec.arch} world model has no proprio dynamics to add")
     fresh = model.proprio_dynamics is None
+    integrated = integrated_open_loop(model, val_seq) if fresh else None   # the path it replaces
     model.add_proprio_dynamics()
     if fresh:
-        before = np.concatenate([p[:n] for p, n in zip(train_seq.proprio, train_seq.chunks)])
-        after = np.concatenate([p[1:n + 1] for p, n in zip(train_seq.proprio, train_seq.chunks)])
-        model.proprio_dynamics.fit_statistics(torch.from_numpy(before), torch.from_numpy(after))
+        model.proprio_dynamics.fit_statistics(*train_seq.boundaries())
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith("proprio_dynamics."))
-    dynamics = model.proprio_dynamics
-    if fresh:   # the path it replaces, scored the same way
-        model.proprio_dynamics = None
-        replaced = open_loop_errors(dynamics, val_seq, integrated_open_loop(model, val_seq))
-        model.proprio_dynamics = dynamics
-    else:
-        replaced = open_loop_errors(dynamics, val_seq)
+    replaced = open_loop_errors(model.proprio_dynamics, val_seq, integrated)
 
     def losses(m, batch):
         return {"loss": unrolled_loss(m.proprio_dynamics, train_seq, *batch[:2], config.unroll, batch[2])}
