@@ -27,12 +27,12 @@ def tiny_model(service: str):
 
 
 @contextlib.contextmanager
-def serving(service: str, model=None, **settings):
+def serving(service: str, model=None, port: int = 0, **settings):
     """A real server for `service` (around `model`, else the shared tiny one) on
-    127.0.0.1:<free port>; yields the RunningServer."""
+    127.0.0.1:<port> (0: a free one); yields the RunningServer."""
     config = ServeConfig(host="127.0.0.1", **settings)
     model = tiny_model(service) if model is None else model
-    server = RunningServer(create_service(service, config, model, "test"), config, port=0)
+    server = RunningServer(create_service(service, config, model, "test"), config, port=port)
     try:
         yield server
     finally:

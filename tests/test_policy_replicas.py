@@ -24,7 +24,7 @@ from worldenv.data.policy_weights import PolicyWeightsStore
 from worldenv.data.start_bank import synthetic_bank
 from worldenv.local import probes
 from worldenv.rl import progress, trainer
-from worldenv.rl.publisher import Publisher
+from worldenv.rl.publisher import PolicyUnreachable, Publisher
 from worldenv.rl.queue import RolloutQueue
 from worldenv.rl.settings import RLConfig
 from worldenv.rl.worker import RolloutWorker
@@ -175,6 +175,24 @@ def test_the_publisher_brings_a_replica_without_a_store_onto_the_current_version
             assert _served_version(late.address) == publisher.version == 2
             assert publisher.sync().republished == [], "in sync: nothing sent again"
         publisher.close()
+
+
+def test_a_replica_down_while_a_version_is_published_and_back_later_counts_as_restarted(redis_client, key_prefix):
+    port = free_port()
+    with serving("policy", model=_policy(1), port=port) as a:
+        publisher = Publisher(a.address, PolicyWeightsStore(redis_client, key_prefix), timeout_s=5)
+        publisher.publish(trainer.weights_bytes(_policy(4)), "first")
+        first = publisher._client(a.address).spec.extra["instance"]
+    with pytest.raises(PolicyUnreachable, match="version 3"):      # the only replica is down
+        publisher.publish(trainer.weights_bytes(_policy(5)), "second")
+    with serving("policy", model=_policy(1), port=port) as back:   # the same address, a new instance, version 1
+        report = publisher.sync()
+        assert len(report.restarted) == 1 and first not in report.restarted[0]
+        assert len(report.republished) == 1 and "restarted" in report.republished[0] and "version 1)" in report.republished[0]
+        assert report.at_version == 1 and _served_version(back.address) == publisher.version == 3
+        again = publisher.sync()
+        assert (again.restarted, again.republished, again.at_version) == ([], [], 1), "noted once"
+    publisher.close()
 
 
 def test_a_policy_server_whose_weights_store_is_down_serves_its_checkpoint():

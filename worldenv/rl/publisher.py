@@ -61,6 +61,7 @@ class Publisher:
         self.first_version = 0    # the first this trainer published: lower versions are not its weights
         self._weights: PublishedWeights | None = None
         self._synced: dict[str, str] = {}         # address -> instance serving the current version
+        self._seen: dict[str, str] = {}           # address -> instance seen there last (kept across versions)
         self._clients: dict[str, PolicyClient] = {}
 
     def publish(self, data: bytes, note: str) -> SyncReport:
@@ -84,8 +85,8 @@ class Publisher:
         """Send the current weights again to every replica that does not serve them."""
         replicas, report = self._look()
         for replica in replicas:
-            self._note_restart(replica, report)
-            why = self._drift(replica)
+            new = replica.address not in self._seen
+            why = self._drift(replica, new, restarted=self._note_restart(replica, report))
             if why is None:
                 report.at_version += 1
             elif why == "caught up from the weights store":
@@ -97,21 +98,27 @@ class Publisher:
                 self._send(replica, why, report)
         return self._checked(report)
 
-    def _note_restart(self, replica: Replica, report: SyncReport) -> None:
-        known = self._synced.get(replica.address)
+    def _note_restart(self, replica: Replica, report: SyncReport) -> bool:
+        """Whether `replica` is a new instance on an address seen before (noted in `report`). The
+        instance seen last is kept across versions and unreachable spells, so a server that is down
+        while a version is published and back later still counts as restarted."""
+        known = self._seen.get(replica.address)
+        self._seen[replica.address] = replica.instance
         if known is not None and replica.instance != known:
             report.restarted.append(f"{replica.address}: new instance {replica.instance} at version {replica.version}")
+            return True
+        return False
 
-    def _drift(self, replica: Replica) -> str | None:
+    def _drift(self, replica: Replica, new: bool, restarted: bool) -> str | None:
         """Why `replica` is not serving the trainer's current weights; None when it is."""
         known = self._synced.get(replica.address)
         if replica.version == self.version and replica.instance == known:
             return None
         if replica.version == self.version and self.store is not None:
             return "caught up from the weights store"
-        if known is not None and replica.instance != known:
+        if restarted:
             return f"restarted (new instance {replica.instance}, base {replica.base}, version {replica.version})"
-        if known is None:
+        if new:
             return f"new replica at version {replica.version} (base {replica.base})"
         return f"serves version {replica.version}, not {self.version}"
 
