@@ -102,11 +102,21 @@ class WorldModelTrainConfig(TrainConfig):
         "(e.g. --steps 2000 --lr 1e-3 --batch-size 64 --eval-every 250)")
     unroll: int = pydantic.Field(8, ge=1, le=64, description="--proprio-dynamics: chunks per training window, each "
                                  "predicted from the dynamics' own previous prediction")
+    teacher: str | None = pydantic.Field(
+        None, description="distil this world-model checkpoint ('shipped' = worldenv's) into a new one: the student "
+        "takes its config with --model's overrides (e.g. {\"patch\": 2}, a cheaper U-Net) and its proprio path "
+        "(kept frozen), and its frame loss also pulls towards the teacher's predicted frame of every training "
+        "transition")
+    teacher_weight: float = pydantic.Field(0.5, ge=0, le=1, description="--teacher: share of the frame loss on the "
+                                           "teacher's frame (the rest on the real one)")
 
     @pydantic.model_validator(mode="after")
     def _one_proprio_path(self):
         if self.proprio_dynamics and (self.add_proprio_reader or self.reader_only):
             raise ValueError("--proprio-dynamics: cannot be combined with --add-proprio-reader / --reader-only")
+        if self.teacher and (self.init or self.proprio_dynamics or self.add_proprio_reader or self.reader_only):
+            raise ValueError("--teacher: a student starts fresh from the teacher's config; it cannot be combined with "
+                             "--init, --proprio-dynamics, --add-proprio-reader or --reader-only")
         return self
 
 class ReflectorTrainConfig(TrainConfig):

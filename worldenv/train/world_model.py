@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from worldenv import checkpoints
 from worldenv.models import registry
 from worldenv.data import chunks
 from worldenv.train import supervised
@@ -26,12 +27,13 @@ class Transitions:
     actions: np.ndarray         # (N, K, 7) float32, clipped to [-1, 1]
     next_frame: np.ndarray      # (N, H, W, 3) uint8
     next_proprio: np.ndarray    # (N, 8) float32
+    teacher_frame: np.ndarray | None = None   # (N, H, W, 3) uint8, a teacher's predicted next frame (--teacher)
 
     def __len__(self) -> int:
         return len(self.actions)
 
     def take(self, idx) -> "Transitions":
-        return Transitions(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
+        return Transitions(*(None if (v := getattr(self, f.name)) is None else v[idx] for f in dataclasses.fields(self)))
 
 
 def transitions(episodes: list[chunks.ChunkedEpisode], history: int) -> Transitions:
@@ -55,9 +57,31 @@ def fit_action_gain(data: Transitions) -> float:
     return float(pushed @ moved / max(pushed @ pushed, 1e-9))
 
 
-def losses(model, batch: Transitions) -> dict[str, torch.Tensor]:
-    t = {f.name: torch.from_numpy(getattr(batch, f.name)) for f in dataclasses.fields(batch)}
-    return model.forward_train(t["history"], t["proprio"], t["actions"], t["next_frame"], t["next_proprio"])
+def losses(model, batch: Transitions, teacher_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    t = {f.name: torch.from_numpy(v) for f in dataclasses.fields(batch) if (v := getattr(batch, f.name)) is not None}
+    taught = {} if batch.teacher_frame is None else {"teacher_frame": t["teacher_frame"], "teacher_weight": teacher_weight}
+    return model.forward_train(t["history"], t["proprio"], t["actions"], t["next_frame"], t["next_proprio"], **taught)
+
+
+def taught(data: Transitions, teacher, batch: int = 64) -> Transitions:
+    """`data` with the teacher's predicted next frame of every transition (one pass, no grad)."""
+    frames = [teacher.predict(data.history[i:i + batch], data.proprio[i:i + batch], data.actions[i:i + batch])[0]
+              for i in range(0, len(data), batch)]
+    return dataclasses.replace(data, teacher_frame=np.concatenate(frames))
+
+
+def student(teacher, overrides: dict, device: str):
+    """A fresh world model with the teacher's config and `overrides` (e.g. a cheaper U-Net), and the
+    teacher's proprio path (head, dynamics) copied and frozen: only the frame path trains."""
+    config = teacher.config.model_dump() | overrides
+    model = registry.build("world_model", device=device, **{k: v for k, v in config.items() if k not in ("role", "arch")})
+    proprio_parts = ("proprio_head", "proprio_dynamics", "proprio_reader")
+    for part in proprio_parts:
+        if getattr(teacher, part, None) is not None and getattr(model, part, None) is not None:
+            getattr(model, part).load_state_dict(getattr(teacher, part).state_dict())
+    for name, param in model.named_parameters():
+        param.requires_grad_(not name.startswith(proprio_parts))
+    return model
 
 
 def train(config: WorldModelTrainConfig) -> dict:
@@ -65,14 +89,25 @@ def train(config: WorldModelTrainConfig) -> dict:
     if config.proprio_dynamics:
         from worldenv.train import proprio_dynamics
         return proprio_dynamics.train(config)
-    history = int(registry.read_config(config.init)["history"]) if config.init else int(config.overrides.get("history", 2))
+    teacher = None
+    if config.teacher:
+        teacher = registry.load(checkpoints.model(config.teacher, "world_model"), role="world_model", device=config.device)
+        if teacher.spec.arch != "tiny-unet" or teacher.config.mode != "residual":
+            raise ValueError(f"--teacher: distillation takes a residual-mode tiny-unet world model, not {teacher.spec.arch}")
+    base = registry.read_config(config.init) if config.init else teacher.config.model_dump() if teacher else {}
+    history = int(config.overrides.get("history", base.get("history", 2)))
     train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
     train_set, val_set = transitions(train_eps, history), transitions(val_eps or train_eps, history)
     overrides = config.overrides
-    if config.calibrate and not config.init:      # a fine-tuned model keeps its gain
+    if config.calibrate and not config.init and teacher is None:   # a fine-tuned model or a student keeps its gain
         overrides["action_gain"] = max(fit_action_gain(train_set), 1e-4)
     torch.manual_seed(config.seed)
-    model = supervised.initial_model("world_model", config, **overrides)
+    if teacher is not None:
+        model = student(teacher, overrides, config.device)
+        train_set = taught(train_set, teacher)
+        del teacher
+    else:
+        model = supervised.initial_model("world_model", config, **overrides)
     if config.add_proprio_reader:
         if not hasattr(model, "add_proprio_reader"):
             raise ValueError(f"--add-proprio-reader: the {model.spec.arch} world model has no proprio reader to add")
@@ -91,6 +126,9 @@ def train(config: WorldModelTrainConfig) -> dict:
         parts = [losses(m, val_set.take(np.arange(i, min(i + 64, len(val_set))))) for i in range(0, len(val_set), 64)]
         return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
 
-    summary = supervised.fit(model, losses, draw, validate, config, config.out, "world model")
+    def train_losses(m, batch: Transitions) -> dict[str, torch.Tensor]:
+        return losses(m, batch, config.teacher_weight)
+
+    summary = supervised.fit(model, train_losses, draw, validate, config, config.out, "world model")
     return {**summary, "action_gain": model.config.action_gain, "train_transitions": len(train_set),
             "val_transitions": len(val_set), "train_episodes": len(train_eps), "val_episodes": len(val_eps)}
