@@ -142,13 +142,14 @@ def closed_loop(stores: dict, ids: dict) -> tuple[float, int]:
     return psnr(squared, count), same
 
 
-def replayed(store, ids: list[str], jobs: list) -> tuple[float, int, float]:
+def replayed(store, ids: list[str], jobs: list, world_model: str = "shipped") -> tuple[float, int, float]:
     """The baseline's episodes replayed step by step through this code's world model and
     reflector (in process): every step starts from the baseline's own frames, proprio and actions,
     so only the models' arithmetic differs. -> (PSNR in dB of the predicted frames against the
     baseline's, steps whose done decision differs, largest |p_done difference|)."""
     from worldenv.models.roles import StartStates
-    wm, rf = (models.load(checkpoints.model_dir(r), r) for r in ("world_model", "reflector"))
+    wm = models.load(checkpoints.model(world_model, "world_model"), "world_model")
+    rf = models.load(checkpoints.model_dir("reflector"), "reflector")
     squared, count, flipped, worst = 0.0, 0, 0, 0.0
     history = {job.id: job.start_frames()[:-1] for job in jobs}          # a keyframe's frames before it
     for episode in (store.get(i) for i in ids):
@@ -167,14 +168,14 @@ def replayed(store, ids: list[str], jobs: list) -> tuple[float, int, float]:
     return psnr(squared, count), flipped, worst
 
 
-def trainer_settings(url: str, baseline: str, rounds: int) -> dict:
+def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "shipped") -> dict:
     """Imagined steps/s of the baseline's stack and this one's at the trainer's settings, in turns."""
     new_cfg = StackConfig(home=pathlib.Path("."))
     threads = {"old": dict.fromkeys(MODEL_SERVICES, 1),  # what `up` gave every service before
                "new": {n: new_cfg.world_model_threads if n == "world-model" else new_cfg.threads for n in MODEL_SERVICES}}
     client = redis.Redis.from_url(url)
     with trees.serving(trees.worktree(baseline), url, "old", threads["old"]), \
-            trees.serving(trees.ROOT, url, "new", threads["new"]):
+            trees.serving(trees.ROOT, url, "new", threads["new"], checkpoints={"world-model": world_model}):
         queues = {p: (RolloutQueue(client, p), EpisodeStore(client, p)) for p in ("old", "new")}
         for p in queues:
             rollout.run(*queues[p], trainer_jobs(f"{p}-warm", horizon=2)[:8])
@@ -187,19 +188,19 @@ def trainer_settings(url: str, baseline: str, rounds: int) -> dict:
                 print(f"    round {r} {p}: {report.steps} steps in {report.wall_s:.1f} s, {report.steps_per_s:.1f} "
                       f"steps/s", flush=True)
         loop_psnr, same = closed_loop({p: q[1] for p, q in queues.items()}, ids)
-        replay_psnr, flipped, worst = replayed(queues["old"][1], ids["old"], trainer_jobs("old-r0"))
+        replay_psnr, flipped, worst = replayed(queues["old"][1], ids["old"], trainer_jobs("old-r0"), world_model)
     return {"rates": rates, "threads": threads, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
             "replay_psnr": replay_psnr, "flipped": flipped, "p_done_diff": worst}
 
 
-def world_model_flops(batch: int = 8, repeats: int = 7) -> tuple[float, float]:
+def world_model_flops(batch: int = 8, repeats: int = 7, world_model: str = "shipped") -> tuple[float, float]:
     """(GFLOP/s of the shipped world model's step at `batch`, GFLOP/s of a 1024^2 matmul), one
     thread, timed in turns (medians) in this thread's CPU time, which other processes on the
     machine do not inflate."""
     from torch.utils.flop_counter import FlopCounterMode
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    wm = models.load(checkpoints.model_dir("world_model"), "world_model")
+    wm = models.load(checkpoints.model(world_model, "world_model"), "world_model")
     rng = np.random.default_rng(0)
     args = (rng.integers(0, 256, (batch, wm.config.history, 64, 64, 3), dtype=np.uint8),
             rng.normal(size=(batch, 8)).astype(np.float32), rng.uniform(-1, 1, (batch, 8, 7)).astype(np.float32))
@@ -222,12 +223,12 @@ OPERATOR_KINDS = {"convolution": "conv", "SiLU": "silu", "GroupNorm": "group_nor
                   "copies, cat": "copy_$|::cat$", "action map (exp)": "::exp$"}   # kind -> regex of aten names
 
 
-def world_model_profile(batch: int, repeats: int = 5) -> dict[str, float]:
+def world_model_profile(batch: int, repeats: int = 5, world_model: str = "shipped") -> dict[str, float]:
     """Share of the world model's step (profiler self time, one thread) per operator kind at `batch`."""
     from torch.profiler import ProfilerActivity, profile
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    wm = models.load(checkpoints.model_dir("world_model"), "world_model")
+    wm = models.load(checkpoints.model(world_model, "world_model"), "world_model")
     rng = np.random.default_rng(0)
     args = (rng.integers(0, 256, (batch, wm.config.history, 64, 64, 3), dtype=np.uint8),
             rng.normal(0, 0.1, (batch, 8)).astype(np.float32), rng.uniform(-1, 1, (batch, 8, 7)).astype(np.float32))
@@ -253,15 +254,17 @@ def main() -> None:
     parser.add_argument("--parts", default="abcde", help="which measurements to run (letters)")
     parser.add_argument("--baseline", default="b6e9ea0", help="(c): the commit to compare with")
     parser.add_argument("--rounds", type=int, default=3, help="(a), (c): turns of each path or code")
+    parser.add_argument("--world-model", default="shipped", help="this code's world-model checkpoint "
+                        "('shipped' = worldenv's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if "d" in args.parts:
-        step, matmul = world_model_flops()
+        step, matmul = world_model_flops(world_model=args.world_model)
         print(f"(d) world-model step, B = 8, one thread (CPU time): {step:.1f} GFLOP/s; matmul 1024 {matmul:.1f} GFLOP/s "
               f"-> {step / matmul:.2f} of matmul", flush=True)
     for batch in (8, 3) if "e" in args.parts else ():
-        shares = world_model_profile(batch)
+        shares = world_model_profile(batch, world_model=args.world_model)
         print(f"(e) world-model step, B = {batch}, one thread, share of profiled self time: "
               + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()), flush=True)
     if not set(args.parts) & set("abc"):
@@ -270,7 +273,7 @@ def main() -> None:
     try:
         real = queued_direct(url, args) if "a" in args.parts or "b" in args.parts else None
         if "c" in args.parts:
-            print_trainer(trainer_settings(url, args.baseline, args.rounds), args.baseline, real)
+            print_trainer(trainer_settings(url, args.baseline, args.rounds, args.world_model), args.baseline, real)
     finally:
         proc.terminate()
 
@@ -278,7 +281,9 @@ def main() -> None:
 def queued_direct(url: str, args) -> float | None:
     """(a) and (b): the three services in this process; returns ms per real chunk (None: no LIBERO)."""
     config = ServeConfig(host="127.0.0.1")
-    servers = [RunningServer(create_service(name, config), config) for name in MODEL_SERVICES]
+    world = models.load(checkpoints.model(args.world_model, "world_model"), "world_model")
+    servers = [RunningServer(create_service(name, config, world if name == "world-model" else None), config)
+               for name in MODEL_SERVICES]
     try:
         addresses = {s.service.name: s.address for s in servers}
         queued, direct, imagined_ms = imagined(addresses, url, args.episodes, args.horizon, args.rounds)

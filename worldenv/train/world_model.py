@@ -84,30 +84,23 @@ def student(teacher, overrides: dict, device: str):
     return model
 
 
-def train(config: WorldModelTrainConfig) -> dict:
-    """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
-    if config.proprio_dynamics:
-        from worldenv.train import proprio_dynamics
-        return proprio_dynamics.train(config)
-    teacher = None
-    if config.teacher:
-        teacher = registry.load(checkpoints.model(config.teacher, "world_model"), role="world_model", device=config.device)
-        if teacher.spec.arch != "tiny-unet" or teacher.config.mode != "residual":
-            raise ValueError(f"--teacher: distillation takes a residual-mode tiny-unet world model, not {teacher.spec.arch}")
-    base = registry.read_config(config.init) if config.init else teacher.config.model_dump() if teacher else {}
-    history = int(config.overrides.get("history", base.get("history", 2)))
-    train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
-    train_set, val_set = transitions(train_eps, history), transitions(val_eps or train_eps, history)
+def _teacher(path: str, device: str):
+    teacher = registry.load(checkpoints.model(path, "world_model"), role="world_model", device=device)
+    if teacher.spec.arch != "tiny-unet" or teacher.config.mode != "residual":
+        raise ValueError(f"--teacher: distillation takes a residual-mode tiny-unet world model, not {teacher.spec.arch}")
+    return teacher
+
+
+def _initial_model(config: WorldModelTrainConfig, train_set: Transitions, teacher):
+    """The model to train: a student of `teacher`, the --init checkpoint, or a fresh one (its action
+    gain fitted to the data), with a proprio reader added or alone trainable as asked."""
     overrides = config.overrides
     if config.calibrate and not config.init and teacher is None:   # a fine-tuned model or a student keeps its gain
         overrides["action_gain"] = max(fit_action_gain(train_set), 1e-4)
     torch.manual_seed(config.seed)
     if teacher is not None:
-        model = student(teacher, overrides, config.device)
-        train_set = taught(train_set, teacher)
-        del teacher
-    else:
-        model = supervised.initial_model("world_model", config, **overrides)
+        return student(teacher, overrides, config.device)
+    model = supervised.initial_model("world_model", config, **overrides)
     if config.add_proprio_reader:
         if not hasattr(model, "add_proprio_reader"):
             raise ValueError(f"--add-proprio-reader: the {model.spec.arch} world model has no proprio reader to add")
@@ -117,6 +110,23 @@ def train(config: WorldModelTrainConfig) -> dict:
             raise ValueError("--reader-only: the world model has no proprio reader (give --add-proprio-reader)")
         for name, param in model.named_parameters():
             param.requires_grad_(name.startswith("proprio_reader."))
+    return model
+
+
+def train(config: WorldModelTrainConfig) -> dict:
+    """Train on `config.data` (demos and exploration); the best model lands in <out>/model."""
+    if config.proprio_dynamics:
+        from worldenv.train import proprio_dynamics
+        return proprio_dynamics.train(config)
+    teacher = _teacher(config.teacher, config.device) if config.teacher else None
+    base = registry.read_config(config.init) if config.init else teacher.config.model_dump() if teacher else {}
+    history = int(config.overrides.get("history", base.get("history", 2)))
+    train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
+    train_set, val_set = transitions(train_eps, history), transitions(val_eps or train_eps, history)
+    model = _initial_model(config, train_set, teacher)
+    if teacher is not None:
+        train_set = taught(train_set, teacher)
+        del teacher
 
     def draw(rng: np.random.Generator, size: int) -> Transitions:
         return train_set.take(rng.integers(0, len(train_set), size))
