@@ -84,8 +84,17 @@ def test_a_student_distilled_from_a_teacher_keeps_its_proprio_path_and_learns_it
         gap = {name: train_world_model.losses(m, taught, 1.0)["distill"].item()
                for name, m in (("student", student), ("fresh", fresh))}
     assert gap["student"] < gap["fresh"]
+    # trained further from its checkpoint (--init): its frames only, its proprio path as it was
+    again = train_world_model.train(config.model_copy(update={"out": str(tmp_path / "further"), "steps": 10,
+                                                              "eval_every": 10, "model": "{}",
+                                                              "init": str(tmp_path / "student" / "model")}))
+    further = models.load(tmp_path / "further" / "model")
+    assert again["steps"] == 10 and further.config == expected
+    for name, value in teacher.proprio_head.state_dict().items():
+        torch.testing.assert_close(further.proprio_head.state_dict()[name], value)
+    assert any(not torch.equal(a, b) for a, b in zip(further.unet.parameters(), student.unet.parameters()))
 
 
-def test_a_teacher_cannot_be_combined_with_a_checkpoint_to_fine_tune(tmp_path):
+def test_a_teacher_cannot_be_combined_with_training_the_proprio_path(tmp_path):
     with pytest.raises(ValueError, match="--teacher"):
-        WorldModelTrainConfig(data="x", out=str(tmp_path), teacher="shipped", init=str(tmp_path))
+        WorldModelTrainConfig(data="x", out=str(tmp_path), teacher="shipped", proprio_dynamics=True)

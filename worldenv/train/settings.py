@@ -106,7 +106,7 @@ class WorldModelTrainConfig(TrainConfig):
         None, description="distil this world-model checkpoint ('shipped' = worldenv's) into a new one: the student "
         "takes its config with --model's overrides (e.g. {\"patch\": 2}, a cheaper U-Net) and its proprio path "
         "(kept frozen), and its frame loss also pulls towards the teacher's predicted frame of every training "
-        "transition")
+        "transition; with --init, that checkpoint (e.g. a student trained before) is the student")
     teacher_weight: float = pydantic.Field(0.5, ge=0, le=1, description="--teacher: share of the frame loss on the "
                                            "teacher's frame (the rest on the real one)")
 
@@ -114,9 +114,9 @@ class WorldModelTrainConfig(TrainConfig):
     def _one_proprio_path(self):
         if self.proprio_dynamics and (self.add_proprio_reader or self.reader_only):
             raise ValueError("--proprio-dynamics: cannot be combined with --add-proprio-reader / --reader-only")
-        if self.teacher and (self.init or self.proprio_dynamics or self.add_proprio_reader or self.reader_only):
-            raise ValueError("--teacher: a student starts fresh from the teacher's config; it cannot be combined with "
-                             "--init, --proprio-dynamics, --add-proprio-reader or --reader-only")
+        if self.teacher and (self.proprio_dynamics or self.add_proprio_reader or self.reader_only):
+            raise ValueError("--teacher: a student trains its frames only; it cannot be combined with "
+                             "--proprio-dynamics, --add-proprio-reader or --reader-only")
         return self
 
 class ReflectorTrainConfig(TrainConfig):

@@ -20,6 +20,9 @@ from worldenv.train import supervised
 from worldenv.train.settings import WorldModelTrainConfig
 
 
+PROPRIO_PARTS = ("proprio_head", "proprio_dynamics", "proprio_reader")   # a student's, copied from its teacher
+
+
 @dataclasses.dataclass(frozen=True)
 class Transitions:
     history: np.ndarray         # (N, T, H, W, 3) uint8, oldest first
@@ -75,12 +78,11 @@ def student(teacher, overrides: dict, device: str):
     teacher's proprio path (head, dynamics) copied and frozen: only the frame path trains."""
     config = teacher.config.model_dump() | overrides
     model = registry.build("world_model", device=device, **{k: v for k, v in config.items() if k not in ("role", "arch")})
-    proprio_parts = ("proprio_head", "proprio_dynamics", "proprio_reader")
-    for part in proprio_parts:
+    for part in PROPRIO_PARTS:
         if getattr(teacher, part, None) is not None and getattr(model, part, None) is not None:
             getattr(model, part).load_state_dict(getattr(teacher, part).state_dict())
     for name, param in model.named_parameters():
-        param.requires_grad_(not name.startswith(proprio_parts))
+        param.requires_grad_(not name.startswith(PROPRIO_PARTS))
     return model
 
 
@@ -98,9 +100,12 @@ def _initial_model(config: WorldModelTrainConfig, train_set: Transitions, teache
     if config.calibrate and not config.init and teacher is None:   # a fine-tuned model or a student keeps its gain
         overrides["action_gain"] = max(fit_action_gain(train_set), 1e-4)
     torch.manual_seed(config.seed)
-    if teacher is not None:
+    if teacher is not None and not config.init:
         return student(teacher, overrides, config.device)
     model = supervised.initial_model("world_model", config, **overrides)
+    if teacher is not None:   # a student trained further: its frames only
+        for name, param in model.named_parameters():
+            param.requires_grad_(not name.startswith(PROPRIO_PARTS))
     if config.add_proprio_reader:
         if not hasattr(model, "add_proprio_reader"):
             raise ValueError(f"--add-proprio-reader: the {model.spec.arch} world model has no proprio reader to add")
