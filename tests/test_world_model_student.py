@@ -98,3 +98,13 @@ def test_a_student_distilled_from_a_teacher_keeps_its_proprio_path_and_learns_it
 def test_a_teacher_cannot_be_combined_with_training_the_proprio_path(tmp_path):
     with pytest.raises(ValueError, match="--teacher"):
         WorldModelTrainConfig(data="x", out=str(tmp_path), teacher="shipped", proprio_dynamics=True)
+
+
+def test_init_and_teacher_take_the_word_shipped(tmp_path):
+    from worldenv import checkpoints
+    from worldenv.train import supervised
+
+    config = WorldModelTrainConfig(data="x", out=str(tmp_path), init="shipped", teacher="shipped")
+    model = supervised.initial_model("world_model", config)
+    assert model.config == models.load(checkpoints.model_dir("world_model")).config
+    assert train_world_model._teacher(config.teacher, "cpu").config == model.config

@@ -41,7 +41,8 @@ class TrainConfig(FitConfig):
     episodes_per_file: int = pydantic.Field(0, ge=0, description="use each task file's first n episodes; 0 = all")
     model: str = pydantic.Field("{}", description="JSON object of model config overrides")
     init: str | None = pydantic.Field(None, description="start from this checkpoint directory's weights and config "
-                                      "(fine-tuning, e.g. a Dyna round on new episodes); --model must then be empty")
+                                      "(fine-tuning, e.g. a Dyna round on new episodes; 'shipped' = worldenv's); "
+                                      "--model must then be empty")
 
     @pydantic.model_validator(mode="after")
     def _init_or_overrides(self):

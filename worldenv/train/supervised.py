@@ -147,8 +147,9 @@ def _history(out: pathlib.Path) -> list[dict]:
 
 
 def initial_model(role: str, config: TrainConfig, **overrides):
-    """A fresh model with `overrides`, or the --init checkpoint's (fine-tuning: its config is kept)."""
-    from worldenv import models
+    """A fresh model with `overrides`, or the --init checkpoint's (fine-tuning: its config is kept;
+    'shipped' = worldenv's)."""
+    from worldenv import checkpoints, models
     if config.init:
-        return models.load(config.init, role=role, device=config.device)
+        return models.load(checkpoints.model(config.init, role), role=role, device=config.device)
     return models.build(role, device=config.device, **overrides)

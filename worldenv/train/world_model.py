@@ -124,7 +124,7 @@ def train(config: WorldModelTrainConfig) -> dict:
         from worldenv.train import proprio_dynamics
         return proprio_dynamics.train(config)
     teacher = _teacher(config.teacher, config.device) if config.teacher else None
-    base = registry.read_config(config.init) if config.init else teacher.config.model_dump() if teacher else {}
+    base = registry.read_config(checkpoints.model(config.init, "world_model")) if config.init else teacher.config.model_dump() if teacher else {}
     history = int(config.overrides.get("history", base.get("history", 2)))
     train_eps, val_eps = chunks.split(chunks.load(config.paths, per_file=config.episodes_per_file), config.val_fraction, config.seed)
     train_set, val_set = transitions(train_eps, history), transitions(val_eps or train_eps, history)
