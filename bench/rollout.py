@@ -142,14 +142,15 @@ def closed_loop(stores: dict, ids: dict) -> tuple[float, int]:
     return psnr(squared, count), same
 
 
-def replayed(store, ids: list[str], jobs: list, world_model: str = "shipped") -> tuple[float, int, float]:
+def replayed(store, ids: list[str], jobs: list, world_model: str = "shipped",
+             reflector: str = "shipped") -> tuple[float, int, float]:
     """The baseline's episodes replayed step by step through this code's world model and
     reflector (in process): every step starts from the baseline's own frames, proprio and actions,
     so only the models' arithmetic differs. -> (PSNR in dB of the predicted frames against the
     baseline's, steps whose done decision differs, largest |p_done difference|)."""
     from worldenv.models.roles import StartStates
     wm = models.load(checkpoints.model(world_model, "world_model"), "world_model")
-    rf = models.load(checkpoints.model_dir("reflector"), "reflector")
+    rf = models.load(checkpoints.model(reflector, "reflector"), "reflector")
     squared, count, flipped, worst = 0.0, 0, 0, 0.0
     history = {job.id: job.start_frames()[:-1] for job in jobs}          # a keyframe's frames before it
     for episode in (store.get(i) for i in ids):
@@ -168,14 +169,16 @@ def replayed(store, ids: list[str], jobs: list, world_model: str = "shipped") ->
     return psnr(squared, count), flipped, worst
 
 
-def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "shipped") -> dict:
+def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "shipped",
+                     reflector: str = "shipped") -> dict:
     """Imagined steps/s of the baseline's stack and this one's at the trainer's settings, in turns."""
     new_cfg = StackConfig(home=pathlib.Path("."))
     threads = {"old": dict.fromkeys(MODEL_SERVICES, 1),  # what `up` gave every service before
                "new": {n: new_cfg.world_model_threads if n == "world-model" else new_cfg.threads for n in MODEL_SERVICES}}
     client = redis.Redis.from_url(url)
     with trees.serving(trees.worktree(baseline), url, "old", threads["old"]), \
-            trees.serving(trees.ROOT, url, "new", threads["new"], checkpoints={"world-model": world_model}):
+            trees.serving(trees.ROOT, url, "new", threads["new"], checkpoints={"world-model": world_model,
+                                                                        "reflector": reflector}):
         queues = {p: (RolloutQueue(client, p), EpisodeStore(client, p)) for p in ("old", "new")}
         for p in queues:
             rollout.run(*queues[p], trainer_jobs(f"{p}-warm", horizon=2)[:8])
@@ -188,8 +191,10 @@ def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "s
                 print(f"    round {r} {p}: {report.steps} steps in {report.wall_s:.1f} s, {report.steps_per_s:.1f} "
                       f"steps/s", flush=True)
         loop_psnr, same = closed_loop({p: q[1] for p, q in queues.items()}, ids)
-        replay_psnr, flipped, worst = replayed(queues["old"][1], ids["old"], trainer_jobs("old-r0"), world_model)
-    return {"rates": rates, "threads": threads, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
+        replay_psnr, flipped, worst = replayed(queues["old"][1], ids["old"], trainer_jobs("old-r0"), world_model,
+                                               reflector)
+    return {"models": "shipped models" if (world_model, reflector) == ("shipped", "shipped") else
+            f"this code's world model {world_model}, reflector {reflector}", "rates": rates, "threads": threads, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
             "replay_psnr": replay_psnr, "flipped": flipped, "p_done_diff": worst}
 
 
@@ -256,6 +261,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="(a), (c): turns of each path or code")
     parser.add_argument("--world-model", default="shipped", help="this code's world-model checkpoint "
                         "('shipped' = worldenv's)")
+    parser.add_argument("--reflector", default="shipped", help="this code's reflector checkpoint (e.g. one tuned on "
+                        "--world-model's replays)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -273,7 +280,8 @@ def main() -> None:
     try:
         real = queued_direct(url, args) if "a" in args.parts or "b" in args.parts else None
         if "c" in args.parts:
-            print_trainer(trainer_settings(url, args.baseline, args.rounds, args.world_model), args.baseline, real)
+            print_trainer(trainer_settings(url, args.baseline, args.rounds, args.world_model, args.reflector),
+                          args.baseline, real)
     finally:
         proc.terminate()
 
@@ -281,9 +289,9 @@ def main() -> None:
 def queued_direct(url: str, args) -> float | None:
     """(a) and (b): the three services in this process; returns ms per real chunk (None: no LIBERO)."""
     config = ServeConfig(host="127.0.0.1")
-    world = models.load(checkpoints.model(args.world_model, "world_model"), "world_model")
-    servers = [RunningServer(create_service(name, config, world if name == "world-model" else None), config)
-               for name in MODEL_SERVICES]
+    chosen = {"world-model": models.load(checkpoints.model(args.world_model, "world_model"), "world_model"),
+              "reflector": models.load(checkpoints.model(args.reflector, "reflector"), "reflector")}
+    servers = [RunningServer(create_service(name, config, chosen.get(name)), config) for name in MODEL_SERVICES]
     try:
         addresses = {s.service.name: s.address for s in servers}
         queued, direct, imagined_ms = imagined(addresses, url, args.episodes, args.horizon, args.rounds)
@@ -308,7 +316,7 @@ def print_trainer(out: dict, baseline: str, real_ms: float | None) -> None:
     old, new = (float(np.median(out["rates"][p])) for p in ("old", "new"))
     field = RLConfig.model_fields
     print(f"(c) trainer settings ({field['groups'].default} groups x {field['group_size'].default} rollouts, horizon "
-          f"{field['horizon'].default}, 1 worker x batch 8, shipped models): {baseline} {old:.1f} imagined steps/s "
+          f"{field['horizon'].default}, 1 worker x batch 8, {out['models']}): {baseline} {old:.1f} imagined steps/s "
           f"(threads {out['threads']['old']}), this code {new:.1f} (threads {out['threads']['new']}) -> "
           f"{new / old:.2f}x; {1000 / new:.1f} ms per episode-chunk"
           + (f", {real_ms * new / 1000:.1f}x cheaper than a real LIBERO chunk" if real_ms else ""))
