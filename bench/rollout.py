@@ -170,15 +170,15 @@ def replayed(store, ids: list[str], jobs: list, world_model: str = "shipped",
 
 
 def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "shipped",
-                     reflector: str = "shipped") -> dict:
+                     reflector: str = "shipped", batch_size: int | None = None) -> dict:
     """Imagined steps/s of the baseline's stack and this one's at the trainer's settings, in turns."""
     new_cfg = StackConfig(home=pathlib.Path("."))
     threads = {"old": dict.fromkeys(MODEL_SERVICES, 1),  # what `up` gave every service before
                "new": {n: new_cfg.world_model_threads if n == "world-model" else new_cfg.threads for n in MODEL_SERVICES}}
     client = redis.Redis.from_url(url)
     with trees.serving(trees.worktree(baseline), url, "old", threads["old"]), \
-            trees.serving(trees.ROOT, url, "new", threads["new"], checkpoints={"world-model": world_model,
-                                                                        "reflector": reflector}):
+            trees.serving(trees.ROOT, url, "new", threads["new"], batch_size or new_cfg.batch_size,
+                          checkpoints={"world-model": world_model, "reflector": reflector}):
         queues = {p: (RolloutQueue(client, p), EpisodeStore(client, p)) for p in ("old", "new")}
         for p in queues:
             rollout.run(*queues[p], trainer_jobs(f"{p}-warm", horizon=2)[:8])
@@ -193,7 +193,7 @@ def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "s
         loop_psnr, same = closed_loop({p: q[1] for p, q in queues.items()}, ids)
         replay_psnr, flipped, worst = replayed(queues["old"][1], ids["old"], trainer_jobs("old-r0"), world_model,
                                                reflector)
-    return {"models": "shipped models" if (world_model, reflector) == ("shipped", "shipped") else
+    return {"batch": {"old": 8, "new": batch_size or new_cfg.batch_size}, "models": "shipped models" if (world_model, reflector) == ("shipped", "shipped") else
             f"this code's world model {world_model}, reflector {reflector}", "rates": rates, "threads": threads, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
             "replay_psnr": replay_psnr, "flipped": flipped, "p_done_diff": worst}
 
@@ -261,6 +261,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="(a), (c): turns of each path or code")
     parser.add_argument("--world-model", default="shipped", help="this code's world-model checkpoint "
                         "('shipped' = worldenv's)")
+    parser.add_argument("--batch-size", type=int, default=0, help="(c): this code's worker batch (0 = `up`'s default)")
     parser.add_argument("--reflector", default="shipped", help="this code's reflector checkpoint (e.g. one tuned on "
                         "--world-model's replays)")
     args = parser.parse_args()
@@ -280,7 +281,8 @@ def main() -> None:
     try:
         real = queued_direct(url, args) if "a" in args.parts or "b" in args.parts else None
         if "c" in args.parts:
-            print_trainer(trainer_settings(url, args.baseline, args.rounds, args.world_model, args.reflector),
+            print_trainer(trainer_settings(url, args.baseline, args.rounds, args.world_model, args.reflector,
+                                           args.batch_size),
                           args.baseline, real)
     finally:
         proc.terminate()
@@ -316,7 +318,7 @@ def print_trainer(out: dict, baseline: str, real_ms: float | None) -> None:
     old, new = (float(np.median(out["rates"][p])) for p in ("old", "new"))
     field = RLConfig.model_fields
     print(f"(c) trainer settings ({field['groups'].default} groups x {field['group_size'].default} rollouts, horizon "
-          f"{field['horizon'].default}, 1 worker x batch 8, {out['models']}): {baseline} {old:.1f} imagined steps/s "
+          f"{field['horizon'].default}, 1 worker x batch {out['batch']['old']} / {out['batch']['new']}, {out['models']}): {baseline} {old:.1f} imagined steps/s "
           f"(threads {out['threads']['old']}), this code {new:.1f} (threads {out['threads']['new']}) -> "
           f"{new / old:.2f}x; {1000 / new:.1f} ms per episode-chunk"
           + (f", {real_ms * new / 1000:.1f}x cheaper than a real LIBERO chunk" if real_ms else ""))

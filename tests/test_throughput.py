@@ -91,3 +91,31 @@ def test_enqueue_many_is_one_batch_a_worker_claims_whole(redis_client, key_prefi
     assert queue.enqueue_many(jobs[:2]) == [False, False]           # ids are idempotent
     claimed = queue.claim("w", 8, block_ms=10)
     assert [c.job.id for c in claimed] == [j.id for j in jobs] and all(c.attempts == 1 for c in claimed)
+
+
+def test_a_worker_batch_of_32_keeps_each_step_s_frames_and_done_decisions(reflector):
+    """`up`'s worker batch is 32 (measured: bench/rollout.py (c)); one step of 32 episodes gives the
+    frames of four steps of 8 within rounding (PSNR >= 45 dB) and the same done decisions."""
+    from worldenv.data.start_bank import StartBank
+    from worldenv.commands.up import UpConfig
+    from worldenv.config import WorkerConfig
+
+    assert UpConfig().batch_size == WorkerConfig().batch_size == local.StackConfig(home=None).batch_size == 32
+    wm = models.load(checkpoints.model_dir("world_model"), "world_model")
+    bank, rng = StartBank.load(checkpoints.starts()), np.random.default_rng(0)
+    pick = rng.choice(len(bank), 32, replace=len(bank) < 32)
+    frames, proprio = bank.frames[pick], bank.proprio[pick]
+    history = np.stack([np.stack([f, f]) for f in frames])
+    actions = rng.uniform(-1, 1, (32, 8, 7)).astype(np.float32)
+    whole, whole_proprio = wm.predict(history, proprio, actions)
+    parts = [wm.predict(history[i:i + 8], proprio[i:i + 8], actions[i:i + 8]) for i in range(0, 32, 8)]
+    eights, eights_proprio = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    mse = float(((whole.astype(np.float64) - eights) ** 2).mean())
+    assert mse == 0 or 10 * np.log10(255 ** 2 / mse) >= 45
+    np.testing.assert_allclose(whole_proprio, eights_proprio, rtol=0, atol=1e-5)
+    texts = [bank.instructions[i] for i in pick]
+    p_whole, _ = reflector.observe(reflector.start(frames, texts), whole)
+    p_eights = np.concatenate([reflector.observe(reflector.start(frames[i:i + 8], texts[i:i + 8]), whole[i:i + 8])[0]
+                               for i in range(0, 32, 8)])
+    np.testing.assert_allclose(p_whole, p_eights, rtol=0, atol=1e-5)
+    assert ((p_whole > 0.5) == (p_eights > 0.5)).all()

