@@ -7,7 +7,8 @@
 (c) trainer settings, old code vs this: one RL iteration's rollouts (RLConfig's groups x
     group_size jobs, its horizon, the shipped models and start states, done at the reflector's
     eta) through the stack `worldenv up` runs (three service processes with its threads, one
-    worker of batch 8), for this checkout and for --baseline in its own git worktree, both up at
+    worker of its batch: the baseline's 8, this checkout's 32 or --batch-size; --world-model and
+    --reflector name this checkout's models), for this checkout and for --baseline in its own git worktree, both up at
     once and run in turns (--rounds, medians); plus what the baseline's frames and done
     decisions become (PSNR of every imagined frame, episodes ending at the same step)
 (d) the world model's step (in process, B = 8, one thread) in FLOP/s against a one-thread matmul

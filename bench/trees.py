@@ -54,8 +54,10 @@ def worktree(commit: str) -> pathlib.Path:
     if not (path / STUBS).is_dir():
         same = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", sha, "--", "protos"]).returncode == 0
         if not same:
-            raise RuntimeError(f"protos/ differ between {commit} and this checkout: run `python -m "
-                               f"worldenv.wire.gen` in {path} first")
+            raise RuntimeError(f"protos/ differ between {commit} and this checkout: generate its stubs first, "
+                               f"with grpcio-tools (a build-time dependency, not in .venv): `python -m venv /tmp/gt && "
+                               f"/tmp/gt/bin/pip install grpcio-tools==1.85.1 && cd {path} && /tmp/gt/bin/python "
+                               f"worldenv/wire/gen.py`")
         shutil.copytree(ROOT / STUBS, path / STUBS)
     return path
 
