@@ -60,7 +60,7 @@ class WorldModelConfig(pydantic.BaseModel):
     layers_per_block: int = pydantic.Field(1, ge=1)
     patch: int = pydantic.Field(1, ge=1, le=4, description="space-to-depth factor: the U-Net runs at image_size / "
                                 "patch on patch x patch pixel blocks stacked as channels (pixel unshuffle in, pixel "
-                                "shuffle out); 2 makes a step about 4x cheaper on a CPU (bench/rollout.py --parts f)")
+                                "shuffle out); 2 made a step about 3.3x cheaper on a CPU (bench/world_model_quality.py)")
     action_map: bool = pydantic.Field(True, description="draw the chunk's end-effector path as an extra pixel channel")
     action_gain: float = pydantic.Field(0.35 * 0.05, gt=0,
                                         description="metres of eef motion per unit of position action per step (to calibrate)")
@@ -370,6 +370,7 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         if teacher_frame is not None:
             if residual is None:
                 raise ValueError("teacher_frame: distillation needs a residual-mode world model")
+            inputs.expect("teacher_frame", teacher_frame, tuple(next_frame.shape), "uint8")
             taught = vision.to_chw(teacher_frame.to(self.device), dtype) * 2.0 - 1.0 - last
             out["distill"] = torch.nn.functional.l1_loss(residual.float(), taught.float())
             frame_loss = (1 - teacher_weight) * frame_loss + teacher_weight * out["distill"]
