@@ -170,6 +170,9 @@ def replayed(store, ids: list[str], jobs: list, world_model: str = "shipped",
     return psnr(squared, count), flipped, worst
 
 
+BASELINE_BATCH = 8   # the worker batch `up` ran before it was measured at 32
+
+
 def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "shipped",
                      reflector: str = "shipped", batch_size: int | None = None) -> dict:
     """Imagined steps/s of the baseline's stack and this one's at the trainer's settings, in turns."""
@@ -177,7 +180,7 @@ def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "s
     threads = {"old": dict.fromkeys(MODEL_SERVICES, 1),  # what `up` gave every service before
                "new": {n: new_cfg.world_model_threads if n == "world-model" else new_cfg.threads for n in MODEL_SERVICES}}
     client = redis.Redis.from_url(url)
-    with trees.serving(trees.worktree(baseline), url, "old", threads["old"]), \
+    with trees.serving(trees.worktree(baseline), url, "old", threads["old"], BASELINE_BATCH), \
             trees.serving(trees.ROOT, url, "new", threads["new"], batch_size or new_cfg.batch_size,
                           checkpoints={"world-model": world_model, "reflector": reflector}):
         queues = {p: (RolloutQueue(client, p), EpisodeStore(client, p)) for p in ("old", "new")}
@@ -194,8 +197,10 @@ def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "s
         loop_psnr, same = closed_loop({p: q[1] for p, q in queues.items()}, ids)
         replay_psnr, flipped, worst = replayed(queues["old"][1], ids["old"], trainer_jobs("old-r0"), world_model,
                                                reflector)
-    return {"batch": {"old": 8, "new": batch_size or new_cfg.batch_size}, "models": "shipped models" if (world_model, reflector) == ("shipped", "shipped") else
-            f"this code's world model {world_model}, reflector {reflector}", "rates": rates, "threads": threads, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
+    shipped = (world_model, reflector) == ("shipped", "shipped")
+    return {"batch": {"old": BASELINE_BATCH, "new": batch_size or new_cfg.batch_size},
+            "models": "shipped models" if shipped else f"this code's world model {world_model}, reflector {reflector}",
+            "rates": rates, "threads": threads, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
             "replay_psnr": replay_psnr, "flipped": flipped, "p_done_diff": worst}
 
 
@@ -229,15 +234,20 @@ OPERATOR_KINDS = {"convolution": "conv", "SiLU": "silu", "GroupNorm": "group_nor
                   "copies, cat": "copy_$|::cat$", "action map (exp)": "::exp$"}   # kind -> regex of aten names
 
 
+def step_inputs(wm, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded random (history, proprio, actions) of one world-model step of `batch` items."""
+    rng, s = np.random.default_rng(0), wm.config.image_size
+    return (rng.integers(0, 256, (batch, wm.config.history, s, s, 3), dtype=np.uint8),
+            rng.normal(0, 0.1, (batch, 8)).astype(np.float32), rng.uniform(-1, 1, (batch, 8, 7)).astype(np.float32))
+
+
 def world_model_profile(batch: int, repeats: int = 5, world_model: str = "shipped") -> dict[str, float]:
     """Share of the world model's step (profiler self time, one thread) per operator kind at `batch`."""
     from torch.profiler import ProfilerActivity, profile
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     wm = models.load(checkpoints.model(world_model, "world_model"), "world_model")
-    rng = np.random.default_rng(0)
-    args = (rng.integers(0, 256, (batch, wm.config.history, 64, 64, 3), dtype=np.uint8),
-            rng.normal(0, 0.1, (batch, 8)).astype(np.float32), rng.uniform(-1, 1, (batch, 8, 7)).astype(np.float32))
+    args = step_inputs(wm, batch)
     wm.predict(*args)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):

@@ -18,6 +18,8 @@ import time
 import numpy as np
 import torch
 
+import rollout
+
 from worldenv import checkpoints, models
 from worldenv.data import chunks
 from worldenv.measure import reflector as measure_reflector
@@ -28,10 +30,7 @@ def step_ms(model, batch: int = 8, repeats: int = 7) -> float:
     """Median one-thread CPU time of a B = `batch` step, per item (ms)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    s = model.config.image_size
-    args = (rng.integers(0, 256, (batch, model.config.history, s, s, 3), dtype=np.uint8),
-            rng.normal(0, 0.1, (batch, 8)).astype(np.float32), rng.uniform(-1, 1, (batch, 8, 7)).astype(np.float32))
+    args = rollout.step_inputs(model, batch)
     model.predict(*args)
     times = []
     for _ in range(repeats):
@@ -43,11 +42,11 @@ def step_ms(model, batch: int = 8, repeats: int = 7) -> float:
 
 
 def margin(drift, metric: str) -> tuple[float, int]:
-    """Smallest (model - copy) along the whole-episode curve of `metric`, and where."""
+    """Smallest (model - copy) along the whole-episode curve of `metric` (finite points), and where."""
     model, copy = (drift.curve(who, metric, whole_episode=True) for who in ("model", "copy"))
-    gaps = {h: model[h] - copy[h] for h in model if np.isfinite(model[h]) and np.isfinite(copy[h])}
-    h = min(gaps, key=gaps.get)
-    return gaps[h], h
+    finite = [h for h in model if np.isfinite(model[h]) and np.isfinite(copy[h])]
+    h, gap = measure_world_model.smallest_margin({h: model[h] for h in finite}, copy)
+    return gap, h
 
 
 def main() -> None:

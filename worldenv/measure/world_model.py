@@ -61,6 +61,11 @@ class Drift:
         return out
 
 
+def smallest_margin(model: dict, copy: dict) -> tuple:
+    """(horizon, gap) where the model's curve {horizon: value} is least above copy's."""
+    return min(((h, model[h] - copy[h]) for h in model), key=lambda x: x[1])
+
+
 def full_chunks(episode: ChunkedEpisode) -> int:
     """Chunks before the first short one."""
     k = episode.actions.shape[1]

@@ -75,10 +75,10 @@ def _variants(measured: dict) -> list[str]:
 
 def _margin(measured: dict) -> str:
     """The smallest model-minus-copy PSNR gap along the whole-episode drift curves."""
+    from worldenv.measure.world_model import smallest_margin
     parts = []
     for metric, label in (("psnr", "whole frame"), ("psnr_moving", "moving pixels")):
-        model, copy = measured["curves"]["model"][metric], measured["curves"]["copy"][metric]
-        h, gap = min(((h, model[h] - copy[h]) for h in model), key=lambda x: x[1])
+        h, gap = smallest_margin(measured["curves"]["model"][metric], measured["curves"]["copy"][metric])
         parts.append(f"{label} {gap:+.2f} dB at {h} chunks")
     return "Smallest margin over copy-last-frame along the drift curves: " + ", ".join(parts) + "."
 

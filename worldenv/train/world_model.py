@@ -75,14 +75,12 @@ def taught(data: Transitions, teacher, batch: int = 64) -> Transitions:
 
 def student(teacher, overrides: dict, device: str):
     """A fresh world model with the teacher's config and `overrides` (e.g. a cheaper U-Net), and the
-    teacher's proprio path (head, dynamics) copied and frozen: only the frame path trains."""
+    teacher's proprio path (head, dynamics) copied."""
     config = teacher.config.model_dump() | overrides
     model = registry.build("world_model", device=device, **{k: v for k, v in config.items() if k not in ("role", "arch")})
     for part in PROPRIO_PARTS:
         if getattr(teacher, part, None) is not None and getattr(model, part, None) is not None:
             getattr(model, part).load_state_dict(getattr(teacher, part).state_dict())
-    for name, param in model.named_parameters():
-        param.requires_grad_(not name.startswith(PROPRIO_PARTS))
     return model
 
 
@@ -100,12 +98,13 @@ def _initial_model(config: WorldModelTrainConfig, train_set: Transitions, teache
     if config.calibrate and not config.init and teacher is None:   # a fine-tuned model or a student keeps its gain
         overrides["action_gain"] = max(fit_action_gain(train_set), 1e-4)
     torch.manual_seed(config.seed)
-    if teacher is not None and not config.init:
-        return student(teacher, overrides, config.device)
-    model = supervised.initial_model("world_model", config, **overrides)
-    if teacher is not None:   # a student trained further: its frames only
+    if teacher is not None:   # a new student, or one trained further (--init): its frames only
+        model = supervised.initial_model("world_model", config) if config.init else \
+            student(teacher, overrides, config.device)
         for name, param in model.named_parameters():
             param.requires_grad_(not name.startswith(PROPRIO_PARTS))
+        return model
+    model = supervised.initial_model("world_model", config, **overrides)
     if config.add_proprio_reader:
         if not hasattr(model, "add_proprio_reader"):
             raise ValueError(f"--add-proprio-reader: the {model.spec.arch} world model has no proprio reader to add")
