@@ -102,3 +102,21 @@ def test_groups_without_reward_spread_skip_the_update_and_snapshots_are_kept(sta
     start = models.load(tmp / "flat" / "snapshots" / "iteration0000", role="policy")
     _, scale = start(torch.from_numpy(synthetic_bank(1).frames), torch.from_numpy(synthetic_bank(1).proprio), ["x"])
     assert torch.allclose(scale, torch.full_like(scale, 0.1), rtol=1e-4), "the policy restarts RL at the exploration scale"
+
+
+def test_open_starts_are_replayed_and_remembered_across_a_resume(stack, redis_url, key_prefix):
+    tmp = stack["tmp"]
+    synthetic_bank(8).save(tmp / "starts.npz")
+    config = RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=stack["policy_addr"], policy=str(tmp / "policy0"),
+                      starts=str(tmp / "starts.npz"), out=str(tmp / "replay"), iterations=1, groups=4, group_size=4,
+                      horizon=2, eta=0.999, timeout=120, min_reward_spread=0.0, replay_open=0.5,
+                      exploration_scale=0.1)
+    first = trainer.run(config)["rows"][0]
+    assert first["replayed_groups"] == 0 and first["informative_replayed"] is None, "nothing seen yet"
+    assert first["open_starts"] == 4 and first["informative_fresh"] == 1.0   # any spread counts at min spread 0
+    state = torch.load(tmp / "replay" / "trainer_state.pt", weights_only=False)
+    assert len(state["start_replay"]["scores"]) == 4
+    resumed = trainer.run(config.model_copy(update={"iterations": 2}))
+    second = resumed["rows"][1]
+    assert resumed["resumed_at"] == 1 and second["replayed_groups"] == 2 and second["informative_replayed"] == 1.0
+    assert second["open_starts"] >= 4, "the resumed run kept what the first iteration saw"

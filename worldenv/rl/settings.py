@@ -63,6 +63,11 @@ class RLConfig(Settings):
     min_reward_spread: float = Field(
         0.05, ge=0, description="groups whose rewards differ by at most this are left out of the update (their "
         "advantages are the reflector's noise); an iteration with none left skips its update")
+    replay_open: float = Field(
+        0.0, ge=0, lt=1, description="share of each iteration's groups drawn again from start states whose last "
+        "group had a reward spread (an open outcome under a recent policy), weighted by that spread; the rest are "
+        "fresh uniform draws from the bank (prioritised replay of start states, worldenv/rl/start_replay.py; no "
+        "extra imagined steps). 0 = every group a uniform draw")
     epochs: int = Field(2, ge=1, description="PPO epochs over each iteration's timesteps")
     minibatch: int = Field(64, ge=1, description="timesteps per minibatch")
     lr: float = Field(1e-6, gt=0, description="Adam learning rate (at b = 0.02 with the shipped models, 1e-6 gave "

@@ -41,6 +41,7 @@ from worldenv.rl import loop_ppo, progress, rollout, value
 from worldenv.rl.publisher import PolicyUnreachable, Publisher, SyncReport
 from worldenv.rl.queue import RolloutQueue
 from worldenv.rl.settings import RLConfig
+from worldenv.rl.start_replay import StartReplay
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +164,20 @@ class Trainer:
         self.value_model = value_model      # short imagination: scores episodes cut at the horizon (rl/value.py)
         self.optimizer = torch.optim.Adam(param_groups(policy, config.lr, config.head_lr), lr=config.lr)
         self.rng = np.random.default_rng(config.seed)
+        self.replay = StartReplay(len(bank), config.replay_open, config.min_reward_spread)
+        self._drawn: dict[str, tuple[int, bool]] = {}   # this iteration's group id -> (start index, replayed)
         self._synced_at, self._sync = 0.0, SyncReport()
 
     def collect(self, it: int, run_id: str) -> tuple[list[ImaginedEpisode], float]:
         c = self.config
-        starts = self.bank.subset(self.rng.choice(len(self.bank), c.groups, replace=len(self.bank) < c.groups))
-        jobs = rollout.make_jobs(starts, c.groups * c.group_size, f"{run_id}-it{it:04d}", c.horizon, c.group_size,
+        if c.replay_open:
+            indices, replayed = self.replay.draw(c.groups, self.rng)
+        else:   # the uniform draw, as before replay existed (the same starts for the same seed)
+            indices = self.rng.choice(len(self.bank), c.groups, replace=len(self.bank) < c.groups)
+            replayed = np.zeros(c.groups, bool)
+        prefix = f"{run_id}-it{it:04d}"
+        self._drawn = {f"{prefix}-g{g:04d}": (int(i), bool(r)) for g, (i, r) in enumerate(zip(indices, replayed))}
+        jobs = rollout.make_jobs(self.bank.subset(indices), c.groups * c.group_size, prefix, c.horizon, c.group_size,
                                  seed=c.seed * 10_007 + it + 1, eta=c.eta)
         started = time.perf_counter()
         report = rollout.run(self.queue, self.store, jobs, c.timeout, on_wait=self._sync_while_waiting)
@@ -221,10 +230,23 @@ class Trainer:
         keep = loop_ppo.informative(torch.from_numpy(rewards), c.min_reward_spread).numpy()              # (G,)
         cause = progress.cause_of(len(groups), int(keep.sum()), dropped)
         row = {"iteration": it, **_rollout_stats(episodes, rewards, wall), "zero_advantage_groups":
-               float(1 - keep.mean()) if len(keep) else 1.0, **dropped, "no_update_cause": cause,
+               float(1 - keep.mean()) if len(keep) else 1.0, **self._replay_stats(groups, rewards, keep),
+               **dropped, "no_update_cause": cause,
                "drop_reason": drop_reason(episodes, progress.cause_of(0, 0, dropped) if dropped["dropped_groups"]
                                           else None, version, floor)}   # the main cause of the groups dropped
         return row, [g for g, k in zip(groups, keep) if k]
+
+    def _replay_stats(self, groups: list[list[ImaginedEpisode]], rewards: np.ndarray, keep: np.ndarray) -> dict:
+        """Tell the start replay what each complete group said; the share of informative groups
+        among the replayed and the fresh draws, and the open pool's size."""
+        replayed = np.array([self._drawn.get(g[0].group_id, (-1, False))[1] for g in groups], bool)
+        for g, r in zip(groups, rewards):
+            index = self._drawn.get(g[0].group_id, (-1, False))[0]
+            if index >= 0:
+                self.replay.see(index, r)
+        share = lambda mask: float(keep[mask].mean()) if mask.any() else None  # noqa: E731
+        return {"replayed_groups": int(replayed.sum()), "informative_replayed": share(replayed),
+                "informative_fresh": share(~replayed), "open_starts": len(self.replay.scores)}
 
     def _sync_stats(self) -> dict:
         s = self._sync
@@ -255,7 +277,7 @@ def save_state(out: pathlib.Path, trainer: Trainer, it: int) -> None:
     """The policy (in the checkpoint format, servable) and the resumable state, atomically."""
     trainer.policy.save_pretrained(out / "policy")
     payload = {"iteration": it, "version": trainer.publisher.version, "optimizer": trainer.optimizer.state_dict(),
-               "rng": trainer.rng.bit_generator.state}
+               "rng": trainer.rng.bit_generator.state, "start_replay": trainer.replay.state_dict()}
     tmp = out / "trainer_state.pt.tmp"
     torch.save(payload, tmp)
     tmp.replace(out / "trainer_state.pt")
@@ -274,6 +296,7 @@ def load_state(out: pathlib.Path, trainer: Trainer) -> int:
                          f"group(s), this run has {len(trainer.optimizer.param_groups)}; resume with the "
                          f"--head-lr the run started with ({exc})") from None
     trainer.rng.bit_generator.state = payload["rng"]
+    trainer.replay.load_state_dict(payload.get("start_replay", {}))
     return int(payload["iteration"]) + 1
 
 
