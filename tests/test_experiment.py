@@ -114,13 +114,15 @@ def test_stage_argv_is_built_from_typed_settings_and_parses_back_through_the_cli
     from worldenv.commands import flags
     from worldenv.rl.settings import RLConfig
 
-    exp = experiment.ExperimentConfig(home=str(tmp_path), iterations=7, groups=3, lr=2e-6, auth_token=auth_token)
+    exp = experiment.ExperimentConfig(home=str(tmp_path), iterations=7, groups=3, lr=2e-6, auth_token=auth_token,
+                                      replay_open=0.25)
     addresses = {"redis": "redis://10.0.0.1:6379/0", "policy": "10.0.0.2:50053"}
     built = experiment.rl_config(exp, addresses, tmp_path / "sft", tmp_path / "starts.npz", tmp_path / "rl", 7, "x-rl")
     line = ["train", "rl", *settings.argv(built)]
     args = cli.build_parser().parse_args(line)
     assert flags.settings_from(RLConfig, args) == built
     assert built.redis_url == addresses["redis"] and built.snapshot_every == exp.curve_every and built.lr == 2e-6
+    assert built.replay_open == 0.25
     for role in ("world_model", "reflector"):
         tune = experiment.tune_config(exp, role, tmp_path / "explore", tmp_path / role, tmp_path / "out", 300)
         args = cli.build_parser().parse_args(["train", role.replace("_", "-"), *settings.argv(tune)])

@@ -56,6 +56,9 @@ class ExperimentConfig(Settings):
                       "diagnostics: at b = 0.02, 1e-6 gave approximate KL 0.005-0.03 and clip fraction 0.15-0.4 per "
                       "update; 3e-6 at b = 0.05 gave KL 0.065 and clip fraction 0.56)")
     epochs: int = Field(2, ge=1, description="PPO epochs per iteration")
+    replay_open: float = Field(0.0, ge=0, lt=1, description="share of each RL iteration's groups drawn again from "
+                               "start states whose last group had a reward spread (`train rl --replay-open`); 0 = "
+                               "uniform draws from the bank")
     exploration_scale: float = Field(0.02, gt=0, description="Laplace scale b the policy restarts from for RL, in "
                                      "normalised action units (times each dimension's spread in the SFT data)")
     sampled_episodes: int = Field(10, ge=0, le=50, description="also evaluate SFT and RL with the actions RL samples "
@@ -180,7 +183,7 @@ def rl_config(config: ExperimentConfig, addresses: dict[str, str], policy: pathl
                     policy=str(policy), starts=str(starts), run_id=run_id, out=str(out), iterations=iterations,
                     groups=config.groups, group_size=config.group_size, horizon=config.horizon, eta=config.eta,
                     lr=config.lr, epochs=config.epochs, exploration_scale=config.exploration_scale, seed=config.seed,
-                    snapshot_every=config.curve_every)
+                    replay_open=config.replay_open, snapshot_every=config.curve_every)
 
 
 def tune_config(config: ExperimentConfig, role: str, data: pathlib.Path, init: pathlib.Path, out: pathlib.Path,
