@@ -3,7 +3,7 @@
 # measured link by link: imagined-vs-real alignment before and after fine-tuning the world model
 # and the reflector on those rollouts, then plain LOOP vs starts where the outcome is open vs a
 # learned value at a 4-chunk cut, at the same iterations x groups. Resumable: a stage whose output
-# exists is skipped. About 5.5 hours on 2 cores. Results: reports/learning-signal.md.
+# exists is skipped. About 7 hours on 2 cores (section 9, the start replay, about 1.5). Results: reports/learning-signal.md.
 #
 # Usage: bash scripts/learning-signal.sh [RUN_DIR]   (default: $WORLDENV_HOME/runs/learning-signal)
 set -uo pipefail
@@ -109,5 +109,30 @@ for v in dyn_plain:30:0:: dyn_plain_s1:30:1:: dyn_plain_s2:30:2:: dyn_value10:60
     kill -INT $UP; wait $UP
   fi
   [ -f $R/eval_$name/eval.json ] || { stage eval_$name; $W eval --policy $out/policy --suite libero_object --tasks 0,1,2 --out $R/eval_$name; }
+done
+# 9. Prioritised replay of open start states (train rl --replay-open) in the shipped models: plain vs
+#    shares 0.5 and 0.75 at 8 iterations (the share with the larger informative-group fraction, the
+#    smaller one within 5 points), then the chosen share at the experiment's settings, seeds 0-2,
+#    each evaluated once after its run.
+rl_shipped() {   # NAME ITERS SEED [train rl flags...]: a stack on the shipped models, one RL run
+  local name=$1 iters=$2 seed=$3; shift 3
+  local out=$R/rl_$name
+  [ -f $out/done ] && return
+  stage rl_$name
+  export WORLDENV_HOME=$R/home_$name; rm -rf $WORLDENV_HOME; mkdir -p $WORLDENV_HOME
+  $W up --free-ports > $WORLDENV_HOME/up.out 2>&1 &
+  local up=$!
+  for _ in $(seq 150); do grep -q debug-api $WORLDENV_HOME/up.json 2> /dev/null && break; sleep 2; done
+  $W train rl --starts shipped --seed $seed --out $out --iterations $iters --groups 8 --group-size 8 "$@" && touch $out/done
+  kill -INT $up; wait $up
+}
+rl_shipped shipped_plain8 8 0
+rl_shipped replay50_8 8 0 --replay-open 0.5
+rl_shipped replay75_8 8 0 --replay-open 0.75
+SHARE=${SHARE:-0.75}
+for seed in 0 1 2; do
+  rl_shipped replay_s$seed 30 $seed --replay-open $SHARE
+  [ -f $R/eval_replay_s$seed/eval.json ] || { stage eval_replay_s$seed; $W eval --policy $R/rl_replay_s$seed/policy \
+      --suite libero_object --tasks 0,1,2 --out $R/eval_replay_s$seed; }
 done
 stage done

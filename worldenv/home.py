@@ -20,19 +20,18 @@ def stack_file() -> pathlib.Path:
 def stack() -> dict | None:
     """What the running `worldenv up` recorded (addresses, Redis, start bank), or None."""
     try:
-        return json.loads(stack_file().read_text())
+        recorded = json.loads(stack_file().read_text())
     except (OSError, ValueError):
         return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def redis_url() -> str:
     """$REDIS_URL, else the Redis a running `worldenv up` recorded, else the local default."""
     if os.environ.get("REDIS_URL"):
         return os.environ["REDIS_URL"]
-    try:
-        return json.loads(stack_file().read_text())["redis_url"]
-    except (OSError, KeyError, ValueError):
-        return DEFAULT_REDIS_URL
+    url = (stack() or {}).get("redis_url")
+    return url if isinstance(url, str) and url else DEFAULT_REDIS_URL
 
 
 def service_address(name: str, default: str) -> str:
