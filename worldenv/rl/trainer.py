@@ -1,10 +1,12 @@
 """The LOOP trainer: RL post-training of the policy in imagination, over the Redis queue and
 the three services. One iteration reads top to bottom:
 
-    collect     G groups of N jobs (one group per start state drawn from the bank) through the
-                queue; rollout workers imagine them against the Policy, WorldModel and Reflector
-                services and store the episodes (actions, the log-probs they were sampled with,
-                the reward = p(done) at termination)
+    collect     G groups of N jobs (one group per start state drawn from the bank; with
+                --replay-open a share of them drawn again from starts whose last group had a
+                reward spread, rl/start_replay.py) through the queue; rollout workers imagine
+                them against the Policy, WorldModel and Reflector services and store the
+                episodes (actions, the log-probs they were sampled with, the reward = p(done)
+                at termination)
     advantages  leave-one-out within each group, broadcast over each trajectory's steps
     update      PPO-clip epochs over minibatches of timesteps, on the trainer's own copy of
                 the policy (the world model and the reflector stay frozen)
