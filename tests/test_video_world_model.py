@@ -139,8 +139,10 @@ def test_start_keeps_latents_padded_and_step_rolls_the_history(model):
     assert [s.steps for s in after] == [1, 1] and [s.seed for s in after] == [1, 2]
     torch.testing.assert_close(after[0].latents[:-1], latents[1:], rtol=0, atol=0)
     np.testing.assert_array_equal(after[0].proprio, prediction.proprio[0])
-    # The bank keeps the sampled latent; decoding it gives the returned frame.
-    np.testing.assert_array_equal(model.decode(after[1].latents[-1:])[0], prediction.frames[1])
+    # The bank keeps the sampled latent; decoding it gives the returned frame (decoded alone here,
+    # in a batch of 2 there: the CPU kernels may round one uint8 level apart between batch sizes).
+    alone = model.decode(after[1].latents[-1:])[0].astype(np.int16)
+    assert np.abs(alone - prediction.frames[1]).max() <= 1
     single = model.start(StartStates(frames(1), proprio(1), ["a"]))[0]
     assert single.latents.shape == (T, 4, 8, 8) and bool((single.latents == single.latents[:1]).all())
     longer = model.start(StartStates(frames(1, T + 2), proprio(1), ["a"]), seeds=[0])[0]
