@@ -60,7 +60,7 @@ class PipelineConfig(Settings):
                                 "instruction FiLM grown at identity, instead of training one from scratch; empty = "
                                 "from scratch")
     reflector_steps: int = Field(3000, ge=1, description="reflector optimiser steps at most")
-    proprio_dynamics_steps: int = Field(2000, ge=0, description="steps of the world model's proprio dynamics (trained "
+    proprio_dynamics_steps: int = Field(8000, ge=0, description="steps of the world model's proprio dynamics (trained "
                                         "unrolled on its own predictions, only it); 0 = keep the integrated proprio")
     report: str = Field("reports/models.md", description="where the markdown report goes (a PNG beside it)")
     checkpoints: str = Field("", description="copy the final models here (e.g. the shipped checkpoints); empty = don't")
