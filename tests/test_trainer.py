@@ -62,13 +62,18 @@ def stack(redis_client, key_prefix, tmp_path):
             c.close()
 
 
+def _config(stack, redis_url, key_prefix, out: str, bank: int = 4, **settings) -> RLConfig:
+    """A run against the fixture's stack from a synthetic bank of `bank` start states."""
+    tmp = stack["tmp"]
+    synthetic_bank(bank).save(tmp / "starts.npz")
+    return RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=stack["policy_addr"], policy=str(tmp / "policy0"),
+                    starts=str(tmp / "starts.npz"), out=str(tmp / out), horizon=2, eta=0.999, timeout=120, **settings)
+
+
 def test_one_real_iteration_publishes_a_new_policy_and_resume_continues(stack, redis_url, key_prefix):
     tmp = stack["tmp"]
-    synthetic_bank(4).save(tmp / "starts.npz")
-    config = RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=stack["policy_addr"], policy=str(tmp / "policy0"),
-                      starts=str(tmp / "starts.npz"), out=str(tmp / "run"), iterations=1, groups=2, group_size=4,
-                      horizon=2, eta=0.999, epochs=2, minibatch=8, lr=1e-3, timeout=120,
-                      min_reward_spread=0.0)
+    config = _config(stack, redis_url, key_prefix, "run", iterations=1, groups=2, group_size=4, epochs=2, minibatch=8,
+                     lr=1e-3, min_reward_spread=0.0)
     bank = synthetic_bank(4)
     with PolicyClient(stack["policy_addr"]) as client:
         before = client.act(bank.frames[:2], bank.proprio[:2], bank.instructions[:2], deterministic=True)
@@ -88,11 +93,8 @@ def test_one_real_iteration_publishes_a_new_policy_and_resume_continues(stack, r
 
 def test_groups_without_reward_spread_skip_the_update_and_snapshots_are_kept(stack, redis_url, key_prefix):
     tmp = stack["tmp"]
-    synthetic_bank(4).save(tmp / "starts.npz")
-    config = RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=stack["policy_addr"], policy=str(tmp / "policy0"),
-                      starts=str(tmp / "starts.npz"), out=str(tmp / "flat"), iterations=2, groups=2, group_size=4,
-                      horizon=2, eta=0.999, timeout=120, min_reward_spread=1.0, snapshot_every=1,
-                      exploration_scale=0.1)
+    config = _config(stack, redis_url, key_prefix, "flat", iterations=2, groups=2, group_size=4, min_reward_spread=1.0,
+                     snapshot_every=1, exploration_scale=0.1)
     summary = trainer.run(config)
     assert [r.get("skipped") for r in summary["rows"]] == [True, True]
     assert summary["version"] == 2, "no update was published after the start sync"
@@ -106,11 +108,8 @@ def test_groups_without_reward_spread_skip_the_update_and_snapshots_are_kept(sta
 
 def test_open_starts_are_replayed_and_remembered_across_a_resume(stack, redis_url, key_prefix):
     tmp = stack["tmp"]
-    synthetic_bank(8).save(tmp / "starts.npz")
-    config = RLConfig(redis_url=redis_url, prefix=key_prefix, policy_addr=stack["policy_addr"], policy=str(tmp / "policy0"),
-                      starts=str(tmp / "starts.npz"), out=str(tmp / "replay"), iterations=1, groups=4, group_size=4,
-                      horizon=2, eta=0.999, timeout=120, min_reward_spread=0.0, replay_open=0.5,
-                      exploration_scale=0.1)
+    config = _config(stack, redis_url, key_prefix, "replay", bank=8, iterations=1, groups=4, group_size=4,
+                     min_reward_spread=0.0, replay_open=0.5, exploration_scale=0.1)
     first = trainer.run(config)["rows"][0]
     assert first["replayed_groups"] == 0 and first["informative_replayed"] is None, "nothing seen yet"
     assert first["open_starts"] == 4 and first["informative_fresh"] == 1.0   # any spread counts at min spread 0
