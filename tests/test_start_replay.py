@@ -63,3 +63,12 @@ def test_the_share_is_checked_and_named():
     with pytest.raises(pydantic.ValidationError, match="replay_open"):
         RLConfig(out="x", replay_open=1.0)
     assert RLConfig(out="x").replay_open == 0.0, "uniform draws unless asked"
+
+
+@pytest.mark.parametrize("size, groups", [(582, 8), (3, 8)])
+def test_at_share_zero_the_draws_are_the_plain_uniform_ones(size, groups):
+    """--replay-open 0 draws the starts a uniform `rng.choice` over the bank draws, seed for seed."""
+    plain, replay = np.random.default_rng(7), np.random.default_rng(7)
+    for _ in range(5):
+        indices, replayed = StartReplay(size, share=0.0, min_spread=0.05).draw(groups, replay)
+        assert indices.tolist() == plain.choice(size, groups, replace=size < groups).tolist() and not replayed.any()

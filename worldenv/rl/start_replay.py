@@ -15,6 +15,9 @@ No extra imagination: the scores come from the iterations' own groups."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from worldenv.rl import loop_ppo
 
 
 class StartReplay:
@@ -30,7 +33,8 @@ class StartReplay:
     def draw(self, groups: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(indices (groups,), replayed (groups,) bool): round(share x groups) distinct open starts
         (fewer while the pool is small), weighted by their spread, then fresh uniform draws from
-        the rest of the bank (with replacement only when the bank is smaller than `groups`)."""
+        the rest of the bank (with replacement only when the bank is smaller than `groups`). At
+        share 0 this is the trainer's plain uniform draw, the same starts for the same rng."""
         pool = np.array(sorted(self.scores), dtype=np.int64)
         n_replay = min(int(round(self.share * groups)), len(pool))
         replayed = np.empty(0, np.int64)
@@ -44,10 +48,10 @@ class StartReplay:
         return indices, np.arange(groups) < n_replay
 
     def see(self, index: int, rewards: np.ndarray) -> bool:
-        """Record start `index`'s new group (rewards (N,)); returns whether it was open (its rewards
-        differ by more than min_spread, the trainer's test of an informative group)."""
+        """Record start `index`'s new group (rewards (N,)); returns whether it was open (the trainer's
+        test of an informative group, `loop_ppo.informative` at min_spread)."""
         rewards = np.asarray(rewards, np.float64)
-        is_open = bool(rewards.max() - rewards.min() > self.min_spread)
+        is_open = bool(loop_ppo.informative(torch.from_numpy(rewards[None]), self.min_spread)[0])
         if is_open:
             self.scores[int(index)] = float(rewards.std())
         else:

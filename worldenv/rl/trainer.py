@@ -172,11 +172,7 @@ class Trainer:
 
     def collect(self, it: int, run_id: str) -> tuple[list[ImaginedEpisode], float]:
         c = self.config
-        if c.replay_open:
-            indices, replayed = self.replay.draw(c.groups, self.rng)
-        else:   # the uniform draw, as before replay existed (the same starts for the same seed)
-            indices = self.rng.choice(len(self.bank), c.groups, replace=len(self.bank) < c.groups)
-            replayed = np.zeros(c.groups, bool)
+        indices, replayed = self.replay.draw(c.groups, self.rng)    # uniform draws at --replay-open 0
         prefix = f"{run_id}-it{it:04d}"
         self._drawn = {f"{prefix}-g{g:04d}": (int(i), bool(r)) for g, (i, r) in enumerate(zip(indices, replayed))}
         jobs = rollout.make_jobs(self.bank.subset(indices), c.groups * c.group_size, prefix, c.horizon, c.group_size,
@@ -241,11 +237,11 @@ class Trainer:
     def _replay_stats(self, groups: list[list[ImaginedEpisode]], rewards: np.ndarray, keep: np.ndarray) -> dict:
         """Tell the start replay what each complete group said; the share of informative groups
         among the replayed and the fresh draws, and the open pool's size."""
-        replayed = np.array([self._drawn.get(g[0].group_id, (-1, False))[1] for g in groups], bool)
-        for g, r in zip(groups, rewards):
-            index = self._drawn.get(g[0].group_id, (-1, False))[0]
+        drawn = [self._drawn.get(g[0].group_id, (-1, False)) for g in groups]       # (start index, replayed)
+        for (index, _), r in zip(drawn, rewards):
             if index >= 0:
                 self.replay.see(index, r)
+        replayed = np.array([r for _, r in drawn], bool)
         share = lambda mask: float(keep[mask].mean()) if mask.any() else None  # noqa: E731
         return {"replayed_groups": int(replayed.sum()), "informative_replayed": share(replayed),
                 "informative_fresh": share(~replayed), "open_starts": len(self.replay.scores)}
