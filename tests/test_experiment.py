@@ -82,6 +82,30 @@ def test_report_renders_the_figures(tmp_path):
     assert "| sampled_rl | 2 |" in text                                    # its simulator steps are in the budget
 
 
+def test_every_rl_seed_is_compared_with_sft_and_their_mean_by_hand(tmp_path):
+    """--extra-seeds: each seed's gain on the same init states, and the mean of the seeds'
+    per-init-state success minus SFT's (4 init states: SFT 1, seed 0 3, seed 1 1, seed 2 not run)."""
+    root = tmp_path / "exp"
+    runs = {"eval_sft": [True, False, False, False], "eval_rl": [True, True, True, False],
+            "eval_rl_s1": [False, True, False, False]}
+    for name, successes in runs.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "eval.json").write_text(json.dumps(_eval(successes)))
+    config = experiment.ExperimentConfig(home=str(root), report=str(tmp_path / "r" / "experiment.md"), iterations=1,
+                                         table4=False, extra_seeds="1,2")
+    results = experiment_report.collect(config, root)
+    seeds = results["seeds"]
+    assert list(seeds["per_seed"]) == [0, 1] and seeds["missing"] == [2] and seeds["n"] == 4
+    assert seeds["per_seed"][0]["bootstrap"]["difference"] == pytest.approx(0.5)
+    assert seeds["per_seed"][1]["bootstrap"]["difference"] == pytest.approx(0.0)
+    assert seeds["mean"]["difference"] == pytest.approx((0.5 + 1 + 0.5 + 0) / 4 - 0.25)    # seeds' mean - SFT
+    assert seeds["spread"] == pytest.approx(0.5)
+    text = experiment_report.write(config, root).read_text()
+    assert "| 1 | 1/4 = 25 % | 1 | +0.0" in text and "**Mean over 2 seeds: RL - SFT +25.0 points**" in text
+    assert "Not finished yet: seed 2." in text and "| eval_rl_s1 | 4 |" in text     # its steps are in the budget
+    assert experiment_markdown.seeds_section(experiment.ExperimentConfig(), None) == []
+
+
 def test_seed_spread_is_printed_from_the_provenance():
     prov = {"sft_seeds": [{"seed": 0, "episodes": 60, "successes": 26}, {"seed": 1, "episodes": 60, "successes": 21},
                           {"seed": 2, "episodes": 60, "successes": 19}]}
@@ -95,6 +119,11 @@ def test_settings_name_the_field():
         experiment.ExperimentConfig(policy_addr="127.0.0.1:1")
     with pytest.raises(ValueError, match="--demos: only with --models pipeline"):
         experiment.ExperimentConfig(demos=5)
+    for bad, message in (("0", "each seed once"), ("1,1", "each seed once"), ("x", "comma-separated"),
+                         ("-1", ">= 0")):
+        with pytest.raises(ValueError, match=f"--extra-seeds: .*{message}"):
+            experiment.ExperimentConfig(extra_seeds=bad)
+    assert experiment.ExperimentConfig(seed=3, extra_seeds="0, 1").seeds == [3, 0, 1]
     assert experiment.ExperimentConfig(iterations=25, curve_every=10).curve_points == [0, 10, 20, 25]
 
 
@@ -122,7 +151,9 @@ def test_stage_argv_is_built_from_typed_settings_and_parses_back_through_the_cli
     args = cli.build_parser().parse_args(line)
     assert flags.settings_from(RLConfig, args) == built
     assert built.redis_url == addresses["redis"] and built.snapshot_every == exp.curve_every and built.lr == 2e-6
-    assert built.replay_open == 0.25
+    assert built.replay_open == 0.25 and built.seed == exp.seed
+    assert experiment.rl_config(exp, addresses, tmp_path / "sft", tmp_path / "starts.npz", tmp_path / "rl_s2", 7,
+                                "x-rl_s2", seed=2).seed == 2
     for role in ("world_model", "reflector"):
         tune = experiment.tune_config(exp, role, tmp_path / "explore", tmp_path / role, tmp_path / "out", 300)
         args = cli.build_parser().parse_args(["train", role.replace("_", "-"), *settings.argv(tune)])

@@ -9,6 +9,7 @@ Stages, each resumable (a finished one is skipped when the command runs again):
     rl              `worldenv train rl` against the stack, a policy snapshot every --curve-every
     curve_*         each snapshot in the real simulator and inside the world model, same init states
     eval_sft/rl     the final comparison, --eval-episodes per task, LIBERO's termination
+    rl_sN, eval_rl_sN  (--extra-seeds) the same RL at further seeds, each on the same paired episodes
     table4_sft/rl   the same with termination decided by the reflector (World-Env's Table 4)
     dyna_*          one Dyna round: the RL policy explores, the world model and the reflector are
                     fine-tuned on its episodes, RL again from their keyframes, evaluated (eval_dyna)
@@ -64,7 +65,10 @@ class ExperimentConfig(Settings):
     sampled_episodes: int = Field(10, ge=0, le=50, description="also evaluate SFT and RL with the actions RL samples "
                                   "(b = --exploration-scale) on this many fixed init states per task (0 = none)")
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done), in imagination and for Table 4")
-    seed: int = Field(0, ge=0, description="RL seed")
+    seed: int = Field(0, ge=0, description="RL seed (the run the curve, Table 4 and the Dyna round follow)")
+    extra_seeds: str = Field("", description="further RL seeds, e.g. '1,2': the same RL from the SFT policy at each, "
+                             "evaluated on the same paired episodes; the report gives every seed's gain and their mean "
+                             "(one RL seed's gain is not the method's)")
     eval_episodes: int = Field(50, ge=1, le=50, description="final evaluation episodes per task (init states 0..n-1)")
     curve_every: int = Field(10, ge=1, description="evaluate the policy every K RL iterations")
     curve_episodes: int = Field(10, ge=1, le=50, description="real and imagined episodes per task at each curve point")
@@ -101,7 +105,21 @@ class ExperimentConfig(Settings):
             raise ValueError(f"--models: no such folder {self.models}")
         if self.demos is not None and self.models != "pipeline":
             raise ValueError("--demos: only with --models pipeline (other models were trained already)")
+        seeds = self.seeds
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"--extra-seeds: each seed once, and not --seed ({self.seed}) again")
         return self
+
+    @property
+    def seeds(self) -> list[int]:
+        """Every RL seed, --seed first."""
+        try:
+            extra = [int(s) for s in self.extra_seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--extra-seeds: comma-separated seeds, got {self.extra_seeds!r}") from None
+        if any(s < 0 for s in extra):
+            raise ValueError("--extra-seeds: seeds are >= 0")
+        return [self.seed, *extra]
 
     @property
     def root(self) -> pathlib.Path:
@@ -166,24 +184,40 @@ class Stack:
 
 
 def rl(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.Path, starts: pathlib.Path,
-       stack: Stack, iterations: int) -> pathlib.Path:
-    """`worldenv train rl` from `policy` against `stack`, as stage `name`; returns its run directory."""
+       stack: Stack, iterations: int, seed: int | None = None) -> pathlib.Path:
+    """`worldenv train rl` from `policy` against `stack`, as stage `name` (at `seed`, default
+    --seed); returns its run directory."""
     out = root / name
     if not stages.finished(root, name):
         a = stack.addresses()
         stages.run(root, name, ["train", "rl", *argv(rl_config(config, a, policy, starts, out, iterations,
-                                                               f"{root.name}-{name}"))], root / "logs" / f"{name}.log")
+                                                               f"{root.name}-{name}", seed))], root / "logs" / f"{name}.log")
     return out
 
 
 def rl_config(config: ExperimentConfig, addresses: dict[str, str], policy: pathlib.Path, starts: pathlib.Path,
-              out: pathlib.Path, iterations: int, run_id: str) -> RLConfig:
+              out: pathlib.Path, iterations: int, run_id: str, seed: int | None = None) -> RLConfig:
     """The settings of an RL stage: `worldenv train rl` against the stack at `addresses`."""
     return RLConfig(redis_url=addresses["redis"], policy_addr=addresses["policy"], auth_token=config.auth_token,
                     policy=str(policy), starts=str(starts), run_id=run_id, out=str(out), iterations=iterations,
                     groups=config.groups, group_size=config.group_size, horizon=config.horizon, eta=config.eta,
-                    lr=config.lr, epochs=config.epochs, exploration_scale=config.exploration_scale, seed=config.seed,
-                    replay_open=config.replay_open, snapshot_every=config.curve_every)
+                    lr=config.lr, epochs=config.epochs, exploration_scale=config.exploration_scale,
+                    seed=config.seed if seed is None else seed, replay_open=config.replay_open,
+                    snapshot_every=config.curve_every)
+
+
+def seed_name(seed: int) -> str:
+    """The RL stage of an --extra-seeds seed (its evaluation is eval_<name>)."""
+    return f"rl_s{seed}"
+
+
+def more_seeds(config: ExperimentConfig, root: pathlib.Path, policy: pathlib.Path, starts: pathlib.Path,
+               stack: Stack) -> None:
+    """The same RL at each --extra-seeds seed, each evaluated as the main RL policy is."""
+    for seed in config.seeds[1:]:
+        name = seed_name(seed)
+        out = rl(config, root, name, policy, starts, stack, config.iterations, seed)
+        evaluate(config, root, f"eval_{name}", out / "policy")
 
 
 def tune_config(config: ExperimentConfig, role: str, data: pathlib.Path, init: pathlib.Path, out: pathlib.Path,
@@ -306,6 +340,7 @@ def run(config: ExperimentConfig) -> pathlib.Path:
         rl_out = rl(config, root, "rl", dirs["policy"], folder / checkpoints.STARTS, stack, config.iterations)
         curve(config, root, stack, rl_out)
         final(config, root, dirs["policy"], stack, rl_out)
+        more_seeds(config, root, dirs["policy"], folder / checkpoints.STARTS, stack)
     finally:
         stack.stop()
     for _ in range(config.dyna_rounds):

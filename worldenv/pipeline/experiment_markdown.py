@@ -55,6 +55,35 @@ def seed_spread(prov: dict | None) -> list[str]:
                 "The SFT policy here is the median seed; a gain smaller than this spread could come from the seed alone."]
 
 
+def seeds_section(config, seeds: dict | None) -> list[str]:
+    """Every RL seed's gain over SFT on the same episodes, and their mean (`experiment_report.seed_results`)."""
+    if seeds is None:
+        return []
+    lines = ["", "## RL seeds",
+             f"The same RL from the same SFT policy at each seed (--seed {config.seed} is the run above; "
+             "the curve, Table 4 and the Dyna round follow it), each evaluated once, after its run, on the same "
+             "init states as SFT.", "",
+             "| RL seed | real success | per task | RL - SFT, paired bootstrap 95 % | McNemar (only SFT / only RL) |",
+             "|---|---|---|---|---|"]
+    for seed, c in seeds["per_seed"].items():
+        b, m, r = c["bootstrap"], c["mcnemar"], c["rl"]
+        tasks = " / ".join(str(t["successes"]) for t in c["tasks"].values())
+        lines.append(f"| {seed} | {r['successes']}/{c['n']} = {_pct(r['rate'])} | {tasks} | "
+                     f"{100 * b['difference']:+.1f} ({100 * b['ci95'][0]:+.1f} to {100 * b['ci95'][1]:+.1f}) | "
+                     f"p = {m['p_value']:.3g} ({m['only_a']} / {m['only_b']}) |")
+    mean = seeds["mean"]
+    verdict = ("above SFT beyond the interval" if mean["ci95"][0] > 0 else
+               "below SFT beyond the interval" if mean["ci95"][1] < 0 else "inside the noise: no gain shown")
+    lines += ["", f"**Mean over {len(seeds['per_seed'])} seeds: RL - SFT {100 * mean['difference']:+.1f} points** "
+                  f"(per init state the seeds' mean success minus SFT's, bootstrapped over the {seeds['n']} init states: "
+                  f"95 % {100 * mean['ci95'][0]:+.1f} to {100 * mean['ci95'][1]:+.1f}): {verdict}. The seeds' gains "
+                  f"spread {100 * seeds['spread']:.1f} points (max - min)."]
+    if seeds["missing"]:
+        lines += ["", f"Not finished yet: seed{'s' if len(seeds['missing']) > 1 else ''} "
+                       f"{', '.join(map(str, seeds['missing']))}."]
+    return lines
+
+
 def sampled_section(config, sampled: dict) -> list[str]:
     """Real success of the actions RL samples vs the mean, for both policies on the same init states
     (`experiment_report.comparison`: "sft" = the mean, "rl" = sampled)."""
@@ -233,7 +262,7 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              "and reflector frozen. These settings were set from training diagnostics (clip fraction, approximate KL, "
              "reward spread in imagination) of short runs, never from a real evaluation.", "",
              "## SFT vs RL in the real simulator", *headline(config, results["evals"], results["comparison"]),
-             *seed_spread(prov), "",
+             *seed_spread(prov), *seeds_section(config, results.get("seeds")), "",
              "## Sampled vs deterministic actions", *sampled_section(config, results.get("sampled", {})), "",
              "## Success vs RL iteration, and the reward-hacking gap", *curve_section(gaps, png), "",
              "## RL training", *rl_section(results["rl"]), "",

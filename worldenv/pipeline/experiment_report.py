@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pathlib
 
+import numpy as np
+
 from worldenv.measure import paired
 from worldenv.pipeline import stages
 from worldenv.sim.env import EnvConfig
@@ -28,9 +30,11 @@ def sim_steps(evaluation: dict) -> int:
 def collect(config, root: pathlib.Path) -> dict:
     """Everything the report shows, read from the stages' outputs."""
     from worldenv.pipeline.experiment import models_dir
+    from worldenv.pipeline.experiment import seed_name
     folder = models_dir(config, root)
+    extra = [f"eval_{seed_name(seed)}" for seed in config.seeds[1:]]
     evals = {name: _json(root / name / "eval.json") for name in ("eval_sft", "eval_rl", "sampled_sft", "sampled_rl",
-                                                                  "table4_sft", "table4_rl", "eval_dyna")}
+                                                                  "table4_sft", "table4_rl", "eval_dyna", *extra)}
     curve = []
     for k in config.curve_points:
         real, imagined = _json(root / "curve" / f"real_{k:04d}" / "eval.json"), _json(root / "curve" / f"imagined_{k:04d}.json")
@@ -42,6 +46,7 @@ def collect(config, root: pathlib.Path) -> dict:
     return {"evals": evals, "curve": curve, "rl": rows, "stages": stages.records(root),
             "provenance": _json(folder / "provenance.json"),
             "comparison": comparison(evals["eval_sft"], evals["eval_rl"]) if both else None,
+            "seeds": seed_results(config, evals),
             "sim_steps": {name: sim_steps(ev) for name, ev in evals.items() if ev},
             "curve_sim_steps": sum(sim_steps(p["real"]) for p in curve),
             "dyna": dyna_results(root, evals),
@@ -50,6 +55,26 @@ def collect(config, root: pathlib.Path) -> dict:
             "notes": (root / "NOTES.md").read_text().strip() if (root / "NOTES.md").is_file() else "",
             "table4_comparison": comparison(evals["table4_sft"], evals["table4_rl"])
             if evals["table4_sft"] and evals["table4_rl"] else None}
+
+
+def seed_results(config, evals: dict) -> dict | None:
+    """With --extra-seeds: each finished RL seed against SFT on the same init states, and their
+    mean (per init state, the seeds' mean success minus SFT's, bootstrapped over init states)."""
+    from worldenv.pipeline.experiment import seed_name
+    if len(config.seeds) < 2 or not evals.get("eval_sft"):
+        return None
+    runs = {seed: evals.get("eval_rl" if seed == config.seed else f"eval_{seed_name(seed)}") for seed in config.seeds}
+    runs = {seed: ev for seed, ev in runs.items() if ev}
+    if not runs:
+        return None
+    sft = outcomes(evals["eval_sft"])
+    common = sorted(set(sft).intersection(*(outcomes(ev) for ev in runs.values())))
+    a = np.array([sft[i] for i in common], bool)
+    b = np.mean([[outcomes(ev)[i] for i in common] for ev in runs.values()], axis=0)
+    per_seed = {seed: comparison(evals["eval_sft"], ev) | {"tasks": ev["tasks"]} for seed, ev in runs.items()}
+    gains = [c["bootstrap"]["difference"] for c in per_seed.values()]
+    return {"per_seed": per_seed, "missing": [s for s in config.seeds if s not in runs], "n": len(common),
+            "mean": paired.bootstrap_difference(a, b), "spread": max(gains) - min(gains)}
 
 
 def dyna_results(root: pathlib.Path, evals: dict) -> dict | None:
