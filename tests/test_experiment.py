@@ -34,6 +34,25 @@ def test_imagined_rollouts_one_per_start_and_stop_at_eta(tiny):
         "deterministic, and batching does not change an episode"
 
 
+def test_objective_on_a_fixed_draw_is_reproducible_and_sampled_as_seeded(tiny):
+    bank = synthetic_bank(12)
+    tasks = lambda b: [i.split("/")[1] for i in b.ids]  # noqa: E731
+    draw = imagined.fixed_draw(bank, 2, seed=5)
+    assert sorted(tasks(draw)) == sorted(t for t in set(tasks(bank)) for _ in range(2))
+    assert draw.ids == imagined.fixed_draw(bank, 2, seed=5).ids, "one fixed draw"
+    assert draw.ids == [i for i in bank.ids if i in draw.ids], "in bank order"
+    assert len(imagined.fixed_draw(bank, 100)) == len(bank), "a task with fewer entries gives them all"
+    first = imagined.objective(*tiny, draw, horizon=3, eta=0.999999, seed=1)
+    again = imagined.objective(*tiny, draw, horizon=3, eta=0.999999, seed=1)
+    for mode in ("mean", "sampled"):
+        assert [e["id"] for e in first[mode]] == draw.ids
+        assert [e["p_done"] for e in again[mode]] == pytest.approx([e["p_done"] for e in first[mode]], abs=1e-6)
+    assert [e["p_done"] for e in first["sampled"]] != pytest.approx([e["p_done"] for e in first["mean"]], abs=1e-6)
+    batched = imagined.rollouts(*tiny, draw, 3, 0.999999, deterministic=False, batch=2, seed=1)
+    assert [e["p_done"] for e in batched] == pytest.approx([e["p_done"] for e in first["sampled"]], abs=1e-3), \
+        "per-episode seeds: the batch does not change a sampled episode"
+
+
 def _eval(successes: list[bool], steps: int = 40) -> dict:
     return {"episodes": [{"id": f"libero_object/0/{i}", "success": s, "steps": steps, "outcome": "success" if s else "horizon"}
                          for i, s in enumerate(successes)],
@@ -104,6 +123,22 @@ def test_every_rl_seed_is_compared_with_sft_and_their_mean_by_hand(tmp_path):
     assert "| 1 | 1/4 = 25 % | 1 | +0.0" in text and "**Mean over 2 seeds: RL - SFT +25.0 points**" in text
     assert "Not finished yet: seed 2." in text and "| eval_rl_s1 | 4 |" in text     # its steps are in the budget
     assert experiment_markdown.seeds_section(experiment.ExperimentConfig(), None) == []
+
+
+def test_objective_rows_are_read_per_snapshot_and_seed(tmp_path):
+    root = tmp_path / "exp"
+    (root / "objective").mkdir(parents=True)
+    record = lambda done: [{"id": f"libero_object/{t}/1/x", "done": d} for t, d in zip((0, 0, 1, 1), done)]  # noqa: E731
+    for name, mean, sampled in (("0000", [False, False, True, False], [False, True, True, False]),
+                                ("rl_s1", [True, False, True, True], [False, False, False, False])):
+        (root / "objective" / f"{name}.json").write_text(json.dumps({"mean": record(mean), "sampled": record(sampled)}))
+    config = experiment.ExperimentConfig(home=str(root), report=str(tmp_path / "r" / "experiment.md"), iterations=1,
+                                         curve_every=5, table4=False, extra_seeds="1")
+    rows = experiment_report.objective_results(config, root)
+    assert [(r["label"], r["mean"], r["sampled"], r["tasks"]) for r in rows] == [
+        ("seed 0, iteration 0", 1, 2, {"0": 0, "1": 1}), ("seed 1, iteration 1", 3, 0, {"0": 1, "1": 2})]
+    text = "\n".join(experiment_markdown.objective_section(config, rows))
+    assert "2 start states per task" in text and "| seed 1, iteration 1 | 3/4 = 75 % | 0/4 = 0 % | 1 / 2 |" in text
 
 
 def test_seed_spread_is_printed_from_the_provenance():

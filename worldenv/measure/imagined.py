@@ -11,15 +11,39 @@ from worldenv.models.roles import Policy, Reflector, StartStates, WorldModel
 
 
 def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
-             eta: float, deterministic: bool = True, batch: int = 16) -> list[dict]:
-    """One imagined episode per bank entry, `batch` at a time: {"id", "done", "p_done", "chunks"}."""
+             eta: float, deterministic: bool = True, batch: int = 16, seed: int = 0) -> list[dict]:
+    """One imagined episode per bank entry, `batch` at a time: {"id", "done", "p_done", "chunks"}.
+    Sampled (not `deterministic`) episodes draw with per-episode seeds from `seed` (0 = the
+    policy's own RNG), so the same call gives the same episodes whatever the batch."""
     out = []
     with Imagination(world_model, reflector) as imagination:
         for lo in range(0, len(bank), batch):
             part = bank.subset(range(lo, min(lo + batch, len(bank))))
             starts = StartStates(np.stack([part.start_frames(i) for i in range(len(part))]),
                                  part.proprio.astype(np.float32), list(part.instructions))
-            episodes = imagine(policy, imagination, starts, horizon, eta, deterministic)
+            seeds = None if deterministic or not seed else [seed * 100_003 + lo + i + 1 for i in range(len(part))]
+            episodes = imagine(policy, imagination, starts, horizon, eta, deterministic, seeds)
             out += [{"id": part.ids[i], "done": e.done, "p_done": e.p_done[-1], "chunks": len(e.actions)}
                     for i, e in enumerate(episodes)]
     return out
+
+
+def fixed_draw(bank: StartBank, per_task: int, seed: int = 0) -> StartBank:
+    """`per_task` entries of each task (ids suite/task/...), drawn once with `seed`, in bank order:
+    the same start states at every snapshot of an RL run, whatever it drew while training."""
+    by_task: dict[str, list[int]] = {}
+    for i, sid in enumerate(bank.ids):
+        by_task.setdefault(sid.split("/")[1] if "/" in sid else "", []).append(i)
+    rng = np.random.default_rng(seed)
+    picked = [int(j) for t in sorted(by_task) for j in rng.choice(by_task[t], min(per_task, len(by_task[t])),
+                                                                 replace=False)]
+    return bank.subset(sorted(picked))
+
+
+def objective(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
+              eta: float, seed: int = 1) -> dict:
+    """What RL in imagination optimises, measured on fixed start states: each entry's imagined
+    episode with the policy's mean and with actions sampled as RL samples them (its Laplace head,
+    seeded): {"mean": [...], "sampled": [...]} of `rollouts` records."""
+    return {"mean": rollouts(policy, world_model, reflector, bank, horizon, eta, deterministic=True),
+            "sampled": rollouts(policy, world_model, reflector, bank, horizon, eta, deterministic=False, seed=seed)}

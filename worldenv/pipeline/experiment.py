@@ -8,6 +8,8 @@ Stages, each resumable (a finished one is skipped when the command runs again):
     eval_starts     the first frame of the curve's init states (imagined-success measurement only)
     rl              `worldenv train rl` against the stack, a policy snapshot every --curve-every
     curve_*         each snapshot in the real simulator and inside the world model, same init states
+    objective_*     each snapshot's imagined success on a fixed draw of the bank RL trains on, its
+                    mean and sampled: does RL improve the objective it optimises?
     eval_sft/rl     the final comparison, --eval-episodes per task, LIBERO's termination
     rl_sN, eval_rl_sN  (--extra-seeds) the same RL at further seeds, each on the same paired episodes
     table4_sft/rl   the same with termination decided by the reflector (World-Env's Table 4)
@@ -35,6 +37,7 @@ from worldenv.train.settings import ReflectorTrainConfig, WorldModelTrainConfig
 
 CURVE_INITS = 0          # the curve's real and imagined episodes use LIBERO's fixed init states from here
 DYNA_INITS = 7000        # the Dyna round's exploration: sampled init states no earlier data used
+OBJECTIVE_DRAW = 12345   # the seed of the objective's fixed draw of start states
 
 
 class ExperimentConfig(Settings):
@@ -72,6 +75,9 @@ class ExperimentConfig(Settings):
     eval_episodes: int = Field(50, ge=1, le=50, description="final evaluation episodes per task (init states 0..n-1)")
     curve_every: int = Field(10, ge=1, description="evaluate the policy every K RL iterations")
     curve_episodes: int = Field(10, ge=1, le=50, description="real and imagined episodes per task at each curve point")
+    objective_starts: int = Field(24, ge=0, description="start states per task of RL's own objective: one fixed draw "
+                                  "from the bank RL trains on, imagined at each curve point (and each extra seed's end) "
+                                  "with the policy's mean and sampled as RL samples; 0 = not measured")
     table4: bool = Field(True, description="also evaluate both policies with the reflector deciding termination")
     table4_episodes: int = Field(50, ge=1, le=50, description="Table 4: episodes per task (init states 0..n-1)")
     dyna_rounds: int = Field(1, ge=0, le=1, description="Dyna rounds after RL (explore with the RL policy, fine-tune "
@@ -213,11 +219,14 @@ def seed_name(seed: int) -> str:
 
 def more_seeds(config: ExperimentConfig, root: pathlib.Path, policy: pathlib.Path, starts: pathlib.Path,
                stack: Stack) -> None:
-    """The same RL at each --extra-seeds seed, each evaluated as the main RL policy is."""
+    """The same RL at each --extra-seeds seed, each evaluated as the main RL policy is, and its
+    end on RL's own objective."""
     for seed in config.seeds[1:]:
         name = seed_name(seed)
         out = rl(config, root, name, policy, starts, stack, config.iterations, seed)
         evaluate(config, root, f"eval_{name}", out / "policy")
+        if config.objective_starts:
+            stages.inline(root, f"objective_{name}", lambda: objective(config, stack, out / "policy", starts, root, name))
 
 
 def tune_config(config: ExperimentConfig, role: str, data: pathlib.Path, init: pathlib.Path, out: pathlib.Path,
@@ -228,8 +237,9 @@ def tune_config(config: ExperimentConfig, role: str, data: pathlib.Path, init: p
                eval_every=max(steps // 5, 1), patience=0)
 
 
-def curve(config: ExperimentConfig, root: pathlib.Path, stack: Stack, rl_out: pathlib.Path) -> None:
-    """Each snapshot: real success and imagined success from the same init states."""
+def curve(config: ExperimentConfig, root: pathlib.Path, stack: Stack, rl_out: pathlib.Path, starts: pathlib.Path) -> None:
+    """Each snapshot: real success and imagined success from the same init states, and RL's own
+    objective on the fixed draw of `starts`."""
     from worldenv.rl.trainer import snapshot_dir
     stages.run(root, "eval_starts", _libero(config, "starts", "build", "--inits", f"{CURVE_INITS}-"
                                             f"{CURVE_INITS + config.curve_episodes - 1}", "--out", str(root / "eval_starts.npz")),
@@ -240,6 +250,30 @@ def curve(config: ExperimentConfig, root: pathlib.Path, stack: Stack, rl_out: pa
             config, "eval", "--policy", str(policy), "--episodes-per-task", str(config.curve_episodes), "--init-offset",
             str(CURVE_INITS), "--videos", "0", "--out", str(root / "curve" / f"real_{k:04d}")), root / "logs" / "curve.log")
         stages.inline(root, f"curve_imagined_{k:04d}", lambda: imagined(config, stack, policy, root, k))
+        if config.objective_starts:
+            stages.inline(root, f"objective_{k:04d}", lambda: objective(config, stack, policy, starts, root, f"{k:04d}"))
+
+
+def objective(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, starts: pathlib.Path, root: pathlib.Path,
+              name: str) -> dict:
+    """`policy`'s imagined episodes (served models, RL's horizon and eta) from the fixed draw of
+    `starts`, its mean and sampled -> <root>/objective/<name>.json."""
+    from worldenv import models
+    from worldenv.client.clients import ReflectorClient, WorldModelClient
+    from worldenv.client.remote import RemoteReflector, RemoteWorldModel
+    from worldenv.data.start_bank import StartBank
+    from worldenv.measure import imagined as measure
+    a = stack.addresses()
+    bank = measure.fixed_draw(StartBank.load(starts), config.objective_starts, OBJECTIVE_DRAW)
+    with WorldModelClient(a["world-model"], auth_token=config.auth_token) as wm, \
+            ReflectorClient(a["reflector"], auth_token=config.auth_token) as rf:
+        episodes = measure.objective(models.load(policy, role="policy"), RemoteWorldModel(wm), RemoteReflector(rf),
+                                     bank, config.horizon, config.eta)
+    out = {"name": name, "policy": str(policy), "horizon": config.horizon, "eta": config.eta, **episodes}
+    path = root / "objective" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    return out
 
 
 def imagined(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, root: pathlib.Path, k: int) -> dict:
@@ -338,7 +372,7 @@ def run(config: ExperimentConfig) -> pathlib.Path:
     stack = Stack(config, dirs, root)
     try:
         rl_out = rl(config, root, "rl", dirs["policy"], folder / checkpoints.STARTS, stack, config.iterations)
-        curve(config, root, stack, rl_out)
+        curve(config, root, stack, rl_out, folder / checkpoints.STARTS)
         final(config, root, dirs["policy"], stack, rl_out)
         more_seeds(config, root, dirs["policy"], folder / checkpoints.STARTS, stack)
     finally:

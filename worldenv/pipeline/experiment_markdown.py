@@ -117,6 +117,23 @@ def curve_section(gaps: list[dict], png: str) -> list[str]:
     return lines
 
 
+def objective_section(config, rows: list[dict]) -> list[str]:
+    """Does RL improve what it optimises? (`experiment_report.objective_results`)"""
+    if not rows:
+        return []
+    lines = ["", "### RL's own objective",
+             f"Imagined success (the served world model and reflector, horizon {config.horizon} chunks, eta "
+             f"{config.eta}) from one fixed draw of {rows[0]['per_task']} start states per task of the bank RL "
+             "trains on, the same at every row: with the policy's mean, and with actions sampled as RL samples them "
+             "(seeded). If RL works in imagination, these rise.", "",
+             "| policy | imagined success, mean | sampled | per task (mean) |", "|---|---|---|---|"]
+    for r in rows:
+        tasks = " / ".join(str(v) for v in r["tasks"].values())
+        lines.append(f"| {r['label']} | {r['mean']}/{r['n']} = {_pct(r['mean'] / r['n'])} | "
+                     f"{r['sampled']}/{r['n']} = {_pct(r['sampled'] / r['n'])} | {tasks} |")
+    return lines
+
+
 def table4(evals: dict, paired_t4: dict | None = None) -> list[str]:
     rows = [(name, evals.get(f"eval_{name}"), evals.get(f"table4_{name}")) for name in ("sft", "rl")]
     if not all(t for _, _, t in rows):
@@ -264,7 +281,8 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              "## SFT vs RL in the real simulator", *headline(config, results["evals"], results["comparison"]),
              *seed_spread(prov), *seeds_section(config, results.get("seeds")), "",
              "## Sampled vs deterministic actions", *sampled_section(config, results.get("sampled", {})), "",
-             "## Success vs RL iteration, and the reward-hacking gap", *curve_section(gaps, png), "",
+             "## Success vs RL iteration, and the reward-hacking gap", *curve_section(gaps, png),
+             *objective_section(config, results.get("objective", [])), "",
              "## RL training", *rl_section(results["rl"]), "",
              "## Table 4 analogue: termination by the reflector", *table4(results["evals"], results.get("table4_comparison")), "",
              "## What limits the result (measured)", *limits(results, gaps), "",

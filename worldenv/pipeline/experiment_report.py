@@ -47,6 +47,7 @@ def collect(config, root: pathlib.Path) -> dict:
             "provenance": _json(folder / "provenance.json"),
             "comparison": comparison(evals["eval_sft"], evals["eval_rl"]) if both else None,
             "seeds": seed_results(config, evals),
+            "objective": objective_results(config, root),
             "sim_steps": {name: sim_steps(ev) for name, ev in evals.items() if ev},
             "curve_sim_steps": sum(sim_steps(p["real"]) for p in curve),
             "dyna": dyna_results(root, evals),
@@ -55,6 +56,27 @@ def collect(config, root: pathlib.Path) -> dict:
             "notes": (root / "NOTES.md").read_text().strip() if (root / "NOTES.md").is_file() else "",
             "table4_comparison": comparison(evals["table4_sft"], evals["table4_rl"])
             if evals["table4_sft"] and evals["table4_rl"] else None}
+
+
+def objective_results(config, root: pathlib.Path) -> list[dict]:
+    """RL's own objective at each measured snapshot: imagined successes on the fixed start states,
+    the mean's and the sampled actions', overall and per task (of the mean)."""
+    from worldenv.pipeline.experiment import seed_name
+    named = [(f"seed {config.seed}, iteration {k}", f"{k:04d}") for k in config.curve_points]
+    named += [(f"seed {s}, iteration {config.iterations}", seed_name(s)) for s in config.seeds[1:]]
+    rows = []
+    for label, name in named:
+        found = _json(root / "objective" / f"{name}.json")
+        if found is None:
+            continue
+        mean, sampled = found["mean"], found["sampled"]
+        tasks: dict[str, list[bool]] = {}
+        for e in mean:
+            tasks.setdefault(e["id"].split("/")[1] if "/" in e["id"] else "", []).append(bool(e["done"]))
+        rows.append({"label": label, "n": len(mean), "mean": sum(e["done"] for e in mean),
+                     "sampled": sum(e["done"] for e in sampled), "tasks": {t: sum(v) for t, v in sorted(tasks.items())},
+                     "per_task": max(len(v) for v in tasks.values()) if tasks else 0})
+    return rows
 
 
 def seed_results(config, evals: dict) -> dict | None:
