@@ -77,7 +77,8 @@ def seeds_section(config, seeds: dict | None) -> list[str]:
     lines += ["", f"**Mean over {len(seeds['per_seed'])} seeds: RL - SFT {100 * mean['difference']:+.1f} points** "
                   f"(per init state the seeds' mean success minus SFT's, bootstrapped over the {seeds['n']} init states: "
                   f"95 % {100 * mean['ci95'][0]:+.1f} to {100 * mean['ci95'][1]:+.1f}): {verdict}. The seeds' gains "
-                  f"spread {100 * seeds['spread']:.1f} points (max - min)."]
+                  f"spread {100 * seeds['spread']:.1f} points (max - min). The interval resamples init states with these "
+                  "seeds fixed; it does not cover what other seeds would give, which the spread shows."]
     if seeds["missing"]:
         lines += ["", f"Not finished yet: seed{'s' if len(seeds['missing']) > 1 else ''} "
                        f"{', '.join(map(str, seeds['missing']))}."]
