@@ -28,12 +28,17 @@ def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank
     return out
 
 
+def task(start_id: str) -> str:
+    """The task of a start or episode id (suite/task/...); "" for an id without one."""
+    return start_id.split("/")[1] if "/" in start_id else ""
+
+
 def fixed_draw(bank: StartBank, per_task: int, seed: int = 0) -> StartBank:
     """`per_task` entries of each task (ids suite/task/...), drawn once with `seed`, in bank order:
     the same start states at every snapshot of an RL run, whatever it drew while training."""
     by_task: dict[str, list[int]] = {}
     for i, sid in enumerate(bank.ids):
-        by_task.setdefault(sid.split("/")[1] if "/" in sid else "", []).append(i)
+        by_task.setdefault(task(sid), []).append(i)
     rng = np.random.default_rng(seed)
     picked = [int(j) for t in sorted(by_task) for j in rng.choice(by_task[t], min(per_task, len(by_task[t])),
                                                                  replace=False)]

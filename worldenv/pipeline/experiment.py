@@ -21,6 +21,7 @@ are given (e.g. a compose deployment); then the same stages run against it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import time
@@ -188,6 +189,16 @@ class Stack:
         if self._local is not None:
             self._local.stop()
 
+    @contextlib.contextmanager
+    def served(self):
+        """(world model, reflector): the stack's served models behind their role adapters."""
+        from worldenv.client.clients import ReflectorClient, WorldModelClient
+        from worldenv.client.remote import RemoteReflector, RemoteWorldModel
+        a, token = self.addresses(), self.config.auth_token
+        with WorldModelClient(a["world-model"], auth_token=token) as wm, \
+                ReflectorClient(a["reflector"], auth_token=token) as rf:
+            yield RemoteWorldModel(wm), RemoteReflector(rf)
+
 
 def rl(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.Path, starts: pathlib.Path,
        stack: Stack, iterations: int, seed: int | None = None) -> pathlib.Path:
@@ -259,18 +270,17 @@ def objective(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, star
     """`policy`'s imagined episodes (served models, RL's horizon and eta) from the fixed draw of
     `starts`, its mean and sampled -> <root>/objective/<name>.json."""
     from worldenv import models
-    from worldenv.client.clients import ReflectorClient, WorldModelClient
-    from worldenv.client.remote import RemoteReflector, RemoteWorldModel
     from worldenv.data.start_bank import StartBank
     from worldenv.measure import imagined as measure
-    a = stack.addresses()
     bank = measure.fixed_draw(StartBank.load(starts), config.objective_starts, OBJECTIVE_DRAW)
-    with WorldModelClient(a["world-model"], auth_token=config.auth_token) as wm, \
-            ReflectorClient(a["reflector"], auth_token=config.auth_token) as rf:
-        episodes = measure.objective(models.load(policy, role="policy"), RemoteWorldModel(wm), RemoteReflector(rf),
-                                     bank, config.horizon, config.eta)
-    out = {"name": name, "policy": str(policy), "horizon": config.horizon, "eta": config.eta, **episodes}
-    path = root / "objective" / f"{name}.json"
+    with stack.served() as (world_model, reflector):
+        episodes = measure.objective(models.load(policy, role="policy"), world_model, reflector, bank, config.horizon,
+                                     config.eta)
+    return _write(root / "objective" / f"{name}.json",
+                  {"name": name, "policy": str(policy), "horizon": config.horizon, "eta": config.eta, **episodes})
+
+
+def _write(path: pathlib.Path, out: dict) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     return out
@@ -279,23 +289,16 @@ def objective(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, star
 def imagined(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, root: pathlib.Path, k: int) -> dict:
     """The snapshot's deterministic episodes inside the served world model, judged by the served reflector."""
     from worldenv import models
-    from worldenv.client.clients import ReflectorClient, WorldModelClient
-    from worldenv.client.remote import RemoteReflector, RemoteWorldModel
     from worldenv.data.start_bank import StartBank
     from worldenv.measure import imagined as measure
     from worldenv.sim import suites
-    a = stack.addresses()
     chunks = -(-suites.MAX_EPISODE_STEPS[config.suite] // 8)          # the real episode's step budget, in chunks
-    with WorldModelClient(a["world-model"], auth_token=config.auth_token) as wm, \
-            ReflectorClient(a["reflector"], auth_token=config.auth_token) as rf:
-        episodes = measure.rollouts(models.load(policy, role="policy"), RemoteWorldModel(wm), RemoteReflector(rf),
+    with stack.served() as (world_model, reflector):
+        episodes = measure.rollouts(models.load(policy, role="policy"), world_model, reflector,
                                     StartBank.load(root / "eval_starts.npz"), chunks, config.eta)
-    out = {"iteration": k, "horizon_chunks": chunks, "episodes": episodes,
-           "success": sum(e["done"] for e in episodes) / len(episodes)}
-    path = root / "curve" / f"imagined_{k:04d}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
-    return out
+    return _write(root / "curve" / f"imagined_{k:04d}.json",
+                  {"iteration": k, "horizon_chunks": chunks, "episodes": episodes,
+                   "success": sum(e["done"] for e in episodes) / len(episodes)})
 
 
 def evaluate(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.Path, *extra: str,

@@ -29,8 +29,7 @@ def sim_steps(evaluation: dict) -> int:
 
 def collect(config, root: pathlib.Path) -> dict:
     """Everything the report shows, read from the stages' outputs."""
-    from worldenv.pipeline.experiment import models_dir
-    from worldenv.pipeline.experiment import seed_name
+    from worldenv.pipeline.experiment import models_dir, seed_name
     folder = models_dir(config, root)
     extra = [f"eval_{seed_name(seed)}" for seed in config.seeds[1:]]
     evals = {name: _json(root / name / "eval.json") for name in ("eval_sft", "eval_rl", "sampled_sft", "sampled_rl",
@@ -61,6 +60,7 @@ def collect(config, root: pathlib.Path) -> dict:
 def objective_results(config, root: pathlib.Path) -> list[dict]:
     """RL's own objective at each measured snapshot: imagined successes on the fixed start states,
     the mean's and the sampled actions', overall and per task (of the mean)."""
+    from worldenv.measure.imagined import task
     from worldenv.pipeline.experiment import seed_name
     named = [(f"seed {config.seed}, iteration {k}", f"{k:04d}") for k in config.curve_points]
     named += [(f"seed {s}, iteration {config.iterations}", seed_name(s)) for s in config.seeds[1:]]
@@ -72,7 +72,7 @@ def objective_results(config, root: pathlib.Path) -> list[dict]:
         mean, sampled = found["mean"], found["sampled"]
         tasks: dict[str, list[bool]] = {}
         for e in mean:
-            tasks.setdefault(e["id"].split("/")[1] if "/" in e["id"] else "", []).append(bool(e["done"]))
+            tasks.setdefault(task(e["id"]), []).append(bool(e["done"]))
         rows.append({"label": label, "n": len(mean), "mean": sum(e["done"] for e in mean),
                      "sampled": sum(e["done"] for e in sampled), "tasks": {t: sum(v) for t, v in sorted(tasks.items())},
                      "per_task": max(len(v) for v in tasks.values()) if tasks else 0})
@@ -89,10 +89,10 @@ def seed_results(config, evals: dict) -> dict | None:
     runs = {seed: ev for seed, ev in runs.items() if ev}
     if not runs:
         return None
-    sft = outcomes(evals["eval_sft"])
-    common = sorted(set(sft).intersection(*(outcomes(ev) for ev in runs.values())))
+    sft, by_seed = outcomes(evals["eval_sft"]), [outcomes(ev) for ev in runs.values()]
+    common = sorted(set(sft).intersection(*by_seed))
     a = np.array([sft[i] for i in common], bool)
-    b = np.mean([[outcomes(ev)[i] for i in common] for ev in runs.values()], axis=0)
+    b = np.mean([[seed[i] for i in common] for seed in by_seed], axis=0)
     per_seed = {seed: comparison(evals["eval_sft"], ev) | {"tasks": ev["tasks"]} for seed, ev in runs.items()}
     gains = [c["bootstrap"]["difference"] for c in per_seed.values()]
     return {"per_seed": per_seed, "missing": [s for s in config.seeds if s not in runs], "n": len(common),
