@@ -195,3 +195,49 @@ def test_stage_argv_is_built_from_typed_settings_and_parses_back_through_the_cli
         assert flags.settings_from(type(tune), args) == tune and tune.warmup == 0 and tune.eval_every == 60
     with pytest.raises(SystemExit):   # what a renamed flag does: the parser refuses the stage's line
         cli.build_parser().parse_args([*line, "--no-such-flag", "1"])
+
+
+def test_objective_command_compares_policies_and_scales_on_one_draw(tiny, tmp_path, capsys):
+    from worldenv import cli
+    policy, world_model, reflector = tiny
+    dirs = {}
+    for name, model in (("policy", policy), ("world_model", world_model), ("reflector", reflector)):
+        model.save_pretrained(tmp_path / name)
+        dirs[name] = str(tmp_path / name)
+    other = models.build("policy")
+    other.save_pretrained(tmp_path / "other")
+    bank = synthetic_bank(6)
+    bank.ids[:] = [f"libero_object/{i % 2}/{i}" for i in range(6)]
+    bank.save(tmp_path / "starts.npz")
+    args = ["objective", "--policies", f"{dirs['policy']},{tmp_path / 'other'}", "--starts", str(tmp_path / "starts.npz"),
+            "--world-model", dirs["world_model"], "--reflector", dirs["reflector"], "--per-task", "2",
+            "--horizon", "2", "--eta", "0.999999", "--exploration-scales", "0.02,0.5", "--samples", "2",
+            "--out", str(tmp_path / "objective.json")]
+    assert cli.main(args) == 0
+    result = json.loads((tmp_path / "objective.json").read_text())
+    rows = result["rows"]
+    assert [(r["policy"].split("/")[-1], r["scale"]) for r in rows] == [
+        ("policy", 0.02), ("policy", 0.5), ("other", 0.02), ("other", 0.5)]
+    assert result["starts"] == 4 and all(len(r["mean"]) == 4 and len(r["sampled"]) == 2 for r in rows)
+    assert rows[0]["mean"] == rows[1]["mean"], "the mean does not depend on the exploration scale"
+    p = lambda episodes: [e["p_done"] for e in episodes]  # noqa: E731
+    assert p(rows[0]["sampled"][0]) != pytest.approx(p(rows[1]["sampled"][0]), abs=1e-6), "the scale is restarted"
+    assert p(rows[0]["sampled"][0]) != pytest.approx(p(rows[0]["sampled"][1]), abs=1e-6), "K seeds, K draws"
+    again = imagined.rollouts(models.load(dirs["policy"], role="policy"), world_model, reflector,
+                              imagined.fixed_draw(bank, 2, experiment.OBJECTIVE_DRAW), 2, 0.999999)
+    assert p(rows[0]["mean"]) == pytest.approx(p(again), abs=1e-3), "the experiment's fixed draw"
+    out = capsys.readouterr().out
+    assert "sampled/mean" in out and out.count("vs ") == 2 and "McNemar" in out
+
+
+@pytest.mark.parametrize("flag,value,message", [("--exploration-scales", "0.1,x", "comma-separated numbers"),
+                                                ("--exploration-scales", "0.1,0", "must be > 0"),
+                                                ("--policies", "/no/such/policy", "--policies"),
+                                                ("--samples", "0", "--samples: must be >= 1")])
+def test_objective_command_names_the_bad_flag(flag, value, message, capsys):
+    from worldenv import cli
+    try:
+        code = cli.main(["objective", flag, value])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err

@@ -32,13 +32,13 @@ from pydantic import Field, model_validator
 
 from worldenv import checkpoints
 from worldenv.config import Settings, argv
+from worldenv.measure.objective import OBJECTIVE_DRAW
 from worldenv.pipeline import stages
 from worldenv.rl.settings import RLConfig
 from worldenv.train.settings import ReflectorTrainConfig, WorldModelTrainConfig
 
 CURVE_INITS = 0          # the curve's real and imagined episodes use LIBERO's fixed init states from here
 DYNA_INITS = 7000        # the Dyna round's exploration: sampled init states no earlier data used
-OBJECTIVE_DRAW = 12345   # the seed of the objective's fixed draw of start states
 
 
 class ExperimentConfig(Settings):

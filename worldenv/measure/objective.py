@@ -1,0 +1,138 @@
+"""`worldenv objective`: RL's own objective, measured in imagination only.
+
+Each policy plays one fixed draw of a start bank inside the world model, the reflector deciding,
+with its mean and with actions sampled from its Laplace head (at the checkpoint's own scale or
+restarted at each --exploration-scales value, as `train rl` explores). Two questions are answered
+here without a real simulator step, so settings can be chosen on them:
+- which exploration scale keeps success (sampled / mean, per scale);
+- does an RL run raise what it optimises (each policy against the first, paired on the same starts).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+from pydantic import Field, field_validator
+
+from worldenv.config import Settings
+
+OBJECTIVE_DRAW = 12345   # the seed of the fixed draw of start states (the experiment's too)
+
+
+def _floats(value: str | None, field: str) -> list[float]:
+    if not value:
+        return []
+    try:
+        out = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {value!r}") from None
+    if any(v <= 0 for v in out):
+        raise ValueError(f"every scale must be > 0, got {value!r}")
+    return out
+
+
+class ObjectiveConfig(Settings):
+    """Imagined success of policies (mean and sampled) on one fixed draw of a start bank."""
+
+    policies: str = Field("shipped", description="comma-separated policy checkpoint directories ('shipped', "
+                          "'shipped-rl' or a path); the first is the one the others are compared with")
+    starts: str = Field("shipped", description="start-state bank (.npz); 'shipped' = worldenv's keyframes")
+    world_model: str = Field("shipped", description="world-model checkpoint directory; 'shipped' = worldenv's")
+    reflector: str = Field("shipped", description="reflector checkpoint directory; 'shipped' = worldenv's")
+    per_task: int = Field(24, ge=1, description="start states per task in the fixed draw")
+    draw_seed: int = Field(OBJECTIVE_DRAW, ge=0, description="seed of the fixed draw (the experiment's by default)")
+    horizon: int = Field(30, ge=1, description="max action chunks per imagined episode (RL's)")
+    eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
+    exploration_scales: str | None = Field(
+        None, description="comma-separated Laplace scales (normalised action units) to restart each policy's scale "
+        "at before its sampled episodes, e.g. 0.02,0.05,0.1; none = each checkpoint's own scale")
+    samples: int = Field(1, ge=1, le=16, description="sampled episodes per start state (seeds 1..K)")
+    batch: int = Field(16, ge=1, le=256, description="imagined episodes run as one batch")
+    out: str | None = Field(None, description="JSON file of every episode's outcome; none = print only")
+
+    @field_validator("exploration_scales")
+    @classmethod
+    def _scales(cls, value: str | None) -> str | None:
+        _floats(value, "exploration_scales")
+        return value
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, value: str) -> str:
+        if not [p for p in value.split(",") if p.strip()]:
+            raise ValueError("name at least one policy checkpoint")
+        return value
+
+
+def by_task(records: list[dict]) -> dict[str, int]:
+    """Successes per task of `rollouts` records."""
+    from worldenv.measure.imagined import task
+    out: dict[str, int] = {}
+    for r in records:
+        out[task(r["id"])] = out.get(task(r["id"]), 0) + int(r["done"])
+    return dict(sorted(out.items()))
+
+
+def measure(config: ObjectiveConfig) -> dict:
+    """{"starts": n, "rows": [{"policy", "scale", "mean": [...], "sampled": [[...] per seed]}]}."""
+    from worldenv import checkpoints, models
+    from worldenv.data.start_bank import StartBank
+    from worldenv.measure import imagined
+    from worldenv.measure.align import resolve
+    from worldenv.models import laplace
+    bank_path = checkpoints.start_bank(config.starts)
+    if bank_path is None or not bank_path.is_file():
+        raise ValueError(f"--starts: no start bank at {config.starts}")
+    bank = imagined.fixed_draw(StartBank.load(bank_path), config.per_task, config.draw_seed)
+    paths = {}
+    for name in [p.strip() for p in config.policies.split(",") if p.strip()]:
+        try:
+            paths[name] = resolve(name, "policy")
+        except ValueError as exc:
+            raise ValueError(f"--policies: {exc}".replace("--policy: ", "")) from None
+    world_model = models.load(resolve(config.world_model, "world_model"), role="world_model")
+    reflector = models.load(resolve(config.reflector, "reflector"), role="reflector")
+    rows = []
+    for name, path in paths.items():
+        mean = imagined.rollouts(models.load(path, role="policy"), world_model, reflector, bank, config.horizon,
+                                 config.eta, batch=config.batch)
+        for scale in _floats(config.exploration_scales, "exploration_scales") or [None]:
+            policy = models.load(path, role="policy")
+            laplace.restart_scale(policy, scale, "--exploration-scales")
+            sampled = [imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta,
+                                         deterministic=False, batch=config.batch, seed=seed)
+                       for seed in range(1, config.samples + 1)]
+            rows.append({"policy": name, "scale": scale, "mean": mean, "sampled": sampled})
+            print(line(rows[-1], rows[0]), flush=True)
+    return {"starts": len(bank), "per_task": config.per_task, "draw_seed": config.draw_seed,
+            "horizon": config.horizon, "eta": config.eta, "rows": rows}
+
+
+def line(row: dict, first: dict) -> str:
+    """One printed row: mean and sampled success per task, sampled/mean, and the mean's paired
+    difference from the first policy's (McNemar)."""
+    from worldenv.measure import paired
+    n, k = len(row["mean"]), len(row["sampled"])
+    mean = sum(r["done"] for r in row["mean"])
+    drawn = [r for s in row["sampled"] for r in s]
+    sampled = sum(r["done"] for r in drawn)
+    ratio = f"{sampled / (k * mean):.2f}" if mean else "-"
+    scale = "own" if row["scale"] is None else f"{row['scale']:g}"
+    text = (f"{row['policy']}  b={scale}  mean {mean}/{n} {by_task(row['mean'])}  sampled {sampled}/{n * k} "
+            f"{by_task(drawn)}  sampled/mean {ratio}")
+    if row is not first and row["policy"] != first["policy"]:
+        a, b = paired.pairs({r["id"]: r["done"] for r in first["mean"]}, {r["id"]: r["done"] for r in row["mean"]})
+        test = paired.mcnemar(a, b)
+        text += f"  vs {first['policy']}: {int(b.sum()) - int(a.sum()):+d} (McNemar p = {test['p_value']:.2g})"
+    return text
+
+
+def run(config: ObjectiveConfig) -> int:
+    """Measure, print one line per policy and scale, write --out."""
+    result = measure(config)
+    if config.out:
+        path = pathlib.Path(config.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+        print(f"-> {path}", flush=True)
+    return 0
