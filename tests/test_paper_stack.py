@@ -75,7 +75,7 @@ def test_loop_iteration_on_the_paper_scale_archs(paper_stack, redis_url, key_pre
     assert not np.allclose(after.loc, before.loc), "the LoRA/head update reached the served policy"
     trained = models.load(tmp_path / "run" / "policy", role="policy")   # the run's checkpoint, same layout
     assert trained.spec.arch == "openvla-oft" and set(trained.publishable_state()) == set(published)
-    with pytest.raises(ValueError, match="head_lr:.*2 optimiser group"):   # resuming with other groups: refused
+    with pytest.raises(ValueError, match="head_lr, learn_scale:.*2 optimiser group"):   # resuming with other groups: refused
         trainer.run(config.model_copy(update={"head_lr": None, "iterations": 2}))
 
 

@@ -119,3 +119,26 @@ def test_open_starts_are_replayed_and_remembered_across_a_resume(stack, redis_ur
     second = resumed["rows"][1]
     assert resumed["resumed_at"] == 1 and second["replayed_groups"] == 2 and second["informative_replayed"] == 1.0
     assert second["open_starts"] >= 4, "the resumed run kept what the first iteration saw"
+
+
+def test_a_fixed_scale_keeps_b_and_trains_the_mean(stack, redis_url, key_prefix):
+    tmp = stack["tmp"]
+    config = _config(stack, redis_url, key_prefix, "fixed", iterations=1, groups=2, group_size=4, epochs=2, minibatch=8,
+                     lr=1e-3, min_reward_spread=0.0, exploration_scale=0.1, learn_scale=False)
+    trainer.run(config)
+    start = models.load(tmp / "policy0", role="policy")
+    start.reset_scale(0.1)
+    after = models.load(tmp / "fixed" / "policy", role="policy")
+    for name, p in start.scale_head.state_dict().items():
+        assert torch.equal(after.scale_head.state_dict()[name], p), f"scale_head.{name} is kept"
+    assert not torch.equal(after.loc_head.weight, start.loc_head.weight), "the mean is trained"
+    with pytest.raises(ValueError, match="head_lr, learn_scale:.*resume with the --head-lr and --learn-scale"):
+        trainer.run(config.model_copy(update={"iterations": 2, "learn_scale": True}))
+
+
+def test_a_fixed_scale_needs_a_scale_head():
+    class NoHead(torch.nn.Module):
+        spec = type("Spec", (), {"arch": "x"})()
+    from worldenv.models import laplace
+    with pytest.raises(ValueError, match="--learn-scale: the x policy has no Laplace scale head"):
+        laplace.freeze_scale(NoHead(), "--learn-scale")

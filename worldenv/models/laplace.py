@@ -80,6 +80,17 @@ def reset_scale_head(head: torch.nn.Linear, scale: float, min_log_scale: float, 
     head.bias.copy_((fractions / (1 - fractions)).log().to(head.bias.dtype))
 
 
+def freeze_scale(policy, field: str = "learn_scale") -> None:
+    """Keep a Laplace policy's scale where it is: its scale head takes no gradient, so an
+    optimiser built afterwards leaves b fixed. A policy without a `scale_head` is a ValueError
+    naming `field`."""
+    head = getattr(policy, "scale_head", None)
+    if not isinstance(head, torch.nn.Module):
+        raise ValueError(f"{field}: the {policy.spec.arch} policy has no Laplace scale head to keep fixed")
+    for p in head.parameters():
+        p.requires_grad_(False)
+
+
 class LaplacePolicyRole:
     """The Policy role's acting and scoring over a module's `distribution(frames, proprio,
     instructions)` (a Laplace of batch shape (B, K, A) in env units, float32); its `config` has

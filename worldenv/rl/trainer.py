@@ -151,7 +151,7 @@ def param_groups(policy, lr: float, head_lr: float | None) -> list[dict]:
     named = getattr(policy, "trainable_groups", None)
     if head_lr is None or named is None:
         return [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": lr}]
-    groups = named()
+    groups = {name: [p for p in params if p.requires_grad] for name, params in named().items()}
     return [{"params": params, "lr": head_lr if name == "heads" else lr, "name": name}
             for name, params in groups.items() if params]
 
@@ -289,10 +289,10 @@ def load_state(out: pathlib.Path, trainer: Trainer) -> int:
     payload = torch.load(path, weights_only=False)
     try:
         trainer.optimizer.load_state_dict(payload["optimizer"])
-    except ValueError as exc:  # other parameter groups: --head-lr given or dropped since the run started
-        raise ValueError(f"head_lr: {path} was saved with {len(payload['optimizer']['param_groups'])} optimiser "
-                         f"group(s), this run has {len(trainer.optimizer.param_groups)}; resume with the "
-                         f"--head-lr the run started with ({exc})") from None
+    except ValueError as exc:  # other parameters: --head-lr or --learn-scale changed since the run started
+        raise ValueError(f"head_lr, learn_scale: {path} was saved with {len(payload['optimizer']['param_groups'])} "
+                         f"optimiser group(s), this run has {len(trainer.optimizer.param_groups)}; resume with the "
+                         f"--head-lr and --learn-scale the run started with ({exc})") from None
     trainer.rng.bit_generator.state = payload["rng"]
     trainer.replay.load_state_dict(payload.get("start_replay", {}))
     return int(payload["iteration"]) + 1
@@ -315,7 +315,7 @@ def log_row(out: pathlib.Path, row: dict) -> list[dict]:
 
 def starting_policy(config: RLConfig, out: pathlib.Path, resumed: bool):
     """The run's own policy: its last checkpoint when resuming, else --policy with the Laplace
-    scale restarted at --exploration-scale."""
+    scale restarted at --exploration-scale; with --no-learn-scale its scale head frozen."""
     from worldenv import checkpoints, models
     source = out / "policy" if resumed else checkpoints.model(config.policy, "policy")
     if source is None:
@@ -323,6 +323,8 @@ def starting_policy(config: RLConfig, out: pathlib.Path, resumed: bool):
     policy = models.load(source, role="policy")
     if not resumed:
         laplace.restart_scale(policy, config.exploration_scale)
+    if not config.learn_scale:
+        laplace.freeze_scale(policy, "--learn-scale")
     return policy
 
 
