@@ -83,9 +83,8 @@ class RLConfig(Settings):
         "iteration (SFT drives b to its floor, where PPO ratios explode); none = keep the checkpoint's")
     learn_scale: bool = Field(
         True, description="train the Laplace scale head with the rest; false = b stays where --exploration-scale put "
-        "it (a fixed exploration noise, as VLA-RFT clamps its std and DPPO/DiWA fix a floor). Summed over a chunk's "
-        "56 dimensions, a small drift of a learned log b moves every PPO ratio at once: at b = 0.1 and lr 3e-6 the "
-        "first update had approximate KL 0.21 and 70 % of ratios clipped, spent on the scale, not the mean")
+        "it (a fixed exploration noise, as VLA-RFT clamps its std and DPPO/DiWA fix a floor), so every PPO ratio "
+        "measures only how the mean moved")
     value: str | None = Field(
         None, description="short imagination: a value checkpoint (`worldenv train reflector --target outcome` on the "
         "policy's own real episodes); an episode that reaches --horizon without done gets the value's P(success) of "
