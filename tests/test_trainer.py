@@ -142,3 +142,36 @@ def test_a_fixed_scale_needs_a_scale_head():
     from worldenv.models import laplace
     with pytest.raises(ValueError, match="--learn-scale: the x policy has no Laplace scale head"):
         laplace.freeze_scale(NoHead(), "--learn-scale")
+
+
+def test_a_ratio_per_action_clips_each_action_and_trains(stack, redis_url, key_prefix):
+    tmp = stack["tmp"]
+    config = _config(stack, redis_url, key_prefix, "per_action", iterations=1, groups=2, group_size=4, epochs=2,
+                     minibatch=8, lr=1e-3, min_reward_spread=0.0, ratio="dimension")
+    summary = trainer.run(config)
+    (row,) = summary["rows"]
+    assert row["timesteps"] == 16 and 0 <= row["clip_fraction"] <= 1 and row["approx_kl"] >= 0
+    assert row["behaviour_gap"] < 1e-2, "the worker sampled with the trainer's weights: the same log-probs"
+    start = models.load(tmp / "policy0", role="policy")
+    after = models.load(tmp / "per_action" / "policy", role="policy")
+    assert not torch.equal(after.loc_head.weight, start.loc_head.weight)
+
+
+def test_the_per_action_loss_is_the_chunk_loss_gradient_at_the_start():
+    """At ratio 1 both surrogates follow the same policy gradient direction; the per-action one
+    clips a single action that moved, the chunk one the whole timestep."""
+    from worldenv.rl import loop_ppo
+    torch.manual_seed(0)
+    new = torch.randn(3, 2, 4, requires_grad=True)
+    adv = torch.tensor([1.0, -0.5, 2.0])
+    chunk, _ = loop_ppo.ppo_loss(new.sum(dim=(1, 2)), new.detach().sum(dim=(1, 2)), adv)
+    (g_chunk,) = torch.autograd.grad(chunk, new)
+    per, stats = loop_ppo.ppo_loss(new, new.detach(), adv[:, None, None])
+    (g_per,) = torch.autograd.grad(per, new)
+    assert torch.allclose(g_per * 8, g_chunk) and stats["clip_fraction"] == 0
+    old = new.detach().clone()
+    old[0, 0, 0] -= 0.5                                     # one action of timestep 0 moved
+    _, stats = loop_ppo.ppo_loss(new, old, adv[:, None, None])
+    assert stats["clip_fraction"] == pytest.approx(1 / 24)
+    _, stats = loop_ppo.ppo_loss(new.sum(dim=(1, 2)), old.sum(dim=(1, 2)), adv)
+    assert stats["clip_fraction"] == pytest.approx(1 / 3)

@@ -103,10 +103,15 @@ class LaplacePolicyRole:
 
     def log_prob(self, obs: Observations, actions: torch.Tensor) -> torch.Tensor:
         """Log-density of action chunks (B, K, A) summed over K and A -> (B,); differentiable."""
+        return self.log_prob_terms(obs, actions).sum(dim=(1, 2))
+
+    def log_prob_terms(self, obs: Observations, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density of each action of the chunks (B, K, A) -> (B, K, A); differentiable
+        (the per-dimension ratio of `train rl --ratio dimension`)."""
         c = self.config
         inputs.expect("actions", actions, (len(obs), c.chunk_length, c.action_dim), "float")
         dist = self._observed(obs)
-        return dist.log_prob(inputs.as_tensor(actions, dist.loc.device, torch.float32)).sum(dim=(1, 2))
+        return dist.log_prob(inputs.as_tensor(actions, dist.loc.device, torch.float32))
 
     @torch.no_grad()
     def act(self, obs: Observations, deterministic: bool | Sequence[bool] = False,

@@ -29,7 +29,8 @@ def broadcast(advantages: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 def ppo_loss(new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
              clip: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate over timesteps (T,) -> (loss, stats: clip fraction, approximate KL, ratio mean).
+    """Clipped surrogate over timesteps (T,), or over each action of them (T, K, A) with advantages
+    (T, 1, 1) -> (loss, stats: clip fraction, approximate KL, ratio mean, over every ratio).
 
     loss = -mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A)), rho = exp(new - old).
     """

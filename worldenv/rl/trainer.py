@@ -58,10 +58,12 @@ class Batch:
     actions: np.ndarray         # (S, K, A) float32, as sampled
     old_log_probs: np.ndarray   # (S,) float32
     advantages: np.ndarray      # (S,) float32
+    old_terms: np.ndarray | None = None   # (S, K, A) float32: per-action old log-probs (--ratio dimension)
 
     def take(self, idx: np.ndarray) -> "Batch":
         return Batch(self.frames[idx], self.proprio[idx], [self.instructions[i] for i in idx], self.actions[idx],
-                     self.old_log_probs[idx], self.advantages[idx])
+                     self.old_log_probs[idx], self.advantages[idx],
+                     None if self.old_terms is None else self.old_terms[idx])
 
 
 def fresh_groups(episodes: list[ImaginedEpisode], version: int, max_staleness: int, group_size: int,
@@ -115,18 +117,37 @@ def flatten(groups: list[list[ImaginedEpisode]]) -> tuple[Batch, np.ndarray]:
     return batch, rewards.numpy()
 
 
+@torch.no_grad()
+def with_old_terms(policy, batch: Batch, minibatch: int) -> tuple[Batch, float]:
+    """`batch` with each action's log-prob under `policy` before the update (--ratio dimension),
+    and the mean gap between their sum and the log-probs the worker stored (0 up to rounding
+    when the worker sampled with these weights)."""
+    policy.eval()
+    terms = np.concatenate([policy.log_prob_terms(Observations(mb.frames, mb.proprio, mb.instructions),
+                                                  torch.from_numpy(mb.actions)).float().cpu().numpy()
+                            for mb in (batch.take(np.arange(i, min(i + minibatch, len(batch.actions))))
+                                       for i in range(0, len(batch.actions), minibatch))])
+    gap = float(np.abs(terms.sum(axis=(1, 2)) - batch.old_log_probs).mean())
+    return dataclasses.replace(batch, old_terms=terms.astype(np.float32)), gap
+
+
 def update(policy, optimizer, batch: Batch, epochs: int, minibatch: int, clip: float, grad_clip: float,
            rng: np.random.Generator) -> dict[str, float]:
-    """PPO-clip epochs over shuffled minibatches of timesteps; mean stats."""
+    """PPO-clip epochs over shuffled minibatches of timesteps; mean stats. A batch with
+    `old_terms` gets one ratio per action (--ratio dimension), else one per timestep."""
     stats: dict[str, list[float]] = {"loss": [], "clip_fraction": [], "approx_kl": [], "ratio_mean": []}
     policy.train()
     for _ in range(epochs):
         order = rng.permutation(len(batch.actions))
         for i in range(0, len(order), minibatch):
             mb = batch.take(order[i:i + minibatch])
-            new = policy.log_prob(Observations(mb.frames, mb.proprio, mb.instructions), torch.from_numpy(mb.actions))
-            loss, s = loop_ppo.ppo_loss(new, torch.from_numpy(mb.old_log_probs).to(new.device),
-                                        torch.from_numpy(mb.advantages).to(new.device), clip)
+            obs, actions = Observations(mb.frames, mb.proprio, mb.instructions), torch.from_numpy(mb.actions)
+            if mb.old_terms is None:
+                new, old, adv = policy.log_prob(obs, actions), mb.old_log_probs, mb.advantages
+            else:
+                new, old, adv = policy.log_prob_terms(obs, actions), mb.old_terms, mb.advantages[:, None, None]
+            loss, s = loop_ppo.ppo_loss(new, torch.from_numpy(old).to(new.device), torch.from_numpy(adv).to(new.device),
+                                        clip)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], grad_clip)
@@ -211,6 +232,8 @@ class Trainer:
         if not groups:
             return {**row, "version": version, "skipped": True, **self._sync_stats()}
         batch, _ = flatten(groups)                                                       # advantages
+        if c.ratio == "dimension":
+            batch, row["behaviour_gap"] = with_old_terms(self.policy, batch, c.minibatch)
         stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip, self.rng)
         try:                                                                             # publish
             self._sync = self._sync.add(self.publisher.publish(weights_bytes(self.policy), f"{run_id} iteration {it}"))
@@ -325,6 +348,8 @@ def starting_policy(config: RLConfig, out: pathlib.Path, resumed: bool):
         laplace.restart_scale(policy, config.exploration_scale)
     if not config.learn_scale:
         laplace.freeze_scale(policy, "--learn-scale")
+    if config.ratio == "dimension" and not hasattr(policy, "log_prob_terms"):
+        raise ValueError(f"ratio: the {policy.spec.arch} policy has no per-action log-probs; use --ratio chunk")
     return policy
 
 
