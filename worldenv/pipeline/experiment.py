@@ -61,6 +61,8 @@ class ExperimentConfig(Settings):
                       "diagnostics: at b = 0.02, 1e-6 gave approximate KL 0.005-0.03 and clip fraction 0.15-0.4 per "
                       "update; 3e-6 at b = 0.05 gave KL 0.065 and clip fraction 0.56)")
     epochs: int = Field(2, ge=1, description="PPO epochs per iteration")
+    ratio: Literal["chunk", "dimension"] = Field("chunk", description="PPO's ratio: one per timestep over the chunk's "
+                                                 "actions, or one per action (`train rl --ratio`)")
     replay_open: float = Field(0.0, ge=0, lt=1, description="share of each RL iteration's groups drawn again from "
                                "start states whose last group had a reward spread (`train rl --replay-open`); 0 = "
                                "uniform draws from the bank")
@@ -218,7 +220,7 @@ def rl_config(config: ExperimentConfig, addresses: dict[str, str], policy: pathl
     return RLConfig(redis_url=addresses["redis"], policy_addr=addresses["policy"], auth_token=config.auth_token,
                     policy=str(policy), starts=str(starts), run_id=run_id, out=str(out), iterations=iterations,
                     groups=config.groups, group_size=config.group_size, horizon=config.horizon, eta=config.eta,
-                    lr=config.lr, epochs=config.epochs, exploration_scale=config.exploration_scale,
+                    lr=config.lr, epochs=config.epochs, ratio=config.ratio, exploration_scale=config.exploration_scale,
                     seed=config.seed if seed is None else seed, replay_open=config.replay_open,
                     snapshot_every=config.curve_every)
 
