@@ -241,3 +241,18 @@ def test_objective_command_names_the_bad_flag(flag, value, message, capsys):
     except SystemExit as exc:
         code = exc.code
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_the_sampled_stage_samples_and_eval_refuses_a_scale_without_sampling(tmp_path, capsys):
+    """The experiment's sampled-actions evaluation parses through the real `worldenv eval` parser
+    into a run that samples at the exploration scale; a scale without --sample (which the
+    sampled stage once passed, evaluating the mean twice) is refused, naming the flag."""
+    from worldenv import cli
+    from worldenv.commands import flags
+    from worldenv.sim.policy_runs import EvalConfig
+    exp = experiment.ExperimentConfig(home=str(tmp_path), exploration_scale=0.1)
+    line = ["eval", "--policy", "expert", *experiment.sampled_args(exp), "--out", str(tmp_path / "e")]
+    built = flags.settings_from(EvalConfig, cli.build_parser().parse_args(line))
+    assert built.sample and built.exploration_scale == 0.1
+    assert cli.main(["eval", "--policy", "expert", "--exploration-scale", "0.1", "--out", str(tmp_path / "e")]) == 2
+    assert "--exploration-scale: only with --sample" in capsys.readouterr().err

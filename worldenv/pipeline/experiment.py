@@ -312,14 +312,19 @@ def evaluate(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pa
                root / "logs" / f"{name}.log")
 
 
+def sampled_args(config: ExperimentConfig) -> list[str]:
+    """`worldenv eval` flags for the actions RL samples: drawn from the Laplace head restarted at
+    --exploration-scale (before the experiment passed --sample, these stages took the mean)."""
+    return ["--sample", "--exploration-scale", str(config.exploration_scale)]
+
+
 def final(config: ExperimentConfig, root: pathlib.Path, sft: pathlib.Path, stack: Stack, rl_out: pathlib.Path) -> None:
     """SFT and RL on the same init states with the same seeds; then under reflector termination."""
     policies = {"sft": sft, "rl": rl_out / "policy"}
     for name, policy in policies.items():
         evaluate(config, root, f"eval_{name}", policy)
     for name, policy in policies.items() if config.sampled_episodes else ():
-        evaluate(config, root, f"sampled_{name}", policy, "--exploration-scale", str(config.exploration_scale),
-                 episodes=config.sampled_episodes)
+        evaluate(config, root, f"sampled_{name}", policy, *sampled_args(config), episodes=config.sampled_episodes)
     if not config.table4:
         return
     for name, policy in policies.items():

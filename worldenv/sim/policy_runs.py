@@ -102,6 +102,8 @@ class EvalConfig(PolicyRunConfig):
     def _judge_given(self) -> "EvalConfig":
         if self.termination == "reflector" and not self.reflector:
             raise ValueError("--termination reflector needs --reflector host:port")
+        if self.exploration_scale is not None and not self.sample:
+            raise ValueError("--exploration-scale: only with --sample (the policy's mean does not depend on its scale)")
         return self
 
 
