@@ -100,9 +100,9 @@ def _kill_during_iteration(redis_client, prefix: str, run_id: str, it: int, proc
                            seen: dict) -> threading.Thread:
     """Once the jobs of iteration `it` are enqueued, kill -9 the server and start it again."""
     def act():
-        key = f"{prefix}:job:{run_id}-it{it:04d}-00000"
+        pattern = f"{prefix}:job:{run_id}-it{it:04d}-*-00000"     # -<the trainer process's attempt>-
         deadline = time.monotonic() + 120
-        while not redis_client.exists(key) and time.monotonic() < deadline:
+        while not redis_client.keys(pattern) and time.monotonic() < deadline:
             time.sleep(0.02)
         seen["version_before"] = _served_version(f"127.0.0.1:{port}")
         proc_box[0].kill()

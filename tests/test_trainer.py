@@ -175,3 +175,16 @@ def test_the_per_action_loss_is_the_chunk_loss_gradient_at_the_start():
     assert stats["clip_fraction"] == pytest.approx(1 / 24)
     _, stats = loop_ppo.ppo_loss(new.sum(dim=(1, 2)), old.sum(dim=(1, 2)), adv)
     assert stats["clip_fraction"] == pytest.approx(1 / 3)
+
+
+def test_a_run_started_again_in_a_deleted_directory_gets_its_episodes(stack, redis_url, key_prefix):
+    """The queue runs a job id once ever: a new trainer process makes new job ids, so starting a
+    run again under the same run id (its directory deleted) does not wait for results it skipped."""
+    import shutil
+    config = _config(stack, redis_url, key_prefix, "again", iterations=1, groups=1, group_size=2, epochs=1, minibatch=8,
+                     lr=1e-4, min_reward_spread=0.0)
+    first = trainer.run(config)
+    shutil.rmtree(stack["tmp"] / "again")
+    second = trainer.run(config)
+    assert [r["iteration"] for r in second["rows"]] == [0] and second["rows"][0]["timesteps"] == 4
+    assert first["rows"][0]["timesteps"] == 4

@@ -28,6 +28,7 @@ import json
 import logging
 import pathlib
 import time
+import uuid
 
 import numpy as np
 import torch
@@ -190,11 +191,15 @@ class Trainer:
         self.replay = StartReplay(len(bank), config.replay_open, config.min_reward_spread)
         self._drawn: dict[str, tuple[int, bool]] = {}   # this iteration's group id -> (start index, replayed)
         self._synced_at, self._sync = 0.0, SyncReport()
+        # Job ids of this process: the queue runs a job id once ever, so a run started again in a
+        # deleted directory, or resumed in the middle of an iteration, must not reuse the ids whose
+        # results it read past (it would wait for them until --timeout).
+        self.attempt = uuid.uuid4().hex[:6]
 
     def collect(self, it: int, run_id: str) -> tuple[list[ImaginedEpisode], float]:
         c = self.config
         indices, replayed = self.replay.draw(c.groups, self.rng)    # uniform draws at --replay-open 0
-        prefix = f"{run_id}-it{it:04d}"
+        prefix = f"{run_id}-it{it:04d}-{self.attempt}"
         self._drawn = {f"{prefix}-g{g:04d}": (int(i), bool(r)) for g, (i, r) in enumerate(zip(indices, replayed))}
         jobs = rollout.make_jobs(self.bank.subset(indices), c.groups * c.group_size, prefix, c.horizon, c.group_size,
                                  seed=c.seed * 10_007 + it + 1, eta=c.eta)
