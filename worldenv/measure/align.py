@@ -41,13 +41,13 @@ class AlignConfig(LiberoJobConfig):
     out: str = Field(description="directory: real/ (the recorded real episodes), alignment.json, alignment.md")
 
 
-def resolve(value: str, role: str) -> str:
+def resolve(value: str, role: str, flag: str | None = None) -> str:
     """A checkpoint setting ('shipped' or a directory; `checkpoints.model` reads the words) ->
-    the directory; a missing one is a ValueError naming the flag."""
+    the directory; a missing one is a ValueError naming the flag (default --<role>)."""
     from worldenv import checkpoints
     found = checkpoints.model(value, role)
     if found is None or not (found / "config.json").is_file():
-        raise ValueError(f"--{role.replace('_', '-')}: no checkpoint (config.json) at {value}")
+        raise ValueError(f"{flag or '--' + role.replace('_', '-')}: no checkpoint (config.json) at {value}")
     return str(found)
 
 

@@ -33,6 +33,14 @@ def task(start_id: str) -> str:
     return start_id.split("/")[1] if "/" in start_id else ""
 
 
+def by_task(records: list[dict]) -> dict[str, int]:
+    """Successes per task of `rollouts` records, in task order."""
+    out: dict[str, int] = {}
+    for r in records:
+        out[task(r["id"])] = out.get(task(r["id"]), 0) + int(r["done"])
+    return dict(sorted(out.items()))
+
+
 def fixed_draw(bank: StartBank, per_task: int, seed: int = 0) -> StartBank:
     """`per_task` entries of each task (ids suite/task/...), drawn once with `seed`, in bank order:
     the same start states at every snapshot of an RL run, whatever it drew while training."""

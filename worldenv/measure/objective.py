@@ -19,7 +19,7 @@ from worldenv.config import Settings
 OBJECTIVE_DRAW = 12345   # the seed of the fixed draw of start states (the experiment's too)
 
 
-def _floats(value: str | None, field: str) -> list[float]:
+def _floats(value: str | None) -> list[float]:
     if not value:
         return []
     try:
@@ -53,7 +53,7 @@ class ObjectiveConfig(Settings):
     @field_validator("exploration_scales")
     @classmethod
     def _scales(cls, value: str | None) -> str | None:
-        _floats(value, "exploration_scales")
+        _floats(value)
         return value
 
     @field_validator("policies")
@@ -62,15 +62,6 @@ class ObjectiveConfig(Settings):
         if not [p for p in value.split(",") if p.strip()]:
             raise ValueError("name at least one policy checkpoint")
         return value
-
-
-def by_task(records: list[dict]) -> dict[str, int]:
-    """Successes per task of `rollouts` records."""
-    from worldenv.measure.imagined import task
-    out: dict[str, int] = {}
-    for r in records:
-        out[task(r["id"])] = out.get(task(r["id"]), 0) + int(r["done"])
-    return dict(sorted(out.items()))
 
 
 def measure(config: ObjectiveConfig) -> dict:
@@ -84,21 +75,16 @@ def measure(config: ObjectiveConfig) -> dict:
     if bank_path is None or not bank_path.is_file():
         raise ValueError(f"--starts: no start bank at {config.starts}")
     bank = imagined.fixed_draw(StartBank.load(bank_path), config.per_task, config.draw_seed)
-    paths = {}
-    for name in [p.strip() for p in config.policies.split(",") if p.strip()]:
-        try:
-            paths[name] = resolve(name, "policy")
-        except ValueError as exc:
-            raise ValueError(f"--policies: {exc}".replace("--policy: ", "")) from None
+    paths = {name: resolve(name, "policy", "--policies")
+             for name in [p.strip() for p in config.policies.split(",") if p.strip()]}
     world_model = models.load(resolve(config.world_model, "world_model"), role="world_model")
     reflector = models.load(resolve(config.reflector, "reflector"), role="reflector")
     rows = []
     for name, path in paths.items():
-        mean = imagined.rollouts(models.load(path, role="policy"), world_model, reflector, bank, config.horizon,
-                                 config.eta, batch=config.batch)
-        for scale in _floats(config.exploration_scales, "exploration_scales") or [None]:
-            policy = models.load(path, role="policy")
-            laplace.restart_scale(policy, scale, "--exploration-scales")
+        policy = models.load(path, role="policy")
+        mean = imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta, batch=config.batch)
+        for scale in _floats(config.exploration_scales) or [None]:
+            laplace.restart_scale(policy, scale, "--exploration-scales")   # resets the head whole: no earlier scale left
             sampled = [imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta,
                                          deterministic=False, batch=config.batch, seed=seed)
                        for seed in range(1, config.samples + 1)]
@@ -112,6 +98,7 @@ def line(row: dict, first: dict) -> str:
     """One printed row: mean and sampled success per task, sampled/mean, and the mean's paired
     difference from the first policy's (McNemar)."""
     from worldenv.measure import paired
+    from worldenv.measure.imagined import by_task
     n, k = len(row["mean"]), len(row["sampled"])
     mean = sum(r["done"] for r in row["mean"])
     drawn = [r for s in row["sampled"] for r in s]

@@ -2,6 +2,7 @@
 Table 4's reflector termination, the real-data budget and the stages' wall time."""
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 
@@ -60,7 +61,7 @@ def collect(config, root: pathlib.Path) -> dict:
 def objective_results(config, root: pathlib.Path) -> list[dict]:
     """RL's own objective at each measured snapshot: imagined successes on the fixed start states,
     the mean's and the sampled actions', overall and per task (of the mean)."""
-    from worldenv.measure.imagined import task
+    from worldenv.measure.imagined import by_task, task
     from worldenv.pipeline.experiment import seed_name
     named = [(f"seed {config.seed}, iteration {k}", f"{k:04d}") for k in config.curve_points]
     named += [(f"seed {s}, iteration {config.iterations}", seed_name(s)) for s in config.seeds[1:]]
@@ -70,12 +71,10 @@ def objective_results(config, root: pathlib.Path) -> list[dict]:
         if found is None:
             continue
         mean, sampled = found["mean"], found["sampled"]
-        tasks: dict[str, list[bool]] = {}
-        for e in mean:
-            tasks.setdefault(task(e["id"]), []).append(bool(e["done"]))
+        starts = collections.Counter(task(e["id"]) for e in mean)
         rows.append({"label": label, "n": len(mean), "mean": sum(e["done"] for e in mean),
-                     "sampled": sum(e["done"] for e in sampled), "tasks": {t: sum(v) for t, v in sorted(tasks.items())},
-                     "per_task": max(len(v) for v in tasks.values()) if tasks else 0})
+                     "sampled": sum(e["done"] for e in sampled), "tasks": by_task(mean),
+                     "per_task": max(starts.values(), default=0)})
     return rows
 
 
