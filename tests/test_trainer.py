@@ -89,6 +89,10 @@ def test_one_real_iteration_publishes_a_new_policy_and_resume_continues(stack, r
     assert resumed["resumed_at"] == 1 and [r["iteration"] for r in resumed["rows"]] == [0, 1]
     lines = (tmp / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [0, 1]
+    first, second = resumed["rows"]
+    assert first["mean_step_b"] > 0 and first["mean_drift_b"] == pytest.approx(first["mean_step_b"])
+    assert "step_cosine" not in first and -1 <= second["step_cosine"] <= 1, "the resumed run kept the previous step"
+    assert 0 < second["straightness"] <= 1 + 1e-9
 
 
 def test_groups_without_reward_spread_skip_the_update_and_snapshots_are_kept(stack, redis_url, key_prefix):

@@ -6,14 +6,15 @@ import pathlib
 PANELS = (("reward_mean", "reward (p(done) at termination)"), ("zero_advantage_groups", "groups with zero advantage"),
           ("clip_fraction", "clip fraction"), ("approx_kl", "approximate KL"), ("episode_length", "episode length (chunks)"),
           ("imagined_steps_per_s", "imagined steps/s"), ("first_act_ms", "first Act latency, median (ms)"),
-          ("stale_episodes", "stale episodes dropped"))
+          ("stale_episodes", "stale episodes dropped"), ("mean_drift_b", "mean action's drift from the start (b)"),
+          ("step_cosine", "cosine of successive mean steps"))
 
 
 def plot(rows: list[dict], path: pathlib.Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 4, figsize=(14, 6))
+    fig, axes = plt.subplots(2, 5, figsize=(17, 6))
     x = [r["iteration"] for r in rows]
     for ax, (key, title) in zip(axes.flat, PANELS):
         y = [r.get(key, float("nan")) for r in rows]     # an iteration that skipped its update has no PPO stats

@@ -9,7 +9,8 @@ the three services. One iteration reads top to bottom:
                 at termination)
     advantages  leave-one-out within each group, broadcast over each trajectory's steps
     update      PPO-clip epochs over minibatches of timesteps, on the trainer's own copy of
-                the policy (the world model and the reflector stay frozen)
+                the policy (the world model and the reflector stay frozen); then how far and
+                which way the mean action moved on a fixed probe of starts (rl/mean_path.py)
     publish     the new weights to every Policy replica (version + 1; worldenv/rl/publisher.py),
                 and to the weights store replicas catch up from
 
@@ -41,6 +42,7 @@ from worldenv.data.start_bank import StartBank
 from worldenv.models import laplace
 from worldenv.models.roles import Observations
 from worldenv.rl import loop_ppo, progress, rollout, value
+from worldenv.rl.mean_path import MeanPath
 from worldenv.rl.publisher import PolicyUnreachable, Publisher, SyncReport
 from worldenv.rl.queue import RolloutQueue
 from worldenv.rl.settings import RLConfig
@@ -189,6 +191,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(param_groups(policy, config.lr, config.head_lr), lr=config.lr)
         self.rng = np.random.default_rng(config.seed)
         self.replay = StartReplay(len(bank), config.replay_open, config.min_reward_spread)
+        self.mean_path = MeanPath(bank)      # how far and which way the updates move the mean action
         self._drawn: dict[str, tuple[int, bool]] = {}   # this iteration's group id -> (start index, replayed)
         self._synced_at, self._sync = 0.0, SyncReport()
         # Job ids of this process: the queue runs a job id once ever, so a run started again in a
@@ -240,6 +243,7 @@ class Trainer:
         if c.ratio == "dimension":
             batch, row["behaviour_gap"] = with_old_terms(self.policy, batch, c.minibatch)
         stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip, self.rng)
+        stats.update(self.mean_path.see(self.policy))
         try:                                                                             # publish
             self._sync = self._sync.add(self.publisher.publish(weights_bytes(self.policy), f"{run_id} iteration {it}"))
         except PolicyUnreachable as exc:   # the next iteration's sync sends it
@@ -303,7 +307,8 @@ def save_state(out: pathlib.Path, trainer: Trainer, it: int) -> None:
     """The policy (in the checkpoint format, servable) and the resumable state, atomically."""
     trainer.policy.save_pretrained(out / "policy")
     payload = {"iteration": it, "version": trainer.publisher.version, "optimizer": trainer.optimizer.state_dict(),
-               "rng": trainer.rng.bit_generator.state, "start_replay": trainer.replay.state_dict()}
+               "rng": trainer.rng.bit_generator.state, "start_replay": trainer.replay.state_dict(),
+               "mean_path": trainer.mean_path.state_dict()}
     tmp = out / "trainer_state.pt.tmp"
     torch.save(payload, tmp)
     tmp.replace(out / "trainer_state.pt")
@@ -323,6 +328,7 @@ def load_state(out: pathlib.Path, trainer: Trainer) -> int:
                          f"--head-lr and --learn-scale the run started with ({exc})") from None
     trainer.rng.bit_generator.state = payload["rng"]
     trainer.replay.load_state_dict(payload.get("start_replay", {}))
+    trainer.mean_path.load_state_dict(payload.get("mean_path", {}))
     return int(payload["iteration"]) + 1
 
 
@@ -396,6 +402,8 @@ def run(config: RLConfig) -> dict:
         trainer = Trainer(config, policy, publisher, RolloutQueue(client, config.prefix),
                           EpisodeStore(client, config.prefix), bank, value_model(config))
         first = load_state(out, trainer)
+        if not resumed:
+            trainer.mean_path.begin(trainer.policy)
         publisher.publish(weights_bytes(trainer.policy), f"start of {out.name}")   # the served policy = ours
         if config.snapshot_every and not resumed:
             trainer.policy.save_pretrained(snapshot_dir(out, 0))
