@@ -256,3 +256,15 @@ def test_the_sampled_stage_samples_and_eval_refuses_a_scale_without_sampling(tmp
     assert built.sample and built.exploration_scale == 0.1
     assert cli.main(["eval", "--policy", "expert", "--exploration-scale", "0.1", "--out", str(tmp_path / "e")]) == 2
     assert "--exploration-scale: only with --sample" in capsys.readouterr().err
+
+
+def test_the_rl_section_reads_the_mean_actions_path_by_hand():
+    rows = [{"iteration": i, "reward_mean": 0.2, "mean_step_b": 0.1, "mean_drift_b": d, "straightness": s,
+             **({"step_cosine": c} if c is not None else {})}
+            for i, (d, s, c) in enumerate([(0.1, 1.0, None), (0.15, 0.75, 0.2), (0.1, 0.33, -0.4)])]
+    text = "\n".join(experiment_markdown.rl_section(rows))
+    assert ("moved 0.100 b per update and ended 0.100 b from the start (straightness 0.33: 1 is a straight line, "
+            "about 0.58 a random walk of 3 steps; successive steps' cosine -0.10 on average)") in text
+    unlogged = [{k: v for k, v in r.items() if k in ("iteration", "reward_mean")} for r in rows]
+    old = "\n".join(experiment_markdown.rl_section(unlogged))
+    assert "moved" not in old and "Updates: clip fraction" in old

@@ -174,9 +174,21 @@ def rl_section(rows: list[dict]) -> list[str]:
             f"| last {len(last)} | {mean(last, 'reward_mean'):.3f} | {mean(last, 'done_fraction'):.2f} | "
             f"{mean(last, 'episode_length'):.1f} | {mean(last, 'zero_advantage_groups'):.2f} |", "",
             f"Updates: clip fraction {mean(updates, 'clip_fraction'):.2f}, approximate KL {mean(updates, 'approx_kl'):.4f} "
-            f"(means); imagined steps/s {mean(rows, 'imagined_steps_per_s'):.0f}. Every iteration: `rl/metrics.jsonl`, "
-            "`rl/curves.png` in the experiment directory, and the debug API's run page while the stack runs."
-            if updates else "No iteration updated the policy."]
+            f"(means); imagined steps/s {mean(rows, 'imagined_steps_per_s'):.0f}.{_path(updates)} Every iteration: "
+            "`rl/metrics.jsonl`, `rl/curves.png` in the experiment directory, and the debug API's run page while the "
+            "stack runs." if updates else "No iteration updated the policy."]
+
+
+def _path(updates: list[dict]) -> str:
+    """Where the updates moved the mean action (rl/mean_path.py), when the run logged it."""
+    walked = [r for r in updates if "mean_drift_b" in r]
+    if not walked:
+        return ""
+    cos = [r["step_cosine"] for r in walked if "step_cosine" in r]
+    return (f" The mean action moved {sum(r['mean_step_b'] for r in walked) / len(walked):.3f} b per update and ended "
+            f"{walked[-1]['mean_drift_b']:.3f} b from the start (straightness {walked[-1]['straightness']:.2f}: 1 is a "
+            f"straight line, about {len(walked) ** -0.5:.2f} a random walk of {len(walked)} steps"
+            + (f"; successive steps' cosine {sum(cos) / len(cos):+.2f} on average)." if cos else ")."))
 
 
 def _diff(c: dict) -> str:
