@@ -20,6 +20,23 @@ def test_field_descriptions_and_defaults_are_the_help(capsys):
     assert "rollouts per start state (default: 8)" in out
 
 
+def _subparsers(parser):
+    """Every parser under `parser`, depth first (`train rl`, `demos collect`, ...)."""
+    import argparse
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield sub
+                yield from _subparsers(sub)
+
+
+def test_every_commands_help_renders_and_a_percent_in_a_description_stays_one():
+    parsers = list(_subparsers(cli.build_parser()))
+    assert len(parsers) > 20
+    texts = {p.prog: p.format_help() for p in parsers}                   # raised on a bare % before
+    assert "39 % of ratios clipped" in " ".join(texts["worldenv train rl"].split())
+
+
 def test_positional_fields_and_flag_aliases():
     parser = cli.build_parser()
     args = parser.parse_args(["health", "redis", "redis://x", "--timeout", "1"])

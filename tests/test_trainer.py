@@ -42,6 +42,19 @@ def test_stale_failed_and_incomplete_groups_are_dropped_and_counted():
     assert batch.advantages.tolist() == [-1.0, -1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]       # broadcast over 2 steps
 
 
+def test_the_shuffled_rewards_control_permutes_each_groups_rewards_among_its_rollouts():
+    groups = [[_episode(g * 8 + i, f"g{g}", reward=float(i == g)) for i in range(8)] for g in range(3)]
+    _, true = trainer.flatten(groups)
+    runs = [trainer.flatten(groups, np.random.default_rng([0, it]))[1] for it in (0, 0, 1)]
+    for rewards in runs:
+        assert (np.sort(rewards, axis=1) == np.sort(true, axis=1)).all(), "each group keeps its rewards"
+    assert (runs[0] == runs[1]).all(), "seeded by (seed, iteration): a resumed run shuffles the same way"
+    assert not (runs[0] == true).all() and not (runs[0] == runs[2]).all()
+    batch, rewards = trainer.flatten(groups, np.random.default_rng([0, 0]))
+    winner = [int(np.argmax(r)) for r in rewards]                     # the rollout paid in each group
+    assert [batch.advantages[2 * (g * 8 + w)] for g, w in enumerate(winner)] == [1.0] * 3
+
+
 @pytest.fixture()
 def stack(redis_client, key_prefix, tmp_path):
     torch.manual_seed(5)

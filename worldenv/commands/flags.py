@@ -38,16 +38,18 @@ def _flag_type(annotation) -> tuple[type, list[str] | None]:
 
 
 def _help(field) -> str:
+    """The description (argparse formats help with %, so a literal % is doubled) and the default."""
+    text = (field.description or "").replace("%", "%%")
     if field.default_factory is not None:
-        return field.description
-    return f"{field.description} ({'required' if field.is_required() else f'default: {field.default}'})"
+        return text
+    return f"{text} ({'required' if field.is_required() else f'default: {field.default}'})"
 
 
 def _add(parser: argparse.ArgumentParser, name: str, field) -> None:
     extra = field.json_schema_extra or {}
     kind, choices = _flag_type(field.annotation)
     if extra.get("positional"):
-        parser.add_argument(name, type=kind, choices=choices, help=field.description)
+        parser.add_argument(name, type=kind, choices=choices, help=(field.description or "").replace("%", "%%"))
         return
     flags = [config.flag(name), *extra.get("aliases", ())]
     if kind is bool:

@@ -99,6 +99,11 @@ class RLConfig(Settings):
         "update, `behaviour_gap` in the metrics says how far their sum is from the one the worker stored). With one "
         "ratio over 56 actions, the mean moving a few hundredths of b per action already takes it past the clip "
         "(b = 0.1, lr 3e-6: 0.027 b per action in one iteration, 39 % of ratios clipped)")
+    shuffle_rewards: bool = Field(
+        False, description="a control, not a way to train: each group's rewards are permuted among its rollouts "
+        "(seeded per iteration) before the advantages, so the update keeps RL's groups, size and steps and loses "
+        "its signal; its mean path (mean_drift_b, straightness) and `worldenv objective` are the noise floor a run "
+        "with the true rewards is compared with")
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     max_staleness: int = Field(1, ge=0, description="drop episodes sampled by a policy more versions old")
     seed: int = Field(0, ge=0, description="seed of the start-state draws, sampling and minibatches")

@@ -106,9 +106,13 @@ def drop_reason(episodes: list[ImaginedEpisode], cause: str | None, version: int
     return ""
 
 
-def flatten(groups: list[list[ImaginedEpisode]]) -> tuple[Batch, np.ndarray]:
-    """Timesteps with their broadcast leave-one-out advantages; also the rewards (G, N)."""
-    rewards = torch.tensor([[e.reward for e in g] for g in groups], dtype=torch.float32)       # (G, N)
+def flatten(groups: list[list[ImaginedEpisode]], shuffle: np.random.Generator | None = None) -> tuple[Batch, np.ndarray]:
+    """Timesteps with their broadcast leave-one-out advantages; also the rewards (G, N). With
+    `shuffle` (--shuffle-rewards, a control) each group's rewards are permuted among its rollouts."""
+    rewards = np.array([[e.reward for e in g] for g in groups], np.float32)                    # (G, N)
+    if shuffle is not None:
+        rewards = np.stack([shuffle.permutation(r) for r in rewards])
+    rewards = torch.from_numpy(rewards)
     adv = loop_ppo.leave_one_out(rewards).flatten()                                            # (G*N,)
     episodes = [e for g in groups for e in g]
     lengths = torch.tensor([len(e.actions) for e in episodes])
@@ -239,7 +243,7 @@ class Trainer:
         row, groups = self.usable(it, episodes, wall)
         if not groups:
             return {**row, "version": version, "skipped": True, **self._sync_stats()}
-        batch, _ = flatten(groups)                                                       # advantages
+        batch, _ = flatten(groups, np.random.default_rng([c.seed, it]) if c.shuffle_rewards else None)  # advantages
         if c.ratio == "dimension":
             batch, row["behaviour_gap"] = with_old_terms(self.policy, batch, c.minibatch)
         stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip, self.rng)
