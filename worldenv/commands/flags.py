@@ -37,9 +37,14 @@ def _flag_type(annotation) -> tuple[type, list[str] | None]:
     return (annotation if annotation in (int, float, str, bool) else str), None
 
 
+def _described(field) -> str:
+    """The description as argparse help text: argparse formats help with %, so a literal % is doubled."""
+    return (field.description or "").replace("%", "%%")
+
+
 def _help(field) -> str:
-    """The description (argparse formats help with %, so a literal % is doubled) and the default."""
-    text = (field.description or "").replace("%", "%%")
+    """The description and the default."""
+    text = _described(field)
     if field.default_factory is not None:
         return text
     return f"{text} ({'required' if field.is_required() else f'default: {field.default}'})"
@@ -49,7 +54,7 @@ def _add(parser: argparse.ArgumentParser, name: str, field) -> None:
     extra = field.json_schema_extra or {}
     kind, choices = _flag_type(field.annotation)
     if extra.get("positional"):
-        parser.add_argument(name, type=kind, choices=choices, help=(field.description or "").replace("%", "%%"))
+        parser.add_argument(name, type=kind, choices=choices, help=_described(field))
         return
     flags = [config.flag(name), *extra.get("aliases", ())]
     if kind is bool:

@@ -42,13 +42,11 @@ class MeanPath:
         return chunks.loc.astype(np.float64) / self.scale
 
     def begin(self, policy) -> None:
-        """The start of the path: the policy before its first update (a fresh run only)."""
+        """The start of the path: the policy before the first update this path sees."""
         self.start = self.last = self._mean(policy)
 
     def see(self, policy) -> dict[str, float]:
-        """The metrics after an update (see the module doc)."""
-        if self.start is None:
-            self.begin(policy)
+        """The metrics after an update (see the module doc); `begin` (or a loaded state) first."""
         now = self._mean(policy)
         step, drift = now - self.last, now - self.start
         norm = float(np.linalg.norm(step))

@@ -406,7 +406,7 @@ def run(config: RLConfig) -> dict:
         trainer = Trainer(config, policy, publisher, RolloutQueue(client, config.prefix),
                           EpisodeStore(client, config.prefix), bank, value_model(config))
         first = load_state(out, trainer)
-        if not resumed:
+        if trainer.mean_path.start is None:      # a fresh run, or a state saved before the path was kept
             trainer.mean_path.begin(trainer.policy)
         publisher.publish(weights_bytes(trainer.policy), f"start of {out.name}")   # the served policy = ours
         if config.snapshot_every and not resumed:
