@@ -67,6 +67,7 @@ def test_comparison_and_gap_by_hand():
     c = experiment_report.comparison(sft, rl)
     assert (c["mcnemar"]["only_a"], c["mcnemar"]["only_b"]) == (0, 2)
     assert c["bootstrap"]["difference"] == pytest.approx(0.5)
+    assert c["by_task"] == {"0": {"only_a": 0, "only_b": 2, "p_value": 0.5, "n": 4, "a": 1, "b": 3}}
     point = {"iteration": 10, "real": sft, "imagined": {"episodes": [
         {"id": f"libero_object/0/{i}", "done": d} for i, d in enumerate([True, True, False, False])]}}
     g = experiment_report.gap(point)
@@ -93,6 +94,7 @@ def test_report_renders_the_figures(tmp_path):
     path = experiment_report.write(config, root)
     text = path.read_text()
     assert "**RL - SFT: +50.0 points**" in text and "McNemar exact p = 0.5" in text
+    assert text.count("| 0 / 2, p = 0.5 |") == 2, "the flips of task 0 and of all, in the main table"
     assert "| 0 | 25 % (4 ep.)" in text and "+75 pts" in text          # the reward-hacking gap at iteration 0
     assert "| RL in imagination | 0 | **0** |" in text
     assert (tmp_path / "r" / "experiment-curve.png").is_file()
@@ -228,6 +230,7 @@ def test_objective_command_compares_policies_and_scales_on_one_draw(tiny, tmp_pa
     assert p(rows[0]["mean"]) == pytest.approx(p(again), abs=1e-3), "the experiment's fixed draw"
     out = capsys.readouterr().out
     assert "sampled/mean" in out and out.count("vs ") == 2 and "McNemar" in out
+    assert out.count("per task only it / only this: 0: ") == 2 and " 1: " in out, "discordant starts per task"
 
 
 @pytest.mark.parametrize("flag,value,message", [("--exploration-scales", "0.1,x", "comma-separated numbers"),

@@ -33,3 +33,17 @@ def test_pairs_match_ids_and_refuse_disjoint_runs():
     assert a.tolist() == [True, False] and b.tolist() == [True, True]
     with pytest.raises(ValueError, match="share no episode"):
         paired.pairs({"x": True}, {"y": True})
+
+
+def test_by_task_finds_a_one_sided_task_the_total_hides():
+    # task 1: 8 lost, none gained (p = 2/256); task 2: 8 gained, none lost; the total is level (p = 1)
+    a = {f"s/1/{i}": i < 8 for i in range(10)} | {f"s/2/{i}": False for i in range(10)} | {"s/10/0": True}
+    b = {f"s/1/{i}": False for i in range(10)} | {f"s/2/{i}": i < 8 for i in range(10)} | {"s/10/0": True}
+    total = paired.mcnemar(*paired.pairs(a, b))
+    assert (total["only_a"], total["only_b"], total["p_value"]) == (8, 8, 1.0)
+    tasks = paired.by_task(a, b)
+    assert list(tasks) == ["1", "2", "10"], "tasks in numeric order"
+    assert (tasks["1"]["only_a"], tasks["1"]["only_b"], tasks["1"]["n"], tasks["1"]["a"], tasks["1"]["b"]) == (8, 0, 10, 8, 0)
+    assert tasks["1"]["p_value"] == pytest.approx(2 / 256)
+    assert (tasks["2"]["only_a"], tasks["2"]["only_b"]) == (0, 8)
+    assert tasks["10"] == {"only_a": 0, "only_b": 0, "p_value": 1.0, "n": 1, "a": 1, "b": 1}

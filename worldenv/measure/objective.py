@@ -96,7 +96,7 @@ def measure(config: ObjectiveConfig) -> dict:
 
 def line(row: dict, first: dict) -> str:
     """One printed row: mean and sampled success per task, sampled/mean, and the mean's paired
-    difference from the first policy's (McNemar)."""
+    difference from the first policy's (McNemar), with the discordant starts per task."""
     from worldenv.measure import paired
     from worldenv.measure.imagined import by_task
     n, k = len(row["mean"]), len(row["sampled"])
@@ -108,9 +108,12 @@ def line(row: dict, first: dict) -> str:
     text = (f"{row['policy']}  b={scale}  mean {mean}/{n} {by_task(row['mean'])}  sampled {sampled}/{n * k} "
             f"{by_task(drawn)}  sampled/mean {ratio}")
     if row is not first and row["policy"] != first["policy"]:
-        a, b = paired.pairs({r["id"]: r["done"] for r in first["mean"]}, {r["id"]: r["done"] for r in row["mean"]})
+        first_done, done = {r["id"]: r["done"] for r in first["mean"]}, {r["id"]: r["done"] for r in row["mean"]}
+        a, b = paired.pairs(first_done, done)
         test = paired.mcnemar(a, b)
-        text += f"  vs {first['policy']}: {int(b.sum()) - int(a.sum()):+d} (McNemar p = {test['p_value']:.2g})"
+        tasks = " ".join(f"{t or '-'}: {m['only_a']}/{m['only_b']}" for t, m in paired.by_task(first_done, done).items())
+        text += (f"  vs {first['policy']}: {int(b.sum()) - int(a.sum()):+d} (McNemar p = {test['p_value']:.2g}; "
+                 f"per task only it / only this: {tasks})")
     return text
 
 

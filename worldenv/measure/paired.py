@@ -28,6 +28,21 @@ def mcnemar(a: np.ndarray, b: np.ndarray) -> dict:
     return {"only_a": only_a, "only_b": only_b, "p_value": min(1.0, 2 * tail)}
 
 
+def by_task(a: dict[str, bool], b: dict[str, bool]) -> dict[str, dict]:
+    """McNemar per task of the episodes both runs have (ids suite/task/...), in task order: a change
+    that is one-sided on one task and hidden in the total (one task lost while another gained)."""
+    a_pairs, b_pairs = pairs(a, b)
+    tasks = np.array([_task(i) for i in sorted(set(a) & set(b))])
+    return {t: mcnemar(a_pairs[tasks == t], b_pairs[tasks == t]) | {"n": int((tasks == t).sum()),
+                                                                   "a": int(a_pairs[tasks == t].sum()),
+                                                                   "b": int(b_pairs[tasks == t].sum())}
+            for t in sorted(set(tasks), key=lambda t: (len(t), t))}
+
+
+def _task(episode_id: str) -> str:
+    return episode_id.split("/")[1] if "/" in episode_id else ""
+
+
 def bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0) -> dict:
     """Success rate of b minus a, with a 95 % percentile interval from resampling pairs."""
     rng = np.random.default_rng(seed)

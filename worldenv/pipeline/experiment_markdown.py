@@ -26,13 +26,16 @@ def headline(config, evals: dict, c: dict | None) -> list[str]:
     lines = [f"Real LIBERO, LIBERO's termination (success ends an episode), deterministic actions, "
              f"{config.eval_episodes} episodes per task at LIBERO's fixed init states 0-{config.eval_episodes - 1}, "
              "the same for both policies.", "",
-             "| task | instruction | SFT | SFT Wilson 95 % | RL | RL Wilson 95 % |", "|---|---|---|---|---|---|"]
+             "| task | instruction | SFT | SFT Wilson 95 % | RL | RL Wilson 95 % | only SFT / only RL, McNemar |",
+             "|---|---|---|---|---|---|---|"]
     for task, s in sft["tasks"].items():
-        r = rl["tasks"][task]
+        r, m = rl["tasks"][task], c.get("by_task", {}).get(str(task))
+        flips = f"{m['only_a']} / {m['only_b']}, p = {m['p_value']:.2g}" if m else ""
         lines.append(f"| {task} | {s['instruction']} | {s['successes']}/{s['episodes']} = {_pct(s['rate'])} | {_ci(s)} | "
-                     f"{r['successes']}/{r['episodes']} = {_pct(r['rate'])} | {_ci(r)} |")
+                     f"{r['successes']}/{r['episodes']} = {_pct(r['rate'])} | {_ci(r)} | {flips} |")
     lines.append(f"| **all** | | **{c['sft']['successes']}/{c['n']} = {_pct(c['sft']['rate'])}** | {_ci(c['sft'])} | "
-                 f"**{c['rl']['successes']}/{c['n']} = {_pct(c['rl']['rate'])}** | {_ci(c['rl'])} |")
+                 f"**{c['rl']['successes']}/{c['n']} = {_pct(c['rl']['rate'])}** | {_ci(c['rl'])} | "
+                 f"{c['mcnemar']['only_a']} / {c['mcnemar']['only_b']}, p = {c['mcnemar']['p_value']:.2g} |")
     b, m = c["bootstrap"], c["mcnemar"]
     verdict = ("RL is better beyond the paired interval" if b["ci95"][0] > 0 else
                "RL is worse beyond the paired interval" if b["ci95"][1] < 0 else

@@ -121,7 +121,8 @@ def comparison(sft: dict, rl: dict) -> dict:
     """Paired outcomes of the two policies on the same init states."""
     a, b = paired.pairs(outcomes(sft), outcomes(rl))
     return {"n": len(a), "sft": rate(int(a.sum()), len(a)), "rl": rate(int(b.sum()), len(b)),
-            "mcnemar": paired.mcnemar(a, b), "bootstrap": paired.bootstrap_difference(a, b)}
+            "mcnemar": paired.mcnemar(a, b), "bootstrap": paired.bootstrap_difference(a, b),
+            "by_task": paired.by_task(outcomes(sft), outcomes(rl))}
 
 
 def gap(point: dict) -> dict:
