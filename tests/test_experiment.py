@@ -230,7 +230,7 @@ def test_objective_command_compares_policies_and_scales_on_one_draw(tiny, tmp_pa
     assert p(rows[0]["mean"]) == pytest.approx(p(again), abs=1e-3), "the experiment's fixed draw"
     out = capsys.readouterr().out
     assert "sampled/mean" in out and out.count("vs ") == 2 and "McNemar" in out
-    assert out.count("per task only it / only this: 0: ") == 2 and " 1: " in out, "discordant starts per task"
+    assert out.count("per task, only the first / only this: 0: ") == 2 and " 1: " in out, "discordant starts per task"
 
 
 @pytest.mark.parametrize("flag,value,message", [("--exploration-scales", "0.1,x", "comma-separated numbers"),

@@ -113,7 +113,7 @@ def line(row: dict, first: dict) -> str:
         test = paired.mcnemar(a, b)
         tasks = " ".join(f"{t or '-'}: {m['only_a']}/{m['only_b']}" for t, m in paired.by_task(first_done, done).items())
         text += (f"  vs {first['policy']}: {int(b.sum()) - int(a.sum()):+d} (McNemar p = {test['p_value']:.2g}; "
-                 f"per task only it / only this: {tasks})")
+                 f"per task, only the first / only this: {tasks})")
     return text
 
 

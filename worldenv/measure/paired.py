@@ -31,12 +31,13 @@ def mcnemar(a: np.ndarray, b: np.ndarray) -> dict:
 def by_task(a: dict[str, bool], b: dict[str, bool]) -> dict[str, dict]:
     """McNemar per task of the episodes both runs have (ids suite/task/...), in task order: a change
     that is one-sided on one task and hidden in the total (one task lost while another gained)."""
-    a_pairs, b_pairs = pairs(a, b)
+    a_pairs, b_pairs = pairs(a, b)                                   # in sorted id order
     tasks = np.array([_task(i) for i in sorted(set(a) & set(b))])
-    return {t: mcnemar(a_pairs[tasks == t], b_pairs[tasks == t]) | {"n": int((tasks == t).sum()),
-                                                                   "a": int(a_pairs[tasks == t].sum()),
-                                                                   "b": int(b_pairs[tasks == t].sum())}
-            for t in sorted(set(tasks), key=lambda t: (len(t), t))}
+    out = {}
+    for t in sorted(set(tasks), key=lambda t: (len(t), t)):           # "2" before "10"
+        at, bt = a_pairs[tasks == t], b_pairs[tasks == t]
+        out[t] = mcnemar(at, bt) | {"n": len(at), "a": int(at.sum()), "b": int(bt.sum())}
+    return out
 
 
 def _task(episode_id: str) -> str:
