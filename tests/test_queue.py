@@ -323,3 +323,18 @@ def test_a_live_workers_long_episodes_are_not_reclaimed(queue, worker_factory, r
         pytest.skip(f"the batch took {elapsed:.1f} s, too little over the 2 s reclaim time to test anything")
     assert stolen == [], f"a live worker's jobs were reclaimed after {elapsed:.1f} s"
     assert redis_client.xlen(queue.results_key) == 2 and queue.pending() == 0
+
+
+def test_drop_undelivered_deletes_only_a_dead_attempts_unclaimed_jobs(queue, redis_client):
+    for i in range(3):
+        queue.enqueue(job(i, run="r-it0001-aaaaaa"))          # a killed trainer's attempt
+    held = queue.claim("w", 1, block_ms=10)                      # one of them already with a worker
+    for i in range(2):
+        queue.enqueue(job(i, run="r-it0001-bbbbbb"))          # the restarted trainer's
+    queue.enqueue(job(0, run="other-it0001-aaaaaa"))           # another run
+    dropped = queue.drop_undelivered(lambda run: run.endswith("-aaaaaa") and run.startswith("r-"))
+    assert dropped == 2 and redis_client.xlen(queue.jobs_key) == 4
+    rest = queue.claim("w2", 10, block_ms=10)
+    assert sorted(c.job.run_id for c in rest) == ["other-it0001-aaaaaa", "r-it0001-bbbbbb", "r-it0001-bbbbbb"]
+    assert queue.complete(held[0], {"status": "done"}), "the job a worker held still completes"
+    assert queue.drop_undelivered(lambda run: True) == 0, "nothing undelivered is left"

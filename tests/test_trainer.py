@@ -75,6 +75,14 @@ def stack(redis_client, key_prefix, tmp_path):
             c.close()
 
 
+def test_a_restarted_trainer_picks_only_its_runs_earlier_attempts_jobs():
+    earlier = trainer.earlier_attempts("run.1", "abc123")
+    assert earlier("run.1-it0003-def456") and earlier("run.1-it12345-def456")
+    assert not earlier("run.1-it0003-abc123"), "its own attempt's"
+    assert not earlier("runx1-it0003-def456") and not earlier("run.1-x-it0003-def456"), "another run's"
+    assert not earlier("run.1-it0003-def4567") and not earlier("rollout-run.1-it0003-def456")
+
+
 def _config(stack, redis_url, key_prefix, out: str, bank: int = 4, **settings) -> RLConfig:
     """A run against the fixture's stack from a synthetic bank of `bank` start states."""
     tmp = stack["tmp"]

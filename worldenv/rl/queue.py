@@ -184,6 +184,25 @@ class RolloutQueue:
         return [Claimed(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, job, n, entry_id in reclaimed)
                 for (entry_id, job), n in zip(readable, attempts)]
 
+    def drop_undelivered(self, stale: Callable[[str], bool]) -> int:
+        """Delete the jobs no worker has been given yet whose run id `stale` picks (a restarted
+        trainer's earlier attempts, which nobody waits for and which would otherwise be imagined
+        ahead of its new jobs). Jobs a worker already holds finish as usual (their entries are
+        acked on completion). Returns how many were deleted."""
+        groups = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g
+                  for g in self.r.xinfo_groups(self.jobs_key)}
+        last = groups[GROUP]["last-delivered-id"]
+        start, dropped = "(" + (last.decode() if isinstance(last, bytes) else last), 0
+        while True:
+            entries = self.r.xrange(self.jobs_key, min=start, max="+", count=512)
+            if not entries:
+                return dropped
+            picked = [entry_id for entry_id, fields in entries if stale(_text(fields, "run_id"))]
+            if picked:
+                dropped += self.r.xdel(self.jobs_key, *picked)
+            last_id = entries[-1][0]
+            start = "(" + (last_id.decode() if isinstance(last_id, bytes) else last_id)
+
     def touch(self, consumer: str, entry_ids: list[str]) -> None:
         """Heartbeat of a live worker: reset the idle time of the entries it is running, so only
         a dead worker's entries reach the reclaim idle time, however long the episodes run."""

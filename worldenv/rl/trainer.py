@@ -28,6 +28,7 @@ import dataclasses
 import json
 import logging
 import pathlib
+import re
 import time
 import uuid
 
@@ -93,6 +94,13 @@ def fresh_groups(episodes: list[ImaginedEpisode], version: int, max_staleness: i
         else:
             kept.append(sorted(members, key=lambda e: e.id))
     return kept, dropped
+
+
+def earlier_attempts(run_id: str, attempt: str):
+    """Whether a job's run id is one of this run's other trainer processes (a killed one's): the
+    jobs' run ids are <run id>-it<iteration>-<attempt> (`Trainer.collect`)."""
+    pattern = re.compile(rf"{re.escape(run_id)}-it\d{{4,}}-(?!{re.escape(attempt)}$)[0-9a-f]{{6}}")
+    return lambda job_run_id: pattern.fullmatch(job_run_id) is not None
 
 
 def drop_reason(episodes: list[ImaginedEpisode], cause: str | None, version: int, floor: int) -> str:
@@ -412,6 +420,8 @@ def run(config: RLConfig) -> dict:
         if config.snapshot_every and not resumed:
             trainer.policy.save_pretrained(snapshot_dir(out, 0))
         run_id, rows, watch = config.run_id or out.name, [], progress.Watch(config.max_hopeless)
+        if dropped := trainer.queue.drop_undelivered(earlier_attempts(run_id, trainer.attempt)):
+            log.info("dropped %d queued jobs of this run's earlier attempts (a killed trainer's)", dropped)
         for it in tqdm.tqdm(range(first, config.iterations), initial=first, total=config.iterations, desc="rl"):
             row = watch.see(trainer.iteration(it, run_id))
             if row.get("no_update_cause") in progress.HOPELESS:
