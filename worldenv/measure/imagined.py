@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from worldenv.data.start_bank import StartBank
+from worldenv.measure.paired import task
 from worldenv.models.imagination import Imagination, imagine
 from worldenv.models.roles import Policy, Reflector, StartStates, WorldModel
 
@@ -26,11 +27,6 @@ def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank
             out += [{"id": part.ids[i], "done": e.done, "p_done": e.p_done[-1], "chunks": len(e.actions)}
                     for i, e in enumerate(episodes)]
     return out
-
-
-def task(start_id: str) -> str:
-    """The task of a start or episode id (suite/task/...); "" for an id without one."""
-    return start_id.split("/")[1] if "/" in start_id else ""
 
 
 def by_task(records: list[dict]) -> dict[str, int]:

@@ -32,7 +32,7 @@ def by_task(a: dict[str, bool], b: dict[str, bool]) -> dict[str, dict]:
     """McNemar per task of the episodes both runs have (ids suite/task/...), in task order: a change
     that is one-sided on one task and hidden in the total (one task lost while another gained)."""
     a_pairs, b_pairs = pairs(a, b)                                   # in sorted id order
-    tasks = np.array([_task(i) for i in sorted(set(a) & set(b))])
+    tasks = np.array([task(i) for i in sorted(set(a) & set(b))])
     out = {}
     for t in sorted(set(tasks), key=lambda t: (len(t), t)):           # "2" before "10"
         at, bt = a_pairs[tasks == t], b_pairs[tasks == t]
@@ -40,7 +40,8 @@ def by_task(a: dict[str, bool], b: dict[str, bool]) -> dict[str, dict]:
     return out
 
 
-def _task(episode_id: str) -> str:
+def task(episode_id: str) -> str:
+    """The task of a start or episode id (suite/task/...); "" for an id without one."""
     return episode_id.split("/")[1] if "/" in episode_id else ""
 
 

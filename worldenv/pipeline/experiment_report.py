@@ -119,10 +119,11 @@ def _only(evaluation: dict, like: dict) -> dict:
 
 def comparison(sft: dict, rl: dict) -> dict:
     """Paired outcomes of the two policies on the same init states."""
-    a, b = paired.pairs(outcomes(sft), outcomes(rl))
+    sft_done, rl_done = outcomes(sft), outcomes(rl)
+    a, b = paired.pairs(sft_done, rl_done)
     return {"n": len(a), "sft": rate(int(a.sum()), len(a)), "rl": rate(int(b.sum()), len(b)),
             "mcnemar": paired.mcnemar(a, b), "bootstrap": paired.bootstrap_difference(a, b),
-            "by_task": paired.by_task(outcomes(sft), outcomes(rl))}
+            "by_task": paired.by_task(sft_done, rl_done)}
 
 
 def gap(point: dict) -> dict:

@@ -110,6 +110,11 @@ def _text(f: dict[bytes, bytes], name: str) -> str:
     return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
 
 
+def _str(value: bytes | str) -> str:
+    """A stream entry id or name as text, whichever way the client returned it."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _job_id(f: dict[bytes, bytes]) -> str:
     return _text(f, "id")
 
@@ -181,7 +186,7 @@ class RolloutQueue:
             for _, job in readable:
                 pipe.hincrby(f"{self.prefix}:attempts", job.id, 1)
             attempts = pipe.execute() if readable else []
-        return [Claimed(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, job, n, entry_id in reclaimed)
+        return [Claimed(_str(entry_id), job, n, entry_id in reclaimed)
                 for (entry_id, job), n in zip(readable, attempts)]
 
     def drop_undelivered(self, stale: Callable[[str], bool]) -> int:
@@ -189,10 +194,9 @@ class RolloutQueue:
         trainer's earlier attempts, which nobody waits for and which would otherwise be imagined
         ahead of its new jobs). Jobs a worker already holds finish as usual (their entries are
         acked on completion). Returns how many were deleted."""
-        groups = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]: g
-                  for g in self.r.xinfo_groups(self.jobs_key)}
+        groups = {_str(g["name"]): g for g in self.r.xinfo_groups(self.jobs_key)}
         last = groups[GROUP]["last-delivered-id"]
-        start, dropped = "(" + (last.decode() if isinstance(last, bytes) else last), 0
+        start, dropped = "(" + _str(last), 0
         while True:
             entries = self.r.xrange(self.jobs_key, min=start, max="+", count=512)
             if not entries:
@@ -200,8 +204,7 @@ class RolloutQueue:
             picked = [entry_id for entry_id, fields in entries if stale(_text(fields, "run_id"))]
             if picked:
                 dropped += self.r.xdel(self.jobs_key, *picked)
-            last_id = entries[-1][0]
-            start = "(" + (last_id.decode() if isinstance(last_id, bytes) else last_id)
+            start = "(" + _str(entries[-1][0])
 
     def touch(self, consumer: str, entry_ids: list[str]) -> None:
         """Heartbeat of a live worker: reset the idle time of the entries it is running, so only
@@ -213,7 +216,7 @@ class RolloutQueue:
         """An entry no worker can run: publish it as failed with the reason, and ack it, so it
         is neither retried forever nor waited for."""
         log.error("job stream entry %s rejected: %s", entry_id, exc)
-        job_id = exc.job_id or (entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
+        job_id = exc.job_id or _str(entry_id)
         fields = {"job_id": job_id, "run_id": _text(entry, "run_id"), "group_id": _text(entry, "group_id"),
                   "status": "failed", "error": str(exc)}
         args = [GROUP, entry_id, self.key_ttl_s, self.results_maxlen] + [x for kv in fields.items() for x in kv]
