@@ -78,6 +78,8 @@ def stack(redis_client, key_prefix, tmp_path):
 def test_a_restarted_trainer_picks_only_its_runs_earlier_attempts_jobs():
     earlier = trainer.earlier_attempts("run.1", "abc123")
     assert earlier("run.1-it0003-def456") and earlier("run.1-it12345-def456")
+    assert earlier(trainer.iteration_run_id("run.1", 3, "def456")), "the format the trainer writes"
+    assert not earlier(trainer.iteration_run_id("run.1", 3, "abc123"))
     assert not earlier("run.1-it0003-abc123"), "its own attempt's"
     assert not earlier("runx1-it0003-def456") and not earlier("run.1-x-it0003-def456"), "another run's"
     assert not earlier("run.1-it0003-def4567") and not earlier("rollout-run.1-it0003-def456")

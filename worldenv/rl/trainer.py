@@ -96,9 +96,15 @@ def fresh_groups(episodes: list[ImaginedEpisode], version: int, max_staleness: i
     return kept, dropped
 
 
+def iteration_run_id(run_id: str, it: int, attempt: str) -> str:
+    """The run id of one iteration's jobs: <run id>-it<iteration>-<attempt>, the attempt being the
+    trainer process's tag (`Trainer.attempt`); `earlier_attempts` reads it back."""
+    return f"{run_id}-it{it:04d}-{attempt}"
+
+
 def earlier_attempts(run_id: str, attempt: str):
-    """Whether a job's run id is one of this run's other trainer processes (a killed one's): the
-    jobs' run ids are <run id>-it<iteration>-<attempt> (`Trainer.collect`)."""
+    """Whether a job's run id is one of this run's other trainer processes (a killed one's), by
+    the format `iteration_run_id` writes."""
     pattern = re.compile(rf"{re.escape(run_id)}-it\d{{4,}}-(?!{re.escape(attempt)}$)[0-9a-f]{{6}}")
     return lambda job_run_id: pattern.fullmatch(job_run_id) is not None
 
@@ -214,7 +220,7 @@ class Trainer:
     def collect(self, it: int, run_id: str) -> tuple[list[ImaginedEpisode], float]:
         c = self.config
         indices, replayed = self.replay.draw(c.groups, self.rng)    # uniform draws at --replay-open 0
-        prefix = f"{run_id}-it{it:04d}-{self.attempt}"
+        prefix = iteration_run_id(run_id, it, self.attempt)
         self._drawn = {f"{prefix}-g{g:04d}": (int(i), bool(r)) for g, (i, r) in enumerate(zip(indices, replayed))}
         jobs = rollout.make_jobs(self.bank.subset(indices), c.groups * c.group_size, prefix, c.horizon, c.group_size,
                                  seed=c.seed * 10_007 + it + 1, eta=c.eta)
