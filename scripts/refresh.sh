@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A refresh round: make imagination right where RL goes, then measure it (reports/learning-signal.md,
 # "A refresh on the RL policy's own rollouts"). Resumable: each stage leaves its output and is
-# skipped when run again. About 1 h 40 min on 2 cores (RL 40 min, the real episodes 30, training 12).
+# skipped when run again. About 2 h 10 min on 2 cores (RL 40 min, the real episodes 30, training 40).
 #
 # 1. RL from the shipped SFT policy in the shipped models (32 groups x 8, 16 iterations, b = 0.02),
 #    the run that moved task 1 up in imagination and down in LIBERO;
@@ -12,7 +12,7 @@
 #    rollouts (the refreshed models);
 # 5. alignment again on the same real episodes (no new simulator step): in the refreshed pair, and
 #    with one part refreshed at a time (frames; frames and dynamics; reflector), to say which part
-#    moved what.
+#    moved what, and with the frames trained 4x longer (and their own reflector).
 # RL again in the refreshed models is left out: the refresh did not raise the alignment.
 # Stages that need no RL policy can run beside the first: STAGE=own_sft bash scripts/refresh.sh.
 set -uo pipefail
@@ -81,11 +81,16 @@ align sft_shipped shipped shipped shipped
 [ -f $R/refl/model/config.json ] || { stage refl; $W train reflector --init $SHIPPED/reflector --data $DATA \
     --replays $R/wm_dyn/model --out $R/refl --steps 400 --lr 1e-4 --warmup 0 --eval-every 100; }
 WM=$R/wm_dyn/model REFL=$R/refl/model
+[ -f $R/wm_frames4x/model/config.json ] || { stage wm_frames4x; $W train world-model --init $SHIPPED/world_model \
+    --data $DATA --out $R/wm_frames4x --steps 2400 --lr 1e-4 --warmup 0 --eval-every 300 --patience 0; }
+[ -f $R/refl4x/model/config.json ] || { stage refl4x; $W train reflector --init $SHIPPED/reflector --data $DATA \
+    --replays $R/wm_frames4x/model --out $R/refl4x --steps 400 --lr 1e-4 --warmup 0 --eval-every 100; }
 for p in sft:shipped rl:$R/rl_before/policy; do
   IFS=: read -r name policy <<< "$p"
   align ${name}_refreshed $policy $WM $REFL ${name}_shipped
   align ${name}_frames $policy $R/wm_frames/model shipped ${name}_shipped
   align ${name}_wmdyn $policy $WM shipped ${name}_shipped
   align ${name}_refl $policy shipped $REFL ${name}_shipped
+  align ${name}_frames4x $policy $R/wm_frames4x/model $R/refl4x/model ${name}_shipped
 done
 stage done
