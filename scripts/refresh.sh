@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # A refresh round: make imagination right where RL goes, then measure it (reports/learning-signal.md,
-# "A refresh on the RL policy's own rollouts"). Resumable: each stage leaves its output and is
+# "A refresh on the policies' own rollouts after RL"). Resumable: each stage leaves its output and is
 # skipped when run again. About 2 h 10 min on 2 cores (RL 40 min, the real episodes 30, training 40).
 #
 # 1. RL from the shipped SFT policy in the shipped models (32 groups x 8, 16 iterations, b = 0.02),
 #    the run that moved task 1 up in imagination and down in LIBERO;
-# 2. the real rollouts of both policies, sampled as RL explores (every simulator step counted in
-#    their episodes.json), on sampled init states no other stage uses;
+# 2. the real rollouts of both policies, sampled as RL explores (every simulator step recorded in
+#    their HDF5 files), on sampled init states no other stage uses;
 # 3. alignment of both policies on held-out sampled init states (8000 and up) in the shipped models;
 # 4. the world model's frames, then its proprio dynamics, then the reflector fine-tuned on those
 #    rollouts (the refreshed models);
