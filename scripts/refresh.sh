@@ -68,7 +68,7 @@ esac
 
 rl before 0 $SHIPPED/world_model $SHIPPED/reflector
 own sft shipped 3000
-own rl $R/rl_before/policy 6000
+own rl $R/rl_before/policy 6000      # 6000+: also the pipeline's held-out range; no refreshed model is measured there
 DATA=$R/own_sft,$R/own_rl
 align rl_shipped $R/rl_before/policy shipped shipped
 align sft_shipped shipped shipped shipped

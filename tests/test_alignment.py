@@ -47,6 +47,30 @@ def test_measure_runs_every_link_on_tiny_models(tmp_path):
     assert "reflector on world-model replays" in table[4] and "| **all** |" in table[-1]
 
 
+def test_a_false_success_picture_shows_both_worlds_around_the_verdict():
+    chunks_, size = 12, 4
+    real = np.arange(chunks_ + 1, dtype=np.uint8)[:, None, None, None] * np.ones((1, size, size, 3), np.uint8)
+    replay = real + 100
+    p_done = np.zeros(chunks_, np.float32)
+    p_done[6:8] = 0.9                                   # the verdict after frames 7 and 8
+    picture = alignment.false_success_picture(real, replay, p_done, eta=0.5)
+    assert picture.shape == (2 * size, 4 * size, 3)
+    assert list(picture[0, ::size, 0]) == [3, 7, 10, 12], "4 before the first done frame, it, 3 after, the last"
+    assert list(picture[size, ::size, 0]) == [103, 107, 110, 112], "the replay's frames below the real ones"
+
+
+def test_false_successes_are_the_replays_judged_done_of_failed_episodes(tmp_path):
+    episodes = chunks.load([toy_episodes.write(tmp_path, successes=1, failures=2)])
+    world = models.build("world_model", image_size=32, block_out_channels=(8, 16))
+    reflector = models.build("reflector", image_size=32, width=16)
+    rows = [{"id": e.id, "real": e.succeeded, "replay": True} for e in episodes]   # every replay judged done
+    pictures = alignment.false_successes(world, reflector, episodes, rows, eta=0.0, limit=8)
+    assert sorted(pictures) == sorted(e.id for e in episodes if not e.succeeded)
+    assert all(p.shape[0] == 64 and p.dtype == np.uint8 for p in pictures.values())
+    assert len(alignment.false_successes(world, reflector, episodes, rows, eta=0.0, limit=1)) == 1
+    assert alignment.false_successes(world, reflector, episodes, [dict(r, replay=False) for r in rows], 0.0, 8) == {}
+
+
 def test_action_gap_is_zero_on_the_real_observations_and_splits_frame_from_proprio(tmp_path):
     """A replay equal to the real observations leaves the policy acting the same (0); imagined
     frames alone move only the frame column, imagined proprio alone only the proprio one."""

@@ -4,7 +4,7 @@ Two steps, the first resumable: the policy explores held-out sampled init states
 (every episode recorded under <out>/real, every simulator step counted), then the same policy
 runs from each episode's first frame inside the world model with the reflector deciding, and
 the world model replays each episode's real actions. <out>/alignment.json and alignment.md hold
-the figures.
+the figures; <out>/false_successes/ shows the replays the reflector calls done where LIBERO did not.
 """
 from __future__ import annotations
 
@@ -38,7 +38,11 @@ class AlignConfig(LiberoJobConfig):
     exploration_scale: float | None = Field(
         None, gt=0, description="noise laplace: the policy's Laplace scale restarted at this value (normalised action "
         "units) in both worlds, as `train rl` explores; none = the checkpoint's own")
-    out: str = Field(description="directory: real/ (the recorded real episodes), alignment.json, alignment.md")
+    false_successes: int = Field(8, ge=0, description="pictures of up to this many failed real episodes whose "
+                                 "world-model replay the reflector calls done (real frames over the replay's, "
+                                 "around the verdict): false_successes/<id>.png; 0 = none")
+    out: str = Field(description="directory: real/ (the recorded real episodes), alignment.json, alignment.md, "
+                     "false_successes/")
 
 
 def resolve(value: str, role: str, flag: str | None = None) -> str:
@@ -49,6 +53,16 @@ def resolve(value: str, role: str, flag: str | None = None) -> str:
     if found is None or not (found / "config.json").is_file():
         raise ValueError(f"{flag or '--' + role.replace('_', '-')}: no checkpoint (config.json) at {value}")
     return str(found)
+
+
+def write_pictures(folder: pathlib.Path, pictures: dict[str, np.ndarray], scale: int = 3) -> None:
+    """Each picture as <folder>/<id with '/' as '_'>.png, enlarged `scale` times (nearest)."""
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, picture in pictures.items():
+        image = Image.fromarray(picture)
+        image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(
+            folder / f"{name.replace('/', '_')}.png")
 
 
 def align(config: AlignConfig) -> int:
@@ -74,14 +88,17 @@ def align(config: AlignConfig) -> int:
     policy = models.load(policy_dir, role="policy")
     laplace.restart_scale(policy, config.exploration_scale, "--exploration-scale")
     horizon = suites.MAX_EPISODE_STEPS[config.suite] // policy.spec.chunk_length
-    result = alignment.measure(policy, models.load(resolve(config.world_model, "world_model"), role="world_model"),
-                               models.load(resolve(config.reflector, "reflector"), role="reflector"), episodes,
-                               horizon, config.eta, deterministic=config.noise == "none")
+    world_model = models.load(resolve(config.world_model, "world_model"), role="world_model")
+    reflector = models.load(resolve(config.reflector, "reflector"), role="reflector")
+    result = alignment.measure(policy, world_model, reflector, episodes, horizon, config.eta,
+                               deterministic=config.noise == "none")
     result |= {"noise": config.noise, "exploration_scale": config.exploration_scale,
                "real_success": float(np.mean([e.succeeded for e in episodes])), "policy": policy_dir, "world_model": config.world_model, "reflector": config.reflector,
                "init_states": f"{config.init_offset}.. (sampled)", "sim_steps": int(sum(e.steps[-1] for e in episodes))}
     (out / "alignment.json").write_text(json.dumps(result, indent=2))
     (out / "alignment.md").write_text("\n".join(alignment.markdown(result)) + "\n")
+    write_pictures(out / "false_successes", alignment.false_successes(
+        world_model, reflector, episodes, result["per_episode"], config.eta, config.false_successes))
     for key in ("closed_loop", "replay", "real_video"):
         r = result[key]["overall"]
         print(f"{key:<12} agreement {alignment.pct(r['agreement'])}  recall {alignment.pct(r['recall'])}  false "
