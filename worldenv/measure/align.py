@@ -56,7 +56,10 @@ def resolve(value: str, role: str, flag: str | None = None) -> str:
 
 
 def write_pictures(folder: pathlib.Path, pictures: dict[str, np.ndarray], scale: int = 3) -> None:
-    """Each picture as <folder>/<id with '/' as '_'>.png, enlarged `scale` times (nearest)."""
+    """Each picture as <folder>/<id with '/' as '_'>.png, enlarged `scale` times (nearest); no
+    folder when there are none."""
+    if not pictures:
+        return
     from PIL import Image
     folder.mkdir(parents=True, exist_ok=True)
     for name, picture in pictures.items():
