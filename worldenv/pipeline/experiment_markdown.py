@@ -29,7 +29,7 @@ def headline(config, evals: dict, c: dict | None) -> list[str]:
              "| task | instruction | SFT | SFT Wilson 95 % | RL | RL Wilson 95 % | only SFT / only RL, McNemar |",
              "|---|---|---|---|---|---|---|"]
     for task, s in sft["tasks"].items():
-        r, m = rl["tasks"][task], c.get("by_task", {}).get(str(task))
+        r, m = rl["tasks"][task], c["by_task"].get(str(task))
         flips = f"{m['only_a']} / {m['only_b']}, p = {m['p_value']:.2g}" if m else ""
         lines.append(f"| {task} | {s['instruction']} | {s['successes']}/{s['episodes']} = {_pct(s['rate'])} | {_ci(s)} | "
                      f"{r['successes']}/{r['episodes']} = {_pct(r['rate'])} | {_ci(r)} | {flips} |")

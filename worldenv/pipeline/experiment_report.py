@@ -61,7 +61,8 @@ def collect(config, root: pathlib.Path) -> dict:
 def objective_results(config, root: pathlib.Path) -> list[dict]:
     """RL's own objective at each measured snapshot: imagined successes on the fixed start states,
     the mean's and the sampled actions', overall and per task (of the mean)."""
-    from worldenv.measure.imagined import by_task, task
+    from worldenv.measure.imagined import by_task
+    from worldenv.measure.paired import task
     from worldenv.pipeline.experiment import seed_name
     named = [(f"seed {config.seed}, iteration {k}", f"{k:04d}") for k in config.curve_points]
     named += [(f"seed {s}, iteration {config.iterations}", seed_name(s)) for s in config.seeds[1:]]
