@@ -44,7 +44,9 @@ def test_measure_runs_every_link_on_tiny_models(tmp_path):
     gap = result["action_gap"]
     assert gap["n"] == sum(e.chunks - 1 for e in episodes) and gap["imagined"] >= 0
     table = alignment.markdown(result)
-    assert "reflector on world-model replays" in table[4] and "| **all** |" in table[-1]
+    assert table[0] == "Verdicts: p(done) > 0.5."
+    assert "reflector on world-model replays" in table[6] and "| **all** |" in table[-1]
+    assert result["grasp"]["runs"] == 0 and result["grasp"]["width"] is None     # the toy gripper never closes
 
 
 def test_a_false_success_picture_shows_both_worlds_around_the_verdict():

@@ -34,6 +34,9 @@ class AlignConfig(LiberoJobConfig):
     noise: Literal["none", "laplace"] = Field("none", description="none = the policy's mean in both worlds; laplace = "
                                               "sampled from its Laplace head in both")
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done)")
+    grasp_gate: float = Field(0.0, ge=0, lt=0.08, description="metres: a done verdict counts only once the imagined "
+                              "gripper's last closed run held at least this gap (worldenv/models/grasp_gate.py); "
+                              "0 = the reflector alone")
     seed: int = Field(0, description="sampling seed (noise laplace)")
     exploration_scale: float | None = Field(
         None, gt=0, description="noise laplace: the policy's Laplace scale restarted at this value (normalised action "
@@ -94,8 +97,8 @@ def align(config: AlignConfig) -> int:
     world_model = models.load(resolve(config.world_model, "world_model"), role="world_model")
     reflector = models.load(resolve(config.reflector, "reflector"), role="reflector")
     result = alignment.measure(policy, world_model, reflector, episodes, horizon, config.eta,
-                               deterministic=config.noise == "none")
-    result |= {"noise": config.noise, "exploration_scale": config.exploration_scale,
+                               deterministic=config.noise == "none", grasp_gate=config.grasp_gate)
+    result |= {"noise": config.noise, "grasp_gate": config.grasp_gate, "exploration_scale": config.exploration_scale,
                "real_success": float(np.mean([e.succeeded for e in episodes])), "policy": policy_dir, "world_model": config.world_model, "reflector": config.reflector,
                "init_states": f"{config.init_offset}.. (sampled)", "sim_steps": int(sum(e.steps[-1] for e in episodes))}
     (out / "alignment.json").write_text(json.dumps(result, indent=2))

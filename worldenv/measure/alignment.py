@@ -21,6 +21,7 @@ import numpy as np
 from worldenv.data.chunks import ChunkedEpisode
 from worldenv.data.start_bank import StartBank
 from worldenv.measure import imagined, reflector as reflector_measure
+from worldenv.models import grasp_gate as grasp_gate_lib
 from worldenv.models.roles import Observations, Policy, Reflector, WorldModel
 
 
@@ -44,6 +45,11 @@ def by_task(tasks: list[int], real: np.ndarray, judged: np.ndarray) -> dict:
                       for t in sorted(set(tasks))}}
 
 
+def gripper_commands(episode: ChunkedEpisode) -> np.ndarray:
+    """(chunks,) each chunk's last executed gripper command (the last action dimension)."""
+    return np.array([a[int(n) - 1, -1] for a, n in zip(episode.actions, episode.lengths)], np.float32)
+
+
 def task_of(episode: ChunkedEpisode) -> int:
     """The task index in an episode id (suite/task/init/policy)."""
     return int(episode.id.split("/")[1])
@@ -57,20 +63,31 @@ def first_frames(episodes: list[ChunkedEpisode]) -> StartBank:
 
 
 def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episodes: list[ChunkedEpisode],
-            horizon: int, eta: float = 0.5, deterministic: bool = True) -> dict:
-    """Closed-loop imagination, world-model replays and real videos against the real outcomes."""
+            horizon: int, eta: float = 0.5, deterministic: bool = True, grasp_gate: float = 0.0) -> dict:
+    """Closed-loop imagination, world-model replays and real videos against the real outcomes.
+    With `grasp_gate` (metres) every verdict also needs the gripper to have held that gap: the
+    imagined proprio's in imagination and replays, the real one's on real videos."""
     tasks, real = [task_of(e) for e in episodes], np.array([e.succeeded for e in episodes])
-    closed = imagined.rollouts(policy, world_model, reflector, first_frames(episodes), horizon, eta, deterministic)
+    closed = imagined.rollouts(policy, world_model, reflector, first_frames(episodes), horizon, eta, deterministic,
+                               grasp_gate=grasp_gate)
     replayed = reflector_measure.replay(world_model, episodes)
-    replays = [frames for frames, _ in replayed]
     texts = [e.instruction for e in episodes]
-    replay_done = [bool((p > eta).any()) for p in reflector_measure.judge_videos(reflector, replays, texts)]
-    real_done = [bool((p > eta).any()) for p in reflector_measure.judge_videos(reflector, [e.frames for e in episodes], texts)]
-    return {"eta": eta, "horizon": horizon, "deterministic": deterministic, "episodes": len(episodes),
+
+    def judged(videos: list[np.ndarray], proprio: list[np.ndarray]) -> list[bool]:
+        p_done = reflector_measure.judge_videos(reflector, videos, texts)
+        return [grasp_gate_lib.first_done(p, gripper_commands(e), grasp_gate_lib.finger_gap(q[1:]), eta, grasp_gate)
+                is not None for e, p, q in zip(episodes, p_done, proprio)]
+
+    replay_done = judged([frames for frames, _ in replayed], [proprio for _, proprio in replayed])
+    real_done = judged([e.frames for e in episodes], [e.proprio for e in episodes])
+    return {"eta": eta, "grasp_gate": grasp_gate, "horizon": horizon, "deterministic": deterministic, "episodes": len(episodes),
             "closed_loop": by_task(tasks, real, np.array([r["done"] for r in closed])),
             "replay": by_task(tasks, real, np.array(replay_done)),
             "real_video": by_task(tasks, real, np.array(real_done)),
             "action_gap": action_gap(policy, episodes, replayed),
+            "grasp": grasp_gate_lib.calibrate([gripper_commands(e) for e in episodes],
+                                              [grasp_gate_lib.finger_gap(e.proprio[1:]) for e in episodes],
+                                              [grasp_gate_lib.finger_gap(q[1:]) for _, q in replayed]),
             "per_episode": [{"id": e.id, "task": t, "real": bool(r), "imagined": bool(c["done"]), "replay": bool(p),
                              "real_video": bool(v), "imagined_chunks": c["chunks"], "real_chunks": int(e.chunks)}
                             for e, t, r, c, p, v in zip(episodes, tasks, real, closed, replay_done, real_done)]}
@@ -142,8 +159,12 @@ def pct(x: float | None) -> str:
 
 
 def markdown(result: dict) -> list[str]:
-    """A table: per link (closed loop, replay, real video) and task, the three rates and counts."""
-    lines = ["| judged by | task | n | real successes | agreement | recall | false-positive rate |",
+    """A table: per link (closed loop, replay, real video) and task, the three rates and counts;
+    the action gap; and how well the replay's gripper tells a held object from an empty grip."""
+    lines = [f"Verdicts: p(done) > {result['eta']}" + (f", and the gripper's last closed run held at least "
+                                                       f"{100 * result['grasp_gate']:.2f} cm (the grasp gate)"
+                                                       if result.get("grasp_gate") else "") + ".", "",
+             "| judged by | task | n | real successes | agreement | recall | false-positive rate |",
              "|---|---|---|---|---|---|---|"]
     names = {"closed_loop": "imagination, closed loop", "replay": "reflector on world-model replays",
              "real_video": "reflector on real videos"}
@@ -160,4 +181,10 @@ def markdown(result: dict) -> list[str]:
         spans = [(span, g) for span, g in gap["by_span"].items() if g["n"]] + [("**all**", gap)]
         for span, g in spans:
             lines.append(f"| {span} | {g['n']} | {g['imagined']:.2f} | {g['frame_only']:.2f} | {g['proprio_only']:.2f} |")
+    grasp = result.get("grasp") or {}
+    if grasp.get("runs"):
+        lines += ["", f"The gripper in the replays: of {grasp['runs']} closed runs of the real episodes, {grasp['held']} "
+                  f"held something in LIBERO (fingers settled at least {100 * grasp_gate_lib.HELD:.0f} cm apart); the "
+                  f"imagined gap tells held from empty with balanced accuracy {grasp['balanced_accuracy']:.2f} at "
+                  f"{100 * grasp['width']:.2f} cm, the best width (`--grasp-gate {grasp['width']}`; no outcome read)."]
     return lines

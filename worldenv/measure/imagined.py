@@ -12,10 +12,12 @@ from worldenv.models.roles import Policy, Reflector, StartStates, WorldModel
 
 
 def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
-             eta: float, deterministic: bool = True, batch: int = 16, seed: int = 0) -> list[dict]:
+             eta: float, deterministic: bool = True, batch: int = 16, seed: int = 0,
+             grasp_gate: float = 0.0) -> list[dict]:
     """One imagined episode per bank entry, `batch` at a time: {"id", "done", "p_done", "chunks"}.
     Sampled (not `deterministic`) episodes draw with per-episode seeds from `seed` (0 = the
-    policy's own RNG), so the same call gives the same episodes whatever the batch."""
+    policy's own RNG), so the same call gives the same episodes whatever the batch. `grasp_gate`:
+    see `Imagination.start`."""
     out = []
     with Imagination(world_model, reflector) as imagination:
         for lo in range(0, len(bank), batch):
@@ -23,7 +25,7 @@ def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank
             starts = StartStates(np.stack([part.start_frames(i) for i in range(len(part))]),
                                  part.proprio.astype(np.float32), list(part.instructions))
             seeds = None if deterministic or not seed else [seed * 100_003 + lo + i + 1 for i in range(len(part))]
-            episodes = imagine(policy, imagination, starts, horizon, eta, deterministic, seeds)
+            episodes = imagine(policy, imagination, starts, horizon, eta, deterministic, seeds, grasp_gate=grasp_gate)
             out += [{"id": part.ids[i], "done": e.done, "p_done": e.p_done[-1], "chunks": len(e.actions)}
                     for i, e in enumerate(episodes)]
     return out
@@ -50,9 +52,11 @@ def fixed_draw(bank: StartBank, per_task: int, seed: int = 0) -> StartBank:
 
 
 def objective(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
-              eta: float, seed: int = 1) -> dict:
+              eta: float, seed: int = 1, grasp_gate: float = 0.0) -> dict:
     """What RL in imagination optimises, measured on fixed start states: each entry's imagined
     episode with the policy's mean and with actions sampled as RL samples them (its Laplace head,
     seeded): {"mean": [...], "sampled": [...]} of `rollouts` records."""
-    return {"mean": rollouts(policy, world_model, reflector, bank, horizon, eta, deterministic=True),
-            "sampled": rollouts(policy, world_model, reflector, bank, horizon, eta, deterministic=False, seed=seed)}
+    return {"mean": rollouts(policy, world_model, reflector, bank, horizon, eta, deterministic=True,
+                             grasp_gate=grasp_gate),
+            "sampled": rollouts(policy, world_model, reflector, bank, horizon, eta, deterministic=False, seed=seed,
+                                grasp_gate=grasp_gate)}

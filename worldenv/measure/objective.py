@@ -43,6 +43,9 @@ class ObjectiveConfig(Settings):
     draw_seed: int = Field(OBJECTIVE_DRAW, ge=0, description="seed of the fixed draw (the experiment's by default)")
     horizon: int = Field(30, ge=1, description="max action chunks per imagined episode (RL's)")
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
+    grasp_gate: float = Field(0.0, ge=0, lt=0.08, description="metres: a done verdict counts only once the imagined "
+                              "gripper's last closed run held at least this gap (worldenv/models/grasp_gate.py); "
+                              "0 = the reflector alone")
     exploration_scales: str | None = Field(
         None, description="comma-separated Laplace scales (normalised action units) to restart each policy's scale "
         "at before its sampled episodes, e.g. 0.02,0.05,0.1; none = each checkpoint's own scale")
@@ -82,16 +85,18 @@ def measure(config: ObjectiveConfig) -> dict:
     rows = []
     for name, path in paths.items():
         policy = models.load(path, role="policy")
-        mean = imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta, batch=config.batch)
+        mean = imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta, batch=config.batch,
+                                 grasp_gate=config.grasp_gate)
         for scale in _floats(config.exploration_scales) or [None]:
             laplace.restart_scale(policy, scale, "--exploration-scales")   # resets the head whole: no earlier scale left
             sampled = [imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta,
-                                         deterministic=False, batch=config.batch, seed=seed)
+                                         deterministic=False, batch=config.batch, seed=seed,
+                                         grasp_gate=config.grasp_gate)
                        for seed in range(1, config.samples + 1)]
             rows.append({"policy": name, "scale": scale, "mean": mean, "sampled": sampled})
             print(line(rows[-1], rows[0]), flush=True)
     return {"starts": len(bank), "per_task": config.per_task, "draw_seed": config.draw_seed,
-            "horizon": config.horizon, "eta": config.eta, "rows": rows}
+            "horizon": config.horizon, "eta": config.eta, "grasp_gate": config.grasp_gate, "rows": rows}
 
 
 def line(row: dict, first: dict) -> str:

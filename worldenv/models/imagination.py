@@ -8,7 +8,8 @@ worker, the imagined-success measurement and the gym envs all use them.
     with Imagination(world_model, reflector) as imagination:
         episodes = imagine(policy, imagination, starts, horizon=30, seeds=[1, 2, 3])
 
-An episode ends when the reflector's p(done) > eta (`terminated`) or at its horizon
+An episode ends when the reflector's p(done) > eta (`terminated`; with a grasp gate, only once
+the imagined gripper has held something, `worldenv.models.grasp_gate`) or at its horizon
 (`truncated`); its states are released as soon as it ends, and whatever is still open when the
 `with` block ends (however it ends) is released then.
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from worldenv.models.grasp_gate import GraspGate, finger_gap
 from worldenv.models.roles import Observations, Policy, Prediction, Reflector, StartStates, WorldModel
 
 DEFAULT_ETA = 0.5   # the done threshold when neither the caller nor the reflector's spec names one
@@ -44,7 +46,7 @@ class Outcome:
 
     prediction: Prediction
     p_done: np.ndarray          # (b,) float32
-    terminated: np.ndarray      # (b,) bool: p_done > the row's eta
+    terminated: np.ndarray      # (b,) bool: p_done > the row's eta (and its grasp gate holds)
     truncated: np.ndarray       # (b,) bool: the row's horizon reached, not terminated
     latency_ms: dict[str, float]  # "step", "judge"
 
@@ -63,11 +65,14 @@ class Imagination:
         self.t: dict[int, int] = {}             # row -> steps taken
         self.horizon: dict[int, int] = {}
         self.eta: dict[int, float] = {}
+        self.gate: dict[int, GraspGate | None] = {}   # row -> its grasp gate (None: p_done alone decides)
 
     def start(self, starts: StartStates, horizon: int | Sequence[int], eta: float | Sequence[float] = 0.0,
-              rows: Sequence[int] | None = None) -> np.ndarray:
+              rows: Sequence[int] | None = None, grasp_gate: float | Sequence[float] = 0.0) -> np.ndarray:
         """Start len(starts) episodes in `rows` (default 0..B-1), ending what ran there; returns the rows.
-        starts.frames may carry history (B, T, H, W, 3): the reflector's video begins at the last."""
+        starts.frames may carry history (B, T, H, W, 3): the reflector's video begins at the last.
+        `grasp_gate` (metres, per row or one for all; 0 = none): a row's verdict counts only once its
+        gripper's last closed run held at least that gap (`GraspGate`)."""
         rows = np.arange(len(starts)) if rows is None else np.asarray(rows, np.int64)
         self.end(rows)
         first = starts.frames[:, -1] if starts.frames.ndim == 5 else starts.frames
@@ -80,9 +85,11 @@ class Imagination:
         n = len(rows)
         horizons = np.broadcast_to(np.asarray(horizon), (n,))
         etas = np.broadcast_to(np.asarray(eta, np.float64), (n,))
+        gates = np.broadcast_to(np.asarray(grasp_gate, np.float64), (n,))
         for k, row in enumerate(rows.tolist()):
             self._states[row], self.t[row] = (world[k], videos[k]), 0
             self.horizon[row], self.eta[row] = int(horizons[k]), float(etas[k]) or self.default_eta
+            self.gate[row] = GraspGate(float(gates[k])) if gates[k] > 0 else None
         return rows
 
     def step(self, rows: Sequence[int], actions: np.ndarray) -> Outcome:
@@ -95,9 +102,13 @@ class Imagination:
         started = time.perf_counter()
         p_done, videos = self.reflector.observe([self._states[r][1] for r in rows], prediction.frames)
         judge_ms = latency_ms(self.reflector, started)
+        gaps = finger_gap(prediction.proprio)
         for k, r in enumerate(rows):
             self._states[r], self.t[r] = (world[k], videos[k]), self.t[r] + 1
-        terminated = np.array([p_done[k] > self.eta[r] for k, r in enumerate(rows)], bool)
+            if self.gate[r] is not None:
+                self.gate[r].update(float(actions[k, -1, -1]), float(gaps[k]))
+        terminated = np.array([p_done[k] > self.eta[r] and (self.gate[r] is None or self.gate[r].holds())
+                               for k, r in enumerate(rows)], bool)
         truncated = np.array([self.t[r] >= self.horizon[r] for r in rows], bool) & ~terminated
         return Outcome(prediction, np.asarray(p_done, np.float32), terminated, truncated,
                        {"step": step_ms, "judge": judge_ms})
@@ -145,11 +156,12 @@ class Episode:
 
 def imagine(policy: Policy, imagination: Imagination, starts: StartStates, horizon: int | Sequence[int],
             eta: float | Sequence[float] = 0.0, deterministic: bool = False, seeds: Sequence[int] | None = None,
-            on_step: Callable[[], None] | None = None) -> list[Episode]:
+            on_step: Callable[[], None] | None = None, grasp_gate: float | Sequence[float] = 0.0) -> list[Episode]:
     """Imagine len(starts) episodes as one batch until each ends; the batch shrinks to the episodes
     still running. `seeds` (one per episode) seed each step's draw (`step_seed`); none = the
-    policy's own RNG. `on_step()` runs before every step (a worker touches its jobs there)."""
-    rows = imagination.start(starts, horizon, eta)
+    policy's own RNG. `on_step()` runs before every step (a worker touches its jobs there).
+    `grasp_gate`: see `Imagination.start`."""
+    rows = imagination.start(starts, horizon, eta, grasp_gate=grasp_gate)
     first = starts.frames[:, -1] if starts.frames.ndim == 5 else starts.frames
     episodes = [Episode([first[i]], [np.asarray(starts.proprio[i], np.float32)], starts.instructions[i],
                         eta=imagination.eta[int(r)]) for i, r in enumerate(rows)]

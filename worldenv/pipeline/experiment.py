@@ -71,6 +71,10 @@ class ExperimentConfig(Settings):
     sampled_episodes: int = Field(10, ge=0, le=50, description="also evaluate SFT and RL with the actions RL samples "
                                   "(b = --exploration-scale) on this many fixed init states per task (0 = none)")
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done), in imagination and for Table 4")
+    grasp_gate: float = Field(0.0, ge=0, lt=0.08, description="metres: in imagination (RL, the curve, the objective) a "
+                              "done verdict counts only once the imagined gripper's last closed run held at least this "
+                              "gap (worldenv/models/grasp_gate.py; `worldenv align` prints the calibrated width); 0 = "
+                              "the reflector alone")
     seed: int = Field(0, ge=0, description="RL seed (the run the curve, Table 4 and the Dyna round follow)")
     extra_seeds: str = Field("", description="further RL seeds, e.g. '1,2': the same RL from the SFT policy at each, "
                              "evaluated on the same paired episodes; the report gives every seed's gain and their mean "
@@ -220,7 +224,7 @@ def rl_config(config: ExperimentConfig, addresses: dict[str, str], policy: pathl
     return RLConfig(redis_url=addresses["redis"], policy_addr=addresses["policy"], auth_token=config.auth_token,
                     policy=str(policy), starts=str(starts), run_id=run_id, out=str(out), iterations=iterations,
                     groups=config.groups, group_size=config.group_size, horizon=config.horizon, eta=config.eta,
-                    lr=config.lr, epochs=config.epochs, ratio=config.ratio, exploration_scale=config.exploration_scale,
+                    grasp_gate=config.grasp_gate, lr=config.lr, epochs=config.epochs, ratio=config.ratio, exploration_scale=config.exploration_scale,
                     seed=config.seed if seed is None else seed, replay_open=config.replay_open,
                     snapshot_every=config.curve_every)
 
@@ -277,7 +281,7 @@ def objective(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, star
     bank = measure.fixed_draw(StartBank.load(starts), config.objective_starts, OBJECTIVE_DRAW)
     with stack.served() as (world_model, reflector):
         episodes = measure.objective(models.load(policy, role="policy"), world_model, reflector, bank, config.horizon,
-                                     config.eta)
+                                     config.eta, grasp_gate=config.grasp_gate)
     return _write(root / "objective" / f"{name}.json",
                   {"name": name, "policy": str(policy), "horizon": config.horizon, "eta": config.eta, **episodes})
 
@@ -297,7 +301,8 @@ def imagined(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, root:
     chunks = -(-suites.MAX_EPISODE_STEPS[config.suite] // 8)          # the real episode's step budget, in chunks
     with stack.served() as (world_model, reflector):
         episodes = measure.rollouts(models.load(policy, role="policy"), world_model, reflector,
-                                    StartBank.load(root / "eval_starts.npz"), chunks, config.eta)
+                                    StartBank.load(root / "eval_starts.npz"), chunks, config.eta,
+                                    grasp_gate=config.grasp_gate)
     return _write(root / "curve" / f"imagined_{k:04d}.json",
                   {"iteration": k, "horizon_chunks": chunks, "episodes": episodes,
                    "success": sum(e["done"] for e in episodes) / len(episodes)})

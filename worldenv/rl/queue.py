@@ -55,6 +55,7 @@ class Job:
     horizon: int = 16            # max action chunks
     seed: int = 0                # policy sampling seed (0 = unseeded)
     eta: float = 0.0             # done threshold (0 = reflector default)
+    grasp_gate: float = 0.0      # metres: a verdict counts once the imagined gripper held this gap (0 = off)
     deterministic: bool = False
     enqueued_at: float = 0.0
     history: np.ndarray | None = None  # (T, H, W, 3) uint8 frames before the start frame (a keyframe's)
@@ -88,7 +89,7 @@ class Job:
         return cls(id=text["id"], frame=codec.from_bytes(s["frame"], "frame"), proprio=codec.from_bytes(s["proprio"], "proprio"),
                    instruction=text["instruction"], start_id=text["start_id"], run_id=text["run_id"],
                    group_id=text["group_id"], horizon=int(text["horizon"]), seed=int(text["seed"]),
-                   eta=float(text["eta"]), deterministic=text["deterministic"] == "1",
+                   eta=float(text["eta"]), grasp_gate=float(text.get("grasp_gate", "0")), deterministic=text["deterministic"] == "1",
                    enqueued_at=float(text["enqueued_at"]),
                    history=codec.from_bytes(s["history"], "history") if "history" in s else None)
 

@@ -22,6 +22,9 @@ class RolloutOptions(Settings):
     group_size: int = Field(8, ge=1, description="rollouts per start state")
     seed: int = Field(1, ge=0, description="sampling seed base; 0 = unseeded")
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold; 0 = the reflector's default")
+    grasp_gate: float = Field(0.0, ge=0, lt=0.08, description="metres: a done verdict counts only once the imagined gripper's last closed "
+                              "run held at least this gap between the fingers (an object, not an empty grip; "
+                              "worldenv/models/grasp_gate.py, LIBERO's Panda gripper); 0 = the reflector alone")
     timeout: float = Field(900.0, gt=0, description="seconds to wait for all results")
 
     @field_validator("starts")
@@ -61,6 +64,9 @@ class RLConfig(Settings):
     group_size: int = Field(8, ge=2, description="N, rollouts per start state (the leave-one-out group)")
     horizon: int = Field(30, ge=1, description="max action chunks per imagined episode")
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
+    grasp_gate: float = Field(0.0, ge=0, lt=0.08, description="metres: a done verdict counts only once the imagined gripper's last closed "
+                              "run held at least this gap between the fingers (an object, not an empty grip; "
+                              "worldenv/models/grasp_gate.py, LIBERO's Panda gripper); 0 = the reflector alone")
     min_reward_spread: float = Field(
         0.05, ge=0, description="groups whose rewards differ by at most this are left out of the update (their "
         "advantages are the reflector's noise); an iteration with none left skips its update")

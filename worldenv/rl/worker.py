@@ -116,7 +116,8 @@ class RolloutWorker:
         with Imagination(self.world_model, self.reflector, quiet=(ServiceError,)) as imagination:
             episodes = imagine(self.policy, imagination, starts, [j.horizon for j in jobs], [j.eta for j in jobs],
                                deterministic=jobs[0].deterministic, seeds=[j.seed for j in jobs],
-                               on_step=lambda: self.queue.touch(self.consumer, self._running))
+                               on_step=lambda: self.queue.touch(self.consumer, self._running),
+                               grasp_gate=[j.grasp_gate for j in jobs])
         return [self._episode(job, episode) for job, episode in zip(jobs, episodes)]
 
     @staticmethod
@@ -129,7 +130,8 @@ class RolloutWorker:
             frames=np.stack(tr.frames), actions=np.stack(tr.actions).astype(np.float32),
             log_probs=np.asarray(tr.log_probs, np.float32), p_done=np.asarray(tr.p_done, np.float32),
             proprio=np.stack(tr.proprio).astype(np.float32), timings_ms=tr.timings, created_at=time.time(),
-            extra={"horizon": job.horizon, "seed": job.seed, "eta": tr.eta, "steps": steps})
+            extra={"horizon": job.horizon, "seed": job.seed, "eta": tr.eta, "grasp_gate": job.grasp_gate,
+                   "steps": steps})
 
     @staticmethod
     def _failed(job: Job, reason: str) -> ImaginedEpisode:

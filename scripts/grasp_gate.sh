@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The grasp gate, measured (reports/learning-signal.md, "A reward that reads the imagined gripper
+# too"). Resumable: each stage leaves its output and is skipped when run again; one stage per
+# call with a name, all in order without. About 2 h on 2 cores.
+#
+# 1. calib: the SFT policy's real rollouts, sampled as RL explores (b = 0.02), on sampled init
+#    states 9000+ that nothing else uses; their replays in the shipped world model choose the gate's
+#    width (`grasp_gate.calibrate`: whether each closed gripper run held something in LIBERO,
+#    predicted from the imagined gap; no outcome read) -> calib/width;
+# 2. align_sft, align_rl: alignment of the shipped SFT and RL policies on held-out sampled init
+#    states 8000+ (20 per task), without the gate and with it (the same real episodes);
+# 3. rl_gate, rl_gate_shuffled: RL from the SFT policy in the shipped models with the gate, and
+#    its shuffled-rewards control (the settings of the ungated run that lost task 1 in LIBERO);
+#    run the two side by side: `bash scripts/grasp_gate.sh rl_gate & bash scripts/grasp_gate.sh rl_gate_shuffled`;
+# 4. eval_*: SFT and both runs in LIBERO, the experiment's 150 paired episodes.
+set -uo pipefail
+cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+HOME_DIR=${WORLDENV_HOME:-$HOME/.worldenv}
+R=${R:-$HOME_DIR/runs/grasp_gate}
+W=$PWD/.venv/bin/worldenv
+PY=$PWD/.venv/bin/python
+SHIPPED=$PWD/worldenv/checkpoints
+ITERS=${ITERS:-16}
+RL_FLAGS=(--groups 32 --group-size 8 --minibatch 256 --exploration-scale 0.02 --lr 2e-5 --ratio dimension
+          --snapshot-every 8)
+mkdir -p "$R"
+stage() { echo "=== $(date +%T) $1"; }
+width() { cat $R/calib/width; }
+
+calib() {
+  [ -f $R/calib/width ] && return
+  stage calib
+  $W align --tasks 0,1,2 --episodes-per-task 20 --init-offset 9000 --noise laplace --exploration-scale 0.02 \
+      --env-processes 1 --out $R/calib || return 1
+  $PY -c "import json, sys; print(json.load(open(sys.argv[1]))['grasp']['width'])" $R/calib/alignment.json \
+      > $R/calib/width.tmp && mv $R/calib/width.tmp $R/calib/width
+}
+
+align() {   # NAME POLICY: alignment without and with the gate, on the same real episodes
+  [ -f $R/align_$1_gate/alignment.json ] && return
+  stage align_$1
+  $W align --policy $2 --tasks 0,1,2 --episodes-per-task 20 --env-processes 1 --out $R/align_$1 || return 1
+  mkdir -p $R/align_$1_gate && cp -r $R/align_$1/real $R/align_$1_gate/
+  $W align --policy $2 --tasks 0,1,2 --episodes-per-task 20 --grasp-gate $(width) --out $R/align_$1_gate
+}
+
+rl() {   # NAME [train rl flags...]: a stack on the shipped models, one gated RL run
+  local name=$1; shift
+  local out=$R/$name
+  [ -f $out/done ] && return
+  stage $name
+  local home=$R/home_$name
+  rm -rf $home; mkdir -p $home
+  WORLDENV_HOME=$home $W up --free-ports --home $home --world-model-checkpoint $SHIPPED/world_model \
+      --reflector-checkpoint $SHIPPED/reflector > $home/up.out 2>&1 &
+  local up=$!
+  for _ in $(seq 150); do grep -q debug-api $home/up.json 2> /dev/null && break; sleep 2; done
+  WORLDENV_HOME=$home $W train rl --starts shipped --seed 0 --out $out --iterations $ITERS "${RL_FLAGS[@]}" \
+      --grasp-gate $(width) "$@" && touch $out/done
+  kill -INT $up; wait $up
+}
+
+evaluate() {   # NAME POLICY: LIBERO's fixed init states 0-49 of tasks 0-2, the policy's mean
+  [ -f $R/eval_$1/done ] && return
+  stage eval_$1
+  $W eval --policy $2 --suite libero_object --tasks 0,1,2 --episodes-per-task 50 --init-offset 0 --seed 0 \
+      --env-processes 1 --out $R/eval_$1 && touch $R/eval_$1/done
+}
+
+run() {
+  case $1 in
+    calib) calib ;;
+    align_sft) calib && align sft shipped ;;
+    align_rl) calib && align rl shipped-rl ;;
+    rl_gate) calib && rl rl_gate ;;
+    rl_gate_shuffled) calib && rl rl_gate_shuffled --shuffle-rewards ;;
+    eval_sft) evaluate sft shipped ;;
+    eval_rl_gate) evaluate rl_gate $R/rl_gate/policy ;;
+    eval_rl_gate_shuffled) evaluate rl_gate_shuffled $R/rl_gate_shuffled/policy ;;
+    *) echo "unknown stage $1"; return 1 ;;
+  esac
+}
+
+if [ $# -gt 0 ]; then run $1; exit; fi
+for s in calib align_sft align_rl rl_gate rl_gate_shuffled eval_sft eval_rl_gate eval_rl_gate_shuffled; do
+  run $s || exit 1
+done
