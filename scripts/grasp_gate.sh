@@ -6,7 +6,8 @@
 # 1. calib: the SFT policy's real rollouts, sampled as RL explores (b = 0.02), on sampled init
 #    states 9000+ that nothing else uses; their replays in the shipped world model choose the gate's
 #    width (`grasp_gate.calibrate`: whether each closed gripper run held something in LIBERO,
-#    predicted from the imagined gap; no outcome read) -> calib/width;
+#    predicted from the imagined gap; no outcome read) -> calib/width; then the same episodes judged
+#    with the gate (calib_gate: the sampled closed loop, as RL explores);
 # 2. align_sft, align_rl: alignment of the shipped SFT and RL policies on held-out sampled init
 #    states 8000+ (20 per task), without the gate and with it (the same real episodes);
 # 3. rl_gate, rl_gate_shuffled: RL from the SFT policy in the shipped models with the gate, and
@@ -35,6 +36,14 @@ calib() {
       --env-processes 1 --out $R/calib || return 1
   $PY -c "import json, sys; print(json.load(open(sys.argv[1]))['grasp']['width'])" $R/calib/alignment.json \
       > $R/calib/width.tmp && mv $R/calib/width.tmp $R/calib/width
+}
+
+calib_gate() {   # the calibration episodes judged with the gate (sampled actions, as RL explores)
+  [ -f $R/calib_gate/alignment.json ] && return
+  stage calib_gate
+  mkdir -p $R/calib_gate && cp -r $R/calib/real $R/calib_gate/
+  $W align --tasks 0,1,2 --episodes-per-task 20 --init-offset 9000 --noise laplace --exploration-scale 0.02 \
+      --grasp-gate $(width) --out $R/calib_gate
 }
 
 align() {   # NAME POLICY: alignment without and with the gate, on the same real episodes
@@ -71,6 +80,7 @@ evaluate() {   # NAME POLICY: LIBERO's fixed init states 0-49 of tasks 0-2, the 
 run() {
   case $1 in
     calib) calib ;;
+    calib_gate) calib && calib_gate ;;
     align_sft) calib && align sft shipped ;;
     align_rl) calib && align rl shipped-rl ;;
     rl_gate) calib && rl rl_gate ;;
@@ -83,6 +93,6 @@ run() {
 }
 
 if [ $# -gt 0 ]; then run $1; exit; fi
-for s in calib align_sft align_rl rl_gate rl_gate_shuffled eval_sft eval_rl_gate eval_rl_gate_shuffled; do
+for s in calib calib_gate align_sft align_rl rl_gate rl_gate_shuffled eval_sft eval_rl_gate eval_rl_gate_shuffled; do
   run $s || exit 1
 done
