@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The grasp gate, measured (reports/learning-signal.md, "A reward that reads the imagined gripper
 # too"). Resumable: each stage leaves its output and is skipped when run again; one stage per
-# call with a name, all in order without. About 2 h on 2 cores.
+# call with a name, all in order without. About 3 h on 2 cores in order; here, with the two RL
+# runs side by side and the evaluations in parallel, about 1 h 50 min.
 #
 # 1. calib: the SFT policy's real rollouts, sampled as RL explores (b = 0.02), on sampled init
 #    states 9000+ that nothing else uses; their replays in the shipped world model choose the gate's
@@ -13,7 +14,8 @@
 # 3. rl_gate, rl_gate_shuffled: RL from the SFT policy in the shipped models with the gate, and
 #    its shuffled-rewards control (the settings of the ungated run that lost task 1 in LIBERO);
 #    run the two side by side: `bash scripts/grasp_gate.sh rl_gate & bash scripts/grasp_gate.sh rl_gate_shuffled`;
-# 4. eval_*: SFT and both runs in LIBERO, the experiment's 150 paired episodes.
+# 4. eval_*: SFT and both runs in LIBERO, the experiment's 150 paired episodes;
+# 5. align_rlgate: the gated RL policy's own alignment, without and with the gate.
 set -uo pipefail
 cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -88,11 +90,12 @@ run() {
     eval_sft) evaluate sft shipped ;;
     eval_rl_gate) evaluate rl_gate $R/rl_gate/policy ;;
     eval_rl_gate_shuffled) evaluate rl_gate_shuffled $R/rl_gate_shuffled/policy ;;
+    align_rlgate) calib && align rlgate $R/rl_gate/policy ;;
     *) echo "unknown stage $1"; return 1 ;;
   esac
 }
 
 if [ $# -gt 0 ]; then run $1; exit; fi
-for s in calib calib_gate align_sft align_rl rl_gate rl_gate_shuffled eval_sft eval_rl_gate eval_rl_gate_shuffled; do
+for s in calib calib_gate align_sft align_rl rl_gate rl_gate_shuffled eval_sft eval_rl_gate eval_rl_gate_shuffled align_rlgate; do
   run $s || exit 1
 done
