@@ -16,9 +16,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from worldenv.config import grasp_gate_field
 from worldenv.sim.job_settings import LiberoJobConfig
 
-ALIGN_INITS = 8000   # sampled init states no other stage uses (demos 1000, exploration 2000, held-out 5000/6000, Dyna 7000)
+ALIGN_INITS = 8000   # sampled init states no other stage uses (demos 1000, exploration 2000, held-out 5000/6000, Dyna 7000;
+                     # the grasp gate's calibration, scripts/grasp_gate.sh, 9000)
 
 
 class AlignConfig(LiberoJobConfig):
@@ -34,9 +36,7 @@ class AlignConfig(LiberoJobConfig):
     noise: Literal["none", "laplace"] = Field("none", description="none = the policy's mean in both worlds; laplace = "
                                               "sampled from its Laplace head in both")
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done)")
-    grasp_gate: float = Field(0.0, ge=0, lt=0.08, description="metres: a done verdict counts only once the imagined "
-                              "gripper's last closed run held at least this gap (worldenv/models/grasp_gate.py); "
-                              "0 = the reflector alone")
+    grasp_gate: float = grasp_gate_field()
     seed: int = Field(0, description="sampling seed (noise laplace)")
     exploration_scale: float | None = Field(
         None, gt=0, description="noise laplace: the policy's Laplace scale restarted at this value (normalised action "

@@ -14,7 +14,7 @@ import pathlib
 
 from pydantic import Field, field_validator
 
-from worldenv.config import Settings
+from worldenv.config import Settings, grasp_gate_field
 
 OBJECTIVE_DRAW = 12345   # the seed of the fixed draw of start states (the experiment's too)
 
@@ -43,9 +43,7 @@ class ObjectiveConfig(Settings):
     draw_seed: int = Field(OBJECTIVE_DRAW, ge=0, description="seed of the fixed draw (the experiment's by default)")
     horizon: int = Field(30, ge=1, description="max action chunks per imagined episode (RL's)")
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
-    grasp_gate: float = Field(0.0, ge=0, lt=0.08, description="metres: a done verdict counts only once the imagined "
-                              "gripper's last closed run held at least this gap (worldenv/models/grasp_gate.py); "
-                              "0 = the reflector alone")
+    grasp_gate: float = grasp_gate_field()
     exploration_scales: str | None = Field(
         None, description="comma-separated Laplace scales (normalised action units) to restart each policy's scale "
         "at before its sampled episodes, e.g. 0.02,0.05,0.1; none = each checkpoint's own scale")

@@ -31,7 +31,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from worldenv import checkpoints
-from worldenv.config import Settings, argv
+from worldenv.config import Settings, argv, grasp_gate_field
 from worldenv.measure.objective import OBJECTIVE_DRAW
 from worldenv.pipeline import stages
 from worldenv.rl.settings import RLConfig
@@ -71,10 +71,7 @@ class ExperimentConfig(Settings):
     sampled_episodes: int = Field(10, ge=0, le=50, description="also evaluate SFT and RL with the actions RL samples "
                                   "(b = --exploration-scale) on this many fixed init states per task (0 = none)")
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done), in imagination and for Table 4")
-    grasp_gate: float = Field(0.0, ge=0, lt=0.08, description="metres: in imagination (RL, the curve, the objective) a "
-                              "done verdict counts only once the imagined gripper's last closed run held at least this "
-                              "gap (worldenv/models/grasp_gate.py; `worldenv align` prints the calibrated width); 0 = "
-                              "the reflector alone")
+    grasp_gate: float = grasp_gate_field("in imagination (RL, the curve, the objective) ")
     seed: int = Field(0, ge=0, description="RL seed (the run the curve, Table 4 and the Dyna round follow)")
     extra_seeds: str = Field("", description="further RL seeds, e.g. '1,2': the same RL from the SFT policy at each, "
                              "evaluated on the same paired episodes; the report gives every seed's gain and their mean "
