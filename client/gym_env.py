@@ -11,7 +11,8 @@ or over models in this process, through the same role interfaces:
 
 Observation: {"frame": (H, W, 3) uint8, "proprio": (P,) float32}; the instruction is in `info`.
 Reward is the reflector's p(done) after each chunk (the paper's dense reward; the trajectory
-reward is its value at termination); `terminated` when p(done) > eta, `truncated` at the horizon.
+reward is its value at termination); `terminated` when p(done) > eta (with `grasp_gate`, only once the imagined gripper held
+something: `worldenv.models.grasp_gate`), `truncated` at the horizon.
 The episode runs in `worldenv.models.imagination.Imagination`, the same code the rollout
 worker runs. For throughput, use the queue and the batched workers; this wrapper serves tools
 that speak Gym.
@@ -41,8 +42,8 @@ class ImaginedEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, bank: StartBank, world_model: WorldModel, reflector: Reflector, horizon: int = 16,
-                 eta: float = 0.0, on_close=()):
-        self.bank, self.horizon, self._on_close = bank, horizon, on_close
+                 eta: float = 0.0, on_close=(), grasp_gate: float = 0.0):
+        self.bank, self.horizon, self._on_close, self.grasp_gate = bank, horizon, on_close, grasp_gate
         self.world_model, self.reflector = world_model, reflector
         self.imagination = Imagination(world_model, reflector)
         self.eta = eta or self.imagination.default_eta
@@ -52,11 +53,12 @@ class ImaginedEnv(gym.Env):
 
     @classmethod
     def connect(cls, bank: StartBank, world_model_addr: str, reflector_addr: str, horizon: int = 16,
-                eta: float = 0.0, auth_token: str | None = None) -> "ImaginedEnv":
+                eta: float = 0.0, auth_token: str | None = None, grasp_gate: float = 0.0) -> "ImaginedEnv":
         """Over a WorldModel and a Reflector service; closing the env closes the channels."""
         wm = WorldModelClient(world_model_addr, auth_token=auth_token).connect()
         rf = ReflectorClient(reflector_addr, auth_token=auth_token).connect()
-        return cls(bank, RemoteWorldModel(wm), RemoteReflector(rf), horizon, eta, on_close=(wm.close, rf.close))
+        return cls(bank, RemoteWorldModel(wm), RemoteReflector(rf), horizon, eta, on_close=(wm.close, rf.close),
+                   grasp_gate=grasp_gate)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start from bank entry `options["start"]`, else one drawn with the env's RNG."""
@@ -65,7 +67,7 @@ class ImaginedEnv(gym.Env):
         frame, proprio = self.bank.frames[index], self.bank.proprio[index].astype(np.float32)
         self.instruction = self.bank.instructions[index]
         self.imagination.start(StartStates(self.bank.start_frames(index)[None], proprio[None], [self.instruction]),
-                               self.horizon, self.eta)
+                               self.horizon, self.eta, grasp_gate=self.grasp_gate)
         self._running, self._last = True, frame
         info = {"instruction": self.instruction, "start_id": self.bank.ids[index]}
         return {"frame": frame.copy(), "proprio": proprio}, info  # callers keep what they get

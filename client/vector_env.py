@@ -8,8 +8,8 @@
 Each sub-env starts from a bank entry drawn with its own RNG (seed + i, as gymnasium seeds
 SyncVectorEnv's sub-envs), so it behaves exactly like `SyncVectorEnv` over `ImaginedEnv`s; but
 one step is one batched WorldModel step and one batched Reflector call. Reward is p(done);
-terminated when p(done) > eta; truncated at the horizon; finished sub-envs reset on the next
-step (gymnasium's NEXT_STEP autoreset: that step ignores their action and returns the reset
+terminated when p(done) > eta (and, with `grasp_gate`, the imagined gripper held something);
+truncated at the horizon; finished sub-envs reset on the next step (gymnasium's NEXT_STEP autoreset: that step ignores their action and returns the reset
 observation with reward 0). The sub-envs are rows of one `worldenv.models.imagination.Imagination`,
 the code the rollout worker runs.
 """
@@ -30,11 +30,12 @@ class ImaginedVectorEnv(gym.vector.VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, bank: StartBank, num_envs: int, world_model: WorldModel, reflector: Reflector,
-                 horizon: int = 16, eta: float = 0.0, on_close=()):
+                 horizon: int = 16, eta: float = 0.0, on_close=(), grasp_gate: float = 0.0):
         self.bank, self.num_envs, self.horizon, self._on_close = bank, num_envs, horizon, on_close
         self.world_model, self.reflector = world_model, reflector
         self.imagination = Imagination(world_model, reflector)
         self.eta = eta or self.imagination.default_eta
+        self.grasp_gate = grasp_gate
         spec = world_model.spec
         s, p = spec.image_size, spec.proprio_dim
         self.single_action_space, self.single_observation_space = spaces(spec)
@@ -46,13 +47,15 @@ class ImaginedVectorEnv(gym.vector.VectorEnv):
 
     @classmethod
     def connect(cls, bank: StartBank, num_envs: int, world_model_addr: str, reflector_addr: str,
-                horizon: int = 16, eta: float = 0.0, auth_token: str | None = None) -> "ImaginedVectorEnv":
+                horizon: int = 16, eta: float = 0.0, auth_token: str | None = None,
+                grasp_gate: float = 0.0) -> "ImaginedVectorEnv":
         """Over a WorldModel and a Reflector service; closing the env closes the channels."""
         from worldenv.client.clients import ReflectorClient, WorldModelClient
         from worldenv.client.remote import RemoteReflector, RemoteWorldModel
         wm = WorldModelClient(world_model_addr, auth_token=auth_token).connect()
         rf = ReflectorClient(reflector_addr, auth_token=auth_token).connect()
-        return cls(bank, num_envs, RemoteWorldModel(wm), RemoteReflector(rf), horizon, eta, (wm.close, rf.close))
+        return cls(bank, num_envs, RemoteWorldModel(wm), RemoteReflector(rf), horizon, eta, (wm.close, rf.close),
+                   grasp_gate)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
@@ -67,7 +70,7 @@ class ImaginedVectorEnv(gym.vector.VectorEnv):
         proprio = np.stack([self.bank.proprio[j] for j in picks]).astype(np.float32)
         texts = [self.bank.instructions[j] for j in picks]
         starts = np.stack([self.bank.start_frames(j) for j in picks])
-        self.imagination.start(StartStates(starts, proprio, texts), self.horizon, self.eta, rows)
+        self.imagination.start(StartStates(starts, proprio, texts), self.horizon, self.eta, rows, self.grasp_gate)
         self._done[rows] = False
         self._obs["frame"][rows], self._obs["proprio"][rows] = frames, proprio
 

@@ -85,3 +85,18 @@ def test_vector_env_over_served_models_closes_its_sessions():
         assert obs["frame"].shape == (4, 64, 64, 3) and reward.shape == (4,) and len(wm.service.sessions) == 4
         env.close()
         assert len(wm.service.sessions) == 0
+
+
+def test_the_grasp_gate_keeps_an_episode_running_until_the_imagined_gripper_holds_something():
+    bank, world, reflector = synthetic_bank(2), tiny_model("world-model"), tiny_model("reflector")
+    open_chunk = np.zeros((8, 7), np.float32)
+    open_chunk[:, -1] = -1.0                                    # the gripper never closes
+    plain = ImaginedEnv(bank, world, reflector, horizon=3, eta=1e-9)  # every verdict is "done"
+    gated = ImaginedEnv(bank, world, reflector, horizon=3, eta=1e-9, grasp_gate=0.015)
+    for env in (plain, gated):
+        env.reset(seed=0, options={"start": 0})
+    assert plain.step(open_chunk)[2] is True
+    steps = [gated.step(open_chunk) for _ in range(3)]
+    assert [s[2] for s in steps] == [False] * 3 and steps[-1][3] is True     # never done; truncated at the horizon
+    plain.close()
+    gated.close()
