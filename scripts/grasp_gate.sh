@@ -15,7 +15,8 @@
 #    its shuffled-rewards control (the settings of the ungated run that lost task 1 in LIBERO);
 #    run the two side by side: `bash scripts/grasp_gate.sh rl_gate & bash scripts/grasp_gate.sh rl_gate_shuffled`;
 # 4. eval_*: SFT and both runs in LIBERO, the experiment's 150 paired episodes;
-# 5. align_rlgate: the gated RL policy's own alignment, without and with the gate.
+# 5. align_rlgate: the gated RL policy's own alignment, without and with the gate; objective: RL's
+#    own objective (288 starts, gated) of SFT and both runs.
 set -uo pipefail
 cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -91,11 +92,14 @@ run() {
     eval_rl_gate) evaluate rl_gate $R/rl_gate/policy ;;
     eval_rl_gate_shuffled) evaluate rl_gate_shuffled $R/rl_gate_shuffled/policy ;;
     align_rlgate) calib && align rlgate $R/rl_gate/policy ;;
+    objective) [ -f $R/objective_gate.json ] || { stage objective; calib && $W objective --policies \
+        shipped,$R/rl_gate/policy,$R/rl_gate_shuffled/policy --per-task 96 --samples 1 --exploration-scales 0.02 \
+        --grasp-gate $(width) --out $R/objective_gate.json; } ;;
     *) echo "unknown stage $1"; return 1 ;;
   esac
 }
 
 if [ $# -gt 0 ]; then run $1; exit; fi
-for s in calib calib_gate align_sft align_rl rl_gate rl_gate_shuffled eval_sft eval_rl_gate eval_rl_gate_shuffled align_rlgate; do
+for s in calib calib_gate align_sft align_rl rl_gate rl_gate_shuffled eval_sft eval_rl_gate eval_rl_gate_shuffled align_rlgate objective; do
   run $s || exit 1
 done
