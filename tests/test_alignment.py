@@ -59,6 +59,8 @@ def test_a_false_success_picture_shows_both_worlds_around_the_verdict():
     assert picture.shape == (2 * size, 4 * size, 3)
     assert list(picture[0, ::size, 0]) == [3, 7, 10, 12], "4 before the first done frame, it, 3 after, the last"
     assert list(picture[size, ::size, 0]) == [103, 107, 110, 112], "the replay's frames below the real ones"
+    gated = alignment.false_success_picture(real, replay, p_done, eta=0.5, first=8)   # a verdict the gate delayed
+    assert list(gated[0, ::size, 0]) == [4, 8, 11, 12]
 
 
 def test_false_successes_are_the_replays_judged_done_of_failed_episodes(tmp_path):

@@ -104,7 +104,7 @@ def align(config: AlignConfig) -> int:
     (out / "alignment.json").write_text(json.dumps(result, indent=2))
     (out / "alignment.md").write_text("\n".join(alignment.markdown(result)) + "\n")
     write_pictures(out / "false_successes", alignment.false_successes(
-        world_model, reflector, episodes, result["per_episode"], config.eta, config.false_successes))
+        world_model, reflector, episodes, result["per_episode"], config.eta, config.false_successes, config.grasp_gate))
     for key in ("closed_loop", "replay", "real_video"):
         r = result[key]["overall"]
         print(f"{key:<12} agreement {alignment.pct(r['agreement'])}  recall {alignment.pct(r['recall'])}  false "

@@ -93,28 +93,35 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
                             for e, t, r, c, p, v in zip(episodes, tasks, real, closed, replay_done, real_done)]}
 
 
-def false_success_picture(real: np.ndarray, replay: np.ndarray, p_done: np.ndarray, eta: float) -> np.ndarray:
+def false_success_picture(real: np.ndarray, replay: np.ndarray, p_done: np.ndarray, eta: float,
+                          first: int | None = None) -> np.ndarray:
     """A replay the reflector calls done, beside the real episode: the real frames (top row) over
-    the world model's frames for the same actions (bottom), at 4 chunks before the first frame
-    with p_done > eta, that frame, 3 chunks after and the last; (2H, columns * W, 3) uint8.
-    `p_done[t - 1]` is the verdict after frame t (`reflector_measure.judge_videos`)."""
+    the world model's frames for the same actions (bottom), at 4 chunks before the verdict's frame
+    (`first`; default the first frame with p_done > eta), that frame, 3 chunks after and the last;
+    (2H, columns * W, 3) uint8. `p_done[t - 1]` is the verdict after frame t
+    (`reflector_measure.judge_videos`)."""
     n = min(len(real), len(replay), len(p_done) + 1)
-    first = 1 + int(np.argmax(p_done[:n - 1] > eta))
+    first = min(first, n - 1) if first is not None else 1 + int(np.argmax(p_done[:n - 1] > eta))
     columns = sorted({max(first - 4, 0), first, min(first + 3, n - 1), n - 1})
     return np.concatenate([np.concatenate([video[c] for c in columns], 1) for video in (real, replay)], 0)
 
 
 def false_successes(world_model: WorldModel, reflector: Reflector, episodes: list[ChunkedEpisode],
-                    per_episode: list[dict], eta: float, limit: int) -> dict[str, np.ndarray]:
+                    per_episode: list[dict], eta: float, limit: int, grasp_gate: float = 0.0) -> dict[str, np.ndarray]:
     """Up to `limit` failed real episodes whose world-model replay the reflector calls done (the
-    replay's false positives of `measure`), each as a `false_success_picture`, by episode id."""
+    replay's false positives of `measure`, with its `grasp_gate`), each as a `false_success_picture`
+    around that verdict, by episode id."""
     replay_done = {r["id"] for r in per_episode if r["replay"] and not r["real"]}
     chosen = [e for e in episodes if e.id in replay_done][:limit]
     if not chosen:
         return {}
-    replays = [frames for frames, _ in reflector_measure.replay(world_model, chosen)]
-    p_done = reflector_measure.judge_videos(reflector, replays, [e.instruction for e in chosen])
-    return {e.id: false_success_picture(e.frames, v, p, eta) for e, v, p in zip(chosen, replays, p_done)}
+    replayed = reflector_measure.replay(world_model, chosen)
+    p_done = reflector_measure.judge_videos(reflector, [frames for frames, _ in replayed], [e.instruction for e in chosen])
+    out = {}
+    for e, (frames, proprio), p in zip(chosen, replayed, p_done):
+        t = grasp_gate_lib.first_done(p, gripper_commands(e), grasp_gate_lib.finger_gap(proprio[1:]), eta, grasp_gate)
+        out[e.id] = false_success_picture(e.frames, frames, p, eta, None if t is None else t + 1)
+    return out
 
 
 GAP_SPANS = ((1, 4), (5, 14), (15, 10**6))   # chunk indices along the replay
