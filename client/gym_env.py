@@ -11,8 +11,8 @@ or over models in this process, through the same role interfaces:
 
 Observation: {"frame": (H, W, 3) uint8, "proprio": (P,) float32}; the instruction is in `info`.
 Reward is the reflector's p(done) after each chunk (the paper's dense reward; the trajectory
-reward is its value at termination); `terminated` when p(done) > eta (with `grasp_gate`, only once the imagined gripper held
-something: `worldenv.models.grasp_gate`), `truncated` at the horizon.
+reward is its value at termination); `terminated` when p(done) > eta (with `grasp_gate`, only
+once the imagined gripper held something: `worldenv.models.grasp_gate`), `truncated` at the horizon.
 The episode runs in `worldenv.models.imagination.Imagination`, the same code the rollout
 worker runs. For throughput, use the queue and the batched workers; this wrapper serves tools
 that speak Gym.

@@ -10,8 +10,9 @@ SyncVectorEnv's sub-envs), so it behaves exactly like `SyncVectorEnv` over `Imag
 one step is one batched WorldModel step and one batched Reflector call. Reward is p(done);
 terminated when p(done) > eta (and, with `grasp_gate`, the imagined gripper held something);
 truncated at the horizon; finished sub-envs reset on the next step (gymnasium's NEXT_STEP
-autoreset: that step ignores their action and returns the reset observation with reward 0). The sub-envs are rows of one `worldenv.models.imagination.Imagination`,
-the code the rollout worker runs.
+autoreset: that step ignores their action and returns the reset observation with reward 0).
+The sub-envs are rows of one `worldenv.models.imagination.Imagination`, the code the rollout
+worker runs.
 """
 from __future__ import annotations
 

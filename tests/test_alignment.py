@@ -8,7 +8,8 @@ import pytest
 import toy_episodes
 from worldenv import models
 from worldenv.data import chunks
-from worldenv.measure import alignment
+from worldenv.measure import alignment, reflector as reflector_measure
+from worldenv.models.grasp_gate import first_done
 
 
 def test_rates_on_hand_made_outcomes():
@@ -41,6 +42,7 @@ def test_measure_runs_every_link_on_tiny_models(tmp_path):
     rows = result["per_episode"]
     assert [r["real"] for r in rows] == [e.succeeded for e in episodes]
     assert all(1 <= r["imagined_chunks"] <= 3 for r in rows)
+    assert all((r["replay_done_frame"] is not None) == r["replay"] for r in rows)
     gap = result["action_gap"]
     assert gap["n"] == sum(e.chunks - 1 for e in episodes) and gap["imagined"] >= 0
     table = alignment.markdown(result)
@@ -55,24 +57,26 @@ def test_a_false_success_picture_shows_both_worlds_around_the_verdict():
     replay = real + 100
     p_done = np.zeros(chunks_, np.float32)
     p_done[6:8] = 0.9                                   # the verdict after frames 7 and 8
-    picture = alignment.false_success_picture(real, replay, p_done, eta=0.5)
+    first = 1 + first_done(p_done, np.zeros(chunks_), np.zeros(chunks_), eta=0.5)   # the frame of the verdict
+    picture = alignment.false_success_picture(real, replay, first)
     assert picture.shape == (2 * size, 4 * size, 3)
     assert list(picture[0, ::size, 0]) == [3, 7, 10, 12], "4 before the first done frame, it, 3 after, the last"
     assert list(picture[size, ::size, 0]) == [103, 107, 110, 112], "the replay's frames below the real ones"
-    gated = alignment.false_success_picture(real, replay, p_done, eta=0.5, first=8)   # a verdict the gate delayed
+    gated = alignment.false_success_picture(real, replay, first=8)   # a verdict the gate delayed
     assert list(gated[0, ::size, 0]) == [4, 8, 11, 12]
 
 
 def test_false_successes_are_the_replays_judged_done_of_failed_episodes(tmp_path):
     episodes = chunks.load([toy_episodes.write(tmp_path, successes=1, failures=2)])
     world = models.build("world_model", image_size=32, block_out_channels=(8, 16))
-    reflector = models.build("reflector", image_size=32, width=16)
-    rows = [{"id": e.id, "real": e.succeeded, "replay": True} for e in episodes]   # every replay judged done
-    pictures = alignment.false_successes(world, reflector, episodes, rows, eta=0.0, limit=8)
+    replayed = reflector_measure.replay(world, episodes)
+    rows = [{"id": e.id, "real": e.succeeded, "replay": True, "replay_done_frame": 1}   # every replay judged done
+            for e in episodes]
+    pictures = alignment.false_successes(episodes, replayed, rows, limit=8)
     assert sorted(pictures) == sorted(e.id for e in episodes if not e.succeeded)
     assert all(p.shape[0] == 64 and p.dtype == np.uint8 for p in pictures.values())
-    assert len(alignment.false_successes(world, reflector, episodes, rows, eta=0.0, limit=1)) == 1
-    assert alignment.false_successes(world, reflector, episodes, [dict(r, replay=False) for r in rows], 0.0, 8) == {}
+    assert len(alignment.false_successes(episodes, replayed, rows, limit=1)) == 1
+    assert alignment.false_successes(episodes, replayed, [dict(r, replay=False) for r in rows], 8) == {}
 
 
 def test_action_gap_is_zero_on_the_real_observations_and_splits_frame_from_proprio(tmp_path):

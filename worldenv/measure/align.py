@@ -76,7 +76,7 @@ def align(config: AlignConfig) -> int:
     from worldenv import models
     from worldenv.models import laplace
     from worldenv.data import chunks
-    from worldenv.measure import alignment
+    from worldenv.measure import alignment, reflector as reflector_measure
     from worldenv.sim import suites
     from worldenv.sim.policy_runs import ExploreConfig, explore
 
@@ -96,15 +96,16 @@ def align(config: AlignConfig) -> int:
     horizon = suites.MAX_EPISODE_STEPS[config.suite] // policy.spec.chunk_length
     world_model = models.load(resolve(config.world_model, "world_model"), role="world_model")
     reflector = models.load(resolve(config.reflector, "reflector"), role="reflector")
+    replayed = reflector_measure.replay(world_model, episodes)
     result = alignment.measure(policy, world_model, reflector, episodes, horizon, config.eta,
-                               deterministic=config.noise == "none", grasp_gate=config.grasp_gate)
+                               deterministic=config.noise == "none", grasp_gate=config.grasp_gate, replayed=replayed)
     result |= {"noise": config.noise, "grasp_gate": config.grasp_gate, "exploration_scale": config.exploration_scale,
                "real_success": float(np.mean([e.succeeded for e in episodes])), "policy": policy_dir, "world_model": config.world_model, "reflector": config.reflector,
                "init_states": f"{config.init_offset}.. (sampled)", "sim_steps": int(sum(e.steps[-1] for e in episodes))}
     (out / "alignment.json").write_text(json.dumps(result, indent=2))
     (out / "alignment.md").write_text("\n".join(alignment.markdown(result)) + "\n")
-    write_pictures(out / "false_successes", alignment.false_successes(
-        world_model, reflector, episodes, result["per_episode"], config.eta, config.false_successes, config.grasp_gate))
+    write_pictures(out / "false_successes", alignment.false_successes(episodes, replayed, result["per_episode"],
+                                                                      config.false_successes))
     for key in ("closed_loop", "replay", "real_video"):
         r = result[key]["overall"]
         print(f"{key:<12} agreement {alignment.pct(r['agreement'])}  recall {alignment.pct(r['recall'])}  false "

@@ -62,25 +62,35 @@ def first_frames(episodes: list[ChunkedEpisode]) -> StartBank:
                      meta={"source": "alignment: first frames of the real episodes"})
 
 
+def verdict_frames(reflector: Reflector, episodes: list[ChunkedEpisode], videos: list[np.ndarray],
+                   proprio: list[np.ndarray], eta: float, grasp_gate: float = 0.0) -> list[int | None]:
+    """Per episode, the frame of `videos` (1 + C frames, the real first one then one per chunk)
+    after which the reflector's verdict ends it done (with the grasp gate read off `proprio`,
+    (1 + C, P)); None if never."""
+    p_done = reflector_measure.judge_videos(reflector, videos, [e.instruction for e in episodes])
+    chunks = [grasp_gate_lib.first_done(p, gripper_commands(e), grasp_gate_lib.finger_gap(q[1:]), eta, grasp_gate)
+              for e, p, q in zip(episodes, p_done, proprio)]
+    return [None if c is None else c + 1 for c in chunks]
+
+
 def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episodes: list[ChunkedEpisode],
-            horizon: int, eta: float = 0.5, deterministic: bool = True, grasp_gate: float = 0.0) -> dict:
+            horizon: int, eta: float = 0.5, deterministic: bool = True, grasp_gate: float = 0.0,
+            replayed: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
     """Closed-loop imagination, world-model replays and real videos against the real outcomes.
     With `grasp_gate` (metres) every verdict also needs the gripper to have held that gap: the
-    imagined proprio's in imagination and replays, the real one's on real videos."""
+    imagined proprio's in imagination and replays, the real one's on real videos. `replayed`:
+    the world model's replays of `episodes` (`reflector_measure.replay`) when the caller has them."""
     tasks, real = [task_of(e) for e in episodes], np.array([e.succeeded for e in episodes])
     closed = imagined.rollouts(policy, world_model, reflector, first_frames(episodes), horizon, eta, deterministic,
                                grasp_gate=grasp_gate)
-    replayed = reflector_measure.replay(world_model, episodes)
-    texts = [e.instruction for e in episodes]
-
-    def judged(videos: list[np.ndarray], proprio: list[np.ndarray]) -> list[bool]:
-        p_done = reflector_measure.judge_videos(reflector, videos, texts)
-        return [grasp_gate_lib.first_done(p, gripper_commands(e), grasp_gate_lib.finger_gap(q[1:]), eta, grasp_gate)
-                is not None for e, p, q in zip(episodes, p_done, proprio)]
-
-    replay_done = judged([frames for frames, _ in replayed], [proprio for _, proprio in replayed])
-    real_done = judged([e.frames for e in episodes], [e.proprio for e in episodes])
-    return {"eta": eta, "grasp_gate": grasp_gate, "horizon": horizon, "deterministic": deterministic, "episodes": len(episodes),
+    replayed = reflector_measure.replay(world_model, episodes) if replayed is None else replayed
+    replay_at = verdict_frames(reflector, episodes, [frames for frames, _ in replayed],
+                               [proprio for _, proprio in replayed], eta, grasp_gate)
+    real_done = [f is not None for f in verdict_frames(reflector, episodes, [e.frames for e in episodes],
+                                                       [e.proprio for e in episodes], eta, grasp_gate)]
+    replay_done = [f is not None for f in replay_at]
+    return {"eta": eta, "grasp_gate": grasp_gate, "horizon": horizon, "deterministic": deterministic,
+            "episodes": len(episodes),
             "closed_loop": by_task(tasks, real, np.array([r["done"] for r in closed])),
             "replay": by_task(tasks, real, np.array(replay_done)),
             "real_video": by_task(tasks, real, np.array(real_done)),
@@ -88,40 +98,31 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
             "grasp": grasp_gate_lib.calibrate([gripper_commands(e) for e in episodes],
                                               [grasp_gate_lib.finger_gap(e.proprio[1:]) for e in episodes],
                                               [grasp_gate_lib.finger_gap(q[1:]) for _, q in replayed]),
-            "per_episode": [{"id": e.id, "task": t, "real": bool(r), "imagined": bool(c["done"]), "replay": bool(p),
-                             "real_video": bool(v), "imagined_chunks": c["chunks"], "real_chunks": int(e.chunks)}
-                            for e, t, r, c, p, v in zip(episodes, tasks, real, closed, replay_done, real_done)]}
+            "per_episode": [{"id": e.id, "task": t, "real": bool(r), "imagined": bool(c["done"]), "replay": p is not None,
+                             "replay_done_frame": p, "real_video": bool(v), "imagined_chunks": c["chunks"],
+                             "real_chunks": int(e.chunks)}
+                            for e, t, r, c, p, v in zip(episodes, tasks, real, closed, replay_at, real_done)]}
 
 
-def false_success_picture(real: np.ndarray, replay: np.ndarray, p_done: np.ndarray, eta: float,
-                          first: int | None = None) -> np.ndarray:
+def false_success_picture(real: np.ndarray, replay: np.ndarray, first: int) -> np.ndarray:
     """A replay the reflector calls done, beside the real episode: the real frames (top row) over
-    the world model's frames for the same actions (bottom), at 4 chunks before the verdict's frame
-    (`first`; default the first frame with p_done > eta), that frame, 3 chunks after and the last;
-    (2H, columns * W, 3) uint8. `p_done[t - 1]` is the verdict after frame t
-    (`reflector_measure.judge_videos`)."""
-    n = min(len(real), len(replay), len(p_done) + 1)
-    first = min(first, n - 1) if first is not None else 1 + int(np.argmax(p_done[:n - 1] > eta))
+    the world model's frames for the same actions (bottom), at 4 chunks before the frame of the
+    verdict (`first`, as `verdict_frames` gives it), that frame, 3 chunks after and the last;
+    (2H, columns * W, 3) uint8."""
+    n = min(len(real), len(replay))
+    first = min(first, n - 1)
     columns = sorted({max(first - 4, 0), first, min(first + 3, n - 1), n - 1})
     return np.concatenate([np.concatenate([video[c] for c in columns], 1) for video in (real, replay)], 0)
 
 
-def false_successes(world_model: WorldModel, reflector: Reflector, episodes: list[ChunkedEpisode],
-                    per_episode: list[dict], eta: float, limit: int, grasp_gate: float = 0.0) -> dict[str, np.ndarray]:
+def false_successes(episodes: list[ChunkedEpisode], replayed: list[tuple[np.ndarray, np.ndarray]],
+                    per_episode: list[dict], limit: int) -> dict[str, np.ndarray]:
     """Up to `limit` failed real episodes whose world-model replay the reflector calls done (the
-    replay's false positives of `measure`, with its `grasp_gate`), each as a `false_success_picture`
-    around that verdict, by episode id."""
-    replay_done = {r["id"] for r in per_episode if r["replay"] and not r["real"]}
-    chosen = [e for e in episodes if e.id in replay_done][:limit]
-    if not chosen:
-        return {}
-    replayed = reflector_measure.replay(world_model, chosen)
-    p_done = reflector_measure.judge_videos(reflector, [frames for frames, _ in replayed], [e.instruction for e in chosen])
-    out = {}
-    for e, (frames, proprio), p in zip(chosen, replayed, p_done):
-        t = grasp_gate_lib.first_done(p, gripper_commands(e), grasp_gate_lib.finger_gap(proprio[1:]), eta, grasp_gate)
-        out[e.id] = false_success_picture(e.frames, frames, p, eta, None if t is None else t + 1)
-    return out
+    replay's false positives of `measure`, `replayed` its replays), each as a
+    `false_success_picture` around that verdict, by episode id."""
+    rows = {r["id"]: r for r in per_episode if r["replay"] and not r["real"]}
+    chosen = [(e, frames) for e, (frames, _) in zip(episodes, replayed) if e.id in rows][:limit]
+    return {e.id: false_success_picture(e.frames, frames, rows[e.id]["replay_done_frame"]) for e, frames in chosen}
 
 
 GAP_SPANS = ((1, 4), (5, 14), (15, 10**6))   # chunk indices along the replay

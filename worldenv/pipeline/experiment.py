@@ -221,7 +221,8 @@ def rl_config(config: ExperimentConfig, addresses: dict[str, str], policy: pathl
     return RLConfig(redis_url=addresses["redis"], policy_addr=addresses["policy"], auth_token=config.auth_token,
                     policy=str(policy), starts=str(starts), run_id=run_id, out=str(out), iterations=iterations,
                     groups=config.groups, group_size=config.group_size, horizon=config.horizon, eta=config.eta,
-                    grasp_gate=config.grasp_gate, lr=config.lr, epochs=config.epochs, ratio=config.ratio, exploration_scale=config.exploration_scale,
+                    grasp_gate=config.grasp_gate, lr=config.lr, epochs=config.epochs, ratio=config.ratio,
+                    exploration_scale=config.exploration_scale,
                     seed=config.seed if seed is None else seed, replay_open=config.replay_open,
                     snapshot_every=config.curve_every)
 

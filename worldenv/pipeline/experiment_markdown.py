@@ -291,7 +291,8 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              "evaluation init states, for measurement only.",
              f"- RL: {config.iterations} iterations x {config.groups} start states x {config.group_size} rollouts, horizon "
              f"{config.horizon} chunks, eta {config.eta}"
-             + (f" and the grasp gate at {100 * config.grasp_gate:.2f} cm" if config.grasp_gate else "") + "; LOOP (leave-one-out advantages), PPO clip 0.1 "
+             + (f" and the grasp gate at {100 * config.grasp_gate:.2f} cm" if config.grasp_gate else "")
+             + "; LOOP (leave-one-out advantages), PPO clip 0.1 "
              f"({'one ratio per action' if config.ratio == 'dimension' else 'one ratio per chunk'}), {config.epochs} "
              f"epochs, Adam lr {config.lr:g}, Laplace scale restarted at b = {config.exploration_scale:g}; world model "
              "and reflector frozen. These settings were set from training diagnostics (clip fraction, approximate KL, "

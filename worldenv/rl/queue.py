@@ -89,7 +89,8 @@ class Job:
         return cls(id=text["id"], frame=codec.from_bytes(s["frame"], "frame"), proprio=codec.from_bytes(s["proprio"], "proprio"),
                    instruction=text["instruction"], start_id=text["start_id"], run_id=text["run_id"],
                    group_id=text["group_id"], horizon=int(text["horizon"]), seed=int(text["seed"]),
-                   eta=float(text["eta"]), grasp_gate=float(text.get("grasp_gate", "0")), deterministic=text["deterministic"] == "1",
+                   eta=float(text["eta"]), grasp_gate=float(text.get("grasp_gate", "0")),
+                   deterministic=text["deterministic"] == "1",
                    enqueued_at=float(text["enqueued_at"]),
                    history=codec.from_bytes(s["history"], "history") if "history" in s else None)
 
