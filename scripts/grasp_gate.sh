@@ -14,6 +14,7 @@
 # 3. rl_gate, rl_gate_shuffled: RL from the SFT policy in the shipped models with the gate, and
 #    its shuffled-rewards control (the settings of the ungated run that lost task 1 in LIBERO);
 #    run the two side by side: `bash scripts/grasp_gate.sh rl_gate & bash scripts/grasp_gate.sh rl_gate_shuffled`;
+#    SEED=k runs the pair (and evaluates it) at training seed k, named rl_gate_sk and rl_gate_shuffled_sk;
 # 4. eval_*: SFT and both runs in LIBERO, the experiment's 150 paired episodes;
 # 5. align_rlgate: the gated RL policy's own alignment, without and with the gate; objective: RL's
 #    own objective (288 starts, gated) of SFT and both runs.
@@ -26,11 +27,15 @@ W=$PWD/.venv/bin/worldenv
 PY=$PWD/.venv/bin/python
 SHIPPED=$PWD/worldenv/checkpoints
 ITERS=${ITERS:-16}
+SEED=${SEED:-0}
+SFX=$([ "$SEED" = 0 ] || echo _s$SEED)   # seed 0 keeps the first run's names
 RL_FLAGS=(--groups 32 --group-size 8 --minibatch 256 --exploration-scale 0.02 --lr 2e-5 --ratio dimension
           --snapshot-every 8)
 mkdir -p "$R"
 stage() { echo "=== $(date +%T) $1"; }
-width() { cat $R/calib/width; }
+# WIDTH=<metres> takes a width calibrated before (0.0175 in the report) instead of the calib stage
+width() { if [ -n "${WIDTH:-}" ]; then echo $WIDTH; else cat $R/calib/width; fi; }
+calibrated() { [ -n "${WIDTH:-}" ] || calib; }
 
 calib() {
   [ -f $R/calib/width ] && return
@@ -68,7 +73,7 @@ rl() {   # NAME [train rl flags...]: a stack on the shipped models, one gated RL
       --reflector-checkpoint $SHIPPED/reflector > $home/up.out 2>&1 &
   local up=$!
   for _ in $(seq 150); do grep -q debug-api $home/up.json 2> /dev/null && break; sleep 2; done
-  WORLDENV_HOME=$home $W train rl --starts shipped --seed 0 --out $out --iterations $ITERS "${RL_FLAGS[@]}" \
+  WORLDENV_HOME=$home $W train rl --starts shipped --seed $SEED --out $out --iterations $ITERS "${RL_FLAGS[@]}" \
       --grasp-gate $(width) "$@" && touch $out/done
   kill -INT $up; wait $up
 }
@@ -86,11 +91,11 @@ run() {
     calib_gate) calib && calib_gate ;;
     align_sft) calib && align sft shipped ;;
     align_rl) calib && align rl shipped-rl ;;
-    rl_gate) calib && rl rl_gate ;;
-    rl_gate_shuffled) calib && rl rl_gate_shuffled --shuffle-rewards ;;
+    rl_gate) calibrated && rl rl_gate$SFX ;;
+    rl_gate_shuffled) calibrated && rl rl_gate_shuffled$SFX --shuffle-rewards ;;
     eval_sft) evaluate sft shipped ;;
-    eval_rl_gate) evaluate rl_gate $R/rl_gate/policy ;;
-    eval_rl_gate_shuffled) evaluate rl_gate_shuffled $R/rl_gate_shuffled/policy ;;
+    eval_rl_gate) evaluate rl_gate$SFX $R/rl_gate$SFX/policy ;;
+    eval_rl_gate_shuffled) evaluate rl_gate_shuffled$SFX $R/rl_gate_shuffled$SFX/policy ;;
     align_rlgate) calib && align rlgate $R/rl_gate/policy ;;
     objective) [ -f $R/objective_gate.json ] || { stage objective; calib && $W objective --policies \
         shipped,$R/rl_gate/policy,$R/rl_gate_shuffled/policy --per-task 96 --samples 1 --exploration-scales 0.02 \

@@ -47,3 +47,50 @@ def test_by_task_finds_a_one_sided_task_the_total_hides():
     assert tasks["1"]["p_value"] == pytest.approx(2 / 256)
     assert (tasks["2"]["only_a"], tasks["2"]["only_b"]) == (0, 8)
     assert tasks["10"] == {"only_a": 0, "only_b": 0, "p_value": 1.0, "n": 1, "a": 1, "b": 1}
+
+
+def _eval_dir(root, name, outcomes: dict[str, bool]):
+    """A `worldenv eval --out` directory holding these episode outcomes."""
+    import json
+    folder = root / name
+    folder.mkdir()
+    episodes = [{"id": i, "success": s, "steps": 100} for i, s in outcomes.items()]
+    (folder / "eval.json").write_text(json.dumps({"episodes": episodes}))
+    return str(folder)
+
+
+def test_compare_command_pairs_runs_and_groups_seeds(tmp_path, capsys):
+    from worldenv import cli
+    ids = [f"libero_object/{t}/{i}" for t in (0, 1) for i in range(10)]
+    sft = _eval_dir(tmp_path, "sft", {i: n % 2 == 0 for n, i in enumerate(ids)})          # 10 of 20
+    rl0 = _eval_dir(tmp_path, "rl0", {i: True for i in ids})                              # 20 of 20
+    rl1 = _eval_dir(tmp_path, "rl1", {i: i.split("/")[1] == "0" for i in ids})            # 10 of 20: task 0 only
+    out = tmp_path / "compare.json"
+    assert cli.main(["compare", sft, f"{rl0},{rl1}", "--resamples", "500", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"| {sft} | {rl0} | 20 | 10 | 20 | +50.0" in printed
+    import json
+    result = json.loads(out.read_text())
+    first, second = result["pairs"]
+    assert (first["mcnemar"]["only_a"], first["mcnemar"]["only_b"]) == (0, 10)
+    assert first["mcnemar"]["p_value"] == pytest.approx(2 / 1024)
+    # rl1: task 0 gains the 5 odd inits SFT failed, task 1 loses the 5 even ones SFT found
+    assert first["by_task"]["0"]["only_b"] == 5 and second["by_task"]["1"]["only_a"] == 5
+    assert (second["mcnemar"]["only_a"], second["mcnemar"]["only_b"], second["mcnemar"]["p_value"]) == (5, 5, 1.0)
+    g = result["groups"]
+    assert g["n"] == 20 and g["difference"] == pytest.approx(0.25)    # (1.0 + 0.5) / 2 - 0.5
+    assert g["candidate_rates"] == [1.0, 0.5] and g["candidate_spread"] == pytest.approx(0.5)
+    assert g["baseline_spread"] == 0.0 and g["ci95"][0] <= 0.25 <= g["ci95"][1]
+    assert "spread 50.0" in printed
+
+
+def test_compare_command_names_a_missing_run(tmp_path, capsys):
+    from worldenv import cli
+    sft = _eval_dir(tmp_path, "sft", {"s/0/0": True})
+    other = _eval_dir(tmp_path, "other", {"s/0/1": True})
+    assert cli.main(["compare", sft, str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no eval.json" in capsys.readouterr().err
+    assert cli.main(["compare", sft, other]) == 2
+    assert "share no episode ids" in capsys.readouterr().err
+    assert cli.main(["compare", sft, sft, "--resamples", "5"]) == 2
+    assert "--resamples: must be >= 100" in capsys.readouterr().err

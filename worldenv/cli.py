@@ -12,7 +12,7 @@ import sys
 
 COMMAND_MODULES = [f"worldenv.commands.{name}" for name in (
     "up", "serve", "worker", "rollout", "health",   # the serving backbone
-    "demos", "starts", "explore", "eval",           # LIBERO, the ground truth
+    "demos", "starts", "explore", "eval", "compare",  # LIBERO, the ground truth
     "train", "pipeline", "experiment", "align",     # the models, trained on LIBERO episodes; RL measured
     "objective",                                    # RL's own objective, in imagination only
     "models",                                       # checkpoint directories of any arch

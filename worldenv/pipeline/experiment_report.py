@@ -8,7 +8,7 @@ import pathlib
 
 import numpy as np
 
-from worldenv.measure import paired
+from worldenv.measure import compare, paired
 from worldenv.pipeline import stages
 from worldenv.sim.env import EnvConfig
 from worldenv.sim.report import rate
@@ -120,11 +120,9 @@ def _only(evaluation: dict, like: dict) -> dict:
 
 def comparison(sft: dict, rl: dict) -> dict:
     """Paired outcomes of the two policies on the same init states."""
-    sft_done, rl_done = outcomes(sft), outcomes(rl)
-    a, b = paired.pairs(sft_done, rl_done)
-    return {"n": len(a), "sft": rate(int(a.sum()), len(a)), "rl": rate(int(b.sum()), len(b)),
-            "mcnemar": paired.mcnemar(a, b), "bootstrap": paired.bootstrap_difference(a, b),
-            "by_task": paired.by_task(sft_done, rl_done)}
+    both = compare.pair(outcomes(sft), outcomes(rl))
+    return {"n": both["n"], "sft": both["a"], "rl": both["b"], "mcnemar": both["mcnemar"],
+            "bootstrap": both["bootstrap"], "by_task": both["by_task"]}
 
 
 def gap(point: dict) -> dict:

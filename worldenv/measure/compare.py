@@ -1,0 +1,123 @@
+"""`worldenv compare`: LIBERO evaluations of policies on the same init states, paired.
+
+One candidate against one baseline is McNemar's exact test and a paired bootstrap. Several runs
+on a side (RL at several training seeds, their shuffled-rewards controls, SFT at several seeds)
+are compared as groups: per init state, the candidates' mean success minus the baselines', with
+an interval from resampling init states. That interval holds the runs fixed; how far runs of one
+side differ from each other (the training seed's spread) is printed beside it, because a gain
+smaller than that spread is not one a single run would show."""
+from __future__ import annotations
+
+import itertools
+import json
+import pathlib
+
+import numpy as np
+from pydantic import Field
+
+from worldenv.config import Settings
+from worldenv.measure import paired
+from worldenv.sim.report import rate
+
+
+POSITIONAL = {"positional": True}
+
+
+class CompareConfig(Settings):
+    """LIBERO evaluations (`worldenv eval` outputs) compared on the episodes they share."""
+
+    baseline: str = Field(description="the reference runs: eval output directories (or their eval.json), "
+                          "comma-separated, e.g. SFT, or the shuffled-rewards controls at several seeds",
+                          json_schema_extra=POSITIONAL)
+    candidate: str = Field(description="the runs compared with them, comma-separated, e.g. RL at several seeds",
+                           json_schema_extra=POSITIONAL)
+    resamples: int = Field(10_000, ge=100, le=1_000_000, description="bootstrap resamples of the init states")
+    out: str | None = Field(None, description="also write the comparison as JSON to this file")
+
+
+def load(where: str) -> dict[str, bool]:
+    """Episode id (suite/task/init) -> LIBERO's success, from an eval directory or its eval.json."""
+    path = pathlib.Path(where)
+    path = path / "eval.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no eval.json (give a `worldenv eval --out` directory or its eval.json)")
+    try:
+        episodes = json.loads(path.read_text())["episodes"]
+        return {e["id"]: bool(e["success"]) for e in episodes}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a `worldenv eval` result ({exc})") from None
+
+
+def pair(a: dict[str, bool], b: dict[str, bool], resamples: int = 10_000) -> dict:
+    """b against a on the episodes both have: rates, McNemar, the bootstrapped difference, per task."""
+    x, y = paired.pairs(a, b)
+    return {"n": len(x), "a": rate(int(x.sum()), len(x)), "b": rate(int(y.sum()), len(y)),
+            "mcnemar": paired.mcnemar(x, y), "bootstrap": paired.bootstrap_difference(x, y, resamples),
+            "by_task": paired.by_task(a, b)}
+
+
+def groups(baselines: list[dict[str, bool]], candidates: list[dict[str, bool]], resamples: int = 10_000) -> dict:
+    """Per init state the candidates' mean success minus the baselines', on the ids all runs share,
+    and the spread (highest minus lowest success rate) of the runs on each side."""
+    common = sorted(set.intersection(*(set(run) for run in baselines + candidates)))
+    if not common:
+        raise ValueError("the evaluations share no episode ids")
+    a = np.array([[run[i] for i in common] for run in baselines], np.float64)
+    b = np.array([[run[i] for i in common] for run in candidates], np.float64)
+    rng = np.random.default_rng(0)
+    diff = b.mean(axis=0) - a.mean(axis=0)
+    draws = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return {"n": len(common), "baseline_rates": a.mean(axis=1).tolist(), "candidate_rates": b.mean(axis=1).tolist(),
+            "difference": float(diff.mean()), "ci95": [float(lo), float(hi)], "resamples": resamples,
+            "baseline_spread": float(np.ptp(a.mean(axis=1))), "candidate_spread": float(np.ptp(b.mean(axis=1)))}
+
+
+def compare(config: CompareConfig) -> dict:
+    """Every candidate against every baseline, and the two sides as groups when either has several."""
+    names = {side: [w.strip() for w in getattr(config, side).split(",") if w.strip()] for side in ("baseline", "candidate")}
+    for side, found in names.items():
+        if not found:
+            raise ValueError(f"{side}: give at least one eval directory")
+    runs = {side: [load(w) for w in found] for side, found in names.items()}
+    pairs = [{"baseline": names["baseline"][i], "candidate": names["candidate"][j],
+              **pair(runs["baseline"][i], runs["candidate"][j], config.resamples)}
+             for i, j in itertools.product(range(len(names["baseline"])), range(len(names["candidate"])))]
+    several = len(runs["baseline"]) > 1 or len(runs["candidate"]) > 1
+    return {"baseline": names["baseline"], "candidate": names["candidate"], "pairs": pairs,
+            "groups": groups(runs["baseline"], runs["candidate"], config.resamples) if several else None}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def markdown(result: dict) -> str:
+    """The comparison as a table per pair and, for groups, one line with the seeds' spread."""
+    lines = ["| baseline | candidate | n | baseline | candidate | difference, points (95 % CI) | "
+             "only candidate / only baseline | McNemar p | per task: only candidate / only baseline |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in result["pairs"]:
+        boot, test = p["bootstrap"], p["mcnemar"]
+        tasks = ", ".join(f"{t}: {v['only_b']}/{v['only_a']}" for t, v in p["by_task"].items())
+        lines.append(f"| {p['baseline']} | {p['candidate']} | {p['n']} | {p['a']['successes']} | {p['b']['successes']} | "
+                     f"{_pct(boot['difference'])} ({_pct(boot['ci95'][0])} to {_pct(boot['ci95'][1])}) | "
+                     f"{test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | {tasks} |")
+    g = result["groups"]
+    if g:
+        rates = lambda rs: ", ".join(f"{100 * r:.1f}" for r in rs)  # noqa: E731
+        lines += ["", f"Groups on {g['n']} shared episodes: candidates' mean minus baselines' mean "
+                  f"{_pct(g['difference'])} points (95 % CI {_pct(g['ci95'][0])} to {_pct(g['ci95'][1])}, "
+                  f"init states resampled, runs held fixed). Success rates (%): baselines {rates(g['baseline_rates'])} "
+                  f"(spread {100 * g['baseline_spread']:.1f}), candidates {rates(g['candidate_rates'])} "
+                  f"(spread {100 * g['candidate_spread']:.1f})."]
+    return "\n".join(lines)
+
+
+def run(config: CompareConfig) -> int:
+    """Print the comparison; with --out write it as JSON too."""
+    result = compare(config)
+    print(markdown(result))
+    if config.out:
+        pathlib.Path(config.out).write_text(json.dumps(result, indent=2))
+    return 0
