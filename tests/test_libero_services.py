@@ -38,6 +38,19 @@ def test_eval_remote_policy_with_reflector_termination(policy_server, tmp_path):
     assert episode["outcome"] == "reflector" and len(episode["p_done"]) == 1 and 0 <= episode["p_done"][0] <= 1
     assert report["suite_result"]["successes"] == 0  # random policy: LIBERO's check says no
 
+    # with the grasp gate the same verdicts count only once the real gripper held something: the
+    # random policy holds nothing, so every chunk is judged and the episode runs to the horizon
+    with serving("reflector") as reflector:
+        gated = tmp_path / "gated"
+        assert cli.main(["eval", "--policy", policy_server, "--suite", SUITE, "--tasks", str(TASK),
+                         "--episodes-per-task", "1", "--max-steps", "24", "--env-processes", "1", "--videos", "0",
+                         "--termination", "reflector", "--reflector", reflector.address, "--eta", "0.01",
+                         "--grasp-gate", "0.0175", "--out", str(gated)]) == 0
+    report = json.loads((gated / "eval.json").read_text())
+    (episode,) = report["episodes"]
+    assert report["grasp_gate"] == 0.0175 and "grasp gate 1.75 cm" in (gated / "eval.md").read_text()
+    assert episode["outcome"] == "horizon" and len(episode["p_done"]) == 3 and min(episode["p_done"]) > 0.01
+
 
 def test_explore_with_a_remote_policy(policy_server, tmp_path):
     out = tmp_path / "explore"

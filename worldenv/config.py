@@ -47,10 +47,10 @@ def local_address(name: str) -> str:
 REDIS_URL_ENV = AliasChoices("redis_url", "REDIS_URL", "WORLDENV_REDIS_URL")
 
 
-def grasp_gate_field(where: str = ""):
+def grasp_gate_field(where: str = "", gripper: str = "imagined"):
     """The `grasp_gate` field (metres, 0 = off): see worldenv/models/grasp_gate.py. `where` names
-    the imagined episodes it applies to, when a command has several kinds."""
-    return Field(0.0, ge=0, lt=0.08, description=f"metres: {where}a done verdict counts only once the imagined "
+    the episodes it applies to, when a command has several kinds; `gripper` whose gripper it reads."""
+    return Field(0.0, ge=0, lt=0.08, description=f"metres: {where}a done verdict counts only once the {gripper} "
                  "gripper's last closed run held at least this gap between the fingers (an object, not an empty grip; "
                  "worldenv/models/grasp_gate.py, LIBERO's Panda gripper; `worldenv align` prints the width that fits "
                  "the world model); 0 = the reflector alone")

@@ -71,7 +71,8 @@ class ExperimentConfig(Settings):
     sampled_episodes: int = Field(10, ge=0, le=50, description="also evaluate SFT and RL with the actions RL samples "
                                   "(b = --exploration-scale) on this many fixed init states per task (0 = none)")
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done), in imagination and for Table 4")
-    grasp_gate: float = grasp_gate_field("in imagination (RL, the curve, the objective) ")
+    grasp_gate: float = grasp_gate_field("in imagination (RL, the curve, the objective) and in Table 4's "
+                                         "reflector termination, ", gripper="imagined (in Table 4 the real)")
     seed: int = Field(0, ge=0, description="RL seed (the run the curve, Table 4 and the Dyna round follow)")
     extra_seeds: str = Field("", description="further RL seeds, e.g. '1,2': the same RL from the SFT policy at each, "
                              "evaluated on the same paired episodes; the report gives every seed's gain and their mean "
@@ -333,7 +334,8 @@ def final(config: ExperimentConfig, root: pathlib.Path, sft: pathlib.Path, stack
     for name, policy in policies.items():
         if not stages.finished(root, f"table4_{name}"):
             evaluate(config, root, f"table4_{name}", policy, "--termination", "reflector", "--reflector",
-                     stack.addresses()["reflector"], "--eta", str(config.eta), *_token(config), episodes=config.table4_episodes)
+                     stack.addresses()["reflector"], "--eta", str(config.eta), *_token(config),
+                     *(["--grasp-gate", str(config.grasp_gate)] if config.grasp_gate else []), episodes=config.table4_episodes)
 
 
 def dyna(config: ExperimentConfig, root: pathlib.Path, dirs: dict[str, pathlib.Path], rl_out: pathlib.Path) -> None:

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from worldenv.models.grasp_gate import GraspGate, finger_gap
 from worldenv.models.roles import Reflector
 from worldenv.sim import pool as pool_mod
 from worldenv.sim.env import EnvConfig
@@ -57,11 +58,13 @@ class EpisodeResult:
 
 
 def run(process: pool_mod.EnvProcess, spec: EpisodeSpec, source: ActionSource,
-        judge: Reflector | None = None, eta: float = 0.5) -> EpisodeResult:
-    """One episode; env failures become a failed result with the reason."""
+        judge: Reflector | None = None, eta: float = 0.5, grasp_gate: float = 0.0) -> EpisodeResult:
+    """One episode; env failures become a failed result with the reason. With a judge and
+    `grasp_gate` > 0 (metres) its verdict counts only once the real gripper's last closed run held
+    an object that wide (worldenv/models/grasp_gate.py), as RL's verdicts do in imagination."""
     started = time.perf_counter()
     try:
-        return _run(process, spec, source, judge, eta, started)
+        return _run(process, spec, source, judge, eta, started, grasp_gate)
     except (pool_mod.EnvCrashed, pool_mod.EnvError) as exc:
         kind = "crashed" if isinstance(exc, pool_mod.EnvCrashed) else "error"
         reason = str(exc).strip().splitlines()[-1][:300]
@@ -69,7 +72,7 @@ def run(process: pool_mod.EnvProcess, spec: EpisodeSpec, source: ActionSource,
 
 
 def _run(process, spec: EpisodeSpec, source: ActionSource, judge: Reflector | None, eta: float,
-         started: float) -> EpisodeResult:
+         started: float, grasp_gate: float = 0.0) -> EpisodeResult:
     instruction = process.call("open", config=spec.config)
     obs = process.call("reset", init_index=spec.init_index, expert=source.in_env, render_each_step=spec.render_each_step)
     recorder = Recorder(spec.config.wrist) if spec.record else None
@@ -77,6 +80,7 @@ def _run(process, spec: EpisodeSpec, source: ActionSource, judge: Reflector | No
         recorder.add(process.call("settle_chunk"))
     frames, p_done, log_probs = [obs.frame], [], []
     steps, ever, outcome = 0, False, "horizon"
+    gate = GraspGate(grasp_gate) if judge is not None and grasp_gate > 0 else None
     with _Watch(judge, obs.frame, instruction) as watch:
         while steps < spec.max_steps:
             k = min(spec.chunk_length, spec.max_steps - steps)
@@ -92,9 +96,11 @@ def _run(process, spec: EpisodeSpec, source: ActionSource, judge: Reflector | No
             if spec.stop_on_success and chunk.succeeded:
                 outcome = "success"
                 break
+            if gate is not None:
+                gate.update(float(chunk.actions[-1, -1]), float(finger_gap(obs.proprio)))
             if judge is not None:
                 p_done.append(watch.observe(obs.frame))
-                if p_done[-1] > eta:
+                if p_done[-1] > eta and (gate is None or gate.holds()):
                     outcome = "reflector"
                     break
     success = ever if spec.stop_on_success else obs.success

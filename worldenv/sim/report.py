@@ -56,7 +56,9 @@ def markdown(summary: dict, videos: list[str]) -> str:
     s = summary["suite_result"]
     lines = [f"# LIBERO evaluation: {summary['suite']}", "",
              f"- policy: `{summary['policy']}`; termination: {summary['termination']}"
-             + (f" (eta {summary['eta']})" if summary["termination"] == "reflector" else ""),
+             + (f" (eta {summary['eta']}" + (f", grasp gate {100 * summary['grasp_gate']:.2f} cm on the real gripper"
+                                            if summary.get("grasp_gate") else "") + ")"
+               if summary["termination"] == "reflector" else ""),
              f"- episodes per task: {summary['episodes_per_task']}; max steps: {summary['max_steps']}; "
              f"chunk length: {summary['chunk_length']}; image size: {summary['image_size']}",
              f"- init states: {summary['init_states']}",
