@@ -271,3 +271,33 @@ def test_the_rl_section_reads_the_mean_actions_path_by_hand():
     unlogged = [{k: v for k, v in r.items() if k in ("iteration", "reward_mean")} for r in rows]
     old = "\n".join(experiment_markdown.rl_section(unlogged))
     assert "moved" not in old and "Updates: clip fraction" in old
+
+
+def test_controls_are_run_per_seed_and_compared_with_rl_by_hand(tmp_path):
+    """--controls: RL against its shuffled-rewards control at each seed, and RL's seeds against the
+    controls' as groups (4 init states: SFT 1, RL 3 and 1, controls 2 and 2; seed 2's control not run)."""
+    root = tmp_path / "exp"
+    runs = {"eval_sft": [True, False, False, False], "eval_rl": [True, True, True, False],
+            "eval_rl_s1": [False, True, False, False], "eval_control_s0": [True, True, False, False],
+            "eval_control_s1": [False, False, True, True]}
+    for name, successes in runs.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "eval.json").write_text(json.dumps(_eval(successes)))
+    config = experiment.ExperimentConfig(home=str(root), report=str(tmp_path / "r" / "experiment.md"), iterations=1,
+                                         table4=False, extra_seeds="1,2", controls=True)
+    controls = experiment_report.collect(config, root)["controls"]
+    assert controls["missing"] == [2] and controls["per_seed"][2] == {"rl_vs_control": None, "control_vs_sft": None}
+    assert controls["per_seed"][0]["rl_vs_control"]["bootstrap"]["difference"] == pytest.approx(0.25)
+    assert controls["per_seed"][1]["control_vs_sft"]["bootstrap"]["difference"] == pytest.approx(0.25)
+    g = controls["groups"]
+    assert g["difference"] == pytest.approx(0.0) and g["candidate_rates"] == [0.75, 0.25]   # (0.75 + 0.25) / 2 - 0.5
+    assert g["baseline_spread"] == 0.0 and g["candidate_spread"] == pytest.approx(0.5)
+    text = experiment_report.write(config, root).read_text()
+    assert "## RL against its shuffled-rewards controls" in text and "| 0 | 3/4 | 2/4 | +25.0 pts" in text
+    assert "**RL's seeds against the controls' (means per init state): +0.0 points**" in text
+    assert "Controls not finished yet: seed 2." in text and "| eval_control_s1 | 4 |" in text
+    # the stages: a control RL run is `train rl --shuffle-rewards` at its seed
+    addresses = {"redis": "redis://x", "policy": "p:1"}
+    settings = experiment.rl_config(config, addresses, tmp_path, tmp_path / "s.npz", tmp_path / "o", 1, "r", 1, shuffle=True)
+    assert settings.shuffle_rewards and settings.seed == 1
+    assert not experiment.rl_config(config, addresses, tmp_path, tmp_path / "s.npz", tmp_path / "o", 1, "r").shuffle_rewards

@@ -12,6 +12,9 @@ Stages, each resumable (a finished one is skipped when the command runs again):
                     mean and sampled: does RL improve the objective it optimises?
     eval_sft/rl     the final comparison, --eval-episodes per task, LIBERO's termination
     rl_sN, eval_rl_sN  (--extra-seeds) the same RL at further seeds, each on the same paired episodes
+    control_sN, eval_control_sN  (--controls) at every RL seed the same RL with each group's rewards
+                    shuffled among its rollouts (no learning signal, the same updates' size), evaluated
+                    alike: what RL's updates alone do to the real success, the noise floor of a gain
     table4_sft/rl   the same with termination decided by the reflector (World-Env's Table 4)
     dyna_*          one Dyna round: the RL policy explores, the world model and the reflector are
                     fine-tuned on its episodes, RL again from their keyframes, evaluated (eval_dyna)
@@ -77,6 +80,10 @@ class ExperimentConfig(Settings):
     extra_seeds: str = Field("", description="further RL seeds, e.g. '1,2': the same RL from the SFT policy at each, "
                              "evaluated on the same paired episodes; the report gives every seed's gain and their mean "
                              "(one RL seed's gain is not the method's)")
+    controls: bool = Field(False, description="also run, at every RL seed, the same RL with shuffled rewards (each "
+                           "group's rewards permuted among its rollouts: `train rl --shuffle-rewards`) and evaluate it "
+                           "alike; the report compares RL with its controls, seed for seed and as groups (a no-signal "
+                           "run has moved LIBERO by as much as +8.7 points here, reports/learning-signal.md)")
     eval_episodes: int = Field(50, ge=1, le=50, description="final evaluation episodes per task (init states 0..n-1)")
     curve_every: int = Field(10, ge=1, description="evaluate the policy every K RL iterations")
     curve_episodes: int = Field(10, ge=1, le=50, description="real and imagined episodes per task at each curve point")
@@ -205,19 +212,20 @@ class Stack:
 
 
 def rl(config: ExperimentConfig, root: pathlib.Path, name: str, policy: pathlib.Path, starts: pathlib.Path,
-       stack: Stack, iterations: int, seed: int | None = None) -> pathlib.Path:
+       stack: Stack, iterations: int, seed: int | None = None, shuffle: bool = False) -> pathlib.Path:
     """`worldenv train rl` from `policy` against `stack`, as stage `name` (at `seed`, default
-    --seed); returns its run directory."""
+    --seed; `shuffle`: the shuffled-rewards control); returns its run directory."""
     out = root / name
     if not stages.finished(root, name):
         a = stack.addresses()
-        stages.run(root, name, ["train", "rl", *argv(rl_config(config, a, policy, starts, out, iterations,
-                                                               f"{root.name}-{name}", seed))], root / "logs" / f"{name}.log")
+        settings = rl_config(config, a, policy, starts, out, iterations, f"{root.name}-{name}", seed, shuffle)
+        stages.run(root, name, ["train", "rl", *argv(settings)], root / "logs" / f"{name}.log")
     return out
 
 
 def rl_config(config: ExperimentConfig, addresses: dict[str, str], policy: pathlib.Path, starts: pathlib.Path,
-              out: pathlib.Path, iterations: int, run_id: str, seed: int | None = None) -> RLConfig:
+              out: pathlib.Path, iterations: int, run_id: str, seed: int | None = None,
+              shuffle: bool = False) -> RLConfig:
     """The settings of an RL stage: `worldenv train rl` against the stack at `addresses`."""
     return RLConfig(redis_url=addresses["redis"], policy_addr=addresses["policy"], auth_token=config.auth_token,
                     policy=str(policy), starts=str(starts), run_id=run_id, out=str(out), iterations=iterations,
@@ -225,7 +233,7 @@ def rl_config(config: ExperimentConfig, addresses: dict[str, str], policy: pathl
                     grasp_gate=config.grasp_gate, lr=config.lr, epochs=config.epochs, ratio=config.ratio,
                     exploration_scale=config.exploration_scale,
                     seed=config.seed if seed is None else seed, replay_open=config.replay_open,
-                    snapshot_every=config.curve_every)
+                    snapshot_every=config.curve_every, **({"shuffle_rewards": True} if shuffle else {}))
 
 
 def seed_name(seed: int) -> str:
@@ -243,6 +251,20 @@ def more_seeds(config: ExperimentConfig, root: pathlib.Path, policy: pathlib.Pat
         evaluate(config, root, f"eval_{name}", out / "policy")
         if config.objective_starts:
             stages.inline(root, f"objective_{name}", lambda: objective(config, stack, out / "policy", starts, root, name))
+
+
+def control_name(seed: int) -> str:
+    """The shuffled-rewards control's RL stage at `seed` (its evaluation is eval_<name>)."""
+    return f"control_s{seed}"
+
+
+def controls(config: ExperimentConfig, root: pathlib.Path, policy: pathlib.Path, starts: pathlib.Path,
+             stack: Stack) -> None:
+    """At every RL seed the same RL with shuffled rewards, evaluated on the same paired episodes."""
+    for seed in config.seeds:
+        name = control_name(seed)
+        out = rl(config, root, name, policy, starts, stack, config.iterations, seed, shuffle=True)
+        evaluate(config, root, f"eval_{name}", out / "policy")
 
 
 def tune_config(config: ExperimentConfig, role: str, data: pathlib.Path, init: pathlib.Path, out: pathlib.Path,
@@ -390,6 +412,8 @@ def run(config: ExperimentConfig) -> pathlib.Path:
         curve(config, root, stack, rl_out, folder / checkpoints.STARTS)
         final(config, root, dirs["policy"], stack, rl_out)
         more_seeds(config, root, dirs["policy"], folder / checkpoints.STARTS, stack)
+        if config.controls:
+            controls(config, root, dirs["policy"], folder / checkpoints.STARTS, stack)
     finally:
         stack.stop()
     for _ in range(config.dyna_rounds):

@@ -88,6 +88,38 @@ def seeds_section(config, seeds: dict | None) -> list[str]:
     return lines
 
 
+def controls_section(controls: dict | None) -> list[str]:
+    """RL against its shuffled-rewards controls (`experiment_report.control_results`)."""
+    if controls is None:
+        return []
+    lines = ["", "## RL against its shuffled-rewards controls",
+             "At each RL seed, the same RL with each group's rewards permuted among its rollouts: the same number "
+             "and size of updates, no learning signal. What it does to the real success is what RL's updates do "
+             "without learning anything; a gain counts only beyond it.", "",
+             "| seed | RL | control | RL - control (paired) | control - SFT (paired) |", "|---|---|---|---|---|"]
+    for seed, c in controls["per_seed"].items():
+        pair, ctl = c["rl_vs_control"], c["control_vs_sft"]
+        if pair is None:
+            continue
+        lines.append(f"| {seed} | {pair['rl']['successes']}/{pair['n']} | {pair['sft']['successes']}/{pair['n']} | "
+                     f"{_diff(pair)} | {_diff(ctl) if ctl else ''} |")
+    g = controls["groups"]
+    if g:
+        verdict = ("RL above its controls beyond the interval" if g["ci95"][0] > 0 else
+                   "RL below its controls beyond the interval" if g["ci95"][1] < 0 else "inside the noise: no gain over "
+                   "the controls shown")
+        rates = lambda rs: ", ".join(_pct(r) for r in rs)  # noqa: E731
+        lines += ["", f"**RL's seeds against the controls' (means per init state): {100 * g['difference']:+.1f} points** "
+                      f"(95 % {100 * g['ci95'][0]:+.1f} to {100 * g['ci95'][1]:+.1f}, {g['n']} init states resampled, "
+                      f"runs held fixed): {verdict}. RL {rates(g['candidate_rates'])} (spread "
+                      f"{100 * g['candidate_spread']:.1f} points); controls {rates(g['baseline_rates'])} (spread "
+                      f"{100 * g['baseline_spread']:.1f})."]
+    if controls["missing"]:
+        lines += ["", f"Controls not finished yet: seed{'s' if len(controls['missing']) > 1 else ''} "
+                       f"{', '.join(map(str, controls['missing']))}."]
+    return lines
+
+
 def sampled_section(config, sampled: dict) -> list[str]:
     """Real success of the actions RL samples vs the mean, for both policies on the same init states
     (`experiment_report.comparison`: "sft" = the mean, "rl" = sampled)."""
@@ -298,7 +330,8 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              "and reflector frozen. These settings were set from training diagnostics (clip fraction, approximate KL, "
              "reward spread in imagination) of short runs, never from a real evaluation.", "",
              "## SFT vs RL in the real simulator", *headline(config, results["evals"], results["comparison"]),
-             *seed_spread(prov), *seeds_section(config, results.get("seeds")), "",
+             *seed_spread(prov), *seeds_section(config, results.get("seeds")),
+             *controls_section(results.get("controls")), "",
              "## Sampled vs deterministic actions", *sampled_section(config, results.get("sampled", {})), "",
              "## Success vs RL iteration, and the reward-hacking gap", *curve_section(gaps, png),
              *objective_section(config, results.get("objective", [])), "",

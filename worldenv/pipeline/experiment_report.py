@@ -30,9 +30,10 @@ def sim_steps(evaluation: dict) -> int:
 
 def collect(config, root: pathlib.Path) -> dict:
     """Everything the report shows, read from the stages' outputs."""
-    from worldenv.pipeline.experiment import models_dir, seed_name
+    from worldenv.pipeline.experiment import control_name, models_dir, seed_name
     folder = models_dir(config, root)
     extra = [f"eval_{seed_name(seed)}" for seed in config.seeds[1:]]
+    extra += [f"eval_{control_name(seed)}" for seed in config.seeds] if config.controls else []
     evals = {name: _json(root / name / "eval.json") for name in ("eval_sft", "eval_rl", "sampled_sft", "sampled_rl",
                                                                   "table4_sft", "table4_rl", "eval_dyna", *extra)}
     curve = []
@@ -47,6 +48,7 @@ def collect(config, root: pathlib.Path) -> dict:
             "provenance": _json(folder / "provenance.json"),
             "comparison": comparison(evals["eval_sft"], evals["eval_rl"]) if both else None,
             "seeds": seed_results(config, evals),
+            "controls": control_results(config, evals),
             "objective": objective_results(config, root),
             "sim_steps": {name: sim_steps(ev) for name, ev in evals.items() if ev},
             "curve_sim_steps": sum(sim_steps(p["real"]) for p in curve),
@@ -97,6 +99,22 @@ def seed_results(config, evals: dict) -> dict | None:
     gains = [c["bootstrap"]["difference"] for c in per_seed.values()]
     return {"per_seed": per_seed, "missing": [s for s in config.seeds if s not in runs], "n": len(common),
             "mean": paired.bootstrap_difference(a, b), "spread": max(gains) - min(gains)}
+
+
+def control_results(config, evals: dict) -> dict | None:
+    """With --controls: at each seed RL against its shuffled-rewards control and the control against
+    SFT, on the same init states; and RL's seeds against the controls' as groups."""
+    from worldenv.pipeline.experiment import control_name, seed_name
+    if not config.controls:
+        return None
+    rl = {s: evals.get("eval_rl" if s == config.seed else f"eval_{seed_name(s)}") for s in config.seeds}
+    ctl = {s: evals.get(f"eval_{control_name(s)}") for s in config.seeds}
+    sft = evals.get("eval_sft")
+    per_seed = {s: {"rl_vs_control": comparison(ctl[s], rl[s]) if rl[s] and ctl[s] else None,
+                    "control_vs_sft": comparison(sft, ctl[s]) if sft and ctl[s] else None} for s in config.seeds}
+    runs_rl, runs_ctl = [outcomes(e) for e in rl.values() if e], [outcomes(e) for e in ctl.values() if e]
+    return {"per_seed": per_seed, "missing": [s for s in config.seeds if not ctl[s]],
+            "groups": compare.groups(runs_ctl, runs_rl) if runs_rl and runs_ctl else None}
 
 
 def dyna_results(root: pathlib.Path, evals: dict) -> dict | None:
