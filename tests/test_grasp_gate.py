@@ -10,7 +10,7 @@ import toy_episodes
 from worldenv import models
 from worldenv.data import chunks
 from worldenv.measure import alignment
-from worldenv.models.grasp_gate import GraspGate, calibrate, closed_runs, finger_gap, first_done
+from worldenv.models.grasp_gate import GraspGate, calibrate, check_layout, closed_runs, finger_gap, first_done
 from worldenv.models.imagination import Imagination
 from worldenv.models.roles import StartStates
 from worldenv.rl.queue import Job
@@ -85,6 +85,25 @@ def test_imagination_applies_the_gate_per_row_on_the_predicted_proprio():
             assert out.terminated.tolist() == expected[-1]
             if out.terminated.any():
                 break
+
+
+def test_the_gate_refuses_a_world_model_without_the_panda_layout():
+    import dataclasses
+    world = models.build("world_model", image_size=32, block_out_channels=(8, 16))
+    reflector = models.build("reflector", image_size=32, width=16)
+    check_layout(world.spec)                                          # ours: proprio 8, actions 7
+    check_layout(dataclasses.replace(world.spec, proprio_dim=0, action_dim=0))   # not told: taken as LIBERO's
+    with pytest.raises(ValueError, match="'other' has proprio 6 and actions 7"):
+        check_layout(dataclasses.replace(world.spec, name="other", proprio_dim=6))
+
+    class Other:           # the same model behind another spec, as a served world model of another robot
+        spec = dataclasses.replace(world.spec, name="other", action_dim=4)
+        start, end = world.start, world.end
+
+    with Imagination(Other(), reflector) as imagination:
+        with pytest.raises(ValueError, match="actions 4"):
+            imagination.start(_start(2), horizon=5, grasp_gate=0.0175)
+        assert imagination.start(_start(2), horizon=5).tolist() == [0, 1]     # ungated: any layout
 
 
 def test_alignment_with_the_gate_judges_no_episode_whose_gripper_never_closed(tmp_path):

@@ -19,6 +19,19 @@ from __future__ import annotations
 import numpy as np
 
 
+PANDA = {"proprio_dim": 8, "action_dim": 7}   # LIBERO's: the finger joints last in proprio, the gripper last in actions
+
+
+def check_layout(spec) -> None:
+    """Refuse a world model whose proprio and actions are not LIBERO's Panda layout (a `roles.Spec`;
+    0 = not told, taken as LIBERO's): the gate would read other numbers as the fingers."""
+    found = {key: getattr(spec, key) for key in PANDA}
+    if any(found[key] and found[key] != want for key, want in PANDA.items()):
+        raise ValueError(f"grasp gate: it reads LIBERO's Panda layout (proprio {PANDA['proprio_dim']} with the two "
+                         f"finger joints last, actions {PANDA['action_dim']} with the gripper last); the world model "
+                         f"{spec.name!r} has proprio {found['proprio_dim']} and actions {found['action_dim']}")
+
+
 def finger_gap(proprio: np.ndarray) -> np.ndarray:
     """(..., P) proprio, gripper qpos last two -> (...,) gap between the fingers, metres."""
     proprio = np.asarray(proprio, np.float32)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from worldenv.models.grasp_gate import GraspGate, finger_gap
+from worldenv.models.grasp_gate import GraspGate, check_layout, finger_gap
 from worldenv.models.roles import Observations, Policy, Prediction, Reflector, StartStates, WorldModel
 
 DEFAULT_ETA = 0.5   # the done threshold when neither the caller nor the reflector's spec names one
@@ -74,6 +74,8 @@ class Imagination:
         `grasp_gate` (metres, per row or one for all; 0 = none): a row's verdict counts only once its
         gripper's last closed run held at least that gap (`GraspGate`)."""
         rows = np.arange(len(starts)) if rows is None else np.asarray(rows, np.int64)
+        if np.any(np.asarray(grasp_gate) > 0):
+            check_layout(self.world_model.spec)
         self.end(rows)
         first = starts.frames[:, -1] if starts.frames.ndim == 5 else starts.frames
         world = self.world_model.start(starts)
