@@ -17,7 +17,9 @@
 #    SEED=k runs the pair (and evaluates it) at training seed k, named rl_gate_sk and rl_gate_shuffled_sk;
 # 4. eval_*: SFT and both runs in LIBERO, the experiment's 150 paired episodes;
 # 5. align_rlgate: the gated RL policy's own alignment, without and with the gate; objective: RL's
-#    own objective (288 starts, gated) of SFT and both runs.
+#    own objective (288 starts, gated) of SFT and both runs;
+# 6. compare: every evaluated seed's RL and control against SFT, and RL's seeds against the controls'
+#    (`worldenv compare`) -> compare_sft.md, compare_controls.md.
 set -uo pipefail
 cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -85,6 +87,17 @@ evaluate() {   # NAME POLICY: LIBERO's fixed init states 0-49 of tasks 0-2, the 
       --env-processes 1 --out $R/eval_$1 && touch $R/eval_$1/done
 }
 
+compare() {   # every evaluated seed: RL and its control against SFT, and RL's seeds against the controls'
+  local rl=() ctl=()
+  for d in $R/eval_rl_gate $R/eval_rl_gate_s*; do [ -f $d/done ] && rl+=($d); done
+  for d in $R/eval_rl_gate_shuffled $R/eval_rl_gate_shuffled_s*; do [ -f $d/done ] && ctl+=($d); done
+  [ ${#rl[@]} -gt 0 ] && [ ${#ctl[@]} -gt 0 ] || { echo "compare: no evaluated pair yet"; return 1; }
+  stage compare
+  local all=$(IFS=,; echo "${rl[*]},${ctl[*]}") rls=$(IFS=,; echo "${rl[*]}") ctls=$(IFS=,; echo "${ctl[*]}")
+  $W compare $R/eval_sft "$all" --out $R/compare_sft.json > $R/compare_sft.md &&
+  $W compare "$ctls" "$rls" --out $R/compare_controls.json > $R/compare_controls.md && cat $R/compare_sft.md $R/compare_controls.md
+}
+
 run() {
   case $1 in
     calib) calib ;;
@@ -100,6 +113,7 @@ run() {
     objective) [ -f $R/objective_gate.json ] || { stage objective; calib && $W objective --policies \
         shipped,$R/rl_gate/policy,$R/rl_gate_shuffled/policy --per-task 96 --samples 1 --exploration-scales 0.02 \
         --grasp-gate $(width) --out $R/objective_gate.json; } ;;
+    compare) compare ;;
     *) echo "unknown stage $1"; return 1 ;;
   esac
 }
