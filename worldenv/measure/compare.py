@@ -35,6 +35,11 @@ class CompareConfig(Settings):
     out: str | None = Field(None, description="also write the comparison as JSON to this file")
 
 
+def outcomes(evaluation: dict) -> dict[str, bool]:
+    """Episode id (suite/task/init) -> LIBERO's success, from a `worldenv eval` result (eval.json)."""
+    return {e["id"]: bool(e["success"]) for e in evaluation["episodes"]}
+
+
 def load(where: str) -> dict[str, bool]:
     """Episode id (suite/task/init) -> LIBERO's success, from an eval directory or its eval.json."""
     path = pathlib.Path(where)
@@ -42,8 +47,7 @@ def load(where: str) -> dict[str, bool]:
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no eval.json (give a `worldenv eval --out` directory or its eval.json)")
     try:
-        episodes = json.loads(path.read_text())["episodes"]
-        return {e["id"]: bool(e["success"]) for e in episodes}
+        return outcomes(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a `worldenv eval` result ({exc})") from None
 
@@ -64,12 +68,8 @@ def groups(baselines: list[dict[str, bool]], candidates: list[dict[str, bool]], 
         raise ValueError("the evaluations share no episode ids")
     a = np.array([[run[i] for i in common] for run in baselines], np.float64)
     b = np.array([[run[i] for i in common] for run in candidates], np.float64)
-    rng = np.random.default_rng(0)
-    diff = b.mean(axis=0) - a.mean(axis=0)
-    draws = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
-    lo, hi = np.percentile(draws, [2.5, 97.5])
     return {"n": len(common), "baseline_rates": a.mean(axis=1).tolist(), "candidate_rates": b.mean(axis=1).tolist(),
-            "difference": float(diff.mean()), "ci95": [float(lo), float(hi)], "resamples": resamples,
+            **paired.bootstrap_difference(a.mean(axis=0), b.mean(axis=0), resamples),
             "baseline_spread": float(np.ptp(a.mean(axis=1))), "candidate_spread": float(np.ptp(b.mean(axis=1)))}
 
 

@@ -6,9 +6,7 @@ import collections
 import json
 import pathlib
 
-import numpy as np
-
-from worldenv.measure import compare, paired
+from worldenv.measure import compare
 from worldenv.pipeline import stages
 from worldenv.sim.env import EnvConfig
 from worldenv.sim.report import rate
@@ -18,9 +16,7 @@ def _json(path: pathlib.Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def outcomes(evaluation: dict) -> dict[str, bool]:
-    """Episode id (suite/task/init) -> LIBERO's success."""
-    return {e["id"]: bool(e["success"]) for e in evaluation["episodes"]}
+outcomes = compare.outcomes    # episode id (suite/task/init) -> LIBERO's success
 
 
 def sim_steps(evaluation: dict) -> int:
@@ -91,14 +87,11 @@ def seed_results(config, evals: dict) -> dict | None:
     runs = {seed: ev for seed, ev in runs.items() if ev}
     if not runs:
         return None
-    sft, by_seed = outcomes(evals["eval_sft"]), [outcomes(ev) for ev in runs.values()]
-    common = sorted(set(sft).intersection(*by_seed))
-    a = np.array([sft[i] for i in common], bool)
-    b = np.mean([[seed[i] for i in common] for seed in by_seed], axis=0)
+    mean = compare.groups([outcomes(evals["eval_sft"])], [outcomes(ev) for ev in runs.values()])
     per_seed = {seed: comparison(evals["eval_sft"], ev) | {"tasks": ev["tasks"]} for seed, ev in runs.items()}
     gains = [c["bootstrap"]["difference"] for c in per_seed.values()]
-    return {"per_seed": per_seed, "missing": [s for s in config.seeds if s not in runs], "n": len(common),
-            "mean": paired.bootstrap_difference(a, b), "spread": max(gains) - min(gains)}
+    return {"per_seed": per_seed, "missing": [s for s in config.seeds if s not in runs], "n": mean["n"],
+            "mean": mean, "spread": max(gains) - min(gains)}
 
 
 def control_results(config, evals: dict) -> dict | None:
