@@ -11,10 +11,14 @@
     --reflector name this checkout's models), for this checkout and for --baseline in its own git worktree, both up at
     once and run in turns (--rounds, medians); plus what the baseline's frames and done
     decisions become (PSNR of every imagined frame, episodes ending at the same step)
-(d) the world model's step (in process, B = 8, one thread) in FLOP/s against a one-thread matmul
+(d) the world model's step (in process, B = 8, one thread, under --autocast as `up` serves it) in
+    FLOP/s against a one-thread float32 matmul (and a bfloat16 one beside it)
 (e) where the world model's step spends its time: shares of torch.profiler's self time per
     operator kind (in process, one thread; wall time, so a loaded machine blurs them), at B = 8
     and at B = 3 (a worker's batch as episodes end)
+
+This checkout's world model runs under `up`'s --world-model-autocast ('auto': bfloat16 where the
+CPU computes it natively), or --autocast; the baseline as it ran.
 
 Usage: .venv/bin/python bench/rollout.py [--episodes 32] [--horizon 8] [--parts abcde] [--rounds 3]
 """
@@ -143,14 +147,21 @@ def closed_loop(stores: dict, ids: dict) -> tuple[float, int]:
     return psnr(squared, count), same
 
 
+def load_world_model(world_model: str = "shipped", autocast: str = "none"):
+    """This checkout's world model in process, its U-Net pass under `autocast` as served."""
+    wm = models.load(checkpoints.model(world_model, "world_model"), "world_model")
+    wm.use_autocast(autocast)
+    return wm
+
+
 def replayed(store, ids: list[str], jobs: list, world_model: str = "shipped",
-             reflector: str = "shipped") -> tuple[float, int, float]:
+             reflector: str = "shipped", autocast: str = "none") -> tuple[float, int, float]:
     """The baseline's episodes replayed step by step through this code's world model and
     reflector (in process): every step starts from the baseline's own frames, proprio and actions,
     so only the models' arithmetic differs. -> (PSNR in dB of the predicted frames against the
     baseline's, steps whose done decision differs, largest |p_done difference|)."""
     from worldenv.models.roles import StartStates
-    wm = models.load(checkpoints.model(world_model, "world_model"), "world_model")
+    wm = load_world_model(world_model, autocast)
     rf = models.load(checkpoints.model(reflector, "reflector"), "reflector")
     squared, count, flipped, worst = 0.0, 0, 0, 0.0
     history = {job.id: job.start_frames()[:-1] for job in jobs}          # a keyframe's frames before it
@@ -174,7 +185,7 @@ BASELINE_BATCH = 8   # the worker batch `up` ran before it was measured at 32
 
 
 def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "shipped",
-                     reflector: str = "shipped", batch_size: int | None = None) -> dict:
+                     reflector: str = "shipped", batch_size: int | None = None, autocast: str = "auto") -> dict:
     """Imagined steps/s of the baseline's stack and this one's at the trainer's settings, in turns."""
     new_cfg = StackConfig(home=pathlib.Path("."))
     threads = {"old": dict.fromkeys(MODEL_SERVICES, 1),  # what `up` gave every service before
@@ -182,7 +193,8 @@ def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "s
     client = redis.Redis.from_url(url)
     with trees.serving(trees.worktree(baseline), url, "old", threads["old"], BASELINE_BATCH), \
             trees.serving(trees.ROOT, url, "new", threads["new"], batch_size or new_cfg.batch_size,
-                          checkpoints={"world-model": world_model, "reflector": reflector}):
+                          checkpoints={"world-model": world_model, "reflector": reflector},
+                          extra={"world-model": ["--autocast", autocast]}):
         queues = {p: (RolloutQueue(client, p), EpisodeStore(client, p)) for p in ("old", "new")}
         for p in queues:
             rollout.run(*queues[p], trainer_jobs(f"{p}-warm", horizon=2)[:8])
@@ -196,38 +208,39 @@ def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "s
                       f"steps/s", flush=True)
         loop_psnr, same = closed_loop({p: q[1] for p, q in queues.items()}, ids)
         replay_psnr, flipped, worst = replayed(queues["old"][1], ids["old"], trainer_jobs("old-r0"), world_model,
-                                               reflector)
+                                               reflector, autocast)
     shipped = (world_model, reflector) == ("shipped", "shipped")
     return {"batch": {"old": BASELINE_BATCH, "new": batch_size or new_cfg.batch_size},
             "models": "shipped models" if shipped else f"this code's world model {world_model}, reflector {reflector}",
-            "rates": rates, "threads": threads, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
+            "rates": rates, "threads": threads, "autocast": autocast, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
             "replay_psnr": replay_psnr, "flipped": flipped, "p_done_diff": worst}
 
 
-def world_model_flops(batch: int = 8, repeats: int = 7, world_model: str = "shipped") -> tuple[float, float]:
-    """(GFLOP/s of the shipped world model's step at `batch`, GFLOP/s of a 1024^2 matmul), one
-    thread, timed in turns (medians) in this thread's CPU time, which other processes on the
-    machine do not inflate."""
+def world_model_flops(batch: int = 8, repeats: int = 7, world_model: str = "shipped",
+                      autocast: str = "none") -> tuple[float, float, float]:
+    """(GFLOP/s of the world model's step at `batch` under `autocast`, GFLOP/s of a float32 1024^2
+    matmul, of a bfloat16 one), one thread, timed in turns (medians) in this thread's CPU time,
+    which other processes on the machine do not inflate."""
     from torch.utils.flop_counter import FlopCounterMode
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    wm = models.load(checkpoints.model(world_model, "world_model"), "world_model")
+    wm = load_world_model(world_model, autocast)
     rng = np.random.default_rng(0)
     args = (rng.integers(0, 256, (batch, wm.config.history, 64, 64, 3), dtype=np.uint8),
             rng.normal(size=(batch, 8)).astype(np.float32), rng.uniform(-1, 1, (batch, 8, 7)).astype(np.float32))
     with FlopCounterMode(display=False) as counter:
         wm.predict(*args)
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    step, matmul = [], []
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    step, matmul, matmul16 = [], [], []
     for _ in range(repeats):
-        started = time.thread_time()
-        wm.predict(*args)
-        step.append(time.thread_time() - started)
-        started = time.thread_time()
-        a @ b
-        matmul.append(time.thread_time() - started)
+        for times, work in ((step, lambda: wm.predict(*args)), (matmul, lambda: a @ b), (matmul16, lambda: a16 @ b16)):
+            started = time.thread_time()
+            work()
+            times.append(time.thread_time() - started)
     torch.set_num_threads(threads)
-    return counter.get_total_flops() / np.median(step) / 1e9, 2 * 1024 ** 3 / np.median(matmul) / 1e9
+    return (counter.get_total_flops() / np.median(step) / 1e9,
+            *(2 * 1024 ** 3 / np.median(t) / 1e9 for t in (matmul, matmul16)))
 
 
 OPERATOR_KINDS = {"convolution": "conv", "SiLU": "silu", "GroupNorm": "group_norm", "attention": "attention",
@@ -275,13 +288,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=0, help="(c): this code's worker batch (0 = `up`'s default)")
     parser.add_argument("--reflector", default="shipped", help="this code's reflector checkpoint (e.g. one tuned on "
                         "--world-model's replays)")
+    parser.add_argument("--autocast", default=StackConfig(home=pathlib.Path(".")).world_model_autocast,
+                        choices=["none", "auto", "bfloat16", "float16"],
+                        help="this code's world model's U-Net pass under torch.autocast (default: `up`'s)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if "d" in args.parts:
-        step, matmul = world_model_flops(world_model=args.world_model)
-        print(f"(d) world-model step, B = 8, one thread (CPU time): {step:.1f} GFLOP/s; matmul 1024 {matmul:.1f} GFLOP/s "
-              f"-> {step / matmul:.2f} of matmul", flush=True)
+        step, matmul, matmul16 = world_model_flops(world_model=args.world_model, autocast=args.autocast)
+        print(f"(d) world-model step, B = 8, one thread (CPU time), autocast {args.autocast}: {step:.1f} GFLOP/s; "
+              f"float32 matmul 1024 {matmul:.1f} GFLOP/s -> {step / matmul:.2f} of matmul (bfloat16 matmul "
+              f"{matmul16:.1f} GFLOP/s -> {step / matmul16:.2f})", flush=True)
     for batch in (8, 3) if "e" in args.parts else ():
         shares = world_model_profile(batch, world_model=args.world_model)
         print(f"(e) world-model step, B = {batch}, one thread, share of profiled self time: "
@@ -293,7 +310,7 @@ def main() -> None:
         real = queued_direct(url, args) if "a" in args.parts or "b" in args.parts else None
         if "c" in args.parts:
             print_trainer(trainer_settings(url, args.baseline, args.rounds, args.world_model, args.reflector,
-                                           args.batch_size),
+                                           args.batch_size, args.autocast),
                           args.baseline, real)
     finally:
         proc.terminate()
@@ -302,7 +319,7 @@ def main() -> None:
 def queued_direct(url: str, args) -> float | None:
     """(a) and (b): the three services in this process; returns ms per real chunk (None: no LIBERO)."""
     config = ServeConfig(host="127.0.0.1")
-    chosen = {"world-model": models.load(checkpoints.model(args.world_model, "world_model"), "world_model"),
+    chosen = {"world-model": load_world_model(args.world_model, args.autocast),
               "reflector": models.load(checkpoints.model(args.reflector, "reflector"), "reflector")}
     servers = [RunningServer(create_service(name, config, chosen.get(name)), config) for name in MODEL_SERVICES]
     try:
@@ -330,7 +347,8 @@ def print_trainer(out: dict, baseline: str, real_ms: float | None) -> None:
     field = RLConfig.model_fields
     print(f"(c) trainer settings ({field['groups'].default} groups x {field['group_size'].default} rollouts, horizon "
           f"{field['horizon'].default}, 1 worker x batch {out['batch']['old']} / {out['batch']['new']}, {out['models']}): {baseline} {old:.1f} imagined steps/s "
-          f"(threads {out['threads']['old']}), this code {new:.1f} (threads {out['threads']['new']}) -> "
+          f"(threads {out['threads']['old']}), this code {new:.1f} (threads {out['threads']['new']}, world model "
+          f"autocast {out['autocast']}) -> "
           f"{new / old:.2f}x; {1000 / new:.1f} ms per episode-chunk"
           + (f", {real_ms * new / 1000:.1f}x cheaper than a real LIBERO chunk" if real_ms else ""))
     print(f"    per round, steps/s: {baseline} {[round(x, 1) for x in out['rates']['old']]}, this code "

@@ -96,16 +96,18 @@ def _wait_healthy(address: str, proc: subprocess.Popen, log: pathlib.Path, timeo
 
 @contextlib.contextmanager
 def serving(root: pathlib.Path, redis_url: str, prefix: str, threads: dict[str, int], batch_size: int = 8,
-            checkpoints: dict[str, str] | None = None):
+            checkpoints: dict[str, str] | None = None, extra: dict[str, list[str]] | None = None):
     """The three model services (`checkpoints[name]`, else the shipped ones; `threads[name]` torch
-    threads each) and one rollout worker of `root`'s code; stopped when the block ends."""
+    threads each; `extra[name]`: more `serve` flags) and one rollout worker of `root`'s code;
+    stopped when the block ends."""
     logs = pathlib.Path(tempfile.mkdtemp(prefix=f"worldenv-bench-{prefix}-"))
     stack = TreeStack(root, prefix, {}, [])
     try:
         for name in MODEL_SERVICES:
             stack.addresses[name] = f"127.0.0.1:{free_port()}"
             argv = command(root, "serve", name, "--host", "127.0.0.1", "--port", stack.addresses[name].split(":")[1],
-                           "--threads", str(threads[name]), "--checkpoint", (checkpoints or {}).get(name, "shipped"))
+                           "--threads", str(threads[name]), "--checkpoint", (checkpoints or {}).get(name, "shipped"),
+                           *(extra or {}).get(name, []))
             stack.processes.append(_spawn(argv, logs / f"{name}.log"))
         for name, proc in zip(MODEL_SERVICES, stack.processes):
             _wait_healthy(stack.addresses[name], proc, logs / f"{name}.log")

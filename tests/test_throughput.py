@@ -1,6 +1,7 @@
 """The imagination fast paths give what the paths they replace gave: the reflector's cached
 per-frame features the p_done of judging the whole clip again; the world model's floored action
-map its frames bit for bit; and `up`'s threads where the work is, and a run's jobs enqueued at once."""
+map its frames bit for bit; the U-Net pass in bfloat16 its frames within rounding; and `up`'s threads
+where the work is, and a run's jobs enqueued at once."""
 import numpy as np
 import pytest
 import torch
@@ -80,6 +81,48 @@ def test_up_gives_the_world_model_the_cores(monkeypatch, tmp_path):
     local._start_services(stack)
     threads = {name: argv[argv.index("--threads") + 1] for name, argv in spawned.items() if "--threads" in argv}
     assert threads == {"world-model": "0", "reflector": "1", "policy": "1"}
+    autocast = {name: argv[argv.index("--autocast") + 1] for name, argv in spawned.items() if "--autocast" in argv}
+    assert autocast == {"world-model": "auto"}
+
+
+def test_bfloat16_autocast_keeps_frames_proprio_and_done_decisions(reflector):
+    """`up` serves the world model's U-Net pass under bfloat16 autocast where the CPU computes it
+    natively: along 4 replayed steps of 32 keyframe starts, its frames stay within 45 dB PSNR of
+    float32's, its proprio is float32's bit for bit, and the reflector decides done at the same
+    steps."""
+    from worldenv.data.start_bank import StartBank
+    path = checkpoints.model_dir("world_model")
+    exact, mixed = models.load(path, "world_model"), models.load(path, "world_model")
+    assert mixed.use_autocast("bfloat16") is torch.bfloat16 and exact.autocast is None
+    bank, rng = StartBank.load(checkpoints.starts()), np.random.default_rng(1)
+    pick = rng.choice(len(bank), 32, replace=len(bank) < 32)
+    texts = [bank.instructions[i] for i in pick]
+    history, proprio = np.stack([np.stack([f, f]) for f in bank.frames[pick]]), bank.proprio[pick]
+    videos = {"exact": reflector.start(bank.frames[pick], texts), "mixed": reflector.start(bank.frames[pick], texts)}
+    squared = 0.0
+    for step in range(4):
+        actions = rng.uniform(-1, 1, (32, 8, 7)).astype(np.float32)
+        frames, next_proprio = exact.predict(history, proprio, actions)
+        mixed_frames, mixed_proprio = mixed.predict(history, proprio, actions)
+        np.testing.assert_array_equal(mixed_proprio, next_proprio)
+        squared += float(((frames.astype(np.float64) - mixed_frames) ** 2).mean())
+        p_exact, videos["exact"] = reflector.observe(videos["exact"], frames)
+        p_mixed, videos["mixed"] = reflector.observe(videos["mixed"], mixed_frames)
+        np.testing.assert_array_equal(p_exact > 0.5, p_mixed > 0.5)
+        history, proprio = np.concatenate([history[:, 1:], frames[:, None]], axis=1), next_proprio  # replay float32's
+    assert squared > 0, "autocast changed nothing: the U-Net pass did not run in bfloat16"
+    assert 10 * np.log10(255 ** 2 / (squared / 4)) >= 45
+
+
+def test_autocast_is_refused_where_a_model_has_no_mixed_precision_path():
+    from services.common.factory import load_model
+    from worldenv.config import ServeConfig
+    with pytest.raises(ValueError, match="autocast"):
+        load_model("policy", ServeConfig(checkpoint="none", autocast="bfloat16"))
+    with pytest.raises(ValueError, match="autocast"):
+        ServeConfig(autocast="int8")
+    model, _ = load_model("world_model", ServeConfig(checkpoint="none", autocast="none"))
+    assert model.autocast is None
 
 
 def test_enqueue_many_is_one_batch_a_worker_claims_whole(redis_client, key_prefix):

@@ -26,9 +26,21 @@ def load_model(role: str, config: ServeConfig):
     path = checkpoints.model(config.checkpoint, role)
     if path is not None:
         version = f"shipped-{path.name}" if config.checkpoint == checkpoints.SHIPPED else path.name
-        return models.load(path, role=role, device=config.device, dtype=config.dtype), version
-    torch.manual_seed(config.seed)
-    return models.build(role, device=config.device, dtype=config.dtype), f"init-seed{config.seed}"
+        model = models.load(path, role=role, device=config.device, dtype=config.dtype)
+    else:
+        torch.manual_seed(config.seed)
+        model, version = models.build(role, device=config.device, dtype=config.dtype), f"init-seed{config.seed}"
+    return _with_autocast(model, config.autocast), version
+
+
+def _with_autocast(model, choice: str):
+    """`model` set to run under `choice`'s autocast; 'none' leaves every model as it is."""
+    if choice == "none":
+        return model
+    if not hasattr(model, "use_autocast"):
+        raise ValueError(f"autocast: {type(model).__name__} has no mixed-precision path; use 'none'")
+    model.use_autocast(choice)
+    return model
 
 
 def create_service(name: str, config: ServeConfig, model=None, version: str | None = None):

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from worldenv import checkpoints, home
 from worldenv.commands import flags
-from worldenv.config import MODEL_SERVICES, SERVICES, redis_url_field
+from worldenv.config import MODEL_SERVICES, SERVICES, Autocast, redis_url_field
 from worldenv.rl.progress import NoProgress
 from worldenv.rl.settings import RolloutOptions
 
@@ -32,6 +32,9 @@ class UpConfig(RolloutOptions):
                                      "default, every core: an imagined step calls the services one after another "
                                      "and the world model's share is the largest, so it gets the cores the others "
                                      "wait on")
+    world_model_autocast: Autocast = Field("auto", description="the world model's U-Net pass under torch.autocast "
+                                           "(serve --autocast): 'auto' = bfloat16 where the CPU or GPU computes it "
+                                           "natively, else float32; 'none' = float32 always")
     step_time_s: float = Field(1.0, gt=0, description="expected seconds of one imagined step of a worker's batch; "
                                "a dead worker's jobs are taken over after 10 times this (at least 5 s)")
     checkpoints: str = Field("shipped", description="folder with policy/, world_model/ and reflector/ checkpoints "
@@ -89,6 +92,7 @@ def main(config: UpConfig) -> int:
     cfg = local.StackConfig(home=state, host=config.host, free_ports=config.free_ports, redis_url=config.redis_url,
                             workers=config.workers, batch_size=config.batch_size, threads=config.threads,
                             world_model_threads=config.world_model_threads,
+                            world_model_autocast=config.world_model_autocast,
                             checkpoints=config.checkpoint_dirs(), reclaim_idle_s=reclaim_idle_s(config.step_time_s),
                             starts=_absolute(config.start_bank()))
     print(f"starting worldenv in {state} ...", flush=True)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
-from worldenv.models import checkpoint, inputs, vision
+from worldenv.models import checkpoint, inputs, precision, vision
 from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics
 from worldenv.models.proprio_reader import ProprioReader
 from worldenv.models.roles import Prediction, Spec, StartStates
@@ -195,6 +195,9 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
     """U-Net world model; `predict` for serving, `loss` for training, both modes."""
 
     config_class = WorldModelConfig
+    #: dtype the U-Net's pass runs in under torch.autocast in `predict` (None: the weights' own);
+    #: a serving choice (`use_autocast`), not saved with the checkpoint; training never uses it
+    autocast: torch.dtype | None = None
 
     def __init__(self, config: WorldModelConfig | None = None):
         super().__init__()
@@ -234,6 +237,13 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
             c = self.config
             self.proprio_reader = ProprioReader(c.image_size, c.proprio_dim).to(self.device, self.dtype)
             self.config = c.model_copy(update={"proprio_reader": True})
+
+    def use_autocast(self, choice: str) -> torch.dtype | None:
+        """Run `predict`'s U-Net pass under autocast: 'none' | 'auto' | 'bfloat16' | 'float16'
+        (`worldenv.models.precision`). Only the U-Net: conditioning, the action map and the
+        proprio stay in the weights' dtype. Returns the dtype chosen (None: off)."""
+        self.autocast = precision.resolve(choice, self.device)
+        return self.autocast
 
     # --- conditioning ---------------------------------------------------------------------
 
@@ -333,7 +343,9 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         proprio_t = inputs.as_tensor(proprio, device, torch.float32)
         actions_t = inputs.as_tensor(actions, device, torch.float32)
         image, last, embed = self._condition(history_t, proprio_t, actions_t)
-        frame = (last + self._sample_residual(image, embed, generator)).clamp(-1, 1)    # (B, 3, S, S)
+        with precision.autocast(device, self.autocast):
+            residual = self._sample_residual(image, embed, generator)
+        frame = (last + residual.to(last.dtype)).clamp(-1, 1)                           # (B, 3, S, S)
         pixels = ((frame.float() + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
         if self.proprio_reader is not None:   # read off the frame as served (rounded to uint8)
             next_proprio = self.proprio_reader(pixels.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0)
