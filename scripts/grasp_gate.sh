@@ -71,8 +71,9 @@ rl() {   # NAME [train rl flags...]: a stack on the shipped models, one gated RL
   stage $name
   local home=$R/home_$name
   rm -rf $home; mkdir -p $home
+  # float32 world model, as every run of the report was made (up's default is now bfloat16 autocast where native)
   WORLDENV_HOME=$home $W up --free-ports --home $home --world-model-checkpoint $SHIPPED/world_model \
-      --reflector-checkpoint $SHIPPED/reflector > $home/up.out 2>&1 &
+      --reflector-checkpoint $SHIPPED/reflector --world-model-autocast none > $home/up.out 2>&1 &
   local up=$!
   for _ in $(seq 150); do grep -q debug-api $home/up.json 2> /dev/null && break; sleep 2; done
   WORLDENV_HOME=$home $W train rl --starts shipped --seed $SEED --out $out --iterations $ITERS "${RL_FLAGS[@]}" \

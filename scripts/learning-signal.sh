@@ -67,7 +67,7 @@ for v in plain:shipped:: open:$R/open.npz:: value:$R/open.npz:$R/value/model:4; 
   [ -f $out/done ] && continue
   stage rl_$name
   export WORLDENV_HOME=$R/home_$name; rm -rf $WORLDENV_HOME; mkdir -p $WORLDENV_HOME
-  $W up --free-ports --world-model-checkpoint $WM --reflector-checkpoint $REFL > $WORLDENV_HOME/up.out 2>&1 &
+  $W up --free-ports --world-model-autocast none --world-model-checkpoint $WM --reflector-checkpoint $REFL > $WORLDENV_HOME/up.out 2>&1 &
   UP=$!
   for _ in $(seq 150); do grep -q debug-api $WORLDENV_HOME/up.json 2> /dev/null && break; sleep 2; done
   extra=()
@@ -80,7 +80,7 @@ done
 if [ ! -f $R/rl_value60/done ]; then
   stage rl_value60
   export WORLDENV_HOME=$R/home_value60; rm -rf $WORLDENV_HOME; mkdir -p $WORLDENV_HOME
-  $W up --free-ports --world-model-checkpoint $WM --reflector-checkpoint $REFL > $WORLDENV_HOME/up.out 2>&1 &
+  $W up --free-ports --world-model-autocast none --world-model-checkpoint $WM --reflector-checkpoint $REFL > $WORLDENV_HOME/up.out 2>&1 &
   UP=$!
   for _ in $(seq 150); do grep -q debug-api $WORLDENV_HOME/up.json 2> /dev/null && break; sleep 2; done
   $W train rl --starts $R/open.npz --value $R/value/model --horizon 4 --out $R/rl_value60 --iterations 60 \
@@ -100,7 +100,7 @@ for v in dyn_plain:30:0:: dyn_plain_s1:30:1:: dyn_plain_s2:30:2:: dyn_value10:60
   if [ ! -f $out/done ]; then
     stage rl_$name
     export WORLDENV_HOME=$R/home_$name; rm -rf $WORLDENV_HOME; mkdir -p $WORLDENV_HOME
-    $W up --free-ports --world-model-checkpoint $R/dyn/model --reflector-checkpoint $SHIPPED/reflector > $WORLDENV_HOME/up.out 2>&1 &
+    $W up --free-ports --world-model-autocast none --world-model-checkpoint $R/dyn/model --reflector-checkpoint $SHIPPED/reflector > $WORLDENV_HOME/up.out 2>&1 &
     UP=$!
     for _ in $(seq 150); do grep -q debug-api $WORLDENV_HOME/up.json 2> /dev/null && break; sleep 2; done
     extra=(--starts shipped)
@@ -120,7 +120,7 @@ rl_shipped() {   # NAME ITERS SEED [train rl flags...]: a stack on the shipped m
   [ -f $out/done ] && return
   stage rl_$name
   export WORLDENV_HOME=$R/home_$name; rm -rf $WORLDENV_HOME; mkdir -p $WORLDENV_HOME
-  $W up --free-ports > $WORLDENV_HOME/up.out 2>&1 &
+  $W up --free-ports --world-model-autocast none > $WORLDENV_HOME/up.out 2>&1 &
   local up=$!
   for _ in $(seq 150); do grep -q debug-api $WORLDENV_HOME/up.json 2> /dev/null && break; sleep 2; done
   $W train rl --starts shipped --seed $seed --out $out --iterations $iters --groups 8 --group-size 8 "$@" && touch $out/done

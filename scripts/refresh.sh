@@ -36,7 +36,7 @@ rl() {   # NAME SEED WORLD_MODEL REFLECTOR [train rl flags...]: a stack on these
   stage rl_$name
   local home=$R/home_$name
   rm -rf $home; mkdir -p $home
-  WORLDENV_HOME=$home $W up --free-ports --home $home --world-model-checkpoint $wm --reflector-checkpoint $refl \
+  WORLDENV_HOME=$home $W up --free-ports --world-model-autocast none --home $home --world-model-checkpoint $wm --reflector-checkpoint $refl \
       > $home/up.out 2>&1 &
   local up=$!
   for _ in $(seq 150); do grep -q debug-api $home/up.json 2> /dev/null && break; sleep 2; done
