@@ -122,7 +122,16 @@ def test_autocast_is_refused_where_a_model_has_no_mixed_precision_path():
     with pytest.raises(ValueError, match="autocast"):
         ServeConfig(autocast="int8")
     model, _ = load_model("world_model", ServeConfig(checkpoint="none", autocast="none"))
-    assert model.autocast is None
+    assert model.autocast is None and model.spec.extra["autocast"] == "none"
+
+
+def test_the_served_world_model_says_its_autocast():
+    from servers import serving
+    from worldenv.client.clients import WorldModelClient
+    model = models.build("world_model")
+    with serving("world-model", model, autocast="bfloat16") as server, WorldModelClient(server.address) as client:
+        spec = client.spec
+    assert model.autocast is torch.bfloat16 and spec.extra["autocast"] == "bfloat16"
 
 
 def test_enqueue_many_is_one_batch_a_worker_claims_whole(redis_client, key_prefix):

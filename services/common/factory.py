@@ -30,10 +30,10 @@ def load_model(role: str, config: ServeConfig):
     else:
         torch.manual_seed(config.seed)
         model, version = models.build(role, device=config.device, dtype=config.dtype), f"init-seed{config.seed}"
-    return _with_autocast(model, config.autocast), version
+    return with_autocast(model, config.autocast), version
 
 
-def _with_autocast(model, choice: str):
+def with_autocast(model, choice: str):
     """`model` set to run under `choice`'s autocast; 'none' leaves every model as it is."""
     if choice == "none":
         return model
@@ -49,5 +49,7 @@ def create_service(name: str, config: ServeConfig, model=None, version: str | No
         raise ValueError(f"service: unknown {name!r}; choose one of {sorted(SERVICERS)}")
     if model is None:
         model, version = load_model(SERVICES[name].role, config)
+    else:
+        model = with_autocast(model, config.autocast)
     module, _, cls = SERVICERS[name].partition(":")
     return getattr(importlib.import_module(module), cls)(model, version or "in-memory", config)

@@ -278,7 +278,8 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
     def spec(self) -> Spec:
         c = self.config
         return Spec("world_model", c.arch, c.name, c.image_size, c.chunk_length, c.action_dim, c.proprio_dim,
-                    {"history": c.history, "mode": c.mode})
+                    {"history": c.history, "mode": c.mode,
+                     "autocast": str(self.autocast).removeprefix("torch.") if self.autocast else "none"})
 
     def start(self, starts: StartStates) -> list[MemoryBank]:
         """Start frames (B, S, S, 3), or a (B, T, S, S, 3) history, -> one memory bank each.
