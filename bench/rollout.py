@@ -185,7 +185,8 @@ BASELINE_BATCH = 8   # the worker batch `up` ran before it was measured at 32
 
 
 def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "shipped",
-                     reflector: str = "shipped", batch_size: int | None = None, autocast: str = "auto") -> dict:
+                     reflector: str = "shipped", batch_size: int | None = None, autocast: str = "auto",
+                     workers: int = 1) -> dict:
     """Imagined steps/s of the baseline's stack and this one's at the trainer's settings, in turns."""
     new_cfg = StackConfig(home=pathlib.Path("."))
     threads = {"old": dict.fromkeys(MODEL_SERVICES, 1),  # what `up` gave every service before
@@ -194,7 +195,7 @@ def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "s
     with trees.serving(trees.worktree(baseline), url, "old", threads["old"], BASELINE_BATCH), \
             trees.serving(trees.ROOT, url, "new", threads["new"], batch_size or new_cfg.batch_size,
                           checkpoints={"world-model": world_model, "reflector": reflector},
-                          extra={"world-model": ["--autocast", autocast]}):
+                          extra={"world-model": ["--autocast", autocast]}, workers=workers):
         queues = {p: (RolloutQueue(client, p), EpisodeStore(client, p)) for p in ("old", "new")}
         for p in queues:
             rollout.run(*queues[p], trainer_jobs(f"{p}-warm", horizon=2)[:8])
@@ -210,7 +211,7 @@ def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "s
         replay_psnr, flipped, worst = replayed(queues["old"][1], ids["old"], trainer_jobs("old-r0"), world_model,
                                                reflector, autocast)
     shipped = (world_model, reflector) == ("shipped", "shipped")
-    return {"batch": {"old": BASELINE_BATCH, "new": batch_size or new_cfg.batch_size},
+    return {"batch": {"old": BASELINE_BATCH, "new": batch_size or new_cfg.batch_size}, "workers": workers,
             "models": "shipped models" if shipped else f"this code's world model {world_model}, reflector {reflector}",
             "rates": rates, "threads": threads, "autocast": autocast, "loop_psnr": loop_psnr, "same_done": same, "episodes": len(ids["old"]),
             "replay_psnr": replay_psnr, "flipped": flipped, "p_done_diff": worst}
@@ -288,6 +289,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=0, help="(c): this code's worker batch (0 = `up`'s default)")
     parser.add_argument("--reflector", default="shipped", help="this code's reflector checkpoint (e.g. one tuned on "
                         "--world-model's replays)")
+    parser.add_argument("--workers", type=int, default=1, help="(c): this code's rollout workers (the baseline "
+                        "keeps one); two overlap one batch's policy and reflector calls with the other's world model")
     parser.add_argument("--autocast", default=StackConfig(home=pathlib.Path(".")).world_model_autocast,
                         choices=["none", "auto", "bfloat16", "float16"],
                         help="this code's world model's U-Net pass under torch.autocast (default: `up`'s)")
@@ -310,7 +313,7 @@ def main() -> None:
         real = queued_direct(url, args) if "a" in args.parts or "b" in args.parts else None
         if "c" in args.parts:
             print_trainer(trainer_settings(url, args.baseline, args.rounds, args.world_model, args.reflector,
-                                           args.batch_size, args.autocast),
+                                           args.batch_size, args.autocast, args.workers),
                           args.baseline, real)
     finally:
         proc.terminate()
@@ -346,7 +349,7 @@ def print_trainer(out: dict, baseline: str, real_ms: float | None) -> None:
     old, new = (float(np.median(out["rates"][p])) for p in ("old", "new"))
     field = RLConfig.model_fields
     print(f"(c) trainer settings ({field['groups'].default} groups x {field['group_size'].default} rollouts, horizon "
-          f"{field['horizon'].default}, 1 worker x batch {out['batch']['old']} / {out['batch']['new']}, {out['models']}): {baseline} {old:.1f} imagined steps/s "
+          f"{field['horizon'].default}, 1 / {out['workers']} worker x batch {out['batch']['old']} / {out['batch']['new']}, {out['models']}): {baseline} {old:.1f} imagined steps/s "
           f"(threads {out['threads']['old']}), this code {new:.1f} (threads {out['threads']['new']}, world model "
           f"autocast {out['autocast']}) -> "
           f"{new / old:.2f}x; {1000 / new:.1f} ms per episode-chunk"

@@ -96,10 +96,11 @@ def _wait_healthy(address: str, proc: subprocess.Popen, log: pathlib.Path, timeo
 
 @contextlib.contextmanager
 def serving(root: pathlib.Path, redis_url: str, prefix: str, threads: dict[str, int], batch_size: int = 8,
-            checkpoints: dict[str, str] | None = None, extra: dict[str, list[str]] | None = None):
+            checkpoints: dict[str, str] | None = None, extra: dict[str, list[str]] | None = None,
+            workers: int = 1):
     """The three model services (`checkpoints[name]`, else the shipped ones; `threads[name]` torch
-    threads each; `extra[name]`: more `serve` flags) and one rollout worker of `root`'s code;
-    stopped when the block ends."""
+    threads each; `extra[name]`: more `serve` flags) and `workers` rollout workers of `root`'s
+    code; stopped when the block ends."""
     logs = pathlib.Path(tempfile.mkdtemp(prefix=f"worldenv-bench-{prefix}-"))
     stack = TreeStack(root, prefix, {}, [])
     try:
@@ -112,10 +113,11 @@ def serving(root: pathlib.Path, redis_url: str, prefix: str, threads: dict[str, 
         for name, proc in zip(MODEL_SERVICES, stack.processes):
             _wait_healthy(stack.addresses[name], proc, logs / f"{name}.log")
         a = stack.addresses
-        stack.processes.append(_spawn(command(
-            root, "worker", "--redis-url", redis_url, "--prefix", prefix, "--world-model-addr", a["world-model"],
-            "--reflector-addr", a["reflector"], "--policy-addr", a["policy"], "--batch-size", str(batch_size),
-            "--consumer", f"bench-{prefix}"), logs / "worker.log"))
+        for w in range(workers):
+            stack.processes.append(_spawn(command(
+                root, "worker", "--redis-url", redis_url, "--prefix", prefix, "--world-model-addr", a["world-model"],
+                "--reflector-addr", a["reflector"], "--policy-addr", a["policy"], "--batch-size", str(batch_size),
+                "--consumer", f"bench-{prefix}-{w}"), logs / f"worker{w}.log"))
         yield stack
     finally:
         for proc in stack.processes:
