@@ -295,6 +295,9 @@ def test_controls_are_run_per_seed_and_compared_with_rl_by_hand(tmp_path):
     text = experiment_report.write(config, root).read_text()
     assert "## RL against its shuffled-rewards controls" in text and "| 0 | 3/4 | 2/4 | +25.0 pts" in text
     assert "**RL's seeds against the controls' (means per init state): +0.0 points**" in text
+    # runs as the unit: RL .75, .25 against controls .5, .5: every split of the 4 rates gives |d| <= .25
+    assert g["runs"]["p_value"] == pytest.approx(1.0) and g["runs"]["splits"] == 6
+    assert "no gain over the controls shown (runs as the unit p = 1.000, the smallest p 6 splits can give 0.667" in text   # ties
     assert "Controls not finished yet: seed 2." in text and "| eval_control_s1 | 4 |" in text
     # the stages: a control RL run is `train rl --shuffle-rewards` at its seed
     addresses = {"redis": "redis://x", "policy": "p:1"}

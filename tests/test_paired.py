@@ -82,6 +82,40 @@ def test_compare_command_pairs_runs_and_groups_seeds(tmp_path, capsys):
     assert g["candidate_rates"] == [1.0, 0.5] and g["candidate_spread"] == pytest.approx(0.5)
     assert g["baseline_spread"] == 0.0 and g["ci95"][0] <= 0.25 <= g["ci95"][1]
     assert "spread 50.0" in printed
+    assert g["runs"] is None                       # one baseline run: no run-level test
+
+
+def test_permutation_test_of_runs_by_hand():
+    # pooled .3 .4 .5 .6, b = {.5, .6}: the 6 splits give differences -.2, -.1, 0, 0, .1, .2
+    result = paired.permutation_test(np.array([0.3, 0.4]), np.array([0.5, 0.6]))
+    assert result["difference"] == pytest.approx(0.2) and result["splits"] == 6
+    assert result["p_value"] == pytest.approx(2 / 6) and result["smallest_p"] == pytest.approx(2 / 6)
+    three = paired.permutation_test(np.array([0.30, 0.31, 0.32]), np.array([0.50, 0.51, 0.52]))
+    assert three["splits"] == 20 and three["p_value"] == pytest.approx(0.1) == three["smallest_p"]
+    assert paired.permutation_test(np.array([0.4, 0.5]), np.array([0.4, 0.5]))["p_value"] == 1.0
+
+
+def test_runs_needed_by_hand():
+    # 2 (1.96 + 0.84)^2 sd^2 / gain^2: 15.7 at sd = gain, a quarter of it at twice the gain
+    assert paired.runs_needed(0.05, 0.05) == 16 and paired.runs_needed(0.05, 0.10) == 4
+    assert paired.runs_needed(0.001, 0.10) == 2
+    with pytest.raises(ValueError, match="gain"):
+        paired.runs_needed(0.05, 0.0)
+
+
+def test_compare_groups_test_the_runs_when_both_sides_have_several(tmp_path, capsys):
+    from worldenv import cli
+    ids = [f"libero_object/0/{i}" for i in range(10)]
+    controls = [_eval_dir(tmp_path, f"c{k}", {i: n < 3 + k for n, i in enumerate(ids)}) for k in range(3)]  # 3, 4, 5
+    rl = [_eval_dir(tmp_path, f"r{k}", {i: n < 6 + k for n, i in enumerate(ids)}) for k in range(3)]         # 6, 7, 8
+    out = tmp_path / "groups.json"
+    assert cli.main(["compare", ",".join(controls), ",".join(rl), "--resamples", "200", "--out", str(out)]) == 0
+    import json
+    runs = json.loads(out.read_text())["groups"]["runs"]
+    assert runs["difference"] == pytest.approx(0.3) and runs["p_value"] == pytest.approx(0.1)
+    assert runs["sd"] == pytest.approx(0.1)                        # each side's rates .1 apart: sd .1
+    assert runs["runs_needed"] == {"0.05": paired.runs_needed(0.1, 0.05), "0.10": 16}
+    assert "smallest p these numbers of runs can give: 0.100" in capsys.readouterr().out
 
 
 def test_compare_command_names_a_missing_run(tmp_path, capsys):

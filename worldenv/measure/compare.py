@@ -5,7 +5,9 @@ on a side (RL at several training seeds, their shuffled-rewards controls, SFT at
 are compared as groups: per init state, the candidates' mean success minus the baselines', with
 an interval from resampling init states. That interval holds the runs fixed; how far runs of one
 side differ from each other (the training seed's spread) is printed beside it, because a gain
-smaller than that spread is not one a single run would show."""
+smaller than that spread is not one a single run would show. With at least two runs a side, the
+runs themselves are compared too (a permutation test of their success rates), with how many runs
+a side a gain of 5 or 10 points would need at the spread they show."""
 from __future__ import annotations
 
 import itertools
@@ -68,9 +70,24 @@ def groups(baselines: list[dict[str, bool]], candidates: list[dict[str, bool]], 
         raise ValueError("the evaluations share no episode ids")
     a = np.array([[run[i] for i in common] for run in baselines], np.float64)
     b = np.array([[run[i] for i in common] for run in candidates], np.float64)
-    return {"n": len(common), "baseline_rates": a.mean(axis=1).tolist(), "candidate_rates": b.mean(axis=1).tolist(),
-            **paired.bootstrap_difference(a.mean(axis=0), b.mean(axis=0), resamples),
-            "baseline_spread": float(np.ptp(a.mean(axis=1))), "candidate_spread": float(np.ptp(b.mean(axis=1)))}
+    out = {"n": len(common), "baseline_rates": a.mean(axis=1).tolist(), "candidate_rates": b.mean(axis=1).tolist(),
+           **paired.bootstrap_difference(a.mean(axis=0), b.mean(axis=0), resamples),
+           "baseline_spread": float(np.ptp(a.mean(axis=1))), "candidate_spread": float(np.ptp(b.mean(axis=1)))}
+    return out | {"runs": runs(a.mean(axis=1), b.mean(axis=1))}
+
+
+GAINS = (0.05, 0.10)   # gains (success-rate points / 100) whose runs-a-side are printed
+
+
+def runs(a: np.ndarray, b: np.ndarray) -> dict | None:
+    """The runs as the unit (the training seed's spread included): the permutation test of their
+    success rates, their pooled standard deviation, and the runs a side GAINS would need. None
+    unless both sides have at least two runs."""
+    if min(len(a), len(b)) < 2:
+        return None
+    sd = float(np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)))
+    return {**paired.permutation_test(a, b), "sd": sd,
+            "runs_needed": {f"{g:.2f}": paired.runs_needed(sd, g) if sd > 0 else 2 for g in GAINS}}
 
 
 def compare(config: CompareConfig) -> dict:
@@ -111,6 +128,13 @@ def markdown(result: dict) -> str:
                   f"init states resampled, runs held fixed). Success rates (%): baselines {rates(g['baseline_rates'])} "
                   f"(spread {100 * g['baseline_spread']:.1f}), candidates {rates(g['candidate_rates'])} "
                   f"(spread {100 * g['candidate_spread']:.1f})."]
+        r = g.get("runs")
+        if r:
+            need = ", ".join(f"{100 * float(k):.0f} points: {v}" for k, v in r["runs_needed"].items())
+            lines += ["", f"Runs as the unit (the seed's spread included): permutation test p = {r['p_value']:.3f} "
+                      f"over {r['splits']} splits (the smallest p these numbers of runs can give: "
+                      f"{r['smallest_p']:.3f}); the runs' standard deviation {100 * r['sd']:.1f} points, so a "
+                      f"true gain needs, per side, for 80 % power at 5 %: {need} runs."]
     return "\n".join(lines)
 
 

@@ -1,9 +1,12 @@
 """Two policies evaluated on the same init states: is the difference in success real?
 
 McNemar's exact test looks only at the discordant pairs (one policy succeeded, the other
-failed); the paired bootstrap resamples init states and gives an interval on the difference."""
+failed); the paired bootstrap resamples init states and gives an interval on the difference.
+Several runs a side (training seeds) are compared with the runs as the unit: a permutation test
+of their success rates, and how many runs a side a gain of a given size would need."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -52,3 +55,34 @@ def bootstrap_difference(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, 
     draws = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     lo, hi = np.percentile(draws, [2.5, 97.5])
     return {"difference": float(diff.mean()), "ci95": [float(lo), float(hi)], "resamples": resamples}
+
+
+MAX_SPLITS = 20_000   # a permutation test lists every split up to this many, else draws this many
+Z_975, Z_80 = 1.959964, 0.841621   # standard normal quantiles: two-sided 5 %, power 80 %
+
+
+def permutation_test(a: np.ndarray, b: np.ndarray) -> dict:
+    """Runs as the unit (each a success rate, e.g. one training seed's): the exact two-sided
+    permutation test of mean(b) - mean(a) over every way to split the pooled runs into sides of
+    these sizes. Its smallest possible p is 2 / C(n_a + n_b, n_a) when the sides are equal in size
+    (0.1 with 3 runs a side), which says how many runs a side a conclusion needs."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    pooled, k = np.concatenate([a, b]), len(b)
+    observed = b.mean() - a.mean()
+    if math.comb(len(pooled), k) <= MAX_SPLITS:
+        splits = [np.fromiter(c, int, k) for c in itertools.combinations(range(len(pooled)), k)]
+    else:   # too many to list: random splits (a Monte Carlo permutation test)
+        rng = np.random.default_rng(0)
+        splits = [rng.choice(len(pooled), k, replace=False) for _ in range(MAX_SPLITS)]
+    diffs = np.array([pooled[s].mean() - np.delete(pooled, s).mean() for s in splits])
+    return {"difference": float(observed), "p_value": float(np.mean(np.abs(diffs) >= abs(observed) - 1e-12)),
+            "smallest_p": float(np.mean(np.abs(diffs) >= np.abs(diffs).max() - 1e-12)), "splits": len(splits)}
+
+
+
+def runs_needed(sd: float, gain: float) -> int:
+    """Runs a side for a two-sided test at 5 % to find a true `gain` with 80 % power when runs
+    differ with standard deviation `sd` (normal approximation, at least 2)."""
+    if gain <= 0:
+        raise ValueError(f"gain: expected > 0, got {gain}")
+    return max(2, math.ceil(2 * (Z_975 + Z_80) ** 2 * sd ** 2 / gain ** 2))

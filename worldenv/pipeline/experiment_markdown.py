@@ -105,19 +105,30 @@ def controls_section(controls: dict | None) -> list[str]:
                      f"{_diff(pair)} | {_diff(ctl) if ctl else ''} |")
     g = controls["groups"]
     if g:
-        verdict = ("RL above its controls beyond the interval" if g["ci95"][0] > 0 else
-                   "RL below its controls beyond the interval" if g["ci95"][1] < 0 else "inside the noise: no gain over "
-                   "the controls shown")
         rates = lambda rs: ", ".join(_pct(r) for r in rs)  # noqa: E731
         lines += ["", f"**RL's seeds against the controls' (means per init state): {100 * g['difference']:+.1f} points** "
                       f"(95 % {100 * g['ci95'][0]:+.1f} to {100 * g['ci95'][1]:+.1f}, {g['n']} init states resampled, "
-                      f"runs held fixed): {verdict}. RL {rates(g['candidate_rates'])} (spread "
+                      f"runs held fixed): {control_verdict(g)}. RL {rates(g['candidate_rates'])} (spread "
                       f"{100 * g['candidate_spread']:.1f} points); controls {rates(g['baseline_rates'])} (spread "
                       f"{100 * g['baseline_spread']:.1f})."]
     if controls["missing"]:
         lines += ["", f"Controls not finished yet: seed{'s' if len(controls['missing']) > 1 else ''} "
                        f"{', '.join(map(str, controls['missing']))}."]
     return lines
+
+
+def control_verdict(g: dict) -> str:
+    """What RL's seeds against the controls' show: a gain only where the init states' interval and
+    the test with the runs as the unit (the seed's spread included) both exclude none."""
+    r = g.get("runs")
+    if r is None:
+        return "one run a side: the seed's spread is not measured, so no conclusion beyond these runs"
+    runs = (f"runs as the unit p = {r['p_value']:.3f}, the smallest p {r['splits']} splits can give "
+            f"{r['smallest_p']:.3f}; at the runs' spread ({100 * r['sd']:.1f} points) a 10-point gain needs "
+            f"{r['runs_needed']['0.10']} runs a side")
+    if r["p_value"] < 0.05 and (g["ci95"][0] > 0 or g["ci95"][1] < 0):
+        return f"RL {'above' if g['difference'] > 0 else 'below'} its controls ({runs})"
+    return f"no gain over the controls shown ({runs})"
 
 
 def sampled_section(config, sampled: dict) -> list[str]:
