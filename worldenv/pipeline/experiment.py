@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from worldenv import checkpoints
-from worldenv.config import Settings, argv, grasp_gate_field
+from worldenv.config import Autocast, Settings, argv, grasp_gate_field
 from worldenv.measure.objective import OBJECTIVE_DRAW
 from worldenv.pipeline import stages
 from worldenv.rl.settings import RLConfig
@@ -107,6 +107,10 @@ class ExperimentConfig(Settings):
     env_processes: int = Field(0, ge=0, description="LIBERO env processes (0 = what fits, at most 2)")
     workers: int = Field(1, ge=1, description="rollout workers of the embedded stack")
     batch_size: int = Field(16, ge=1, description="jobs per rollout-worker batch in the embedded stack")
+    world_model_autocast: Autocast = Field("auto", description="the embedded stack's world model: its U-Net pass "
+                                           "under torch.autocast (`up --world-model-autocast`; 'auto' = bfloat16 "
+                                           "where the CPU or GPU computes it natively); 'none' = float32, as the "
+                                           "runs of reports/experiment.md were made")
     redis_url: str | None = Field(None, description="remote stack: its Redis (with the three addresses below); none "
                                   "= an embedded stack ($REDIS_URL is not read here: it may name `up`'s)")
     policy_addr: str | None = Field(None, description="remote stack: the Policy service")
@@ -193,7 +197,8 @@ class Stack:
             dirs = {name: str(self.dirs[SERVICES[name].role]) for name in MODEL_SERVICES}
             print(f"starting the embedded stack in {self.root / 'stack'} ...", flush=True)
             self._local = stack.start(stack.StackConfig(home=self.root / "stack", free_ports=True, workers=c.workers,
-                                                        batch_size=c.batch_size, checkpoints=dirs))
+                                                        batch_size=c.batch_size, checkpoints=dirs,
+                                                        world_model_autocast=c.world_model_autocast))
         return {"redis": self._local.redis_url, **self._local.addresses}
 
     def stop(self) -> None:

@@ -338,7 +338,7 @@ def render(config, results: dict, gaps: list[dict], png: str) -> str:
              + "; LOOP (leave-one-out advantages), PPO clip 0.1 "
              f"({'one ratio per action' if config.ratio == 'dimension' else 'one ratio per chunk'}), {config.epochs} "
              f"epochs, Adam lr {config.lr:g}, Laplace scale restarted at b = {config.exploration_scale:g}; world model "
-             "and reflector frozen. These settings were set from training diagnostics (clip fraction, approximate KL, "
+             f"(U-Net autocast: {config.world_model_autocast}) and reflector frozen. These settings were set from training diagnostics (clip fraction, approximate KL, "
              "reward spread in imagination) of short runs, never from a real evaluation.", "",
              "## SFT vs RL in the real simulator", *headline(config, results["evals"], results["comparison"]),
              *seed_spread(prov), *seeds_section(config, results.get("seeds")),
