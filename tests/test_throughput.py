@@ -121,6 +121,8 @@ def test_autocast_is_refused_where_a_model_has_no_mixed_precision_path():
         load_model("policy", ServeConfig(checkpoint="none", autocast="bfloat16"))
     with pytest.raises(ValueError, match="autocast"):
         ServeConfig(autocast="int8")
+    policy, _ = load_model("policy", ServeConfig(checkpoint="none", autocast="auto"))   # auto: where there is one
+    assert not hasattr(policy, "autocast")
     model, _ = load_model("world_model", ServeConfig(checkpoint="none", autocast="none"))
     assert model.autocast is None and model.spec.extra["autocast"] == "none"
 

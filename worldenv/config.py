@@ -113,8 +113,9 @@ class ServeConfig(Settings):
     autocast: Autocast = Field(
         "none", description="world model: run its U-Net pass under torch.autocast in this dtype, the weights kept in "
         "--dtype; 'auto' = bfloat16 where the device computes it natively (a CUDA GPU with bf16, a CPU with "
-        "AVX512-BF16 or AMX), else none (measured on the two-core CPU: 1.6x faster per step, the frames about 53 dB "
-        "PSNR from float32's; bench/rollout.py)")
+        "AVX512-BF16 or AMX), else none, and none for a world model without this path (a paper-scale one runs in "
+        "--dtype); measured on the two-core CPU: 1.8x faster per step, the frames about 53 dB PSNR from float32's "
+        "(bench/rollout.py)")
     seed: int = Field(0, description="seed for random initialisation when no checkpoint is given")
     max_batch_size: int = Field(32, ge=1, description="largest merged batch of the dynamic batcher (items)")
     max_delay_ms: float = Field(5.0, ge=0, description="longest a request waits for others to join its batch")
