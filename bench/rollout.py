@@ -186,9 +186,11 @@ BASELINE_BATCH = 8   # the worker batch `up` ran before it was measured at 32
 
 def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "shipped",
                      reflector: str = "shipped", batch_size: int | None = None, autocast: str = "auto",
-                     workers: int = 1) -> dict:
+                     workers: int = 1, service_threads: int | None = None) -> dict:
     """Imagined steps/s of the baseline's stack and this one's at the trainer's settings, in turns."""
     new_cfg = StackConfig(home=pathlib.Path("."))
+    if service_threads is not None:
+        new_cfg.threads = service_threads
     threads = {"old": dict.fromkeys(MODEL_SERVICES, 1),  # what `up` gave every service before
                "new": {n: new_cfg.world_model_threads if n == "world-model" else new_cfg.threads for n in MODEL_SERVICES}}
     client = redis.Redis.from_url(url)
@@ -291,6 +293,8 @@ def main() -> None:
                         "--world-model's replays)")
     parser.add_argument("--workers", type=int, default=1, help="(c): this code's rollout workers (the baseline "
                         "keeps one); two overlap one batch's policy and reflector calls with the other's world model")
+    parser.add_argument("--service-threads", type=int, default=None, help="(c): torch threads of this code's "
+                        "policy and reflector services (default: `up`'s; 0 = every core)")
     parser.add_argument("--autocast", default=StackConfig(home=pathlib.Path(".")).world_model_autocast,
                         choices=["none", "auto", "bfloat16", "float16"],
                         help="this code's world model's U-Net pass under torch.autocast (default: `up`'s)")
@@ -313,7 +317,7 @@ def main() -> None:
         real = queued_direct(url, args) if "a" in args.parts or "b" in args.parts else None
         if "c" in args.parts:
             print_trainer(trainer_settings(url, args.baseline, args.rounds, args.world_model, args.reflector,
-                                           args.batch_size, args.autocast, args.workers),
+                                           args.batch_size, args.autocast, args.workers, args.service_threads),
                           args.baseline, real)
     finally:
         proc.terminate()

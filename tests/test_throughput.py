@@ -73,14 +73,14 @@ def test_floored_action_map_keeps_the_world_models_frames_bit_for_bit(monkeypatc
     np.testing.assert_array_equal(next_proprio, before[1])
 
 
-def test_up_gives_the_world_model_the_cores(monkeypatch, tmp_path):
+def test_up_gives_every_service_the_cores(monkeypatch, tmp_path):
     spawned = {}
     stack = local.Stack(local.StackConfig(home=tmp_path, free_ports=True), "redis://x", {}, {})
     monkeypatch.setattr(stack, "spawn", lambda name, argv: stack.processes.setdefault(name, spawned.setdefault(name, argv)))
     monkeypatch.setattr(local, "_wait_healthy", lambda *a, **k: None)
     local._start_services(stack)
     threads = {name: argv[argv.index("--threads") + 1] for name, argv in spawned.items() if "--threads" in argv}
-    assert threads == {"world-model": "0", "reflector": "1", "policy": "1"}
+    assert threads == {"world-model": "0", "reflector": "0", "policy": "0"}
     autocast = {name: argv[argv.index("--autocast") + 1] for name, argv in spawned.items() if "--autocast" in argv}
     assert autocast == {"world-model": "auto"}
 

@@ -37,7 +37,10 @@ class StackConfig:
     workers: int = 1
     batch_size: int = 32
     checkpoints: dict[str, str] = dataclasses.field(default_factory=dict)  # service -> dir
-    threads: int = 1                  # torch threads of the policy and reflector services
+    # torch threads of the policy and reflector services, 0 = every core: a worker calls the three
+    # one after another, so each may use the cores the others wait on (bench/rollout.py (c), four
+    # runs a side in turns: 166 against 159 imagined steps/s with one thread each)
+    threads: int = 0
     # torch threads of the world-model service, 0 = torch's default (every core). One imagined
     # step calls policy, world model and reflector one after another, and the world model takes
     # most of it: the cores the other two wait on are the world model's (measured: a B = 8 step
