@@ -37,6 +37,7 @@ import torch
 
 import trees
 from worldenv import checkpoints, models
+from worldenv.models import precision
 from worldenv.data.start_bank import StartBank
 from worldenv.local.stack import StackConfig
 from worldenv.rl import rollout
@@ -296,7 +297,7 @@ def main() -> None:
     parser.add_argument("--service-threads", type=int, default=None, help="(c): torch threads of this code's "
                         "policy and reflector services (default: `up`'s; 0 = every core)")
     parser.add_argument("--autocast", default=StackConfig(home=pathlib.Path(".")).world_model_autocast,
-                        choices=["none", "auto", "bfloat16", "float16"],
+                        choices=precision.CHOICES,
                         help="this code's world model's U-Net pass under torch.autocast (default: `up`'s)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
