@@ -51,6 +51,18 @@ def test_eval_remote_policy_with_reflector_termination(policy_server, tmp_path):
     assert report["grasp_gate"] == 0.0175 and "grasp gate 1.75 cm" in (gated / "eval.md").read_text()
     assert episode["outcome"] == "horizon" and len(episode["p_done"]) == 3 and min(episode["p_done"]) > 0.01
 
+    # --confirm 2: the same verdicts end the episode only at the second chunk in a row that says done
+    with serving("reflector") as reflector:
+        confirmed = tmp_path / "confirmed"
+        assert cli.main(["eval", "--policy", policy_server, "--suite", SUITE, "--tasks", str(TASK),
+                         "--episodes-per-task", "1", "--max-steps", "32", "--env-processes", "1", "--videos", "0",
+                         "--termination", "reflector", "--reflector", reflector.address, "--eta", "0.01",
+                         "--confirm", "2", "--out", str(confirmed)]) == 0
+    report = json.loads((confirmed / "eval.json").read_text())
+    (episode,) = report["episodes"]
+    assert report["confirm"] == 2 and "2 verdicts in a row" in (confirmed / "eval.md").read_text()
+    assert episode["outcome"] == "reflector" and len(episode["p_done"]) == 2 and episode["steps"] == 16
+
 
 def test_explore_with_a_remote_policy(policy_server, tmp_path):
     out = tmp_path / "explore"

@@ -148,6 +148,7 @@ def _cli(*argv) -> int:
     (["explore", "--policy", "/nonexistent/ckpt", "--tasks", "0", "--out", "x"], "neither"),
     (["eval", "--policy", "expert", "--termination", "reflector", "--tasks", "0", "--out", "x"], "--reflector"),
     (["eval", "--policy", "expert", "--grasp-gate", "0.02", "--tasks", "0", "--out", "x"], "--grasp-gate: only with"),
+    (["eval", "--policy", "expert", "--confirm", "2", "--tasks", "0", "--out", "x"], "--confirm: only with"),
 ])
 def test_bad_arguments_fail_before_any_env_starts(argv, message, capsys):
     started = time.perf_counter()

@@ -58,13 +58,14 @@ class EpisodeResult:
 
 
 def run(process: pool_mod.EnvProcess, spec: EpisodeSpec, source: ActionSource,
-        judge: Reflector | None = None, eta: float = 0.5, grasp_gate: float = 0.0) -> EpisodeResult:
+        judge: Reflector | None = None, eta: float = 0.5, grasp_gate: float = 0.0, confirm: int = 1) -> EpisodeResult:
     """One episode; env failures become a failed result with the reason. With a judge and
     `grasp_gate` > 0 (metres) its verdict counts only once the real gripper's last closed run held
-    an object that wide (worldenv/models/grasp_gate.py), as RL's verdicts do in imagination."""
+    an object that wide (worldenv/models/grasp_gate.py), as RL's verdicts do in imagination; the
+    episode ends after `confirm` chunks in a row with a verdict that counts."""
     started = time.perf_counter()
     try:
-        return _run(process, spec, source, judge, eta, started, grasp_gate)
+        return _run(process, spec, source, judge, eta, started, grasp_gate, confirm)
     except (pool_mod.EnvCrashed, pool_mod.EnvError) as exc:
         kind = "crashed" if isinstance(exc, pool_mod.EnvCrashed) else "error"
         reason = str(exc).strip().splitlines()[-1][:300]
@@ -72,14 +73,14 @@ def run(process: pool_mod.EnvProcess, spec: EpisodeSpec, source: ActionSource,
 
 
 def _run(process, spec: EpisodeSpec, source: ActionSource, judge: Reflector | None, eta: float,
-         started: float, grasp_gate: float = 0.0) -> EpisodeResult:
+         started: float, grasp_gate: float = 0.0, confirm: int = 1) -> EpisodeResult:
     instruction = process.call("open", config=spec.config)
     obs = process.call("reset", init_index=spec.init_index, expert=source.in_env, render_each_step=spec.render_each_step)
     recorder = Recorder(spec.config.wrist) if spec.record else None
     if recorder is not None:  # from the init state on, so states[0] replays
         recorder.add(process.call("settle_chunk"))
     frames, p_done, log_probs = [obs.frame], [], []
-    steps, ever, outcome = 0, False, "horizon"
+    steps, ever, outcome, verdicts = 0, False, "horizon", 0
     gate = GraspGate(grasp_gate) if judge is not None and grasp_gate > 0 else None
     with _Watch(judge, obs.frame, instruction) as watch:
         while steps < spec.max_steps:
@@ -100,7 +101,8 @@ def _run(process, spec: EpisodeSpec, source: ActionSource, judge: Reflector | No
                 gate.update(float(chunk.actions[-1, -1]), float(finger_gap(obs.proprio)))
             if judge is not None:
                 p_done.append(watch.observe(obs.frame))
-                if p_done[-1] > eta and (gate is None or gate.holds()):
+                verdicts = verdicts + 1 if p_done[-1] > eta and (gate is None or gate.holds()) else 0
+                if verdicts >= confirm:
                     outcome = "reflector"
                     break
     success = ever if spec.stop_on_success else obs.success

@@ -96,6 +96,9 @@ class EvalConfig(PolicyRunConfig):
     reflector: str | None = Field(None, description="host:port of a Reflector server (termination=reflector)")
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done)")
     grasp_gate: float = grasp_gate_field("with --termination reflector, ", gripper="real")
+    confirm: int = Field(1, ge=1, le=64, description="with --termination reflector: chunks in a row with p(done) > "
+                         "eta before an episode ends (1 = the first verdict ends it, the paper's rule; 2 waits one "
+                         "chunk more: the shipped reflector says done about a chunk before LIBERO's success)")
     sample: bool = Field(False, description="sample actions instead of taking the policy's mean")
     videos: int = Field(3, ge=0, description="videos to write (successes and failures)")
     out: str = Field(description="output directory for eval.json, eval.md and videos")
@@ -104,6 +107,8 @@ class EvalConfig(PolicyRunConfig):
     def _judge_given(self) -> "EvalConfig":
         if self.termination == "reflector" and not self.reflector:
             raise ValueError("--termination reflector needs --reflector host:port")
+        if self.confirm > 1 and self.termination != "reflector":
+            raise ValueError("--confirm: only with --termination reflector (it confirms the reflector's verdict)")
         if self.grasp_gate and self.termination != "reflector":
             raise ValueError("--grasp-gate: only with --termination reflector (it gates the reflector's verdict)")
         if self.exploration_scale is not None and not self.sample:
@@ -133,7 +138,8 @@ def evaluate(config: EvalConfig) -> int:
                           stop_on_success=config.termination == "sim")
     started = time.perf_counter()
     with pool.EnvPool(config.env_processes) as envs, _progress(len(specs), "eval") as bar:
-        results = envs.map(lambda process, s: episode.run(process, s, source, judge, config.eta, config.grasp_gate), specs,
+        results = envs.map(lambda process, s: episode.run(process, s, source, judge, config.eta, config.grasp_gate,
+                                                          config.confirm), specs,
                            on_result=lambda r: bar.update(1))
     source.close()
     summary = report.summarize(results, _eval_meta(config, source, time.perf_counter() - started))
@@ -147,7 +153,7 @@ def evaluate(config: EvalConfig) -> int:
 def _eval_meta(config: EvalConfig, source, wall_s: float) -> dict:
     first, last = config.init_offset, config.init_offset + config.episodes_per_task - 1
     return {"suite": config.suite, "policy": source.name, "termination": config.termination,
-            "eta": config.eta, "grasp_gate": config.grasp_gate, "episodes_per_task": config.episodes_per_task, "max_steps": config.max_steps,
+            "eta": config.eta, "grasp_gate": config.grasp_gate, "confirm": config.confirm, "episodes_per_task": config.episodes_per_task, "max_steps": config.max_steps,
             "chunk_length": source.chunk_length, "image_size": source.image_size or config.image_size,
             "deterministic": not config.sample, "init_states": (f"{first}..{last} (mod 50) of LIBERO's fixed init states" if first < suites.INIT_STATES_PER_TASK
                             else f"{first}..{last}, sampled (not LIBERO's fixed ones)"),

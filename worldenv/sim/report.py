@@ -57,7 +57,8 @@ def markdown(summary: dict, videos: list[str]) -> str:
     lines = [f"# LIBERO evaluation: {summary['suite']}", "",
              f"- policy: `{summary['policy']}`; termination: {summary['termination']}"
              + (f" (eta {summary['eta']}" + (f", grasp gate {100 * summary['grasp_gate']:.2f} cm on the real gripper"
-                                            if summary.get("grasp_gate") else "") + ")"
+                                            if summary.get("grasp_gate") else "")
+                + (f", {summary['confirm']} verdicts in a row" if summary.get("confirm", 1) > 1 else "") + ")"
                if summary["termination"] == "reflector" else ""),
              f"- episodes per task: {summary['episodes_per_task']}; max steps: {summary['max_steps']}; "
              f"chunk length: {summary['chunk_length']}; image size: {summary['image_size']}",
