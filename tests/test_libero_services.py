@@ -24,15 +24,18 @@ def policy_server():
         yield server.address
 
 
-def test_eval_remote_policy_with_reflector_termination(policy_server, tmp_path):
+def _judged_eval(policy: str, out, max_steps: int, *flags: str) -> dict:
+    """One episode judged by a fresh served (untrained) reflector at eta 0.01 -> its eval.json."""
     with serving("reflector") as reflector:
-        out = tmp_path / "eval"
-        # eta 0.01: the (untrained) reflector's p(done) ~ 0.5 ends each episode at its first judgement
-        assert cli.main(["eval", "--policy", policy_server, "--suite", SUITE, "--tasks", str(TASK),
-                         "--episodes-per-task", "1", "--max-steps", "32", "--env-processes", "1", "--videos", "0",
-                         "--termination", "reflector", "--reflector", reflector.address, "--eta", "0.01",
-                         "--out", str(out)]) == 0
-    report = json.loads((out / "eval.json").read_text())
+        assert cli.main(["eval", "--policy", policy, "--suite", SUITE, "--tasks", str(TASK), "--episodes-per-task", "1",
+                         "--max-steps", str(max_steps), "--env-processes", "1", "--videos", "0", "--termination",
+                         "reflector", "--reflector", reflector.address, "--eta", "0.01", *flags, "--out", str(out)]) == 0
+    return json.loads((out / "eval.json").read_text())
+
+
+def test_eval_remote_policy_with_reflector_termination(policy_server, tmp_path):
+    # eta 0.01: the (untrained) reflector's p(done) ~ 0.5 ends each episode at its first judgement
+    report = _judged_eval(policy_server, tmp_path / "eval", 32)
     assert report["termination"] == "reflector" and report["suite_result"]["episodes"] == 1
     (episode,) = report["episodes"]
     assert episode["outcome"] == "reflector" and len(episode["p_done"]) == 1 and 0 <= episode["p_done"][0] <= 1
@@ -40,27 +43,15 @@ def test_eval_remote_policy_with_reflector_termination(policy_server, tmp_path):
 
     # with the grasp gate the same verdicts count only once the real gripper held something: the
     # random policy holds nothing, so every chunk is judged and the episode runs to the horizon
-    with serving("reflector") as reflector:
-        gated = tmp_path / "gated"
-        assert cli.main(["eval", "--policy", policy_server, "--suite", SUITE, "--tasks", str(TASK),
-                         "--episodes-per-task", "1", "--max-steps", "24", "--env-processes", "1", "--videos", "0",
-                         "--termination", "reflector", "--reflector", reflector.address, "--eta", "0.01",
-                         "--grasp-gate", "0.0175", "--out", str(gated)]) == 0
-    report = json.loads((gated / "eval.json").read_text())
+    report = _judged_eval(policy_server, tmp_path / "gated", 24, "--grasp-gate", "0.0175")
     (episode,) = report["episodes"]
-    assert report["grasp_gate"] == 0.0175 and "grasp gate 1.75 cm" in (gated / "eval.md").read_text()
+    assert report["grasp_gate"] == 0.0175 and "grasp gate 1.75 cm" in (tmp_path / "gated" / "eval.md").read_text()
     assert episode["outcome"] == "horizon" and len(episode["p_done"]) == 3 and min(episode["p_done"]) > 0.01
 
     # --confirm 2: the same verdicts end the episode only at the second chunk in a row that says done
-    with serving("reflector") as reflector:
-        confirmed = tmp_path / "confirmed"
-        assert cli.main(["eval", "--policy", policy_server, "--suite", SUITE, "--tasks", str(TASK),
-                         "--episodes-per-task", "1", "--max-steps", "32", "--env-processes", "1", "--videos", "0",
-                         "--termination", "reflector", "--reflector", reflector.address, "--eta", "0.01",
-                         "--confirm", "2", "--out", str(confirmed)]) == 0
-    report = json.loads((confirmed / "eval.json").read_text())
+    report = _judged_eval(policy_server, tmp_path / "confirmed", 32, "--confirm", "2")
     (episode,) = report["episodes"]
-    assert report["confirm"] == 2 and "2 verdicts in a row" in (confirmed / "eval.md").read_text()
+    assert report["confirm"] == 2 and "2 verdicts in a row" in (tmp_path / "confirmed" / "eval.md").read_text()
     assert episode["outcome"] == "reflector" and len(episode["p_done"]) == 2 and episode["steps"] == 16
 
 
