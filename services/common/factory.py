@@ -37,9 +37,11 @@ def with_autocast(model, choice: str):
     """`model` set to run under `choice`'s autocast. 'none' leaves every model as it is, and so does
     'auto' a model without a mixed-precision path (a paper-scale one runs in its --dtype); a dtype
     named for such a model is refused."""
-    if choice == "none" or (choice == "auto" and not hasattr(model, "use_autocast")):
+    if choice == "none":
         return model
     if not hasattr(model, "use_autocast"):
+        if choice == "auto":
+            return model
         raise ValueError(f"autocast: {type(model).__name__} has no mixed-precision path; use 'none' or 'auto'")
     model.use_autocast(choice)
     return model

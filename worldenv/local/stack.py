@@ -16,7 +16,7 @@ import threading
 import time
 
 from worldenv.local import probes
-from worldenv.config import MODEL_SERVICES, SERVICES
+from worldenv.config import MODEL_SERVICES, SERVICES, Autocast
 from worldenv.services.common.memory import ALLOCATOR_ENV
 
 log = logging.getLogger("worldenv.up")
@@ -49,7 +49,7 @@ class StackConfig:
     # the world model's U-Net pass under autocast (`ServeConfig.autocast`): 'auto' = bfloat16 where
     # the CPU or GPU computes it natively (measured: 1.8x per step in process, 1.5x on the whole stack,
     # frames about 53 dB PSNR from float32's)
-    world_model_autocast: str = "auto"
+    world_model_autocast: Autocast = "auto"
     prefix: str = "worldenv"
     starts: str | None = None         # the start-state bank rollouts of this stack use (None: synthetic)
     ready_timeout_s: float = 180.0

@@ -87,7 +87,7 @@ def runs(a: np.ndarray, b: np.ndarray) -> dict | None:
         return None
     sd = float(np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)))
     return {**paired.permutation_test(a, b), "sd": sd,
-            "runs_needed": {f"{g:.2f}": paired.runs_needed(sd, g) if sd > 0 else 2 for g in GAINS}}
+            "runs_needed": {f"{g:.2f}": paired.runs_needed(sd, g) for g in GAINS}}
 
 
 def compare(config: CompareConfig) -> dict:

@@ -79,7 +79,6 @@ def permutation_test(a: np.ndarray, b: np.ndarray) -> dict:
             "smallest_p": float(np.mean(np.abs(diffs) >= np.abs(diffs).max() - 1e-12)), "splits": len(splits)}
 
 
-
 def runs_needed(sd: float, gain: float) -> int:
     """Runs a side for a two-sided test at 5 % to find a true `gain` with 80 % power when runs
     differ with standard deviation `sd` (normal approximation, at least 2)."""

@@ -52,14 +52,22 @@ def _count(items) -> dict:
     return dict(out)
 
 
+def _judged_by(summary: dict) -> str:
+    """' (eta ..., grasp gate ..., K verdicts in a row)' of a reflector-terminated evaluation, else ''."""
+    if summary["termination"] != "reflector":
+        return ""
+    parts = [f"eta {summary['eta']}"]
+    if summary.get("grasp_gate"):
+        parts.append(f"grasp gate {100 * summary['grasp_gate']:.2f} cm on the real gripper")
+    if summary.get("confirm", 1) > 1:
+        parts.append(f"{summary['confirm']} verdicts in a row")
+    return f" ({', '.join(parts)})"
+
+
 def markdown(summary: dict, videos: list[str]) -> str:
     s = summary["suite_result"]
     lines = [f"# LIBERO evaluation: {summary['suite']}", "",
-             f"- policy: `{summary['policy']}`; termination: {summary['termination']}"
-             + (f" (eta {summary['eta']}" + (f", grasp gate {100 * summary['grasp_gate']:.2f} cm on the real gripper"
-                                            if summary.get("grasp_gate") else "")
-                + (f", {summary['confirm']} verdicts in a row" if summary.get("confirm", 1) > 1 else "") + ")"
-               if summary["termination"] == "reflector" else ""),
+             f"- policy: `{summary['policy']}`; termination: {summary['termination']}{_judged_by(summary)}",
              f"- episodes per task: {summary['episodes_per_task']}; max steps: {summary['max_steps']}; "
              f"chunk length: {summary['chunk_length']}; image size: {summary['image_size']}",
              f"- init states: {summary['init_states']}",
