@@ -1,6 +1,7 @@
 """The imagination fast paths give what the paths they replace gave: the reflector's cached
 per-frame features the p_done of judging the whole clip again; the world model's floored action
-map its frames bit for bit; the U-Net pass in bfloat16 its frames within rounding; and `up`'s threads
+map its frames bit for bit; the U-Net's inference blocks diffusers' outputs; the U-Net pass in
+bfloat16 its frames within rounding; and `up`'s threads
 where the work is, and a run's jobs enqueued at once."""
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from worldenv import checkpoints, models
 from worldenv.local import stack as local
-from worldenv.models import videos, world_model
+from worldenv.models import unet_inference, videos, world_model
 from worldenv.rl.queue import Job, RolloutQueue
 from worldenv.data.start_bank import synthetic_bank
 
@@ -83,6 +84,57 @@ def test_up_gives_every_service_the_cores(monkeypatch, tmp_path):
     assert threads == {"world-model": "0", "reflector": "0", "policy": "0"}
     autocast = {name: argv[argv.index("--autocast") + 1] for name, argv in spawned.items() if "--autocast" in argv}
     assert autocast == {"world-model": "auto"}
+
+
+def diffusers_unet(model):
+    """A copy of `model`'s U-Net with diffusers' own block and norm modules back in place."""
+    import copy
+    from diffusers.models.resnet import ResnetBlock2D
+    unet = copy.deepcopy(model.unet)
+    for module in unet.modules():
+        if type(module) is unet_inference.InferenceResnetBlock2D:
+            module.__class__ = ResnetBlock2D
+        elif type(module) is unet_inference.InferenceGroupNorm:
+            module.__class__ = torch.nn.GroupNorm
+    return unet
+
+
+@pytest.mark.parametrize("channels", [3, 16, 64, 200])
+def test_the_wide_per_channel_add_is_the_broadcast_add_bit_for_bit(channels):
+    x = torch.randn(4, channels, 16, 16)
+    bias = torch.randn(4, channels)[:, :, None, None]
+    for dtype in (torch.float32, torch.bfloat16):
+        for layout in (torch.contiguous_format, torch.channels_last):
+            a, b = x.to(dtype).contiguous(memory_format=layout), bias.to(dtype)
+            out = unet_inference.add_per_channel(a, b)
+            assert torch.equal(out, a + b) and out.is_contiguous(memory_format=layout)
+
+
+def test_the_world_models_inference_blocks_keep_diffusers_outputs():
+    """The world model's U-Net runs `unet_inference`'s blocks: in float32 bit for bit diffusers'
+    (channels-last maps after the attention included), in bfloat16 channels-last within rounding
+    of diffusers' own bfloat16 pass, and with autograd on (training) diffusers' forward itself."""
+    torch.manual_seed(0)
+    model = models.build("world_model")
+    blocks = [type(m) for m in model.unet.modules()]
+    assert unet_inference.InferenceResnetBlock2D in blocks and unet_inference.InferenceGroupNorm in blocks
+    plain = diffusers_unet(model)
+    image = torch.randn(4, model.unet.config.in_channels, 64, 64)
+    embed = torch.randn(4, model.unet.config.time_embedding_dim)
+    run = lambda unet, x: unet(x, 0, class_labels=embed, return_dict=False)[0]   # noqa: E731
+    with torch.inference_mode():
+        assert torch.equal(run(model.unet, image), run(plain, image))
+        channels_last = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast, slow = run(model.unet, channels_last).float(), run(plain, channels_last).float()
+    assert not torch.equal(fast, run(model.unet, image).float()), "the pass did not run in bfloat16"
+    assert 10 * torch.log10(4 / ((fast - slow) ** 2).mean()) >= 45
+    out, reference = run(model.unet, image), run(plain, image)   # autograd on: diffusers' path
+    out.square().mean().backward()
+    reference.square().mean().backward()
+    assert torch.equal(out, reference)
+    for (name, a), b in zip(model.unet.named_parameters(), plain.parameters()):
+        assert torch.equal(a.grad, b.grad), name
 
 
 def test_bfloat16_autocast_keeps_frames_proprio_and_done_decisions(reflector):

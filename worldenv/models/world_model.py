@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
-from worldenv.models import checkpoint, inputs, precision, vision
+from worldenv.models import checkpoint, inputs, precision, unet_inference, vision
 from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics
 from worldenv.models.proprio_reader import ProprioReader
 from worldenv.models.roles import Prediction, Spec, StartStates
@@ -209,7 +209,7 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         # oneDNN then rounds differently per batch size (8.5 % of pixels a grey level or more apart
         # between a batch of 3 and three of 1, tests/test_gym_env.py, against under 1 % in NCHW).
         # The bfloat16 path (`use_autocast`) rounds per batch size anyway, and runs channels-last.
-        self.unet = _unet(config, in_channels, embed)
+        self.unet = unet_inference.accelerate(_unet(config, in_channels, embed))
         self.cond = torch.nn.Sequential(torch.nn.Linear(cond_dim, embed), torch.nn.SiLU(), torch.nn.Linear(embed, embed))
         self.proprio_head = torch.nn.Sequential(torch.nn.Linear(cond_dim, 128), torch.nn.SiLU(),
                                                 torch.nn.Linear(128, config.proprio_dim))
