@@ -110,6 +110,20 @@ def test_the_wide_per_channel_add_is_the_broadcast_add_bit_for_bit(channels):
             assert torch.equal(out, a + b) and out.is_contiguous(memory_format=layout)
 
 
+@pytest.mark.parametrize("channels, size, rerouted", [(64, 16, True), (96, 16, True), (128, 16, False), (64, 32, False)])
+def test_small_channels_last_group_norm_takes_the_contiguous_kernel_within_rounding(channels, size, rerouted):
+    norm = unet_inference.InferenceGroupNorm(8, channels)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(4, channels, size, size).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out, native = norm(x), torch.nn.functional.group_norm(x, 8, norm.weight, norm.bias, norm.eps)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(out, torch.nn.functional.group_norm(x.contiguous(), 8, norm.weight, norm.bias, norm.eps)
+                           if rerouted else native)
+        torch.testing.assert_close(out.float(), native.float(), rtol=1e-2, atol=1e-2)   # a bfloat16 ulp apart at most
+        assert torch.equal(norm(x.float()), torch.nn.functional.group_norm(x.float(), 8, norm.weight, norm.bias))
+
+
 def test_the_world_models_inference_blocks_keep_diffusers_outputs():
     """The world model's U-Net runs `unet_inference`'s blocks: in float32 bit for bit diffusers'
     (channels-last maps after the attention included), in bfloat16 channels-last within rounding

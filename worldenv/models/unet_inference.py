@@ -10,10 +10,12 @@ run diffusers' own forward. Under `torch.no_grad` / `torch.inference_mode`:
   channels. ATen's broadcast add over a (N, H, W, 16) tensor runs 16-element inner loops, about
   5x slower than the same add on a (N, H*W/8, 128) view. Every output is bit for bit diffusers'.
 - `InferenceGroupNorm` normalises a reduced-precision (bfloat16, float16) channels-last map of
-  under 1024 pixels on a contiguous copy. ATen's channels-last kernel switches there to one
-  thread per (sample, group) reading `C / groups` strided values per pixel (`feature_map_threshold`
-  in its GroupNorm kernel), 4-9x slower than the contiguous kernel at 16 x 16 here. The sums run
-  in another order, so outputs may differ in the last bit of a bfloat16. Float32 maps keep
+  under 1024 pixels on a contiguous copy when its groups are not a multiple of 16 channels wide.
+  ATen's channels-last kernel switches below 1024 pixels to one thread per (sample, group)
+  reading `C / groups` strided values per pixel (`feature_map_threshold` in its GroupNorm
+  kernel); with a partial vector per pixel (4, 8, 12 or 24 channels a group) that ran 2-7x
+  slower than the contiguous kernel plus the two copies at 16 x 16 here, with 16, 32 or 48 it ran
+  3-6x faster. The sums run in another order, so outputs may differ in the last bit of a bfloat16. Float32 maps keep
   ATen's kernel (diffusers' attention hands channels-last maps on even in a float32 pass, and
   the gain there is small), so a float32 pass stays bit for bit diffusers'.
 """
@@ -25,6 +27,8 @@ from diffusers.models.resnet import ResnetBlock2D
 
 #: ATen's channels-last GroupNorm parallelises per (sample, group) below this many pixels
 STRIDED_GROUP_NORM_BELOW = 1024
+#: channels a group that the strided kernel reads in whole vectors (16 float32 lanes of AVX-512)
+FULL_GROUP = 16
 #: inner length (elements) that a per-channel broadcast add is widened to on channels-last maps
 WIDE_ADD = 128
 REDUCED = (torch.bfloat16, torch.float16)
@@ -50,8 +54,9 @@ class InferenceGroupNorm(torch.nn.GroupNorm):
     """GroupNorm whose small reduced-precision channels-last maps take the contiguous kernel at inference."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (torch.is_grad_enabled() or x.dtype not in REDUCED or not _channels_last(x)
-                or x.shape[2] * x.shape[3] >= STRIDED_GROUP_NORM_BELOW):
+        strided = x.dim() == 4 and x.shape[2] * x.shape[3] < STRIDED_GROUP_NORM_BELOW
+        partial = (x.shape[1] // self.num_groups) % FULL_GROUP != 0
+        if torch.is_grad_enabled() or x.dtype not in REDUCED or not (_channels_last(x) and strided and partial):
             return super().forward(x)
         out = F.group_norm(x.contiguous(), self.num_groups, self.weight, self.bias, self.eps)
         return out.contiguous(memory_format=torch.channels_last)
