@@ -258,12 +258,14 @@ def step_inputs(wm, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             rng.normal(0, 0.1, (batch, 8)).astype(np.float32), rng.uniform(-1, 1, (batch, 8, 7)).astype(np.float32))
 
 
-def world_model_profile(batch: int, repeats: int = 5, world_model: str = "shipped") -> dict[str, float]:
-    """Share of the world model's step (profiler self time, one thread) per operator kind at `batch`."""
+def world_model_profile(batch: int, repeats: int = 5, world_model: str = "shipped",
+                        autocast: str = "none") -> dict[str, float]:
+    """Share of the world model's step (profiler self time, one thread) per operator kind at `batch`,
+    its U-Net pass under `autocast` as served."""
     from torch.profiler import ProfilerActivity, profile
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    wm = models.load(checkpoints.model(world_model, "world_model"), "world_model")
+    wm = load_world_model(world_model, autocast)
     args = step_inputs(wm, batch)
     wm.predict(*args)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -308,8 +310,8 @@ def main() -> None:
               f"float32 matmul 1024 {matmul:.1f} GFLOP/s -> {step / matmul:.2f} of matmul (bfloat16 matmul "
               f"{matmul16:.1f} GFLOP/s -> {step / matmul16:.2f})", flush=True)
     for batch in (8, 3) if "e" in args.parts else ():
-        shares = world_model_profile(batch, world_model=args.world_model)
-        print(f"(e) world-model step, B = {batch}, one thread, share of profiled self time: "
+        shares = world_model_profile(batch, world_model=args.world_model, autocast=args.autocast)
+        print(f"(e) world-model step, B = {batch}, one thread, autocast {args.autocast}, share of profiled self time: "
               + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()), flush=True)
     if not set(args.parts) & set("abc"):
         return
