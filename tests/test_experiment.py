@@ -261,6 +261,27 @@ def test_the_sampled_stage_samples_and_eval_refuses_a_scale_without_sampling(tmp
     assert "--exploration-scale: only with --sample" in capsys.readouterr().err
 
 
+def test_table4_confirms_the_reflectors_verdict_when_asked_and_says_so(tmp_path):
+    """Table 4's stage line parses through the real `worldenv eval` parser: the reflector decides
+    termination, after --table4-confirm chunks in a row (1, the paper's rule, passes no flag), and
+    the report's Table 4 names the rule its evaluations ran with."""
+    from worldenv import cli
+    from worldenv.commands import flags
+    from worldenv.sim.policy_runs import EvalConfig
+    for confirm in (1, 2):
+        exp = experiment.ExperimentConfig(home=str(tmp_path), table4_confirm=confirm, grasp_gate=0.0175)
+        line = ["eval", "--policy", "expert", *experiment.table4_args(exp, "127.0.0.1:50052"), "--out", str(tmp_path)]
+        built = flags.settings_from(EvalConfig, cli.build_parser().parse_args(line))
+        assert (built.termination, built.reflector, built.confirm, built.grasp_gate) == (
+            "reflector", "127.0.0.1:50052", confirm, 0.0175)
+        assert ("--confirm" in line) == (confirm > 1)
+        t4 = {**_eval([True, False, True]), "confirm": confirm}
+        t4["episodes"][0]["outcome"] = "reflector"
+        text = "\n".join(experiment_markdown.table4({"eval_sft": _eval([True, False, True]), "table4_sft": t4,
+                                                      "eval_rl": _eval([True, True, False]), "table4_rl": t4}))
+        assert ("at 2 chunks in a row" in text) == (confirm == 2) and "| SFT |" in text
+
+
 def test_the_rl_section_reads_the_mean_actions_path_by_hand():
     rows = [{"iteration": i, "reward_mean": 0.2, "mean_step_b": 0.1, "mean_drift_b": d, "straightness": s,
              **({"step_cosine": c} if c is not None else {})}

@@ -185,7 +185,9 @@ def table4(evals: dict, paired_t4: dict | None = None) -> list[str]:
     rows = [(name, evals.get(f"eval_{name}"), evals.get(f"table4_{name}")) for name in ("sft", "rl")]
     if not all(t for _, _, t in rows):
         return ["Not run (--no-table4) or not finished."]
-    lines = ["Both policies in real LIBERO, but an episode ends when the reflector's p(done) > eta (or at the step "
+    confirm = rows[0][2].get("confirm", 1)
+    verdict = "p(done) > eta" if confirm == 1 else f"p(done) > eta at {confirm} chunks in a row"
+    lines = [f"Both policies in real LIBERO, but an episode ends when the reflector's {verdict} (or at the step "
              "limit) instead of at LIBERO's success; success is LIBERO's judgement of the state where it stopped. "
              "The first column is the main evaluation's rate on the same init states (the first "
              f"{len(rows[0][2]['episodes']) // max(len(rows[0][2]['tasks']), 1)} per task).", "",
