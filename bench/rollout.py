@@ -16,11 +16,14 @@
 (e) where the world model's step spends its time: shares of torch.profiler's self time per
     operator kind (in process, one thread; wall time, so a loaded machine blurs them), at B = 8
     and at B = 3 (a worker's batch as episodes end)
+(f) the world model's U-Net blocks: its step per item with diffusers' own ResnetBlock2D and
+    GroupNorm against `worldenv.models.unet_inference`'s (in process, one thread, CPU time, in
+    turns), in float32 and under --autocast, at B = 8 and 32, with the PSNR between their frames
 
 This checkout's world model runs under `up`'s --world-model-autocast ('auto': bfloat16 where the
 CPU computes it natively), or --autocast; the baseline as it ran.
 
-Usage: .venv/bin/python bench/rollout.py [--episodes 32] [--horizon 8] [--parts abcde] [--rounds 3]
+Usage: .venv/bin/python bench/rollout.py [--episodes 32] [--horizon 8] [--parts abcdef] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -281,12 +284,40 @@ def world_model_profile(batch: int, repeats: int = 5, world_model: str = "shippe
     return shares
 
 
+def inference_blocks(batch: int, repeats: int = 7, world_model: str = "shipped",
+                     autocast: str = "none") -> tuple[float, float, float]:
+    """(ms per item with diffusers' U-Net blocks, with `unet_inference`'s, PSNR of their frames) of
+    the world model's step at `batch`, one thread, timed in turns (medians of CPU time)."""
+    from diffusers.models.resnet import ResnetBlock2D
+    from worldenv.models import unet_inference
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    fast = load_world_model(world_model, autocast)
+    plain = load_world_model(world_model, autocast)
+    for module in plain.unet.modules():   # diffusers' own modules back in place
+        if type(module) is unet_inference.InferenceResnetBlock2D:
+            module.__class__ = ResnetBlock2D
+        elif type(module) is unet_inference.InferenceGroupNorm:
+            module.__class__ = torch.nn.GroupNorm
+    args = step_inputs(fast, batch)
+    frames = {name: wm.predict(*args)[0].astype(np.float64) for name, wm in (("old", plain), ("new", fast))}
+    times = {"old": [], "new": []}
+    for _ in range(repeats):
+        for name, wm in (("old", plain), ("new", fast)):
+            started = time.thread_time()
+            wm.predict(*args)
+            times[name].append(time.thread_time() - started)
+    torch.set_num_threads(threads)
+    return (*(1e3 * np.median(times[k]) / batch for k in ("old", "new")),
+            psnr(float(((frames["old"] - frames["new"]) ** 2).mean()), 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=32, help="(a), (b): episodes per measurement")
     parser.add_argument("--horizon", type=int, default=8, help="(a), (b): chunks per episode")
     parser.add_argument("--threads", type=int, default=1, help="(a), (b): torch threads of this process")
-    parser.add_argument("--parts", default="abcde", help="which measurements to run (letters)")
+    parser.add_argument("--parts", default="abcdef", help="which measurements to run (letters)")
     parser.add_argument("--baseline", default="b6e9ea0", help="(c): the commit to compare with")
     parser.add_argument("--rounds", type=int, default=3, help="(a), (c): turns of each path or code")
     parser.add_argument("--world-model", default="shipped", help="this code's world-model checkpoint "
@@ -313,6 +344,12 @@ def main() -> None:
         shares = world_model_profile(batch, world_model=args.world_model, autocast=args.autocast)
         print(f"(e) world-model step, B = {batch}, one thread, autocast {args.autocast}, share of profiled self time: "
               + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()), flush=True)
+    for autocast in ("none", args.autocast) if "f" in args.parts else ():
+        for batch in (8, 32):
+            old, new, db = inference_blocks(batch, world_model=args.world_model, autocast=autocast)
+            print(f"(f) world-model step per item, B = {batch}, one thread (CPU time), autocast {autocast}: "
+                  f"diffusers' blocks {old:.2f} ms, inference blocks {new:.2f} ms -> {old / new:.2f}x; "
+                  + ("frames bit for bit" if db == float("inf") else f"frames {db:.1f} dB apart"), flush=True)
     if not set(args.parts) & set("abc"):
         return
     proc, url = start_redis()
