@@ -54,10 +54,13 @@ def test_a_killed_worker_is_restarted_and_its_jobs_still_complete(stack, caplog)
 
     reborn = wait_for(lambda: (p := stack.processes["worker-0"]).pid != doomed.pid and p.poll() is None and p, 30,
                       "a new worker-0 starts")
-    assert doomed.poll() == -signal.SIGKILL and stack.supervisor.restarts == {"worker-0": 1}
+    assert doomed.poll() == -signal.SIGKILL
+    # the supervisor logs the restart just after it publishes the new process and saves up.json
+    restarted = lambda: any(f"worker-0 restarted (pid {reborn.pid}" in r.getMessage() for r in caplog.records)  # noqa: E731
+    wait_for(restarted, 10, "the restart is logged")
+    assert stack.supervisor.restarts == {"worker-0": 1}
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"worker-0 (pid {doomed.pid}) exited with code -9" in m for m in messages), messages
-    assert any(f"worker-0 restarted (pid {reborn.pid}" in m for m in messages), messages
     assert "exited with code -9" in (stack.config.home / "logs" / "worker-0.log").read_text()
 
     results = queue.wait_results("supervised", 4, timeout_s=180)
