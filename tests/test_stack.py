@@ -56,8 +56,8 @@ def test_a_killed_worker_is_restarted_and_its_jobs_still_complete(stack, caplog)
                       "a new worker-0 starts")
     assert doomed.poll() == -signal.SIGKILL
     # the supervisor logs the restart just after it publishes the new process and saves up.json
-    restarted = lambda: any(f"worker-0 restarted (pid {reborn.pid}" in r.getMessage() for r in caplog.records)  # noqa: E731
-    wait_for(restarted, 10, "the restart is logged")
+    wait_for(lambda: any(f"worker-0 restarted (pid {reborn.pid}" in r.getMessage() for r in caplog.records), 10,
+             "the restart is logged")
     assert stack.supervisor.restarts == {"worker-0": 1}
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"worker-0 (pid {doomed.pid}) exited with code -9" in m for m in messages), messages

@@ -13,11 +13,12 @@ run diffusers' own forward. Under `torch.no_grad` / `torch.inference_mode`:
   under 1024 pixels on a contiguous copy when its groups are not a multiple of 16 channels wide.
   ATen's channels-last kernel switches below 1024 pixels to one thread per (sample, group)
   reading `C / groups` strided values per pixel (`feature_map_threshold` in its GroupNorm
-  kernel); with a partial vector per pixel (4, 8, 12 or 24 channels a group) that ran 2-7x
-  slower than the contiguous kernel plus the two copies at 16 x 16 here, with 16, 32 or 48 it ran
-  3-6x faster. The sums run in another order, so outputs may differ in the last bit of a bfloat16. Float32 maps keep
-  ATen's kernel (diffusers' attention hands channels-last maps on even in a float32 pass, and
-  the gain there is small), so a float32 pass stays bit for bit diffusers'.
+  kernel). With a partial vector per pixel (4, 8 or 12 channels a group) that ran 2.6-6.6x
+  slower than the contiguous kernel plus the two copies at 16 x 16 here, with 24 about as fast,
+  with 16, 32 or 48 3-6x faster. The sums run in another order, so outputs may differ in the
+  last bit of a bfloat16. Float32 maps keep ATen's kernel (diffusers' attention hands
+  channels-last maps on even in a float32 pass, and the gain there is small), so a float32 pass
+  stays bit for bit diffusers'.
 """
 from __future__ import annotations
 
