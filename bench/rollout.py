@@ -288,17 +288,12 @@ def inference_blocks(batch: int, repeats: int = 7, world_model: str = "shipped",
                      autocast: str = "none") -> tuple[float, float, float]:
     """(ms per item with diffusers' U-Net blocks, with `unet_inference`'s, PSNR of their frames) of
     the world model's step at `batch`, one thread, timed in turns (medians of CPU time)."""
-    from diffusers.models.resnet import ResnetBlock2D
     from worldenv.models import unet_inference
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     fast = load_world_model(world_model, autocast)
     plain = load_world_model(world_model, autocast)
-    for module in plain.unet.modules():   # diffusers' own modules back in place
-        if type(module) is unet_inference.InferenceResnetBlock2D:
-            module.__class__ = ResnetBlock2D
-        elif type(module) is unet_inference.InferenceGroupNorm:
-            module.__class__ = torch.nn.GroupNorm
+    unet_inference.restore(plain.unet)
     args = step_inputs(fast, batch)
     frames = {name: wm.predict(*args)[0].astype(np.float64) for name, wm in (("old", plain), ("new", fast))}
     times = {"old": [], "new": []}

@@ -3,6 +3,8 @@ per-frame features the p_done of judging the whole clip again; the world model's
 map its frames bit for bit; the U-Net's inference blocks diffusers' outputs; the U-Net pass in
 bfloat16 its frames within rounding; and `up`'s threads
 where the work is, and a run's jobs enqueued at once."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -86,19 +88,6 @@ def test_up_gives_every_service_the_cores(monkeypatch, tmp_path):
     assert autocast == {"world-model": "auto"}
 
 
-def diffusers_unet(model):
-    """A copy of `model`'s U-Net with diffusers' own block and norm modules back in place."""
-    import copy
-    from diffusers.models.resnet import ResnetBlock2D
-    unet = copy.deepcopy(model.unet)
-    for module in unet.modules():
-        if type(module) is unet_inference.InferenceResnetBlock2D:
-            module.__class__ = ResnetBlock2D
-        elif type(module) is unet_inference.InferenceGroupNorm:
-            module.__class__ = torch.nn.GroupNorm
-    return unet
-
-
 @pytest.mark.parametrize("channels", [3, 16, 64, 200])
 def test_the_wide_per_channel_add_is_the_broadcast_add_bit_for_bit(channels):
     x = torch.randn(4, channels, 16, 16)
@@ -132,7 +121,9 @@ def test_the_world_models_inference_blocks_keep_diffusers_outputs():
     model = models.build("world_model")
     blocks = [type(m) for m in model.unet.modules()]
     assert unet_inference.InferenceResnetBlock2D in blocks and unet_inference.InferenceGroupNorm in blocks
-    plain = diffusers_unet(model)
+    plain = unet_inference.restore(copy.deepcopy(model.unet))
+    assert not any(type(m) in (unet_inference.InferenceResnetBlock2D, unet_inference.InferenceGroupNorm)
+                   for m in plain.modules()), "diffusers' own modules again"
     image = torch.randn(4, model.unet.config.in_channels, 64, 64)
     embed = torch.randn(4, model.unet.config.time_embedding_dim)
     run = lambda unet, x: unet(x, 0, class_labels=embed, return_dict=False)[0]   # noqa: E731

@@ -92,11 +92,21 @@ class InferenceResnetBlock2D(ResnetBlock2D):
         return out if self.output_scale_factor == 1.0 else out / self.output_scale_factor
 
 
+#: diffusers' module class -> its inference path
+INFERENCE = {ResnetBlock2D: InferenceResnetBlock2D, torch.nn.GroupNorm: InferenceGroupNorm}
+
+
+def _switch(unet: torch.nn.Module, classes: dict[type, type]) -> torch.nn.Module:
+    for module in unet.modules():
+        module.__class__ = classes.get(type(module), type(module))
+    return unet
+
+
 def accelerate(unet: torch.nn.Module) -> torch.nn.Module:
     """Switch `unet`'s ResnetBlock2D and GroupNorm modules to the inference paths above (in place)."""
-    for module in unet.modules():
-        if type(module) is ResnetBlock2D:
-            module.__class__ = InferenceResnetBlock2D
-        elif type(module) is torch.nn.GroupNorm:
-            module.__class__ = InferenceGroupNorm
-    return unet
+    return _switch(unet, INFERENCE)
+
+
+def restore(unet: torch.nn.Module) -> torch.nn.Module:
+    """Undo `accelerate` (in place): diffusers' own modules again, e.g. to measure against them."""
+    return _switch(unet, {fast: plain for plain, fast in INFERENCE.items()})
