@@ -97,53 +97,8 @@ def test_proprio_dynamics_trained_onto_a_checkpoint_learns_leaves_the_frames_and
         two = new.proprio_dynamics.step(after, torch.from_numpy(a1[None]), start, torch.from_numpy(a0[None]))
     np.testing.assert_allclose(first.proprio, one.raw().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(second.proprio, two.raw().numpy(), rtol=1e-5, atol=1e-5)
-
-
-def test_a_reader_beside_the_dynamics_reads_the_fingers_off_the_imagined_frame(data, tmp_path):
-    """--add-proprio-reader --reader-only on a world model with a proprio dynamics: only the reader
-    trains, on the finger joints alone (its loss by hand); served, the arm is the dynamics' step and
-    the two finger joints are the reader's reading of the predicted frame, which the next step's
-    dynamics then carries."""
-    base = WorldModelTrainConfig(data=str(data), out=str(tmp_path / "base"), steps=10, batch_size=8, eval_every=10,
-                                 lr=2e-3, warmup=2, model=TINY_WORLD)
-    train_world_model.train(base)
-    train_world_model.train(base.model_copy(update={
-        "out": str(tmp_path / "dyn"), "model": "{}", "init": str(tmp_path / "base" / "model"), "steps": 20,
-        "eval_every": 20, "warmup": 0, "batch_size": 16, "proprio_dynamics": True, "unroll": 4}))
-    read = train_world_model.train(base.model_copy(update={
-        "out": str(tmp_path / "read"), "model": "{}", "init": str(tmp_path / "dyn" / "model"), "steps": 60,
-        "eval_every": 20, "warmup": 0, "add_proprio_reader": True, "reader_only": True}))
-    losses = [r["val_reader"] for r in read["history"]]
-    assert losses[-1] < losses[0], losses
-    dyn, new = models.load(tmp_path / "dyn" / "model"), models.load(tmp_path / "read" / "model")
-    assert new.config.proprio_reader and new.config.proprio_dynamics
-    for name, value in dyn.state_dict().items():   # every weight but the reader's as the dynamics left it
-        torch.testing.assert_close(new.state_dict()[name], value, rtol=0, atol=0)
-    e = chunks.load([data])[0]
-    a0, a1 = np.clip(e.actions[:2], -1, 1)
-    history = np.stack([np.stack([e.frames[0], e.frames[0]])])
-    with torch.no_grad():   # the reader's loss: L1 on the finger joints only, real and one-step frames
-        h, p, a = torch.from_numpy(history), torch.from_numpy(e.proprio[:1]), torch.from_numpy(a0[None])
-        target = torch.from_numpy(e.proprio[1][None, -2:])
-        parts = new.forward_train(h, p, a, torch.from_numpy(e.frames[1][None]), torch.from_numpy(e.proprio[1][None]))
-        image, last, embed = new._condition(h, p, a)
-        frames = [torch.from_numpy(e.frames[1][None]).permute(0, 3, 1, 2).float() / 127.5 - 1.0,
-                  (last + new._unet_out(image, 0, embed)).clamp(-1, 1)]
-        by_hand = sum((new.proprio_reader(f)[:, -2:] - target).abs().mean() for f in frames) / 2
-    torch.testing.assert_close(parts["reader"], by_hand, rtol=1e-5, atol=1e-7)
-    banks = new.start(StartStates(e.frames[:1], e.proprio[:1], [e.instruction]))
-    first, banks = new.step(banks, a0[None])
-    second, _ = new.step(banks, a1[None])
-    frame_dyn, proprio_dyn = dyn.predict(history, e.proprio[:1], a0[None])
-    np.testing.assert_array_equal(first.frames, frame_dyn)
-    np.testing.assert_allclose(first.proprio[:, :-2], proprio_dyn[:, :-2], rtol=1e-5, atol=1e-6)
-    with torch.no_grad():
-        fingers = new.proprio_reader(torch.from_numpy(first.frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0)[:, -2:]
-        start = ArmState.from_raw(torch.from_numpy(e.proprio[:1]))
-        after = ArmState.from_raw(torch.from_numpy(first.proprio))   # the read fingers carried on
-        two = new.proprio_dynamics.step(after, torch.from_numpy(a1[None]), start, torch.from_numpy(a0[None]))
-    np.testing.assert_allclose(first.proprio[:, -2:], fingers.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(second.proprio[:, :-2], two.raw().numpy()[:, :-2], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="choose one way to predict the proprio"):
+        models.build("world_model", proprio_reader=True, proprio_dynamics=True)
 
 
 def test_the_predicted_axis_angle_keeps_libero_s_convention_past_pi():

@@ -10,10 +10,7 @@ chunk leads to, drawn as markers on black) are stacked as input channels; the fl
 and the proprio enter through the U-Net's class embedding ("identity" type, fed by our own
 MLP). Proprio is predicted as proprio + prior + learned correction, where the prior integrates
 the chunk's position deltas with `action_gain`; or, with `proprio_dynamics`, by a learned arm
-dynamics trained unrolled on its own predictions (`worldenv.models.proprio_dynamics`). With both
-`proprio_dynamics` and `proprio_reader`, the dynamics moves the arm and the reader reads the finger
-joints off the predicted frame: whether a closing gripper stopped on an object is decided by the
-scene the world model imagined, which the dynamics (proprio and actions only) cannot see.
+dynamics trained unrolled on its own predictions (`worldenv.models.proprio_dynamics`).
 
 Its memory bank (`MemoryBank`, one per imagined episode) is a rolling window of the last
 `history` frames, the current proprio and the previous chunk; callers hold it as an opaque state.
@@ -39,7 +36,6 @@ from worldenv.models.roles import Prediction, Spec, StartStates
 
 TRAIN_TIMESTEPS = 1000
 MAP_EXP_FLOOR = -80.0
-FINGERS = 2   # with proprio_dynamics, the reader reads the last two proprio entries: LIBERO's Panda finger joints
 
 
 class WorldModelConfig(pydantic.BaseModel):
@@ -76,14 +72,15 @@ class WorldModelConfig(pydantic.BaseModel):
     proprio_weight: float = pydantic.Field(10.0, ge=0, description="weight of the proprio L1 term in the loss")
     proprio_reader: bool = pydantic.Field(False, description="read the next proprio off the predicted frame (a small "
                                           "CNN) instead of integrating it chunk by chunk: no error compounding over "
-                                          "long imagination; with proprio_dynamics, only the finger joints (the last "
-                                          "two entries, LIBERO's Panda layout) are read, the arm is the dynamics'")
+                                          "long imagination")
     proprio_dynamics: bool = pydantic.Field(False, description="predict the next proprio with a learned arm dynamics "
                                             "(rotation composed, the previous chunk as history, trained unrolled on "
                                             "its own predictions) instead of the integrated prior + one-step correction")
 
     @pydantic.model_validator(mode="after")
     def _unet_fits(self):
+        if self.proprio_reader and self.proprio_dynamics:
+            raise ValueError("proprio_reader and proprio_dynamics: choose one way to predict the proprio")
         if not self.block_out_channels or min(self.block_out_channels) < 8:
             raise ValueError(f"block_out_channels: need at least one block of >= 8 channels, got {self.block_out_channels}")
         factor = 2 ** (len(self.block_out_channels) - 1) * self.patch
@@ -354,17 +351,12 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
             residual = self._sample_residual(image, embed, generator)
         frame = (last + residual.to(last.dtype)).clamp(-1, 1)                           # (B, 3, S, S)
         pixels = ((frame.float() + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-        read = None
         if self.proprio_reader is not None:   # read off the frame as served (rounded to uint8)
-            read = self.proprio_reader(pixels.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0)
-        if read is not None and self.proprio_dynamics is None:
-            next_proprio = read
+            next_proprio = self.proprio_reader(pixels.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0)
         else:
             before = None if previous is None else (inputs.as_tensor(previous[0], device, torch.float32),
                                                     inputs.as_tensor(previous[1], device, torch.float32))
             next_proprio = self.predict_proprio(proprio_t, actions_t, before)
-            if read is not None:   # the arm from the dynamics, the fingers from the imagined scene
-                next_proprio[:, -FINGERS:] = read[:, -FINGERS:]
         return pixels.cpu().numpy(), next_proprio.cpu().numpy()
 
     # --- training -------------------------------------------------------------------------
@@ -405,12 +397,9 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         else:  # the dynamics trains unrolled on whole episodes (`train world-model --proprio-dynamics`)
             out["loss"] = frame_loss
         if self.proprio_reader is not None:
-            # read the real next frame, and the one-step prediction (what it reads when served);
-            # beside a dynamics the reader answers for the finger joints only
+            # read the real next frame, and the one-step prediction (what it reads when served)
             frames = [real_next] + ([(last + residual.detach()).clamp(-1, 1)] if residual is not None else [])
-            part = slice(-FINGERS, None) if self.proprio_dynamics is not None else slice(None)
-            read = sum(torch.nn.functional.l1_loss(self.proprio_reader(f)[:, part], next_proprio[:, part])
-                       for f in frames) / len(frames)
+            read = sum(torch.nn.functional.l1_loss(self.proprio_reader(f), next_proprio) for f in frames) / len(frames)
             out |= {"reader": read, "loss": out["loss"] + self.config.proprio_weight * read}
         return out
 

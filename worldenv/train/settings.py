@@ -94,9 +94,7 @@ class WorldModelTrainConfig(TrainConfig):
     model: str = pydantic.Field("{}", description="JSON object of world-model config overrides, e.g. {\"mode\": \"diffusion\"}")
     add_proprio_reader: bool = pydantic.Field(False, description="give the world model (e.g. an --init checkpoint made "
                                               "without one) a proprio reader: the next proprio read off the predicted "
-                                              "frame instead of integrated, before training; on a world model with a "
-                                              "proprio dynamics it reads the finger joints only (the scene decides "
-                                              "whether a closing gripper holds something)")
+                                              "frame instead of integrated, before training")
     reader_only: bool = pydantic.Field(False, description="train only the proprio reader; every other weight stays as "
                                        "it is (the frames the world model predicts do not change)")
     proprio_dynamics: bool = pydantic.Field(
