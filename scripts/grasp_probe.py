@@ -1,0 +1,201 @@
+"""Does the imagined scene know whether the gripper holds the object? A measurement, not a model
+the services use (reports/learning-signal.md, "The grasp read off the frame").
+
+  train:   a small CNN (frame -> p(held)) on the real frames after the settled chunks of closed
+           gripper runs (held = LIBERO's fingers at least 1 cm apart, as `grasp_gate.HELD`), 20 %
+           of the episodes held out; prints their balanced accuracy.
+  measure: on recorded real episodes (an `align` run's real/), the world model's replays of their
+           actions and the policy's own closed loop from their first frames, run to the horizon
+           without stopping: which verdict rule agrees with the real outcome, the reflector with
+           the grasp gate on the imagined gap (as RL runs) or also asking the probe about the
+           imagined frames of the gripper's last closed run.
+
+  .venv/bin/python scripts/grasp_probe.py train --data DIR --out probe.pt
+  .venv/bin/python scripts/grasp_probe.py measure --probe probe.pt --real ALIGN_OUT/real --policy shipped
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from worldenv.data import chunks
+from worldenv.models import grasp_gate as gate
+from worldenv.models.proprio_reader import ProprioReader
+from worldenv.measure.alignment import gripper_commands, outcome_rates, task_of
+
+
+def settled_closed(commands: np.ndarray) -> list[int]:
+    """Chunk indices that end a chunk commanded closed after one that was closed too."""
+    return [t for t in range(1, len(commands)) if commands[t] > 0 and commands[t - 1] > 0]
+
+
+def as_input(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train(args) -> None:
+    torch.manual_seed(args.seed)
+    episodes = chunks.load([args.data])
+    held_out = set(np.random.default_rng(args.seed).permutation(len(episodes))[: len(episodes) // 5].tolist())
+
+    def collect(ids):
+        x, y = [], []
+        for i in ids:
+            e = episodes[i]
+            gaps = gate.finger_gap(e.proprio[1:])
+            for t in settled_closed(gripper_commands(e)):
+                x.append(e.frames[t + 1])
+                y.append(float(gaps[t] >= gate.HELD))
+        return as_input(np.stack(x)), torch.tensor(y)
+
+    x, y = collect(i for i in range(len(episodes)) if i not in held_out)
+    xv, yv = collect(sorted(held_out))
+    print(f"train: {len(y)} frames ({int(y.sum())} held), held out: {len(yv)} ({int(yv.sum())} held), "
+          f"{len(held_out)} of {len(episodes)} episodes", flush=True)
+    net = ProprioReader(x.shape[-1], 1)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    pos_weight = (1 - y.mean()) / y.mean()
+    for step in range(1, args.steps + 1):
+        idx = torch.randint(0, len(y), (64,))
+        dx, dy = (int(v) for v in torch.randint(-2, 3, (2,)))
+        logits = net(torch.roll(x[idx], (dx, dy), (2, 3)))[:, 0]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[idx], pos_weight=pos_weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            with torch.no_grad():
+                said = net(xv)[:, 0] > 0
+            print(f"step {step}: held-out balanced accuracy {balanced(said.numpy(), yv.numpy() > 0):.3f}", flush=True)
+    torch.save({"state": net.state_dict(), "image_size": x.shape[-1]}, args.out)
+
+
+def balanced(said: np.ndarray, truth: np.ndarray) -> float:
+    said, truth = np.asarray(said, bool), np.asarray(truth, bool)
+    return float((said[truth].mean() + (~said[~truth]).mean()) / 2)
+
+
+def load_probe(path: str) -> ProprioReader:
+    saved = torch.load(path)
+    net = ProprioReader(saved["image_size"], 1)
+    net.load_state_dict(saved["state"])
+    return net.eval()
+
+
+@torch.no_grad()
+def p_held(net, frames: np.ndarray) -> np.ndarray:
+    return torch.sigmoid(net(as_input(frames))[:, 0]).numpy()
+
+
+def first_done(p_done, commands, gaps, held, eta: float, width: float) -> int | None:
+    """`grasp_gate.first_done`; with `held` (each chunk's p(held) of its frame; None = not asked)
+    the probe must also say held (median > 0.5) over the last closed run's settled chunks."""
+    grip = gate.GraspGate(width) if width > 0 else None
+    run: list[float] = []      # p(held) after each chunk of the last closed run
+    for t, p in enumerate(p_done):
+        if grip is not None:
+            if held is not None and commands[t] > 0:
+                run = run + [float(held[t])] if grip.closed else [float(held[t])]
+            grip.update(float(commands[t]), float(gaps[t]))
+        holds = grip is None or grip.holds()
+        if holds and held is not None and grip is not None:
+            holds = float(np.median(run[1:] or run)) > 0.5
+        if p > eta and holds:
+            return t
+    return None
+
+
+def measure(args) -> None:
+    from worldenv import models
+    from worldenv.measure import reflector as reflector_measure
+    from worldenv.measure.align import resolve
+    from worldenv.models import laplace
+    from worldenv.models.imagination import Imagination, imagine
+    from worldenv.models.roles import StartStates
+    from worldenv.sim import suites
+
+    net = load_probe(args.probe)
+    episodes = chunks.load([args.real])
+    policy = models.load(resolve(args.policy, "policy"), role="policy")
+    laplace.restart_scale(policy, args.exploration_scale, "--exploration-scale")
+    world_model = models.load(resolve(args.world_model, "world_model"), role="world_model")
+    reflector = models.load(resolve(args.reflector, "reflector"), role="reflector")
+    real = np.array([e.succeeded for e in episodes])
+    out = {"episodes": len(episodes), "real_successes": int(real.sum()), "width": args.width, "eta": args.eta}
+
+    # the world model replaying the real actions: does the probe read the real grasp off imagined frames?
+    replayed = reflector_measure.replay(world_model, episodes)
+    truth, by_gap, by_probe, by_probe_real = [], [], [], []
+    for e, (frames, proprio) in zip(episodes, replayed):
+        commands, real_gaps, gaps = gripper_commands(e), gate.finger_gap(e.proprio[1:]), gate.finger_gap(proprio[1:])
+        held, held_real = p_held(net, frames[1:]), p_held(net, e.frames[1:])
+        for run in gate.closed_runs(commands):
+            truth.append(np.median(real_gaps[run]) >= gate.HELD)
+            by_gap.append(np.median(gaps[run]) >= args.width)
+            by_probe.append(np.median(held[run]) > 0.5)
+            by_probe_real.append(np.median(held_real[run]) > 0.5)
+    out["replay_runs"] = {"runs": len(truth), "held": int(np.sum(truth)),
+                          "imagined_gap": balanced(by_gap, truth), "probe_on_replay": balanced(by_probe, truth),
+                          "probe_on_real": balanced(by_probe_real, truth)}
+
+    # the closed loop to the horizon, every verdict rule on the same imagined episodes
+    horizon = suites.MAX_EPISODE_STEPS[args.suite] // policy.spec.chunk_length
+    history = int(world_model.spec.extra.get("history", 1))
+    starts = StartStates(np.stack([np.repeat(e.frames[:1], history, axis=0) for e in episodes]),
+                         np.stack([e.proprio[0] for e in episodes]).astype(np.float32), [e.instruction for e in episodes])
+    deterministic = args.noise == "none"
+    seeds = None if deterministic else [args.seed * 100_003 + i + 1 for i in range(len(episodes))]
+    with Imagination(world_model, reflector) as imagination:
+        imagined = imagine(policy, imagination, starts, horizon, 1.0, deterministic, seeds)   # p > 1: never stops
+    rules = {"reflector": [], "gate": [], "gate_and_probe": []}
+    per_episode = []
+    for e, r in zip(episodes, imagined):
+        commands = np.array([a[-1, -1] for a in r.actions])
+        gaps, held = gate.finger_gap(np.stack(r.proprio[1:])), p_held(net, np.stack(r.frames[1:]))
+        done = {"reflector": first_done(r.p_done, commands, gaps, None, args.eta, 0.0),
+                "gate": first_done(r.p_done, commands, gaps, None, args.eta, args.width),
+                "gate_and_probe": first_done(r.p_done, commands, gaps, held, args.eta, args.width)}
+        for name, t in done.items():
+            rules[name].append(t is not None)
+        per_episode.append({"id": e.id, "task": task_of(e), "real": bool(e.succeeded), **done})
+    out["closed_loop"] = {name: outcome_rates(real, np.array(judged)) for name, judged in rules.items()}
+    out["per_episode"] = per_episode
+    for name, r in out["closed_loop"].items():
+        print(f"closed loop, {name:<15} agreement {r['agreement']:.3f}  recall {r['recall']:.3f}  "
+              f"false positives {r['false_positive_rate']:.3f}", flush=True)
+    print("replays' closed runs:", json.dumps(out["replay_runs"]), flush=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=2, default=float)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--data", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--steps", type=int, default=600)
+    t.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("measure")
+    m.add_argument("--probe", required=True)
+    m.add_argument("--real", required=True, help="recorded real episodes (an align run's real/)")
+    m.add_argument("--policy", default="shipped")
+    m.add_argument("--world-model", default="shipped")
+    m.add_argument("--reflector", default="shipped")
+    m.add_argument("--suite", default="libero_object")
+    m.add_argument("--noise", choices=["none", "laplace"], default="none")
+    m.add_argument("--exploration-scale", type=float, default=None)
+    m.add_argument("--seed", type=int, default=1)
+    m.add_argument("--eta", type=float, default=0.5)
+    m.add_argument("--width", type=float, default=0.0175)
+    m.add_argument("--out", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    (train if args.command == "train" else measure)(args)
+
+
+if __name__ == "__main__":
+    main()
