@@ -3,14 +3,15 @@ the services use (reports/learning-signal.md, "The grasp read off the frame").
 
   train:   a small CNN (frame -> p(held)) on the real frames after the settled chunks of closed
            gripper runs (held = LIBERO's fingers at least 1 cm apart, as `grasp_gate.HELD`), 20 %
-           of the episodes held out; prints their balanced accuracy.
+           of the episodes held out; prints their balanced accuracy. `--replays`: also on the world
+           model's replays of the same chunks, with the same labels (a classifier for imagined video).
   measure: on recorded real episodes (an `align` run's real/), the world model's replays of their
            actions and the policy's own closed loop from their first frames, run to the horizon
            without stopping: which verdict rule agrees with the real outcome, the reflector with
            the grasp gate on the imagined gap (as RL runs) or also asking the probe about the
            imagined frames of the gripper's last closed run.
 
-  .venv/bin/python scripts/grasp_probe.py train --data DIR --out probe.pt
+  .venv/bin/python scripts/grasp_probe.py train --data DIR --out probe.pt [--replays shipped]
   .venv/bin/python scripts/grasp_probe.py measure --probe probe.pt --real ALIGN_OUT/real --policy shipped
 """
 from __future__ import annotations
@@ -41,18 +42,27 @@ def train(args) -> None:
     episodes = chunks.load([args.data])
     held_out = set(np.random.default_rng(args.seed).permutation(len(episodes))[: len(episodes) // 5].tolist())
 
-    def collect(ids):
+    replayed = None
+    if args.replays:   # also the world model's replays of the real actions, labelled by the real fingers
+        from worldenv import models
+        from worldenv.measure import reflector as reflector_measure
+        from worldenv.measure.align import resolve
+        world_model = models.load(resolve(args.replays, "world_model"), role="world_model")
+        replayed = [frames for frames, _ in reflector_measure.replay(world_model, episodes)]
+
+    def collect(ids, replays: bool):
         x, y = [], []
         for i in ids:
             e = episodes[i]
             gaps = gate.finger_gap(e.proprio[1:])
             for t in settled_closed(gripper_commands(e)):
-                x.append(e.frames[t + 1])
-                y.append(float(gaps[t] >= gate.HELD))
+                for frames in [e.frames] + ([replayed[i]] if replays else []):
+                    x.append(frames[t + 1])
+                    y.append(float(gaps[t] >= gate.HELD))
         return as_input(np.stack(x)), torch.tensor(y)
 
-    x, y = collect(i for i in range(len(episodes)) if i not in held_out)
-    xv, yv = collect(sorted(held_out))
+    x, y = collect([i for i in range(len(episodes)) if i not in held_out], replayed is not None)
+    xv, yv = collect(sorted(held_out), False)
     print(f"train: {len(y)} frames ({int(y.sum())} held), held out: {len(yv)} ({int(yv.sum())} held), "
           f"{len(held_out)} of {len(episodes)} episodes", flush=True)
     net = ProprioReader(x.shape[-1], 1)
@@ -69,7 +79,13 @@ def train(args) -> None:
         if step % 100 == 0:
             with torch.no_grad():
                 said = net(xv)[:, 0] > 0
-            print(f"step {step}: held-out balanced accuracy {balanced(said.numpy(), yv.numpy() > 0):.3f}", flush=True)
+            line = f"step {step}: held-out balanced accuracy, real frames {balanced(said.numpy(), yv.numpy() > 0):.3f}"
+            if replayed is not None:
+                xr, yr = collect(sorted(held_out), True)
+                with torch.no_grad():
+                    said = net(xr[1::2])[:, 0] > 0
+                line += f", replayed frames {balanced(said.numpy(), yr[1::2].numpy() > 0):.3f}"
+            print(line, flush=True)
     torch.save({"state": net.state_dict(), "image_size": x.shape[-1]}, args.out)
 
 
@@ -128,7 +144,7 @@ def measure(args) -> None:
 
     # the world model replaying the real actions: does the probe read the real grasp off imagined frames?
     replayed = reflector_measure.replay(world_model, episodes)
-    truth, by_gap, by_probe, by_probe_real = [], [], [], []
+    truth, by_gap, by_probe, by_probe_real, scores = [], [], [], [], {"real": [], "replay": []}
     for e, (frames, proprio) in zip(episodes, replayed):
         commands, real_gaps, gaps = gripper_commands(e), gate.finger_gap(e.proprio[1:]), gate.finger_gap(proprio[1:])
         held, held_real = p_held(net, frames[1:]), p_held(net, e.frames[1:])
@@ -137,6 +153,10 @@ def measure(args) -> None:
             by_gap.append(np.median(gaps[run]) >= args.width)
             by_probe.append(np.median(held[run]) > 0.5)
             by_probe_real.append(np.median(held_real[run]) > 0.5)
+            if truth[-1]:   # p(held) the probe gives a run that held in LIBERO, on its real and replayed frames
+                scores["real"].append(float(np.median(held_real[run])))
+                scores["replay"].append(float(np.median(held[run])))
+    out["held_run_scores"] = {k: float(np.median(v)) if v else None for k, v in scores.items()}
     out["replay_runs"] = {"runs": len(truth), "held": int(np.sum(truth)),
                           "imagined_gap": balanced(by_gap, truth), "probe_on_replay": balanced(by_probe, truth),
                           "probe_on_real": balanced(by_probe_real, truth)}
@@ -151,7 +171,7 @@ def measure(args) -> None:
     with Imagination(world_model, reflector) as imagination:
         imagined = imagine(policy, imagination, starts, horizon, 1.0, deterministic, seeds)   # p > 1: never stops
     rules = {"reflector": [], "gate": [], "gate_and_probe": []}
-    per_episode = []
+    per_episode, closed_scores = [], []
     for e, r in zip(episodes, imagined):
         commands = np.array([a[-1, -1] for a in r.actions])
         gaps, held = gate.finger_gap(np.stack(r.proprio[1:])), p_held(net, np.stack(r.frames[1:]))
@@ -160,13 +180,18 @@ def measure(args) -> None:
                 "gate_and_probe": first_done(r.p_done, commands, gaps, held, args.eta, args.width)}
         for name, t in done.items():
             rules[name].append(t is not None)
+        if done["gate"] is not None:   # the probe on the closed run that let the gated verdict through
+            run = [c for c in gate.closed_runs(commands[: done["gate"] + 1])][-1]
+            closed_scores.append(float(np.median(held[run])))
         per_episode.append({"id": e.id, "task": task_of(e), "real": bool(e.succeeded), **done})
     out["closed_loop"] = {name: outcome_rates(real, np.array(judged)) for name, judged in rules.items()}
+    out["held_run_scores"]["closed_loop_gated_done"] = float(np.median(closed_scores)) if closed_scores else None
     out["per_episode"] = per_episode
     for name, r in out["closed_loop"].items():
         print(f"closed loop, {name:<15} agreement {r['agreement']:.3f}  recall {r['recall']:.3f}  "
               f"false positives {r['false_positive_rate']:.3f}", flush=True)
     print("replays' closed runs:", json.dumps(out["replay_runs"]), flush=True)
+    print("median p(held) of held runs:", json.dumps(out["held_run_scores"]), flush=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2, default=float)
 
@@ -179,6 +204,8 @@ def main() -> None:
     t.add_argument("--out", required=True)
     t.add_argument("--steps", type=int, default=600)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--replays", default=None, help="world-model checkpoint ('shipped' or a directory): also train "
+                   "on its replays of the real actions, labelled with the real fingers")
     m = sub.add_parser("measure")
     m.add_argument("--probe", required=True)
     m.add_argument("--real", required=True, help="recorded real episodes (an align run's real/)")
