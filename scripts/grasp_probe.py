@@ -37,38 +37,27 @@ def as_input(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def train(args) -> None:
-    torch.manual_seed(args.seed)
-    episodes = chunks.load([args.data])
-    held_out = set(np.random.default_rng(args.seed).permutation(len(episodes))[: len(episodes) // 5].tolist())
+def labelled(episodes, ids, replayed=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames after the settled closed chunks of episodes `ids` (and of their replays, when
+    given), each labelled held (1) when LIBERO's fingers were at least `grasp_gate.HELD` apart."""
+    x, y = [], []
+    for i in ids:
+        e = episodes[i]
+        gaps = gate.finger_gap(e.proprio[1:])
+        for t in settled_closed(gripper_commands(e)):
+            for frames in [e.frames] + ([replayed[i]] if replayed is not None else []):
+                x.append(frames[t + 1])
+                y.append(float(gaps[t] >= gate.HELD))
+    return as_input(np.stack(x)), torch.tensor(y)
 
-    replayed = None
-    if args.replays:   # also the world model's replays of the real actions, labelled by the real fingers
-        from worldenv import models
-        from worldenv.measure import reflector as reflector_measure
-        from worldenv.measure.align import resolve
-        world_model = models.load(resolve(args.replays, "world_model"), role="world_model")
-        replayed = [frames for frames, _ in reflector_measure.replay(world_model, episodes)]
 
-    def collect(ids, replays: bool):
-        x, y = [], []
-        for i in ids:
-            e = episodes[i]
-            gaps = gate.finger_gap(e.proprio[1:])
-            for t in settled_closed(gripper_commands(e)):
-                for frames in [e.frames] + ([replayed[i]] if replays else []):
-                    x.append(frames[t + 1])
-                    y.append(float(gaps[t] >= gate.HELD))
-        return as_input(np.stack(x)), torch.tensor(y)
-
-    x, y = collect([i for i in range(len(episodes)) if i not in held_out], replayed is not None)
-    xv, yv = collect(sorted(held_out), False)
-    print(f"train: {len(y)} frames ({int(y.sum())} held), held out: {len(yv)} ({int(yv.sum())} held), "
-          f"{len(held_out)} of {len(episodes)} episodes", flush=True)
+def fit(x, y, steps: int, report) -> ProprioReader:
+    """BCE with the positives weighted to balance, 64 frames a step, shifted up to 2 px;
+    `report(net, step)` every 100 steps."""
     net = ProprioReader(x.shape[-1], 1)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     pos_weight = (1 - y.mean()) / y.mean()
-    for step in range(1, args.steps + 1):
+    for step in range(1, steps + 1):
         idx = torch.randint(0, len(y), (64,))
         dx, dy = (int(v) for v in torch.randint(-2, 3, (2,)))
         logits = net(torch.roll(x[idx], (dx, dy), (2, 3)))[:, 0]
@@ -77,15 +66,32 @@ def train(args) -> None:
         loss.backward()
         opt.step()
         if step % 100 == 0:
-            with torch.no_grad():
-                said = net(xv)[:, 0] > 0
-            line = f"step {step}: held-out balanced accuracy, real frames {balanced(said.numpy(), yv.numpy() > 0):.3f}"
-            if replayed is not None:
-                xr, yr = collect(sorted(held_out), True)
-                with torch.no_grad():
-                    said = net(xr[1::2])[:, 0] > 0
-                line += f", replayed frames {balanced(said.numpy(), yr[1::2].numpy() > 0):.3f}"
-            print(line, flush=True)
+            report(net, step)
+    return net
+
+
+def train(args) -> None:
+    torch.manual_seed(args.seed)
+    episodes = chunks.load([args.data])
+    held_out = sorted(np.random.default_rng(args.seed).permutation(len(episodes))[: len(episodes) // 5].tolist())
+    replayed = None
+    if args.replays:   # also the world model's replays of the real actions, labelled by the real fingers
+        from worldenv.measure import reflector as reflector_measure
+        replayed = [frames for frames, _ in reflector_measure.replay(load_model(args.replays, "world_model"), episodes)]
+    x, y = labelled(episodes, [i for i in range(len(episodes)) if i not in held_out], replayed)
+    tests = {"real frames": labelled(episodes, held_out)}
+    if replayed is not None:
+        xr, yr = labelled(episodes, held_out, replayed)
+        tests["replayed frames"] = (xr[1::2], yr[1::2])
+    print(f"train: {len(y)} frames ({int(y.sum())} held), held out: {len(tests['real frames'][1])} real frames "
+          f"({int(tests['real frames'][1].sum())} held), {len(held_out)} of {len(episodes)} episodes", flush=True)
+
+    def report(net, step):
+        with torch.no_grad():
+            scores = {name: balanced((net(xt)[:, 0] > 0).numpy(), yt.numpy() > 0) for name, (xt, yt) in tests.items()}
+        print(f"step {step}: held-out balanced accuracy, " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+
+    net = fit(x, y, args.steps, report)
     torch.save({"state": net.state_dict(), "image_size": x.shape[-1]}, args.out)
 
 
@@ -124,44 +130,40 @@ def first_done(p_done, commands, gaps, held, eta: float, width: float) -> int | 
     return None
 
 
-def measure(args) -> None:
+def load_model(value: str, role: str):
     from worldenv import models
-    from worldenv.measure import reflector as reflector_measure
     from worldenv.measure.align import resolve
-    from worldenv.models import laplace
+    return models.load(resolve(value, role), role=role)
+
+
+def replay_runs(net, episodes, world_model, width: float) -> tuple[dict, dict]:
+    """The world model replaying the real actions: each closed run held or empty in LIBERO, told
+    by the imagined gap and by the probe on the replayed and on the real frames (balanced
+    accuracies); and the median p(held) the probe gives the runs that held, real and replayed."""
+    from worldenv.measure import reflector as reflector_measure
+    truth, said, scores = [], {"imagined_gap": [], "probe_on_replay": [], "probe_on_real": []}, {"real": [], "replay": []}
+    for e, (frames, proprio) in zip(episodes, reflector_measure.replay(world_model, episodes)):
+        real_gaps, gaps = gate.finger_gap(e.proprio[1:]), gate.finger_gap(proprio[1:])
+        held, held_real = p_held(net, frames[1:]), p_held(net, e.frames[1:])
+        for run in gate.closed_runs(gripper_commands(e)):
+            truth.append(np.median(real_gaps[run]) >= gate.HELD)
+            said["imagined_gap"].append(np.median(gaps[run]) >= width)
+            said["probe_on_replay"].append(np.median(held[run]) > 0.5)
+            said["probe_on_real"].append(np.median(held_real[run]) > 0.5)
+            if truth[-1]:
+                scores["real"].append(float(np.median(held_real[run])))
+                scores["replay"].append(float(np.median(held[run])))
+    runs = {"runs": len(truth), "held": int(np.sum(truth)), **{k: balanced(v, truth) for k, v in said.items()}}
+    return runs, {k: float(np.median(v)) if v else None for k, v in scores.items()}
+
+
+def closed_loop(net, policy, world_model, reflector, episodes, args) -> tuple[dict, list[dict], float | None]:
+    """The policy's closed loop from the episodes' first frames to the horizon (never stopping),
+    judged by the three rules on the same imagined episodes -> the rules' verdict lists, per-episode
+    records, and the median p(held) over the closed runs that let a gated verdict through."""
     from worldenv.models.imagination import Imagination, imagine
     from worldenv.models.roles import StartStates
     from worldenv.sim import suites
-
-    net = load_probe(args.probe)
-    episodes = chunks.load([args.real])
-    policy = models.load(resolve(args.policy, "policy"), role="policy")
-    laplace.restart_scale(policy, args.exploration_scale, "--exploration-scale")
-    world_model = models.load(resolve(args.world_model, "world_model"), role="world_model")
-    reflector = models.load(resolve(args.reflector, "reflector"), role="reflector")
-    real = np.array([e.succeeded for e in episodes])
-    out = {"episodes": len(episodes), "real_successes": int(real.sum()), "width": args.width, "eta": args.eta}
-
-    # the world model replaying the real actions: does the probe read the real grasp off imagined frames?
-    replayed = reflector_measure.replay(world_model, episodes)
-    truth, by_gap, by_probe, by_probe_real, scores = [], [], [], [], {"real": [], "replay": []}
-    for e, (frames, proprio) in zip(episodes, replayed):
-        commands, real_gaps, gaps = gripper_commands(e), gate.finger_gap(e.proprio[1:]), gate.finger_gap(proprio[1:])
-        held, held_real = p_held(net, frames[1:]), p_held(net, e.frames[1:])
-        for run in gate.closed_runs(commands):
-            truth.append(np.median(real_gaps[run]) >= gate.HELD)
-            by_gap.append(np.median(gaps[run]) >= args.width)
-            by_probe.append(np.median(held[run]) > 0.5)
-            by_probe_real.append(np.median(held_real[run]) > 0.5)
-            if truth[-1]:   # p(held) the probe gives a run that held in LIBERO, on its real and replayed frames
-                scores["real"].append(float(np.median(held_real[run])))
-                scores["replay"].append(float(np.median(held[run])))
-    out["held_run_scores"] = {k: float(np.median(v)) if v else None for k, v in scores.items()}
-    out["replay_runs"] = {"runs": len(truth), "held": int(np.sum(truth)),
-                          "imagined_gap": balanced(by_gap, truth), "probe_on_replay": balanced(by_probe, truth),
-                          "probe_on_real": balanced(by_probe_real, truth)}
-
-    # the closed loop to the horizon, every verdict rule on the same imagined episodes
     horizon = suites.MAX_EPISODE_STEPS[args.suite] // policy.spec.chunk_length
     history = int(world_model.spec.extra.get("history", 1))
     starts = StartStates(np.stack([np.repeat(e.frames[:1], history, axis=0) for e in episodes]),
@@ -170,8 +172,7 @@ def measure(args) -> None:
     seeds = None if deterministic else [args.seed * 100_003 + i + 1 for i in range(len(episodes))]
     with Imagination(world_model, reflector) as imagination:
         imagined = imagine(policy, imagination, starts, horizon, 1.0, deterministic, seeds)   # p > 1: never stops
-    rules = {"reflector": [], "gate": [], "gate_and_probe": []}
-    per_episode, closed_scores = [], []
+    rules, per_episode, scores = {"reflector": [], "gate": [], "gate_and_probe": []}, [], []
     for e, r in zip(episodes, imagined):
         commands = np.array([a[-1, -1] for a in r.actions])
         gaps, held = gate.finger_gap(np.stack(r.proprio[1:])), p_held(net, np.stack(r.frames[1:]))
@@ -181,17 +182,29 @@ def measure(args) -> None:
         for name, t in done.items():
             rules[name].append(t is not None)
         if done["gate"] is not None:   # the probe on the closed run that let the gated verdict through
-            run = [c for c in gate.closed_runs(commands[: done["gate"] + 1])][-1]
-            closed_scores.append(float(np.median(held[run])))
+            scores.append(float(np.median(held[gate.closed_runs(commands[: done["gate"] + 1])[-1]])))
         per_episode.append({"id": e.id, "task": task_of(e), "real": bool(e.succeeded), **done})
-    out["closed_loop"] = {name: outcome_rates(real, np.array(judged)) for name, judged in rules.items()}
-    out["held_run_scores"]["closed_loop_gated_done"] = float(np.median(closed_scores)) if closed_scores else None
-    out["per_episode"] = per_episode
+    return rules, per_episode, float(np.median(scores)) if scores else None
+
+
+def measure(args) -> None:
+    from worldenv.models import laplace
+    net = load_probe(args.probe)
+    episodes = chunks.load([args.real])
+    policy = load_model(args.policy, "policy")
+    laplace.restart_scale(policy, args.exploration_scale, "--exploration-scale")
+    world_model, reflector = load_model(args.world_model, "world_model"), load_model(args.reflector, "reflector")
+    real = np.array([e.succeeded for e in episodes])
+    runs, scores = replay_runs(net, episodes, world_model, args.width)
+    rules, per_episode, scores["closed_loop_gated_done"] = closed_loop(net, policy, world_model, reflector, episodes, args)
+    out = {"episodes": len(episodes), "real_successes": int(real.sum()), "width": args.width, "eta": args.eta,
+           "replay_runs": runs, "held_run_scores": scores, "per_episode": per_episode,
+           "closed_loop": {name: outcome_rates(real, np.array(judged)) for name, judged in rules.items()}}
     for name, r in out["closed_loop"].items():
         print(f"closed loop, {name:<15} agreement {r['agreement']:.3f}  recall {r['recall']:.3f}  "
               f"false positives {r['false_positive_rate']:.3f}", flush=True)
-    print("replays' closed runs:", json.dumps(out["replay_runs"]), flush=True)
-    print("median p(held) of held runs:", json.dumps(out["held_run_scores"]), flush=True)
+    print("replays' closed runs:", json.dumps(runs), flush=True)
+    print("median p(held) of held runs:", json.dumps(scores), flush=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2, default=float)
 
