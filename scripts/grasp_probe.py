@@ -161,13 +161,11 @@ def closed_loop(net, policy, world_model, reflector, episodes, args) -> tuple[di
     """The policy's closed loop from the episodes' first frames to the horizon (never stopping),
     judged by the three rules on the same imagined episodes -> the rules' verdict lists, per-episode
     records, and the median p(held) over the closed runs that let a gated verdict through."""
+    from worldenv.measure.reflector import first_observations
     from worldenv.models.imagination import Imagination, imagine
-    from worldenv.models.roles import StartStates
     from worldenv.sim import suites
     horizon = suites.MAX_EPISODE_STEPS[args.suite] // policy.spec.chunk_length
-    history = int(world_model.spec.extra.get("history", 1))
-    starts = StartStates(np.stack([np.repeat(e.frames[:1], history, axis=0) for e in episodes]),
-                         np.stack([e.proprio[0] for e in episodes]).astype(np.float32), [e.instruction for e in episodes])
+    starts = first_observations(world_model, episodes)
     deterministic = args.noise == "none"
     seeds = None if deterministic else [args.seed * 100_003 + i + 1 for i in range(len(episodes))]
     with Imagination(world_model, reflector) as imagination:

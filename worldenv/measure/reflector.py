@@ -67,13 +67,18 @@ def imagine(world_model: WorldModel, episodes: list[ChunkedEpisode]) -> list[np.
     return [frames for frames, _ in replay(world_model, episodes)]
 
 
+def first_observations(world_model: WorldModel, episodes: list[ChunkedEpisode]) -> StartStates:
+    """The episodes' real first observations as start states, the first frame repeated over the
+    world model's history."""
+    history = int(world_model.spec.extra.get("history", 1))
+    return StartStates(np.stack([np.repeat(e.frames[:1], history, axis=0) for e in episodes]),
+                       np.stack([e.proprio[0] for e in episodes]), [e.instruction for e in episodes])
+
+
 def replay(world_model: WorldModel, episodes: list[ChunkedEpisode]) -> list[tuple[np.ndarray, np.ndarray]]:
     """As `imagine`, with the predicted proprio: per episode (frames (1 + C, H, W, 3) uint8,
     proprio (1 + C, P) float32), the real first observation then the predictions."""
-    history = int(world_model.spec.extra.get("history", 1))
-    starts = StartStates(np.stack([np.repeat(e.frames[:1], history, axis=0) for e in episodes]),
-                         np.stack([e.proprio[0] for e in episodes]), [e.instruction for e in episodes])
-    states = world_model.start(starts)
+    states = world_model.start(first_observations(world_model, episodes))
     videos, proprio = [[e.frames[0]] for e in episodes], [[e.proprio[0]] for e in episodes]
     for c in range(max(e.chunks for e in episodes)):
         rows = [i for i, e in enumerate(episodes) if c < e.chunks]
