@@ -111,10 +111,19 @@ class WorldModelTrainConfig(TrainConfig):
     teacher_weight: float = pydantic.Field(0.5, ge=0, le=1, description="--teacher: share of the frame loss on the "
                                            "teacher's frame (the rest on the real one)")
 
+    own_history: int = pydantic.Field(
+        0, ge=0, le=16, description="train the frames on their own predicted history, as imagination rolls: each "
+        "batch draws d = 0..N and rolls the model d chunks from a real start on the real actions (no gradient "
+        "through the roll), then learns the real frame after from that history; the best model is the one at "
+        "d = N on held-out episodes; 0 = every history real (teacher forcing)")
+
     @pydantic.model_validator(mode="after")
     def _one_proprio_path(self):
         if self.proprio_dynamics and (self.add_proprio_reader or self.reader_only):
             raise ValueError("--proprio-dynamics: cannot be combined with --add-proprio-reader / --reader-only")
+        if self.own_history and (self.teacher or self.proprio_dynamics or self.reader_only):
+            raise ValueError("--own-history: trains the frames on their own history; it cannot be combined with "
+                             "--teacher, --proprio-dynamics or --reader-only")
         if self.teacher and (self.proprio_dynamics or self.add_proprio_reader or self.reader_only):
             raise ValueError("--teacher: a student trains its frames only; it cannot be combined with "
                              "--proprio-dynamics, --add-proprio-reader or --reader-only")

@@ -53,6 +53,49 @@ def transitions(episodes: list[chunks.ChunkedEpisode], history: int) -> Transiti
     return Transitions(*(np.stack(column) for column in zip(*parts)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Windows:
+    """Runs of consecutive full chunks, for training on the model's own predicted history: each
+    start (episode, chunk) whose next `depth + 1` chunks are full."""
+    episodes: list[chunks.ChunkedEpisode]
+    starts: np.ndarray          # (N, 2) int: episode index, first chunk
+    history: int
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def take(self, idx, depth: int) -> tuple[np.ndarray, ...]:
+        """The real history before each start (N, T, H, W, 3), then the proprio, actions, next frame
+        and next proprio of the `depth + 1` chunks from it, each (N, depth + 1, ...)."""
+        parts = []
+        for e, c in self.starts[idx]:
+            ep = self.episodes[e]
+            padded = np.concatenate([np.repeat(ep.frames[:1], self.history - 1, axis=0), ep.frames])
+            run, after = slice(c, c + depth + 1), slice(c + 1, c + depth + 2)
+            parts.append((padded[c:c + self.history], ep.proprio[run], np.clip(ep.actions[run], -1, 1),
+                          ep.frames[after], ep.proprio[after]))
+        return tuple(np.stack(column) for column in zip(*parts))
+
+
+def windows(episodes: list[chunks.ChunkedEpisode], history: int, depth: int) -> Windows:
+    """Every start whose next `depth + 1` chunks are all full."""
+    starts = [(i, c) for i, e in enumerate(episodes) for c in range(len(e.lengths) - depth)
+              if np.all(e.lengths[c:c + depth + 1] == e.actions.shape[1])]
+    if not starts:
+        raise ValueError(f"data: no run of {depth + 1} full action chunks to learn from (--own-history {depth})")
+    return Windows(episodes, np.asarray(starts, np.int64), history)
+
+
+def own_history(model, data: Windows, idx, depth: int) -> Transitions:
+    """The transition `depth` chunks after each start, its history the model's own frames: rolled
+    from the real history on the real actions and proprio (no gradient), as imagination rolls."""
+    history, proprio, actions, next_frame, next_proprio = data.take(idx, depth)
+    for j in range(depth):
+        frames, _ = model.predict(history, proprio[:, j], actions[:, j])
+        history = np.concatenate([history[:, 1:], frames[:, None]], axis=1)
+    return Transitions(history, proprio[:, depth], actions[:, depth], next_frame[:, depth], next_proprio[:, depth])
+
+
 def fit_action_gain(data: Transitions) -> float:
     """Least-squares gain g in: eef displacement over a chunk = g x sum of its position actions."""
     pushed = data.actions[:, :, :3].sum(axis=1).ravel()                         # (N * 3,)
@@ -132,13 +175,15 @@ def train(config: WorldModelTrainConfig) -> dict:
         train_set = taught(train_set, teacher)
         del teacher
 
+    if config.own_history:
+        return _fit_own_history(config, model, train_eps, val_eps or train_eps, history, len(train_set))
+
     def draw(rng: np.random.Generator, size: int) -> Transitions:
         return train_set.take(rng.integers(0, len(train_set), size))
 
     def validate(m) -> dict[str, float]:
         torch.manual_seed(0)  # diffusion mode: the same timesteps and noise at every validation
-        parts = [losses(m, val_set.take(np.arange(i, min(i + 64, len(val_set))))) for i in range(0, len(val_set), 64)]
-        return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
+        return _mean_losses(m, [val_set.take(np.arange(i, min(i + 64, len(val_set)))) for i in range(0, len(val_set), 64)])
 
     def train_losses(m, batch: Transitions) -> dict[str, torch.Tensor]:
         return losses(m, batch, config.teacher_weight)
@@ -146,3 +191,35 @@ def train(config: WorldModelTrainConfig) -> dict:
     summary = supervised.fit(model, train_losses, draw, validate, config, config.out, "world model")
     return {**summary, "action_gain": model.config.action_gain, "train_transitions": len(train_set),
             "val_transitions": len(val_set), "train_episodes": len(train_eps), "val_episodes": len(val_eps)}
+
+
+def _mean_losses(model, batches) -> dict[str, float]:
+    parts = [losses(model, b) for b in batches]
+    return {k: float(np.mean([p[k].item() for p in parts])) for k in parts[0]}
+
+
+def _fit_own_history(config: WorldModelTrainConfig, model, train_eps, val_eps, history: int, n_transitions: int) -> dict:
+    """`train` with --own-history N: each batch draws d = 0..N and trains on the transition d chunks
+    after its starts, with the model's own frames as its history (`own_history`). The best model
+    is the one with the lowest loss at d = N on the held-out episodes."""
+    deepest = config.own_history
+    train_w, val_w = windows(train_eps, history, deepest), windows(val_eps, history, deepest)
+
+    def draw(rng: np.random.Generator, size: int) -> tuple[int, np.ndarray]:
+        return int(rng.integers(0, deepest + 1)), rng.integers(0, len(train_w), size)
+
+    def train_losses(m, batch: tuple[int, np.ndarray]) -> dict[str, torch.Tensor]:
+        depth, idx = batch
+        return losses(m, own_history(m, train_w, idx, depth))
+
+    def validate(m) -> dict[str, float]:
+        torch.manual_seed(0)
+        blocks = [np.arange(i, min(i + 64, len(val_w))) for i in range(0, len(val_w), 64)]
+        deep = _mean_losses(m, [own_history(m, val_w, b, deepest) for b in blocks])
+        real = _mean_losses(m, [own_history(m, val_w, b, 0) for b in blocks])
+        return deep | {f"{k}_real_history": v for k, v in real.items()}
+
+    summary = supervised.fit(model, train_losses, draw, validate, config, config.out, "world model")
+    return {**summary, "action_gain": model.config.action_gain, "train_transitions": n_transitions,
+            "train_windows": len(train_w), "val_windows": len(val_w), "own_history": deepest,
+            "train_episodes": len(train_eps), "val_episodes": len(val_eps)}
