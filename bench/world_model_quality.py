@@ -41,6 +41,17 @@ def step_ms(model, batch: int = 8, repeats: int = 7) -> float:
     return float(np.median(times)) / batch * 1000
 
 
+def own_history_l1(model, heldout, depth: int) -> list[float]:
+    """Frame L1 (residual, [-1, 1] units) of the transition d chunks after every held-out start
+    with d + 1 full chunks after it, its history rolled on the model's own frames, d = 0..depth
+    (what `train world-model --own-history` trains; tiny-unet world models only)."""
+    from worldenv.train import world_model as train_world_model
+    w = train_world_model.windows(heldout, model.config.history, depth)
+    blocks = [np.arange(i, min(i + 64, len(w))) for i in range(0, len(w), 64)]
+    return [float(np.mean([train_world_model.losses(model, train_world_model.own_history(model, w, b, d))["frame"].item()
+                           for b in blocks])) for d in range(depth + 1)]
+
+
 def margin(drift, metric: str) -> tuple[float, int]:
     """Smallest (model - copy) along the whole-episode curve of `metric` (finite points), and where."""
     model, copy = (drift.curve(who, metric, whole_episode=True) for who in ("model", "copy"))
@@ -54,6 +65,8 @@ def main() -> None:
     parser.add_argument("--models", default="shipped", help="comma-separated [name=]dir ('shipped' = worldenv's)")
     parser.add_argument("--heldout", required=True, help="held-out episode folders, comma-separated")
     parser.add_argument("--reflector", default="shipped", help="the reflector judging the replays")
+    parser.add_argument("--own-history", type=int, default=0, help="also the frame L1 on the model's own history, "
+                        "d = 0..N chunks from every held-out start (0 = not measured)")
     args = parser.parse_args()
     heldout = chunks.load([p for p in args.heldout.split(",") if p])
     reflector = models.load(checkpoints.model(args.reflector, "reflector"), role="reflector")
@@ -67,6 +80,10 @@ def main() -> None:
         s = drift.summary()
         judged = measure_reflector.on_imagined(reflector, model, heldout)
         rows.append((name, s, margin(drift, "psnr"), margin(drift, "psnr_moving"), judged, step_ms(model)))
+        if args.own_history:
+            l1 = own_history_l1(model, heldout, args.own_history)
+            print(f"{name}: frame L1 on its own history, d = 0..{args.own_history}: "
+                  + " ".join(f"{v:.4f}" for v in l1), flush=True)
         print(f"measured {name}", flush=True)
     copy = rows[0][1]["copy"]
     print("\n| world model | ms/item (B=8, 1 thread) | PSNR 1 / 5 / episode | moving PSNR 1 / 5 / episode | "
