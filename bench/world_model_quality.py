@@ -43,13 +43,19 @@ def step_ms(model, batch: int = 8, repeats: int = 7) -> float:
 
 def own_history_l1(model, heldout, depth: int) -> list[float]:
     """Frame L1 (residual, [-1, 1] units) of the transition d chunks after every held-out start
-    with d + 1 full chunks after it, its history rolled on the model's own frames, d = 0..depth
+    with depth + 1 full chunks after it, its history rolled on the model's own frames, d = 0..depth
     (what `train world-model --own-history` trains; tiny-unet world models only)."""
     from worldenv.train import world_model as train_world_model
     w = train_world_model.windows(heldout, model.config.history, depth)
-    blocks = [np.arange(i, min(i + 64, len(w))) for i in range(0, len(w), 64)]
-    return [float(np.mean([train_world_model.losses(model, train_world_model.own_history(model, w, b, d))["frame"].item()
-                           for b in blocks])) for d in range(depth + 1)]
+    sums = np.zeros(depth + 1)
+    for i in range(0, len(w), 64):
+        history, proprio, actions, next_frame, next_proprio = w.take(np.arange(i, min(i + 64, len(w))), depth)
+        for d in range(depth + 1):
+            at = train_world_model.Transitions(history, proprio[:, d], actions[:, d], next_frame[:, d], next_proprio[:, d])
+            sums[d] += train_world_model.losses(model, at)["frame"].item() * len(history)
+            frames, _ = model.predict(history, proprio[:, d], actions[:, d])
+            history = np.concatenate([history[:, 1:], frames[:, None]], axis=1)
+    return [float(v) for v in sums / len(w)]
 
 
 def margin(drift, metric: str) -> tuple[float, int]:
