@@ -49,12 +49,9 @@ def own_history_l1(model, heldout, depth: int) -> list[float]:
     w = train_world_model.windows(heldout, model.config.history, depth)
     sums = np.zeros(depth + 1)
     for i in range(0, len(w), 64):
-        history, proprio, actions, next_frame, next_proprio = w.take(np.arange(i, min(i + 64, len(w))), depth)
-        for d in range(depth + 1):
-            at = train_world_model.Transitions(history, proprio[:, d], actions[:, d], next_frame[:, d], next_proprio[:, d])
-            sums[d] += train_world_model.losses(model, at)["frame"].item() * len(history)
-            frames, _ = model.predict(history, proprio[:, d], actions[:, d])
-            history = np.concatenate([history[:, 1:], frames[:, None]], axis=1)
+        idx = np.arange(i, min(i + 64, len(w)))
+        for d, at in enumerate(train_world_model.rolled(model, w, idx, depth)):
+            sums[d] += train_world_model.losses(model, at)["frame"].item() * len(idx)
     return [float(v) for v in sums / len(w)]
 
 

@@ -77,3 +77,15 @@ def test_own_history_trains_frames_only_and_refuses_other_paths(data, tmp_path):
         WorldModelTrainConfig(data=str(data), out=str(tmp_path), own_history=2, proprio_dynamics=True)
     with pytest.raises(ValueError, match="own-history 9"):
         train_world_model.windows(chunks.load([data])[:2], 2, 9)    # toy episodes have 5 chunks
+
+
+def test_one_roll_gives_every_depth_as_separate_rolls_do(data):
+    torch.manual_seed(0)
+    episodes = chunks.load([data])
+    model = models.build("world_model", **TINY_WORLD)
+    w = train_world_model.windows(episodes, 2, 3)
+    idx = np.arange(len(w))
+    for d, at in enumerate(train_world_model.rolled(model, w, idx, 3)):
+        alone = train_world_model.own_history(model, w, idx, d)
+        np.testing.assert_array_equal(at.history, alone.history)
+        np.testing.assert_array_equal(at.next_frame, alone.next_frame)

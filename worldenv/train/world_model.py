@@ -9,6 +9,7 @@ of position action per step) is fitted to the recorded (action, eef displacement
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -86,14 +87,22 @@ def windows(episodes: list[chunks.ChunkedEpisode], history: int, depth: int) -> 
     return Windows(episodes, np.asarray(starts, np.int64), history)
 
 
-def own_history(model, data: Windows, idx, depth: int) -> Transitions:
-    """The transition `depth` chunks after each start, its history the model's own frames: rolled
-    from the real history on the real actions and proprio (no gradient), as imagination rolls."""
+def rolled(model, data: Windows, idx, depth: int) -> Iterator[Transitions]:
+    """The transitions d = 0..depth chunks after each start, each with the model's own frames as
+    its history: rolled from the real history on the real actions and proprio (no gradient), as
+    imagination rolls."""
     history, proprio, actions, next_frame, next_proprio = data.take(idx, depth)
-    for j in range(depth):
-        frames, _ = model.predict(history, proprio[:, j], actions[:, j])
-        history = np.concatenate([history[:, 1:], frames[:, None]], axis=1)
-    return Transitions(history, proprio[:, depth], actions[:, depth], next_frame[:, depth], next_proprio[:, depth])
+    for d in range(depth + 1):
+        yield Transitions(history, proprio[:, d], actions[:, d], next_frame[:, d], next_proprio[:, d])
+        if d < depth:
+            frames, _ = model.predict(history, proprio[:, d], actions[:, d])
+            history = np.concatenate([history[:, 1:], frames[:, None]], axis=1)
+
+
+def own_history(model, data: Windows, idx, depth: int) -> Transitions:
+    """The transition `depth` chunks after each start, its history rolled on the model's own frames."""
+    *_, last = rolled(model, data, idx, depth)
+    return last
 
 
 def fit_action_gain(data: Transitions) -> float:
@@ -214,9 +223,8 @@ def _fit_own_history(config: WorldModelTrainConfig, model, train_eps, val_eps, h
 
     def validate(m) -> dict[str, float]:
         torch.manual_seed(0)
-        blocks = [np.arange(i, min(i + 64, len(val_w))) for i in range(0, len(val_w), 64)]
-        deep = _mean_losses(m, [own_history(m, val_w, b, deepest) for b in blocks])
-        real = _mean_losses(m, [own_history(m, val_w, b, 0) for b in blocks])
+        blocks = [list(rolled(m, val_w, np.arange(i, min(i + 64, len(val_w))), deepest)) for i in range(0, len(val_w), 64)]
+        deep, real = _mean_losses(m, [b[-1] for b in blocks]), _mean_losses(m, [b[0] for b in blocks])
         return deep | {f"{k}_real_history": v for k, v in real.items()}
 
     summary = supervised.fit(model, train_losses, draw, validate, config, config.out, "world model")
