@@ -15,8 +15,9 @@
 # 4. align_tf, align_own: alignment again on the same real episodes (no new simulator step);
 #    align_tf_refl, align_own_refl: the same with the reflector fine-tuned for each one's frames
 #    (the refresh's recipe: on the own rollouts and their replays, 400 steps);
-# 5. drift: open-loop drift of the three world models over the held-out episodes
-#    (bench/world_model_quality.py);
+# 5. drift: open-loop drift of the three world models over the held-out episodes, and their frame
+#    L1 on their own history (bench/world_model_quality.py --own-history 10); slow (over 16 min a
+#    model here), so only when named: `bash scripts/own_history.sh drift`;
 # 6. probe: the grasp read off the closed loop's frames of the three, each with its reflector
 #    (scripts/grasp_probe.py, trained on the real frames of stage 1).
 set -uo pipefail
@@ -88,6 +89,6 @@ run() {
 }
 
 if [ $# -gt 0 ]; then run $1; exit; fi
-for s in own align_shipped wm_tf wm_own align_tf align_own align_tf_refl align_own_refl drift probe; do
+for s in own align_shipped wm_tf wm_own align_tf align_own align_tf_refl align_own_refl probe; do
   run $s || exit 1
 done
