@@ -96,3 +96,8 @@ def test_action_gap_is_zero_on_the_real_observations_and_splits_frame_from_propr
     proprio_off = alignment.action_gap(policy, episodes, shifted)
     assert proprio_off["proprio_only"] > 0 and proprio_off["frame_only"] == 0.0
     assert sum(s["n"] for s in frames_off["by_span"].values()) == frames_off["n"]
+    rotated = [(e.frames, e.proprio + np.r_[0, 0, 0, 0.5, 0.5, 0.5, 0, 0].astype(np.float32)) for e in episodes]
+    rotation_off = alignment.action_gap(policy, episodes, rotated)   # only the rotation imagined differently
+    assert rotation_off["rotation_only"] == pytest.approx(rotation_off["proprio_only"]) and rotation_off["rotation_only"] > 0
+    assert rotation_off["position_only"] == rotation_off["gripper_only"] == 0.0
+    assert exact["position_only"] == exact["rotation_only"] == exact["gripper_only"] == 0.0

@@ -126,6 +126,7 @@ def false_successes(episodes: list[ChunkedEpisode], replayed: list[tuple[np.ndar
 
 
 GAP_SPANS = ((1, 4), (5, 14), (15, 10**6))   # chunk indices along the replay
+PROPRIO_PARTS = {"position": slice(0, 3), "rotation": slice(3, 6), "gripper": slice(6, 8)}   # of LIBERO's 8-d proprio
 
 
 def action_gap(policy: Policy, episodes: list[ChunkedEpisode], replayed: list[tuple[np.ndarray, np.ndarray]],
@@ -134,8 +135,9 @@ def action_gap(policy: Policy, episodes: list[ChunkedEpisode], replayed: list[tu
     at every chunk boundary c >= 1, its mean chunk on the world model's replay (frame and proprio
     predicted from the real actions) against its mean chunk on the real observation; also with
     only the frame imagined (real proprio) and only the proprio imagined (real frame), so the two
-    sources separate. Mean |difference| per action dimension in units of that dimension's std
-    over the policy's real chunks (0 = acts the same; about 1.1 = as unrelated as two random real
+    sources separate, and with one part of the proprio imagined at a time (`<part>_only`:
+    position, rotation, gripper; 8-d proprio only). Mean |difference| per action dimension in
+    units of that dimension's std over the policy's real chunks (0 = acts the same; about 1.1 = as unrelated as two random real
     chunks of normal spread), overall and by chunk span."""
     rows = [(e, c, frames, proprio) for e, (frames, proprio) in zip(episodes, replayed) for c in range(1, e.chunks)]
     if not rows:
@@ -151,9 +153,13 @@ def action_gap(policy: Policy, episodes: list[ChunkedEpisode], replayed: list[tu
     img_p = np.stack([p[c] for _, c, _, p in rows]).astype(np.float32)
     real = act(real_f, real_p, texts)
     unit = real.reshape(-1, real.shape[-1]).std(axis=0) + 1e-6                       # (A,)
-    gaps = {name: (np.abs(act(f, p, texts) - real) / unit).mean(axis=(1, 2))         # (N,)
-            for name, (f, p) in {"imagined": (img_f, img_p), "frame_only": (img_f, real_p),
-                                 "proprio_only": (real_f, img_p)}.items()}
+    inputs = {"imagined": (img_f, img_p), "frame_only": (img_f, real_p), "proprio_only": (real_f, img_p)}
+    if real_p.shape[1] == 8:
+        for part, cols in PROPRIO_PARTS.items():
+            one = real_p.copy()
+            one[:, cols] = img_p[:, cols]
+            inputs[f"{part}_only"] = (real_f, one)
+    gaps = {name: (np.abs(act(f, p, texts) - real) / unit).mean(axis=(1, 2)) for name, (f, p) in inputs.items()}   # (N,)
     chunk = np.array([c for _, c, *_ in rows])
     spans = {f"{lo}-{hi}" if hi < 10**6 else f"{lo}+": (chunk >= lo) & (chunk <= hi) for lo, hi in GAP_SPANS}
     return {"n": len(rows), **{name: float(g.mean()) for name, g in gaps.items()},
@@ -185,10 +191,13 @@ def markdown(result: dict) -> list[str]:
     if gap.get("n"):
         lines += ["", "The policy on the replay's observations vs on the real ones (mean |difference| of its mean "
                   "chunk, in stds of its real chunks per dimension; 0 = the same, about 1.1 = unrelated):", "",
-                  "| chunks | n | frame and proprio imagined | frame only | proprio only |", "|---|---|---|---|---|"]
+                  "| chunks | n | frame and proprio imagined | frame only | proprio only | of it, only: position / "
+                  "rotation / gripper |", "|---|---|---|---|---|---|"]
         spans = [(span, g) for span, g in gap["by_span"].items() if g["n"]] + [("**all**", gap)]
         for span, g in spans:
-            lines.append(f"| {span} | {g['n']} | {g['imagined']:.2f} | {g['frame_only']:.2f} | {g['proprio_only']:.2f} |")
+            parts = " / ".join(f"{g[f'{p}_only']:.2f}" for p in PROPRIO_PARTS) if "position_only" in g else "n/a"
+            lines.append(f"| {span} | {g['n']} | {g['imagined']:.2f} | {g['frame_only']:.2f} | {g['proprio_only']:.2f} "
+                         f"| {parts} |")
     grasp = result.get("grasp") or {}
     if grasp.get("runs"):
         lines += ["", f"The gripper in the replays: of {grasp['runs']} closed runs of the real episodes, {grasp['held']} "
