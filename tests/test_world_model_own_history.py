@@ -89,3 +89,10 @@ def test_one_roll_gives_every_depth_as_separate_rolls_do(data):
         alone = train_world_model.own_history(model, w, idx, d)
         np.testing.assert_array_equal(at.history, alone.history)
         np.testing.assert_array_equal(at.next_frame, alone.next_frame)
+
+
+def test_the_memory_bank_repeats_the_first_frame_before_the_start(data):
+    e = chunks.load([data])[0]
+    np.testing.assert_array_equal(chunks.memory_bank(e, 0, 3), e.frames[[0, 0, 0]])
+    np.testing.assert_array_equal(chunks.memory_bank(e, 1, 3), e.frames[[0, 0, 1]])
+    np.testing.assert_array_equal(chunks.memory_bank(e, 2, 2), e.frames[1:3])

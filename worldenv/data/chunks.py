@@ -17,6 +17,20 @@ from worldenv.data import hdf5
 from worldenv.data.chunked_episode import ChunkedEpisode  # noqa: F401 (the type every caller names chunks.ChunkedEpisode)
 
 
+def memory_bank(episode: ChunkedEpisode, c: int, history: int) -> np.ndarray:
+    """The `history` chunk-boundary frames up to and including boundary `c`, oldest first, the
+    first frame repeated before the episode's start (what a world model's memory bank holds
+    there): (history, H, W, 3)."""
+    return episode.frames[np.maximum(np.arange(c - history + 1, c + 1), 0)]
+
+
+def full_chunks(episode: ChunkedEpisode) -> int:
+    """Chunks before the first short one."""
+    k = episode.actions.shape[1]
+    short = np.flatnonzero(episode.lengths < k)
+    return int(short[0]) if len(short) else episode.chunks
+
+
 def _proprio(obs: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([obs["ee_states"], obs["gripper_states"]], axis=1).astype(np.float32)  # (T, 8)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldenv.data.chunks import ChunkedEpisode
+from worldenv.data.chunks import ChunkedEpisode, memory_bank
 from worldenv.models.roles import Reflector, StartStates, WorldModel
 
 
@@ -71,7 +71,7 @@ def first_observations(world_model: WorldModel, episodes: list[ChunkedEpisode]) 
     """The episodes' real first observations as start states, the first frame repeated over the
     world model's history."""
     history = int(world_model.spec.extra.get("history", 1))
-    return StartStates(np.stack([np.repeat(e.frames[:1], history, axis=0) for e in episodes]),
+    return StartStates(np.stack([memory_bank(e, 0, history) for e in episodes]),
                        np.stack([e.proprio[0] for e in episodes]), [e.instruction for e in episodes])
 
 

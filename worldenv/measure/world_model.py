@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from worldenv.data.chunks import ChunkedEpisode
+from worldenv.data.chunks import ChunkedEpisode, full_chunks, memory_bank
 from worldenv.measure import images
 from worldenv.models.roles import StartStates, WorldModel
 
@@ -66,13 +66,6 @@ def smallest_margin(model: dict, copy: dict) -> tuple:
     return min(((h, model[h] - copy[h]) for h in model), key=lambda x: x[1])
 
 
-def full_chunks(episode: ChunkedEpisode) -> int:
-    """Chunks before the first short one."""
-    k = episode.actions.shape[1]
-    short = np.flatnonzero(episode.lengths < k)
-    return int(short[0]) if len(short) else episode.chunks
-
-
 def measure(model: WorldModel, episodes: list[ChunkedEpisode], horizon: int = 5, batch: int = 64) -> Drift:
     """Open-loop rollouts: from each episode's first chunk boundary to its end (the whole-episode
     drift), and from every later boundary `horizon` chunks ahead; see the module docstring."""
@@ -85,7 +78,7 @@ def measure(model: WorldModel, episodes: list[ChunkedEpisode], horizon: int = 5,
 
 
 def _rollout(model: WorldModel, starts, history: int, horizon: int, drift: Drift) -> None:
-    frames = np.stack([_bank(e, c0, history) for e, c0 in starts])                    # (B, T, H, W, 3)
+    frames = np.stack([memory_bank(e, c0, history) for e, c0 in starts])                    # (B, T, H, W, 3)
     states = model.start(StartStates(frames, np.stack([e.proprio[c0] for e, c0 in starts]),
                                      [e.instruction for e, _ in starts]))
     active = list(range(len(starts)))
@@ -108,6 +101,3 @@ def _rollout(model: WorldModel, starts, history: int, horizon: int, drift: Drift
                 drift.add(h, flag, prediction.frames[rows], copy[rows], real[rows], previous[rows])
 
 
-def _bank(e: ChunkedEpisode, c0: int, history: int) -> np.ndarray:
-    padded = np.concatenate([np.repeat(e.frames[:1], history - 1, axis=0), e.frames])
-    return padded[c0:c0 + history]

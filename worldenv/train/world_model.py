@@ -45,9 +45,8 @@ def transitions(episodes: list[chunks.ChunkedEpisode], history: int) -> Transiti
     parts = []
     for e in episodes:
         k = e.actions.shape[1]
-        padded = np.concatenate([np.repeat(e.frames[:1], history - 1, axis=0), e.frames])   # (C+T, H, W, 3)
         for c in np.flatnonzero(e.lengths == k):
-            parts.append((padded[c:c + history], e.proprio[c], np.clip(e.actions[c], -1, 1), e.frames[c + 1],
+            parts.append((chunks.memory_bank(e, c, history), e.proprio[c], np.clip(e.actions[c], -1, 1), e.frames[c + 1],
                           e.proprio[c + 1]))
     if not parts:
         raise ValueError("data: no full action chunks to learn from")
@@ -71,17 +70,15 @@ class Windows:
         parts = []
         for e, c in self.starts[idx]:
             ep = self.episodes[e]
-            padded = np.concatenate([np.repeat(ep.frames[:1], self.history - 1, axis=0), ep.frames])
             run, after = slice(c, c + depth + 1), slice(c + 1, c + depth + 2)
-            parts.append((padded[c:c + self.history], ep.proprio[run], np.clip(ep.actions[run], -1, 1),
+            parts.append((chunks.memory_bank(ep, c, self.history), ep.proprio[run], np.clip(ep.actions[run], -1, 1),
                           ep.frames[after], ep.proprio[after]))
         return tuple(np.stack(column) for column in zip(*parts))
 
 
 def windows(episodes: list[chunks.ChunkedEpisode], history: int, depth: int) -> Windows:
     """Every start whose next `depth + 1` chunks are all full."""
-    starts = [(i, c) for i, e in enumerate(episodes) for c in range(len(e.lengths) - depth)
-              if np.all(e.lengths[c:c + depth + 1] == e.actions.shape[1])]
+    starts = [(i, c) for i, e in enumerate(episodes) for c in range(chunks.full_chunks(e) - depth)]
     if not starts:
         raise ValueError(f"data: no run of {depth + 1} full action chunks to learn from (--own-history {depth})")
     return Windows(episodes, np.asarray(starts, np.int64), history)
