@@ -112,3 +112,37 @@ def test_the_predicted_axis_angle_keeps_libero_s_convention_past_pi():
                                atol=1e-5, rtol=0)
     turned = state.moved(torch.zeros(1, 3), axis_angle_to_matrix(axis * 0.05), torch.zeros(1, 2)).raw()
     torch.testing.assert_close(turned[:, 3:6], axis * 3.55, atol=1e-4, rtol=0)   # not (2 pi - 3.55) about -n
+
+
+def test_policy_units_add_the_policy_input_error_and_the_open_loop_figures_read_a_known_turn(data):
+    """--policy-units: the loss is the dynamics' own error plus the error of a policy's proprio input
+    (its standardisation and clamp), by hand; the open-loop figures give a replay turned by a known
+    angle that angle in degrees, and no position error."""
+    seq = train_dynamics.sequences(chunks.load([data]))
+    model = ProprioDynamics(8, 7)
+    model.fit_statistics(*seq.boundaries())
+    reader = train_dynamics.policy_reader("shipped", "cpu")
+    assert reader.std[3:9].max() < 0.2   # the shipped policy's fitted rotation spread, not the default ones
+    rows, starts = np.arange(len(seq)), np.zeros(len(seq), np.int64)
+    with torch.no_grad():
+        plain = train_dynamics.unrolled_loss(model, seq, rows, starts, 1)
+        weighted = train_dynamics.unrolled_loss(model, seq, rows, starts, 1, reader=reader)
+        state = ArmState.from_raw(torch.from_numpy(seq.proprio[:, 0]))
+        nxt = model.step(state, torch.from_numpy(seq.actions[:, 0]), state, torch.zeros(len(seq), 8, 7))
+        real = ArmState.from_raw(torch.from_numpy(seq.proprio[:, 1]))
+        by_hand = (((nxt.features() - reader.mean) / reader.std).clamp(-10, 10)
+                   - ((real.features() - reader.mean) / reader.std).clamp(-10, 10)).abs().mean()
+    torch.testing.assert_close(weighted, plain + by_hand)
+    # a replay that is the real proprio turned 10 degrees about z at every boundary
+    turn = axis_angle_to_matrix(torch.tensor([0.0, 0.0, math.radians(10)]))
+    real_all = torch.from_numpy(seq.proprio).float()
+    flat = ArmState.from_raw(real_all.reshape(-1, 8))
+    turned = flat.moved(torch.zeros(len(flat.pos), 3), turn.expand(len(flat.pos), 3, 3), torch.zeros(len(flat.pos), 2))
+    predicted = turned.raw().view(real_all.shape).numpy()
+    out = train_dynamics.open_loop_errors(model, seq, predicted, reader)
+    assert out["rotation_deg"] == pytest.approx(10, abs=1e-2)
+    assert out["rotation_deg_1-4"] == pytest.approx(10, abs=1e-2)
+    assert out["position_m"] == 0 and out["read_position"] == 0 and out["read_gripper"] == 0
+    assert out["read_rotation"] > 0
+    with pytest.raises(ValueError, match="--policy-units: .* needs --proprio-dynamics"):
+        WorldModelTrainConfig(data=str(data), out="x", policy_units="shipped")

@@ -91,6 +91,11 @@ class ArmState:
         return torch.cat([self.pos, self.rot[..., :2].transpose(-1, -2).flatten(1), self.grip], dim=-1)
 
 
+def read(norm: ProprioNorm, state: ArmState) -> torch.Tensor:
+    """`state` as a model with this `norm` reads it: standardised features, clamped as `ProprioNorm` does."""
+    return ((state.features() - norm.mean) / norm.std).clamp(-10, 10)
+
+
 class ProprioDynamics(nn.Module):
     """(state, chunk, previous state, previous chunk) -> next state; an MLP on the standardised
     features predicts the chunk's deltas in units of their spread in the training data."""
@@ -107,7 +112,7 @@ class ProprioDynamics(nn.Module):
             self.net[-1].bias.zero_()
 
     def standardise(self, state: ArmState) -> torch.Tensor:
-        return ((state.features() - self.norm.mean) / self.norm.std).clamp(-10, 10)
+        return read(self.norm, state)
 
     def step(self, state: ArmState, actions: torch.Tensor, previous: ArmState, previous_actions: torch.Tensor) -> ArmState:
         """actions / previous_actions (B, K, A) float32; at an episode's start the previous state

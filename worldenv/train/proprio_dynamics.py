@@ -7,6 +7,13 @@ actions with its own predicted states; the loss is the mean |error| of every pre
 the standardised features the policy reads (`proprio.features`). Windows that run past an
 episode's end are masked there. `open_loop` replays a whole episode from its first proprio, the
 way imagination uses the model, for the held-out figures.
+
+The dynamics' standardisation is fitted on its own training data, where the arm turns far more than
+in the demos a policy learnt from: a policy's rotation features have a spread 3-30 times smaller,
+so an error the dynamics' loss counts as small moves that policy's input by many of its stds.
+`--policy-units POLICY` adds the error of that policy's own proprio input (its standardisation and
+clamp, `proprio_dynamics.read`) to the loss, so the dynamics is also trained in the units a
+policy acts on.
 """
 from __future__ import annotations
 
@@ -17,12 +24,14 @@ import torch
 
 from worldenv.data import chunks as chunk_data
 from worldenv.data.chunked_episode import ChunkedEpisode
-from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics
+from worldenv.models.proprio import ProprioNorm
+from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics, matrix_to_axis_angle, read
 from worldenv.train import supervised
 from worldenv.train.settings import WorldModelTrainConfig
 
 REST_FRACTION = 0.2   # share of training windows started without their history
 SPANS = ((1, 4), (5, 14), (15, None))   # chunk spans of the open-loop figures (as `align`'s action gap)
+FEATURE_PARTS = {"position": slice(0, 3), "rotation": slice(3, 9), "gripper": slice(9, 11)}   # of `proprio.features`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +70,10 @@ def sequences(episodes: list[ChunkedEpisode]) -> Sequences:
 
 
 def unrolled_loss(model: ProprioDynamics, seq: Sequences, rows: np.ndarray, starts: np.ndarray,
-                  unroll: int, at_rest: np.ndarray | None = None) -> torch.Tensor:
+                  unroll: int, at_rest: np.ndarray | None = None, reader: ProprioNorm | None = None) -> torch.Tensor:
     """Mean standardised |error| over the windows (rows, starts) unrolled `unroll` chunks;
-    `at_rest` (B,) bool: windows whose history is withheld (as at a start state without one)."""
+    `at_rest` (B,) bool: windows whose history is withheld (as at a start state without one);
+    `reader`: a policy's proprio standardisation, whose input error is added (`--policy-units`)."""
     device = model.delta_scale.device
     proprio = torch.from_numpy(seq.proprio[rows]).to(device)                          # (B, L+1, 8)
     actions = torch.from_numpy(seq.actions[rows]).to(device)                          # (B, L, K, A)
@@ -80,7 +90,10 @@ def unrolled_loss(model: ProprioDynamics, seq: Sequences, rows: np.ndarray, star
     for w in range(unroll):
         c = (s + w).clamp(max=actions.shape[1] - 1)
         nxt = model.step(state, actions[b, c], previous, previous_actions)
-        err = (model.standardise(nxt) - model.standardise(ArmState.from_raw(proprio[b, c + 1]))).abs().mean(-1)
+        real = ArmState.from_raw(proprio[b, c + 1])
+        err = (model.standardise(nxt) - model.standardise(real)).abs().mean(-1)
+        if reader is not None:
+            err = err + (read(reader, nxt) - read(reader, real)).abs().mean(-1)
         mask = (s + w < chunks).float()
         total, count = total + (err * mask).sum(), count + mask.sum()
         previous, previous_actions, state = state, actions[b, c], nxt
@@ -123,23 +136,32 @@ def integrated_open_loop(world_model, seq: Sequences) -> np.ndarray:
     return torch.stack(out, dim=1).numpy()
 
 
-def open_loop_errors(model: ProprioDynamics, seq: Sequences, predicted: np.ndarray | None = None) -> dict[str, float]:
+def open_loop_errors(model: ProprioDynamics, seq: Sequences, predicted: np.ndarray | None = None,
+                     reader: ProprioNorm | None = None) -> dict[str, float]:
     """Mean |error| of an open-loop replay (`predicted`, default `open_loop(model, seq)`) over
-    every predicted chunk boundary, in `model`'s standardised features ("loss") and by chunk span,
-    and the eef position's mean |error| in metres ("position_m")."""
+    every predicted chunk boundary: in `model`'s standardised features by chunk span, in a policy's
+    input units (`reader`'s, else `model`'s) by part ("read_<part>" for position, rotation,
+    gripper), the rotation's angle in degrees ("rotation_deg") and the eef position's in metres
+    ("position_m"). "loss" is what training minimises: the first, plus the second with a `reader`."""
     predicted = torch.from_numpy(open_loop(model, seq) if predicted is None else predicted).float()
     c = np.arange(1, seq.proprio.shape[1])
     valid = torch.from_numpy(c[None, :] <= seq.chunks[:, None])                       # (N, L)
     real = torch.from_numpy(seq.proprio[:, 1:])
-    def standardised(x):
-        return model.standardise(ArmState.from_raw(x.reshape(-1, x.shape[-1]))).view(*valid.shape, -1)
-    err = (standardised(predicted[:, 1:]) - standardised(real)).abs().mean(-1)
+    states = [ArmState.from_raw(x.reshape(-1, x.shape[-1])) for x in (predicted[:, 1:], real)]
+    def error(norm):                                                                  # (N, L, 11)
+        return (read(norm, states[0]) - read(norm, states[1])).abs().view(*valid.shape, -1)
+    err = error(model.norm).mean(-1)
+    read_err = error(reader if reader is not None else model.norm)
+    turn = matrix_to_axis_angle(states[0].rot @ states[1].rot.transpose(-1, -2)).norm(dim=-1).view(valid.shape)
     metres = (predicted[:, 1:, :3] - real[..., :3]).abs().mean(-1)
-    out = {"loss": float(err[valid].mean()), "position_m": float(metres[valid].mean())}
+    out = {"loss": float(err[valid].mean() + (read_err.mean(-1)[valid].mean() if reader is not None else 0)),
+           "position_m": float(metres[valid].mean()), "rotation_deg": float(torch.rad2deg(turn[valid]).mean()),
+           **{f"read_{part}": float(read_err[..., cols].mean(-1)[valid].mean()) for part, cols in FEATURE_PARTS.items()}}
     for lo, hi in SPANS:
         span = valid & torch.from_numpy((c >= lo) & (c <= (hi or c.max())))[None]
         if span.any():
             out[f"chunks_{lo}-{hi or ''}"] = float(err[span].mean())
+            out[f"rotation_deg_{lo}-{hi or ''}"] = float(torch.rad2deg(turn[span]).mean())
     return out
 
 
@@ -161,14 +183,28 @@ def train(config: WorldModelTrainConfig) -> dict:
         model.proprio_dynamics.fit_statistics(*train_seq.boundaries())
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith("proprio_dynamics."))
-    replaced = open_loop_errors(model.proprio_dynamics, val_seq, integrated)
+    reader = policy_reader(config.policy_units, model.proprio_dynamics.delta_scale.device)
+    replaced = open_loop_errors(model.proprio_dynamics, val_seq, integrated, reader)
 
     def losses(m, batch):
-        return {"loss": unrolled_loss(m.proprio_dynamics, train_seq, *batch[:2], config.unroll, batch[2])}
+        return {"loss": unrolled_loss(m.proprio_dynamics, train_seq, *batch[:2], config.unroll, batch[2], reader)}
 
     summary = supervised.fit(model, losses, lambda rng, size: draw_windows(rng, train_seq, size),
-                             lambda m: open_loop_errors(m.proprio_dynamics, val_seq), config, config.out,
-                             "proprio dynamics")
-    return {**summary, "unroll": config.unroll, "train_episodes": len(train_eps), "val_episodes": len(val_eps),
-            "val_before": replaced}
+                             lambda m: open_loop_errors(m.proprio_dynamics, val_seq, reader=reader), config,
+                             config.out, "proprio dynamics")
+    return {**summary, "unroll": config.unroll, "policy_units": config.policy_units, "train_episodes": len(train_eps),
+            "val_episodes": len(val_eps), "val_before": replaced}
+
+
+def policy_reader(policy: str | None, device) -> ProprioNorm | None:
+    """The proprio standardisation of a policy checkpoint ('shipped' = worldenv's), frozen; None for None."""
+    if policy is None:
+        return None
+    from worldenv import checkpoints, models
+    model = models.load(checkpoints.model(policy, "policy"), role="policy")
+    norm = getattr(model, "proprio_norm", None)
+    if not isinstance(norm, ProprioNorm):
+        raise ValueError(f"--policy-units: the {model.spec.arch} policy at {policy} does not read proprio features "
+                         "through a ProprioNorm")
+    return norm.to(device).requires_grad_(False)
 

@@ -103,6 +103,10 @@ class WorldModelTrainConfig(TrainConfig):
         "(e.g. --steps 2000 --lr 1e-3 --batch-size 64 --eval-every 250)")
     unroll: int = pydantic.Field(8, ge=1, le=64, description="--proprio-dynamics: chunks per training window, each "
                                  "predicted from the dynamics' own previous prediction")
+    policy_units: str | None = pydantic.Field(
+        None, description="--proprio-dynamics: also count the error in this policy's proprio input (its "
+        "standardisation and clamp; 'shipped' = worldenv's SFT policy), whose rotation features vary 3-30x less "
+        "than in the dynamics' data, so the dynamics learns what that policy reads; unset = the dynamics' own units")
     teacher: str | None = pydantic.Field(
         None, description="distil this world-model checkpoint ('shipped' = worldenv's) into a new one: the student "
         "takes its config with --model's overrides (e.g. {\"patch\": 2}, a cheaper U-Net) and its proprio path "
@@ -121,6 +125,8 @@ class WorldModelTrainConfig(TrainConfig):
     def _one_proprio_path(self):
         if self.proprio_dynamics and (self.add_proprio_reader or self.reader_only):
             raise ValueError("--proprio-dynamics: cannot be combined with --add-proprio-reader / --reader-only")
+        if self.policy_units and not self.proprio_dynamics:
+            raise ValueError("--policy-units: weighs the proprio dynamics' loss; it needs --proprio-dynamics")
         if self.own_history and (self.teacher or self.proprio_dynamics or self.reader_only):
             raise ValueError("--own-history: trains the frames on their own history; it cannot be combined with "
                              "--teacher, --proprio-dynamics or --reader-only")
