@@ -88,16 +88,12 @@ def train(args) -> None:
 
     def report(net, step):
         with torch.no_grad():
-            scores = {name: balanced((net(xt)[:, 0] > 0).numpy(), yt.numpy() > 0) for name, (xt, yt) in tests.items()}
+            scores = {name: gate.balanced_accuracy((net(xt)[:, 0] > 0).numpy(), yt.numpy() > 0)
+                      for name, (xt, yt) in tests.items()}
         print(f"step {step}: held-out balanced accuracy, " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
 
     net = fit(x, y, args.steps, report)
     torch.save({"state": net.state_dict(), "image_size": x.shape[-1]}, args.out)
-
-
-def balanced(said: np.ndarray, truth: np.ndarray) -> float:
-    said, truth = np.asarray(said, bool), np.asarray(truth, bool)
-    return float((said[truth].mean() + (~said[~truth]).mean()) / 2)
 
 
 def load_probe(path: str) -> ProprioReader:
@@ -153,7 +149,8 @@ def replay_runs(net, episodes, world_model, width: float) -> tuple[dict, dict]:
             if truth[-1]:
                 scores["real"].append(float(np.median(held_real[run])))
                 scores["replay"].append(float(np.median(held[run])))
-    runs = {"runs": len(truth), "held": int(np.sum(truth)), **{k: balanced(v, truth) for k, v in said.items()}}
+    runs = {"runs": len(truth), "held": int(np.sum(truth)),
+            **{k: gate.balanced_accuracy(v, truth) for k, v in said.items()}}
     return runs, {k: float(np.median(v)) if v else None for k, v in scores.items()}
 
 

@@ -95,6 +95,15 @@ def closed_runs(commands: np.ndarray) -> list[slice]:
     return runs
 
 
+def balanced_accuracy(said: np.ndarray, truth: np.ndarray) -> float:
+    """The mean of the true-positive and true-negative rates of verdicts `said` against `truth`
+    (bool arrays); nan where one class is absent."""
+    said, truth = np.asarray(said, bool), np.asarray(truth, bool)
+    tpr = float(said[truth].mean()) if truth.any() else float("nan")
+    tnr = float((~said[~truth]).mean()) if (~truth).any() else float("nan")
+    return (tpr + tnr) / 2
+
+
 def calibrate(commands: list[np.ndarray], real_gaps: list[np.ndarray], imagined_gaps: list[np.ndarray]) -> dict:
     """The gate's width from replays of real episodes, without their outcomes: every closed run's
     real median gap says whether it held something (>= HELD), its imagined median predicts that,
@@ -112,10 +121,7 @@ def calibrate(commands: list[np.ndarray], real_gaps: list[np.ndarray], imagined_
     imagined_arr = np.array(imagined)
     scores = {}
     for width in WIDTHS:
-        said = imagined_arr >= width
-        tpr = float(said[held].mean()) if held.any() else float("nan")
-        tnr = float((~said[~held]).mean()) if (~held).any() else float("nan")
-        scores[width] = (tpr + tnr) / 2
+        scores[width] = balanced_accuracy(imagined_arr >= width, held)
     best = max(WIDTHS, key=lambda w: (np.nan_to_num(scores[w], nan=-1.0), -w))
     return {"runs": len(real), "held": int(held.sum()), "width": best, "balanced_accuracy": scores[best],
             "by_width": {str(w): s for w, s in scores.items()},

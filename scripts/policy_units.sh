@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The arm dynamics trained in the policy's units (reports/learning-signal.md, "The arm dynamics in
+# the policy's units"). Resumable: each stage leaves its output and is skipped when run again; one
+# stage per call with a name, all in order without. About 1 h 40 min on 2 cores, most of it the
+# rollouts (run own and own2 side by side: `bash scripts/policy_units.sh own & bash scripts/policy_units.sh own2`).
+#
+# 1. own, own2: the shipped SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per
+#    task on sampled init states 3000-3059, twice (as the shipped dynamics' data was collected);
+# 2. align_shipped: the SFT policy's alignment (its mean, the grasp gate at 1.75 cm) on held-out
+#    sampled init states 8000+, 20 per task, in the shipped models;
+# 3. dyn_plain, dyn_units: the shipped frames given a fresh proprio dynamics, trained by the shipped
+#    recipe (8000 steps, unrolled 8 chunks) on those rollouts, and the same with the error of the
+#    SFT policy's own proprio input added to the loss (`--policy-units shipped`);
+# 4. errors: the three dynamics replayed open loop on the held-out episodes of align_shipped, in the
+#    policy's units by part and the rotation in degrees (scripts/proprio_errors.py);
+# 5. align_plain, align_units: alignment again on the same real episodes (no new simulator step).
+set -uo pipefail
+cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+HOME_DIR=${WORLDENV_HOME:-$HOME/.worldenv}
+R=${R:-$HOME_DIR/runs/rotation}
+W=$PWD/.venv/bin/worldenv
+PY=$PWD/.venv/bin/python
+SHIPPED=$PWD/worldenv/checkpoints
+GATE=0.0175
+mkdir -p "$R"
+stage() { echo "=== $(date +%T) $1"; }
+
+rollouts() {   # NAME
+  [ -f $R/$1/done ] && return
+  stage $1
+  $W explore --policy shipped --tasks 0,1,2 --episodes-per-task 60 --init-offset 3000 --noise laplace \
+      --exploration-scale 0.02 --env-processes 1 --out $R/$1 && touch $R/$1/done
+}
+
+align() {   # NAME WORLD_MODEL: the SFT policy's mean, the real episodes of align_shipped
+  local out=$R/align_$1
+  [ -f $out/alignment.json ] && return
+  stage align_$1
+  mkdir -p $out
+  [ "$1" != shipped ] && [ ! -d $out/real ] && cp -r $R/align_shipped/real $out/
+  $W align --world-model $2 --tasks 0,1,2 --episodes-per-task 20 --init-offset 8000 --grasp-gate $GATE \
+      --env-processes 1 --out $out
+}
+
+dynamics() {   # NAME [FLAGS]: the shipped frames with a fresh proprio dynamics, the shipped recipe
+  local name=$1; shift
+  [ -f $R/dyn_$name/done ] && return
+  [ -f $R/own/done ] && [ -f $R/own2/done ] || { echo "dyn_$name: the rollouts are not collected yet"; return 1; }
+  [ -f $R/integrated/config.json ] || $PY -c "
+from worldenv import models
+m = models.load('$SHIPPED/world_model', role='world_model')
+m.proprio_dynamics = None
+m.config = m.config.model_copy(update={'proprio_dynamics': False})
+m.save_pretrained('$R/integrated')"
+  stage dyn_$name
+  $W train world-model --init $R/integrated --proprio-dynamics --data $R/own,$R/own2 --out $R/dyn_$name --steps 8000 \
+      --eval-every 1000 --lr 1e-3 --batch-size 64 --warmup 50 --patience 0 "$@" > $R/dyn_$name.log 2>&1 \
+      && touch $R/dyn_$name/done
+}
+
+run() {
+  case $1 in
+    own|own2) rollouts $1 ;;
+    align_shipped) align shipped shipped ;;
+    dyn_plain) dynamics plain ;;
+    dyn_units) dynamics units --policy-units shipped ;;
+    errors) [ -f $R/errors.md ] || { stage errors; $PY scripts/proprio_errors.py --data $R/align_shipped/real \
+        --models shipped,plain=$R/dyn_plain/model,units=$R/dyn_units/model > $R/errors.md; } ;;
+    align_plain) align plain $R/dyn_plain/model ;;
+    align_units) align units $R/dyn_units/model ;;
+    *) echo "unknown stage $1"; return 1 ;;
+  esac
+}
+
+if [ $# -gt 0 ]; then run $1; exit; fi
+for s in own own2 align_shipped dyn_plain dyn_units errors align_plain align_units; do
+  run $s || exit 1
+done
