@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # The arm dynamics trained in the policy's units (reports/learning-signal.md, "The arm dynamics in
 # the policy's units"). Resumable: each stage leaves its output and is skipped when run again; one
-# stage per call with a name, all in order without. About 1 h 40 min on 2 cores, most of it the
-# rollouts (run own and own2 side by side: `bash scripts/policy_units.sh own & bash scripts/policy_units.sh own2`).
+# stage per call with a name, all in order without. About 1 h 30 min on 2 cores (run the rollouts and
+# align_shipped side by side, then the trainings two at a time).
 #
-# 1. own, own2: the shipped SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per
-#    task on sampled init states 3000-3059, twice (as the shipped dynamics' data was collected);
+# 1. own: the shipped SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per task on
+#    sampled init states 3000-3059 (with one env process the same seed samples the same episodes
+#    again: a second collection needs another --seed);
 # 2. align_shipped: the SFT policy's alignment (its mean, the grasp gate at 1.75 cm) on held-out
 #    sampled init states 8000+, 20 per task, in the shipped models;
 # 3. dyn_plain, dyn_units: the shipped frames given a fresh proprio dynamics, trained by the shipped
-#    recipe (8000 steps, unrolled 8 chunks) on those rollouts, and the same with the error of the
-#    SFT policy's own proprio input added to the loss (`--policy-units shipped`);
+#    recipe (8000 steps, unrolled 8 chunks) on those rollouts (half the shipped dynamics' data, so a
+#    like-for-like control is trained here), and the same with the error of the
+#    SFT policy's own proprio input added to the loss (`--policy-units shipped`); each at training
+#    seeds 0 and 1 (dyn_plain1, dyn_units1), since the closed loop moves with the dynamics' seed;
 # 4. errors: the three dynamics replayed open loop on the held-out episodes of align_shipped, in the
 #    policy's units by part and the rotation in degrees (scripts/proprio_errors.py);
-# 5. align_plain, align_units: alignment again on the same real episodes (no new simulator step).
+# 5. align_plain, align_units, align_plain1, align_units1: alignment again on the same real episodes
+#    (no new simulator step); align_plain_nogate: the first without the grasp gate.
 set -uo pipefail
 cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -26,27 +30,27 @@ GATE=0.0175
 mkdir -p "$R"
 stage() { echo "=== $(date +%T) $1"; }
 
-rollouts() {   # NAME
-  [ -f $R/$1/done ] && return
-  stage $1
+own() {
+  [ -f $R/own/done ] && return
+  stage own
   $W explore --policy shipped --tasks 0,1,2 --episodes-per-task 60 --init-offset 3000 --noise laplace \
-      --exploration-scale 0.02 --env-processes 1 --out $R/$1 && touch $R/$1/done
+      --exploration-scale 0.02 --env-processes 1 --out $R/own && touch $R/own/done
 }
 
-align() {   # NAME WORLD_MODEL: the SFT policy's mean, the real episodes of align_shipped
+align() {   # NAME WORLD_MODEL [GATE]: the SFT policy's mean, the real episodes of align_shipped
   local out=$R/align_$1
   [ -f $out/alignment.json ] && return
   stage align_$1
   mkdir -p $out
   [ "$1" != shipped ] && [ ! -d $out/real ] && cp -r $R/align_shipped/real $out/
-  $W align --world-model $2 --tasks 0,1,2 --episodes-per-task 20 --init-offset 8000 --grasp-gate $GATE \
+  $W align --world-model $2 --tasks 0,1,2 --episodes-per-task 20 --init-offset 8000 --grasp-gate ${3-$GATE} \
       --env-processes 1 --out $out
 }
 
 dynamics() {   # NAME [FLAGS]: the shipped frames with a fresh proprio dynamics, the shipped recipe
   local name=$1; shift
   [ -f $R/dyn_$name/done ] && return
-  [ -f $R/own/done ] && [ -f $R/own2/done ] || { echo "dyn_$name: the rollouts are not collected yet"; return 1; }
+  [ -f $R/own/done ] || { echo "dyn_$name: the rollouts are not collected yet"; return 1; }
   [ -f $R/integrated/config.json ] || $PY -c "
 from worldenv import models
 m = models.load('$SHIPPED/world_model', role='world_model')
@@ -54,26 +58,30 @@ m.proprio_dynamics = None
 m.config = m.config.model_copy(update={'proprio_dynamics': False})
 m.save_pretrained('$R/integrated')"
   stage dyn_$name
-  $W train world-model --init $R/integrated --proprio-dynamics --data $R/own,$R/own2 --out $R/dyn_$name --steps 8000 \
+  $W train world-model --init $R/integrated --proprio-dynamics --data $R/own --out $R/dyn_$name --steps 8000 \
       --eval-every 1000 --lr 1e-3 --batch-size 64 --warmup 50 --patience 0 "$@" > $R/dyn_$name.log 2>&1 \
       && touch $R/dyn_$name/done
 }
 
 run() {
   case $1 in
-    own|own2) rollouts $1 ;;
+    own) own ;;
     align_shipped) align shipped shipped ;;
     dyn_plain) dynamics plain ;;
     dyn_units) dynamics units --policy-units shipped ;;
+    dyn_plain1) dynamics plain1 --seed 1 ;;
+    dyn_units1) dynamics units1 --seed 1 --policy-units shipped ;;
     errors) [ -f $R/errors.md ] || { stage errors; $PY scripts/proprio_errors.py --data $R/align_shipped/real \
-        --models shipped,plain=$R/dyn_plain/model,units=$R/dyn_units/model > $R/errors.md; } ;;
-    align_plain) align plain $R/dyn_plain/model ;;
-    align_units) align units $R/dyn_units/model ;;
+        --models shipped,plain=$R/dyn_plain/model,units=$R/dyn_units/model,plain1=$R/dyn_plain1/model,units1=$R/dyn_units1/model \
+        > $R/errors.md; } ;;
+    align_plain|align_units|align_plain1|align_units1) align ${1#align_} $R/dyn_${1#align_}/model ;;
+    align_plain_nogate) align plain_nogate $R/dyn_plain/model 0 ;;
     *) echo "unknown stage $1"; return 1 ;;
   esac
 }
 
 if [ $# -gt 0 ]; then run $1; exit; fi
-for s in own own2 align_shipped dyn_plain dyn_units errors align_plain align_units; do
+for s in own align_shipped dyn_plain dyn_units dyn_plain1 dyn_units1 errors align_plain align_units align_plain1 \
+         align_units1 align_plain_nogate; do
   run $s || exit 1
 done
