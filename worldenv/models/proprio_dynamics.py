@@ -13,7 +13,8 @@ Three things fix that here:
 - **history**: the previous chunk's actions and motion, because the arm carries velocity and the
   gripper takes several steps to close across chunk boundaries;
 - **multi-step training** (`worldenv.train.proprio_dynamics`): unrolled over windows of chunks on
-  its own predictions, the loss in the policy's proprio units (the standardised features it reads).
+  its own predictions, the loss in the features a policy reads, standardised by the dynamics' data
+  (and, with `--policy-units`, also by that policy's own standardisation).
 """
 from __future__ import annotations
 

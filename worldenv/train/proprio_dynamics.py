@@ -4,9 +4,9 @@ recorded episodes, unrolled on its own predictions.
 A sample is a window of `unroll` consecutive full chunks of one episode: the dynamics starts from
 the real proprio at the window's first chunk (and the real previous chunk), then steps on the real
 actions with its own predicted states; the loss is the mean |error| of every predicted state in
-the standardised features the policy reads (`proprio.features`). Windows that run past an
-episode's end are masked there. `open_loop` replays a whole episode from its first proprio, the
-way imagination uses the model, for the held-out figures.
+the features a policy reads (`proprio.features`), standardised by the dynamics' own training data.
+Windows that run past an episode's end are masked there. `open_loop` replays a whole episode
+from its first proprio, the way imagination uses the model, for the held-out figures.
 
 The dynamics' standardisation is fitted on its own training data, where the arm turns far more than
 in the demos a policy learnt from: a policy's rotation features have a spread 3-30 times smaller,
