@@ -31,24 +31,7 @@ SHIPPED=$PWD/worldenv/checkpoints
 DEPTH=${DEPTH:-6}
 GATE=0.0175
 mkdir -p "$R"
-stage() { echo "=== $(date +%T) $1"; }
-
-own() {
-  [ -f $R/own/done ] && return
-  stage own
-  $W explore --policy shipped --tasks 0,1,2 --episodes-per-task 60 --init-offset 3000 --noise laplace \
-      --exploration-scale 0.02 --env-processes 1 --out $R/own && touch $R/own/done
-}
-
-align() {   # NAME WORLD_MODEL [REFLECTOR]: the SFT policy's mean, the real episodes of align_shipped
-  local out=$R/align_$1
-  [ -f $out/alignment.json ] && return
-  stage align_$1
-  mkdir -p $out
-  [ "$1" != shipped ] && [ ! -d $out/real ] && cp -r $R/align_shipped/real $out/
-  $W align --world-model $2 --reflector ${3:-shipped} --tasks 0,1,2 --episodes-per-task 20 --init-offset 8000 --grasp-gate $GATE \
-      --env-processes 1 --out $out
-}
+source scripts/held_out.sh   # stage, own, align
 
 frames() {   # NAME OWN_HISTORY: the shipped world model's frames fine-tuned on the own rollouts
   [ -f $R/wm_$1/model/config.json ] && [ -f $R/wm_$1/done ] && return

@@ -28,24 +28,7 @@ PY=$PWD/.venv/bin/python
 SHIPPED=$PWD/worldenv/checkpoints
 GATE=0.0175
 mkdir -p "$R"
-stage() { echo "=== $(date +%T) $1"; }
-
-own() {
-  [ -f $R/own/done ] && return
-  stage own
-  $W explore --policy shipped --tasks 0,1,2 --episodes-per-task 60 --init-offset 3000 --noise laplace \
-      --exploration-scale 0.02 --env-processes 1 --out $R/own && touch $R/own/done
-}
-
-align() {   # NAME WORLD_MODEL [GATE]: the SFT policy's mean, the real episodes of align_shipped
-  local out=$R/align_$1
-  [ -f $out/alignment.json ] && return
-  stage align_$1
-  mkdir -p $out
-  [ "$1" != shipped ] && [ ! -d $out/real ] && cp -r $R/align_shipped/real $out/
-  $W align --world-model $2 --tasks 0,1,2 --episodes-per-task 20 --init-offset 8000 --grasp-gate ${3-$GATE} \
-      --env-processes 1 --out $out
-}
+source scripts/held_out.sh   # stage, own, align
 
 dynamics() {   # NAME [FLAGS]: the shipped frames with a fresh proprio dynamics, the shipped recipe
   local name=$1; shift
@@ -75,7 +58,7 @@ run() {
         --models shipped$(for d in plain units plain1 units1 plain2 units2; do echo -n ",$d=$R/dyn_$d/model"; done) \
         > $R/errors.md; } ;;
     align_plain|align_units|align_plain[12]|align_units[12]) align ${1#align_} $R/dyn_${1#align_}/model ;;
-    align_plain_nogate) align plain_nogate $R/dyn_plain/model 0 ;;
+    align_plain_nogate) align plain_nogate $R/dyn_plain/model shipped 0 ;;
     *) echo "unknown stage $1"; return 1 ;;
   esac
 }
