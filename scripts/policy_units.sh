@@ -42,7 +42,7 @@ m.config = m.config.model_copy(update={'proprio_dynamics': False})
 m.save_pretrained('$R/integrated')"
   stage dyn_$name
   $W train world-model --init $R/integrated --proprio-dynamics --data $R/own --out $R/dyn_$name --steps 8000 \
-      --eval-every 1000 --lr 1e-3 --batch-size 64 --warmup 50 --patience 0 "$@" > $R/dyn_$name.log 2>&1 \
+      --eval-every 1000 --lr 1e-3 --batch-size 64 --warmup 50 --patience 0 --threads 1 "$@" > $R/dyn_$name.log 2>&1 \
       && touch $R/dyn_$name/done
 }
 
