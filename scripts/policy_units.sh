@@ -13,7 +13,7 @@
 #    recipe (8000 steps, unrolled 8 chunks) on those rollouts (half the shipped dynamics' data, so a
 #    like-for-like control is trained here), and the same with the error of the
 #    SFT policy's own proprio input added to the loss (`--policy-units shipped`); each at training
-#    seeds 0, 1 and 2 (dyn_plain1, dyn_units2, ...), since the closed loop moves with the dynamics' seed;
+#    seeds 0-3 (dyn_plain1, dyn_units2, ...), since the closed loop moves with the dynamics' seed;
 # 4. errors: the three dynamics replayed open loop on the held-out episodes of align_shipped, in the
 #    policy's units by part and the rotation in degrees (scripts/proprio_errors.py);
 # 5. align_plain, align_units, align_plain1, ...: alignment again on the same real episodes (no new
@@ -52,19 +52,20 @@ run() {
     align_shipped) align shipped shipped ;;
     dyn_plain) dynamics plain ;;
     dyn_units) dynamics units --policy-units shipped ;;
-    dyn_plain[12]) dynamics ${1#dyn_} --seed ${1#dyn_plain} ;;
-    dyn_units[12]) dynamics ${1#dyn_} --seed ${1#dyn_units} --policy-units shipped ;;
+    dyn_plain[123]) dynamics ${1#dyn_} --seed ${1#dyn_plain} ;;
+    dyn_units[123]) dynamics ${1#dyn_} --seed ${1#dyn_units} --policy-units shipped ;;
     errors) [ -f $R/errors.md ] || { stage errors; $PY scripts/proprio_errors.py --data $R/align_shipped/real \
-        --models shipped$(for d in plain units plain1 units1 plain2 units2; do echo -n ",$d=$R/dyn_$d/model"; done) \
+        --models shipped$(for d in plain units plain1 units1 plain2 units2 plain3 units3; do echo -n ",$d=$R/dyn_$d/model"; done) \
         > $R/errors.md; } ;;
-    align_plain|align_units|align_plain[12]|align_units[12]) align ${1#align_} $R/dyn_${1#align_}/model ;;
+    align_plain|align_units|align_plain[123]|align_units[123]) align ${1#align_} $R/dyn_${1#align_}/model ;;
     align_plain_nogate) align plain_nogate $R/dyn_plain/model shipped 0 ;;
     *) echo "unknown stage $1"; return 1 ;;
   esac
 }
 
 if [ $# -gt 0 ]; then run $1; exit; fi
-for s in own align_shipped dyn_plain dyn_units dyn_plain1 dyn_units1 dyn_plain2 dyn_units2 errors align_plain \
-         align_units align_plain1 align_units1 align_plain2 align_units2 align_plain_nogate; do
+for s in own align_shipped dyn_plain dyn_units dyn_plain1 dyn_units1 dyn_plain2 dyn_units2 dyn_plain3 dyn_units3 \
+         errors align_plain align_units align_plain1 align_units1 align_plain2 align_units2 align_plain3 align_units3 \
+         align_plain_nogate; do
   run $s || exit 1
 done
