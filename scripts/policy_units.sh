@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The arm dynamics trained in the policy's units (reports/learning-signal.md, "The arm dynamics in
 # the policy's units"). Resumable: each stage leaves its output and is skipped when run again; one
-# stage per call with a name, all in order without. About 1 h 30 min on 2 cores (run the rollouts and
+# stage per call with a name, all in order without. About 2 h on 2 cores (run the rollouts and
 # align_shipped side by side, then the trainings two at a time).
 #
 # 1. own: the shipped SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per task on
