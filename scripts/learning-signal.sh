@@ -27,8 +27,7 @@ DATA=$R/own,$R/own2
 [ -f $R/integrated/config.json ] || { stage integrated; $PWD/.venv/bin/python -c "
 from worldenv import models
 m = models.load('$SHIPPED/world_model', role='world_model')
-m.proprio_dynamics = None
-m.config = m.config.model_copy(update={'proprio_dynamics': False})
+m.drop_proprio_dynamics()
 m.save_pretrained('$R/integrated')"; }
 BEFORE=$R/integrated
 # 2. Alignment before: the shipped models, the policy's mean, 20 episodes per task at init states 8000..

@@ -37,8 +37,7 @@ dynamics() {   # NAME [FLAGS]: the shipped frames with a fresh proprio dynamics,
   [ -f $R/integrated/config.json ] || $PY -c "
 from worldenv import models
 m = models.load('$SHIPPED/world_model', role='world_model')
-m.proprio_dynamics = None
-m.config = m.config.model_copy(update={'proprio_dynamics': False})
+m.drop_proprio_dynamics()
 m.save_pretrained('$R/integrated')"
   stage dyn_$name
   $W train world-model --init $R/integrated --proprio-dynamics --data $R/own --out $R/dyn_$name --steps 8000 \

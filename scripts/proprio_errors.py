@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from worldenv import checkpoints, models
 from worldenv.data import chunks
+from worldenv.models.proprio import FEATURE_PARTS
 from worldenv.models.proprio_dynamics import ArmState, read
 from worldenv.train import proprio_dynamics as dyn
 
@@ -30,12 +30,12 @@ def main() -> None:
     reader = dyn.policy_reader(args.policy, "cpu")
     print(f"{len(seq)} episodes, {int(seq.chunks.sum())} chunk boundaries; units: the {args.policy} policy's input\n")
     spans = [f"{lo}-{hi or ''}" for lo, hi in dyn.SPANS]
-    real = torch.from_numpy(seq.proprio[:, 1:])
-    valid = torch.from_numpy(np.arange(1, seq.proprio.shape[1])[None, :] <= seq.chunks[:, None])
-    inputs = read(reader, ArmState.from_raw(real.reshape(-1, 8))).view(*valid.shape, -1)[valid]
+    valid = torch.from_numpy(seq.scored())
+    real = ArmState.from_raw(torch.from_numpy(seq.proprio[:, 1:]).reshape(-1, 8))
+    inputs = read(reader, real).view(*valid.shape, -1)[valid]
     at_clamp = (inputs.abs() >= 10).float().mean(0)
     print("share of the real boundaries where the policy's input sits at its clamp: " + ", ".join(
-        f"{part} {float(at_clamp[cols].mean()):.2f}" for part, cols in dyn.FEATURE_PARTS.items()) + "\n")
+        f"{part} {float(at_clamp[cols].mean()):.2f}" for part, cols in FEATURE_PARTS.items()) + "\n")
     print("| world model | rotation, degrees: " + " / ".join(s.replace("-", "+") if s.endswith("-") else s
                                                       for s in spans) + " | policy units: position / rotation / "
           "gripper | eef position, m |")
@@ -47,7 +47,7 @@ def main() -> None:
             raise SystemExit(f"--models: {item} has no proprio dynamics")
         out = dyn.open_loop_errors(model.proprio_dynamics, seq, reader=reader)
         degrees = " / ".join(f"{out[f'rotation_deg_{s}']:.1f}" for s in spans if f"rotation_deg_{s}" in out)
-        parts = " / ".join(f"{out[f'read_{p}']:.3f}" for p in dyn.FEATURE_PARTS)
+        parts = " / ".join(f"{out[f'read_{p}']:.3f}" for p in FEATURE_PARTS)
         print(f"| {name or path} | {degrees} | {parts} | {out['position_m']:.3f} |")
 
 

@@ -99,6 +99,12 @@ def test_proprio_dynamics_trained_onto_a_checkpoint_learns_leaves_the_frames_and
     np.testing.assert_allclose(second.proprio, two.raw().numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="choose one way to predict the proprio"):
         models.build("world_model", proprio_reader=True, proprio_dynamics=True)
+    new.drop_proprio_dynamics()   # back to the integrated proprio, the frames as they were
+    new.save_pretrained(tmp_path / "dropped")
+    dropped = models.load(tmp_path / "dropped")
+    assert dropped.proprio_dynamics is None and not dropped.config.proprio_dynamics
+    np.testing.assert_array_equal(dropped.step(dropped.start(StartStates(e.frames[:1], e.proprio[:1], [e.instruction])),
+                                               a0[None])[0].frames, frame_old)
 
 
 def test_the_predicted_axis_angle_keeps_libero_s_convention_past_pi():

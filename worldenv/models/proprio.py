@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 RAW_DIM, FEATURE_DIM = 8, 11
+FEATURE_PARTS = {"position": slice(0, 3), "rotation": slice(3, 9), "gripper": slice(9, 11)}   # of `features`
 
 
 def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:

@@ -232,6 +232,12 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
             self.proprio_dynamics = ProprioDynamics(c.chunk_length, c.action_dim).to(self.device)
             self.config = c.model_copy(update={"proprio_dynamics": True})
 
+    def drop_proprio_dynamics(self) -> None:
+        """The model as it was before `add_proprio_dynamics` (the same frames; the proprio
+        integrated again), e.g. to train a fresh dynamics onto a checkpoint that has one."""
+        self.proprio_dynamics = None
+        self.config = self.config.model_copy(update={"proprio_dynamics": False})
+
     def add_proprio_reader(self) -> None:
         """Give a model made without one (e.g. a checkpoint to fine-tune) a fresh proprio reader."""
         if self.proprio_reader is None:

@@ -24,14 +24,13 @@ import torch
 
 from worldenv.data import chunks as chunk_data
 from worldenv.data.chunked_episode import ChunkedEpisode
-from worldenv.models.proprio import ProprioNorm
+from worldenv.models.proprio import FEATURE_PARTS, ProprioNorm
 from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics, matrix_to_axis_angle, read
 from worldenv.train import supervised
 from worldenv.train.settings import WorldModelTrainConfig
 
 REST_FRACTION = 0.2   # share of training windows started without their history
 SPANS = ((1, 4), (5, 14), (15, None))   # chunk spans of the open-loop figures (as `align`'s action gap)
-FEATURE_PARTS = {"position": slice(0, 3), "rotation": slice(3, 9), "gripper": slice(9, 11)}   # of `proprio.features`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +44,10 @@ class Sequences:
 
     def __len__(self) -> int:
         return len(self.chunks)
+
+    def scored(self) -> np.ndarray:
+        """(N, L) bool: which chunk boundaries 1..L each episode reaches (the rest is padding)."""
+        return np.arange(1, self.proprio.shape[1])[None, :] <= self.chunks[:, None]
 
     def boundaries(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw proprio (N_chunks, 8) before and after every full chunk (the dynamics' statistics)."""
@@ -145,13 +148,13 @@ def open_loop_errors(model: ProprioDynamics, seq: Sequences, predicted: np.ndarr
     ("position_m"). "loss" is what training minimises: the first, plus the second with a `reader`."""
     predicted = torch.from_numpy(open_loop(model, seq) if predicted is None else predicted).float()
     c = np.arange(1, seq.proprio.shape[1])
-    valid = torch.from_numpy(c[None, :] <= seq.chunks[:, None])                       # (N, L)
+    valid = torch.from_numpy(seq.scored())                                            # (N, L)
     real = torch.from_numpy(seq.proprio[:, 1:])
     states = [ArmState.from_raw(x.reshape(-1, x.shape[-1])) for x in (predicted[:, 1:], real)]
     def error(norm):                                                                  # (N, L, 11)
         return (read(norm, states[0]) - read(norm, states[1])).abs().view(*valid.shape, -1)
-    err = error(model.norm).mean(-1)
-    read_err = error(reader if reader is not None else model.norm)
+    own = error(model.norm)
+    err, read_err = own.mean(-1), own if reader is None else error(reader)
     turn = matrix_to_axis_angle(states[0].rot @ states[1].rot.transpose(-1, -2)).norm(dim=-1).view(valid.shape)
     metres = (predicted[:, 1:, :3] - real[..., :3]).abs().mean(-1)
     out = {"loss": float(err[valid].mean() + (read_err.mean(-1)[valid].mean() if reader is not None else 0)),
