@@ -3,11 +3,13 @@
 # judged again by each world model.
 stage() { echo "=== $(date +%T) $1"; }
 
-own() {   # the SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per task at 3000-3059
-  [ -f $R/own/done ] && return
-  stage own
-  $W explore --policy shipped --tasks 0,1,2 --episodes-per-task 60 --init-offset 3000 --noise laplace \
-      --exploration-scale 0.02 --env-processes 1 --out $R/own && touch $R/own/done
+own() {   # [NAME OFFSET SEED]: the SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per
+          # task at init states OFFSET.. (default own, 3000-3059, sampling seed 0)
+  local name=${1:-own} offset=${2:-3000} seed=${3:-0}
+  [ -f $R/$name/done ] && return
+  stage $name
+  $W explore --policy shipped --tasks 0,1,2 --episodes-per-task 60 --init-offset $offset --noise laplace \
+      --exploration-scale 0.02 --seed $seed --env-processes 1 --out $R/$name && touch $R/$name/done
 }
 
 align() {   # NAME WORLD_MODEL [REFLECTOR] [GATE]: the SFT policy's mean, the real episodes of align_shipped

@@ -14,7 +14,7 @@ import toy_episodes
 from worldenv import models
 from worldenv.data import chunks
 from worldenv.models.proprio import axis_angle_to_matrix
-from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics, matrix_to_axis_angle
+from worldenv.models.proprio_dynamics import ArmState, DynamicsEnsemble, ProprioDynamics, matrix_to_axis_angle
 from worldenv.models.roles import StartStates
 from worldenv.train import proprio_dynamics as train_dynamics
 from worldenv.train import world_model as train_world_model
@@ -152,3 +152,47 @@ def test_policy_units_add_the_policy_input_error_and_the_open_loop_figures_read_
     assert out["read_rotation"] > 0
     with pytest.raises(ValueError, match="--policy-units: .* needs --proprio-dynamics"):
         WorldModelTrainConfig(data=str(data), out="x", policy_units="shipped")
+
+
+def test_an_ensemble_of_dynamics_steps_their_mean_delta_trains_every_member_and_round_trips(data, tmp_path):
+    """--proprio-members: the served step is the mean of the members' deltas (the position their
+    mean position, exactly), every member trains, the checkpoint reloads as an ensemble, and a
+    count that does not match an --init checkpoint's, or one without --proprio-dynamics, is refused."""
+    base = WorldModelTrainConfig(data=str(data), out=str(tmp_path / "base"), steps=5, batch_size=8, eval_every=5,
+                                 lr=2e-3, warmup=2, model=TINY_WORLD)
+    train_world_model.train(base)
+    with pytest.raises(ValueError, match="--proprio-members: .* needs --proprio-dynamics"):
+        WorldModelTrainConfig(data=str(data), out=str(tmp_path), proprio_members=2)
+    with pytest.raises(ValueError, match="proprio_members .* needs proprio_dynamics"):
+        models.build("world_model", proprio_members=2)
+    dyn = base.model_copy(update={"out": str(tmp_path / "ens"), "model": "{}", "init": str(tmp_path / "base" / "model"),
+                                  "steps": 60, "eval_every": 30, "warmup": 0, "lr": 3e-3, "batch_size": 16,
+                                  "proprio_dynamics": True, "unroll": 4, "proprio_members": 2})
+    fresh = models.load(tmp_path / "base" / "model")
+    fresh.add_proprio_dynamics(2)
+    before = [p.detach().clone() for p in fresh.proprio_dynamics.parameters()]
+    run = train_world_model.train(dyn)
+    model = models.load(tmp_path / "ens" / "model")
+    assert model.config.proprio_members == 2 and isinstance(model.proprio_dynamics, DynamicsEnsemble)
+    a, b = model.proprio_dynamics.members
+    assert not torch.equal(a.net[0].weight, b.net[0].weight)
+    assert all(not torch.equal(x, y) for x, y in zip(before, model.proprio_dynamics.parameters()) if x.dim() > 1)
+    assert run["members"] == 2 and len(run["val_members"]) == 2
+    _, val = chunks.split(chunks.load([data]), dyn.val_fraction, dyn.seed)
+    best = min(r["val_loss"] for r in run["history"])   # the kept checkpoint is the ensemble's best held-out figure
+    assert train_dynamics.open_loop_errors(model.proprio_dynamics, train_dynamics.sequences(val))["loss"] \
+        == pytest.approx(best, rel=1e-5)
+    seq = train_dynamics.sequences(chunks.load([data]))
+    state = ArmState.from_raw(torch.from_numpy(seq.proprio[:, 0]))
+    actions = torch.from_numpy(seq.actions[:, 0])
+    with torch.no_grad():
+        step = model.proprio_dynamics.step(state, actions, state, torch.zeros_like(actions))
+        alone = [m.step(state, actions, state, torch.zeros_like(actions)) for m in (a, b)]
+        mean_delta = (a.delta(state, actions, state, torch.zeros_like(actions))
+                      + b.delta(state, actions, state, torch.zeros_like(actions))) / 2
+    torch.testing.assert_close(step.pos, (alone[0].pos + alone[1].pos) / 2)
+    torch.testing.assert_close(step.grip, (alone[0].grip + alone[1].grip) / 2)
+    torch.testing.assert_close(step.rot, axis_angle_to_matrix(mean_delta[:, 3:6]) @ state.rot)
+    with pytest.raises(ValueError, match="--proprio-members 1: the --init checkpoint's dynamics has 2"):
+        train_world_model.train(dyn.model_copy(update={"out": str(tmp_path / "again"), "init": str(tmp_path / "ens" / "model"),
+                                                       "proprio_members": 1}))

@@ -30,7 +30,8 @@ from diffusers.models.unets.unet_2d import UNet2DModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 from worldenv.models import checkpoint, inputs, precision, unet_inference, vision
-from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics
+from worldenv.models import proprio_dynamics
+from worldenv.models.proprio_dynamics import ArmState
 from worldenv.models.proprio_reader import ProprioReader
 from worldenv.models.roles import Prediction, Spec, StartStates
 
@@ -76,11 +77,16 @@ class WorldModelConfig(pydantic.BaseModel):
     proprio_dynamics: bool = pydantic.Field(False, description="predict the next proprio with a learned arm dynamics "
                                             "(rotation composed, the previous chunk as history, trained unrolled on "
                                             "its own predictions) instead of the integrated prior + one-step correction")
+    proprio_members: int = pydantic.Field(1, ge=1, le=16, description="proprio_dynamics: how many dynamics, trained "
+                                          "apart, make its step (the mean of their deltas); 1 = a single dynamics")
 
     @pydantic.model_validator(mode="after")
     def _unet_fits(self):
         if self.proprio_reader and self.proprio_dynamics:
             raise ValueError("proprio_reader and proprio_dynamics: choose one way to predict the proprio")
+        if self.proprio_members > 1 and not self.proprio_dynamics:
+            raise ValueError(f"proprio_members ({self.proprio_members}): an ensemble of proprio dynamics needs "
+                             "proprio_dynamics")
         if not self.block_out_channels or min(self.block_out_channels) < 8:
             raise ValueError(f"block_out_channels: need at least one block of >= 8 channels, got {self.block_out_channels}")
         factor = 2 ** (len(self.block_out_channels) - 1) * self.patch
@@ -224,19 +230,21 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
             self.add_proprio_dynamics()
         self.scheduler = _scheduler(config)
 
-    def add_proprio_dynamics(self) -> None:
+    def add_proprio_dynamics(self, members: int | None = None) -> None:
         """Give a model made without one (e.g. a checkpoint to fine-tune) a fresh proprio dynamics
-        (its statistics unset: `ProprioDynamics.fit_statistics` before training)."""
+        of `members` (default the config's `proprio_members`; its statistics unset:
+        `fit_statistics` before training)."""
         if self.proprio_dynamics is None:
             c = self.config
-            self.proprio_dynamics = ProprioDynamics(c.chunk_length, c.action_dim).to(self.device)
-            self.config = c.model_copy(update={"proprio_dynamics": True})
+            c = c.model_copy(update={"proprio_dynamics": True, "proprio_members": members or c.proprio_members})
+            self.proprio_dynamics = proprio_dynamics.make(c.chunk_length, c.action_dim, c.proprio_members).to(self.device)
+            self.config = c
 
     def drop_proprio_dynamics(self) -> None:
         """The model as it was before `add_proprio_dynamics` (the same frames; the proprio
         integrated again), e.g. to train a fresh dynamics onto a checkpoint that has one."""
         self.proprio_dynamics = None
-        self.config = self.config.model_copy(update={"proprio_dynamics": False})
+        self.config = self.config.model_copy(update={"proprio_dynamics": False, "proprio_members": 1})
 
     def add_proprio_reader(self) -> None:
         """Give a model made without one (e.g. a checkpoint to fine-tune) a fresh proprio reader."""

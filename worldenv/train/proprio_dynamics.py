@@ -18,6 +18,7 @@ policy acts on.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ import torch
 from worldenv.data import chunks as chunk_data
 from worldenv.data.chunked_episode import ChunkedEpisode
 from worldenv.models.proprio import FEATURE_PARTS, ProprioNorm
+from worldenv.models import proprio_dynamics as dynamics
 from worldenv.models.proprio_dynamics import ArmState, ProprioDynamics, matrix_to_axis_angle, read
 from worldenv.train import supervised
 from worldenv.train.settings import WorldModelTrainConfig
@@ -180,8 +182,11 @@ def train(config: WorldModelTrainConfig) -> dict:
     if not hasattr(model, "add_proprio_dynamics"):
         raise ValueError(f"--proprio-dynamics: the {model.spec.arch} world model has no proprio dynamics to add")
     fresh = model.proprio_dynamics is None
+    if not fresh and model.config.proprio_members != config.proprio_members:
+        raise ValueError(f"--proprio-members {config.proprio_members}: the --init checkpoint's dynamics has "
+                         f"{model.config.proprio_members}; give the same number to train it on")
     integrated = integrated_open_loop(model, val_seq) if fresh else None   # the path it replaces
-    model.add_proprio_dynamics()
+    model.add_proprio_dynamics(config.proprio_members)
     if fresh:
         model.proprio_dynamics.fit_statistics(*train_seq.boundaries())
     for name, param in model.named_parameters():
@@ -189,14 +194,24 @@ def train(config: WorldModelTrainConfig) -> dict:
     reader = policy_reader(config.policy_units, model.proprio_dynamics.delta_scale.device)
     replaced = open_loop_errors(model.proprio_dynamics, val_seq, integrated, reader)
 
-    def losses(m, batch):
-        return {"loss": unrolled_loss(m.proprio_dynamics, train_seq, *batch[:2], config.unroll, batch[2], reader)}
+    def losses(m, batches):   # an ensemble's members each on their own windows; the loss is their mean
+        parts = [unrolled_loss(member, train_seq, *batch[:2], config.unroll, batch[2], reader)
+                 for member, batch in zip(dynamics.members(m.proprio_dynamics), batches)]
+        return {"loss": sum(parts) / len(parts)}
 
-    summary = supervised.fit(model, losses, lambda rng, size: draw_windows(rng, train_seq, size),
-                             lambda m: open_loop_errors(m.proprio_dynamics, val_seq, reader=reader), config,
-                             config.out, "proprio dynamics")
-    return {**summary, "unroll": config.unroll, "policy_units": config.policy_units, "train_episodes": len(train_eps),
-            "val_episodes": len(val_eps), "val_before": replaced}
+    def draw(rng, size):
+        return [draw_windows(rng, train_seq, size) for _ in range(config.proprio_members)]
+
+    summary = supervised.fit(model, losses, draw, lambda m: open_loop_errors(m.proprio_dynamics, val_seq, reader=reader),
+                             config, config.out, "proprio dynamics")
+    out = {**summary, "unroll": config.unroll, "policy_units": config.policy_units, "members": config.proprio_members,
+           "train_episodes": len(train_eps), "val_episodes": len(val_eps), "val_before": replaced}
+    if config.proprio_members > 1:   # each member alone, at the checkpoint kept: what the mean gains over them
+        from worldenv import models
+        best = models.load(pathlib.Path(config.out) / supervised.MODEL_DIR, role="world_model")
+        out["val_members"] = [open_loop_errors(m, val_seq, reader=reader)["loss"]
+                              for m in dynamics.members(best.proprio_dynamics)]
+    return out
 
 
 def policy_reader(policy: str | None, device) -> ProprioNorm | None:

@@ -103,6 +103,10 @@ class WorldModelTrainConfig(TrainConfig):
         "(e.g. --steps 2000 --lr 1e-3 --batch-size 64 --eval-every 250)")
     unroll: int = pydantic.Field(8, ge=1, le=64, description="--proprio-dynamics: chunks per training window, each "
                                  "predicted from the dynamics' own previous prediction")
+    proprio_members: int = pydantic.Field(
+        1, ge=1, le=16, description="--proprio-dynamics: train an ensemble of this many dynamics, each from its own "
+        "initial weights on its own draws of windows, whose step is the mean of theirs (the closed loop moved 20 "
+        "points with a single dynamics' training seed); costs this many times the training; 1 = one dynamics")
     policy_units: str | None = pydantic.Field(
         None, description="--proprio-dynamics: also count the error in this policy's proprio input (its "
         "standardisation and clamp; 'shipped' = worldenv's SFT policy), whose rotation features vary 3-30x less "
@@ -125,6 +129,8 @@ class WorldModelTrainConfig(TrainConfig):
     def _one_proprio_path(self):
         if self.proprio_dynamics and (self.add_proprio_reader or self.reader_only):
             raise ValueError("--proprio-dynamics: cannot be combined with --add-proprio-reader / --reader-only")
+        if self.proprio_members > 1 and not self.proprio_dynamics:
+            raise ValueError("--proprio-members: an ensemble of proprio dynamics; it needs --proprio-dynamics")
         if self.policy_units and not self.proprio_dynamics:
             raise ValueError("--policy-units: weighs the proprio dynamics' loss; it needs --proprio-dynamics")
         if self.own_history and (self.teacher or self.proprio_dynamics or self.reader_only):

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The spread of the arm dynamics over training seeds (reports/learning-signal.md, "An ensemble of
+# arm dynamics, and twice the rollouts"). Resumable: each stage leaves its output and is skipped when
+# run again; one stage per call with a name, all in order without. About 3 h on 2 cores (run the
+# rollouts beside the trainings, each training on one thread).
+#
+# 1. own: the shipped SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per task on
+#    sampled init states 3000-3059 (the same episodes as scripts/policy_units.sh); own2: 60 more per
+#    task on new init states 3060-3119 at sampling seed 1;
+# 2. align_shipped: the SFT policy's alignment (its mean, the grasp gate at 1.75 cm) on held-out
+#    sampled init states 8000+, 20 per task, in the shipped models;
+# 3. ens0, ens1, ens2: the shipped frames with a fresh ensemble of 4 proprio dynamics
+#    (`--proprio-members 4`, the step their mean), each member by the shipped recipe (8000 steps,
+#    unrolled 8 chunks) on own, at training seeds 0-2; single dynamics on the same data moved the
+#    closed loop 63-83 % over four seeds (scripts/policy_units.sh);
+# 4. more0, more1, more2: a single dynamics on own and own2 (twice the rollouts), seeds 0-2;
+# 5. errors: every dynamics replayed open loop on the held-out episodes (scripts/proprio_errors.py);
+# 6. align_ens0, ..., align_more0, ...: alignment again on the same real episodes (no new simulator step).
+set -uo pipefail
+cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+HOME_DIR=${WORLDENV_HOME:-$HOME/.worldenv}
+R=${R:-$HOME_DIR/runs/ensemble}
+W=$PWD/.venv/bin/worldenv
+PY=$PWD/.venv/bin/python
+SHIPPED=$PWD/worldenv/checkpoints
+GATE=0.0175
+MEMBERS=4
+mkdir -p "$R"
+source scripts/held_out.sh   # stage, own, align
+
+dynamics() {   # NAME DATA [FLAGS]: the shipped frames with a fresh proprio dynamics, the shipped recipe
+  local name=$1 data=$2; shift 2
+  [ -f $R/dyn_$name/done ] && return
+  for d in ${data//,/ }; do [ -f $d/done ] || { echo "dyn_$name: $d is not collected yet"; return 1; }; done
+  [ -f $R/integrated/config.json ] || $PY -c "
+from worldenv import models
+m = models.load('$SHIPPED/world_model', role='world_model')
+m.drop_proprio_dynamics()
+m.save_pretrained('$R/integrated')"
+  stage dyn_$name
+  $W train world-model --init $R/integrated --proprio-dynamics --data $data --out $R/dyn_$name --steps 8000 \
+      --eval-every 1000 --lr 1e-3 --batch-size 64 --warmup 50 --patience 0 --threads 1 "$@" > $R/dyn_$name.log 2>&1 \
+      && touch $R/dyn_$name/done
+}
+
+NAMES="ens0 ens1 ens2 more0 more1 more2"
+run() {
+  case $1 in
+    own) own ;;
+    own2) own own2 3060 1 ;;
+    align_shipped) align shipped shipped ;;
+    ens[0-9]) dynamics $1 $R/own --seed ${1#ens} --proprio-members $MEMBERS ;;
+    more[0-9]) dynamics $1 $R/own,$R/own2 --seed ${1#more} ;;
+    errors) [ -f $R/errors.md ] || { stage errors; $PY scripts/proprio_errors.py --data $R/align_shipped/real \
+        --models shipped$(for d in $NAMES; do echo -n ",$d=$R/dyn_$d/model"; done) > $R/errors.md; } ;;
+    align_ens[0-9]|align_more[0-9]) align ${1#align_} $R/dyn_${1#align_}/model ;;
+    *) echo "unknown stage $1"; return 1 ;;
+  esac
+}
+
+if [ $# -gt 0 ]; then
+  for s in "$@"; do run $s || exit 1; done
+  exit
+fi
+for s in own own2 align_shipped ens0 ens1 ens2 more0 more1 more2 errors \
+         align_ens0 align_ens1 align_ens2 align_more0 align_more1 align_more2; do
+  run $s || exit 1
+done
