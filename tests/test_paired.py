@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -128,3 +130,39 @@ def test_compare_command_names_a_missing_run(tmp_path, capsys):
     assert "share no episode ids" in capsys.readouterr().err
     assert cli.main(["compare", sft, sft, "--resamples", "5"]) == 2
     assert "--resamples: must be >= 100" in capsys.readouterr().err
+
+
+def _align_dir(root, name, rows):
+    """A `worldenv align` output holding only what compare reads: per episode (id, real, imagined, replay)."""
+    folder = root / name
+    folder.mkdir()
+    per_episode = [{"id": i, "task": int(i.split("/")[1]), "real": r, "imagined": c, "replay": p, "real_video": r}
+                   for i, (r, c, p) in rows.items()]
+    (folder / "alignment.json").write_text(json.dumps({"per_episode": per_episode}))
+    return str(folder)
+
+
+def test_compare_scores_align_outputs_by_agreement_with_libero(tmp_path, capsys):
+    from worldenv import cli
+    ids = [f"libero_object/{t}/{8000 + i}/policy" for t in (0, 1) for i in range(5)]
+    real = {i: n % 2 == 0 for n, i in enumerate(ids)}                                   # 5 successes of 10
+    # one world model imagines no success (agrees on the 5 failures), two imagine the real outcome but
+    # for one episode each, whose replays all agree
+    blind = _align_dir(tmp_path, "blind", {i: (real[i], False, real[i]) for i in ids})
+    good = [_align_dir(tmp_path, f"good{k}", {i: (real[i], real[i] != (n == k), real[i]) for n, i in enumerate(ids)})
+            for k in range(2)]
+    out = tmp_path / "agreement.json"
+    assert cli.main(["compare", blind, ",".join(good), "--resamples", "200", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Measure: closed_loop agreement per episode (1 = agrees with LIBERO)" in printed
+    result = json.loads(out.read_text())
+    first = result["pairs"][0]
+    assert (first["a"]["successes"], first["b"]["successes"]) == (5, 9)
+    # good0 misjudges episode 0 (a real success blind misses too): good0 alone right on the other 4 successes
+    assert (first["mcnemar"]["only_a"], first["mcnemar"]["only_b"]) == (0, 4)
+    assert result["groups"]["candidate_rates"] == [0.9, 0.9]
+    assert cli.main(["compare", blind, good[0], "--alignment", "replay", "--resamples", "200", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["pairs"][0]["a"]["successes"] == 10
+    evaluation = _eval_dir(tmp_path, "eval", {i: True for i in ids})
+    assert cli.main(["compare", evaluation, blind]) == 2
+    assert "all eval outputs (success) or all align outputs (agreement)" in capsys.readouterr().err

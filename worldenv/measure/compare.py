@@ -1,4 +1,6 @@
-"""`worldenv compare`: LIBERO evaluations of policies on the same init states, paired.
+"""`worldenv compare`: LIBERO evaluations of policies on the same init states, paired; or the
+alignment of world models (`worldenv align` outputs), each episode scored by whether imagination's
+verdict agrees with LIBERO's outcome, since one world model's figure is one draw of its training.
 
 One candidate against one baseline is McNemar's exact test and a paired bootstrap. Several runs
 on a side (RL at several training seeds, their shuffled-rewards controls, SFT at several seeds)
@@ -13,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import pathlib
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -29,10 +32,15 @@ class CompareConfig(Settings):
     """LIBERO evaluations (`worldenv eval` outputs) compared on the episodes they share."""
 
     baseline: str = Field(description="the reference runs: eval output directories (or their eval.json), "
-                          "comma-separated, e.g. SFT, or the shuffled-rewards controls at several seeds",
+                          "comma-separated, e.g. SFT, or the shuffled-rewards controls at several seeds; or align "
+                          "outputs (alignment.json), e.g. world models trained at several seeds",
                           json_schema_extra=POSITIONAL)
     candidate: str = Field(description="the runs compared with them, comma-separated, e.g. RL at several seeds",
                            json_schema_extra=POSITIONAL)
+    alignment: Literal["closed_loop", "replay", "real_video"] = Field(
+        "closed_loop", description="for `worldenv align` outputs (directories or their alignment.json): whose verdict "
+        "is scored, 1 where it agrees with LIBERO's outcome: the policy's closed loop in imagination, the reflector "
+        "on the world model's replay of the real actions, or on the real video")
     resamples: int = Field(10_000, ge=100, le=1_000_000, description="bootstrap resamples of the init states")
     out: str | None = Field(None, description="also write the comparison as JSON to this file")
 
@@ -42,16 +50,30 @@ def outcomes(evaluation: dict) -> dict[str, bool]:
     return {e["id"]: bool(e["success"]) for e in evaluation["episodes"]}
 
 
-def load(where: str) -> dict[str, bool]:
-    """Episode id (suite/task/init) -> LIBERO's success, from an eval directory or its eval.json."""
+VERDICT = {"closed_loop": "imagined", "replay": "replay", "real_video": "real_video"}   # alignment.json's per-episode keys
+
+
+def agreement(result: dict, verdict: str = "closed_loop") -> dict[str, bool]:
+    """Episode id -> whether `verdict` agrees with LIBERO's outcome, from a `worldenv align` result."""
+    return {e["id"]: bool(e[VERDICT[verdict]]) == bool(e["real"]) for e in result["per_episode"]}
+
+
+def load(where: str, verdict: str = "closed_loop") -> tuple[str, dict[str, bool]]:
+    """("success", episode id -> LIBERO's success) from an eval directory or its eval.json, or
+    ("agreement", episode id -> `agreement`) from an align directory or its alignment.json."""
     path = pathlib.Path(where)
-    path = path / "eval.json" if path.is_dir() else path
+    if path.is_dir():
+        path = next((path / f for f in ("eval.json", "alignment.json") if (path / f).is_file()), path / "eval.json")
     if not path.is_file():
-        raise FileNotFoundError(f"{where}: no eval.json (give a `worldenv eval --out` directory or its eval.json)")
+        raise FileNotFoundError(f"{where}: no eval.json or alignment.json (give a `worldenv eval --out` or "
+                                "`worldenv align --out` directory, or the file)")
     try:
-        return outcomes(json.loads(path.read_text()))
+        result = json.loads(path.read_text())
+        if isinstance(result, dict) and "per_episode" in result:
+            return "agreement", agreement(result, verdict)
+        return "success", outcomes(result)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a `worldenv eval` result ({exc})") from None
+        raise ValueError(f"{path}: not a `worldenv eval` or `worldenv align` result ({exc})") from None
 
 
 def pair(a: dict[str, bool], b: dict[str, bool], resamples: int = 10_000) -> dict:
@@ -81,7 +103,7 @@ GAINS = (0.05, 0.10)   # gains (success-rate points / 100) whose runs-a-side are
 
 def runs(a: np.ndarray, b: np.ndarray) -> dict | None:
     """The runs as the unit (the training seed's spread included): the permutation test of their
-    success rates, their pooled standard deviation, and the runs a side GAINS would need. None
+    rates, their pooled standard deviation, and the runs a side GAINS would need. None
     unless both sides have at least two runs."""
     if min(len(a), len(b)) < 2:
         return None
@@ -96,12 +118,18 @@ def compare(config: CompareConfig) -> dict:
     for side, found in names.items():
         if not found:
             raise ValueError(f"{side}: give at least one eval directory")
-    runs = {side: [load(w) for w in found] for side, found in names.items()}
+    loaded = {side: [load(w, config.alignment) for w in found] for side, found in names.items()}
+    kinds = {kind for side in loaded.values() for kind, _ in side}
+    if len(kinds) > 1:
+        raise ValueError("baseline, candidate: give all eval outputs (success) or all align outputs (agreement), "
+                         "not both")
+    runs = {side: [r for _, r in side_runs] for side, side_runs in loaded.items()}
+    measure = "success" if kinds == {"success"} else f"{config.alignment} agreement"
     pairs = [{"baseline": names["baseline"][i], "candidate": names["candidate"][j],
               **pair(runs["baseline"][i], runs["candidate"][j], config.resamples)}
              for i, j in itertools.product(range(len(names["baseline"])), range(len(names["candidate"])))]
     several = len(runs["baseline"]) > 1 or len(runs["candidate"]) > 1
-    return {"baseline": names["baseline"], "candidate": names["candidate"], "pairs": pairs,
+    return {"measure": measure, "baseline": names["baseline"], "candidate": names["candidate"], "pairs": pairs,
             "groups": groups(runs["baseline"], runs["candidate"], config.resamples) if several else None}
 
 
@@ -111,7 +139,10 @@ def _pct(x: float) -> str:
 
 def markdown(result: dict) -> str:
     """The comparison as a table per pair and, for groups, one line with the seeds' spread."""
-    lines = ["| baseline | candidate | n | baseline | candidate | difference, points (95 % CI) | "
+    measure = result.get("measure", "success")
+    lines = [f"Measure: {measure} per episode (1 = {'LIBERO success' if measure == 'success' else 'agrees with LIBERO'}).",
+             "",
+             "| baseline | candidate | n | baseline | candidate | difference, points (95 % CI) | "
              "only candidate / only baseline | McNemar p | per task: only candidate / only baseline |",
              "|---|---|---|---|---|---|---|---|---|"]
     for p in result["pairs"]:
@@ -125,7 +156,7 @@ def markdown(result: dict) -> str:
         rates = lambda rs: ", ".join(f"{100 * r:.1f}" for r in rs)  # noqa: E731
         lines += ["", f"Groups on {g['n']} shared episodes: candidates' mean minus baselines' mean "
                   f"{_pct(g['difference'])} points (95 % CI {_pct(g['ci95'][0])} to {_pct(g['ci95'][1])}, "
-                  f"init states resampled, runs held fixed). Success rates (%): baselines {rates(g['baseline_rates'])} "
+                  f"init states resampled, runs held fixed). Rates (%): baselines {rates(g['baseline_rates'])} "
                   f"(spread {100 * g['baseline_spread']:.1f}), candidates {rates(g['candidate_rates'])} "
                   f"(spread {100 * g['candidate_spread']:.1f})."]
         r = g.get("runs")
