@@ -27,22 +27,7 @@ SHIPPED=$PWD/worldenv/checkpoints
 GATE=0.0175
 MEMBERS=4
 mkdir -p "$R"
-source scripts/held_out.sh   # stage, own, align
-
-dynamics() {   # NAME DATA [FLAGS]: the shipped frames with a fresh proprio dynamics, the shipped recipe
-  local name=$1 data=$2; shift 2
-  [ -f $R/dyn_$name/done ] && return
-  for d in ${data//,/ }; do [ -f $d/done ] || { echo "dyn_$name: $d is not collected yet"; return 1; }; done
-  [ -f $R/integrated/config.json ] || $PY -c "
-from worldenv import models
-m = models.load('$SHIPPED/world_model', role='world_model')
-m.drop_proprio_dynamics()
-m.save_pretrained('$R/integrated')"
-  stage dyn_$name
-  $W train world-model --init $R/integrated --proprio-dynamics --data $data --out $R/dyn_$name --steps 8000 \
-      --eval-every 1000 --lr 1e-3 --batch-size 64 --warmup 50 --patience 0 --threads 1 "$@" > $R/dyn_$name.log 2>&1 \
-      && touch $R/dyn_$name/done
-}
+source scripts/held_out.sh   # stage, own, dynamics, align
 
 NAMES="ens0 ens1 ens2 more0 more1 more2"
 run() {

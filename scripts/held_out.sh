@@ -1,6 +1,7 @@
-# Shared by scripts/own_history.sh and scripts/policy_units.sh (sourced, with R, W, GATE set): the
-# shipped SFT policy's own rollouts, and its alignment on held-out episodes recorded once and
-# judged again by each world model.
+# Shared by scripts/own_history.sh, scripts/policy_units.sh and scripts/ensemble.sh (sourced, with
+# R, W, PY, SHIPPED, GATE set): the shipped SFT policy's own rollouts, a fresh proprio dynamics
+# trained on them, and the policy's alignment on held-out episodes recorded once and judged again
+# by each world model.
 stage() { echo "=== $(date +%T) $1"; }
 
 own() {   # [NAME OFFSET SEED]: the SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per
@@ -20,4 +21,19 @@ align() {   # NAME WORLD_MODEL [REFLECTOR] [GATE]: the SFT policy's mean, the re
   [ "$1" != shipped ] && [ ! -d $out/real ] && cp -r $R/align_shipped/real $out/
   $W align --world-model $2 --reflector ${3:-shipped} --tasks 0,1,2 --episodes-per-task 20 --init-offset 8000 \
       --grasp-gate ${4-$GATE} --env-processes 1 --out $out
+}
+
+dynamics() {   # NAME DATA [FLAGS]: the shipped frames with a fresh proprio dynamics, the shipped recipe
+  local name=$1 data=$2; shift 2
+  [ -f $R/dyn_$name/done ] && return
+  for d in ${data//,/ }; do [ -f $d/done ] || { echo "dyn_$name: $d is not collected yet"; return 1; }; done
+  [ -f $R/integrated/config.json ] || $PY -c "
+from worldenv import models
+m = models.load('$SHIPPED/world_model', role='world_model')
+m.drop_proprio_dynamics()
+m.save_pretrained('$R/integrated')"
+  stage dyn_$name
+  $W train world-model --init $R/integrated --proprio-dynamics --data $data --out $R/dyn_$name --steps 8000 \
+      --eval-every 1000 --lr 1e-3 --batch-size 64 --warmup 50 --patience 0 --threads 1 "$@" > $R/dyn_$name.log 2>&1 \
+      && touch $R/dyn_$name/done
 }

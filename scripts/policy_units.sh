@@ -28,31 +28,16 @@ PY=$PWD/.venv/bin/python
 SHIPPED=$PWD/worldenv/checkpoints
 GATE=0.0175
 mkdir -p "$R"
-source scripts/held_out.sh   # stage, own, align
-
-dynamics() {   # NAME [FLAGS]: the shipped frames with a fresh proprio dynamics, the shipped recipe
-  local name=$1; shift
-  [ -f $R/dyn_$name/done ] && return
-  [ -f $R/own/done ] || { echo "dyn_$name: the rollouts are not collected yet"; return 1; }
-  [ -f $R/integrated/config.json ] || $PY -c "
-from worldenv import models
-m = models.load('$SHIPPED/world_model', role='world_model')
-m.drop_proprio_dynamics()
-m.save_pretrained('$R/integrated')"
-  stage dyn_$name
-  $W train world-model --init $R/integrated --proprio-dynamics --data $R/own --out $R/dyn_$name --steps 8000 \
-      --eval-every 1000 --lr 1e-3 --batch-size 64 --warmup 50 --patience 0 --threads 1 "$@" > $R/dyn_$name.log 2>&1 \
-      && touch $R/dyn_$name/done
-}
+source scripts/held_out.sh   # stage, own, dynamics, align
 
 run() {
   case $1 in
     own) own ;;
     align_shipped) align shipped shipped ;;
-    dyn_plain) dynamics plain ;;
-    dyn_units) dynamics units --policy-units shipped ;;
-    dyn_plain[123]) dynamics ${1#dyn_} --seed ${1#dyn_plain} ;;
-    dyn_units[123]) dynamics ${1#dyn_} --seed ${1#dyn_units} --policy-units shipped ;;
+    dyn_plain) dynamics plain $R/own ;;
+    dyn_units) dynamics units $R/own --policy-units shipped ;;
+    dyn_plain[123]) dynamics ${1#dyn_} $R/own --seed ${1#dyn_plain} ;;
+    dyn_units[123]) dynamics ${1#dyn_} $R/own --seed ${1#dyn_units} --policy-units shipped ;;
     errors) [ -f $R/errors.md ] || { stage errors; $PY scripts/proprio_errors.py --data $R/align_shipped/real \
         --models shipped$(for d in plain units plain1 units1 plain2 units2 plain3 units3; do echo -n ",$d=$R/dyn_$d/model"; done) \
         > $R/errors.md; } ;;

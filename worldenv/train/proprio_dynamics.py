@@ -206,12 +206,17 @@ def train(config: WorldModelTrainConfig) -> dict:
                              config, config.out, "proprio dynamics")
     out = {**summary, "unroll": config.unroll, "policy_units": config.policy_units, "members": config.proprio_members,
            "train_episodes": len(train_eps), "val_episodes": len(val_eps), "val_before": replaced}
-    if config.proprio_members > 1:   # each member alone, at the checkpoint kept: what the mean gains over them
-        from worldenv import models
-        best = models.load(pathlib.Path(config.out) / supervised.MODEL_DIR, role="world_model")
-        out["val_members"] = [open_loop_errors(m, val_seq, reader=reader)["loss"]
-                              for m in dynamics.members(best.proprio_dynamics)]
+    if config.proprio_members > 1:
+        out["val_members"] = members_alone(pathlib.Path(config.out) / supervised.MODEL_DIR, val_seq, reader)
     return out
+
+
+def members_alone(checkpoint: pathlib.Path, seq: Sequences, reader: ProprioNorm | None) -> list[float]:
+    """The held-out open-loop loss of each member of a checkpoint's ensemble stepping alone: what
+    their mean gains over them."""
+    from worldenv import models
+    model = models.load(checkpoint, role="world_model")
+    return [open_loop_errors(m, seq, reader=reader)["loss"] for m in dynamics.members(model.proprio_dynamics)]
 
 
 def policy_reader(policy: str | None, device) -> ProprioNorm | None:
