@@ -14,6 +14,8 @@
 #    unrolled 8 chunks) on own, at training seeds 0-2; single dynamics on the same data moved the
 #    closed loop 63-83 % over four seeds (scripts/policy_units.sh);
 # 4. more0, more1, more2: a single dynamics on own and own2 (twice the rollouts), seeds 0-2;
+#    one0, one1, one2: a single dynamics on own, seeds 0-2 (scripts/policy_units.sh's plain ones, again
+#    on this machine: the closed loop moves with floating-point rounding too);
 # 5. errors: every dynamics replayed open loop on the held-out episodes (scripts/proprio_errors.py);
 # 6. align_ens0, ..., align_more0, ...: alignment again on the same real episodes (no new simulator step).
 set -uo pipefail
@@ -29,7 +31,7 @@ MEMBERS=4
 mkdir -p "$R"
 source scripts/held_out.sh   # stage, own, dynamics, align
 
-NAMES="ens0 ens1 ens2 more0 more1 more2"
+NAMES="ens0 ens1 ens2 more0 more1 more2 one0 one1 one2"
 run() {
   case $1 in
     own) own ;;
@@ -37,9 +39,10 @@ run() {
     align_shipped) align shipped shipped ;;
     ens[0-9]) dynamics $1 $R/own --seed ${1#ens} --proprio-members $MEMBERS ;;
     more[0-9]) dynamics $1 $R/own,$R/own2 --seed ${1#more} ;;
+    one[0-9]) dynamics $1 $R/own --seed ${1#one} ;;
     errors) [ -f $R/errors.md ] || { stage errors; $PY scripts/proprio_errors.py --data $R/align_shipped/real \
         --models shipped$(for d in $NAMES; do echo -n ",$d=$R/dyn_$d/model"; done) > $R/errors.md; } ;;
-    align_ens[0-9]|align_more[0-9]) align ${1#align_} $R/dyn_${1#align_}/model ;;
+    align_ens[0-9]|align_more[0-9]|align_one[0-9]) align ${1#align_} $R/dyn_${1#align_}/model ;;
     *) echo "unknown stage $1"; return 1 ;;
   esac
 }
@@ -48,7 +51,7 @@ if [ $# -gt 0 ]; then
   for s in "$@"; do run $s || exit 1; done
   exit
 fi
-for s in own own2 align_shipped ens0 ens1 ens2 more0 more1 more2 errors \
-         align_ens0 align_ens1 align_ens2 align_more0 align_more1 align_more2; do
+for s in own own2 align_shipped ens0 ens1 ens2 more0 more1 more2 one0 one1 one2 errors align_ens0 align_ens1 \
+         align_ens2 align_more0 align_more1 align_more2 align_one0 align_one1 align_one2; do
   run $s || exit 1
 done
