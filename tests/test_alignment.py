@@ -101,3 +101,39 @@ def test_action_gap_is_zero_on_the_real_observations_and_splits_frame_from_propr
     assert rotation_off["rotation_only"] == pytest.approx(rotation_off["proprio_only"]) and rotation_off["rotation_only"] > 0
     assert rotation_off["position_only"] == rotation_off["gripper_only"] == 0.0
     assert exact["position_only"] == exact["rotation_only"] == exact["gripper_only"] == 0.0
+
+
+def test_draws_summary_on_hand_made_verdicts_and_jitter_stays_within_its_bound(tmp_path):
+    real = np.array([1, 1, 0, 0], bool)
+    verdicts = np.array([[1, 0, 0, 0],      # draw 0 (unjittered): 3 of 4 agree
+                         [1, 1, 0, 1],      # 3 of 4
+                         [1, 0, 0, 1]], bool)  # 2 of 4
+    d = alignment.draws_summary(real, verdicts, jitter=1)
+    assert d["draws"] == 3 and d["agreement_per_draw"] == [0.75, 0.75, 0.5]
+    assert d["agreement"] == pytest.approx(2 / 3)
+    assert (d["unstable"], d["unstable_real_successes"]) == (2, 1)          # episodes 1 and 3 change
+    assert d["majority"]["agreement"] == 0.5 and d["majority"]["false_positives"] == 1   # 1: 1/3 -> missed; 3: 2/3 -> false
+    bank = alignment.first_frames(chunks.load([toy_episodes.write(tmp_path, successes=1, failures=1)]))
+    bank.frames[0, 0, 0] = (0, 255, 128)
+    moved = alignment.jittered(bank, 2, seed=1)
+    change = moved.frames.astype(int) - bank.frames.astype(int)
+    assert moved.frames.dtype == np.uint8 and np.abs(change).max() <= 2 and (change != 0).mean() > 0.5
+    assert change[0, 0, 0, 0] >= 0 and change[0, 0, 0, 1] <= 0                 # clipped at 0 and 255
+    np.testing.assert_array_equal(alignment.jittered(bank, 2, seed=1).frames, moved.frames)
+    assert bank.proprio is moved.proprio and bank.ids == moved.ids
+
+
+def test_measure_with_draws_reports_every_closed_loop_and_the_first_is_the_unjittered_one(tmp_path):
+    episodes = chunks.load([toy_episodes.write(tmp_path, successes=2, failures=2)])
+    policy = models.build("policy", image_size=32, instruction_encoder="hashed", width=16)
+    world = models.build("world_model", image_size=32, block_out_channels=(8, 16))
+    reflector = models.build("reflector", image_size=32, width=16)
+    plain = alignment.measure(policy, world, reflector, episodes, horizon=3, eta=0.5)
+    drawn = alignment.measure(policy, world, reflector, episodes, horizon=3, eta=0.5, draws=2, jitter=3)
+    assert plain["closed_loop_draws"] is None
+    d = drawn["closed_loop_draws"]
+    assert d["draws"] == 3 and d["jitter"] == 3
+    assert d["agreement_per_draw"][0] == plain["closed_loop"]["overall"]["agreement"]
+    assert [r["imagined"] for r in drawn["per_episode"]] == [r["imagined"] for r in plain["per_episode"]]
+    assert all(r["imagined_draws"] in (0.0, 1 / 3, 2 / 3, 1.0) for r in drawn["per_episode"])
+    assert any("jittered by at most 3 grey levels" in line for line in alignment.markdown(drawn))

@@ -41,6 +41,10 @@ class AlignConfig(LiberoJobConfig):
     exploration_scale: float | None = Field(
         None, gt=0, description="noise laplace: the policy's Laplace scale restarted at this value (normalised action "
         "units) in both worlds, as `train rl` explores; none = the checkpoint's own")
+    draws: int = Field(0, ge=0, le=32, description="run the closed loop this many more times from first frames "
+                       "jittered by at most --jitter grey levels per pixel: how many episodes' imagined verdicts "
+                       "the scene does not decide, and the agreement averaged over draws; 0 = one closed loop")
+    jitter: int = Field(1, ge=1, le=16, description="--draws: the largest change of a pixel, grey levels")
     false_successes: int = Field(8, ge=0, description="pictures of up to this many failed real episodes whose "
                                  "world-model replay the reflector calls done (real frames over the replay's, "
                                  "around the verdict): false_successes/<id>.png; 0 = none")
@@ -98,7 +102,8 @@ def align(config: AlignConfig) -> int:
     reflector = models.load(resolve(config.reflector, "reflector"), role="reflector")
     replayed = reflector_measure.replay(world_model, episodes)
     result = alignment.measure(policy, world_model, reflector, episodes, horizon, config.eta,
-                               deterministic=config.noise == "none", grasp_gate=config.grasp_gate, replayed=replayed)
+                               deterministic=config.noise == "none", grasp_gate=config.grasp_gate, replayed=replayed,
+                               draws=config.draws, jitter=config.jitter)
     result |= {"noise": config.noise, "grasp_gate": config.grasp_gate, "exploration_scale": config.exploration_scale,
                "real_success": float(np.mean([e.succeeded for e in episodes])), "policy": policy_dir, "world_model": config.world_model, "reflector": config.reflector,
                "init_states": f"{config.init_offset}.. (sampled)", "sim_steps": int(sum(e.steps[-1] for e in episodes))}
@@ -110,6 +115,10 @@ def align(config: AlignConfig) -> int:
         r = result[key]["overall"]
         print(f"{key:<12} agreement {alignment.pct(r['agreement'])}  recall {alignment.pct(r['recall'])}  false "
               f"positives {alignment.pct(r['false_positive_rate'])}  ({r['n']} episodes, {r['real_successes']} real successes)", flush=True)
+    if result["closed_loop_draws"]:
+        d = result["closed_loop_draws"]
+        print(f"closed loop over {d['draws']} draws: agreement {alignment.pct(d['agreement'])}, {d['unstable']} "
+              "episodes unstable", flush=True)
     print(f"-> {out / 'alignment.md'}", flush=True)
     return 0
 

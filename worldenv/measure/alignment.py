@@ -13,8 +13,14 @@ and the same three for the reflector on world-model replays of the real actions 
 so the policy's reaction to imagined frames is taken out) and on the real videos themselves.
 Reading the three side by side says which link loses the outcome: the reflector (real videos),
 the world model's frames (replays), or the closed loop (the policy acting on imagined frames).
+
+With `draws`, the closed loop runs again from first frames jittered by at most `jitter` grey
+levels per pixel (a camera's own quantisation): an episode whose imagined verdict changes under
+that is not decided by the scene, and one closed loop's agreement is then one draw of it.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -62,6 +68,25 @@ def first_frames(episodes: list[ChunkedEpisode]) -> StartBank:
                      meta={"source": "alignment: first frames of the real episodes"})
 
 
+def jittered(bank: StartBank, jitter: int, seed: int) -> StartBank:
+    """`bank` with every first-frame pixel moved by a uniform integer in [-jitter, jitter] grey levels."""
+    noise = np.random.default_rng(seed).integers(-jitter, jitter + 1, size=bank.frames.shape)
+    return dataclasses.replace(bank, frames=np.clip(bank.frames.astype(np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def draws_summary(real: np.ndarray, verdicts: np.ndarray, jitter: int) -> dict:
+    """Closed-loop verdicts (D, N) bool, the first unjittered, against the real outcomes (N,):
+    each draw's agreement and their mean; the episodes whose verdict is not the same in every draw
+    (unstable; of them real successes); and the majority verdict's rates."""
+    real, verdicts = np.asarray(real, bool), np.asarray(verdicts, bool)
+    agreement = (verdicts == real[None]).mean(axis=1)
+    unstable = verdicts.min(axis=0) != verdicts.max(axis=0)
+    return {"draws": len(verdicts), "jitter": jitter, "agreement": float(agreement.mean()),
+            "agreement_per_draw": agreement.tolist(), "unstable": int(unstable.sum()),
+            "unstable_real_successes": int((unstable & real).sum()),
+            "majority": outcome_rates(real, verdicts.mean(axis=0) > 0.5)}
+
+
 def verdict_frames(reflector: Reflector, episodes: list[ChunkedEpisode], videos: list[np.ndarray],
                    proprio: list[np.ndarray], eta: float, grasp_gate: float = 0.0) -> list[int | None]:
     """Per episode, the frame of `videos` (1 + C frames, the real first one then one per chunk)
@@ -75,14 +100,19 @@ def verdict_frames(reflector: Reflector, episodes: list[ChunkedEpisode], videos:
 
 def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episodes: list[ChunkedEpisode],
             horizon: int, eta: float = 0.5, deterministic: bool = True, grasp_gate: float = 0.0,
-            replayed: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+            replayed: list[tuple[np.ndarray, np.ndarray]] | None = None, draws: int = 0, jitter: int = 1) -> dict:
     """Closed-loop imagination, world-model replays and real videos against the real outcomes.
     With `grasp_gate` (metres) every verdict also needs the gripper to have held that gap: the
     imagined proprio's in imagination and replays, the real one's on real videos. `replayed`:
-    the world model's replays of `episodes` (`reflector_measure.replay`) when the caller has them."""
+    the world model's replays of `episodes` (`reflector_measure.replay`) when the caller has them.
+    `draws`: that many more closed loops from jittered first frames (`draws_summary`)."""
     tasks, real = [task_of(e) for e in episodes], np.array([e.succeeded for e in episodes])
     closed = imagined.rollouts(policy, world_model, reflector, first_frames(episodes), horizon, eta, deterministic,
                                grasp_gate=grasp_gate)
+    verdicts = [[r["done"] for r in closed]] + [
+        [r["done"] for r in imagined.rollouts(policy, world_model, reflector, jittered(first_frames(episodes), jitter, d),
+                                              horizon, eta, deterministic, grasp_gate=grasp_gate)]
+        for d in range(1, draws + 1)]
     replayed = reflector_measure.replay(world_model, episodes) if replayed is None else replayed
     replay_at = verdict_frames(reflector, episodes, [frames for frames, _ in replayed],
                                [proprio for _, proprio in replayed], eta, grasp_gate)
@@ -94,14 +124,16 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
             "closed_loop": by_task(tasks, real, np.array([r["done"] for r in closed])),
             "replay": by_task(tasks, real, np.array(replay_done)),
             "real_video": by_task(tasks, real, np.array(real_done)),
+            "closed_loop_draws": draws_summary(real, np.array(verdicts), jitter) if draws else None,
             "action_gap": action_gap(policy, episodes, replayed),
             "grasp": grasp_gate_lib.calibrate([gripper_commands(e) for e in episodes],
                                               [grasp_gate_lib.finger_gap(e.proprio[1:]) for e in episodes],
                                               [grasp_gate_lib.finger_gap(q[1:]) for _, q in replayed]),
             "per_episode": [{"id": e.id, "task": t, "real": bool(r), "imagined": bool(c["done"]), "replay": p is not None,
                              "replay_done_frame": p, "real_video": bool(v), "imagined_chunks": c["chunks"],
-                             "real_chunks": int(e.chunks)}
-                            for e, t, r, c, p, v in zip(episodes, tasks, real, closed, replay_at, real_done)]}
+                             "real_chunks": int(e.chunks), "imagined_draws": float(np.mean(d))}
+                            for e, t, r, c, p, v, d in zip(episodes, tasks, real, closed, replay_at, real_done,
+                                                           np.array(verdicts).T)]}
 
 
 def false_success_picture(real: np.ndarray, replay: np.ndarray, first: int) -> np.ndarray:
@@ -187,6 +219,15 @@ def markdown(result: dict) -> list[str]:
         for task, r in rows:
             lines.append(f"| {name} | {task} | {r['n']} | {r['real_successes']} | {pct(r['agreement'])} | "
                          f"{pct(r['recall'])} | {pct(r['false_positive_rate'])} |")
+    drawn = result.get("closed_loop_draws")
+    if drawn:
+        m = drawn["majority"]
+        lines += ["", f"The closed loop from {drawn['draws']} first frames ({drawn['draws'] - 1} jittered by at most "
+                  f"{drawn['jitter']} grey level{'s' if drawn['jitter'] > 1 else ''} per pixel): agreement "
+                  f"{pct(drawn['agreement'])} on average ({', '.join(pct(a) for a in drawn['agreement_per_draw'])}); "
+                  f"{drawn['unstable']} episodes change their verdict between draws ({drawn['unstable_real_successes']} "
+                  f"of them real successes); the majority verdict agrees {pct(m['agreement'])} (recall "
+                  f"{pct(m['recall'])}, false positives {pct(m['false_positive_rate'])})."]
     gap = result.get("action_gap") or {}
     if gap.get("n"):
         lines += ["", "The policy on the replay's observations vs on the real ones (mean |difference| of its mean "
