@@ -17,7 +17,9 @@
 #    one0, one1, one2: a single dynamics on own, seeds 0-2 (scripts/policy_units.sh's plain ones, again
 #    on this machine: the closed loop moves with floating-point rounding too);
 # 5. errors: every dynamics replayed open loop on the held-out episodes (scripts/proprio_errors.py);
-# 6. align_ens0, ..., align_more0, ...: alignment again on the same real episodes (no new simulator step).
+# 6. align_ens0, ..., align_more0, ...: alignment again on the same real episodes (no new simulator step);
+# 7. draws_shipped, draws_ens0, ...: the same with 8 more closed loops from first frames jittered by
+#    at most one grey level (`align --draws 8`): how many verdicts the scene does not decide.
 set -uo pipefail
 cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -43,6 +45,8 @@ run() {
     errors) [ -f $R/errors.md ] || { stage errors; $PY scripts/proprio_errors.py --data $R/align_shipped/real \
         --models shipped$(for d in $NAMES; do echo -n ",$d=$R/dyn_$d/model"; done) > $R/errors.md; } ;;
     align_ens[0-9]|align_more[0-9]|align_one[0-9]) align ${1#align_} $R/dyn_${1#align_}/model ;;
+    draws_shipped) DRAWS=8 align shipped_draws shipped ;;
+    draws_*) DRAWS=8 align ${1#draws_}_draws $R/dyn_${1#draws_}/model ;;
     *) echo "unknown stage $1"; return 1 ;;
   esac
 }
@@ -52,6 +56,6 @@ if [ $# -gt 0 ]; then
   exit
 fi
 for s in own own2 align_shipped ens0 ens1 ens2 more0 more1 more2 one0 one1 one2 errors align_ens0 align_ens1 \
-         align_ens2 align_more0 align_more1 align_more2 align_one0 align_one1 align_one2; do
+         align_ens2 align_more0 align_more1 align_more2 align_one0 align_one1 align_one2 draws_shipped; do
   run $s || exit 1
 done
