@@ -1,0 +1,78 @@
+"""Where the closed loop loses a real success: the SFT policy's mean from each recorded episode's
+first frame in imagination, chunk by chunk beside the real episode. Per episode: the chunk where
+the gripper first closes (real / imagined), the fingers' gap over that closed run (a held object
+keeps them apart), the eef's distance from the real path at that chunk, the highest p(done) and
+the chunk the verdict comes (with the grasp gate and without); and the gap the same world model
+gives on a replay of the real actions. A measurement
+(reports/learning-signal.md, "An ensemble of arm dynamics").
+
+  .venv/bin/python scripts/closed_loop_trace.py --data ALIGN_OUT/real --world-model DIR [--tasks 1] [--real-successes]
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from worldenv import checkpoints, models
+from worldenv.data import chunks
+from worldenv.measure import alignment, reflector as reflector_measure
+from worldenv.models import grasp_gate
+from worldenv.models.imagination import Imagination, imagine
+from worldenv.models.roles import StartStates
+from worldenv.sim import suites
+
+
+def first_grasp(commands: np.ndarray, gaps: np.ndarray) -> tuple[str, str]:
+    """The first chunk commanded closed (LIBERO: > 0) and the fingers' mean gap, cm, over that closed
+    run once settled (`grasp_gate.closed_runs`); ("-", "-") if the gripper never closes."""
+    runs = grasp_gate.closed_runs(commands)
+    if not runs:
+        return "-", "-"
+    return str(int(np.argmax(commands > 0))), f"{100 * gaps[runs[0]].mean():.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="recorded episodes of the policy's mean (an align run's real/)")
+    parser.add_argument("--world-model", default="shipped")
+    parser.add_argument("--reflector", default="shipped")
+    parser.add_argument("--policy", default="shipped")
+    parser.add_argument("--tasks", default="", help="only these tasks, comma-separated (default all)")
+    parser.add_argument("--real-successes", action="store_true", help="only the episodes that succeeded in LIBERO")
+    parser.add_argument("--grasp-gate", type=float, default=0.0175)
+    parser.add_argument("--eta", type=float, default=0.5)
+    args = parser.parse_args()
+    episodes = chunks.load([args.data])
+    tasks = {int(t) for t in args.tasks.split(",") if t}
+    episodes = [e for e in episodes if (not tasks or alignment.task_of(e) in tasks) and (e.succeeded or not args.real_successes)]
+    load = lambda value, role: models.load(checkpoints.model(value, role), role=role)  # noqa: E731
+    policy, world, reflector = load(args.policy, "policy"), load(args.world_model, "world_model"), load(args.reflector, "reflector")
+    horizon = suites.MAX_EPISODE_STEPS["libero_object"] // policy.spec.chunk_length
+    bank = alignment.first_frames(episodes)
+    with Imagination(world, reflector) as imagination:
+        starts = StartStates(bank.frames, bank.proprio.astype(np.float32), list(bank.instructions))
+        dreamt = imagine(policy, imagination, starts, horizon, 1.0, deterministic=True)   # eta 1: run to the horizon
+    replayed = reflector_measure.replay(world, episodes)   # the same world model on the real actions
+    real_p = reflector_measure.judge_videos(reflector, [e.frames for e in episodes], [e.instruction for e in episodes])
+    print(f"{len(episodes)} episodes, world model {args.world_model}; chunks counted from 0\n")
+    print("| episode | real: closes at / gap held, cm / done at | replay of the real actions: gap held, cm | "
+          "imagined: closes at / gap held, cm / eef off there, cm / max p(done) / done at (gate) / done at (no gate) |")
+    print("|---|---|---|---|")
+    for e, d, p, (_, replay_proprio) in zip(episodes, dreamt, real_p, replayed):
+        real_cmd, dream_cmd = alignment.gripper_commands(e), np.array([a[-1, -1] for a in d.actions])
+        real_gap, dream_gap = grasp_gate.finger_gap(e.proprio[1:]), grasp_gate.finger_gap(np.array(d.proprio[1:]))
+        (rc, rgap), (dc, dgap) = first_grasp(real_cmd, real_gap), first_grasp(dream_cmd, dream_gap)
+        _, replay_gap = first_grasp(real_cmd, grasp_gate.finger_gap(np.asarray(replay_proprio)[1:]))
+        off = "-" if dc == "-" or int(dc) + 1 >= len(e.proprio) else \
+            f"{100 * np.linalg.norm(np.array(d.proprio[int(dc) + 1])[:3] - e.proprio[int(dc) + 1][:3]):.1f}"
+        real_done = grasp_gate.first_done(p, real_cmd, real_gap, args.eta, args.grasp_gate)
+        dp = np.array(d.p_done)
+        gated = grasp_gate.first_done(dp, dream_cmd, dream_gap, args.eta, args.grasp_gate)
+        plain = grasp_gate.first_done(dp, dream_cmd, dream_gap, args.eta, 0.0)
+        print(f"| {e.id} | {rc} / {rgap} / {real_done} | {replay_gap} | {dc} / {dgap} / {off} / "
+              f"{dp.max():.2f} / {gated} / {plain} |")
+
+
+if __name__ == "__main__":
+    main()
