@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The spread of the arm dynamics over training seeds (reports/learning-signal.md, "An ensemble of
-# arm dynamics, and twice the rollouts"). Resumable: each stage leaves its output and is skipped when
-# run again; one stage per call with a name, all in order without. About 3 h on 2 cores (run the
-# rollouts beside the trainings, each training on one thread).
+# arm dynamics, twice the rollouts, and the grasp the closed loop loses"). Resumable: each stage
+# leaves its output and is skipped when run again; named stages in the order given, all without a
+# name. About 2 h on 2 cores (two chains side by side, each training on one thread).
 #
 # 1. own: the shipped SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per task on
 #    sampled init states 3000-3059 (the same episodes as scripts/policy_units.sh); own2: 60 more per
