@@ -29,11 +29,16 @@ def test_per_task_rates_split_by_task():
     assert out["tasks"][1]["recall"] == 0.0 and out["overall"]["agreement"] == 0.75
 
 
+def _tiny(tmp_path):
+    """Toy episodes (2 successes, 2 failures) and a tiny policy, world model and reflector."""
+    return (chunks.load([toy_episodes.write(tmp_path, successes=2, failures=2)]),
+            models.build("policy", image_size=32, instruction_encoder="hashed", width=16),
+            models.build("world_model", image_size=32, block_out_channels=(8, 16)),
+            models.build("reflector", image_size=32, width=16))
+
+
 def test_measure_runs_every_link_on_tiny_models(tmp_path):
-    episodes = chunks.load([toy_episodes.write(tmp_path, successes=2, failures=2)])
-    policy = models.build("policy", image_size=32, instruction_encoder="hashed", width=16)
-    world = models.build("world_model", image_size=32, block_out_channels=(8, 16))
-    reflector = models.build("reflector", image_size=32, width=16)
+    episodes, policy, world, reflector = _tiny(tmp_path)
     result = alignment.measure(policy, world, reflector, episodes, horizon=3, eta=0.5)
     assert result["episodes"] == 4
     for key in ("closed_loop", "replay", "real_video"):
@@ -124,10 +129,7 @@ def test_draws_summary_on_hand_made_verdicts_and_jitter_stays_within_its_bound(t
 
 
 def test_measure_with_draws_reports_every_closed_loop_and_the_first_is_the_unjittered_one(tmp_path):
-    episodes = chunks.load([toy_episodes.write(tmp_path, successes=2, failures=2)])
-    policy = models.build("policy", image_size=32, instruction_encoder="hashed", width=16)
-    world = models.build("world_model", image_size=32, block_out_channels=(8, 16))
-    reflector = models.build("reflector", image_size=32, width=16)
+    episodes, policy, world, reflector = _tiny(tmp_path)
     plain = alignment.measure(policy, world, reflector, episodes, horizon=3, eta=0.5)
     drawn = alignment.measure(policy, world, reflector, episodes, horizon=3, eta=0.5, draws=2, jitter=3)
     assert plain["closed_loop_draws"] is None
@@ -137,3 +139,6 @@ def test_measure_with_draws_reports_every_closed_loop_and_the_first_is_the_unjit
     assert [r["imagined"] for r in drawn["per_episode"]] == [r["imagined"] for r in plain["per_episode"]]
     assert all(r["imagined_draws"] in (0.0, 1 / 3, 2 / 3, 1.0) for r in drawn["per_episode"])
     assert any("jittered by at most 3 grey levels" in line for line in alignment.markdown(drawn))
+    printed = alignment.console(drawn)
+    assert printed[0].startswith("closed_loop  agreement") and printed[-1].startswith("closed loop over 3 draws")
+    assert len(alignment.console(plain)) == 3

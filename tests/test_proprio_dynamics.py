@@ -154,17 +154,22 @@ def test_policy_units_add_the_policy_input_error_and_the_open_loop_figures_read_
         WorldModelTrainConfig(data=str(data), out="x", policy_units="shipped")
 
 
-def test_an_ensemble_of_dynamics_steps_their_mean_delta_trains_every_member_and_round_trips(data, tmp_path):
-    """--proprio-members: the served step is the mean of the members' deltas (the position their
-    mean position, exactly), every member trains, the checkpoint reloads as an ensemble, and a
-    count that does not match an --init checkpoint's, or one without --proprio-dynamics, is refused."""
-    base = WorldModelTrainConfig(data=str(data), out=str(tmp_path / "base"), steps=5, batch_size=8, eval_every=5,
-                                 lr=2e-3, warmup=2, model=TINY_WORLD)
-    train_world_model.train(base)
+def test_an_ensemble_needs_a_proprio_dynamics(data, tmp_path):
     with pytest.raises(ValueError, match="--proprio-members: .* needs --proprio-dynamics"):
         WorldModelTrainConfig(data=str(data), out=str(tmp_path), proprio_members=2)
     with pytest.raises(ValueError, match="proprio_members .* needs proprio_dynamics"):
         models.build("world_model", proprio_members=2)
+    with pytest.raises(ValueError, match="members: an ensemble needs at least 2"):
+        DynamicsEnsemble(8, 7, 1)
+
+
+def test_an_ensemble_of_dynamics_steps_their_mean_delta_trains_every_member_and_round_trips(data, tmp_path):
+    """--proprio-members: the served step is the mean of the members' deltas (the position their
+    mean position, exactly), every member trains, the checkpoint reloads as an ensemble, and a
+    count that does not match an --init checkpoint's is refused."""
+    base = WorldModelTrainConfig(data=str(data), out=str(tmp_path / "base"), steps=5, batch_size=8, eval_every=5,
+                                 lr=2e-3, warmup=2, model=TINY_WORLD)
+    train_world_model.train(base)
     dyn = base.model_copy(update={"out": str(tmp_path / "ens"), "model": "{}", "init": str(tmp_path / "base" / "model"),
                                   "steps": 60, "eval_every": 30, "warmup": 0, "lr": 3e-3, "batch_size": 16,
                                   "proprio_dynamics": True, "unroll": 4, "proprio_members": 2})

@@ -111,14 +111,8 @@ def align(config: AlignConfig) -> int:
     (out / "alignment.md").write_text("\n".join(alignment.markdown(result)) + "\n")
     write_pictures(out / "false_successes", alignment.false_successes(episodes, replayed, result["per_episode"],
                                                                       config.false_successes))
-    for key in ("closed_loop", "replay", "real_video"):
-        r = result[key]["overall"]
-        print(f"{key:<12} agreement {alignment.pct(r['agreement'])}  recall {alignment.pct(r['recall'])}  false "
-              f"positives {alignment.pct(r['false_positive_rate'])}  ({r['n']} episodes, {r['real_successes']} real successes)", flush=True)
-    if result["closed_loop_draws"]:
-        d = result["closed_loop_draws"]
-        print(f"closed loop over {d['draws']} draws: agreement {alignment.pct(d['agreement'])}, {d['unstable']} "
-              "episodes unstable", flush=True)
+    for line in alignment.console(result):
+        print(line, flush=True)
     print(f"-> {out / 'alignment.md'}", flush=True)
     return 0
 

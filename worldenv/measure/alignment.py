@@ -204,6 +204,31 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f} %"
 
 
+def draws_sentence(drawn: dict) -> str:
+    """`draws_summary` in words."""
+    m = drawn["majority"]
+    return (f"The closed loop from {drawn['draws']} first frames ({drawn['draws'] - 1} jittered by at most "
+            f"{drawn['jitter']} grey level{'s' if drawn['jitter'] > 1 else ''} per pixel): agreement "
+            f"{pct(drawn['agreement'])} on average ({', '.join(pct(a) for a in drawn['agreement_per_draw'])}); "
+            f"{drawn['unstable']} episodes change their verdict between draws ({drawn['unstable_real_successes']} "
+            f"of them real successes); the majority verdict agrees {pct(m['agreement'])} (recall "
+            f"{pct(m['recall'])}, false positives {pct(m['false_positive_rate'])}).")
+
+
+def console(result: dict) -> list[str]:
+    """One line per link's overall rates, and the draws' agreement: what `align` prints."""
+    lines = []
+    for key in ("closed_loop", "replay", "real_video"):
+        r = result[key]["overall"]
+        lines.append(f"{key:<12} agreement {pct(r['agreement'])}  recall {pct(r['recall'])}  false positives "
+                     f"{pct(r['false_positive_rate'])}  ({r['n']} episodes, {r['real_successes']} real successes)")
+    d = result.get("closed_loop_draws")
+    if d:
+        lines.append(f"closed loop over {d['draws']} draws: agreement {pct(d['agreement'])}, {d['unstable']} "
+                     "episodes unstable")
+    return lines
+
+
 def markdown(result: dict) -> list[str]:
     """A table: per link (closed loop, replay, real video) and task, the three rates and counts;
     the action gap; and how well the replay's gripper tells a held object from an empty grip."""
@@ -219,15 +244,8 @@ def markdown(result: dict) -> list[str]:
         for task, r in rows:
             lines.append(f"| {name} | {task} | {r['n']} | {r['real_successes']} | {pct(r['agreement'])} | "
                          f"{pct(r['recall'])} | {pct(r['false_positive_rate'])} |")
-    drawn = result.get("closed_loop_draws")
-    if drawn:
-        m = drawn["majority"]
-        lines += ["", f"The closed loop from {drawn['draws']} first frames ({drawn['draws'] - 1} jittered by at most "
-                  f"{drawn['jitter']} grey level{'s' if drawn['jitter'] > 1 else ''} per pixel): agreement "
-                  f"{pct(drawn['agreement'])} on average ({', '.join(pct(a) for a in drawn['agreement_per_draw'])}); "
-                  f"{drawn['unstable']} episodes change their verdict between draws ({drawn['unstable_real_successes']} "
-                  f"of them real successes); the majority verdict agrees {pct(m['agreement'])} (recall "
-                  f"{pct(m['recall'])}, false positives {pct(m['false_positive_rate'])})."]
+    if result.get("closed_loop_draws"):
+        lines += ["", draws_sentence(result["closed_loop_draws"])]
     gap = result.get("action_gap") or {}
     if gap.get("n"):
         lines += ["", "The policy on the replay's observations vs on the real ones (mean |difference| of its mean "
