@@ -15,7 +15,7 @@
 #    closed loop 63-83 % over four seeds (scripts/policy_units.sh);
 # 4. more0, more1, more2: a single dynamics on own and own2 (twice the rollouts), seeds 0-2;
 #    one0, one1, one2: a single dynamics on own, seeds 0-2 (scripts/policy_units.sh's plain ones, again
-#    on this machine: the closed loop moves with floating-point rounding too);
+#    on this machine: the shipped closed loop moved with the machine too);
 # 5. errors: every dynamics replayed open loop on the held-out episodes (scripts/proprio_errors.py);
 # 6. align_ens0, ..., align_more0, ...: alignment again on the same real episodes (no new simulator step);
 # 7. draws_shipped, draws_ens0, ...: the same with 8 more closed loops from first frames jittered by
