@@ -13,7 +13,9 @@ in the demos a policy learnt from: a policy's rotation features have a spread 3-
 so an error the dynamics' loss counts as small moves that policy's input by many of its stds.
 `--policy-units POLICY` adds the error of that policy's own proprio input (its standardisation and
 clamp, `proprio_dynamics.read`) to the loss, so the dynamics is also trained in the units a
-policy acts on.
+policy acts on. `--proprio-members K` trains an ensemble (`proprio_dynamics.DynamicsEnsemble`):
+each member unrolled on its own windows, the loss their mean, the checkpoint kept by the
+ensemble's own held-out figure.
 """
 from __future__ import annotations
 
