@@ -2,8 +2,10 @@
 first frame in imagination, chunk by chunk beside the real episode. Per episode: the chunk where
 the gripper first closes (real / imagined), the fingers' gap over that closed run (a held object
 keeps them apart), the eef's distance from the real path at that chunk, the highest p(done) and
-the chunk the verdict comes (with the grasp gate and without); and the gap the same world model
-gives on a replay of the real actions. A measurement
+the chunk the verdict comes (with the grasp gate and without); the gap the same world model gives
+on a replay of the real actions; and, to tell the state from the actions, the gap its arm dynamics
+predicts closing from the imagined state on the real closing chunks, and from the real state on
+the imagined ones. A measurement
 (reports/learning-signal.md, "An ensemble of arm dynamics").
 
   .venv/bin/python scripts/closed_loop_trace.py --data ALIGN_OUT/real --world-model DIR [--tasks 1] [--real-successes]
@@ -13,12 +15,14 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+import torch
 
 from worldenv import checkpoints, models
 from worldenv.data import chunks
 from worldenv.measure import alignment, reflector as reflector_measure
 from worldenv.models import grasp_gate
 from worldenv.models.imagination import Imagination, imagine
+from worldenv.models.proprio_dynamics import ArmState
 from worldenv.models.roles import StartStates
 from worldenv.sim import suites
 
@@ -32,6 +36,43 @@ def first_grasp(commands: np.ndarray, gaps: np.ndarray) -> tuple[str, str]:
     return str(int(np.argmax(commands > 0))), f"{100 * gaps[runs[0]].mean():.2f}"
 
 
+def swapped_gap(dynamics, proprio: np.ndarray, actions: np.ndarray, at: int, chunks: np.ndarray) -> str:
+    """The fingers' gap, cm, the arm dynamics predicts after stepping from chunk `at` of one
+    episode (its proprio (T + 1, P) and actions (T, K, A) give the state, the previous state and
+    chunk) on `chunks` (n, K, A), another episode's closing chunks: the mean over all but the first
+    (the fingers settle)."""
+    if at < 1 or len(chunks) < 2:
+        return "-"
+    t = lambda x: torch.from_numpy(np.asarray(x, np.float32))[None]  # noqa: E731
+    state, previous, before = ArmState.from_raw(t(proprio[at])), ArmState.from_raw(t(proprio[at - 1])), t(actions[at - 1])
+    gaps = []
+    with torch.no_grad():
+        for chunk in chunks:
+            state, previous, before = dynamics.step(state, t(np.clip(chunk, -1, 1)), previous, before), state, t(chunk)
+            gaps.append(grasp_gate.finger_gap(state.raw().numpy())[0])
+    return f"{100 * np.mean(gaps[1:]):.2f}"
+
+
+def in_libero(episode_id: str, chunks: list[np.ndarray]) -> tuple[bool, str, int]:
+    """The imagined action chunks executed open loop in LIBERO from the episode's own init state
+    (suite/task/init in its id, settled as every episode is): (success, the fingers' gap, cm, over
+    the first closed run, simulator steps taken, the settle included)."""
+    from worldenv.sim.env import EnvConfig, LiberoEnv
+    suite, task, init = episode_id.split("/")[:3]
+    env = LiberoEnv(EnvConfig(suite=suite, task=int(task)))
+    env.reset(int(init), render=False)
+    steps, proprio, success = env.config.settle_steps, [], False
+    for chunk in chunks:
+        result = env.step_chunk(chunk)
+        steps += len(result.actions)
+        proprio.append(result.obs.proprio)
+        if result.succeeded:
+            success = True
+            break
+    commands = np.array([c[-1, -1] for c in chunks[:len(proprio)]])
+    return success, first_grasp(commands, grasp_gate.finger_gap(np.array(proprio)))[1], steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="recorded episodes of the policy's mean (an align run's real/)")
@@ -42,6 +83,8 @@ def main() -> None:
     parser.add_argument("--real-successes", action="store_true", help="only the episodes that succeeded in LIBERO")
     parser.add_argument("--grasp-gate", type=float, default=0.0175)
     parser.add_argument("--eta", type=float, default=0.5)
+    parser.add_argument("--in-libero", action="store_true", help="also execute each imagined episode's actions "
+                        "open loop in LIBERO from the same init state: does LIBERO hold the grasp on them?")
     args = parser.parse_args()
     episodes = chunks.load([args.data])
     tasks = {int(t) for t in args.tasks.split(",") if t}
@@ -57,8 +100,11 @@ def main() -> None:
     real_p = reflector_measure.judge_videos(reflector, [e.frames for e in episodes], [e.instruction for e in episodes])
     print(f"{len(episodes)} episodes, world model {args.world_model}; chunks counted from 0\n")
     print("| episode | real: closes at / gap held, cm / done at | replay of the real actions: gap held, cm | "
-          "imagined: closes at / gap held, cm / eef off there, cm / max p(done) / done at (gate) / done at (no gate) |")
-    print("|---|---|---|---|")
+          "imagined: closes at / gap held, cm / eef off there, cm / max p(done) / done at (gate) / done at (no gate) | "
+          "the dynamics' gap, cm, closing on 3 chunks, state + chunks: real + real / imagined + real / real + imagined / "
+          "imagined + imagined |" + (" the imagined actions in LIBERO: outcome / gap held, cm |" if args.in_libero else ""))
+    print("|---|---|---|---|---|" + ("---|" if args.in_libero else ""))
+    sim_steps = 0
     for e, d, p, (_, replay_proprio) in zip(episodes, dreamt, real_p, replayed):
         real_cmd, dream_cmd = alignment.gripper_commands(e), np.array([a[-1, -1] for a in d.actions])
         real_gap, dream_gap = grasp_gate.finger_gap(e.proprio[1:]), grasp_gate.finger_gap(np.array(d.proprio[1:]))
@@ -70,8 +116,20 @@ def main() -> None:
         dp = np.array(d.p_done)
         gated = grasp_gate.first_done(dp, dream_cmd, dream_gap, args.eta, args.grasp_gate)
         plain = grasp_gate.first_done(dp, dream_cmd, dream_gap, args.eta, 0.0)
+        swaps = "- / - / - / -"
+        if dc != "-" and rc != "-" and getattr(world, "proprio_dynamics", None) is not None:
+            real = (e.proprio, e.actions, int(rc))
+            dream = (np.array(d.proprio), np.array(d.actions), int(dc))
+            swaps = " / ".join(swapped_gap(world.proprio_dynamics, *state, chunks[1][chunks[2]:chunks[2] + 3])
+                               for state, chunks in ((real, real), (dream, real), (real, dream), (dream, dream)))
+        libero = ""
+        if args.in_libero:
+            ok, gap, steps = in_libero(e.id, [np.asarray(a) for a in d.actions])
+            libero, sim_steps = f" {'success' if ok else 'failure'} / {gap} |", sim_steps + steps
         print(f"| {e.id} | {rc} / {rgap} / {real_done} | {replay_gap} | {dc} / {dgap} / {off} / "
-              f"{dp.max():.2f} / {gated} / {plain} |")
+              f"{dp.max():.2f} / {gated} / {plain} | {swaps} |{libero}")
+    if args.in_libero:
+        print(f"\nLIBERO steps taken by the imagined actions (settle included): {sim_steps}")
 
 
 if __name__ == "__main__":
