@@ -73,6 +73,33 @@ def in_libero(episode_id: str, chunks: list[np.ndarray]) -> tuple[bool, str, int
     return success, first_grasp(commands, grasp_gate.finger_gap(np.array(proprio)))[1], steps
 
 
+def row(e, d, p: np.ndarray, replay_proprio: np.ndarray, world, args) -> tuple[str, int]:
+    """One episode's table row (real episode `e`, imagined episode `d`, the reflector's p(done) on the
+    real video `p`, the replay's proprio) and the LIBERO steps it took (`--in-libero`)."""
+    real_cmd, dream_cmd = alignment.gripper_commands(e), np.array([a[-1, -1] for a in d.actions])
+    real_gap, dream_gap = grasp_gate.finger_gap(e.proprio[1:]), grasp_gate.finger_gap(np.array(d.proprio[1:]))
+    (rc, rgap), (dc, dgap) = first_grasp(real_cmd, real_gap), first_grasp(dream_cmd, dream_gap)
+    _, replay_gap = first_grasp(real_cmd, grasp_gate.finger_gap(np.asarray(replay_proprio)[1:]))
+    off = "-" if dc == "-" or int(dc) + 1 >= len(e.proprio) else \
+        f"{100 * np.linalg.norm(np.array(d.proprio[int(dc) + 1])[:3] - e.proprio[int(dc) + 1][:3]):.1f}"
+    real_done = grasp_gate.first_done(p, real_cmd, real_gap, args.eta, args.grasp_gate)
+    dp = np.array(d.p_done)
+    gated = grasp_gate.first_done(dp, dream_cmd, dream_gap, args.eta, args.grasp_gate)
+    plain = grasp_gate.first_done(dp, dream_cmd, dream_gap, args.eta, 0.0)
+    swaps = "- / - / - / -"
+    if dc != "-" and rc != "-" and getattr(world, "proprio_dynamics", None) is not None:
+        real = (e.proprio, e.actions, int(rc))
+        dream = (np.array(d.proprio), np.array(d.actions), int(dc))
+        swaps = " / ".join(swapped_gap(world.proprio_dynamics, *state, chunks[1][chunks[2]:chunks[2] + 3])
+                           for state, chunks in ((real, real), (dream, real), (real, dream), (dream, dream)))
+    libero, steps = "", 0
+    if args.in_libero:
+        ok, gap, steps = in_libero(e.id, [np.asarray(a) for a in d.actions])
+        libero = f" {'success' if ok else 'failure'} / {gap} |"
+    return (f"| {e.id} | {rc} / {rgap} / {real_done} | {replay_gap} | {dc} / {dgap} / {off} / "
+            f"{dp.max():.2f} / {gated} / {plain} | {swaps} |{libero}"), steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="recorded episodes of the policy's mean (an align run's real/)")
@@ -106,28 +133,9 @@ def main() -> None:
     print("|---|---|---|---|---|" + ("---|" if args.in_libero else ""))
     sim_steps = 0
     for e, d, p, (_, replay_proprio) in zip(episodes, dreamt, real_p, replayed):
-        real_cmd, dream_cmd = alignment.gripper_commands(e), np.array([a[-1, -1] for a in d.actions])
-        real_gap, dream_gap = grasp_gate.finger_gap(e.proprio[1:]), grasp_gate.finger_gap(np.array(d.proprio[1:]))
-        (rc, rgap), (dc, dgap) = first_grasp(real_cmd, real_gap), first_grasp(dream_cmd, dream_gap)
-        _, replay_gap = first_grasp(real_cmd, grasp_gate.finger_gap(np.asarray(replay_proprio)[1:]))
-        off = "-" if dc == "-" or int(dc) + 1 >= len(e.proprio) else \
-            f"{100 * np.linalg.norm(np.array(d.proprio[int(dc) + 1])[:3] - e.proprio[int(dc) + 1][:3]):.1f}"
-        real_done = grasp_gate.first_done(p, real_cmd, real_gap, args.eta, args.grasp_gate)
-        dp = np.array(d.p_done)
-        gated = grasp_gate.first_done(dp, dream_cmd, dream_gap, args.eta, args.grasp_gate)
-        plain = grasp_gate.first_done(dp, dream_cmd, dream_gap, args.eta, 0.0)
-        swaps = "- / - / - / -"
-        if dc != "-" and rc != "-" and getattr(world, "proprio_dynamics", None) is not None:
-            real = (e.proprio, e.actions, int(rc))
-            dream = (np.array(d.proprio), np.array(d.actions), int(dc))
-            swaps = " / ".join(swapped_gap(world.proprio_dynamics, *state, chunks[1][chunks[2]:chunks[2] + 3])
-                               for state, chunks in ((real, real), (dream, real), (real, dream), (dream, dream)))
-        libero = ""
-        if args.in_libero:
-            ok, gap, steps = in_libero(e.id, [np.asarray(a) for a in d.actions])
-            libero, sim_steps = f" {'success' if ok else 'failure'} / {gap} |", sim_steps + steps
-        print(f"| {e.id} | {rc} / {rgap} / {real_done} | {replay_gap} | {dc} / {dgap} / {off} / "
-              f"{dp.max():.2f} / {gated} / {plain} | {swaps} |{libero}")
+        line, steps = row(e, d, p, replay_proprio, world, args)
+        print(line)
+        sim_steps += steps
     if args.in_libero:
         print(f"\nLIBERO steps taken by the imagined actions (settle included): {sim_steps}")
 
