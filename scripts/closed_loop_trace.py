@@ -17,9 +17,9 @@ import argparse
 import numpy as np
 import torch
 
-from worldenv import checkpoints, models
 from worldenv.data import chunks
 from worldenv.measure import alignment, reflector as reflector_measure
+from worldenv.measure.align import load_checkpoint
 from worldenv.models import grasp_gate
 from worldenv.models.imagination import Imagination, imagine
 from worldenv.models.proprio_dynamics import ArmState
@@ -53,13 +53,16 @@ def swapped_gap(dynamics, proprio: np.ndarray, actions: np.ndarray, at: int, chu
     return f"{100 * np.mean(gaps[1:]):.2f}"
 
 
-def in_libero(episode_id: str, chunks: list[np.ndarray]) -> tuple[bool, str, int]:
+def in_libero(envs: dict, episode_id: str, chunks: list[np.ndarray]) -> tuple[bool, str, int]:
     """The imagined action chunks executed open loop in LIBERO from the episode's own init state
-    (suite/task/init in its id, settled as every episode is): (success, the fingers' gap, cm, over
-    the first closed run, simulator steps taken, the settle included)."""
+    (suite/task/init in its id, settled as every episode is; `envs` holds one env per suite and
+    task, made on first use): (success, the fingers' gap, cm, over the first closed run,
+    simulator steps taken, the settle included)."""
     from worldenv.sim.env import EnvConfig, LiberoEnv
     suite, task, init = episode_id.split("/")[:3]
-    env = LiberoEnv(EnvConfig(suite=suite, task=int(task)))
+    if (suite, task) not in envs:
+        envs[suite, task] = LiberoEnv(EnvConfig(suite=suite, task=int(task)))
+    env = envs[suite, task]
     env.reset(int(init), render=False)
     steps, proprio, success = env.config.settle_steps, [], False
     for chunk in chunks:
@@ -73,15 +76,16 @@ def in_libero(episode_id: str, chunks: list[np.ndarray]) -> tuple[bool, str, int
     return success, first_grasp(commands, grasp_gate.finger_gap(np.array(proprio)))[1], steps
 
 
-def row(e, d, p: np.ndarray, replay_proprio: np.ndarray, world, args) -> tuple[str, int]:
+def row(e, d, p: np.ndarray, replay_proprio: np.ndarray, world, args, envs: dict) -> tuple[str, int]:
     """One episode's table row (real episode `e`, imagined episode `d`, the reflector's p(done) on the
-    real video `p`, the replay's proprio) and the LIBERO steps it took (`--in-libero`)."""
-    real_cmd, dream_cmd = alignment.gripper_commands(e), np.array([a[-1, -1] for a in d.actions])
-    real_gap, dream_gap = grasp_gate.finger_gap(e.proprio[1:]), grasp_gate.finger_gap(np.array(d.proprio[1:]))
+    real video `p`, the replay's proprio) and the LIBERO steps it took (`--in-libero`, in `envs`)."""
+    dream_proprio, dream_actions = np.array(d.proprio), np.array(d.actions)
+    real_cmd, dream_cmd = alignment.gripper_commands(e), dream_actions[:, -1, -1]
+    real_gap, dream_gap = grasp_gate.finger_gap(e.proprio[1:]), grasp_gate.finger_gap(dream_proprio[1:])
     (rc, rgap), (dc, dgap) = first_grasp(real_cmd, real_gap), first_grasp(dream_cmd, dream_gap)
     _, replay_gap = first_grasp(real_cmd, grasp_gate.finger_gap(np.asarray(replay_proprio)[1:]))
     off = "-" if dc == "-" or int(dc) + 1 >= len(e.proprio) else \
-        f"{100 * np.linalg.norm(np.array(d.proprio[int(dc) + 1])[:3] - e.proprio[int(dc) + 1][:3]):.1f}"
+        f"{100 * np.linalg.norm(dream_proprio[int(dc) + 1, :3] - e.proprio[int(dc) + 1, :3]):.1f}"
     real_done = grasp_gate.first_done(p, real_cmd, real_gap, args.eta, args.grasp_gate)
     dp = np.array(d.p_done)
     gated = grasp_gate.first_done(dp, dream_cmd, dream_gap, args.eta, args.grasp_gate)
@@ -89,12 +93,12 @@ def row(e, d, p: np.ndarray, replay_proprio: np.ndarray, world, args) -> tuple[s
     swaps = "- / - / - / -"
     if dc != "-" and rc != "-" and getattr(world, "proprio_dynamics", None) is not None:
         real = (e.proprio, e.actions, int(rc))
-        dream = (np.array(d.proprio), np.array(d.actions), int(dc))
+        dream = (dream_proprio, dream_actions, int(dc))
         swaps = " / ".join(swapped_gap(world.proprio_dynamics, *state, chunks[1][chunks[2]:chunks[2] + 3])
                            for state, chunks in ((real, real), (dream, real), (real, dream), (dream, dream)))
     libero, steps = "", 0
     if args.in_libero:
-        ok, gap, steps = in_libero(e.id, [np.asarray(a) for a in d.actions])
+        ok, gap, steps = in_libero(envs, e.id, list(dream_actions))
         libero = f" {'success' if ok else 'failure'} / {gap} |"
     return (f"| {e.id} | {rc} / {rgap} / {real_done} | {replay_gap} | {dc} / {dgap} / {off} / "
             f"{dp.max():.2f} / {gated} / {plain} | {swaps} |{libero}"), steps
@@ -116,8 +120,8 @@ def main() -> None:
     episodes = chunks.load([args.data])
     tasks = {int(t) for t in args.tasks.split(",") if t}
     episodes = [e for e in episodes if (not tasks or alignment.task_of(e) in tasks) and (e.succeeded or not args.real_successes)]
-    load = lambda value, role: models.load(checkpoints.model(value, role), role=role)  # noqa: E731
-    policy, world, reflector = load(args.policy, "policy"), load(args.world_model, "world_model"), load(args.reflector, "reflector")
+    policy, world = load_checkpoint(args.policy, "policy"), load_checkpoint(args.world_model, "world_model")
+    reflector = load_checkpoint(args.reflector, "reflector")
     horizon = suites.MAX_EPISODE_STEPS["libero_object"] // policy.spec.chunk_length
     bank = alignment.first_frames(episodes)
     with Imagination(world, reflector) as imagination:
@@ -131,9 +135,9 @@ def main() -> None:
           "the dynamics' gap, cm, closing on 3 chunks, state + chunks: real + real / imagined + real / real + imagined / "
           "imagined + imagined |" + (" the imagined actions in LIBERO: outcome / gap held, cm |" if args.in_libero else ""))
     print("|---|---|---|---|---|" + ("---|" if args.in_libero else ""))
-    sim_steps = 0
+    sim_steps, envs = 0, {}
     for e, d, p, (_, replay_proprio) in zip(episodes, dreamt, real_p, replayed):
-        line, steps = row(e, d, p, replay_proprio, world, args)
+        line, steps = row(e, d, p, replay_proprio, world, args, envs)
         print(line)
         sim_steps += steps
     if args.in_libero:

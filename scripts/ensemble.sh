@@ -31,7 +31,7 @@ SHIPPED=$PWD/worldenv/checkpoints
 GATE=0.0175
 MEMBERS=4
 mkdir -p "$R"
-source scripts/held_out.sh   # stage, own, dynamics, align
+source scripts/held_out.sh   # stage, own, dynamics, errors, align
 
 NAMES="ens0 ens1 ens2 more0 more1 more2 one0 one1 one2"
 run() {
@@ -42,8 +42,7 @@ run() {
     ens[0-9]) dynamics $1 $R/own --seed ${1#ens} --proprio-members $MEMBERS ;;
     more[0-9]) dynamics $1 $R/own,$R/own2 --seed ${1#more} ;;
     one[0-9]) dynamics $1 $R/own --seed ${1#one} ;;
-    errors) [ -f $R/errors.md ] || { stage errors; $PY scripts/proprio_errors.py --data $R/align_shipped/real \
-        --models shipped$(for d in $NAMES; do echo -n ",$d=$R/dyn_$d/model"; done) > $R/errors.md; } ;;
+    errors) errors $NAMES ;;
     align_ens[0-9]|align_more[0-9]|align_one[0-9]) align ${1#align_} $R/dyn_${1#align_}/model ;;
     draws_shipped) DRAWS=8 align shipped_draws shipped ;;
     draws_*) DRAWS=8 align ${1#draws_}_draws $R/dyn_${1#draws_}/model ;;

@@ -25,6 +25,7 @@ import torch
 from worldenv.data import chunks
 from worldenv.models import grasp_gate as gate
 from worldenv.models.proprio_reader import ProprioReader
+from worldenv.measure.align import load_checkpoint
 from worldenv.measure.alignment import gripper_commands, outcome_rates, task_of
 
 
@@ -77,7 +78,7 @@ def train(args) -> None:
     replayed = None
     if args.replays:   # also the world model's replays of the real actions, labelled by the real fingers
         from worldenv.measure import reflector as reflector_measure
-        replayed = [frames for frames, _ in reflector_measure.replay(load_model(args.replays, "world_model"), episodes)]
+        replayed = [frames for frames, _ in reflector_measure.replay(load_checkpoint(args.replays, "world_model"), episodes)]
     x, y = labelled(episodes, [i for i in range(len(episodes)) if i not in held_out], replayed)
     tests = {"real frames": labelled(episodes, held_out)}
     if replayed is not None:
@@ -124,12 +125,6 @@ def first_done(p_done, commands, gaps, held, eta: float, width: float) -> int | 
         if p > eta and holds:
             return t
     return None
-
-
-def load_model(value: str, role: str):
-    from worldenv import models
-    from worldenv.measure.align import resolve
-    return models.load(resolve(value, role), role=role)
 
 
 def replay_runs(net, episodes, world_model, width: float) -> tuple[dict, dict]:
@@ -186,9 +181,9 @@ def measure(args) -> None:
     from worldenv.models import laplace
     net = load_probe(args.probe)
     episodes = chunks.load([args.real])
-    policy = load_model(args.policy, "policy")
+    policy = load_checkpoint(args.policy, "policy")
     laplace.restart_scale(policy, args.exploration_scale, "--exploration-scale")
-    world_model, reflector = load_model(args.world_model, "world_model"), load_model(args.reflector, "reflector")
+    world_model, reflector = load_checkpoint(args.world_model, "world_model"), load_checkpoint(args.reflector, "reflector")
     real = np.array([e.succeeded for e in episodes])
     runs, scores = replay_runs(net, episodes, world_model, args.width)
     rules, per_episode, scores["closed_loop_gated_done"] = closed_loop(net, policy, world_model, reflector, episodes, args)

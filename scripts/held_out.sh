@@ -1,7 +1,7 @@
 # Shared by scripts/own_history.sh, scripts/policy_units.sh and scripts/ensemble.sh (sourced, with
 # R, W, PY, SHIPPED, GATE set): the shipped SFT policy's own rollouts, a fresh proprio dynamics
-# trained on them, and the policy's alignment on held-out episodes recorded once and judged again
-# by each world model.
+# trained on them, its open-loop errors, and the policy's alignment on held-out episodes recorded
+# once and judged again by each world model.
 stage() { echo "=== $(date +%T) $1"; }
 
 own() {   # [NAME OFFSET SEED]: the SFT policy's real rollouts, sampled as RL explores (b = 0.02), 60 per
@@ -37,4 +37,11 @@ m.save_pretrained('$R/integrated')"
   $W train world-model --init $R/integrated --proprio-dynamics --data $data --out $R/dyn_$name --steps 8000 \
       --eval-every 1000 --lr 1e-3 --batch-size 64 --warmup 50 --patience 0 --threads 1 "$@" > $R/dyn_$name.log 2>&1 \
       && touch $R/dyn_$name/done
+}
+
+errors() {   # NAME...: the dynamics dyn_NAME and the shipped one replayed open loop on align_shipped's episodes
+  [ -f $R/errors.md ] && return
+  stage errors
+  $PY scripts/proprio_errors.py --data $R/align_shipped/real \
+      --models shipped$(for d in "$@"; do echo -n ",$d=$R/dyn_$d/model"; done) > $R/errors.md
 }

@@ -28,7 +28,7 @@ PY=$PWD/.venv/bin/python
 SHIPPED=$PWD/worldenv/checkpoints
 GATE=0.0175
 mkdir -p "$R"
-source scripts/held_out.sh   # stage, own, dynamics, align
+source scripts/held_out.sh   # stage, own, dynamics, errors, align
 
 run() {
   case $1 in
@@ -38,9 +38,7 @@ run() {
     dyn_units) dynamics units $R/own --policy-units shipped ;;
     dyn_plain[123]) dynamics ${1#dyn_} $R/own --seed ${1#dyn_plain} ;;
     dyn_units[123]) dynamics ${1#dyn_} $R/own --seed ${1#dyn_units} --policy-units shipped ;;
-    errors) [ -f $R/errors.md ] || { stage errors; $PY scripts/proprio_errors.py --data $R/align_shipped/real \
-        --models shipped$(for d in plain units plain1 units1 plain2 units2 plain3 units3; do echo -n ",$d=$R/dyn_$d/model"; done) \
-        > $R/errors.md; } ;;
+    errors) errors plain units plain1 units1 plain2 units2 plain3 units3 ;;
     align_plain|align_units|align_plain[123]|align_units[123]) align ${1#align_} $R/dyn_${1#align_}/model ;;
     align_plain_nogate) align plain_nogate $R/dyn_plain/model shipped 0 ;;
     *) echo "unknown stage $1"; return 1 ;;

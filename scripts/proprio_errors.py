@@ -12,8 +12,8 @@ import argparse
 
 import torch
 
-from worldenv import checkpoints, models
 from worldenv.data import chunks
+from worldenv.measure.align import load_checkpoint
 from worldenv.models.proprio import FEATURE_PARTS
 from worldenv.models.proprio_dynamics import ArmState, read
 from worldenv.train import proprio_dynamics as dyn
@@ -42,7 +42,7 @@ def main() -> None:
     print("|---|---|---|---|")
     for item in args.models.split(","):
         name, _, path = item.rpartition("=")
-        model = models.load(checkpoints.model(path, "world_model"), role="world_model")
+        model = load_checkpoint(path, "world_model", "--models")
         if getattr(model, "proprio_dynamics", None) is None:
             raise SystemExit(f"--models: {item} has no proprio dynamics")
         out = dyn.open_loop_errors(model.proprio_dynamics, seq, reader=reader)

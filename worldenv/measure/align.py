@@ -62,6 +62,12 @@ def resolve(value: str, role: str, flag: str | None = None) -> str:
     return str(found)
 
 
+def load_checkpoint(value: str, role: str, flag: str | None = None):
+    """The model of a checkpoint setting (`resolve`'s words and errors)."""
+    from worldenv import models
+    return models.load(resolve(value, role, flag), role=role)
+
+
 def write_pictures(folder: pathlib.Path, pictures: dict[str, np.ndarray], scale: int = 3) -> None:
     """Each picture as <folder>/<id with '/' as '_'>.png, enlarged `scale` times (nearest); no
     folder when there are none."""
@@ -98,8 +104,8 @@ def align(config: AlignConfig) -> int:
     policy = models.load(policy_dir, role="policy")
     laplace.restart_scale(policy, config.exploration_scale, "--exploration-scale")
     horizon = suites.MAX_EPISODE_STEPS[config.suite] // policy.spec.chunk_length
-    world_model = models.load(resolve(config.world_model, "world_model"), role="world_model")
-    reflector = models.load(resolve(config.reflector, "reflector"), role="reflector")
+    world_model = load_checkpoint(config.world_model, "world_model")
+    reflector = load_checkpoint(config.reflector, "reflector")
     replayed = reflector_measure.replay(world_model, episodes)
     result = alignment.measure(policy, world_model, reflector, episodes, horizon, config.eta,
                                deterministic=config.noise == "none", grasp_gate=config.grasp_gate, replayed=replayed,

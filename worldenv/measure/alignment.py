@@ -107,11 +107,11 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
     the world model's replays of `episodes` (`reflector_measure.replay`) when the caller has them.
     `draws`: that many more closed loops from jittered first frames (`draws_summary`)."""
     tasks, real = [task_of(e) for e in episodes], np.array([e.succeeded for e in episodes])
-    closed = imagined.rollouts(policy, world_model, reflector, first_frames(episodes), horizon, eta, deterministic,
-                               grasp_gate=grasp_gate)
+    starts = first_frames(episodes)
+    closed = imagined.rollouts(policy, world_model, reflector, starts, horizon, eta, deterministic, grasp_gate=grasp_gate)
     verdicts = [[r["done"] for r in closed]] + [
-        [r["done"] for r in imagined.rollouts(policy, world_model, reflector, jittered(first_frames(episodes), jitter, d),
-                                              horizon, eta, deterministic, grasp_gate=grasp_gate)]
+        [r["done"] for r in imagined.rollouts(policy, world_model, reflector, jittered(starts, jitter, d), horizon, eta,
+                                              deterministic, grasp_gate=grasp_gate)]
         for d in range(1, draws + 1)]
     replayed = reflector_measure.replay(world_model, episodes) if replayed is None else replayed
     replay_at = verdict_frames(reflector, episodes, [frames for frames, _ in replayed],

@@ -70,7 +70,7 @@ def measure(config: ObjectiveConfig) -> dict:
     from worldenv import checkpoints, models
     from worldenv.data.start_bank import StartBank
     from worldenv.measure import imagined
-    from worldenv.measure.align import resolve
+    from worldenv.measure.align import load_checkpoint, resolve
     from worldenv.models import laplace
     bank_path = checkpoints.start_bank(config.starts)
     if bank_path is None or not bank_path.is_file():
@@ -78,8 +78,8 @@ def measure(config: ObjectiveConfig) -> dict:
     bank = imagined.fixed_draw(StartBank.load(bank_path), config.per_task, config.draw_seed)
     paths = {name: resolve(name, "policy", "--policies")
              for name in [p.strip() for p in config.policies.split(",") if p.strip()]}
-    world_model = models.load(resolve(config.world_model, "world_model"), role="world_model")
-    reflector = models.load(resolve(config.reflector, "reflector"), role="reflector")
+    world_model = load_checkpoint(config.world_model, "world_model")
+    reflector = load_checkpoint(config.reflector, "reflector")
     rows = []
     for name, path in paths.items():
         policy = models.load(path, role="policy")
