@@ -24,7 +24,7 @@ from worldenv.models import grasp_gate
 from worldenv.models.imagination import Imagination, imagine
 from worldenv.models.proprio_dynamics import ArmState
 from worldenv.models.roles import StartStates
-from worldenv.sim import suites
+from worldenv.sim import open_loop, suites
 
 
 def first_grasp(commands: np.ndarray, gaps: np.ndarray) -> tuple[str, str]:
@@ -53,32 +53,10 @@ def swapped_gap(dynamics, proprio: np.ndarray, actions: np.ndarray, at: int, chu
     return f"{100 * np.mean(gaps[1:]):.2f}"
 
 
-def in_libero(envs: dict, episode_id: str, chunks: list[np.ndarray]) -> tuple[bool, str, int]:
-    """The imagined action chunks executed open loop in LIBERO from the episode's own init state
-    (suite/task/init in its id, settled as every episode is; `envs` holds one env per suite and
-    task, made on first use): (success, the fingers' gap, cm, over the first closed run,
-    simulator steps taken, the settle included)."""
-    from worldenv.sim.env import EnvConfig, LiberoEnv
-    suite, task, init = episode_id.split("/")[:3]
-    if (suite, task) not in envs:
-        envs[suite, task] = LiberoEnv(EnvConfig(suite=suite, task=int(task)))
-    env = envs[suite, task]
-    env.reset(int(init), render=False)
-    steps, proprio, success = env.config.settle_steps, [], False
-    for chunk in chunks:
-        result = env.step_chunk(chunk)
-        steps += len(result.actions)
-        proprio.append(result.obs.proprio)
-        if result.succeeded:
-            success = True
-            break
-    commands = np.array([c[-1, -1] for c in chunks[:len(proprio)]])
-    return success, first_grasp(commands, grasp_gate.finger_gap(np.array(proprio)))[1], steps
-
-
-def row(e, d, p: np.ndarray, replay_proprio: np.ndarray, world, args, envs: dict) -> tuple[str, int]:
+def row(e, d, p: np.ndarray, replay_proprio: np.ndarray, world, args, executor) -> tuple[str, int]:
     """One episode's table row (real episode `e`, imagined episode `d`, the reflector's p(done) on the
-    real video `p`, the replay's proprio) and the LIBERO steps it took (`--in-libero`, in `envs`)."""
+    real video `p`, the replay's proprio) and the LIBERO steps it took (`--in-libero`: `executor`, a
+    `sim.open_loop.Executor`, runs the imagined chunks)."""
     dream_proprio, dream_actions = np.array(d.proprio), np.array(d.actions)
     real_cmd, dream_cmd = alignment.gripper_commands(e), dream_actions[:, -1, -1]
     real_gap, dream_gap = grasp_gate.finger_gap(e.proprio[1:]), grasp_gate.finger_gap(dream_proprio[1:])
@@ -98,8 +76,9 @@ def row(e, d, p: np.ndarray, replay_proprio: np.ndarray, world, args, envs: dict
                            for state, chunks in ((real, real), (dream, real), (real, dream), (dream, dream)))
     libero, steps = "", 0
     if args.in_libero:
-        ok, gap, steps = in_libero(envs, e.id, list(dream_actions))
-        libero = f" {'success' if ok else 'failure'} / {gap} |"
+        run = executor.run(e.id, list(dream_actions))
+        gap = first_grasp(dream_cmd[:len(run.proprio) - 1], grasp_gate.finger_gap(run.proprio[1:]))[1]
+        libero, steps = f" {'success' if run.success else 'failure'} / {gap} |", run.steps
     return (f"| {e.id} | {rc} / {rgap} / {real_done} | {replay_gap} | {dc} / {dgap} / {off} / "
             f"{dp.max():.2f} / {gated} / {plain} | {swaps} |{libero}"), steps
 
@@ -135,11 +114,12 @@ def main() -> None:
           "the dynamics' gap, cm, closing on 3 chunks, state + chunks: real + real / imagined + real / real + imagined / "
           "imagined + imagined |" + (" the imagined actions in LIBERO: outcome / gap held, cm |" if args.in_libero else ""))
     print("|---|---|---|---|---|" + ("---|" if args.in_libero else ""))
-    sim_steps, envs = 0, {}
-    for e, d, p, (_, replay_proprio) in zip(episodes, dreamt, real_p, replayed):
-        line, steps = row(e, d, p, replay_proprio, world, args, envs)
-        print(line)
-        sim_steps += steps
+    sim_steps = 0
+    with open_loop.Executor() as executor:
+        for e, d, p, (_, replay_proprio) in zip(episodes, dreamt, real_p, replayed):
+            line, steps = row(e, d, p, replay_proprio, world, args, executor)
+            print(line)
+            sim_steps += steps
     if args.in_libero:
         print(f"\nLIBERO steps taken by the imagined actions (settle included): {sim_steps}")
 

@@ -21,6 +21,8 @@ def test_rates_on_hand_made_outcomes():
     assert (r["false_positives"], r["missed"], r["real_successes"], r["judged_successes"]) == (1, 1, 4, 4)
     none_real = alignment.outcome_rates(np.zeros(3, bool), np.array([0, 1, 0], bool))
     assert none_real["recall"] is None and none_real["false_positive_rate"] == pytest.approx(1 / 3)
+    assert r["precision"] == pytest.approx(3 / 4) and none_real["precision"] == 0.0
+    assert alignment.outcome_rates(real, np.zeros(10, bool))["precision"] is None   # nothing judged a success
 
 
 def test_per_task_rates_split_by_task():
@@ -142,3 +144,42 @@ def test_measure_with_draws_reports_every_closed_loop_and_the_first_is_the_unjit
     printed = alignment.console(drawn)
     assert printed[0].startswith("closed_loop  agreement") and printed[-1].startswith("closed loop over 3 draws")
     assert len(alignment.console(plain)) == 3
+
+
+class _Executed:
+    """LIBERO's part of `measure(in_libero=...)` by hand: each episode's chunks are kept, and they
+    succeed where `succeeds` says, at their last chunk, 8 steps a chunk after a 10-step settle."""
+
+    def __init__(self, succeeds: dict[str, bool]):
+        self.succeeds, self.calls = succeeds, {}
+
+    def run(self, episode_id, chunks):
+        from worldenv.sim.open_loop import OpenLoop
+        self.calls[episode_id] = np.asarray(chunks)
+        ok = self.succeeds[episode_id]
+        return OpenLoop(ok, len(chunks) - 1 if ok else None, np.zeros((len(chunks) + 1, 8), np.float32),
+                        10 + 8 * len(chunks))
+
+
+def test_measure_holds_the_imagined_verdict_against_libero_on_the_imagined_actions(tmp_path):
+    episodes, policy, world, reflector = _tiny(tmp_path)
+    plain = alignment.measure(policy, world, reflector, episodes, horizon=3, eta=0.5)
+    assert plain["imagined_actions"] is None and plain["per_episode"][0]["imagined_in_libero"] is None
+    imagined = {r["id"]: r["imagined"] for r in plain["per_episode"]}
+    flipped = {e.id: not imagined[e.id] if i % 2 else imagined[e.id] for i, e in enumerate(episodes)}
+    executor = _Executed(flipped)
+    result = alignment.measure(policy, world, reflector, episodes, horizon=3, eta=0.5, in_libero=executor)
+    rows = result["per_episode"]
+    assert [r["imagined"] for r in rows] == [r["imagined"] for r in plain["per_episode"]]
+    for r in rows:   # the executor got each closed loop's own chunks, as many as it ran
+        assert executor.calls[r["id"]].shape == (r["imagined_chunks"], policy.spec.chunk_length, 7)
+        assert r["imagined_in_libero"] == flipped[r["id"]]
+        assert r["imagined_in_libero_chunk"] == (r["imagined_chunks"] - 1 if flipped[r["id"]] else None)
+    overall = result["imagined_actions"]["overall"]
+    assert overall == alignment.outcome_rates(np.array([flipped[r["id"]] for r in rows]),
+                                              np.array([r["imagined"] for r in rows]))
+    assert overall["agreement"] == 0.5                     # every second verdict flipped
+    assert result["imagined_actions_sim_steps"] == sum(10 + 8 * r["imagined_chunks"] for r in rows)
+    assert result["closed_loop"] == plain["closed_loop"]   # the real episodes' measure is untouched
+    assert any("its own actions" in line for line in alignment.markdown(result))
+    assert alignment.console(result)[-1].startswith("imagined_actions agreement 50 %")

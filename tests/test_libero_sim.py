@@ -244,6 +244,22 @@ def test_training_inputs_equal_what_evaluation_feeds_the_policy(libero_env):
     assert seen[-1].success and episode.success[-1]
 
 
+def test_open_loop_executor_reproduces_a_recorded_episode_from_its_id(libero_env):
+    """A recorded episode's own chunks, executed from the init state its id names (`align
+    --in-libero` runs imagined chunks this way), give its proprio, outcome and step count exactly."""
+    from worldenv.data import chunks
+    from worldenv.sim import open_loop
+    demo = _recorded_demo(libero_env, init_index=6)
+    episode = chunks.chunk(demo, "instruction")
+    with open_loop.Executor(envs={(SUITE, TASK): libero_env}) as executor:
+        run = executor.run(demo.attrs["id"], [a[:n] for a, n in zip(episode.actions, episode.lengths)])
+        assert executor._made == []                          # the env handed in is used, not a new one
+    np.testing.assert_array_equal(run.proprio, episode.proprio)
+    assert run.success and run.success_chunk == episode.chunks - 1 and run.steps == len(demo)
+    with pytest.raises(ValueError, match="suite/task/init"):
+        executor.run("libero_object/zero", [])
+
+
 def test_sampled_init_states_spread_like_liberos_fixed_ones(libero_env):
     """Arm joints and object placements of sampled init states (1000+) against LIBERO's fixed
     ones (0-29): the same distribution by a two-sample KS test on the arm joints' deviations

@@ -163,6 +163,23 @@ def test_compare_scores_align_outputs_by_agreement_with_libero(tmp_path, capsys)
     assert result["groups"]["candidate_rates"] == [0.9, 0.9]
     assert cli.main(["compare", blind, good[0], "--alignment", "replay", "--resamples", "200", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["pairs"][0]["a"]["successes"] == 10
+    assert cli.main(["compare", blind, good[0], "--alignment", "imagined_actions"]) == 2
+    assert "needs `worldenv align --in-libero` outputs" in capsys.readouterr().err
+    # on its own actions: blind imagines no success and LIBERO gives none on its actions (agrees on all 10)
+    executed = json.loads((tmp_path / "blind" / "alignment.json").read_text())
+    for e in executed["per_episode"]:
+        e["imagined_in_libero"] = False
+    (tmp_path / "blind" / "alignment.json").write_text(json.dumps(executed))
+    for k, folder in enumerate(good):   # good0's actions: LIBERO succeeds on the first two; good1's: none
+        rows = json.loads((tmp_path / f"good{k}" / "alignment.json").read_text())
+        for n, e in enumerate(rows["per_episode"]):
+            e["imagined_in_libero"] = k == 0 and n < 2
+        (tmp_path / f"good{k}" / "alignment.json").write_text(json.dumps(rows))
+    assert cli.main(["compare", blind, good[0], "--alignment", "imagined_actions", "--resamples", "200",
+                     "--out", str(out)]) == 0
+    agreed = sum(real[i] != (n == 0) == (n < 2) for n, i in enumerate(ids))
+    assert json.loads(out.read_text())["pairs"][0]["b"]["successes"] == agreed
+    assert json.loads(out.read_text())["pairs"][0]["a"]["successes"] == 10
     evaluation = _eval_dir(tmp_path, "eval", {i: True for i in ids})
     assert cli.main(["compare", evaluation, blind]) == 2
     assert "all eval outputs (success) or all align outputs (agreement)" in capsys.readouterr().err

@@ -3,11 +3,13 @@
 Two steps, the first resumable: the policy explores held-out sampled init states in LIBERO
 (every episode recorded under <out>/real, every simulator step counted), then the same policy
 runs from each episode's first frame inside the world model with the reflector deciding, and
-the world model replays each episode's real actions. <out>/alignment.json and alignment.md hold
+the world model replays each episode's real actions (with --in-libero, LIBERO then executes each
+imagined episode's actions too). <out>/alignment.json and alignment.md hold
 the figures; <out>/false_successes/ shows the replays the reflector calls done where LIBERO did not.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 
@@ -45,6 +47,9 @@ class AlignConfig(LiberoJobConfig):
                        "jittered by at most --jitter grey levels per pixel: how many episodes' imagined verdicts "
                        "the scene does not decide, and the agreement averaged over draws; 0 = one closed loop")
     jitter: int = Field(1, ge=1, le=16, description="--draws: the largest change of a pixel, grey levels")
+    in_libero: bool = Field(False, description="also execute each closed loop's action chunks open loop in LIBERO "
+                            "from the episode's init state, and hold the imagined verdict against that outcome: the "
+                            "reward imagination gives those actions against what they really do (every step counted)")
     false_successes: int = Field(8, ge=0, description="pictures of up to this many failed real episodes whose "
                                  "world-model replay the reflector calls done (real frames over the replay's, "
                                  "around the verdict): false_successes/<id>.png; 0 = none")
@@ -87,7 +92,7 @@ def align(config: AlignConfig) -> int:
     from worldenv.models import laplace
     from worldenv.data import chunks
     from worldenv.measure import alignment, reflector as reflector_measure
-    from worldenv.sim import suites
+    from worldenv.sim import open_loop, suites
     from worldenv.sim.policy_runs import ExploreConfig, explore
 
     out = pathlib.Path(config.out)
@@ -107,9 +112,11 @@ def align(config: AlignConfig) -> int:
     world_model = load_checkpoint(config.world_model, "world_model")
     reflector = load_checkpoint(config.reflector, "reflector")
     replayed = reflector_measure.replay(world_model, episodes)
-    result = alignment.measure(policy, world_model, reflector, episodes, horizon, config.eta,
-                               deterministic=config.noise == "none", grasp_gate=config.grasp_gate, replayed=replayed,
-                               draws=config.draws, jitter=config.jitter)
+    with contextlib.ExitStack() as stack:
+        executor = stack.enter_context(open_loop.Executor(config.image_size)) if config.in_libero else None
+        result = alignment.measure(policy, world_model, reflector, episodes, horizon, config.eta,
+                                   deterministic=config.noise == "none", grasp_gate=config.grasp_gate,
+                                   replayed=replayed, draws=config.draws, jitter=config.jitter, in_libero=executor)
     result |= {"noise": config.noise, "grasp_gate": config.grasp_gate, "exploration_scale": config.exploration_scale,
                "real_success": float(np.mean([e.succeeded for e in episodes])), "policy": policy_dir, "world_model": config.world_model, "reflector": config.reflector,
                "init_states": f"{config.init_offset}.. (sampled)", "sim_steps": int(sum(e.steps[-1] for e in episodes))}

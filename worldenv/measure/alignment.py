@@ -14,6 +14,13 @@ so the policy's reaction to imagined frames is taken out) and on the real videos
 Reading the three side by side says which link loses the outcome: the reflector (real videos),
 the world model's frames (replays), or the closed loop (the policy acting on imagined frames).
 
+With `in_libero`, a fourth: the closed loop's own action chunks executed open loop in LIBERO from
+the same init state, against the imagined verdict on them. The closed loop's agreement compares
+imagination with the policy's real episode, whose actions differ once the imagined observations
+do; this one compares the reward imagination gives a sequence of actions with what that sequence
+really does, which is what RL in imagination trains on. Its precision (imagined successes whose
+actions succeed in LIBERO) is the share of RL's rewarded rollouts that are real successes.
+
 With `draws`, the closed loop runs again from first frames jittered by at most `jitter` grey
 levels per pixel (a camera's own quantisation): an episode whose imagined verdict changes under
 that is not decided by the scene, and one closed loop's agreement is then one draw of it.
@@ -21,6 +28,7 @@ that is not decided by the scene, and one closed loop's agreement is then one dr
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,16 +38,21 @@ from worldenv.measure import imagined, reflector as reflector_measure
 from worldenv.models import grasp_gate as grasp_gate_lib
 from worldenv.models.roles import Observations, Policy, Reflector, WorldModel
 
+if TYPE_CHECKING:
+    from worldenv.sim import open_loop
+
 
 def outcome_rates(real: np.ndarray, judged: np.ndarray) -> dict:
     """Real outcomes (N,) bool against judged ones (N,) bool -> agreement, recall, false-positive
-    rate (None where undefined: no real successes, or no real failures) and the counts."""
+    rate, precision (the judged successes that are real; None where undefined: no real successes,
+    no real failures, no judged successes) and the counts."""
     real, judged = np.asarray(real, bool), np.asarray(judged, bool)
     successes, failures = int(real.sum()), int((~real).sum())
     return {"n": len(real), "real_successes": successes, "judged_successes": int(judged.sum()),
             "agreement": float((real == judged).mean()) if len(real) else None,
             "recall": float((judged & real).sum() / successes) if successes else None,
             "false_positive_rate": float((judged & ~real).sum() / failures) if failures else None,
+            "precision": float((judged & real).sum() / judged.sum()) if judged.any() else None,
             "false_positives": int((judged & ~real).sum()), "missed": int((~judged & real).sum())}
 
 
@@ -100,15 +113,20 @@ def verdict_frames(reflector: Reflector, episodes: list[ChunkedEpisode], videos:
 
 def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episodes: list[ChunkedEpisode],
             horizon: int, eta: float = 0.5, deterministic: bool = True, grasp_gate: float = 0.0,
-            replayed: list[tuple[np.ndarray, np.ndarray]] | None = None, draws: int = 0, jitter: int = 1) -> dict:
+            replayed: list[tuple[np.ndarray, np.ndarray]] | None = None, draws: int = 0, jitter: int = 1,
+            in_libero: "open_loop.Executor | None" = None) -> dict:
     """Closed-loop imagination, world-model replays and real videos against the real outcomes.
     With `grasp_gate` (metres) every verdict also needs the gripper to have held that gap: the
     imagined proprio's in imagination and replays, the real one's on real videos. `replayed`:
     the world model's replays of `episodes` (`reflector_measure.replay`) when the caller has them.
-    `draws`: that many more closed loops from jittered first frames (`draws_summary`)."""
+    `draws`: that many more closed loops from jittered first frames (`draws_summary`). `in_libero`
+    (a `sim.open_loop.Executor`): each closed loop's action chunks also executed open loop in
+    LIBERO from the episode's init state, and the imagined verdict held against that outcome
+    ("imagined_actions": the reward RL would get for those actions, against what they really do)."""
     tasks, real = [task_of(e) for e in episodes], np.array([e.succeeded for e in episodes])
     starts = first_frames(episodes)
-    closed = imagined.rollouts(policy, world_model, reflector, starts, horizon, eta, deterministic, grasp_gate=grasp_gate)
+    closed = imagined.rollouts(policy, world_model, reflector, starts, horizon, eta, deterministic, grasp_gate=grasp_gate,
+                               actions=in_libero is not None)
     verdicts = [[r["done"] for r in closed]] + [
         [r["done"] for r in imagined.rollouts(policy, world_model, reflector, jittered(starts, jitter, d), horizon, eta,
                                               deterministic, grasp_gate=grasp_gate)]
@@ -119,21 +137,28 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
     real_done = [f is not None for f in verdict_frames(reflector, episodes, [e.frames for e in episodes],
                                                        [e.proprio for e in episodes], eta, grasp_gate)]
     replay_done = [f is not None for f in replay_at]
+    executed = [None] * len(episodes) if in_libero is None else [in_libero.run(e.id, r["actions"])
+                                                                 for e, r in zip(episodes, closed)]
     return {"eta": eta, "grasp_gate": grasp_gate, "horizon": horizon, "deterministic": deterministic,
             "episodes": len(episodes),
             "closed_loop": by_task(tasks, real, np.array([r["done"] for r in closed])),
             "replay": by_task(tasks, real, np.array(replay_done)),
             "real_video": by_task(tasks, real, np.array(real_done)),
             "closed_loop_draws": draws_summary(real, np.array(verdicts), jitter) if draws else None,
+            "imagined_actions": None if in_libero is None else by_task(
+                tasks, np.array([x.success for x in executed]), np.array([r["done"] for r in closed])),
+            "imagined_actions_sim_steps": None if in_libero is None else int(sum(x.steps for x in executed)),
             "action_gap": action_gap(policy, episodes, replayed),
             "grasp": grasp_gate_lib.calibrate([gripper_commands(e) for e in episodes],
                                               [grasp_gate_lib.finger_gap(e.proprio[1:]) for e in episodes],
                                               [grasp_gate_lib.finger_gap(q[1:]) for _, q in replayed]),
             "per_episode": [{"id": e.id, "task": t, "real": bool(r), "imagined": bool(c["done"]), "replay": p is not None,
                              "replay_done_frame": p, "real_video": bool(v), "imagined_chunks": c["chunks"],
-                             "real_chunks": int(e.chunks), "imagined_draws": float(np.mean(d))}
-                            for e, t, r, c, p, v, d in zip(episodes, tasks, real, closed, replay_at, real_done,
-                                                           np.array(verdicts).T)]}
+                             "real_chunks": int(e.chunks), "imagined_draws": float(np.mean(d)),
+                             "imagined_in_libero": None if x is None else x.success,
+                             "imagined_in_libero_chunk": None if x is None else x.success_chunk}
+                            for e, t, r, c, p, v, d, x in zip(episodes, tasks, real, closed, replay_at, real_done,
+                                                              np.array(verdicts).T, executed)]}
 
 
 def false_success_picture(real: np.ndarray, replay: np.ndarray, first: int) -> np.ndarray:
@@ -218,10 +243,13 @@ def draws_sentence(drawn: dict) -> str:
 def console(result: dict) -> list[str]:
     """One line per link's overall rates, and the draws' agreement: what `align` prints."""
     lines = []
-    for key in ("closed_loop", "replay", "real_video"):
+    for key in ("closed_loop", "replay", "real_video", "imagined_actions"):
+        if not result.get(key):
+            continue
         r = result[key]["overall"]
         lines.append(f"{key:<12} agreement {pct(r['agreement'])}  recall {pct(r['recall'])}  false positives "
-                     f"{pct(r['false_positive_rate'])}  ({r['n']} episodes, {r['real_successes']} real successes)")
+                     f"{pct(r['false_positive_rate'])}  precision {pct(r.get('precision'))}  ({r['n']} episodes, "
+                     f"{r['real_successes']} {'LIBERO successes of the imagined actions' if key == 'imagined_actions' else 'real successes'})")
     d = result.get("closed_loop_draws")
     if d:
         lines.append(f"closed loop over {d['draws']} draws: agreement {pct(d['agreement'])}, {d['unstable']} "
@@ -235,15 +263,23 @@ def markdown(result: dict) -> list[str]:
     lines = [f"Verdicts: p(done) > {result['eta']}" + (f", and the gripper's last closed run held at least "
                                                        f"{100 * result['grasp_gate']:.2f} cm (the grasp gate)"
                                                        if result.get("grasp_gate") else "") + ".", "",
-             "| judged by | task | n | real successes | agreement | recall | false-positive rate |",
-             "|---|---|---|---|---|---|---|"]
+             "| judged by | task | n | real successes | agreement | recall | false-positive rate | precision |",
+             "|---|---|---|---|---|---|---|---|"]
     names = {"closed_loop": "imagination, closed loop", "replay": "reflector on world-model replays",
-             "real_video": "reflector on real videos"}
+             "real_video": "reflector on real videos",
+             "imagined_actions": "imagination on its own actions (LIBERO executes them)"}
     for key, name in names.items():
+        if not result.get(key):
+            continue
         rows = [(str(t), r) for t, r in result[key]["tasks"].items()] + [("**all**", result[key]["overall"])]
         for task, r in rows:
             lines.append(f"| {name} | {task} | {r['n']} | {r['real_successes']} | {pct(r['agreement'])} | "
-                         f"{pct(r['recall'])} | {pct(r['false_positive_rate'])} |")
+                         f"{pct(r['recall'])} | {pct(r['false_positive_rate'])} | {pct(r.get('precision'))} |")
+    if result.get("imagined_actions"):
+        lines += ["", "On its own actions, \"real successes\" are LIBERO's successes of the closed loop's action "
+                  "chunks, executed open loop from the same init state "
+                  f"({result['imagined_actions_sim_steps']} simulator steps); precision there is the share of "
+                  "imagined successes (RL's rewarded rollouts) whose actions succeed in LIBERO."]
     if result.get("closed_loop_draws"):
         lines += ["", draws_sentence(result["closed_loop_draws"])]
     gap = result.get("action_gap") or {}

@@ -37,10 +37,11 @@ class CompareConfig(Settings):
                           json_schema_extra=POSITIONAL)
     candidate: str = Field(description="the runs compared with them, comma-separated, e.g. RL at several seeds",
                            json_schema_extra=POSITIONAL)
-    alignment: Literal["closed_loop", "replay", "real_video"] = Field(
+    alignment: Literal["closed_loop", "replay", "real_video", "imagined_actions"] = Field(
         "closed_loop", description="for `worldenv align` outputs (directories or their alignment.json): whose verdict "
         "is scored, 1 where it agrees with LIBERO's outcome: the policy's closed loop in imagination, the reflector "
-        "on the world model's replay of the real actions, or on the real video")
+        "on the world model's replay of the real actions, or on the real video; imagined_actions: the closed loop's "
+        "verdict against LIBERO's outcome of the closed loop's own actions (`align --in-libero`)")
     resamples: int = Field(10_000, ge=100, le=1_000_000, description="bootstrap resamples of the init states")
     out: str | None = Field(None, description="also write the comparison as JSON to this file")
 
@@ -50,12 +51,22 @@ def outcomes(evaluation: dict) -> dict[str, bool]:
     return {e["id"]: bool(e["success"]) for e in evaluation["episodes"]}
 
 
-VERDICT = {"closed_loop": "imagined", "replay": "replay", "real_video": "real_video"}   # alignment.json's per-episode keys
+# alignment.json's per-episode keys: the verdict, and the LIBERO outcome it is held against
+VERDICT = {"closed_loop": ("imagined", "real"), "replay": ("replay", "real"), "real_video": ("real_video", "real"),
+           "imagined_actions": ("imagined", "imagined_in_libero")}
+
+
+class MissingVerdict(ValueError):
+    """An align output without the per-episode outcome a --alignment choice needs."""
 
 
 def agreement(result: dict, verdict: str = "closed_loop") -> dict[str, bool]:
     """Episode id -> whether `verdict` agrees with LIBERO's outcome, from a `worldenv align` result."""
-    return {e["id"]: bool(e[VERDICT[verdict]]) == bool(e["real"]) for e in result["per_episode"]}
+    judged, truth = VERDICT[verdict]
+    if any(e.get(truth) is None for e in result["per_episode"]):
+        raise MissingVerdict(f"no {truth} per episode: --alignment {verdict} needs `worldenv align --in-libero` "
+                             "outputs")
+    return {e["id"]: bool(e[judged]) == bool(e[truth]) for e in result["per_episode"]}
 
 
 def load(where: str, verdict: str = "closed_loop") -> tuple[str, dict[str, bool]]:
@@ -72,6 +83,8 @@ def load(where: str, verdict: str = "closed_loop") -> tuple[str, dict[str, bool]
         if isinstance(result, dict) and "per_episode" in result:
             return "agreement", agreement(result, verdict)
         return "success", outcomes(result)
+    except MissingVerdict as exc:
+        raise ValueError(f"{path}: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a `worldenv eval` or `worldenv align` result ({exc})") from None
 
