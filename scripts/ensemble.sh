@@ -19,7 +19,10 @@
 # 5. errors: every dynamics replayed open loop on the held-out episodes (scripts/proprio_errors.py);
 # 6. align_ens0, ..., align_more0, ...: alignment again on the same real episodes (no new simulator step);
 # 7. draws_shipped, draws_ens0, ...: the same with 8 more closed loops from first frames jittered by
-#    at most one grey level (`align --draws 8`): how many verdicts the scene does not decide.
+#    at most one grey level (`align --draws 8`): how many verdicts the scene does not decide;
+# 8. libero_shipped, libero_one0, ..., libero_ens0, ...: alignment again with each closed loop's own actions
+#    executed open loop in LIBERO from the same init state (`align --in-libero`): does the imagined verdict
+#    (RL's reward) hold on the actions it was given for? Those simulator steps are counted in the output.
 set -uo pipefail
 cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -45,6 +48,8 @@ run() {
     errors) errors $NAMES ;;
     align_ens[0-9]|align_more[0-9]|align_one[0-9]) align ${1#align_} $R/dyn_${1#align_}/model ;;
     draws_shipped) DRAWS=8 align shipped_draws shipped ;;
+    libero_shipped) IN_LIBERO=1 align libero_shipped shipped ;;
+    libero_*) IN_LIBERO=1 align libero_${1#libero_} $R/dyn_${1#libero_}/model ;;
     draws_*) DRAWS=8 align ${1#draws_}_draws $R/dyn_${1#draws_}/model ;;
     *) echo "unknown stage $1"; return 1 ;;
   esac

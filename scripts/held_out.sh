@@ -14,14 +14,15 @@ own() {   # [NAME OFFSET SEED]: the SFT policy's real rollouts, sampled as RL ex
 }
 
 align() {   # NAME WORLD_MODEL [REFLECTOR] [GATE]: the SFT policy's mean, the real episodes of align_shipped
-            # (DRAWS=K: K more closed loops from jittered first frames, `align --draws`)
+            # (DRAWS=K: K more closed loops from jittered first frames, `align --draws`; IN_LIBERO=1: the
+            # closed loops' actions executed in LIBERO too, `align --in-libero`)
   local out=$R/align_$1
   [ -f $out/alignment.json ] && return
   stage align_$1
   mkdir -p $out
   [ "$1" != shipped ] && [ ! -d $out/real ] && cp -r $R/align_shipped/real $out/
   $W align --world-model $2 --reflector ${3:-shipped} --tasks 0,1,2 --episodes-per-task 20 --init-offset 8000 \
-      --grasp-gate ${4-$GATE} ${DRAWS:+--draws $DRAWS} --env-processes 1 --out $out
+      --grasp-gate ${4-$GATE} ${DRAWS:+--draws $DRAWS} ${IN_LIBERO:+--in-libero} --env-processes 1 --out $out
 }
 
 dynamics() {   # NAME DATA [FLAGS]: the shipped frames with a fresh proprio dynamics, the shipped recipe

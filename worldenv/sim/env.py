@@ -52,7 +52,7 @@ class ChunkResult:
     actions: np.ndarray           # (k, 7) float32 actions executed (k <= K: stops at success if asked)
     success: np.ndarray           # (k,) bool, LIBERO's success flag after each step
     before: list[Observation]     # k observations before each action (frames only where rendered)
-    obs: Observation              # after the last action, rendered
+    obs: Observation              # after the last action, rendered (unless step_chunk(render=False))
 
     @property
     def succeeded(self) -> bool:
@@ -144,8 +144,9 @@ class LiberoEnv:
         return bool(done)  # LIBERO's step returns done = _check_success()
 
     def step_chunk(self, actions: np.ndarray, stop_on_success: bool = True, render_each_step: bool = False,
-                   first: Observation | None = None, policy=None) -> ChunkResult:
-        """Run K actions (K, 7), render once at the end (or after each step if asked).
+                   first: Observation | None = None, policy=None, render: bool = True) -> ChunkResult:
+        """Run K actions (K, 7), render once at the end (or after each step if asked; not at all
+        with `render` False, for a caller that reads only the state).
 
         `first` is the current observation (already rendered) to head `before`; omitted, it is
         observed again without rendering. `policy()`, if given, replaces each action of the
@@ -161,7 +162,7 @@ class LiberoEnv:
             if t == len(actions) - 1 or (stop_on_success and flags[-1]):
                 break
             before.append(self.observe(render=render_each_step))
-        return ChunkResult(actions[: len(flags)], np.array(flags, bool), before, self.observe(render=True))
+        return ChunkResult(actions[: len(flags)], np.array(flags, bool), before, self.observe(render=render))
 
     def observe(self, render: bool = True) -> Observation:
         raw = self._raw

@@ -57,7 +57,7 @@ class Executor:
         proprio = [env.reset(init, render=False).proprio]
         steps, success_chunk = env.config.settle_steps, None
         for c, chunk in enumerate(chunks):
-            result = env.step_chunk(chunk)
+            result = env.step_chunk(chunk, render=False)
             steps += len(result.actions)
             proprio.append(result.obs.proprio)
             if result.succeeded:
