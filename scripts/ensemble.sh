@@ -22,7 +22,10 @@
 #    at most one grey level (`align --draws 8`): how many verdicts the scene does not decide;
 # 8. libero_shipped, libero_one0, ..., libero_ens0, ...: alignment again with each closed loop's own actions
 #    executed open loop in LIBERO from the same init state (`align --in-libero`): does the imagined verdict
-#    (RL's reward) hold on the actions it was given for? Those simulator steps are counted in the output.
+#    (RL's reward) hold on the actions it was given for? Those simulator steps are counted in the output;
+# 9. calib_shipped, rules_shipped (calib_one0, rules_one0, ...): every done rule's imagined verdict against
+#    LIBERO on the rollout's own actions (scripts/reward_rules.py), on own's first 20 init states per task
+#    (calib_: where a rule may be chosen) and on the held-out episodes (rules_: where it is measured).
 set -uo pipefail
 cd "${ROOT:-$(dirname "${BASH_SOURCE[0]}")/..}"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
@@ -36,6 +39,17 @@ MEMBERS=4
 mkdir -p "$R"
 source scripts/held_out.sh   # stage, own, dynamics, errors, align
 
+rules() {   # rules_NAME: held-out episodes; calib_NAME: own's first 20 per task (init states 3000-3019), for choosing
+            # a rule; NAME shipped or a dynamics: scripts/reward_rules.py, the runs kept in $R/NAME.npz
+  local name=$1 wm=${1#*_} data=$R/align_shipped/real per=0
+  [ -f $R/$name.md ] && return
+  [ "${name%%_*}" = calib ] && { data=$R/own; per=20; }
+  [ "$wm" != shipped ] && wm=$R/dyn_$wm/model
+  stage $name
+  $PY scripts/reward_rules.py --data $data --per-task $per --world-model $wm --save $R/$name.npz \
+      --json $R/$name.json > $R/$name.md.part && mv $R/$name.md.part $R/$name.md
+}
+
 NAMES="ens0 ens1 ens2 more0 more1 more2 one0 one1 one2"
 run() {
   case $1 in
@@ -48,6 +62,7 @@ run() {
     errors) errors $NAMES ;;
     align_ens[0-9]|align_more[0-9]|align_one[0-9]) align ${1#align_} $R/dyn_${1#align_}/model ;;
     draws_shipped) DRAWS=8 align shipped_draws shipped ;;
+    rules_*|calib_*) rules $1 ;;
     libero_shipped) IN_LIBERO=1 align libero_shipped shipped ;;
     libero_*) IN_LIBERO=1 align libero_${1#libero_} $R/dyn_${1#libero_}/model ;;
     draws_*) DRAWS=8 align ${1#draws_}_draws $R/dyn_${1#draws_}/model ;;

@@ -87,6 +87,25 @@ def jittered(bank: StartBank, jitter: int, seed: int) -> StartBank:
     return dataclasses.replace(bank, frames=np.clip(bank.frames.astype(np.int16) + noise, 0, 255).astype(np.uint8))
 
 
+def done_chunk(p_done: np.ndarray, commands: np.ndarray, gaps: np.ndarray, eta: float, grasp_gate: float = 0.0,
+               confirm: int = 1) -> int | None:
+    """`grasp_gate.first_done` with `confirm` chunks in a row above eta (the gate read at the last)."""
+    p = np.asarray(p_done, np.float64)
+    if confirm > 1:
+        p = np.array([p[max(t - confirm + 1, 0):t + 1].min() if t >= confirm - 1 else 0.0 for t in range(len(p))])
+    return grasp_gate_lib.first_done(p, commands, gaps, eta, grasp_gate)
+
+
+def under_rule(done_at: int | None, success_chunk: int | None) -> tuple[bool, bool]:
+    """An imagined episode run to the horizon and its chunks executed in LIBERO (success at
+    `success_chunk`, None if never): under a rule that ends it done at chunk `done_at` (None:
+    never, the whole horizon runs), (the imagined verdict, LIBERO's outcome of the chunks that
+    rollout executes: those up to and including `done_at`)."""
+    if done_at is None:
+        return False, success_chunk is not None
+    return True, success_chunk is not None and success_chunk <= done_at
+
+
 def draws_summary(real: np.ndarray, verdicts: np.ndarray, jitter: int) -> dict:
     """Closed-loop verdicts (D, N) bool, the first unjittered, against the real outcomes (N,):
     each draw's agreement and their mean; the episodes whose verdict is not the same in every draw

@@ -1,0 +1,138 @@
+"""Which done rule gives RL in imagination a reward that holds in LIBERO? The SFT policy's mean runs
+from each recorded episode's first frame in imagination to the horizon (no verdict ends it), and
+its action chunks are executed open loop in LIBERO from the same init state (stopping at LIBERO's
+success). A rollout under a rule (p(done) > eta, the grasp gate, `confirm` chunks in a row)
+executes the chunks up to its verdict, so one run gives every rule's imagined verdict and LIBERO's
+outcome of that rollout's own actions (`alignment.under_rule`). Per rule: agreement, precision (the
+imagined successes whose actions succeed in LIBERO: RL's rewarded rollouts that are real), recall,
+false-positive rate, per task. A measurement (reports/learning-signal.md, "The reward on its own
+actions").
+
+  .venv/bin/python scripts/reward_rules.py --data ALIGN_OUT/real --world-model DIR --save runs.npz
+  .venv/bin/python scripts/reward_rules.py --load runs.npz            # the rules again, no new step
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+
+import numpy as np
+
+from worldenv.measure import alignment
+from worldenv.models import grasp_gate
+
+ETAS, GATES, CONFIRMS = (0.5, 0.7, 0.9), (0.0, 0.0175, 0.025), (1, 2, 3)
+
+
+def first_per_task(episodes: list, n: int) -> list:
+    """The first `n` episodes of each task, in order (all with n = 0)."""
+    seen: dict[int, int] = {}
+    kept = []
+    for e in episodes:
+        t = alignment.task_of(e)
+        if not n or seen.get(t, 0) < n:
+            kept.append(e)
+            seen[t] = seen.get(t, 0) + 1
+    return kept
+
+
+def run(args) -> dict:
+    """Imagine each episode to the horizon and execute its chunks in LIBERO: per episode the series
+    a rule reads (p_done, gripper commands, imagined finger gap) and LIBERO's success chunk."""
+    from worldenv.data import chunks
+    from worldenv.measure.align import load_checkpoint
+    from worldenv.models.imagination import Imagination, imagine
+    from worldenv.models.roles import StartStates
+    from worldenv.sim import open_loop, suites
+    episodes = first_per_task(chunks.load([args.data]), args.per_task)
+    policy, world = load_checkpoint(args.policy, "policy"), load_checkpoint(args.world_model, "world_model")
+    reflector = load_checkpoint(args.reflector, "reflector")
+    horizon = suites.MAX_EPISODE_STEPS["libero_object"] // policy.spec.chunk_length
+    bank = alignment.first_frames(episodes)
+    dreamt = []
+    with Imagination(world, reflector) as imagination:
+        for lo in range(0, len(bank), args.batch):
+            part = bank.subset(range(lo, min(lo + args.batch, len(bank))))
+            starts = StartStates(part.frames, part.proprio.astype(np.float32), list(part.instructions))
+            dreamt += imagine(policy, imagination, starts, horizon, 1.0, deterministic=True)   # eta 1: to the horizon
+    out = {"ids": [e.id for e in episodes], "real": [bool(e.succeeded) for e in episodes], "p_done": [],
+           "commands": [], "gaps": [], "success_chunk": [], "sim_steps": 0, "world_model": args.world_model,
+           "reflector": args.reflector, "policy": args.policy, "horizon": horizon}
+    with open_loop.Executor() as executor:
+        for e, d in zip(episodes, dreamt):
+            actions = np.asarray(d.actions)
+            executed = executor.run(e.id, list(actions))
+            out["p_done"].append(np.asarray(d.p_done, np.float32))
+            out["commands"].append(actions[:, -1, -1].astype(np.float32))
+            out["gaps"].append(grasp_gate.finger_gap(np.asarray(d.proprio)[1:]).astype(np.float32))
+            out["success_chunk"].append(-1 if executed.success_chunk is None else executed.success_chunk)
+            out["sim_steps"] += executed.steps
+    return out
+
+
+def save(path: str, runs: dict) -> None:
+    series = {k: np.stack(runs[k]) for k in ("p_done", "commands", "gaps")}
+    np.savez_compressed(path, **series, success_chunk=np.array(runs["success_chunk"]), real=np.array(runs["real"]),
+                        meta=json.dumps({k: runs[k] for k in ("ids", "sim_steps", "world_model", "reflector",
+                                                               "policy", "horizon")}))
+
+
+def load(path: str) -> dict:
+    z = np.load(path)
+    return {**json.loads(str(z["meta"])), **{k: list(z[k]) for k in ("p_done", "commands", "gaps")},
+            "success_chunk": [int(c) for c in z["success_chunk"]], "real": [bool(r) for r in z["real"]]}
+
+
+def rules_table(runs: dict) -> tuple[list[str], dict]:
+    """The markdown rows of every rule, and their rates by rule name."""
+    tasks = [int(i.split("/")[1]) for i in runs["ids"]]
+    lines = ["| eta | grasp gate, cm | confirm | imagined successes | of them LIBERO succeeds on their actions | "
+             "agreement | precision | recall | false-positive rate | per task: agreement / precision |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    rates = {}
+    for eta, gate, confirm in itertools.product(ETAS, GATES, CONFIRMS):
+        verdicts = [alignment.under_rule(alignment.done_chunk(p, c, g, eta, gate, confirm), None if s < 0 else s)
+                    for p, c, g, s in zip(runs["p_done"], runs["commands"], runs["gaps"], runs["success_chunk"])]
+        imagined, libero = np.array([v[0] for v in verdicts]), np.array([v[1] for v in verdicts])
+        r = alignment.by_task(tasks, libero, imagined)
+        o = r["overall"]
+        rates[f"eta{eta}_gate{gate}_confirm{confirm}"] = r
+        per_task = ", ".join(f"{t}: {alignment.pct(x['agreement'])} / {alignment.pct(x['precision'])}"
+                             for t, x in r["tasks"].items())
+        lines.append(f"| {eta} | {100 * gate:.2f} | {confirm} | {o['judged_successes']} | "
+                     f"{o['judged_successes'] - o['false_positives']} | {alignment.pct(o['agreement'])} | "
+                     f"{alignment.pct(o['precision'])} | {alignment.pct(o['recall'])} | "
+                     f"{alignment.pct(o['false_positive_rate'])} | {per_task} |")
+    return lines, rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="recorded episodes (an align run's real/): their first frames and init states")
+    parser.add_argument("--per-task", type=int, default=0, help="only the first this many episodes of each task")
+    parser.add_argument("--world-model", default="shipped")
+    parser.add_argument("--reflector", default="shipped")
+    parser.add_argument("--policy", default="shipped")
+    parser.add_argument("--batch", type=int, default=30)
+    parser.add_argument("--save", help="keep the runs here (.npz)")
+    parser.add_argument("--load", help="read saved runs instead of running")
+    parser.add_argument("--json", help="also write every rule's rates here")
+    args = parser.parse_args()
+    runs = load(args.load) if args.load else run(args)
+    if args.save:
+        save(args.save, runs)
+    lines, rates = rules_table(runs)
+    n, real = len(runs["ids"]), sum(runs["real"])
+    hit = sum(s >= 0 for s in runs["success_chunk"])
+    print(f"{n} episodes ({real} real successes of the policy in LIBERO), world model {runs['world_model']}, "
+          f"reflector {runs['reflector']}; imagined to {runs['horizon']} chunks, their actions executed in LIBERO: "
+          f"{hit} succeed within the horizon ({runs['sim_steps']} simulator steps, the settle included)\n")
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"episodes": n, "sim_steps": runs["sim_steps"], "rules": rates}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
