@@ -86,18 +86,9 @@ def write_pictures(folder: pathlib.Path, pictures: dict[str, np.ndarray], scale:
             folder / f"{name.replace('/', '_')}.png")
 
 
-def align(config: AlignConfig) -> int:
-    """Record the real episodes (once), measure, write alignment.json and alignment.md."""
-    from worldenv import models
-    from worldenv.models import laplace
-    from worldenv.data import chunks
-    from worldenv.measure import alignment, reflector as reflector_measure
-    from worldenv.sim import open_loop, suites
+def record(config: AlignConfig, policy_dir: str, real: pathlib.Path) -> pathlib.Path:
+    """The policy's real episodes under `real` (kept: recorded once, done.json marks them complete)."""
     from worldenv.sim.policy_runs import ExploreConfig, explore
-
-    out = pathlib.Path(config.out)
-    policy_dir = resolve(config.policy, "policy")
-    real = out / "real"
     if not (real / "done.json").is_file():
         explore(ExploreConfig(suite=config.suite, tasks=config.tasks, image_size=config.image_size,
                               env_processes=config.env_processes, policy=policy_dir, noise=config.noise,
@@ -105,7 +96,20 @@ def align(config: AlignConfig) -> int:
                               seed=config.seed, exploration_scale=config.exploration_scale, out=str(real)))
         (real / "done.json").write_text(json.dumps({"policy": policy_dir, "noise": config.noise,
                                                     "exploration_scale": config.exploration_scale}))
-    episodes = chunks.load([real])
+    return real
+
+
+def align(config: AlignConfig) -> int:
+    """Record the real episodes (once), measure, write alignment.json and alignment.md."""
+    from worldenv import models
+    from worldenv.models import laplace
+    from worldenv.data import chunks
+    from worldenv.measure import alignment, reflector as reflector_measure
+    from worldenv.sim import open_loop, suites
+
+    out = pathlib.Path(config.out)
+    policy_dir = resolve(config.policy, "policy")
+    episodes = chunks.load([record(config, policy_dir, out / "real")])
     policy = models.load(policy_dir, role="policy")
     laplace.restart_scale(policy, config.exploration_scale, "--exploration-scale")
     horizon = suites.MAX_EPISODE_STEPS[config.suite] // policy.spec.chunk_length

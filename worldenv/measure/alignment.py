@@ -155,18 +155,15 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
                                [proprio for _, proprio in replayed], eta, grasp_gate)
     real_done = [f is not None for f in verdict_frames(reflector, episodes, [e.frames for e in episodes],
                                                        [e.proprio for e in episodes], eta, grasp_gate)]
-    replay_done = [f is not None for f in replay_at]
     executed = [None] * len(episodes) if in_libero is None else [in_libero.run(e.id, r["actions"])
                                                                  for e, r in zip(episodes, closed)]
     return {"eta": eta, "grasp_gate": grasp_gate, "horizon": horizon, "deterministic": deterministic,
             "episodes": len(episodes),
             "closed_loop": by_task(tasks, real, np.array([r["done"] for r in closed])),
-            "replay": by_task(tasks, real, np.array(replay_done)),
+            "replay": by_task(tasks, real, np.array([f is not None for f in replay_at])),
             "real_video": by_task(tasks, real, np.array(real_done)),
             "closed_loop_draws": draws_summary(real, np.array(verdicts), jitter) if draws else None,
-            "imagined_actions": None if in_libero is None else by_task(
-                tasks, np.array([x.success for x in executed]), np.array([r["done"] for r in closed])),
-            "imagined_actions_sim_steps": None if in_libero is None else int(sum(x.steps for x in executed)),
+            **on_own_actions(tasks, closed, executed),
             "action_gap": action_gap(policy, episodes, replayed),
             "grasp": grasp_gate_lib.calibrate([gripper_commands(e) for e in episodes],
                                               [grasp_gate_lib.finger_gap(e.proprio[1:]) for e in episodes],
@@ -178,6 +175,17 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
                              "imagined_in_libero_chunk": None if x is None else x.success_chunk}
                             for e, t, r, c, p, v, d, x in zip(episodes, tasks, real, closed, replay_at, real_done,
                                                               np.array(verdicts).T, executed)]}
+
+
+def on_own_actions(tasks: list[int], closed: list[dict], executed: list) -> dict:
+    """The closed loops' verdicts against LIBERO's outcomes of their own chunks (`executed`,
+    `open_loop.OpenLoop` each, or None each when not run): "imagined_actions" (`by_task`) and the
+    simulator steps those executions took."""
+    if any(x is None for x in executed):
+        return {"imagined_actions": None, "imagined_actions_sim_steps": None}
+    return {"imagined_actions": by_task(tasks, np.array([x.success for x in executed]),
+                                        np.array([r["done"] for r in closed])),
+            "imagined_actions_sim_steps": int(sum(x.steps for x in executed))}
 
 
 def false_success_picture(real: np.ndarray, replay: np.ndarray, first: int) -> np.ndarray:
@@ -276,18 +284,15 @@ def console(result: dict) -> list[str]:
     return lines
 
 
-def markdown(result: dict) -> list[str]:
-    """A table: per link (closed loop, replay, real video) and task, the three rates and counts;
-    the action gap; and how well the replay's gripper tells a held object from an empty grip."""
-    lines = [f"Verdicts: p(done) > {result['eta']}" + (f", and the gripper's last closed run held at least "
-                                                       f"{100 * result['grasp_gate']:.2f} cm (the grasp gate)"
-                                                       if result.get("grasp_gate") else "") + ".", "",
-             "| judged by | task | n | real successes | agreement | recall | false-positive rate | precision |",
+LINKS = {"closed_loop": "imagination, closed loop", "replay": "reflector on world-model replays",
+         "real_video": "reflector on real videos", "imagined_actions": "imagination on its own actions (LIBERO executes them)"}
+
+
+def rates_table(result: dict) -> list[str]:
+    """Per link present in `result` and task: the rates and counts."""
+    lines = ["| judged by | task | n | real successes | agreement | recall | false-positive rate | precision |",
              "|---|---|---|---|---|---|---|---|"]
-    names = {"closed_loop": "imagination, closed loop", "replay": "reflector on world-model replays",
-             "real_video": "reflector on real videos",
-             "imagined_actions": "imagination on its own actions (LIBERO executes them)"}
-    for key, name in names.items():
+    for key, name in LINKS.items():
         if not result.get(key):
             continue
         rows = [(str(t), r) for t, r in result[key]["tasks"].items()] + [("**all**", result[key]["overall"])]
@@ -299,19 +304,35 @@ def markdown(result: dict) -> list[str]:
                   "chunks, executed open loop from the same init state "
                   f"({result['imagined_actions_sim_steps']} simulator steps); precision there is the share of "
                   "imagined successes (RL's rewarded rollouts) whose actions succeed in LIBERO."]
+    return lines
+
+
+def gap_table(gap: dict) -> list[str]:
+    """`action_gap` by chunk span (nothing when it measured no chunk)."""
+    if not gap.get("n"):
+        return []
+    lines = ["", "The policy on the replay's observations vs on the real ones (mean |difference| of its mean "
+             "chunk, in stds of its real chunks per dimension; 0 = the same, about 1.1 = unrelated):", "",
+             "| chunks | n | frame and proprio imagined | frame only | proprio only | of it, only: position / "
+             "rotation / gripper |", "|---|---|---|---|---|---|"]
+    spans = [(span, g) for span, g in gap["by_span"].items() if g["n"]] + [("**all**", gap)]
+    for span, g in spans:
+        parts = " / ".join(f"{g[f'{p}_only']:.2f}" for p in PROPRIO_PARTS) if "position_only" in g else "n/a"
+        lines.append(f"| {span} | {g['n']} | {g['imagined']:.2f} | {g['frame_only']:.2f} | {g['proprio_only']:.2f} "
+                     f"| {parts} |")
+    return lines
+
+
+def markdown(result: dict) -> list[str]:
+    """A table: per link (closed loop, replay, real video, own actions) and task, the rates and
+    counts; the action gap; and how well the replay's gripper tells a held object from an empty grip."""
+    lines = [f"Verdicts: p(done) > {result['eta']}" + (f", and the gripper's last closed run held at least "
+                                                       f"{100 * result['grasp_gate']:.2f} cm (the grasp gate)"
+                                                       if result.get("grasp_gate") else "") + ".", ""]
+    lines += rates_table(result)
     if result.get("closed_loop_draws"):
         lines += ["", draws_sentence(result["closed_loop_draws"])]
-    gap = result.get("action_gap") or {}
-    if gap.get("n"):
-        lines += ["", "The policy on the replay's observations vs on the real ones (mean |difference| of its mean "
-                  "chunk, in stds of its real chunks per dimension; 0 = the same, about 1.1 = unrelated):", "",
-                  "| chunks | n | frame and proprio imagined | frame only | proprio only | of it, only: position / "
-                  "rotation / gripper |", "|---|---|---|---|---|---|"]
-        spans = [(span, g) for span, g in gap["by_span"].items() if g["n"]] + [("**all**", gap)]
-        for span, g in spans:
-            parts = " / ".join(f"{g[f'{p}_only']:.2f}" for p in PROPRIO_PARTS) if "position_only" in g else "n/a"
-            lines.append(f"| {span} | {g['n']} | {g['imagined']:.2f} | {g['frame_only']:.2f} | {g['proprio_only']:.2f} "
-                         f"| {parts} |")
+    lines += gap_table(result.get("action_gap") or {})
     grasp = result.get("grasp") or {}
     if grasp.get("runs"):
         lines += ["", f"The gripper in the replays: of {grasp['runs']} closed runs of the real episodes, {grasp['held']} "
