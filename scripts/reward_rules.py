@@ -23,6 +23,34 @@ from worldenv.measure import alignment
 from worldenv.models import grasp_gate
 
 ETAS, GATES, CONFIRMS = (0.5, 0.7, 0.9), (0.0, 0.0175, 0.025), (1, 2, 3)
+RULES = list(itertools.product(ETAS, GATES, CONFIRMS))
+SHIPPED = (0.5, 0.0175, 1)   # the rule RL has trained with (eta, gate, confirm)
+MAX_FPR = 0.10               # the issue's target for imagined false positives
+
+
+def name(rule: tuple) -> str:
+    eta, gate, confirm = rule
+    return f"eta{eta}_gate{gate}_confirm{confirm}"
+
+
+def choose(rates: dict) -> tuple:
+    """The protocol's rule from calibration rates (by `name`): the highest agreement among rules
+    with a false-positive rate of at most MAX_FPR, then the higher precision, then the smaller
+    eta, gate and confirm."""
+    allowed = [r for r in RULES if (rates[name(r)]["overall"]["false_positive_rate"] or 0.0) <= MAX_FPR]
+    if not allowed:
+        raise ValueError(f"no rule has a false-positive rate of at most {MAX_FPR}")
+    def key(rule):
+        o = rates[name(rule)]["overall"]
+        return (-o["agreement"], -(o["precision"] if o["precision"] is not None else -1.0), *rule)
+    return min(allowed, key=key)
+
+
+def verdicts(runs: dict, rule: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Per episode under `rule`: (the imagined verdict, LIBERO's outcome of that rollout's chunks)."""
+    out = [alignment.under_rule(alignment.done_chunk(p, c, g, *rule), None if s < 0 else s)
+           for p, c, g, s in zip(runs["p_done"], runs["commands"], runs["gaps"], runs["success_chunk"])]
+    return np.array([v[0] for v in out]), np.array([v[1] for v in out])
 
 
 def first_per_task(episodes: list, n: int) -> list:
@@ -91,13 +119,12 @@ def rules_table(runs: dict) -> tuple[list[str], dict]:
              "agreement | precision | recall | false-positive rate | per task: agreement / precision |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     rates = {}
-    for eta, gate, confirm in itertools.product(ETAS, GATES, CONFIRMS):
-        verdicts = [alignment.under_rule(alignment.done_chunk(p, c, g, eta, gate, confirm), None if s < 0 else s)
-                    for p, c, g, s in zip(runs["p_done"], runs["commands"], runs["gaps"], runs["success_chunk"])]
-        imagined, libero = np.array([v[0] for v in verdicts]), np.array([v[1] for v in verdicts])
+    for rule in RULES:
+        eta, gate, confirm = rule
+        imagined, libero = verdicts(runs, rule)
         r = alignment.by_task(tasks, libero, imagined)
         o = r["overall"]
-        rates[f"eta{eta}_gate{gate}_confirm{confirm}"] = r
+        rates[name(rule)] = r
         per_task = ", ".join(f"{t}: {alignment.pct(x['agreement'])} / {alignment.pct(x['precision'])}"
                              for t, x in r["tasks"].items())
         lines.append(f"| {eta} | {100 * gate:.2f} | {confirm} | {o['judged_successes']} | "
@@ -105,6 +132,25 @@ def rules_table(runs: dict) -> tuple[list[str], dict]:
                      f"{alignment.pct(o['precision'])} | {alignment.pct(o['recall'])} | "
                      f"{alignment.pct(o['false_positive_rate'])} | {per_task} |")
     return lines, rates
+
+
+def picked(runs: dict, rule: tuple) -> list[str]:
+    """The chosen rule against the shipped one on these runs: each one's agreement, precision and
+    false positives, and McNemar on the per-episode agreement."""
+    from worldenv.measure.paired import mcnemar
+    agree = {}
+    lines = [f"Chosen on the calibration set: {name(rule)}; the shipped rule: {name(SHIPPED)}."]
+    for label, r in (("chosen", rule), ("shipped", SHIPPED)):
+        imagined, libero = verdicts(runs, r)
+        o = alignment.outcome_rates(libero, imagined)
+        agree[label] = imagined == libero
+        lines.append(f"- {label}: agreement {alignment.pct(o['agreement'])}, precision {alignment.pct(o['precision'])} "
+                     f"({o['judged_successes'] - o['false_positives']} of {o['judged_successes']}), recall "
+                     f"{alignment.pct(o['recall'])}, false positives {o['false_positives']} of {o['n'] - o['real_successes']}")
+    m = mcnemar(agree["shipped"], agree["chosen"])
+    lines.append(f"- McNemar on agreement: only the shipped rule right {m['only_a']}, only the chosen {m['only_b']}, "
+                 f"p = {m['p_value']:.3g}")
+    return lines
 
 
 def main() -> None:
@@ -118,6 +164,8 @@ def main() -> None:
     parser.add_argument("--save", help="keep the runs here (.npz)")
     parser.add_argument("--load", help="read saved runs instead of running")
     parser.add_argument("--json", help="also write every rule's rates here")
+    parser.add_argument("--pick", help="a calibration run's --json: choose its rule by the protocol (`choose`) and "
+                        "compare it here with the shipped rule, paired per episode")
     args = parser.parse_args()
     runs = load(args.load) if args.load else run(args)
     if args.save:
@@ -129,6 +177,8 @@ def main() -> None:
           f"reflector {runs['reflector']}; imagined to {runs['horizon']} chunks, their actions executed in LIBERO: "
           f"{hit} succeed within the horizon ({runs['sim_steps']} simulator steps, the settle included)\n")
     print("\n".join(lines))
+    if args.pick:
+        print("\n" + "\n".join(picked(runs, choose(json.loads(open(args.pick).read())["rules"]))))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"episodes": n, "sim_steps": runs["sim_steps"], "rules": rates}, f, indent=1)
