@@ -40,13 +40,16 @@ mkdir -p "$R"
 source scripts/held_out.sh   # stage, own, dynamics, errors, align
 
 rules() {   # rules_NAME: held-out episodes; calib_NAME: own's first 20 per task (init states 3000-3019), for choosing
-            # a rule; NAME shipped or a dynamics: scripts/reward_rules.py, the runs kept in $R/NAME.npz
+            # a rule; fresh_NAME: LIBERO's first frames at init states 8500-8539 per task, where the choice is tested;
+            # NAME shipped or a dynamics: scripts/reward_rules.py, the runs kept in $R/NAME.npz
   local name=$1 wm=${1#*_} data=$R/align_shipped/real per=0
   [ -f $R/$name.md ] && return
-  [ "${name%%_*}" = calib ] && { data=$R/own; per=20; }
+  local from="--data $data --per-task $per"
+  [ "${name%%_*}" = calib ] && from="--data $R/own --per-task 20"
+  [ "${name%%_*}" = fresh ] && from="--inits 8500:40"
   [ "$wm" != shipped ] && wm=$R/dyn_$wm/model
   stage $name
-  $PY scripts/reward_rules.py --data $data --per-task $per --world-model $wm --save $R/$name.npz \
+  $PY scripts/reward_rules.py $from --world-model $wm --save $R/$name.npz \
       --json $R/$name.json > $R/$name.md.part && mv $R/$name.md.part $R/$name.md
 }
 
@@ -62,7 +65,7 @@ run() {
     errors) errors $NAMES ;;
     align_ens[0-9]|align_more[0-9]|align_one[0-9]) align ${1#align_} $R/dyn_${1#align_}/model ;;
     draws_shipped) DRAWS=8 align shipped_draws shipped ;;
-    rules_*|calib_*) rules $1 ;;
+    rules_*|calib_*|fresh_*) rules $1 ;;
     libero_shipped) IN_LIBERO=1 align libero_shipped shipped ;;
     libero_*) IN_LIBERO=1 align libero_${1#libero_} $R/dyn_${1#libero_}/model ;;
     draws_*) DRAWS=8 align ${1#draws_}_draws $R/dyn_${1#draws_}/model ;;

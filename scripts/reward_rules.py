@@ -33,22 +33,32 @@ def name(rule: tuple) -> str:
     return f"eta{eta}_gate{gate}_confirm{confirm}"
 
 
-def choose(rates: dict) -> tuple:
-    """The protocol's rule from calibration rates (by `name`): the highest agreement among rules
-    with a false-positive rate of at most MAX_FPR, then the higher precision, then the smaller
-    eta, gate and confirm."""
-    allowed = [r for r in RULES if (rates[name(r)]["overall"]["false_positive_rate"] or 0.0) <= MAX_FPR]
+MIN_RECALL = 0.5             # the precision protocol: a reward that pays at least half the real successes
+
+
+def choose(rates: dict, protocol: str = "agreement") -> tuple:
+    """A rule from calibration rates (by `name`). agreement: the highest agreement among rules with a
+    false-positive rate of at most MAX_FPR, then the higher precision; precision: the highest
+    precision among rules with a recall of at least MIN_RECALL, then the higher agreement; then
+    the smaller eta, gate and confirm."""
+    def get(rule, key):
+        value = rates[name(rule)]["overall"][key]
+        return -1.0 if value is None else value
+    if protocol == "agreement":
+        allowed = [r for r in RULES if (rates[name(r)]["overall"]["false_positive_rate"] or 0.0) <= MAX_FPR]
+        key = lambda r: (-get(r, "agreement"), -get(r, "precision"), *r)   # noqa: E731
+    else:
+        allowed = [r for r in RULES if get(r, "recall") >= MIN_RECALL]
+        key = lambda r: (-get(r, "precision"), -get(r, "agreement"), *r)   # noqa: E731
     if not allowed:
-        raise ValueError(f"no rule has a false-positive rate of at most {MAX_FPR}")
-    def key(rule):
-        o = rates[name(rule)]["overall"]
-        return (-o["agreement"], -(o["precision"] if o["precision"] is not None else -1.0), *rule)
+        raise ValueError(f"no rule meets the {protocol} protocol's bound")
     return min(allowed, key=key)
 
 
-def verdicts(runs: dict, rule: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Per episode under `rule`: (the imagined verdict, LIBERO's outcome of that rollout's chunks)."""
-    out = [alignment.under_rule(alignment.done_chunk(p, c, g, *rule), None if s < 0 else s)
+def verdicts(runs: dict, rule: tuple, slack: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per episode under `rule`: (the imagined verdict, LIBERO's outcome of that rollout's chunks,
+    `slack` more of its own allowed)."""
+    out = [alignment.under_rule(alignment.done_chunk(p, c, g, *rule), None if s < 0 else s, slack)
            for p, c, g, s in zip(runs["p_done"], runs["commands"], runs["gaps"], runs["success_chunk"])]
     return np.array([v[0] for v in out]), np.array([v[1] for v in out])
 
@@ -65,32 +75,56 @@ def first_per_task(episodes: list, n: int) -> list:
     return kept
 
 
+def recorded_starts(args):
+    """The first frames of --data's episodes (--per-task of each task): (start bank, ids, real outcomes)."""
+    from worldenv.data import chunks
+    episodes = first_per_task(chunks.load([args.data]), args.per_task)
+    return alignment.first_frames(episodes), [e.id for e in episodes], [bool(e.succeeded) for e in episodes]
+
+
+def fresh_starts(args, executor):
+    """--inits OFFSET:N: the first frames LIBERO renders at init states OFFSET..OFFSET+N-1 of each of
+    --tasks (settled as every episode is; the settle's steps counted by the caller), no real episode."""
+    from worldenv.data.start_bank import StartBank
+    offset, n = (int(x) for x in args.inits.split(":"))
+    ids, frames, proprio, texts = [], [], [], []
+    for task in (int(t) for t in args.tasks.split(",")):
+        env = executor.env(args.suite, task)
+        for init in range(offset, offset + n):
+            obs = env.reset(init)
+            ids.append(f"{args.suite}/{task}/{init}/fresh")
+            frames.append(obs.frame)
+            proprio.append(obs.proprio)
+            texts.append(env.instruction)
+    bank = StartBank(frames=np.stack(frames), proprio=np.stack(proprio), instructions=texts, ids=ids,
+                     meta={"source": f"reward_rules: LIBERO's first frames at init states {args.inits}"})
+    return bank, ids, [None] * len(ids)
+
+
 def run(args) -> dict:
     """Imagine each episode to the horizon and execute its chunks in LIBERO: per episode the series
     a rule reads (p_done, gripper commands, imagined finger gap) and LIBERO's success chunk."""
-    from worldenv.data import chunks
     from worldenv.measure.align import load_checkpoint
     from worldenv.models.imagination import Imagination, imagine
     from worldenv.models.roles import StartStates
     from worldenv.sim import open_loop, suites
-    episodes = first_per_task(chunks.load([args.data]), args.per_task)
     policy, world = load_checkpoint(args.policy, "policy"), load_checkpoint(args.world_model, "world_model")
     reflector = load_checkpoint(args.reflector, "reflector")
-    horizon = suites.MAX_EPISODE_STEPS["libero_object"] // policy.spec.chunk_length
-    bank = alignment.first_frames(episodes)
-    dreamt = []
-    with Imagination(world, reflector) as imagination:
-        for lo in range(0, len(bank), args.batch):
-            part = bank.subset(range(lo, min(lo + args.batch, len(bank))))
-            starts = StartStates(part.frames, part.proprio.astype(np.float32), list(part.instructions))
-            dreamt += imagine(policy, imagination, starts, horizon, 1.0, deterministic=True)   # eta 1: to the horizon
-    out = {"ids": [e.id for e in episodes], "real": [bool(e.succeeded) for e in episodes], "p_done": [],
-           "commands": [], "gaps": [], "success_chunk": [], "sim_steps": 0, "world_model": args.world_model,
-           "reflector": args.reflector, "policy": args.policy, "horizon": horizon}
+    horizon = suites.MAX_EPISODE_STEPS[args.suite] // policy.spec.chunk_length
     with open_loop.Executor() as executor:
-        for e, d in zip(episodes, dreamt):
+        bank, ids, real = fresh_starts(args, executor) if args.inits else recorded_starts(args)
+        dreamt = []
+        with Imagination(world, reflector) as imagination:
+            for lo in range(0, len(bank), args.batch):
+                part = bank.subset(range(lo, min(lo + args.batch, len(bank))))
+                starts = StartStates(part.frames, part.proprio.astype(np.float32), list(part.instructions))
+                dreamt += imagine(policy, imagination, starts, horizon, 1.0, deterministic=True)   # eta 1: to the horizon
+        out = {"ids": ids, "real": real, "p_done": [], "commands": [], "gaps": [], "success_chunk": [],
+               "sim_steps": 0, "world_model": args.world_model, "reflector": args.reflector, "policy": args.policy,
+               "horizon": horizon}
+        for episode_id, d in zip(ids, dreamt):
             actions = np.asarray(d.actions)
-            executed = executor.run(e.id, list(actions))
+            executed = executor.run(episode_id, list(actions))
             out["p_done"].append(np.asarray(d.p_done, np.float32))
             out["commands"].append(actions[:, -1, -1].astype(np.float32))
             out["gaps"].append(grasp_gate.finger_gap(np.asarray(d.proprio)[1:]).astype(np.float32))
@@ -101,7 +135,8 @@ def run(args) -> dict:
 
 def save(path: str, runs: dict) -> None:
     series = {k: np.stack(runs[k]) for k in ("p_done", "commands", "gaps")}
-    np.savez_compressed(path, **series, success_chunk=np.array(runs["success_chunk"]), real=np.array(runs["real"]),
+    np.savez_compressed(path, **series, success_chunk=np.array(runs["success_chunk"]),
+                        real=np.array([-1 if r is None else int(r) for r in runs["real"]]),
                         meta=json.dumps({k: runs[k] for k in ("ids", "sim_steps", "world_model", "reflector",
                                                                "policy", "horizon")}))
 
@@ -109,10 +144,20 @@ def save(path: str, runs: dict) -> None:
 def load(path: str) -> dict:
     z = np.load(path)
     return {**json.loads(str(z["meta"])), **{k: list(z[k]) for k in ("p_done", "commands", "gaps")},
-            "success_chunk": [int(c) for c in z["success_chunk"]], "real": [bool(r) for r in z["real"]]}
+            "success_chunk": [int(c) for c in z["success_chunk"]],
+            "real": [None if r < 0 else bool(r) for r in z["real"]]}
 
 
-def rules_table(runs: dict) -> tuple[list[str], dict]:
+def pooled(runs: list[dict]) -> dict:
+    """Saved runs of one world model on several sets as one (their episodes together)."""
+    out = dict(runs[0])
+    for key in ("ids", "real", "p_done", "commands", "gaps", "success_chunk"):
+        out[key] = [x for r in runs for x in r[key]]
+    out["sim_steps"] = sum(r["sim_steps"] for r in runs)
+    return out
+
+
+def rules_table(runs: dict, slack: int = 0) -> tuple[list[str], dict]:
     """The markdown rows of every rule, and their rates by rule name."""
     tasks = [int(i.split("/")[1]) for i in runs["ids"]]
     lines = ["| eta | grasp gate, cm | confirm | imagined successes | of them LIBERO succeeds on their actions | "
@@ -121,7 +166,7 @@ def rules_table(runs: dict) -> tuple[list[str], dict]:
     rates = {}
     for rule in RULES:
         eta, gate, confirm = rule
-        imagined, libero = verdicts(runs, rule)
+        imagined, libero = verdicts(runs, rule, slack)
         r = alignment.by_task(tasks, libero, imagined)
         o = r["overall"]
         rates[name(rule)] = r
@@ -134,14 +179,14 @@ def rules_table(runs: dict) -> tuple[list[str], dict]:
     return lines, rates
 
 
-def picked(runs: dict, rule: tuple) -> list[str]:
+def picked(runs: dict, rule: tuple, slack: int = 0) -> list[str]:
     """The chosen rule against the shipped one on these runs: each one's agreement, precision and
     false positives, and McNemar on the per-episode agreement."""
     from worldenv.measure.paired import mcnemar
     agree = {}
     lines = [f"Chosen on the calibration set: {name(rule)}; the shipped rule: {name(SHIPPED)}."]
     for label, r in (("chosen", rule), ("shipped", SHIPPED)):
-        imagined, libero = verdicts(runs, r)
+        imagined, libero = verdicts(runs, r, slack)
         o = alignment.outcome_rates(libero, imagined)
         agree[label] = imagined == libero
         lines.append(f"- {label}: agreement {alignment.pct(o['agreement'])}, precision {alignment.pct(o['precision'])} "
@@ -157,28 +202,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="recorded episodes (an align run's real/): their first frames and init states")
     parser.add_argument("--per-task", type=int, default=0, help="only the first this many episodes of each task")
+    parser.add_argument("--inits", help="OFFSET:N instead of --data: LIBERO's first frames at init states "
+                        "OFFSET..OFFSET+N-1 of each of --tasks (no real episode needed)")
+    parser.add_argument("--suite", default="libero_object")
+    parser.add_argument("--tasks", default="0,1,2", help="with --inits")
+    parser.add_argument("--slack", type=int, default=0, help="chunks after the verdict the rollout's actions may take "
+                        "to succeed in LIBERO (0: its own chunks only; a diagnostic of verdicts that come early)")
     parser.add_argument("--world-model", default="shipped")
     parser.add_argument("--reflector", default="shipped")
     parser.add_argument("--policy", default="shipped")
     parser.add_argument("--batch", type=int, default=30)
     parser.add_argument("--save", help="keep the runs here (.npz)")
-    parser.add_argument("--load", help="read saved runs instead of running")
+    parser.add_argument("--load", help="read saved runs instead of running (comma-separated: pooled)")
     parser.add_argument("--json", help="also write every rule's rates here")
+    parser.add_argument("--protocol", choices=("agreement", "precision"), default="agreement",
+                        help="how --pick chooses (`choose`)")
     parser.add_argument("--pick", help="a calibration run's --json: choose its rule by the protocol (`choose`) and "
                         "compare it here with the shipped rule, paired per episode")
     args = parser.parse_args()
-    runs = load(args.load) if args.load else run(args)
+    runs = pooled([load(path) for path in args.load.split(",")]) if args.load else run(args)
     if args.save:
         save(args.save, runs)
-    lines, rates = rules_table(runs)
-    n, real = len(runs["ids"]), sum(runs["real"])
+    lines, rates = rules_table(runs, args.slack)
+    n = len(runs["ids"])
+    real = "no real episode" if None in runs["real"] else f"{sum(runs['real'])} real successes of the policy in LIBERO"
     hit = sum(s >= 0 for s in runs["success_chunk"])
-    print(f"{n} episodes ({real} real successes of the policy in LIBERO), world model {runs['world_model']}, "
+    print(f"{n} episodes ({real}), world model {runs['world_model']}, "
           f"reflector {runs['reflector']}; imagined to {runs['horizon']} chunks, their actions executed in LIBERO: "
           f"{hit} succeed within the horizon ({runs['sim_steps']} simulator steps, the settle included)\n")
     print("\n".join(lines))
     if args.pick:
-        print("\n" + "\n".join(picked(runs, choose(json.loads(open(args.pick).read())["rules"]))))
+        print("\n" + "\n".join(picked(runs, choose(json.loads(open(args.pick).read())["rules"], args.protocol), args.slack)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"episodes": n, "sim_steps": runs["sim_steps"], "rules": rates}, f, indent=1)

@@ -198,3 +198,4 @@ def test_a_rule_reads_its_verdict_and_libero_outcome_off_one_run_to_the_horizon(
     assert alignment.under_rule(4, 3) == (True, True) and alignment.under_rule(3, 3) == (True, True)
     assert alignment.under_rule(None, 3) == (False, True)                             # a missed success
     assert alignment.under_rule(None, None) == (False, False) and alignment.under_rule(2, None) == (True, False)
+    assert alignment.under_rule(1, 3, slack=2) == (True, True) and alignment.under_rule(1, 3, slack=1) == (True, False)

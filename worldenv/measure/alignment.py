@@ -96,14 +96,14 @@ def done_chunk(p_done: np.ndarray, commands: np.ndarray, gaps: np.ndarray, eta: 
     return grasp_gate_lib.first_done(p, commands, gaps, eta, grasp_gate)
 
 
-def under_rule(done_at: int | None, success_chunk: int | None) -> tuple[bool, bool]:
+def under_rule(done_at: int | None, success_chunk: int | None, slack: int = 0) -> tuple[bool, bool]:
     """An imagined episode run to the horizon and its chunks executed in LIBERO (success at
     `success_chunk`, None if never): under a rule that ends it done at chunk `done_at` (None:
     never, the whole horizon runs), (the imagined verdict, LIBERO's outcome of the chunks that
-    rollout executes: those up to and including `done_at`)."""
+    rollout executes: those up to and including `done_at`, or `slack` chunks more of its own)."""
     if done_at is None:
         return False, success_chunk is not None
-    return True, success_chunk is not None and success_chunk <= done_at
+    return True, success_chunk is not None and success_chunk <= done_at + slack
 
 
 def draws_summary(real: np.ndarray, verdicts: np.ndarray, jitter: int) -> dict:
