@@ -56,6 +56,13 @@ def grasp_gate_field(where: str = "", gripper: str = "imagined"):
                  "the world model); 0 = the reflector alone")
 
 
+def confirm_field(where: str = ""):
+    """The `confirm` field: how many chunks in a row p(done) must exceed eta before a done verdict counts."""
+    return Field(1, ge=1, le=16, description=f"{where}chunks in a row with p(done) > eta before a done verdict counts "
+                 "(with the grasp gate read at the last); 1 = the first verdict, the paper's rule "
+                 "(scripts/reward_rules.py measures which rule's imagined successes hold in LIBERO)")
+
+
 def redis_url_field(description: str, embedded: bool = False):
     """The `redis_url` field: --redis-url, $REDIS_URL or $WORLDENV_REDIS_URL; unset, the Redis a running
     `worldenv up` recorded, else redis://127.0.0.1:6379/0 (`home.redis_url`). With `embedded`

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from worldenv.config import grasp_gate_field
+from worldenv.config import confirm_field, grasp_gate_field
 from worldenv.sim.job_settings import LiberoJobConfig
 
 ALIGN_INITS = 8000   # sampled init states no other stage uses (demos 1000, exploration 2000, held-out 5000/6000, Dyna 7000;
@@ -39,6 +39,7 @@ class AlignConfig(LiberoJobConfig):
                                               "sampled from its Laplace head in both")
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done)")
     grasp_gate: float = grasp_gate_field()
+    confirm: int = confirm_field()
     seed: int = Field(0, description="sampling seed (noise laplace)")
     exploration_scale: float | None = Field(
         None, gt=0, description="noise laplace: the policy's Laplace scale restarted at this value (normalised action "
@@ -120,7 +121,8 @@ def align(config: AlignConfig) -> int:
         executor = stack.enter_context(open_loop.Executor(config.image_size)) if config.in_libero else None
         result = alignment.measure(policy, world_model, reflector, episodes, horizon, config.eta,
                                    deterministic=config.noise == "none", grasp_gate=config.grasp_gate,
-                                   replayed=replayed, draws=config.draws, jitter=config.jitter, in_libero=executor)
+                                   replayed=replayed, draws=config.draws, jitter=config.jitter, in_libero=executor,
+                                   confirm=config.confirm)
     result |= {"noise": config.noise, "grasp_gate": config.grasp_gate, "exploration_scale": config.exploration_scale,
                "real_success": float(np.mean([e.succeeded for e in episodes])), "policy": policy_dir, "world_model": config.world_model, "reflector": config.reflector,
                "init_states": f"{config.init_offset}.. (sampled)", "sim_steps": int(sum(e.steps[-1] for e in episodes))}

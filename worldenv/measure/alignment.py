@@ -120,12 +120,12 @@ def draws_summary(real: np.ndarray, verdicts: np.ndarray, jitter: int) -> dict:
 
 
 def verdict_frames(reflector: Reflector, episodes: list[ChunkedEpisode], videos: list[np.ndarray],
-                   proprio: list[np.ndarray], eta: float, grasp_gate: float = 0.0) -> list[int | None]:
+                   proprio: list[np.ndarray], eta: float, grasp_gate: float = 0.0, confirm: int = 1) -> list[int | None]:
     """Per episode, the frame of `videos` (1 + C frames, the real first one then one per chunk)
     after which the reflector's verdict ends it done (with the grasp gate read off `proprio`,
-    (1 + C, P)); None if never."""
+    (1 + C, P); `confirm` verdicts in a row); None if never."""
     p_done = reflector_measure.judge_videos(reflector, videos, [e.instruction for e in episodes])
-    chunks = [grasp_gate_lib.first_done(p, gripper_commands(e), grasp_gate_lib.finger_gap(q[1:]), eta, grasp_gate)
+    chunks = [done_chunk(p, gripper_commands(e), grasp_gate_lib.finger_gap(q[1:]), eta, grasp_gate, confirm)
               for e, p, q in zip(episodes, p_done, proprio)]
     return [None if c is None else c + 1 for c in chunks]
 
@@ -133,7 +133,7 @@ def verdict_frames(reflector: Reflector, episodes: list[ChunkedEpisode], videos:
 def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episodes: list[ChunkedEpisode],
             horizon: int, eta: float = 0.5, deterministic: bool = True, grasp_gate: float = 0.0,
             replayed: list[tuple[np.ndarray, np.ndarray]] | None = None, draws: int = 0, jitter: int = 1,
-            in_libero: "open_loop.Executor | None" = None) -> dict:
+            in_libero: "open_loop.Executor | None" = None, confirm: int = 1) -> dict:
     """Closed-loop imagination, world-model replays and real videos against the real outcomes.
     With `grasp_gate` (metres) every verdict also needs the gripper to have held that gap: the
     imagined proprio's in imagination and replays, the real one's on real videos. `replayed`:
@@ -141,23 +141,24 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
     `draws`: that many more closed loops from jittered first frames (`draws_summary`). `in_libero`
     (a `sim.open_loop.Executor`): each closed loop's action chunks also executed open loop in
     LIBERO from the episode's init state, and the imagined verdict held against that outcome
-    ("imagined_actions": the reward RL would get for those actions, against what they really do)."""
+    ("imagined_actions": the reward RL would get for those actions, against what they really do).
+    `confirm`: every verdict needs that many chunks in a row with p(done) > eta."""
     tasks, real = [task_of(e) for e in episodes], np.array([e.succeeded for e in episodes])
     starts = first_frames(episodes)
     closed = imagined.rollouts(policy, world_model, reflector, starts, horizon, eta, deterministic, grasp_gate=grasp_gate,
-                               actions=in_libero is not None)
+                               actions=in_libero is not None, confirm=confirm)
     verdicts = [[r["done"] for r in closed]] + [
         [r["done"] for r in imagined.rollouts(policy, world_model, reflector, jittered(starts, jitter, d), horizon, eta,
-                                              deterministic, grasp_gate=grasp_gate)]
+                                              deterministic, grasp_gate=grasp_gate, confirm=confirm)]
         for d in range(1, draws + 1)]
     replayed = reflector_measure.replay(world_model, episodes) if replayed is None else replayed
     replay_at = verdict_frames(reflector, episodes, [frames for frames, _ in replayed],
-                               [proprio for _, proprio in replayed], eta, grasp_gate)
+                               [proprio for _, proprio in replayed], eta, grasp_gate, confirm)
     real_done = [f is not None for f in verdict_frames(reflector, episodes, [e.frames for e in episodes],
-                                                       [e.proprio for e in episodes], eta, grasp_gate)]
+                                                       [e.proprio for e in episodes], eta, grasp_gate, confirm)]
     executed = [None] * len(episodes) if in_libero is None else [in_libero.run(e.id, r["actions"])
                                                                  for e, r in zip(episodes, closed)]
-    return {"eta": eta, "grasp_gate": grasp_gate, "horizon": horizon, "deterministic": deterministic,
+    return {"eta": eta, "grasp_gate": grasp_gate, "confirm": confirm, "horizon": horizon, "deterministic": deterministic,
             "episodes": len(episodes),
             "closed_loop": by_task(tasks, real, np.array([r["done"] for r in closed])),
             "replay": by_task(tasks, real, np.array([f is not None for f in replay_at])),
@@ -326,7 +327,8 @@ def gap_table(gap: dict) -> list[str]:
 def markdown(result: dict) -> list[str]:
     """A table: per link (closed loop, replay, real video, own actions) and task, the rates and
     counts; the action gap; and how well the replay's gripper tells a held object from an empty grip."""
-    lines = [f"Verdicts: p(done) > {result['eta']}" + (f", and the gripper's last closed run held at least "
+    confirm = result.get("confirm", 1)
+    lines = [f"Verdicts: p(done) > {result['eta']}" + (f" at {confirm} chunks in a row" if confirm > 1 else "") + (f", and the gripper's last closed run held at least "
                                                        f"{100 * result['grasp_gate']:.2f} cm (the grasp gate)"
                                                        if result.get("grasp_gate") else "") + ".", ""]
     lines += rates_table(result)

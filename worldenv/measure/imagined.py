@@ -13,12 +13,12 @@ from worldenv.models.roles import Policy, Reflector, StartStates, WorldModel
 
 def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
              eta: float, deterministic: bool = True, batch: int = 16, seed: int = 0,
-             grasp_gate: float = 0.0, actions: bool = False) -> list[dict]:
+             grasp_gate: float = 0.0, actions: bool = False, confirm: int = 1) -> list[dict]:
     """One imagined episode per bank entry, `batch` at a time: {"id", "done", "p_done", "chunks"},
     and with `actions` its executed chunks as "actions" ((chunks, K, A) float32; not JSON).
     Sampled (not `deterministic`) episodes draw with per-episode seeds from `seed` (0 = the
-    policy's own RNG), so the same call gives the same episodes whatever the batch. `grasp_gate`:
-    see `Imagination.start`."""
+    policy's own RNG), so the same call gives the same episodes whatever the batch. `grasp_gate`,
+    `confirm`: see `Imagination.start`."""
     out = []
     with Imagination(world_model, reflector) as imagination:
         for lo in range(0, len(bank), batch):
@@ -26,7 +26,8 @@ def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank
             starts = StartStates(np.stack([part.start_frames(i) for i in range(len(part))]),
                                  part.proprio.astype(np.float32), list(part.instructions))
             seeds = None if deterministic or not seed else [seed * 100_003 + lo + i + 1 for i in range(len(part))]
-            episodes = imagine(policy, imagination, starts, horizon, eta, deterministic, seeds, grasp_gate=grasp_gate)
+            episodes = imagine(policy, imagination, starts, horizon, eta, deterministic, seeds, grasp_gate=grasp_gate,
+                               confirm=confirm)
             out += [{"id": part.ids[i], "done": e.done, "p_done": e.p_done[-1], "chunks": len(e.actions)}
                     | ({"actions": np.asarray(e.actions, np.float32)} if actions else {})
                     for i, e in enumerate(episodes)]
@@ -54,11 +55,11 @@ def fixed_draw(bank: StartBank, per_task: int, seed: int = 0) -> StartBank:
 
 
 def objective(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
-              eta: float, seed: int = 1, grasp_gate: float = 0.0) -> dict:
+              eta: float, seed: int = 1, grasp_gate: float = 0.0, confirm: int = 1) -> dict:
     """What RL in imagination optimises, measured on fixed start states: each entry's imagined
     episode with the policy's mean and with actions sampled as RL samples them (its Laplace head,
     seeded): {"mean": [...], "sampled": [...]} of `rollouts` records."""
     return {"mean": rollouts(policy, world_model, reflector, bank, horizon, eta, deterministic=True,
-                             grasp_gate=grasp_gate),
+                             grasp_gate=grasp_gate, confirm=confirm),
             "sampled": rollouts(policy, world_model, reflector, bank, horizon, eta, deterministic=False, seed=seed,
-                                grasp_gate=grasp_gate)}
+                                grasp_gate=grasp_gate, confirm=confirm)}

@@ -14,7 +14,7 @@ import pathlib
 
 from pydantic import Field, field_validator
 
-from worldenv.config import Settings, grasp_gate_field
+from worldenv.config import Settings, confirm_field, grasp_gate_field
 
 OBJECTIVE_DRAW = 12345   # the seed of the fixed draw of start states (the experiment's too)
 
@@ -44,6 +44,7 @@ class ObjectiveConfig(Settings):
     horizon: int = Field(30, ge=1, description="max action chunks per imagined episode (RL's)")
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
     grasp_gate: float = grasp_gate_field()
+    confirm: int = confirm_field()
     exploration_scales: str | None = Field(
         None, description="comma-separated Laplace scales (normalised action units) to restart each policy's scale "
         "at before its sampled episodes, e.g. 0.02,0.05,0.1; none = each checkpoint's own scale")
@@ -84,17 +85,18 @@ def measure(config: ObjectiveConfig) -> dict:
     for name, path in paths.items():
         policy = models.load(path, role="policy")
         mean = imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta, batch=config.batch,
-                                 grasp_gate=config.grasp_gate)
+                                 grasp_gate=config.grasp_gate, confirm=config.confirm)
         for scale in _floats(config.exploration_scales) or [None]:
             laplace.restart_scale(policy, scale, "--exploration-scales")   # resets the head whole: no earlier scale left
             sampled = [imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta,
                                          deterministic=False, batch=config.batch, seed=seed,
-                                         grasp_gate=config.grasp_gate)
+                                         grasp_gate=config.grasp_gate, confirm=config.confirm)
                        for seed in range(1, config.samples + 1)]
             rows.append({"policy": name, "scale": scale, "mean": mean, "sampled": sampled})
             print(line(rows[-1], rows[0]), flush=True)
     return {"starts": len(bank), "per_task": config.per_task, "draw_seed": config.draw_seed,
-            "horizon": config.horizon, "eta": config.eta, "grasp_gate": config.grasp_gate, "rows": rows}
+            "horizon": config.horizon, "eta": config.eta, "grasp_gate": config.grasp_gate,
+            "confirm": config.confirm, "rows": rows}
 
 
 def line(row: dict, first: dict) -> str:

@@ -66,13 +66,17 @@ class Imagination:
         self.horizon: dict[int, int] = {}
         self.eta: dict[int, float] = {}
         self.gate: dict[int, GraspGate | None] = {}   # row -> its grasp gate (None: p_done alone decides)
+        self.confirm: dict[int, int] = {}       # row -> verdicts in a row that end it done
+        self.streak: dict[int, int] = {}        # row -> its verdicts in a row so far
 
     def start(self, starts: StartStates, horizon: int | Sequence[int], eta: float | Sequence[float] = 0.0,
-              rows: Sequence[int] | None = None, grasp_gate: float | Sequence[float] = 0.0) -> np.ndarray:
+              rows: Sequence[int] | None = None, grasp_gate: float | Sequence[float] = 0.0,
+              confirm: int | Sequence[int] = 1) -> np.ndarray:
         """Start len(starts) episodes in `rows` (default 0..B-1), ending what ran there; returns the rows.
         starts.frames may carry history (B, T, H, W, 3): the reflector's video begins at the last.
         `grasp_gate` (metres, per row or one for all; 0 = none): a row's verdict counts only once its
-        gripper's last closed run held at least that gap (`GraspGate`)."""
+        gripper's last closed run held at least that gap (`GraspGate`). `confirm` (per row or one for
+        all): a row ends done only after that many chunks in a row with p(done) > eta."""
         rows = np.arange(len(starts)) if rows is None else np.asarray(rows, np.int64)
         if np.any(np.asarray(grasp_gate) > 0):
             check_layout(self.world_model.spec)
@@ -88,10 +92,14 @@ class Imagination:
         horizons = np.broadcast_to(np.asarray(horizon), (n,))
         etas = np.broadcast_to(np.asarray(eta, np.float64), (n,))
         gates = np.broadcast_to(np.asarray(grasp_gate, np.float64), (n,))
+        confirms = np.broadcast_to(np.asarray(confirm, np.int64), (n,))
+        if np.any(confirms < 1):
+            raise ValueError(f"confirm: must be >= 1, got {confirm}")
         for k, row in enumerate(rows.tolist()):
             self._states[row], self.t[row] = (world[k], videos[k]), 0
             self.horizon[row], self.eta[row] = int(horizons[k]), float(etas[k]) or self.default_eta
             self.gate[row] = GraspGate(float(gates[k])) if gates[k] > 0 else None
+            self.confirm[row], self.streak[row] = int(confirms[k]), 0
         return rows
 
     def step(self, rows: Sequence[int], actions: np.ndarray) -> Outcome:
@@ -109,8 +117,10 @@ class Imagination:
             self._states[r], self.t[r] = (world[k], videos[k]), self.t[r] + 1
             if self.gate[r] is not None:
                 self.gate[r].update(float(actions[k, -1, -1]), float(gaps[k]))
-        terminated = np.array([p_done[k] > self.eta[r] and (self.gate[r] is None or self.gate[r].holds())
-                               for k, r in enumerate(rows)], bool)
+        for k, r in enumerate(rows):
+            self.streak[r] = self.streak[r] + 1 if p_done[k] > self.eta[r] else 0
+        terminated = np.array([self.streak[r] >= self.confirm[r] and (self.gate[r] is None or self.gate[r].holds())
+                               for r in rows], bool)
         truncated = np.array([self.t[r] >= self.horizon[r] for r in rows], bool) & ~terminated
         return Outcome(prediction, np.asarray(p_done, np.float32), terminated, truncated,
                        {"step": step_ms, "judge": judge_ms})
@@ -158,12 +168,13 @@ class Episode:
 
 def imagine(policy: Policy, imagination: Imagination, starts: StartStates, horizon: int | Sequence[int],
             eta: float | Sequence[float] = 0.0, deterministic: bool = False, seeds: Sequence[int] | None = None,
-            on_step: Callable[[], None] | None = None, grasp_gate: float | Sequence[float] = 0.0) -> list[Episode]:
+            on_step: Callable[[], None] | None = None, grasp_gate: float | Sequence[float] = 0.0,
+            confirm: int | Sequence[int] = 1) -> list[Episode]:
     """Imagine len(starts) episodes as one batch until each ends; the batch shrinks to the episodes
     still running. `seeds` (one per episode) seed each step's draw (`step_seed`); none = the
     policy's own RNG. `on_step()` runs before every step (a worker touches its jobs there).
-    `grasp_gate`: see `Imagination.start`."""
-    rows = imagination.start(starts, horizon, eta, grasp_gate=grasp_gate)
+    `grasp_gate`, `confirm`: see `Imagination.start`."""
+    rows = imagination.start(starts, horizon, eta, grasp_gate=grasp_gate, confirm=confirm)
     first = starts.frames[:, -1] if starts.frames.ndim == 5 else starts.frames
     episodes = [Episode([first[i]], [np.asarray(starts.proprio[i], np.float32)], starts.instructions[i],
                         eta=imagination.eta[int(r)]) for i, r in enumerate(rows)]

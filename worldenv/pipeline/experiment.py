@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from worldenv import checkpoints
-from worldenv.config import Autocast, Settings, argv, grasp_gate_field
+from worldenv.config import Autocast, Settings, argv, confirm_field, grasp_gate_field
 from worldenv.measure.objective import OBJECTIVE_DRAW
 from worldenv.pipeline import stages
 from worldenv.rl.settings import RLConfig
@@ -76,6 +76,7 @@ class ExperimentConfig(Settings):
     eta: float = Field(0.5, gt=0, lt=1, description="done threshold on p(done), in imagination and for Table 4")
     grasp_gate: float = grasp_gate_field("in imagination (RL, the curve, the objective) and in Table 4's "
                                          "reflector termination, ", gripper="imagined (in Table 4 the real)")
+    confirm: int = confirm_field("in imagination (RL, the curve, the objective; Table 4 has --table4-confirm): ")
     seed: int = Field(0, ge=0, description="RL seed (the run the curve, Table 4 and the Dyna round follow)")
     extra_seeds: str = Field("", description="further RL seeds, e.g. '1,2': the same RL from the SFT policy at each, "
                              "evaluated on the same paired episodes; the report gives every seed's gain and their mean "
@@ -238,7 +239,8 @@ def rl_config(config: ExperimentConfig, addresses: dict[str, str], policy: pathl
     return RLConfig(redis_url=addresses["redis"], policy_addr=addresses["policy"], auth_token=config.auth_token,
                     policy=str(policy), starts=str(starts), run_id=run_id, out=str(out), iterations=iterations,
                     groups=config.groups, group_size=config.group_size, horizon=config.horizon, eta=config.eta,
-                    grasp_gate=config.grasp_gate, lr=config.lr, epochs=config.epochs, ratio=config.ratio,
+                    grasp_gate=config.grasp_gate, confirm=config.confirm, lr=config.lr, epochs=config.epochs,
+                    ratio=config.ratio,
                     exploration_scale=config.exploration_scale,
                     seed=config.seed if seed is None else seed, replay_open=config.replay_open,
                     snapshot_every=config.curve_every, **({"shuffle_rewards": True} if shuffle else {}))
@@ -310,7 +312,7 @@ def objective(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, star
     bank = measure.fixed_draw(StartBank.load(starts), config.objective_starts, OBJECTIVE_DRAW)
     with stack.served() as (world_model, reflector):
         episodes = measure.objective(models.load(policy, role="policy"), world_model, reflector, bank, config.horizon,
-                                     config.eta, grasp_gate=config.grasp_gate)
+                                     config.eta, grasp_gate=config.grasp_gate, confirm=config.confirm)
     return _write(root / "objective" / f"{name}.json",
                   {"name": name, "policy": str(policy), "horizon": config.horizon, "eta": config.eta, **episodes})
 
@@ -331,7 +333,7 @@ def imagined(config: ExperimentConfig, stack: Stack, policy: pathlib.Path, root:
     with stack.served() as (world_model, reflector):
         episodes = measure.rollouts(models.load(policy, role="policy"), world_model, reflector,
                                     StartBank.load(root / "eval_starts.npz"), chunks, config.eta,
-                                    grasp_gate=config.grasp_gate)
+                                    grasp_gate=config.grasp_gate, confirm=config.confirm)
     return _write(root / "curve" / f"imagined_{k:04d}.json",
                   {"iteration": k, "horizon_chunks": chunks, "episodes": episodes,
                    "success": sum(e["done"] for e in episodes) / len(episodes)})

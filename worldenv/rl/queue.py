@@ -56,6 +56,7 @@ class Job:
     seed: int = 0                # policy sampling seed (0 = unseeded)
     eta: float = 0.0             # done threshold (0 = reflector default)
     grasp_gate: float = 0.0      # metres: a verdict counts once the imagined gripper held this gap (0 = off)
+    confirm: int = 1             # verdicts in a row (p(done) > eta) that end the episode done
     deterministic: bool = False
     enqueued_at: float = 0.0
     history: np.ndarray | None = None  # (T, H, W, 3) uint8 frames before the start frame (a keyframe's)
@@ -86,10 +87,13 @@ class Job:
     def _from_fields(cls, f: dict[bytes, bytes]) -> "Job":
         s = {k.decode(): v for k, v in f.items()}
         text = {k: v.decode() for k, v in s.items() if k not in _ARRAY_FIELDS}
+        if int(text.get("confirm", "1")) < 1:
+            raise ValueError(f"confirm must be >= 1, got {text['confirm']}")
         return cls(id=text["id"], frame=codec.from_bytes(s["frame"], "frame"), proprio=codec.from_bytes(s["proprio"], "proprio"),
                    instruction=text["instruction"], start_id=text["start_id"], run_id=text["run_id"],
                    group_id=text["group_id"], horizon=int(text["horizon"]), seed=int(text["seed"]),
                    eta=float(text["eta"]), grasp_gate=float(text.get("grasp_gate", "0")),
+                   confirm=int(text.get("confirm", "1")),
                    deterministic=text["deterministic"] == "1",
                    enqueued_at=float(text["enqueued_at"]),
                    history=codec.from_bytes(s["history"], "history") if "history" in s else None)

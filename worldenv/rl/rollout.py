@@ -44,7 +44,7 @@ class RolloutReport:
 
 
 def make_jobs(bank: StartBank, episodes: int, run_id: str, horizon: int, group_size: int,
-              seed: int = 1, eta: float = 0.0, grasp_gate: float = 0.0) -> list[Job]:
+              seed: int = 1, eta: float = 0.0, grasp_gate: float = 0.0, confirm: int = 1) -> list[Job]:
     """`episodes` jobs; each start state gets `group_size` rollouts sharing a group id (LOOP groups)."""
     jobs = []
     for n in range(episodes):
@@ -53,7 +53,7 @@ def make_jobs(bank: StartBank, episodes: int, run_id: str, horizon: int, group_s
         jobs.append(Job(id=f"{run_id}-{n:05d}", frame=bank.frames[s], proprio=bank.proprio[s],
                         instruction=bank.instructions[s], start_id=bank.ids[s], run_id=run_id,
                         group_id=f"{run_id}-g{g:04d}", horizon=horizon, seed=seed * 100_003 + n + 1 if seed else 0,
-                        eta=eta, grasp_gate=grasp_gate, history=None if bank.history is None else bank.history[s]))
+                        eta=eta, grasp_gate=grasp_gate, confirm=confirm, history=None if bank.history is None else bank.history[s]))
     return jobs
 
 
@@ -94,7 +94,7 @@ def request(redis_url: str, prefix: str, episodes: int, options: RolloutOptions,
 
     bank = _start_bank(options, episodes)
     jobs = make_jobs(bank, episodes, run_id or new_run_id(), options.horizon, options.group_size, options.seed,
-                     options.eta, options.grasp_gate)
+                     options.eta, options.grasp_gate, options.confirm)
     print(f"enqueued {len(jobs)} episodes from {len(bank)} start states ({bank.meta.get('source', options.starts)}) "
           f"on {redis_url}", flush=True)
     client = redis.Redis.from_url(redis_url)

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from worldenv import home
-from worldenv.config import Settings, grasp_gate_field, local_address, redis_url_field
+from worldenv.config import Settings, confirm_field, grasp_gate_field, local_address, redis_url_field
 
 
 class RolloutOptions(Settings):
@@ -23,6 +23,7 @@ class RolloutOptions(Settings):
     seed: int = Field(1, ge=0, description="sampling seed base; 0 = unseeded")
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold; 0 = the reflector's default")
     grasp_gate: float = grasp_gate_field()
+    confirm: int = confirm_field()
     timeout: float = Field(900.0, gt=0, description="seconds to wait for all results")
 
     @field_validator("starts")
@@ -63,6 +64,7 @@ class RLConfig(Settings):
     horizon: int = Field(30, ge=1, description="max action chunks per imagined episode")
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
     grasp_gate: float = grasp_gate_field()
+    confirm: int = confirm_field()
     min_reward_spread: float = Field(
         0.05, ge=0, description="groups whose rewards differ by at most this are left out of the update (their "
         "advantages are the reflector's noise); an iteration with none left skips its update")

@@ -224,7 +224,7 @@ class Trainer:
         self._drawn = {f"{prefix}-g{g:04d}": (int(i), bool(r)) for g, (i, r) in enumerate(zip(indices, replayed))}
         jobs = rollout.make_jobs(self.bank.subset(indices), c.groups * c.group_size, prefix, c.horizon, c.group_size,
                                  seed=c.seed * 10_007 + it + 1, eta=c.eta,
-                                 grasp_gate=c.grasp_gate)
+                                 grasp_gate=c.grasp_gate, confirm=c.confirm)
         started = time.perf_counter()
         report = rollout.run(self.queue, self.store, jobs, c.timeout, on_wait=self._sync_while_waiting)
         episodes = [e for e in (self.store.get(i) for i in report.episode_ids) if e is not None]

@@ -117,7 +117,7 @@ class RolloutWorker:
             episodes = imagine(self.policy, imagination, starts, [j.horizon for j in jobs], [j.eta for j in jobs],
                                deterministic=jobs[0].deterministic, seeds=[j.seed for j in jobs],
                                on_step=lambda: self.queue.touch(self.consumer, self._running),
-                               grasp_gate=[j.grasp_gate for j in jobs])
+                               grasp_gate=[j.grasp_gate for j in jobs], confirm=[j.confirm for j in jobs])
         return [self._episode(job, episode) for job, episode in zip(jobs, episodes)]
 
     @staticmethod
@@ -131,6 +131,7 @@ class RolloutWorker:
             log_probs=np.asarray(tr.log_probs, np.float32), p_done=np.asarray(tr.p_done, np.float32),
             proprio=np.stack(tr.proprio).astype(np.float32), timings_ms=tr.timings, created_at=time.time(),
             extra={"horizon": job.horizon, "seed": job.seed, "eta": tr.eta, "grasp_gate": job.grasp_gate,
+                   "confirm": job.confirm,
                    "steps": steps})
 
     @staticmethod
