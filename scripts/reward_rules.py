@@ -105,20 +105,30 @@ def run(args) -> dict:
     """Imagine each episode to the horizon and execute its chunks in LIBERO: per episode the series
     a rule reads (p_done, gripper commands, imagined finger gap) and LIBERO's success chunk."""
     from worldenv.measure.align import load_checkpoint
+    from worldenv.models import laplace
     from worldenv.models.imagination import Imagination, imagine
     from worldenv.models.roles import StartStates
     from worldenv.sim import open_loop, suites
     policy, world = load_checkpoint(args.policy, "policy"), load_checkpoint(args.world_model, "world_model")
     reflector = load_checkpoint(args.reflector, "reflector")
     horizon = suites.MAX_EPISODE_STEPS[args.suite] // policy.spec.chunk_length
+    sampled = args.samples > 0
+    if sampled:
+        laplace.restart_scale(policy, args.exploration_scale, "--exploration-scale")
     with open_loop.Executor() as executor:
         bank, ids, real = fresh_starts(args, executor) if args.inits else recorded_starts(args)
+        if sampled:   # each start K times, one group of rollouts as RL samples them
+            bank = bank.subset(np.repeat(np.arange(len(bank)), args.samples))
+            ids = [f"{i}#{k}" for i in ids for k in range(args.samples)]
+            real = [r for r in real for _ in range(args.samples)]
         dreamt = []
         with Imagination(world, reflector) as imagination:
             for lo in range(0, len(bank), args.batch):
                 part = bank.subset(range(lo, min(lo + args.batch, len(bank))))
                 starts = StartStates(part.frames, part.proprio.astype(np.float32), list(part.instructions))
-                dreamt += imagine(policy, imagination, starts, horizon, 1.0, deterministic=True)   # eta 1: to the horizon
+                seeds = [args.seed * 100_003 + i + 1 for i in range(lo, lo + len(part))] if sampled else None
+                dreamt += imagine(policy, imagination, starts, horizon, 1.0, deterministic=not sampled,
+                                  seeds=seeds)   # eta 1: to the horizon
         out = {"ids": ids, "real": real, "p_done": [], "commands": [], "gaps": [], "success_chunk": [],
                "sim_steps": 0, "world_model": args.world_model, "reflector": args.reflector, "policy": args.policy,
                "horizon": horizon}
@@ -179,6 +189,49 @@ def rules_table(runs: dict, slack: int = 0) -> tuple[list[str], dict]:
     return lines, rates
 
 
+def loo(x: np.ndarray) -> np.ndarray:
+    """Leave-one-out advantages of one group's rewards (LOOP's)."""
+    return x - (x.sum() - x) / (len(x) - 1)
+
+
+def group_signal(runs: dict, rule: tuple, slack: int = 0) -> dict:
+    """Rollouts grouped by start (ids <start>#k): how many groups the imagined reward spreads (informative
+    to LOOP) and LIBERO's outcomes spread; over the informative groups' rollouts, whether each imagined
+    leave-one-out advantage has the sign of LIBERO's (right), the other (wrong), or LIBERO's is 0 (idle),
+    and the correlation of the two."""
+    imagined, libero = verdicts(runs, rule, slack)
+    starts = [i.split("#")[0] for i in runs["ids"]]
+    right = wrong = idle = informative = real_spread = 0
+    a_all, b_all = [], []
+    for start in dict.fromkeys(starts):
+        k = np.array([s == start for s in starts])
+        r, y = imagined[k].astype(float), libero[k].astype(float)
+        real_spread += int(y.min() != y.max())
+        if r.min() == r.max() or len(r) < 2:
+            continue
+        informative += 1
+        a, b = loo(r), loo(y)
+        right, wrong, idle = right + int((a * b > 0).sum()), wrong + int((a * b < 0).sum()), idle + int((b == 0).sum())
+        a_all.append(a)
+        b_all.append(b)
+    a, b = (np.concatenate(a_all), np.concatenate(b_all)) if a_all else (np.zeros(0), np.zeros(0))
+    corr = float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum())) if a.size and (b * b).sum() > 0 else None
+    return {"groups": len(set(starts)), "informative": informative, "real_spread": real_spread, "right": right,
+            "wrong": wrong, "idle": idle, "correlation": corr}
+
+
+def groups_table(runs: dict, slack: int = 0) -> list[str]:
+    """`group_signal` of every rule, as markdown rows."""
+    lines = ["| eta | grasp gate, cm | confirm | groups | informative (imagined reward spread) | LIBERO outcomes "
+             "spread | advantages: right sign / wrong / LIBERO's 0 | correlation |", "|---|---|---|---|---|---|---|---|"]
+    for rule in RULES:
+        g = group_signal(runs, rule, slack)
+        corr = "n/a" if g["correlation"] is None else f"{g['correlation']:.2f}"
+        lines.append(f"| {rule[0]} | {100 * rule[1]:.2f} | {rule[2]} | {g['groups']} | {g['informative']} | "
+                     f"{g['real_spread']} | {g['right']} / {g['wrong']} / {g['idle']} | {corr} |")
+    return lines
+
+
 def picked(runs: dict, rule: tuple, slack: int = 0) -> list[str]:
     """The chosen rule against the shipped one on these runs: each one's agreement, precision and
     false positives, and McNemar on the per-episode agreement."""
@@ -206,6 +259,11 @@ def main() -> None:
                         "OFFSET..OFFSET+N-1 of each of --tasks (no real episode needed)")
     parser.add_argument("--suite", default="libero_object")
     parser.add_argument("--tasks", default="0,1,2", help="with --inits")
+    parser.add_argument("--samples", type=int, default=0, help="K > 0: K rollouts per start sampled as RL samples "
+                        "them (groups), instead of one of the policy's mean; the table adds each rule's groups")
+    parser.add_argument("--exploration-scale", type=float, default=0.02, help="with --samples: the Laplace scale "
+                        "restarted at this value (normalised action units), as `train rl` explores")
+    parser.add_argument("--seed", type=int, default=1, help="with --samples: the sampling seed")
     parser.add_argument("--slack", type=int, default=0, help="chunks after the verdict the rollout's actions may take "
                         "to succeed in LIBERO (0: its own chunks only; a diagnostic of verdicts that come early)")
     parser.add_argument("--world-model", default="shipped")
@@ -231,6 +289,10 @@ def main() -> None:
           f"reflector {runs['reflector']}; imagined to {runs['horizon']} chunks, their actions executed in LIBERO: "
           f"{hit} succeed within the horizon ({runs['sim_steps']} simulator steps, the settle included)\n")
     print("\n".join(lines))
+    if any("#" in i for i in runs["ids"]):
+        print("\nGroups of sampled rollouts per start (LOOP's view), each rule's imagined reward against LIBERO's "
+              "outcome of the same rollouts:\n")
+        print("\n".join(groups_table(runs, args.slack)))
     if args.pick:
         print("\n" + "\n".join(picked(runs, choose(json.loads(open(args.pick).read())["rules"], args.protocol), args.slack)))
     if args.json:
