@@ -251,6 +251,29 @@ def picked(runs: dict, rule: tuple, slack: int = 0) -> list[str]:
     return lines
 
 
+SUMMARY_RULES = (SHIPPED, (0.5, 0.0, 3), (0.9, 0.0, 3))   # the shipped rule, three in a row, protocol 2's choice
+
+
+def models_table(named: dict[str, dict], slack: int = 0) -> list[str]:
+    """One row per world model's saved runs (the same episodes): how many imagined sequences succeed
+    in LIBERO by the horizon, and per rule of SUMMARY_RULES imagined successes / real on their own
+    actions, agreement, precision, false-positive rate."""
+    head = " | ".join(f"{name(r)}: imagined / real, agreement, precision, false positives" for r in SUMMARY_RULES)
+    lines = [f"| world model | imagined sequences that succeed in LIBERO | {head} |",
+             "|---|---|" + "---|" * len(SUMMARY_RULES)]
+    for label, runs in named.items():
+        cells = []
+        for rule in SUMMARY_RULES:
+            imagined, libero = verdicts(runs, rule, slack)
+            o = alignment.outcome_rates(libero, imagined)
+            cells.append(f"{o['judged_successes']} / {o['judged_successes'] - o['false_positives']}, "
+                         f"{alignment.pct(o['agreement'])}, {alignment.pct(o['precision'])}, "
+                         f"{alignment.pct(o['false_positive_rate'])}")
+        hit = sum(c >= 0 for c in runs["success_chunk"])
+        lines.append(f"| {label} | {hit} of {len(runs['ids'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="recorded episodes (an align run's real/): their first frames and init states")
@@ -273,11 +296,17 @@ def main() -> None:
     parser.add_argument("--save", help="keep the runs here (.npz)")
     parser.add_argument("--load", help="read saved runs instead of running (comma-separated: pooled)")
     parser.add_argument("--json", help="also write every rule's rates here")
+    parser.add_argument("--models", help="NAME=runs.npz,...: saved runs of several world models on the same "
+                        "episodes, one row each under the summary rules (no new step)")
     parser.add_argument("--protocol", choices=("agreement", "precision"), default="agreement",
                         help="how --pick chooses (`choose`)")
     parser.add_argument("--pick", help="a calibration run's --json: choose its rule by the protocol (`choose`) and "
                         "compare it here with the shipped rule, paired per episode")
     args = parser.parse_args()
+    if args.models:
+        named = dict(item.split("=", 1) for item in args.models.split(","))
+        print("\n".join(models_table({k: load(v) for k, v in named.items()}, args.slack)))
+        return
     runs = pooled([load(path) for path in args.load.split(",")]) if args.load else run(args)
     if args.save:
         save(args.save, runs)
