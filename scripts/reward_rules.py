@@ -76,15 +76,17 @@ def first_per_task(episodes: list, n: int) -> list:
 
 
 def recorded_starts(args):
-    """The first frames of --data's episodes (--per-task of each task): (start bank, ids, real outcomes)."""
+    """The first frames of --data's episodes (--per-task of each task): (start bank, ids, real outcomes, 0
+    new simulator steps)."""
     from worldenv.data import chunks
     episodes = first_per_task(chunks.load([args.data]), args.per_task)
-    return alignment.first_frames(episodes), [e.id for e in episodes], [bool(e.succeeded) for e in episodes]
+    return alignment.first_frames(episodes), [e.id for e in episodes], [bool(e.succeeded) for e in episodes], 0
 
 
 def fresh_starts(args, executor):
     """--inits OFFSET:N: the first frames LIBERO renders at init states OFFSET..OFFSET+N-1 of each of
-    --tasks (settled as every episode is; the settle's steps counted by the caller), no real episode."""
+    --tasks (settled as every episode is), no real episode: (start bank, ids, None outcomes, the settle's
+    simulator steps)."""
     from worldenv.data.start_bank import StartBank
     offset, n = (int(x) for x in args.inits.split(":"))
     ids, frames, proprio, texts = [], [], [], []
@@ -98,7 +100,8 @@ def fresh_starts(args, executor):
             texts.append(env.instruction)
     bank = StartBank(frames=np.stack(frames), proprio=np.stack(proprio), instructions=texts, ids=ids,
                      meta={"source": f"reward_rules: LIBERO's first frames at init states {args.inits}"})
-    return bank, ids, [None] * len(ids)
+    settled = sum(executor.env(args.suite, int(i.split("/")[1])).config.settle_steps for i in ids)
+    return bank, ids, [None] * len(ids), settled
 
 
 def run(args) -> dict:
@@ -116,7 +119,7 @@ def run(args) -> dict:
     if sampled:
         laplace.restart_scale(policy, args.exploration_scale, "--exploration-scale")
     with open_loop.Executor() as executor:
-        bank, ids, real = fresh_starts(args, executor) if args.inits else recorded_starts(args)
+        bank, ids, real, settled = fresh_starts(args, executor) if args.inits else recorded_starts(args)
         if sampled:   # each start K times, one group of rollouts as RL samples them
             bank = bank.subset(np.repeat(np.arange(len(bank)), args.samples))
             ids = [f"{i}#{k}" for i in ids for k in range(args.samples)]
@@ -130,7 +133,7 @@ def run(args) -> dict:
                 dreamt += imagine(policy, imagination, starts, horizon, 1.0, deterministic=not sampled,
                                   seeds=seeds)   # eta 1: to the horizon
         out = {"ids": ids, "real": real, "p_done": [], "commands": [], "gaps": [], "success_chunk": [],
-               "sim_steps": 0, "world_model": args.world_model, "reflector": args.reflector, "policy": args.policy,
+               "sim_steps": settled, "world_model": args.world_model, "reflector": args.reflector, "policy": args.policy,
                "horizon": horizon}
         for episode_id, d in zip(ids, dreamt):
             actions = np.asarray(d.actions)
