@@ -277,7 +277,7 @@ def models_table(named: dict[str, dict], slack: int = 0) -> list[str]:
     return lines
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="recorded episodes (an align run's real/): their first frames and init states")
     parser.add_argument("--per-task", type=int, default=0, help="only the first this many episodes of each task")
@@ -305,7 +305,20 @@ def main() -> None:
                         help="how --pick chooses (`choose`)")
     parser.add_argument("--pick", help="a calibration run's --json: choose its rule by the protocol (`choose`) and "
                         "compare it here with the shipped rule, paired per episode")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def header(runs: dict) -> str:
+    """What the runs hold, in a sentence."""
+    real = "no real episode" if None in runs["real"] else f"{sum(runs['real'])} real successes of the policy in LIBERO"
+    hit = sum(s >= 0 for s in runs["success_chunk"])
+    return (f"{len(runs['ids'])} episodes ({real}), world model {runs['world_model']}, reflector {runs['reflector']}; "
+            f"imagined to {runs['horizon']} chunks, their actions executed in LIBERO: {hit} succeed within the horizon "
+            f"({runs['sim_steps']} simulator steps, the settle included)\n")
+
+
+def main() -> None:
+    args = arguments()
     if args.models:
         named = dict(item.split("=", 1) for item in args.models.split(","))
         print("\n".join(models_table({k: load(v) for k, v in named.items()}, args.slack)))
@@ -314,22 +327,18 @@ def main() -> None:
     if args.save:
         save(args.save, runs)
     lines, rates = rules_table(runs, args.slack)
-    n = len(runs["ids"])
-    real = "no real episode" if None in runs["real"] else f"{sum(runs['real'])} real successes of the policy in LIBERO"
-    hit = sum(s >= 0 for s in runs["success_chunk"])
-    print(f"{n} episodes ({real}), world model {runs['world_model']}, "
-          f"reflector {runs['reflector']}; imagined to {runs['horizon']} chunks, their actions executed in LIBERO: "
-          f"{hit} succeed within the horizon ({runs['sim_steps']} simulator steps, the settle included)\n")
+    print(header(runs))
     print("\n".join(lines))
     if any("#" in i for i in runs["ids"]):
         print("\nGroups of sampled rollouts per start (LOOP's view), each rule's imagined reward against LIBERO's "
               "outcome of the same rollouts:\n")
         print("\n".join(groups_table(runs, args.slack)))
     if args.pick:
-        print("\n" + "\n".join(picked(runs, choose(json.loads(open(args.pick).read())["rules"], args.protocol), args.slack)))
+        rule = choose(json.loads(open(args.pick).read())["rules"], args.protocol)
+        print("\n" + "\n".join(picked(runs, rule, args.slack)))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"episodes": n, "sim_steps": runs["sim_steps"], "rules": rates}, f, indent=1)
+            json.dump({"episodes": len(runs["ids"]), "sim_steps": runs["sim_steps"], "rules": rates}, f, indent=1)
 
 
 if __name__ == "__main__":
