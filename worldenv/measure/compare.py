@@ -63,7 +63,7 @@ class MissingVerdict(ValueError):
 def agreement(result: dict, verdict: str = "closed_loop") -> dict[str, bool]:
     """Episode id -> whether `verdict` agrees with LIBERO's outcome, from a `worldenv align` result."""
     judged, truth = VERDICT[verdict]
-    if any(e.get(truth) is None for e in result["per_episode"]):
+    if verdict == "imagined_actions" and any(e.get(truth) is None for e in result["per_episode"]):
         raise MissingVerdict(f"no {truth} per episode: --alignment {verdict} needs `worldenv align --in-libero` "
                              "outputs")
     return {e["id"]: bool(e[judged]) == bool(e[truth]) for e in result["per_episode"]}
