@@ -41,7 +41,8 @@ source scripts/held_out.sh   # stage, own, dynamics, errors, align
 
 rules() {   # rules_NAME: held-out episodes; calib_NAME: own's first 20 per task (init states 3000-3019), for choosing
             # a rule; fresh_NAME: LIBERO's first frames at init states 8500-8539 per task, where the choice is tested;
-            # groups_NAME: 8 rollouts sampled as RL samples them (b = 0.02) from each of init states 8600-8604 per task;
+            # groups_NAME: 8 rollouts sampled as RL samples them (b = 0.02) from each of init states 8600-8604 per task
+            # (groups2_NAME: 8605-8609);
             # NAME shipped or a dynamics: scripts/reward_rules.py, the runs kept in $R/NAME.npz
   local name=$1 wm=${1#*_} data=$R/align_shipped/real per=0
   [ -f $R/$name.md ] && return
@@ -49,6 +50,7 @@ rules() {   # rules_NAME: held-out episodes; calib_NAME: own's first 20 per task
   [ "${name%%_*}" = calib ] && from="--data $R/own --per-task 20"
   [ "${name%%_*}" = fresh ] && from="--inits 8500:40"
   [ "${name%%_*}" = groups ] && from="--inits 8600:5 --samples 8"
+  [ "${name%%_*}" = groups2 ] && from="--inits 8605:5 --samples 8"
   [ "$wm" != shipped ] && wm=$R/dyn_$wm/model
   stage $name
   $PY scripts/reward_rules.py $from --world-model $wm --save $R/$name.npz \
@@ -67,7 +69,7 @@ run() {
     errors) errors $NAMES ;;
     align_ens[0-9]|align_more[0-9]|align_one[0-9]) align ${1#align_} $R/dyn_${1#align_}/model ;;
     draws_shipped) DRAWS=8 align shipped_draws shipped ;;
-    rules_*|calib_*|fresh_*|groups_*) rules $1 ;;
+    rules_*|calib_*|fresh_*|groups_*|groups2_*) rules $1 ;;
     libero_shipped) IN_LIBERO=1 align libero_shipped shipped ;;
     libero_*) IN_LIBERO=1 align libero_${1#libero_} $R/dyn_${1#libero_}/model ;;
     draws_*) DRAWS=8 align ${1#draws_}_draws $R/dyn_${1#draws_}/model ;;
