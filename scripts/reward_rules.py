@@ -3,7 +3,7 @@ from each recorded episode's first frame in imagination to the horizon (no verdi
 its action chunks are executed open loop in LIBERO from the same init state (stopping at LIBERO's
 success). A rollout under a rule (p(done) > eta, the grasp gate, `confirm` chunks in a row)
 executes the chunks up to its verdict, so one run gives every rule's imagined verdict and LIBERO's
-outcome of that rollout's own actions (`alignment.under_rule`). Per rule: agreement, precision (the
+outcome of that rollout's own actions (`grasp_gate.first_done`, `alignment.under_rule`). Per rule: agreement, precision (the
 imagined successes whose actions succeed in LIBERO: RL's rewarded rollouts that are real), recall,
 false-positive rate, per task. A measurement (reports/learning-signal.md, "The reward on its own
 actions").
@@ -58,7 +58,7 @@ def choose(rates: dict, protocol: str = "agreement") -> tuple:
 def verdicts(runs: dict, rule: tuple, slack: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per episode under `rule`: (the imagined verdict, LIBERO's outcome of that rollout's chunks,
     `slack` more of its own allowed)."""
-    out = [alignment.under_rule(alignment.done_chunk(p, c, g, *rule), None if s < 0 else s, slack)
+    out = [alignment.under_rule(grasp_gate.first_done(p, c, g, *rule), None if s < 0 else s, slack)
            for p, c, g, s in zip(runs["p_done"], runs["commands"], runs["gaps"], runs["success_chunk"])]
     return np.array([v[0] for v in out]), np.array([v[1] for v in out])
 

@@ -188,11 +188,11 @@ def test_measure_holds_the_imagined_verdict_against_libero_on_the_imagined_actio
 def test_a_rule_reads_its_verdict_and_libero_outcome_off_one_run_to_the_horizon():
     p = np.array([0.1, 0.6, 0.2, 0.7, 0.8, 0.9])
     commands, gaps = np.array([-1, 1, 1, 1, 1, 1.0]), np.array([0.08, 0.01, 0.0, 0.0, 0.0, 0.0])
-    assert alignment.done_chunk(p, commands, gaps, eta=0.5) == 1
-    assert alignment.done_chunk(p, commands, gaps, eta=0.5, confirm=2) == 4          # 0.7 then 0.8
-    assert alignment.done_chunk(p, commands, gaps, eta=0.85) == 5
-    assert alignment.done_chunk(p, commands, gaps, eta=0.5, grasp_gate=0.0175) is None   # the fingers closed empty
-    assert alignment.done_chunk(p, commands, np.full(6, 0.04), eta=0.5, grasp_gate=0.0175) == 1   # holding
+    assert first_done(p, commands, gaps, eta=0.5) == 1
+    assert first_done(p, commands, gaps, eta=0.5, confirm=2) == 4          # 0.7 then 0.8
+    assert first_done(p, commands, gaps, eta=0.85) == 5
+    assert first_done(p, commands, gaps, eta=0.5, min_width=0.0175) is None   # the fingers closed empty
+    assert first_done(p, commands, np.full(6, 0.04), eta=0.5, min_width=0.0175) == 1   # holding
     # LIBERO's success came at chunk 3: a rollout ended done at chunk 1 had not reached it
     assert alignment.under_rule(1, 3) == (True, False)
     assert alignment.under_rule(4, 3) == (True, True) and alignment.under_rule(3, 3) == (True, True)

@@ -87,15 +87,6 @@ def jittered(bank: StartBank, jitter: int, seed: int) -> StartBank:
     return dataclasses.replace(bank, frames=np.clip(bank.frames.astype(np.int16) + noise, 0, 255).astype(np.uint8))
 
 
-def done_chunk(p_done: np.ndarray, commands: np.ndarray, gaps: np.ndarray, eta: float, grasp_gate: float = 0.0,
-               confirm: int = 1) -> int | None:
-    """`grasp_gate.first_done` with `confirm` chunks in a row above eta (the gate read at the last)."""
-    p = np.asarray(p_done, np.float64)
-    if confirm > 1:
-        p = np.array([p[max(t - confirm + 1, 0):t + 1].min() if t >= confirm - 1 else 0.0 for t in range(len(p))])
-    return grasp_gate_lib.first_done(p, commands, gaps, eta, grasp_gate)
-
-
 def under_rule(done_at: int | None, success_chunk: int | None, slack: int = 0) -> tuple[bool, bool]:
     """An imagined episode run to the horizon and its chunks executed in LIBERO (success at
     `success_chunk`, None if never): under a rule that ends it done at chunk `done_at` (None:
@@ -125,7 +116,8 @@ def verdict_frames(reflector: Reflector, episodes: list[ChunkedEpisode], videos:
     after which the reflector's verdict ends it done (with the grasp gate read off `proprio`,
     (1 + C, P); `confirm` verdicts in a row); None if never."""
     p_done = reflector_measure.judge_videos(reflector, videos, [e.instruction for e in episodes])
-    chunks = [done_chunk(p, gripper_commands(e), grasp_gate_lib.finger_gap(q[1:]), eta, grasp_gate, confirm)
+    chunks = [grasp_gate_lib.first_done(p, gripper_commands(e), grasp_gate_lib.finger_gap(q[1:]), eta, grasp_gate,
+                                        confirm)
               for e, p, q in zip(episodes, p_done, proprio)]
     return [None if c is None else c + 1 for c in chunks]
 

@@ -63,16 +63,33 @@ class GraspGate:
         return float(np.median(settled)) >= self.min_width
 
 
+class Verdict:
+    """One episode's done rule, fed chunk by chunk: `update(p_done, command, gap)` says whether the
+    episode ends done there: p_done > eta at `confirm` chunks in a row and, with `min_width` > 0,
+    the grasp gate holding after this chunk."""
+
+    def __init__(self, eta: float, min_width: float = 0.0, confirm: int = 1):
+        if confirm < 1:
+            raise ValueError(f"confirm: must be >= 1, got {confirm}")
+        self.eta, self.confirm, self.streak = float(eta), int(confirm), 0
+        self.gate = GraspGate(min_width) if min_width > 0 else None
+
+    def update(self, p_done: float, command: float, gap: float) -> bool:
+        if self.gate is not None:
+            self.gate.update(command, gap)
+        self.streak = self.streak + 1 if p_done > self.eta else 0
+        return self.streak >= self.confirm and (self.gate is None or self.gate.holds())
+
+
 def first_done(p_done: np.ndarray, commands: np.ndarray, gaps: np.ndarray, eta: float,
-               min_width: float = 0.0) -> int | None:
-    """The chunk index at which an episode ends done: the first t with p_done[t] > eta (and, with
-    `min_width` > 0, the gate holding after chunk t). p_done (T,), commands (T,) the chunks' last
-    gripper commands, gaps (T,) the finger gap after each chunk; None if never done."""
-    gate = GraspGate(min_width) if min_width > 0 else None
+               min_width: float = 0.0, confirm: int = 1) -> int | None:
+    """The chunk index at which an episode ends done (`Verdict`): the first t with p_done > eta at
+    `confirm` chunks in a row up to t (and, with `min_width` > 0, the gate holding after chunk t).
+    p_done (T,), commands (T,) the chunks' last gripper commands, gaps (T,) the finger gap after
+    each chunk; None if never done."""
+    verdict = Verdict(eta, min_width, confirm)
     for t, p in enumerate(np.asarray(p_done, np.float64)):
-        if gate is not None:
-            gate.update(float(commands[t]), float(gaps[t]))
-        if p > eta and (gate is None or gate.holds()):
+        if verdict.update(float(p), float(commands[t]), float(gaps[t])):
             return t
     return None
 

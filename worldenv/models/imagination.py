@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from worldenv.models.grasp_gate import GraspGate, check_layout, finger_gap
+from worldenv.models.grasp_gate import Verdict, check_layout, finger_gap
 from worldenv.models.roles import Observations, Policy, Prediction, Reflector, StartStates, WorldModel
 
 DEFAULT_ETA = 0.5   # the done threshold when neither the caller nor the reflector's spec names one
@@ -64,10 +64,7 @@ class Imagination:
         self._states: dict[int, tuple] = {}     # row -> (world-model state, reflector state)
         self.t: dict[int, int] = {}             # row -> steps taken
         self.horizon: dict[int, int] = {}
-        self.eta: dict[int, float] = {}
-        self.gate: dict[int, GraspGate | None] = {}   # row -> its grasp gate (None: p_done alone decides)
-        self.confirm: dict[int, int] = {}       # row -> verdicts in a row that end it done
-        self.streak: dict[int, int] = {}        # row -> its verdicts in a row so far
+        self.verdict: dict[int, Verdict] = {}   # row -> its done rule (eta, grasp gate, verdicts in a row)
 
     def start(self, starts: StartStates, horizon: int | Sequence[int], eta: float | Sequence[float] = 0.0,
               rows: Sequence[int] | None = None, grasp_gate: float | Sequence[float] = 0.0,
@@ -76,10 +73,15 @@ class Imagination:
         starts.frames may carry history (B, T, H, W, 3): the reflector's video begins at the last.
         `grasp_gate` (metres, per row or one for all; 0 = none): a row's verdict counts only once its
         gripper's last closed run held at least that gap (`GraspGate`). `confirm` (per row or one for
-        all): a row ends done only after that many chunks in a row with p(done) > eta."""
+        all): a row ends done only after that many chunks in a row with p(done) > eta (`Verdict`)."""
         rows = np.arange(len(starts)) if rows is None else np.asarray(rows, np.int64)
         if np.any(np.asarray(grasp_gate) > 0):
             check_layout(self.world_model.spec)
+        n = len(rows)
+        etas = np.broadcast_to(np.asarray(eta, np.float64), (n,))
+        gates = np.broadcast_to(np.asarray(grasp_gate, np.float64), (n,))
+        confirms = np.broadcast_to(np.asarray(confirm, np.int64), (n,))
+        verdicts = [Verdict(float(etas[k]) or self.default_eta, float(gates[k]), int(confirms[k])) for k in range(n)]
         self.end(rows)
         first = starts.frames[:, -1] if starts.frames.ndim == 5 else starts.frames
         world = self.world_model.start(starts)
@@ -88,18 +90,10 @@ class Imagination:
         except BaseException:
             self._release(self.world_model, world)
             raise
-        n = len(rows)
         horizons = np.broadcast_to(np.asarray(horizon), (n,))
-        etas = np.broadcast_to(np.asarray(eta, np.float64), (n,))
-        gates = np.broadcast_to(np.asarray(grasp_gate, np.float64), (n,))
-        confirms = np.broadcast_to(np.asarray(confirm, np.int64), (n,))
-        if np.any(confirms < 1):
-            raise ValueError(f"confirm: must be >= 1, got {confirm}")
         for k, row in enumerate(rows.tolist()):
             self._states[row], self.t[row] = (world[k], videos[k]), 0
-            self.horizon[row], self.eta[row] = int(horizons[k]), float(etas[k]) or self.default_eta
-            self.gate[row] = GraspGate(float(gates[k])) if gates[k] > 0 else None
-            self.confirm[row], self.streak[row] = int(confirms[k]), 0
+            self.horizon[row], self.verdict[row] = int(horizons[k]), verdicts[k]
         return rows
 
     def step(self, rows: Sequence[int], actions: np.ndarray) -> Outcome:
@@ -115,12 +109,8 @@ class Imagination:
         gaps = finger_gap(prediction.proprio)
         for k, r in enumerate(rows):
             self._states[r], self.t[r] = (world[k], videos[k]), self.t[r] + 1
-            if self.gate[r] is not None:
-                self.gate[r].update(float(actions[k, -1, -1]), float(gaps[k]))
-        for k, r in enumerate(rows):
-            self.streak[r] = self.streak[r] + 1 if p_done[k] > self.eta[r] else 0
-        terminated = np.array([self.streak[r] >= self.confirm[r] and (self.gate[r] is None or self.gate[r].holds())
-                               for r in rows], bool)
+        terminated = np.array([self.verdict[r].update(float(p_done[k]), float(actions[k, -1, -1]), float(gaps[k]))
+                               for k, r in enumerate(rows)], bool)
         truncated = np.array([self.t[r] >= self.horizon[r] for r in rows], bool) & ~terminated
         return Outcome(prediction, np.asarray(p_done, np.float32), terminated, truncated,
                        {"step": step_ms, "judge": judge_ms})
@@ -177,7 +167,7 @@ def imagine(policy: Policy, imagination: Imagination, starts: StartStates, horiz
     rows = imagination.start(starts, horizon, eta, grasp_gate=grasp_gate, confirm=confirm)
     first = starts.frames[:, -1] if starts.frames.ndim == 5 else starts.frames
     episodes = [Episode([first[i]], [np.asarray(starts.proprio[i], np.float32)], starts.instructions[i],
-                        eta=imagination.eta[int(r)]) for i, r in enumerate(rows)]
+                        eta=imagination.verdict[int(r)].eta) for i, r in enumerate(rows)]
     live, t = np.arange(len(episodes)), 0
     while live.size:
         if on_step is not None:
