@@ -107,10 +107,9 @@ def fresh_starts(args, executor):
 def run(args) -> dict:
     """Imagine each episode to the horizon and execute its chunks in LIBERO: per episode the series
     a rule reads (p_done, gripper commands, imagined finger gap) and LIBERO's success chunk."""
+    from worldenv.measure import imagined
     from worldenv.measure.align import load_checkpoint
     from worldenv.models import laplace
-    from worldenv.models.imagination import Imagination, imagine
-    from worldenv.models.roles import StartStates
     from worldenv.sim import open_loop, suites
     policy, world = load_checkpoint(args.policy, "policy"), load_checkpoint(args.world_model, "world_model")
     reflector = load_checkpoint(args.reflector, "reflector")
@@ -124,14 +123,9 @@ def run(args) -> dict:
             bank = bank.subset(np.repeat(np.arange(len(bank)), args.samples))
             ids = [f"{i}#{k}" for i in ids for k in range(args.samples)]
             real = [r for r in real for _ in range(args.samples)]
-        dreamt = []
-        with Imagination(world, reflector) as imagination:
-            for lo in range(0, len(bank), args.batch):
-                part = bank.subset(range(lo, min(lo + args.batch, len(bank))))
-                starts = StartStates(part.frames, part.proprio.astype(np.float32), list(part.instructions))
-                seeds = [args.seed * 100_003 + i + 1 for i in range(lo, lo + len(part))] if sampled else None
-                dreamt += imagine(policy, imagination, starts, horizon, 1.0, deterministic=not sampled,
-                                  seeds=seeds)   # eta 1: to the horizon
+        dreamt = [r["episode"] for r in imagined.rollouts(   # eta 1: every episode runs to the horizon
+            policy, world, reflector, bank, horizon, 1.0, deterministic=not sampled, batch=args.batch,
+            seed=args.seed if sampled else 0, episodes=True)]
         out = {"ids": ids, "real": real, "p_done": [], "commands": [], "gaps": [], "success_chunk": [],
                "sim_steps": settled, "world_model": args.world_model, "reflector": args.reflector, "policy": args.policy,
                "horizon": horizon}

@@ -138,7 +138,7 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
     tasks, real = [task_of(e) for e in episodes], np.array([e.succeeded for e in episodes])
     starts = first_frames(episodes)
     closed = imagined.rollouts(policy, world_model, reflector, starts, horizon, eta, deterministic, grasp_gate=grasp_gate,
-                               actions=in_libero is not None, confirm=confirm)
+                               episodes=in_libero is not None, confirm=confirm)
     verdicts = [[r["done"] for r in closed]] + [
         [r["done"] for r in imagined.rollouts(policy, world_model, reflector, jittered(starts, jitter, d), horizon, eta,
                                               deterministic, grasp_gate=grasp_gate, confirm=confirm)]
@@ -148,7 +148,7 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
                                [proprio for _, proprio in replayed], eta, grasp_gate, confirm)
     real_done = [f is not None for f in verdict_frames(reflector, episodes, [e.frames for e in episodes],
                                                        [e.proprio for e in episodes], eta, grasp_gate, confirm)]
-    executed = [None] * len(episodes) if in_libero is None else [in_libero.run(e.id, r["actions"])
+    executed = [None] * len(episodes) if in_libero is None else [in_libero.run(e.id, r["episode"].actions)
                                                                  for e, r in zip(episodes, closed)]
     return {"eta": eta, "grasp_gate": grasp_gate, "confirm": confirm, "horizon": horizon, "deterministic": deterministic,
             "episodes": len(episodes),

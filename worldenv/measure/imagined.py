@@ -13,9 +13,9 @@ from worldenv.models.roles import Policy, Reflector, StartStates, WorldModel
 
 def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
              eta: float, deterministic: bool = True, batch: int = 16, seed: int = 0,
-             grasp_gate: float = 0.0, actions: bool = False, confirm: int = 1) -> list[dict]:
+             grasp_gate: float = 0.0, episodes: bool = False, confirm: int = 1) -> list[dict]:
     """One imagined episode per bank entry, `batch` at a time: {"id", "done", "p_done", "chunks"},
-    and with `actions` its executed chunks as "actions" ((chunks, K, A) float32; not JSON).
+    and with `episodes` the whole imagined `Episode` as "episode" (its chunks, p(done), proprio; not JSON).
     Sampled (not `deterministic`) episodes draw with per-episode seeds from `seed` (0 = the
     policy's own RNG), so the same call gives the same episodes whatever the batch. `grasp_gate`,
     `confirm`: see `Imagination.start`."""
@@ -26,11 +26,11 @@ def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank
             starts = StartStates(np.stack([part.start_frames(i) for i in range(len(part))]),
                                  part.proprio.astype(np.float32), list(part.instructions))
             seeds = None if deterministic or not seed else [seed * 100_003 + lo + i + 1 for i in range(len(part))]
-            episodes = imagine(policy, imagination, starts, horizon, eta, deterministic, seeds, grasp_gate=grasp_gate,
+            imagined = imagine(policy, imagination, starts, horizon, eta, deterministic, seeds, grasp_gate=grasp_gate,
                                confirm=confirm)
             out += [{"id": part.ids[i], "done": e.done, "p_done": e.p_done[-1], "chunks": len(e.actions)}
-                    | ({"actions": np.asarray(e.actions, np.float32)} if actions else {})
-                    for i, e in enumerate(episodes)]
+                    | ({"episode": e} if episodes else {})
+                    for i, e in enumerate(imagined)]
     return out
 
 
