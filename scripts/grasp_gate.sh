@@ -15,6 +15,8 @@
 #    its shuffled-rewards control (the settings of the ungated run that lost task 1 in LIBERO);
 #    run the two side by side: `bash scripts/grasp_gate.sh rl_gate & bash scripts/grasp_gate.sh rl_gate_shuffled`;
 #    SEED=k runs the pair (and evaluates it) at training seed k, named rl_gate_sk and rl_gate_shuffled_sk;
+#    CONFIRM=K rewards a done verdict only after K chunks in a row (`train rl --confirm`), named
+#    rl_gate_cK[_sk] and rl_gate_shuffled_cK[_sk]; `compare` then compares those runs only;
 # 4. eval_*: SFT and both runs in LIBERO, the experiment's 150 paired episodes;
 # 5. align_rlgate: the gated RL policy's own alignment, without and with the gate; objective: RL's
 #    own objective (288 starts, gated) of SFT and both runs;
@@ -30,7 +32,9 @@ PY=$PWD/.venv/bin/python
 SHIPPED=$PWD/worldenv/checkpoints
 ITERS=${ITERS:-16}
 SEED=${SEED:-0}
-SFX=$([ "$SEED" = 0 ] || echo _s$SEED)   # seed 0 keeps the first run's names
+CONFIRM=${CONFIRM:-1}
+CSFX=$([ "$CONFIRM" = 1 ] || echo _c$CONFIRM)   # confirm 1 keeps the first runs' names
+SFX=$CSFX$([ "$SEED" = 0 ] || echo _s$SEED)   # seed 0 keeps the first run's names
 RL_FLAGS=(--groups 32 --group-size 8 --minibatch 256 --exploration-scale 0.02 --lr 2e-5 --ratio dimension
           --snapshot-every 8)
 mkdir -p "$R"
@@ -77,7 +81,7 @@ rl() {   # NAME [train rl flags...]: a stack on the shipped models, one gated RL
   local up=$!
   for _ in $(seq 150); do grep -q debug-api $home/up.json 2> /dev/null && break; sleep 2; done
   WORLDENV_HOME=$home $W train rl --starts shipped --seed $SEED --out $out --iterations $ITERS "${RL_FLAGS[@]}" \
-      --grasp-gate $(width) "$@" && touch $out/done
+      --grasp-gate $(width) --confirm $CONFIRM "$@" && touch $out/done
   kill -INT $up; wait $up
 }
 
@@ -90,13 +94,14 @@ evaluate() {   # NAME POLICY: LIBERO's fixed init states 0-49 of tasks 0-2, the 
 
 compare() {   # every evaluated seed: RL and its control against SFT, and RL's seeds against the controls'
   local rl=() ctl=()
-  for d in $R/eval_rl_gate $R/eval_rl_gate_s*; do [ -f $d/done ] && rl+=($d); done
-  for d in $R/eval_rl_gate_shuffled $R/eval_rl_gate_shuffled_s*; do [ -f $d/done ] && ctl+=($d); done
+  for d in $R/eval_rl_gate$CSFX $R/eval_rl_gate${CSFX}_s[0-9]*; do [ -f $d/done ] && rl+=($d); done
+  for d in $R/eval_rl_gate_shuffled$CSFX $R/eval_rl_gate_shuffled${CSFX}_s[0-9]*; do [ -f $d/done ] && ctl+=($d); done
   [ ${#rl[@]} -gt 0 ] && [ ${#ctl[@]} -gt 0 ] || { echo "compare: no evaluated pair yet"; return 1; }
   stage compare
   local all=$(IFS=,; echo "${rl[*]},${ctl[*]}") rls=$(IFS=,; echo "${rl[*]}") ctls=$(IFS=,; echo "${ctl[*]}")
-  $W compare $R/eval_sft "$all" --out $R/compare_sft.json > $R/compare_sft.md &&
-  $W compare "$ctls" "$rls" --out $R/compare_controls.json > $R/compare_controls.md && cat $R/compare_sft.md $R/compare_controls.md
+  $W compare $R/eval_sft "$all" --out $R/compare_sft$CSFX.json > $R/compare_sft$CSFX.md &&
+  $W compare "$ctls" "$rls" --out $R/compare_controls$CSFX.json > $R/compare_controls$CSFX.md &&
+    cat $R/compare_sft$CSFX.md $R/compare_controls$CSFX.md
 }
 
 run() {

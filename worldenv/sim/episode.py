@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from worldenv.models.grasp_gate import GraspGate, finger_gap
+from worldenv.models.grasp_gate import Verdict, finger_gap
 from worldenv.models.roles import Reflector
 from worldenv.sim import pool as pool_mod
 from worldenv.sim.env import EnvConfig
@@ -59,10 +59,10 @@ class EpisodeResult:
 
 def run(process: pool_mod.EnvProcess, spec: EpisodeSpec, source: ActionSource,
         judge: Reflector | None = None, eta: float = 0.5, grasp_gate: float = 0.0, confirm: int = 1) -> EpisodeResult:
-    """One episode; env failures become a failed result with the reason. With a judge and
-    `grasp_gate` > 0 (metres) its verdict counts only once the real gripper's last closed run held
-    an object that wide (worldenv/models/grasp_gate.py), as RL's verdicts do in imagination; the
-    episode ends after `confirm` chunks in a row with a verdict that counts."""
+    """One episode; env failures become a failed result with the reason. With a judge the episode
+    ends done by imagination's rule (`grasp_gate.Verdict`): p(done) > eta at `confirm` chunks in a
+    row and, with `grasp_gate` > 0 (metres), the real gripper's last closed run holding an object
+    that wide after the last of them."""
     started = time.perf_counter()
     try:
         return _run(process, spec, source, judge, eta, started, grasp_gate, confirm)
@@ -80,8 +80,8 @@ def _run(process, spec: EpisodeSpec, source: ActionSource, judge: Reflector | No
     if recorder is not None:  # from the init state on, so states[0] replays
         recorder.add(process.call("settle_chunk"))
     frames, p_done, log_probs = [obs.frame], [], []
-    steps, ever, outcome, verdicts = 0, False, "horizon", 0
-    gate = GraspGate(grasp_gate) if judge is not None and grasp_gate > 0 else None
+    steps, ever, outcome = 0, False, "horizon"
+    verdict = Verdict(eta, grasp_gate, confirm) if judge is not None else None
     with _Watch(judge, obs.frame, instruction) as watch:
         while steps < spec.max_steps:
             k = min(spec.chunk_length, spec.max_steps - steps)
@@ -97,12 +97,9 @@ def _run(process, spec: EpisodeSpec, source: ActionSource, judge: Reflector | No
             if spec.stop_on_success and chunk.succeeded:
                 outcome = "success"
                 break
-            if gate is not None:
-                gate.update(float(chunk.actions[-1, -1]), float(finger_gap(obs.proprio)))
-            if judge is not None:
+            if verdict is not None:
                 p_done.append(watch.observe(obs.frame))
-                verdicts = verdicts + 1 if p_done[-1] > eta and (gate is None or gate.holds()) else 0
-                if verdicts >= confirm:
+                if verdict.update(p_done[-1], float(chunk.actions[-1, -1]), float(finger_gap(obs.proprio))):
                     outcome = "reflector"
                     break
     success = ever if spec.stop_on_success else obs.success
