@@ -56,6 +56,13 @@ def test_measure_runs_every_link_on_tiny_models(tmp_path):
     assert table[0] == "Verdicts: p(done) > 0.5."
     assert "reflector on world-model replays" in table[6] and "| **all** |" in table[-1]
     assert result["grasp"]["runs"] == 0 and result["grasp"]["width"] is None     # the toy gripper never closes
+    assert not any("lower bound" in line for line in table + alignment.console(result))
+
+    # with 3 in a row the real videos and replays (which end at LIBERO's success) say their recall is a bound
+    confirmed = alignment.measure(policy, world, reflector, episodes, horizon=3, eta=0.5, confirm=3)
+    assert confirmed["confirm"] == 3 and alignment.markdown(confirmed)[0] == "Verdicts: p(done) > 0.5 at 3 chunks in a row."
+    assert any("the recall is a lower bound" in line for line in alignment.markdown(confirmed))
+    assert alignment.console(confirmed)[-1].startswith("replay and real_video: recall is a lower bound at 3 in a row")
 
 
 def test_a_false_success_picture_shows_both_worlds_around_the_verdict():
