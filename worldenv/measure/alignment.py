@@ -137,12 +137,14 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
     `confirm`: every verdict needs that many chunks in a row with p(done) > eta."""
     tasks, real = [task_of(e) for e in episodes], np.array([e.succeeded for e in episodes])
     starts = first_frames(episodes)
-    closed = imagined.rollouts(policy, world_model, reflector, starts, horizon, eta, deterministic, grasp_gate=grasp_gate,
-                               episodes=in_libero is not None, confirm=confirm)
-    verdicts = [[r["done"] for r in closed]] + [
-        [r["done"] for r in imagined.rollouts(policy, world_model, reflector, jittered(starts, jitter, d), horizon, eta,
-                                              deterministic, grasp_gate=grasp_gate, confirm=confirm)]
-        for d in range(1, draws + 1)]
+
+    def closed_loop(frames, keep=False):
+        return imagined.rollouts(policy, world_model, reflector, frames, horizon, eta, deterministic,
+                                 grasp_gate=grasp_gate, episodes=keep, confirm=confirm)
+
+    closed = closed_loop(starts, keep=in_libero is not None)
+    verdicts = [[r["done"] for r in closed]] + [[r["done"] for r in closed_loop(jittered(starts, jitter, d))]
+                                                for d in range(1, draws + 1)]
     replayed = reflector_measure.replay(world_model, episodes) if replayed is None else replayed
     replay_at = verdict_frames(reflector, episodes, [frames for frames, _ in replayed],
                                [proprio for _, proprio in replayed], eta, grasp_gate, confirm)
@@ -163,11 +165,15 @@ def measure(policy: Policy, world_model: WorldModel, reflector: Reflector, episo
                                               [grasp_gate_lib.finger_gap(q[1:]) for _, q in replayed]),
             "per_episode": [{"id": e.id, "task": t, "real": bool(r), "imagined": bool(c["done"]), "replay": p is not None,
                              "replay_done_frame": p, "real_video": bool(v), "imagined_chunks": c["chunks"],
-                             "real_chunks": int(e.chunks), "imagined_draws": float(np.mean(d)),
-                             "imagined_in_libero": None if x is None else x.success,
-                             "imagined_in_libero_chunk": None if x is None else x.success_chunk}
+                             "real_chunks": int(e.chunks), "imagined_draws": float(np.mean(d)), **_executed_row(x)}
                             for e, t, r, c, p, v, d, x in zip(episodes, tasks, real, closed, replay_at, real_done,
                                                               np.array(verdicts).T, executed)]}
+
+
+def _executed_row(executed: "open_loop.OpenLoop | None") -> dict:
+    """One episode's LIBERO outcome of its imagined chunks, for `measure`'s per-episode rows."""
+    return {"imagined_in_libero": None if executed is None else executed.success,
+            "imagined_in_libero_chunk": None if executed is None else executed.success_chunk}
 
 
 def on_own_actions(tasks: list[int], closed: list[dict], executed: list) -> dict:
