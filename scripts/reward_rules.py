@@ -18,9 +18,11 @@ import itertools
 import json
 
 import numpy as np
+import torch
 
 from worldenv.measure import alignment
 from worldenv.models import grasp_gate
+from worldenv.rl import loop_ppo
 
 ETAS, GATES, CONFIRMS = (0.5, 0.7, 0.9), (0.0, 0.0175, 0.025), (1, 2, 3)
 RULES = list(itertools.product(ETAS, GATES, CONFIRMS))
@@ -187,8 +189,8 @@ def rules_table(runs: dict, slack: int = 0) -> tuple[list[str], dict]:
 
 
 def loo(x: np.ndarray) -> np.ndarray:
-    """Leave-one-out advantages of one group's rewards (LOOP's)."""
-    return x - (x.sum() - x) / (len(x) - 1)
+    """Leave-one-out advantages of one group's rewards, as the trainer computes them (`loop_ppo.leave_one_out`)."""
+    return loop_ppo.leave_one_out(torch.as_tensor(x, dtype=torch.float64)).numpy()
 
 
 def group_signal(runs: dict, rule: tuple, slack: int = 0) -> dict:
