@@ -1,0 +1,134 @@
+"""`worldenv signal`: the signal and noise of LOOP's policy gradient. The estimators on vectors of
+known signal, each group's gradient against the trainer's own PPO loss on a real (tiny) policy,
+and the command end to end on tiny checkpoints."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from worldenv import models
+from worldenv.data.start_bank import synthetic_bank
+from worldenv.measure import imagined, update_signal
+from worldenv.models import laplace
+from worldenv.models.roles import Observations
+from worldenv.rl import loop_ppo
+
+
+def _draws(k: int, d: int, signal: float, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """K vectors mu + e, ||mu||^2 = signal, E||e||^2 = noise."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=d)
+    mu *= np.sqrt(signal) / np.linalg.norm(mu)
+    return mu + rng.normal(scale=np.sqrt(noise / d), size=(k, d)), mu
+
+
+def test_signal_and_noise_recover_known_values_and_the_control_is_zero():
+    v, _ = _draws(400, 2000, signal=1.0, noise=20.0, seed=0)
+    got = update_signal.signal_and_noise(v @ v.T)
+    assert got["groups"] == 400
+    assert got["signal"] == pytest.approx(1.0, abs=0.3) and got["noise"] == pytest.approx(20.0, rel=0.05)
+    assert got["snr"] == pytest.approx(0.05, abs=0.015)
+    lo, hi = update_signal.bootstrap_signal(v @ v.T, 300, np.random.default_rng(1))
+    assert lo < 1.0 < hi and lo > 0, "the interval holds the true signal and excludes zero"
+    null, _ = _draws(400, 2000, signal=0.0, noise=20.0, seed=2)
+    zero = update_signal.signal_and_noise(null @ null.T)
+    assert abs(zero["signal"]) < 0.3 and zero["noise"] == pytest.approx(20.0, rel=0.05)
+    lo, hi = update_signal.bootstrap_signal(null @ null.T, 300, np.random.default_rng(1))
+    assert lo < 0 < hi
+    one = update_signal.signal_and_noise(np.ones((1, 1)))
+    assert one["groups"] == 1 and np.isnan(one["signal"]), "one group has no pair"
+
+
+def test_agreement_predicts_the_cosine_of_two_independent_updates():
+    """B snr / (1 + B snr) against the cosine of sums of B independent draws, simulated."""
+    snr, b = 0.05, 40
+    rng = np.random.default_rng(3)
+    cosines = []
+    for seed in range(60):
+        v, _ = _draws(2 * b, 500, signal=1.0, noise=1 / snr, seed=seed)
+        a, c = v[:b].sum(0), v[b:].sum(0)
+        cosines.append(a @ c / np.linalg.norm(a) / np.linalg.norm(c))
+    assert np.mean(cosines) == pytest.approx(update_signal.agreement(snr, b), abs=0.05)
+    split = update_signal.split_half_cosines(_draws(2 * b, 500, 1.0, 1 / snr, seed=99)[0], 200, rng)
+    assert split.shape == (200,) and split.mean() == pytest.approx(update_signal.agreement(snr, b), abs=0.15)
+    assert update_signal.agreement(-0.01, 10) == 0.0 and np.isnan(update_signal.agreement(float("nan"), 10))
+
+
+def test_a_groups_gradient_is_the_trainers_first_ppo_step():
+    """sum_i A_i h_i, from `episode_scores`, equals -T times the gradient of `loop_ppo.ppo_loss`
+    over the group's T timesteps at ratio 1 (per chunk or per action: the same at ratio 1)."""
+    torch.manual_seed(0)
+    policy, world_model, reflector = models.build("policy"), models.build("world_model"), models.build("reflector")
+    laplace.restart_scale(policy, 0.05)
+    bank = synthetic_bank(1).subset([0, 0, 0])
+    records = imagined.rollouts(policy, world_model, reflector, bank, 3, 0.999999, deterministic=False, seed=4,
+                                episodes=True)
+    episodes = [r["episode"] for r in records]
+    rewards = torch.tensor([0.9, 0.1, 0.4], dtype=torch.float64)
+    adv = loop_ppo.leave_one_out(rewards).numpy()
+    mine = adv @ np.stack([update_signal.episode_scores(policy, e) for e in episodes])
+    params = [p for p in policy.parameters() if p.requires_grad]
+    frames = np.concatenate([np.stack(e.frames[:-1]) for e in episodes])
+    obs = Observations(frames, np.concatenate([np.stack(e.proprio[:-1]) for e in episodes]).astype(np.float32),
+                       [e.instruction for e in episodes for _ in e.actions])
+    actions = torch.from_numpy(np.concatenate([np.stack(e.actions) for e in episodes]).astype(np.float32))
+    steps = torch.from_numpy(np.repeat(adv, [len(e.actions) for e in episodes]).astype(np.float32))
+    for per_action in (False, True):
+        new = policy.log_prob_terms(obs, actions) if per_action else policy.log_prob(obs, actions)
+        a = steps[:, None, None] if per_action else steps
+        loss, stats = loop_ppo.ppo_loss(new, new.detach(), a, clip=0.1)
+        assert float(stats["ratio_mean"]) == pytest.approx(1.0)
+        grad = torch.autograd.grad(loss, params)
+        trainer = -np.concatenate([g.double().flatten().numpy() for g in grad]) * new.numel()
+        assert np.allclose(mine, trainer, rtol=1e-3, atol=1e-3 * np.abs(trainer).max())
+    mask = update_signal.mean_mask(policy)
+    assert mask.shape == mine.shape and 0 < (~mask).sum() < mask.size, "the scale head's entries are left out"
+
+
+def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
+    from worldenv import cli
+    torch.manual_seed(0)
+    dirs = {}
+    for role in ("policy", "world_model", "reflector"):
+        models.build(role).save_pretrained(tmp_path / role)
+        dirs[role] = str(tmp_path / role)
+    bank = synthetic_bank(8)
+    bank.save(tmp_path / "starts.npz")
+    args = ["signal", "--policy", dirs["policy"], "--starts", str(tmp_path / "starts.npz"),
+            "--world-model", dirs["world_model"], "--reflector", dirs["reflector"], "--groups", "6",
+            "--group-size", "3", "--horizon", "2", "--eta", "0.999999", "--min-reward-spread", "0",
+            "--exploration-scales", "0.05,0.2", "--shuffles", "2", "--splits", "5", "--bootstrap", "20",
+            "--out", str(tmp_path / "signal.json")]
+    assert cli.main(args) == 0
+    result = json.loads((tmp_path / "signal.json").read_text())
+    assert [s["scale"] for s in result["scales"]] == [0.05, 0.2]
+    for s in result["scales"]:
+        assert s["groups"] == 6 and len(s["rewards"]) == 6 and all(len(r) == 3 for r in s["rewards"])
+        assert s["informative"] == 6, "horizon-length episodes: p(done) differs between rollouts"
+        assert set(s["figures"]) == {"all/true", "all/shuffled", "mean/true", "mean/shuffled"}
+        true, control = s["figures"]["all/true"], s["figures"]["all/shuffled"]
+        assert true["groups"] == 6 and np.isfinite(true["signal"]) and true["noise"] > 0
+        assert control["draws"] == 2 and len(control["signals"]) == 2
+        assert len(true["signal_ci95"]) == 2
+    assert result["scales"][0]["rewards"] != result["scales"][1]["rewards"], "the scale is restarted"
+    again = tmp_path / "again.json"
+    assert cli.main([*args[:-1], str(again)]) == 0
+    assert json.loads(again.read_text())["scales"][0]["rewards"] == result["scales"][0]["rewards"], "seeded"
+    out = capsys.readouterr().out
+    assert out.count("b=0.05: 6 groups, 6 informative") == 2 and "shuffled (2 draws)" in out
+
+
+@pytest.mark.parametrize("flag,value,message", [("--exploration-scales", "", "name at least one scale"),
+                                                ("--exploration-scales", "0.1,x", "comma-separated numbers"),
+                                                ("--groups", "1", "--groups: must be >= 2"),
+                                                ("--policy", "/no/such/policy", "--policy")])
+def test_signal_command_names_the_bad_flag(flag, value, message, capsys):
+    from worldenv import cli
+    try:
+        code = cli.main(["signal", flag, value])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err

@@ -1,0 +1,262 @@
+"""`worldenv signal`: how much of one RL update is signal, measured in imagination only.
+
+LOOP's update direction is the policy gradient of its groups, g = sum_k g_k, where a group's
+g_k = sum_i A_i h_i: its rollouts' leave-one-out advantages A_i times their scores h_i (the
+gradient of the log-probs of the actions each rollout sampled, summed over its chunks). The g_k
+are independent draws around the expected gradient; a sum of B of them keeps the signal and
+shrinks the noise as 1 / B. From the groups of one batch of imagined rollouts, sampled as
+`train rl` explores (the policy's scale restarted at each --exploration-scales value), this
+measures per parameter set (every trainable weight, and the mean's alone):
+
+- signal: ||E g_k||^2, unbiased, from the pairs of different groups,
+  sum_{k != l} <g_k, g_l> / (K (K - 1)), with a bootstrap interval over groups;
+- noise: E ||g_k - E g_k||^2, the rest of a group's mean squared norm;
+- snr = signal / noise per informative group, and from it how well two independent updates of B
+  informative groups agree, cosine B snr / (1 + B snr), and the groups needed for cosine 0.5;
+- the same with each group's rewards shuffled among its rollouts (what `train rl
+  --shuffle-rewards` trains on): its signal is zero in expectation, so its figures are noise alone;
+- a direct figure, no model of it: the cosine between the summed gradients of two random halves
+  of the groups, over many splits, true rewards against shuffled.
+
+All at the policy's starting weights: the first update's direction (PPO's first step is this
+gradient, whatever its ratio, since every ratio is 1 there).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from worldenv.config import Settings, confirm_field, grasp_gate_field
+from worldenv.measure.objective import _floats
+
+
+class SignalConfig(Settings):
+    """Signal and noise of LOOP's policy gradient on one batch of imagined groups."""
+
+    policy: str = Field("shipped", description="policy checkpoint directory ('shipped', 'shipped-rl' or a path)")
+    starts: str = Field("shipped", description="start-state bank (.npz); 'shipped' = worldenv's keyframes")
+    world_model: str = Field("shipped", description="world-model checkpoint directory; 'shipped' = worldenv's")
+    reflector: str = Field("shipped", description="reflector checkpoint directory; 'shipped' = worldenv's")
+    groups: int = Field(64, ge=2, le=4096, description="start states drawn (uniformly, without replacement), "
+                        "one group each")
+    group_size: int = Field(8, ge=2, le=64, description="N, rollouts per start state (the leave-one-out group)")
+    horizon: int = Field(30, ge=1, description="max action chunks per imagined episode (RL's)")
+    eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
+    grasp_gate: float = grasp_gate_field()
+    confirm: int = confirm_field()
+    exploration_scales: str = Field("0.02", description="comma-separated Laplace scales (normalised action units) "
+                                    "to restart the policy's scale at, as `train rl --exploration-scale` does; "
+                                    "one batch of groups each")
+    min_reward_spread: float = Field(0.05, ge=0, description="groups whose rewards differ by at most this are left "
+                                     "out, as `train rl` leaves them out of its update")
+    update_groups: int = Field(32, ge=1, description="groups per update to report the agreement of two updates "
+                               "for (`train rl --groups`); their informative share is the one measured here")
+    draw_seed: int = Field(0, ge=0, description="seed of the draw of start states")
+    seed: int = Field(1, ge=1, description="seed of the sampled actions (per episode) and of the shuffles")
+    shuffles: int = Field(8, ge=1, le=64, description="shuffles of each group's rewards for the control")
+    splits: int = Field(200, ge=1, le=10_000, description="random halvings of the groups for the split-half cosine")
+    bootstrap: int = Field(1000, ge=0, le=100_000, description="bootstrap resamples of the groups for the signal's "
+                           "interval; 0 = none")
+    batch: int = Field(16, ge=1, le=256, description="imagined episodes run as one batch")
+    out: str | None = Field(None, description="JSON file of the figures and every group's rewards; none = print only")
+
+    @field_validator("exploration_scales")
+    @classmethod
+    def _scales(cls, value: str) -> str:
+        if not _floats(value):
+            raise ValueError("name at least one scale")
+        return value
+
+
+def signal_and_noise(gram: np.ndarray) -> dict[str, float]:
+    """From the Gram matrix (K, K) of K groups' gradients: signal ||E g||^2 (unbiased: the mean
+    of <g_k, g_l> over k != l), noise E||g - E g||^2 (the mean squared norm less the signal),
+    and snr = signal / noise per group. K < 2 gives nothing to pair: NaNs."""
+    k = len(gram)
+    if k < 2:
+        return {"groups": k, "signal": float("nan"), "noise": float("nan"), "snr": float("nan")}
+    diagonal = float(np.trace(gram))
+    signal = (float(gram.sum()) - diagonal) / (k * (k - 1))
+    noise = diagonal / k - signal
+    return {"groups": k, "signal": signal, "noise": noise, "snr": signal / noise if noise > 0 else float("nan")}
+
+
+def bootstrap_signal(gram: np.ndarray, resamples: int, rng: np.random.Generator) -> list[float]:
+    """A 95 % percentile interval of `signal_and_noise`'s signal over groups drawn with
+    replacement; a group drawn twice is not paired with itself."""
+    k = len(gram)
+    if k < 2 or resamples < 1:
+        return [float("nan"), float("nan")]
+    diag = np.diag(gram)
+    out = []
+    for _ in range(resamples):
+        c = np.bincount(rng.integers(0, k, k), minlength=k).astype(np.float64)
+        pairs = c.sum() ** 2 - (c ** 2).sum()
+        if pairs <= 0:
+            continue
+        out.append((c @ gram @ c - (c ** 2 * diag).sum()) / pairs)
+    return [float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))] if out else [float("nan")] * 2
+
+
+def split_half_cosines(vectors: np.ndarray, splits: int, rng: np.random.Generator) -> np.ndarray:
+    """Cosines between the sums of two random halves of the rows of `vectors` (K, D), `splits` times."""
+    k = len(vectors)
+    if k < 2:
+        return np.full(0, np.nan)
+    out = []
+    for _ in range(splits):
+        order = rng.permutation(k)
+        a, b = vectors[order[:k // 2]].sum(0), vectors[order[k // 2:2 * (k // 2)]].sum(0)
+        norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+        out.append(float(a @ b) / norm if norm > 0 else 0.0)
+    return np.array(out)
+
+
+def agreement(snr: float, groups: float) -> float:
+    """Expected cosine of two independent updates of `groups` groups each: B snr / (1 + B snr)
+    (each sum is B E g plus noise of B times the per-group variance; the noises are independent)."""
+    if not np.isfinite(snr) or groups <= 0:
+        return float("nan")
+    s = groups * max(snr, 0.0)
+    return s / (1 + s)
+
+
+def episode_scores(policy, episode) -> np.ndarray:
+    """h = d/dθ sum_t log π(a_t | s_t) over one imagined episode's chunks, flattened over the
+    trainable parameters in their order (float64)."""
+    from worldenv.models.roles import Observations
+    params = [p for p in policy.parameters() if p.requires_grad]
+    obs = Observations(np.stack(episode.frames[:-1]), np.stack(episode.proprio[:-1]).astype(np.float32),
+                       [episode.instruction] * len(episode.actions))
+    actions = torch.from_numpy(np.stack(episode.actions).astype(np.float32))
+    grads = torch.autograd.grad(policy.log_prob(obs, actions).sum(), params, allow_unused=True)
+    return np.concatenate([(g if g is not None else torch.zeros_like(p)).detach().double().flatten().numpy()
+                           for g, p in zip(grads, params)])
+
+
+def mean_mask(policy) -> np.ndarray:
+    """Which entries of the flattened trainable parameters move the mean action (all but the
+    Laplace scale head's)."""
+    head = getattr(policy, "scale_head", None)
+    skip = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
+    return np.concatenate([np.full(p.numel(), id(p) not in skip) for p in policy.parameters() if p.requires_grad])
+
+
+def figures(group_grads: np.ndarray, informative_share: float, config: SignalConfig, rng: np.random.Generator) -> dict:
+    """signal_and_noise, its interval, the agreement of two updates and the split-half cosines
+    of one set of group gradients (K, D)."""
+    gram = group_grads @ group_grads.T
+    out = signal_and_noise(gram)
+    out["signal_ci95"] = bootstrap_signal(gram, config.bootstrap, rng)
+    per_update = config.update_groups * informative_share
+    out["informative_per_update"] = per_update
+    out["agreement_per_update"] = agreement(out["snr"], per_update)
+    out["groups_for_half"] = float(1 / out["snr"]) if out["snr"] > 0 else float("inf")
+    cos = split_half_cosines(group_grads, config.splits, rng)
+    out["split_half_cosine"] = {"mean": float(cos.mean()) if cos.size else float("nan"),
+                                "sd": float(cos.std()) if cos.size else float("nan")}
+    return out
+
+
+def measure_scale(policy, world_model, reflector, bank, scale: float, config: SignalConfig) -> dict:
+    """One batch of groups at one exploration scale: rewards, and figures for true and shuffled
+    rewards, per parameter set."""
+    from worldenv.measure import imagined
+    from worldenv.models import laplace
+    from worldenv.rl import loop_ppo
+    laplace.restart_scale(policy, scale, "--exploration-scales")
+    n = config.group_size
+    repeated = bank.subset(np.repeat(np.arange(len(bank)), n))
+    records = imagined.rollouts(policy, world_model, reflector, repeated, config.horizon, config.eta,
+                                deterministic=False, batch=config.batch, seed=config.seed,
+                                grasp_gate=config.grasp_gate, confirm=config.confirm, episodes=True)
+    rewards = np.array([r["p_done"] for r in records], np.float64).reshape(len(bank), n)        # (G, N)
+    keep = loop_ppo.informative(torch.from_numpy(rewards), config.min_reward_spread).numpy()
+    loo = lambda r: loop_ppo.leave_one_out(torch.from_numpy(r)).numpy()  # noqa: E731
+    rng = np.random.default_rng([config.seed, int(round(scale * 1e6))])
+    informative = np.flatnonzero(keep)
+    true, shuffled = [], [[] for _ in range(config.shuffles)]   # (K, D); S draws of the control, (K, D) each
+    policy.eval()
+    for g in informative:
+        scores = np.stack([episode_scores(policy, records[g * n + i]["episode"]) for i in range(n)])  # (N, D)
+        true.append(loo(rewards[g]) @ scores)
+        for draw in shuffled:
+            draw.append(loo(rng.permutation(rewards[g])) @ scores)
+    share = float(keep.mean())
+    out = {"scale": scale, "groups": len(bank), "informative": int(keep.sum()), "informative_share": share,
+           "done_fraction": float(np.mean([r["done"] for r in records])), "ids": list(bank.ids),
+           "rewards": rewards.round(4).tolist(), "figures": {}}
+    mask = mean_mask(policy)
+    for name, cols in (("all", slice(None)), ("mean", mask)):
+        stack = lambda grads: np.stack(grads)[:, cols] if grads else np.zeros((0, 1))  # noqa: E731
+        out["figures"][f"{name}/true"] = figures(stack(true), share, config, rng)
+        draws = [figures(stack(d), share, config.model_copy(update={"bootstrap": 0}), rng) for d in shuffled]
+        out["figures"][f"{name}/shuffled"] = control(draws)
+    return out
+
+
+def control(draws: list[dict]) -> dict:
+    """The shuffled control's figures over its draws: each one's mean, and the draws' signals
+    (the spread the true signal is read against)."""
+    mean = lambda key: float(np.mean([d[key] for d in draws]))  # noqa: E731
+    return {"draws": len(draws), "signal": mean("signal"), "noise": mean("noise"), "snr": mean("snr"),
+            "signals": [d["signal"] for d in draws], "agreement_per_update": mean("agreement_per_update"),
+            "split_half_cosine": {"mean": float(np.mean([d["split_half_cosine"]["mean"] for d in draws])),
+                                  "sd": float(np.mean([d["split_half_cosine"]["sd"] for d in draws]))}}
+
+
+def line(result: dict) -> str:
+    """One printed paragraph per scale."""
+    f = result["figures"]
+    text = [f"b={result['scale']:g}: {result['groups']} groups, {result['informative']} informative "
+            f"({100 * result['informative_share']:.0f} %), done fraction {result['done_fraction']:.2f}"]
+    for name in ("all", "mean"):
+        t, s = f[f"{name}/true"], f[f"{name}/shuffled"]
+        lo, hi = t["signal_ci95"]
+        text.append(
+            f"  {name:4s} true: signal {t['signal']:.3g} (95 % {lo:.3g} to {hi:.3g}), noise {t['noise']:.3g}, "
+            f"snr {t['snr']:.3g} per group; two updates of {t['informative_per_update']:.1f} informative groups "
+            f"agree at cosine {t['agreement_per_update']:.2f}; cosine 0.5 needs {t['groups_for_half']:.0f}; "
+            f"split-half cosine {t['split_half_cosine']['mean']:+.3f} (sd {t['split_half_cosine']['sd']:.3f})")
+        text.append(
+            f"  {name:4s} shuffled ({s['draws']} draws): signal {s['signal']:.3g} (draws {min(s['signals']):.3g} "
+            f"to {max(s['signals']):.3g}), snr {s['snr']:.3g}; "
+            f"split-half cosine {s['split_half_cosine']['mean']:+.3f} (sd {s['split_half_cosine']['sd']:.3f})")
+    return "\n".join(text)
+
+
+def measure(config: SignalConfig) -> dict:
+    """Every scale's batch of groups, on one draw of start states."""
+    from worldenv import checkpoints, models
+    from worldenv.data.start_bank import StartBank
+    from worldenv.measure.align import load_checkpoint, resolve
+    bank_path = checkpoints.start_bank(config.starts)
+    if bank_path is None or not bank_path.is_file():
+        raise ValueError(f"--starts: no start bank at {config.starts}")
+    full = StartBank.load(bank_path)
+    if config.groups > len(full):
+        raise ValueError(f"--groups: {config.groups} start states asked, the bank holds {len(full)}")
+    bank = full.subset(np.sort(np.random.default_rng(config.draw_seed).choice(len(full), config.groups, replace=False)))
+    policy = models.load(resolve(config.policy, "policy", "--policy"), role="policy")
+    world_model = load_checkpoint(config.world_model, "world_model")
+    reflector = load_checkpoint(config.reflector, "reflector")
+    results = []
+    for scale in _floats(config.exploration_scales):
+        results.append(measure_scale(policy, world_model, reflector, bank, scale, config))
+        print(line(results[-1]), flush=True)
+    return {"config": config.model_dump(), "scales": results}
+
+
+def run(config: SignalConfig) -> int:
+    """Measure, print a paragraph per scale, write --out."""
+    result = measure(config)
+    if config.out:
+        path = pathlib.Path(config.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+        print(f"-> {path}", flush=True)
+    return 0
