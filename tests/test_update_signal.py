@@ -107,9 +107,11 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     assert [s["scale"] for s in result["scales"]] == [0.05, 0.2]
     for s in result["scales"]:
         assert s["groups"] == 6 and len(s["rewards"]) == 6 and all(len(r) == 3 for r in s["rewards"])
-        assert s["informative"] == 6, "horizon-length episodes: p(done) differs between rollouts"
-        assert set(s["figures"]) == {"all/true", "all/shuffled", "mean/true", "mean/shuffled"}
-        true, control = s["figures"]["all/true"], s["figures"]["all/shuffled"]
+        assert s["informative"] == {"p_done": 6, "done": 0}, "p(done) differs between rollouts; none ends done"
+        assert set(s["figures"]) == {f"{k}/{p}/{t}" for k in ("p_done", "done") for p in ("all", "mean")
+                                     for t in ("true", "shuffled")}
+        assert np.isnan(s["figures"]["done/all/true"]["signal"]), "no informative group: nothing to pair"
+        true, control = s["figures"]["p_done/all/true"], s["figures"]["p_done/all/shuffled"]
         assert true["groups"] == 6 and np.isfinite(true["signal"]) and true["noise"] > 0
         assert control["draws"] == 2 and len(control["signals"]) == 2
         assert len(true["signal_ci95"]) == 2
@@ -118,7 +120,8 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     assert cli.main([*args[:-1], str(again)]) == 0
     assert json.loads(again.read_text())["scales"][0]["rewards"] == result["scales"][0]["rewards"], "seeded"
     out = capsys.readouterr().out
-    assert out.count("b=0.05: 6 groups, 6 informative") == 2 and "shuffled (2 draws)" in out
+    assert out.count("b=0.05: 6 groups") == 2 and "reward p_done: 6 informative groups (100 %)" in out
+    assert "reward done: 0 informative groups (0 %)" in out and "shuffled (2 draws)" in out
 
 
 @pytest.mark.parametrize("flag,value,message", [("--exploration-scales", "", "name at least one scale"),

@@ -16,7 +16,11 @@ measures per parameter set (every trainable weight, and the mean's alone):
 - the same with each group's rewards shuffled among its rollouts (what `train rl
   --shuffle-rewards` trains on): its signal is zero in expectation, so its figures are noise alone;
 - a direct figure, no model of it: the cosine between the summed gradients of two random halves
-  of the groups, over many splits, true rewards against shuffled.
+  of the groups, over many splits, true rewards against shuffled;
+- all of it for two rewards on the same rollouts: the trainer's, p(done) at termination, and the
+  imagined outcome alone (1 if done, else 0), under which a group whose rollouts all ended alike
+  but with p(done) 0.91 to 1.00 carries no advantage (under p(done) its spread can pass
+  --min-reward-spread, and its advantages are the reflector's confidence).
 
 All at the policy's starting weights: the first update's direction (PPO's first step is this
 gradient, whatever its ratio, since every ratio is 1 there).
@@ -32,6 +36,9 @@ from pydantic import Field, field_validator
 
 from worldenv.config import Settings, confirm_field, grasp_gate_field
 from worldenv.measure.objective import _floats
+
+
+REWARDS = ("p_done", "done")   # the trainer's reward, p(done) at termination; and the imagined outcome, 0 or 1
 
 
 class SignalConfig(Settings):
@@ -174,28 +181,32 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
     records = imagined.rollouts(policy, world_model, reflector, repeated, config.horizon, config.eta,
                                 deterministic=False, batch=config.batch, seed=config.seed,
                                 grasp_gate=config.grasp_gate, confirm=config.confirm, episodes=True)
-    rewards = np.array([r["p_done"] for r in records], np.float64).reshape(len(bank), n)        # (G, N)
-    keep = loop_ppo.informative(torch.from_numpy(rewards), config.min_reward_spread).numpy()
+    kinds = {"p_done": np.array([r["p_done"] for r in records], np.float64).reshape(len(bank), n),   # (G, N)
+             "done": np.array([r["done"] for r in records], np.float64).reshape(len(bank), n)}
+    keep = {kind: loop_ppo.informative(torch.from_numpy(r), config.min_reward_spread).numpy() for kind, r in kinds.items()}
     loo = lambda r: loop_ppo.leave_one_out(torch.from_numpy(r)).numpy()  # noqa: E731
     rng = np.random.default_rng([config.seed, int(round(scale * 1e6))])
-    informative = np.flatnonzero(keep)
-    true, shuffled = [], [[] for _ in range(config.shuffles)]   # (K, D); S draws of the control, (K, D) each
-    policy.eval()
-    for g in informative:
-        scores = np.stack([episode_scores(policy, records[g * n + i]["episode"]) for i in range(n)])  # (N, D)
-        true.append(loo(rewards[g]) @ scores)
-        for draw in shuffled:
-            draw.append(loo(rng.permutation(rewards[g])) @ scores)
-    share = float(keep.mean())
-    out = {"scale": scale, "groups": len(bank), "informative": int(keep.sum()), "informative_share": share,
-           "done_fraction": float(np.mean([r["done"] for r in records])), "ids": list(bank.ids),
-           "rewards": rewards.round(4).tolist(), "figures": {}}
     mask = mean_mask(policy)
-    for name, cols in (("all", slice(None)), ("mean", mask)):
-        stack = lambda grads: np.stack(grads)[:, cols] if grads else np.zeros((0, 1))  # noqa: E731
-        out["figures"][f"{name}/true"] = figures(stack(true), share, config, rng)
-        draws = [figures(stack(d), share, config.model_copy(update={"bootstrap": 0}), rng) for d in shuffled]
-        out["figures"][f"{name}/shuffled"] = control(draws)
+    out = {"scale": scale, "groups": len(bank), "done_fraction": float(kinds["done"].mean()), "ids": list(bank.ids),
+           "rewards": kinds["p_done"].round(4).tolist(), "informative": {}, "informative_share": {}, "figures": {}}
+    scores: dict[int, np.ndarray] = {}     # a group's (N, D) episode scores, computed once for both kinds
+    policy.eval()
+    for kind, rewards in kinds.items():
+        groups = np.flatnonzero(keep[kind])
+        true, shuffled = [], [[] for _ in range(config.shuffles)]   # (K, D); S draws of the control, (K, D) each
+        for g in groups:
+            if g not in scores:
+                scores[g] = np.stack([episode_scores(policy, records[g * n + i]["episode"]) for i in range(n)])
+            true.append(loo(rewards[g]) @ scores[g])
+            for draw in shuffled:
+                draw.append(loo(rng.permutation(rewards[g])) @ scores[g])
+        share = float(keep[kind].mean())
+        out["informative"][kind], out["informative_share"][kind] = len(groups), share
+        for name, cols in (("all", slice(None)), ("mean", mask)):
+            stack = lambda grads: np.stack(grads)[:, cols] if grads else np.zeros((0, 1))  # noqa: E731
+            out["figures"][f"{kind}/{name}/true"] = figures(stack(true), share, config, rng)
+            draws = [figures(stack(d), share, config.model_copy(update={"bootstrap": 0}), rng) for d in shuffled]
+            out["figures"][f"{kind}/{name}/shuffled"] = control(draws)
     return out
 
 
@@ -210,22 +221,23 @@ def control(draws: list[dict]) -> dict:
 
 
 def line(result: dict) -> str:
-    """One printed paragraph per scale."""
+    """One printed paragraph per scale: per reward kind, every trainable weight's figures, true
+    rewards and shuffled (the mean's alone are in --out)."""
     f = result["figures"]
-    text = [f"b={result['scale']:g}: {result['groups']} groups, {result['informative']} informative "
-            f"({100 * result['informative_share']:.0f} %), done fraction {result['done_fraction']:.2f}"]
-    for name in ("all", "mean"):
-        t, s = f[f"{name}/true"], f[f"{name}/shuffled"]
+    text = [f"b={result['scale']:g}: {result['groups']} groups, done fraction {result['done_fraction']:.2f}"]
+    for kind in REWARDS:
+        t, s = f[f"{kind}/all/true"], f[f"{kind}/all/shuffled"]
         lo, hi = t["signal_ci95"]
         text.append(
-            f"  {name:4s} true: signal {t['signal']:.3g} (95 % {lo:.3g} to {hi:.3g}), noise {t['noise']:.3g}, "
-            f"snr {t['snr']:.3g} per group; two updates of {t['informative_per_update']:.1f} informative groups "
-            f"agree at cosine {t['agreement_per_update']:.2f}; cosine 0.5 needs {t['groups_for_half']:.0f}; "
-            f"split-half cosine {t['split_half_cosine']['mean']:+.3f} (sd {t['split_half_cosine']['sd']:.3f})")
-        text.append(
-            f"  {name:4s} shuffled ({s['draws']} draws): signal {s['signal']:.3g} (draws {min(s['signals']):.3g} "
-            f"to {max(s['signals']):.3g}), snr {s['snr']:.3g}; "
-            f"split-half cosine {s['split_half_cosine']['mean']:+.3f} (sd {s['split_half_cosine']['sd']:.3f})")
+            f"  reward {kind}: {result['informative'][kind]} informative groups "
+            f"({100 * result['informative_share'][kind]:.0f} %)\n"
+            f"    true: signal {t['signal']:.3g} (95 % {lo:.3g} to {hi:.3g}), noise {t['noise']:.3g}, snr {t['snr']:.3g} "
+            f"per group; two updates of {t['informative_per_update']:.1f} informative groups agree at cosine "
+            f"{t['agreement_per_update']:.2f}; cosine 0.5 needs {t['groups_for_half']:.0f}; split-half cosine "
+            f"{t['split_half_cosine']['mean']:+.3f} (sd {t['split_half_cosine']['sd']:.3f})\n"
+            f"    shuffled ({s['draws']} draws): signal {s['signal']:.3g} (draws {min(s['signals']):.3g} to "
+            f"{max(s['signals']):.3g}), snr {s['snr']:.3g}; split-half cosine {s['split_half_cosine']['mean']:+.3f} "
+            f"(sd {s['split_half_cosine']['sd']:.3f})")
     return "\n".join(text)
 
 
