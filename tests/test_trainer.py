@@ -55,6 +55,24 @@ def test_the_shuffled_rewards_control_permutes_each_groups_rewards_among_its_rol
     assert [batch.advantages[2 * (g * 8 + w)] for g, w in enumerate(winner)] == [1.0] * 3
 
 
+def test_the_done_reward_pays_the_imagined_outcome_alone(tmp_path):
+    """--reward done: a group whose rollouts all ended done with different p(done) gives no
+    advantage (and is not informative); a mixed group pays the done ones 1."""
+    alike = [_episode(i, "a", reward=r, status="done") for i, r in enumerate((0.91, 1.0))]
+    mixed = [_episode(2, "b", reward=0.97, status="done"), _episode(3, "b", reward=0.02)]
+    assert trainer.group_rewards([alike, mixed]).flatten().tolist() == pytest.approx([0.91, 1.0, 0.97, 0.02])
+    batch, rewards = trainer.flatten([alike, mixed], reward="done")
+    assert rewards.tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    assert batch.advantages.tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, -1.0, -1.0]
+    p_done, _ = trainer.flatten([alike, mixed])
+    assert p_done.advantages[:4].tolist() == pytest.approx([-0.09, -0.09, 0.09, 0.09]), "p(done) pays confidence"
+    with pytest.raises(ValueError, match="reward"):
+        trainer.group_rewards([alike], "success")
+    with pytest.raises(ValueError, match="reward"):
+        (tmp_path / "config.json").write_text("{}")
+        RLConfig(out="x", reward="done", value=str(tmp_path))
+
+
 @pytest.fixture()
 def stack(redis_client, key_prefix, tmp_path):
     torch.manual_seed(5)

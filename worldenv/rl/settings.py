@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from worldenv import home
 from worldenv.config import Settings, confirm_field, grasp_gate_field, local_address, redis_url_field
@@ -65,6 +65,11 @@ class RLConfig(Settings):
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
     grasp_gate: float = grasp_gate_field()
     confirm: int = confirm_field()
+    reward: Literal["p_done", "done"] = Field(
+        "p_done", description="each rollout's reward: 'p_done' = the reflector's p(done) at its termination "
+        "(World-Env's); 'done' = its imagined outcome alone, 1 if it ended done, else 0, so a group whose rollouts "
+        "all ended alike gives no advantage even when their p(done) differ (0.91 vs 1.00: the reflector's "
+        "confidence); `worldenv signal` measures both on the same rollouts")
     min_reward_spread: float = Field(
         0.05, ge=0, description="groups whose rewards differ by at most this are left out of the update (their "
         "advantages are the reflector's noise); an iteration with none left skips its update")
@@ -116,6 +121,13 @@ class RLConfig(Settings):
     snapshot_every: int = Field(0, ge=0, description="keep the policy every K iterations in "
                                          "<out>/snapshots/iterationK, and the start in iteration0000 (to evaluate "
                                          "the curve later); 0 = never")
+
+    @model_validator(mode="after")
+    def _reward_with_value(self) -> "RLConfig":
+        if self.reward == "done" and self.value is not None:
+            raise ValueError("reward: 'done' scores an episode cut at the horizon 0, so --value would score nothing; "
+                             "use --reward p_done with --value")
+        return self
 
     @field_validator("value")
     @classmethod

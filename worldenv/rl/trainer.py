@@ -6,7 +6,7 @@ the three services. One iteration reads top to bottom:
                 reward spread, rl/start_replay.py) through the queue; rollout workers imagine
                 them against the Policy, WorldModel and Reflector services and store the
                 episodes (actions, the log-probs they were sampled with, the reward = p(done)
-                at termination)
+                at termination; with --reward done the trainer reads the outcome, 1 if done)
     advantages  leave-one-out within each group, broadcast over each trajectory's steps
     update      PPO-clip epochs over minibatches of timesteps, on the trainer's own copy of
                 the policy (the world model and the reflector stay frozen); then how far and
@@ -120,10 +120,21 @@ def drop_reason(episodes: list[ImaginedEpisode], cause: str | None, version: int
     return ""
 
 
-def flatten(groups: list[list[ImaginedEpisode]], shuffle: np.random.Generator | None = None) -> tuple[Batch, np.ndarray]:
-    """Timesteps with their broadcast leave-one-out advantages; also the rewards (G, N). With
-    `shuffle` (--shuffle-rewards, a control) each group's rewards are permuted among its rollouts."""
-    rewards = np.array([[e.reward for e in g] for g in groups], np.float32)                    # (G, N)
+def group_rewards(groups: list[list[ImaginedEpisode]], kind: str = "p_done") -> np.ndarray:
+    """(G, N) float32: each rollout's reward, the stored p(done) at termination ('p_done') or its
+    imagined outcome, 1 if it ended done ('done'; --reward)."""
+    if kind not in ("p_done", "done"):
+        raise ValueError(f"reward: {kind!r} is not 'p_done' or 'done'")
+    pick = (lambda e: e.reward) if kind == "p_done" else (lambda e: float(e.status == "done"))  # noqa: E731
+    return np.array([[pick(e) for e in g] for g in groups], np.float32)
+
+
+def flatten(groups: list[list[ImaginedEpisode]], shuffle: np.random.Generator | None = None,
+            reward: str = "p_done") -> tuple[Batch, np.ndarray]:
+    """Timesteps with their broadcast leave-one-out advantages; also the rewards (G, N), of the
+    kind `reward` names (`group_rewards`). With `shuffle` (--shuffle-rewards, a control) each
+    group's rewards are permuted among its rollouts."""
+    rewards = group_rewards(groups, reward)                                                     # (G, N)
     if shuffle is not None:
         rewards = np.stack([shuffle.permutation(r) for r in rewards])
     rewards = torch.from_numpy(rewards)
@@ -258,7 +269,8 @@ class Trainer:
         row, groups = self.usable(it, episodes, wall)
         if not groups:
             return {**row, "version": version, "skipped": True, **self._sync_stats()}
-        batch, _ = flatten(groups, np.random.default_rng([c.seed, it]) if c.shuffle_rewards else None)  # advantages
+        batch, _ = flatten(groups, np.random.default_rng([c.seed, it]) if c.shuffle_rewards else None,  # advantages
+                           c.reward)
         if c.ratio == "dimension":
             batch, row["behaviour_gap"] = with_old_terms(self.policy, batch, c.minibatch)
         stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip, self.rng)
@@ -275,7 +287,7 @@ class Trainer:
         reward spread; with none, the row says why (`no_update_cause`, `drop_reason`)."""
         c, version, floor = self.config, self.publisher.version, self.publisher.first_version
         groups, dropped = fresh_groups(episodes, version, c.max_staleness, c.group_size, floor)
-        rewards = np.array([[e.reward for e in g] for g in groups], np.float32).reshape(-1, c.group_size)  # (G, N)
+        rewards = group_rewards(groups, c.reward).reshape(-1, c.group_size)                         # (G, N)
         keep = loop_ppo.informative(torch.from_numpy(rewards), c.min_reward_spread).numpy()              # (G,)
         cause = progress.cause_of(len(groups), int(keep.sum()), dropped)
         row = {"iteration": it, **_rollout_stats(episodes, rewards, wall), "zero_advantage_groups":
