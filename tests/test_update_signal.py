@@ -69,7 +69,12 @@ def test_a_groups_gradient_is_the_trainers_first_ppo_step():
     episodes = [r["episode"] for r in records]
     rewards = torch.tensor([0.9, 0.1, 0.4], dtype=torch.float64)
     adv = loop_ppo.leave_one_out(rewards).numpy()
-    mine = adv @ np.stack([update_signal.episode_scores(policy, e) for e in episodes])
+    parts = update_signal.action_parts(7)
+    scores = [update_signal.episode_scores(policy, e, parts) for e in episodes]
+    by_part = {p: adv @ np.stack([h[p] for h in scores]).astype(np.float64) for p in parts}
+    mine = sum(by_part.values())
+    whole = adv @ np.stack([update_signal.episode_scores(policy, e, {"actions": None})["actions"] for e in episodes])
+    assert np.allclose(mine, whole, rtol=1e-3, atol=1e-4 * np.abs(whole).max()), "the parts sum to the whole"
     params = [p for p in policy.parameters() if p.requires_grad]
     frames = np.concatenate([np.stack(e.frames[:-1]) for e in episodes])
     obs = Observations(frames, np.concatenate([np.stack(e.proprio[:-1]) for e in episodes]).astype(np.float32),
@@ -108,7 +113,8 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     for s in result["scales"]:
         assert s["groups"] == 6 and len(s["rewards"]) == 6 and all(len(r) == 3 for r in s["rewards"])
         assert s["informative"] == {"p_done": 6, "done": 0}, "p(done) differs between rollouts; none ends done"
-        assert set(s["figures"]) == {f"{k}/{p}/{t}" for k in ("p_done", "done") for p in ("all", "mean")
+        assert set(s["figures"]) == {f"{k}/{p}/{t}" for k in ("p_done", "done")
+                                     for p in ("all", "mean", "translation", "rotation", "gripper")
                                      for t in ("true", "shuffled")}
         assert np.isnan(s["figures"]["done/all/true"]["signal"]), "no informative group: nothing to pair"
         true, control = s["figures"]["p_done/all/true"], s["figures"]["p_done/all/shuffled"]
@@ -122,6 +128,7 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("b=0.05: 6 groups") == 2 and "reward p_done: 6 informative groups (100 %)" in out
     assert "reward done: 0 informative groups (0 %)" in out and "shuffled (2 draws)" in out
+    assert "snr per part, true / shuffled: translation" in out
 
 
 @pytest.mark.parametrize("flag,value,message", [("--exploration-scales", "", "name at least one scale"),

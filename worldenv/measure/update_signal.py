@@ -64,7 +64,7 @@ class SignalConfig(Settings):
                                "for (`train rl --groups`); their informative share is the one measured here")
     draw_seed: int = Field(0, ge=0, description="seed of the draw of start states")
     seed: int = Field(1, ge=1, description="seed of the sampled actions (per episode) and of the shuffles")
-    shuffles: int = Field(8, ge=1, le=64, description="shuffles of each group's rewards for the control")
+    shuffles: int = Field(4, ge=1, le=64, description="shuffles of each group's rewards for the control")
     splits: int = Field(200, ge=1, le=10_000, description="random halvings of the groups for the split-half cosine")
     bootstrap: int = Field(1000, ge=0, le=100_000, description="bootstrap resamples of the groups for the signal's "
                            "interval; 0 = none")
@@ -132,17 +132,31 @@ def agreement(snr: float, groups: float) -> float:
     return s / (1 + s)
 
 
-def episode_scores(policy, episode) -> np.ndarray:
-    """h = d/dθ sum_t log π(a_t | s_t) over one imagined episode's chunks, flattened over the
-    trainable parameters in their order (float64)."""
+def action_parts(action_dim: int) -> dict[str, list[int] | None]:
+    """Which action dimensions each part of the gradient comes from: LIBERO's 7 (end-effector
+    translation, rotation, gripper) each on its own; any other action space as one."""
+    if action_dim == 7:
+        return {"translation": [0, 1, 2], "rotation": [3, 4, 5], "gripper": [6]}
+    return {"actions": None}
+
+
+def episode_scores(policy, episode, parts: dict[str, list[int] | None]) -> dict[str, np.ndarray]:
+    """Per part: h = d/dθ sum_t log π(a_t | s_t), over one imagined episode's chunks and the part's
+    action dimensions (None = all), flattened over the trainable parameters in their order
+    (float32). The parts' h sum to the whole action's."""
     from worldenv.models.roles import Observations
     params = [p for p in policy.parameters() if p.requires_grad]
     obs = Observations(np.stack(episode.frames[:-1]), np.stack(episode.proprio[:-1]).astype(np.float32),
                        [episode.instruction] * len(episode.actions))
     actions = torch.from_numpy(np.stack(episode.actions).astype(np.float32))
-    grads = torch.autograd.grad(policy.log_prob(obs, actions).sum(), params, allow_unused=True)
-    return np.concatenate([(g if g is not None else torch.zeros_like(p)).detach().double().flatten().numpy()
-                           for g, p in zip(grads, params)])
+    terms = policy.log_prob_terms(obs, actions)                                                   # (T, K, A)
+    out = {}
+    for k, (name, dims) in enumerate(parts.items()):
+        total = terms.sum() if dims is None else terms[..., dims].sum()
+        grads = torch.autograd.grad(total, params, allow_unused=True, retain_graph=k < len(parts) - 1)
+        out[name] = np.concatenate([(g if g is not None else torch.zeros_like(p)).detach().float().flatten().numpy()
+                                    for g, p in zip(grads, params)])
+    return out
 
 
 def mean_mask(policy) -> np.ndarray:
@@ -186,27 +200,37 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
     keep = {kind: loop_ppo.informative(torch.from_numpy(r), config.min_reward_spread).numpy() for kind, r in kinds.items()}
     loo = lambda r: loop_ppo.leave_one_out(torch.from_numpy(r)).numpy()  # noqa: E731
     rng = np.random.default_rng([config.seed, int(round(scale * 1e6))])
-    mask = mean_mask(policy)
+    parts = action_parts(policy.config.action_dim)
     out = {"scale": scale, "groups": len(bank), "done_fraction": float(kinds["done"].mean()), "ids": list(bank.ids),
            "rewards": kinds["p_done"].round(4).tolist(), "informative": {}, "informative_share": {}, "figures": {}}
-    scores: dict[int, np.ndarray] = {}     # a group's (N, D) episode scores, computed once for both kinds
+    # per kind and part: the informative groups' gradients (K, D) with the true rewards and with each
+    # of the control's shuffles; a group's episode scores are computed once for every kind and part
+    grads = {kind: {part: {"true": [], **{s: [] for s in range(config.shuffles)}} for part in ("all", *parts)}
+             for kind in kinds}
     policy.eval()
-    for kind, rewards in kinds.items():
-        groups = np.flatnonzero(keep[kind])
-        true, shuffled = [], [[] for _ in range(config.shuffles)]   # (K, D); S draws of the control, (K, D) each
-        for g in groups:
-            if g not in scores:
-                scores[g] = np.stack([episode_scores(policy, records[g * n + i]["episode"]) for i in range(n)])
-            true.append(loo(rewards[g]) @ scores[g])
-            for draw in shuffled:
-                draw.append(loo(rng.permutation(rewards[g])) @ scores[g])
+    for g in np.flatnonzero(np.logical_or.reduce(list(keep.values()))):
+        scores = [episode_scores(policy, records[g * n + i]["episode"], parts) for i in range(n)]
+        by_part = {part: np.stack([h[part] for h in scores]) for part in parts}                   # (N, D) each
+        by_part = {"all": sum(by_part.values()), **by_part}
+        for kind, rewards in kinds.items():
+            if not keep[kind][g]:
+                continue
+            advantages = {"true": loo(rewards[g]), **{s: loo(rng.permutation(rewards[g])) for s in range(config.shuffles)}}
+            for part, h in by_part.items():
+                for label, adv in advantages.items():
+                    grads[kind][part][label].append(adv.astype(np.float32) @ h)
+    mask = mean_mask(policy)
+    stack = lambda vectors, cols=slice(None): np.stack(vectors)[:, cols] if vectors else np.zeros((0, 1))  # noqa: E731
+    no_bootstrap = config.model_copy(update={"bootstrap": 0})
+    for kind in kinds:
         share = float(keep[kind].mean())
-        out["informative"][kind], out["informative_share"][kind] = len(groups), share
-        for name, cols in (("all", slice(None)), ("mean", mask)):
-            stack = lambda grads: np.stack(grads)[:, cols] if grads else np.zeros((0, 1))  # noqa: E731
-            out["figures"][f"{kind}/{name}/true"] = figures(stack(true), share, config, rng)
-            draws = [figures(stack(d), share, config.model_copy(update={"bootstrap": 0}), rng) for d in shuffled]
-            out["figures"][f"{kind}/{name}/shuffled"] = control(draws)
+        out["informative"][kind], out["informative_share"][kind] = int(keep[kind].sum()), share
+        views = {"all": (grads[kind]["all"], slice(None)), "mean": (grads[kind]["all"], mask),
+                 **{part: (grads[kind][part], slice(None)) for part in parts}}
+        for name, (vectors, cols) in views.items():
+            out["figures"][f"{kind}/{name}/true"] = figures(stack(vectors["true"], cols), share, config, rng)
+            out["figures"][f"{kind}/{name}/shuffled"] = control(
+                [figures(stack(vectors[s], cols), share, no_bootstrap, rng) for s in range(config.shuffles)])
     return out
 
 
@@ -222,12 +246,14 @@ def control(draws: list[dict]) -> dict:
 
 def line(result: dict) -> str:
     """One printed paragraph per scale: per reward kind, every trainable weight's figures, true
-    rewards and shuffled (the mean's alone are in --out)."""
+    rewards and shuffled, then each action part's snr (the mean's figures are in --out)."""
     f = result["figures"]
     text = [f"b={result['scale']:g}: {result['groups']} groups, done fraction {result['done_fraction']:.2f}"]
     for kind in REWARDS:
         t, s = f[f"{kind}/all/true"], f[f"{kind}/all/shuffled"]
         lo, hi = t["signal_ci95"]
+        parts = [k.split("/")[1] for k in f if k.startswith(f"{kind}/") and k.endswith("/true")
+                 and k.split("/")[1] not in ("all", "mean")]
         text.append(
             f"  reward {kind}: {result['informative'][kind]} informative groups "
             f"({100 * result['informative_share'][kind]:.0f} %)\n"
@@ -237,7 +263,9 @@ def line(result: dict) -> str:
             f"{t['split_half_cosine']['mean']:+.3f} (sd {t['split_half_cosine']['sd']:.3f})\n"
             f"    shuffled ({s['draws']} draws): signal {s['signal']:.3g} (draws {min(s['signals']):.3g} to "
             f"{max(s['signals']):.3g}), snr {s['snr']:.3g}; split-half cosine {s['split_half_cosine']['mean']:+.3f} "
-            f"(sd {s['split_half_cosine']['sd']:.3f})")
+            f"(sd {s['split_half_cosine']['sd']:.3f})\n"
+            "    snr per part, true / shuffled: " + ", ".join(
+                f"{p} {f[f'{kind}/{p}/true']['snr']:.3g} / {f[f'{kind}/{p}/shuffled']['snr']:.3g}" for p in parts))
     return "\n".join(text)
 
 
