@@ -17,6 +17,8 @@
 #    SEED=k runs the pair (and evaluates it) at training seed k, named rl_gate_sk and rl_gate_shuffled_sk;
 #    CONFIRM=K rewards a done verdict only after K chunks in a row (`train rl --confirm`), named
 #    rl_gate_cK[_sk] and rl_gate_shuffled_cK[_sk]; `compare` then compares those runs only;
+#    likewise SCALE=b (`--exploration-scale`, suffix _b<b>), REWARD=done (`--reward`, _done) and
+#    NGROUPS=G (`--groups`, _g<G>), chosen with `worldenv signal` (reports/learning-signal.md);
 # 4. eval_*: SFT and both runs in LIBERO, the experiment's 150 paired episodes;
 # 5. align_rlgate: the gated RL policy's own alignment, without and with the gate; objective: RL's
 #    own objective (288 starts, gated) of SFT and both runs;
@@ -33,10 +35,14 @@ SHIPPED=$PWD/worldenv/checkpoints
 ITERS=${ITERS:-16}
 SEED=${SEED:-0}
 CONFIRM=${CONFIRM:-1}
-CSFX=$([ "$CONFIRM" = 1 ] || echo _c$CONFIRM)   # confirm 1 keeps the first runs' names
+SCALE=${SCALE:-0.02}
+REWARD=${REWARD:-p_done}
+NGROUPS=${NGROUPS:-32}
+# settings other than the first runs' name their runs (confirm 1, b = 0.02, p(done), 32 groups keep the first names)
+CSFX=$([ "$CONFIRM" = 1 ] || echo _c$CONFIRM)$([ "$SCALE" = 0.02 ] || echo _b$SCALE)$([ "$REWARD" = p_done ] || echo _$REWARD)$([ "$NGROUPS" = 32 ] || echo _g$NGROUPS)
 SFX=$CSFX$([ "$SEED" = 0 ] || echo _s$SEED)   # seed 0 keeps the first run's names
-RL_FLAGS=(--groups 32 --group-size 8 --minibatch 256 --exploration-scale 0.02 --lr 2e-5 --ratio dimension
-          --snapshot-every 8)
+RL_FLAGS=(--groups $NGROUPS --group-size 8 --minibatch 256 --exploration-scale $SCALE --lr 2e-5 --ratio dimension
+          --reward $REWARD --snapshot-every 8)
 mkdir -p "$R"
 stage() { echo "=== $(date +%T) $1"; }
 # WIDTH=<metres> takes a width calibrated before (0.0175 in the report) instead of the calib stage

@@ -57,12 +57,45 @@ def test_agreement_predicts_the_cosine_of_two_independent_updates():
     assert update_signal.agreement(-0.01, 10) == 0.0 and np.isnan(update_signal.agreement(float("nan"), 10))
 
 
-def test_a_groups_gradient_is_the_trainers_first_ppo_step():
+def test_chunk_noise_draws_one_offset_per_chunk_and_scores_exactly_what_it_drew():
+    """--noise chunk: each sampled chunk is loc + b z with z the same at every step; the
+    log-probs `act` returns are the ones the trainer recomputes; seeded per item; z is a
+    standard Laplace; deterministic items are loc."""
+    torch.manual_seed(0)
+    policy = models.build("policy")
+    laplace.restart_scale(policy, 0.05)
+    obs = Observations(synthetic_bank(64).frames, synthetic_bank(64).proprio, synthetic_bank(64).instructions)
+    independent = policy.act(obs, False, seeds=list(range(1, 65)))
+    policy.config = policy.config.model_copy(update={"noise": "chunk"})
+    assert policy.noise == "chunk"
+    chunk = policy.act(obs, [i % 4 == 0 for i in range(64)], seeds=list(range(1, 65)))
+    z = (chunk.actions - chunk.loc) / chunk.scale                                             # (B, K, A)
+    assert np.allclose(z, z[:, :1], atol=1e-4), "one offset per dimension, the same at every step"
+    assert np.allclose(chunk.actions[::4], chunk.loc[::4]), "deterministic items are the mean"
+    sampled = np.delete(z[:, 0], np.s_[::4], axis=0)
+    assert np.abs(sampled).mean() == pytest.approx(1.0, abs=0.15) and abs(np.median(sampled)) < 0.15, "Laplace(0, 1)"
+    z_ind = (independent.actions - independent.loc) / independent.scale
+    assert not np.allclose(z_ind, z_ind[:, :1], atol=1e-2), "independent noise differs along the chunk"
+    actions = torch.from_numpy(chunk.actions)
+    terms = policy.log_prob_terms(obs, actions)
+    assert terms.shape == (64, 1, 7)
+    assert np.allclose(policy.log_prob(obs, actions).detach().numpy(), chunk.log_probs, atol=1e-3)
+    by_hand = (-np.abs(z[:, 0]) - np.log(2 * chunk.scale[:, 0])).sum(axis=1)
+    assert np.allclose(chunk.log_probs, by_hand, atol=1e-3)
+    again = policy.act(Observations(obs.frames[1:3], obs.proprio[1:3], obs.instructions[1:3]), False, seeds=[2, 3])
+    assert np.allclose(again.actions, chunk.actions[1:3], atol=1e-6), "seeded per item, whatever the batch"
+    with pytest.raises(ValueError, match="noise"):
+        laplace.act(torch.distributions.Laplace(torch.zeros(1, 2, 3), torch.ones(1, 2, 3)), noise="pink")
+
+
+@pytest.mark.parametrize("noise", ["independent", "chunk"])
+def test_a_groups_gradient_is_the_trainers_first_ppo_step(noise):
     """sum_i A_i h_i, from `episode_scores`, equals -T times the gradient of `loop_ppo.ppo_loss`
     over the group's T timesteps at ratio 1 (per chunk or per action: the same at ratio 1)."""
     torch.manual_seed(0)
     policy, world_model, reflector = models.build("policy"), models.build("world_model"), models.build("reflector")
     laplace.restart_scale(policy, 0.05)
+    policy.config = policy.config.model_copy(update={"noise": noise})
     bank = synthetic_bank(1).subset([0, 0, 0])
     records = imagined.rollouts(policy, world_model, reflector, bank, 3, 0.999999, deterministic=False, seed=4,
                                 episodes=True)
@@ -84,6 +117,8 @@ def test_a_groups_gradient_is_the_trainers_first_ppo_step():
     for per_action in (False, True):
         new = policy.log_prob_terms(obs, actions) if per_action else policy.log_prob(obs, actions)
         a = steps[:, None, None] if per_action else steps
+        if per_action:
+            assert new.shape[1] == (1 if noise == "chunk" else 8)
         loss, stats = loop_ppo.ppo_loss(new, new.detach(), a, clip=0.1)
         assert float(stats["ratio_mean"]) == pytest.approx(1.0)
         grad = torch.autograd.grad(loss, params)
@@ -105,11 +140,12 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     args = ["signal", "--policy", dirs["policy"], "--starts", str(tmp_path / "starts.npz"),
             "--world-model", dirs["world_model"], "--reflector", dirs["reflector"], "--groups", "6",
             "--group-size", "3", "--horizon", "2", "--eta", "0.999999", "--min-reward-spread", "0",
-            "--exploration-scales", "0.05,0.2", "--shuffles", "2", "--splits", "5", "--bootstrap", "20",
+            "--exploration-scales", "0.05,0.2", "--noise", "independent,chunk", "--shuffles", "2", "--splits", "5", "--bootstrap", "20",
             "--out", str(tmp_path / "signal.json")]
     assert cli.main(args) == 0
     result = json.loads((tmp_path / "signal.json").read_text())
-    assert [s["scale"] for s in result["scales"]] == [0.05, 0.2]
+    assert [(s["noise"], s["scale"]) for s in result["scales"]] == [
+        ("independent", 0.05), ("independent", 0.2), ("chunk", 0.05), ("chunk", 0.2)]
     for s in result["scales"]:
         assert s["groups"] == 6 and len(s["rewards"]) == 6 and all(len(r) == 3 for r in s["rewards"])
         assert s["informative"] == {"p_done": 6, "done": 0}, "p(done) differs between rollouts; none ends done"
@@ -122,11 +158,12 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
         assert control["draws"] == 2 and len(control["signals"]) == 2
         assert len(true["signal_ci95"]) == 2
     assert result["scales"][0]["rewards"] != result["scales"][1]["rewards"], "the scale is restarted"
+    assert result["scales"][0]["rewards"] != result["scales"][2]["rewards"], "the noise is switched"
     again = tmp_path / "again.json"
     assert cli.main([*args[:-1], str(again)]) == 0
     assert json.loads(again.read_text())["scales"][0]["rewards"] == result["scales"][0]["rewards"], "seeded"
     out = capsys.readouterr().out
-    assert out.count("b=0.05: 6 groups") == 2 and "reward p_done: 6 informative groups (100 %)" in out
+    assert out.count("b=0.05, noise independent: 6 groups") == 2 and "b=0.2, noise chunk: 6 groups" in out and "reward p_done: 6 informative groups (100 %)" in out
     assert "reward done: 0 informative groups (0 %)" in out and "shuffled (2 draws)" in out
     assert "snr per part, true / shuffled: translation" in out
 
@@ -134,6 +171,7 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
 @pytest.mark.parametrize("flag,value,message", [("--exploration-scales", "", "name at least one scale"),
                                                 ("--exploration-scales", "0.1,x", "comma-separated numbers"),
                                                 ("--groups", "1", "--groups: must be >= 2"),
+                                                ("--noise", "independent,pink", "comma-separated names among"),
                                                 ("--policy", "/no/such/policy", "--policy")])
 def test_signal_command_names_the_bad_flag(flag, value, message, capsys):
     from worldenv import cli

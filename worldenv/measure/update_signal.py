@@ -17,6 +17,9 @@ measures per parameter set (every trainable weight, and the mean's alone):
   --shuffle-rewards` trains on): its signal is zero in expectation, so its figures are noise alone;
 - a direct figure, no model of it: the cosine between the summed gradients of two random halves
   of the groups, over many splits, true rewards against shuffled;
+- all of it per part of the gradient, from the log-probs of the translation, rotation and gripper
+  actions alone (they sum to the whole), and per way of exploring (--noise: independent noise
+  per action, or one offset per chunk);
 - all of it for two rewards on the same rollouts: the trainer's, p(done) at termination, and the
   imagined outcome alone (1 if done, else 0), under which a group whose rollouts all ended alike
   but with p(done) 0.91 to 1.00 carries no advantage (under p(done) its spread can pass
@@ -58,6 +61,9 @@ class SignalConfig(Settings):
     exploration_scales: str = Field("0.02", description="comma-separated Laplace scales (normalised action units) "
                                     "to restart the policy's scale at, as `train rl --exploration-scale` does; "
                                     "one batch of groups each")
+    noise: str = Field("independent", description="how the sampled actions explore, comma-separated to measure "
+                       "several on the same starts: 'independent' Laplace noise per action (the checkpoint's as "
+                       "shipped), 'chunk' one draw per action dimension shared by the chunk's steps")
     min_reward_spread: float = Field(0.05, ge=0, description="groups whose rewards differ by at most this are left "
                                      "out, as `train rl` leaves them out of its update")
     update_groups: int = Field(32, ge=1, description="groups per update to report the agreement of two updates "
@@ -77,6 +83,15 @@ class SignalConfig(Settings):
         if not _floats(value):
             raise ValueError("name at least one scale")
         return value
+
+    @field_validator("noise")
+    @classmethod
+    def _noises(cls, value: str) -> str:
+        from worldenv.models.laplace import NOISES
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        if not names or any(n not in NOISES for n in names):
+            raise ValueError(f"expected comma-separated names among {', '.join(NOISES)}, got {value!r}")
+        return ",".join(names)
 
 
 def signal_and_noise(gram: np.ndarray) -> dict[str, float]:
@@ -184,8 +199,8 @@ def figures(group_grads: np.ndarray, informative_share: float, config: SignalCon
 
 
 def measure_scale(policy, world_model, reflector, bank, scale: float, config: SignalConfig) -> dict:
-    """One batch of groups at one exploration scale: rewards, and figures for true and shuffled
-    rewards, per parameter set."""
+    """One batch of groups at one exploration scale, with the policy's noise: rewards, and
+    figures for true and shuffled rewards, per reward kind and part of the gradient."""
     from worldenv.measure import imagined
     from worldenv.models import laplace
     from worldenv.rl import loop_ppo
@@ -201,7 +216,7 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
     loo = lambda r: loop_ppo.leave_one_out(torch.from_numpy(r)).numpy()  # noqa: E731
     rng = np.random.default_rng([config.seed, int(round(scale * 1e6))])
     parts = action_parts(policy.config.action_dim)
-    out = {"scale": scale, "groups": len(bank), "done_fraction": float(kinds["done"].mean()), "ids": list(bank.ids),
+    out = {"scale": scale, "noise": policy.noise, "groups": len(bank), "done_fraction": float(kinds["done"].mean()), "ids": list(bank.ids),
            "rewards": kinds["p_done"].round(4).tolist(), "informative": {}, "informative_share": {}, "figures": {}}
     # per kind and part: the informative groups' gradients (K, D) with the true rewards and with each
     # of the control's shuffles; a group's episode scores are computed once for every kind and part
@@ -248,7 +263,7 @@ def line(result: dict) -> str:
     """One printed paragraph per scale: per reward kind, every trainable weight's figures, true
     rewards and shuffled, then each action part's snr (the mean's figures are in --out)."""
     f = result["figures"]
-    text = [f"b={result['scale']:g}: {result['groups']} groups, done fraction {result['done_fraction']:.2f}"]
+    text = [f"b={result['scale']:g}, noise {result['noise']}: {result['groups']} groups, done fraction {result['done_fraction']:.2f}"]
     for kind in REWARDS:
         t, s = f[f"{kind}/all/true"], f[f"{kind}/all/shuffled"]
         lo, hi = t["signal_ci95"]
@@ -284,10 +299,14 @@ def measure(config: SignalConfig) -> dict:
     policy = models.load(resolve(config.policy, "policy", "--policy"), role="policy")
     world_model = load_checkpoint(config.world_model, "world_model")
     reflector = load_checkpoint(config.reflector, "reflector")
+    if not hasattr(policy, "noise"):
+        raise ValueError(f"--policy: the {policy.spec.arch} policy samples no Laplace noise to measure")
     results = []
-    for scale in _floats(config.exploration_scales):
-        results.append(measure_scale(policy, world_model, reflector, bank, scale, config))
-        print(line(results[-1]), flush=True)
+    for noise in config.noise.split(","):
+        policy.config = policy.config.model_copy(update={"noise": noise})
+        for scale in _floats(config.exploration_scales):
+            results.append(measure_scale(policy, world_model, reflector, bank, scale, config))
+            print(line(results[-1]), flush=True)
     return {"config": config.model_dump(), "scales": results}
 
 

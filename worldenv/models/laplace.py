@@ -38,19 +38,43 @@ def sample(dist: torch.distributions.Laplace, u: torch.Tensor) -> torch.Tensor:
     return dist.loc - dist.scale * u.sign() * torch.log1p(-2.0 * u.abs())
 
 
-def act(dist: torch.distributions.Laplace, deterministic: bool | Sequence[bool] = False,
-        seeds: Sequence[int] | None = None) -> ActionChunks:
-    """Draw chunks from `dist` (batch shape (B, K, A)): loc where deterministic, else a sample.
+NOISES = ("independent", "chunk")
 
-    log_probs is the density of exactly the returned actions, at loc too (sum of -log 2b).
+
+def log_prob_terms(dist: torch.distributions.Laplace, actions: torch.Tensor, noise: str = "independent") -> torch.Tensor:
+    """Log-density terms of action chunks (B, K, A) under `dist`: per action (B, K, A) with
+    independent noise; with noise correlated over the chunk ('chunk'), one per action dimension
+    (B, 1, A): the density of the chunk's offset d = mean_k (a_k - loc_k), Laplace(0, mean_k b_k)
+    (exact when b is the same at every step, as an exploration scale sets it). Their sum is the
+    chunk's log-prob either way."""
+    if noise == "independent":
+        return dist.log_prob(actions)
+    if noise != "chunk":
+        raise ValueError(f"noise: {noise!r} is not one of {', '.join(NOISES)}")
+    offset = (actions - dist.loc).mean(dim=1, keepdim=True)                     # (B, 1, A)
+    scale = dist.scale.mean(dim=1, keepdim=True)
+    return -offset.abs() / scale - torch.log(2 * scale)
+
+
+def act(dist: torch.distributions.Laplace, deterministic: bool | Sequence[bool] = False,
+        seeds: Sequence[int] | None = None, noise: str = "independent") -> ActionChunks:
+    """Draw chunks from `dist` (batch shape (B, K, A)): loc where deterministic, else a sample;
+    with `noise` 'chunk' one standard Laplace draw per action dimension, the same at every step
+    of the chunk (a = loc + b z: the chunk explores as one offset, K times fewer noise dimensions
+    than 'independent').
+
+    log_probs is the density of exactly the returned actions (`log_prob_terms`), at loc too.
     """
     batch = dist.loc.shape[0]
     if seeds is not None and len(seeds) != batch:
         raise ValueError(f"seeds: expected {batch} entries (one per batch item), got {len(seeds)}")
+    if noise not in NOISES:
+        raise ValueError(f"noise: {noise!r} is not one of {', '.join(NOISES)}")
     det = per_item(deterministic, batch).to(dist.loc.device)[:, None, None]     # (B, 1, 1)
-    drawn = sample(dist, uniform_noise(tuple(dist.loc.shape), seeds))          # (B, K, A)
+    shape = tuple(dist.loc.shape) if noise == "independent" else (batch, 1, dist.loc.shape[2])
+    drawn = sample(dist, uniform_noise(shape, seeds).expand(tuple(dist.loc.shape)))   # (B, K, A)
     actions = torch.where(det, dist.loc, drawn)
-    log_probs = dist.log_prob(actions).sum(dim=(1, 2))                          # (B,)
+    log_probs = log_prob_terms(dist, actions, noise).sum(dim=(1, 2))            # (B,)
     out = [t.float().cpu().numpy() for t in (dist.loc, dist.scale, actions, log_probs)]
     return ActionChunks(*out)
 
@@ -106,12 +130,18 @@ class LaplacePolicyRole:
         return self.log_prob_terms(obs, actions).sum(dim=(1, 2))
 
     def log_prob_terms(self, obs: Observations, actions: torch.Tensor) -> torch.Tensor:
-        """Log-density of each action of the chunks (B, K, A) -> (B, K, A); differentiable
-        (the per-dimension ratio of `train rl --ratio dimension`)."""
+        """Log-density of each action of the chunks (B, K, A) -> (B, K, A); with the config's
+        noise 'chunk', of each dimension's offset over the chunk -> (B, 1, A) (`log_prob_terms`
+        above); differentiable (the per-dimension ratio of `train rl --ratio dimension`)."""
         c = self.config
         inputs.expect("actions", actions, (len(obs), c.chunk_length, c.action_dim), "float")
         dist = self._observed(obs)
-        return dist.log_prob(inputs.as_tensor(actions, dist.loc.device, torch.float32))
+        return log_prob_terms(dist, inputs.as_tensor(actions, dist.loc.device, torch.float32), self.noise)
+
+    @property
+    def noise(self) -> str:
+        """How sampled actions explore: 'independent' per action, or 'chunk' (one offset per chunk)."""
+        return getattr(self.config, "noise", "independent")
 
     @torch.no_grad()
     def act(self, obs: Observations, deterministic: bool | Sequence[bool] = False,
@@ -120,7 +150,7 @@ class LaplacePolicyRole:
 
         Actions are not clipped: log_probs must be the density of exactly what was returned;
         the environment clips."""
-        return act(self._observed(obs), deterministic, seeds)
+        return act(self._observed(obs), deterministic, seeds, self.noise)
 
 
 def restart_scale(policy, scale: float | None, field: str = "exploration_scale") -> None:
