@@ -18,7 +18,8 @@
 #    CONFIRM=K rewards a done verdict only after K chunks in a row (`train rl --confirm`), named
 #    rl_gate_cK[_sk] and rl_gate_shuffled_cK[_sk]; `compare` then compares those runs only;
 #    likewise SCALE=b (`--exploration-scale`, suffix _b<b>), REWARD=done (`--reward`, _done) and
-#    NGROUPS=G (`--groups`, _g<G>), chosen with `worldenv signal` (reports/learning-signal.md);
+#    NGROUPS=G (`--groups`, _g<G>) and NOISE=chunk (the policy explores one offset per chunk: a copy
+#    of the shipped checkpoint with that noise, served and trained; _chunk), chosen with `worldenv signal` (reports/learning-signal.md);
 # 4. eval_*: SFT and both runs in LIBERO, the experiment's 150 paired episodes;
 # 5. align_rlgate: the gated RL policy's own alignment, without and with the gate; objective: RL's
 #    own objective (288 starts, gated) of SFT and both runs;
@@ -38,8 +39,9 @@ CONFIRM=${CONFIRM:-1}
 SCALE=${SCALE:-0.02}
 REWARD=${REWARD:-p_done}
 NGROUPS=${NGROUPS:-32}
+NOISE=${NOISE:-independent}
 # settings other than the first runs' name their runs (confirm 1, b = 0.02, p(done), 32 groups keep the first names)
-CSFX=$([ "$CONFIRM" = 1 ] || echo _c$CONFIRM)$([ "$SCALE" = 0.02 ] || echo _b$SCALE)$([ "$REWARD" = p_done ] || echo _$REWARD)$([ "$NGROUPS" = 32 ] || echo _g$NGROUPS)
+CSFX=$([ "$CONFIRM" = 1 ] || echo _c$CONFIRM)$([ "$SCALE" = 0.02 ] || echo _b$SCALE)$([ "$REWARD" = p_done ] || echo _$REWARD)$([ "$NGROUPS" = 32 ] || echo _g$NGROUPS)$([ "$NOISE" = independent ] || echo _$NOISE)
 SFX=$CSFX$([ "$SEED" = 0 ] || echo _s$SEED)   # seed 0 keeps the first run's names
 RL_FLAGS=(--groups $NGROUPS --group-size 8 --minibatch 256 --exploration-scale $SCALE --lr 2e-5 --ratio dimension
           --reward $REWARD --snapshot-every 8)
@@ -74,19 +76,28 @@ align() {   # NAME POLICY: alignment without and with the gate, on the same real
   $W align --policy $2 --tasks 0,1,2 --episodes-per-task 20 --grasp-gate $(width) --out $R/align_$1_gate
 }
 
+start_policy() {   # the checkpoint RL starts from: the shipped SFT policy, with NOISE's exploration
+  [ "$NOISE" = independent ] && { echo $SHIPPED/policy; return; }
+  local dir=$R/policy_$NOISE
+  [ -f $dir/config.json ] || { rm -rf $dir && cp -r $SHIPPED/policy $dir &&
+    $PY -c "import json, sys; p = sys.argv[1] + '/config.json'; c = json.load(open(p)); c['noise'] = sys.argv[2]; json.dump(c, open(p, 'w'), indent=2)" $dir $NOISE; }
+  echo $dir
+}
+
 rl() {   # NAME [train rl flags...]: a stack on the shipped models, one gated RL run
   local name=$1; shift
   local out=$R/$name
   [ -f $out/done ] && return
   stage $name
+  local policy=$(start_policy)
   local home=$R/home_$name
   rm -rf $home; mkdir -p $home
   # float32 world model, as every run of the report was made (up's default is now bfloat16 autocast where native)
   WORLDENV_HOME=$home $W up --free-ports --home $home --world-model-checkpoint $SHIPPED/world_model \
-      --reflector-checkpoint $SHIPPED/reflector --world-model-autocast none > $home/up.out 2>&1 &
+      --reflector-checkpoint $SHIPPED/reflector --policy-checkpoint $policy --world-model-autocast none > $home/up.out 2>&1 &
   local up=$!
   for _ in $(seq 150); do grep -q debug-api $home/up.json 2> /dev/null && break; sleep 2; done
-  WORLDENV_HOME=$home $W train rl --starts shipped --seed $SEED --out $out --iterations $ITERS "${RL_FLAGS[@]}" \
+  WORLDENV_HOME=$home $W train rl --policy $policy --starts shipped --seed $SEED --out $out --iterations $ITERS "${RL_FLAGS[@]}" \
       --grasp-gate $(width) --confirm $CONFIRM "$@" && touch $out/done
   kill -INT $up; wait $up
 }
