@@ -42,6 +42,23 @@ def test_signal_and_noise_recover_known_values_and_the_control_is_zero():
     assert one["groups"] == 1 and np.isnan(one["signal"]), "one group has no pair"
 
 
+def test_the_signal_within_a_start_sees_directions_the_starts_do_not_share():
+    """Each start has its own direction and the starts' average is zero: the signal across all
+    pairs is about 0, the signal within a start about ||mu_s||^2."""
+    rng = np.random.default_rng(5)
+    d, per_start = 400, 2
+    directions = rng.normal(size=(300, d))
+    directions *= np.sqrt(2.0) / np.linalg.norm(directions, axis=1, keepdims=True)            # ||mu_s||^2 = 2
+    starts = np.repeat(np.arange(300), per_start)
+    v = directions[starts] + rng.normal(scale=np.sqrt(10.0 / d), size=(len(starts), d))
+    gram = v @ v.T
+    assert abs(update_signal.signal_and_noise(gram)["signal"]) < 0.1
+    within = update_signal.within_start(gram, starts, 200, rng)
+    assert within["pairs"] == 300 and within["signal"] == pytest.approx(2.0, abs=0.5)
+    assert within["signal_ci95"][0] > 1.0, "the interval excludes zero"
+    assert update_signal.within_start(gram[:3, :3], np.arange(3), 10, rng)["pairs"] == 0
+
+
 def test_agreement_predicts_the_cosine_of_two_independent_updates():
     """B snr / (1 + B snr) against the cosine of sums of B independent draws, simulated."""
     snr, b = 0.05, 40
@@ -139,7 +156,7 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     bank.save(tmp_path / "starts.npz")
     args = ["signal", "--policy", dirs["policy"], "--starts", str(tmp_path / "starts.npz"),
             "--world-model", dirs["world_model"], "--reflector", dirs["reflector"], "--groups", "6",
-            "--group-size", "3", "--horizon", "2", "--eta", "0.999999", "--min-reward-spread", "0",
+            "--per-start", "2", "--group-size", "3", "--horizon", "2", "--eta", "0.999999", "--min-reward-spread", "0",
             "--exploration-scales", "0.05,0.2", "--noise", "independent,chunk", "--shuffles", "2", "--splits", "5", "--bootstrap", "20",
             "--out", str(tmp_path / "signal.json")]
     assert cli.main(args) == 0
@@ -157,6 +174,8 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
         assert true["groups"] == 6 and np.isfinite(true["signal"]) and true["noise"] > 0
         assert control["draws"] == 2 and len(control["signals"]) == 2
         assert len(true["signal_ci95"]) == 2
+        assert true["within_start"]["pairs"] == 3 and "within_start" in control, "3 starts, 2 groups each"
+    assert len(set(result["scales"][0]["ids"])) == 3
     assert result["scales"][0]["rewards"] != result["scales"][1]["rewards"], "the scale is restarted"
     assert result["scales"][0]["rewards"] != result["scales"][2]["rewards"], "the noise is switched"
     again = tmp_path / "again.json"
@@ -172,6 +191,7 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
                                                 ("--exploration-scales", "0.1,x", "comma-separated numbers"),
                                                 ("--groups", "1", "--groups: must be >= 2"),
                                                 ("--noise", "independent,pink", "comma-separated names among"),
+                                                ("--per-start", "3", "64 is not a multiple of --per-start 3"),
                                                 ("--policy", "/no/such/policy", "--policy")])
 def test_signal_command_names_the_bad_flag(flag, value, message, capsys):
     from worldenv import cli

@@ -35,7 +35,7 @@ import pathlib
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from worldenv.config import Settings, confirm_field, grasp_gate_field
 from worldenv.measure.objective import _floats
@@ -51,8 +51,11 @@ class SignalConfig(Settings):
     starts: str = Field("shipped", description="start-state bank (.npz); 'shipped' = worldenv's keyframes")
     world_model: str = Field("shipped", description="world-model checkpoint directory; 'shipped' = worldenv's")
     reflector: str = Field("shipped", description="reflector checkpoint directory; 'shipped' = worldenv's")
-    groups: int = Field(64, ge=2, le=4096, description="start states drawn (uniformly, without replacement), "
-                        "one group each")
+    groups: int = Field(64, ge=2, le=4096, description="groups of rollouts: groups / --per-start start states "
+                        "drawn (uniformly, without replacement), --per-start groups each")
+    per_start: int = Field(1, ge=1, le=8, description="independent groups per start state; 2 or more also measure "
+                           "the signal within a start (pairs of groups from the same start), against the signal "
+                           "across starts")
     group_size: int = Field(8, ge=2, le=64, description="N, rollouts per start state (the leave-one-out group)")
     horizon: int = Field(30, ge=1, description="max action chunks per imagined episode (RL's)")
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
@@ -83,6 +86,12 @@ class SignalConfig(Settings):
         if not _floats(value):
             raise ValueError("name at least one scale")
         return value
+
+    @model_validator(mode="after")
+    def _whole_starts(self) -> "SignalConfig":
+        if self.groups % self.per_start:
+            raise ValueError(f"groups: {self.groups} is not a multiple of --per-start {self.per_start}")
+        return self
 
     @field_validator("noise")
     @classmethod
@@ -182,11 +191,31 @@ def mean_mask(policy) -> np.ndarray:
     return np.concatenate([np.full(p.numel(), id(p) not in skip) for p in policy.parameters() if p.requires_grad])
 
 
-def figures(group_grads: np.ndarray, informative_share: float, config: SignalConfig, rng: np.random.Generator) -> dict:
+def within_start(gram: np.ndarray, starts: np.ndarray, resamples: int, rng: np.random.Generator) -> dict:
+    """The signal within a start: the mean of <g_k, g_l> over pairs of different groups from the
+    same start (`starts` (K,) names each group's start), E_s ||E[g | s]||^2, with a 95 % bootstrap
+    interval over the pairs. Against the signal over all pairs, ||E g||^2, it says whether the
+    rollouts find a direction per start that the starts do not share."""
+    k, l = np.triu_indices(len(starts), 1)
+    same = starts[k] == starts[l]
+    values = gram[k[same], l[same]]
+    if not values.size:
+        return {"pairs": 0, "signal": float("nan"), "signal_ci95": [float("nan")] * 2}
+    boot = [values[rng.integers(0, values.size, values.size)].mean() for _ in range(resamples)]
+    return {"pairs": int(values.size), "signal": float(values.mean()),
+            "signal_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))] if boot
+            else [float("nan")] * 2}
+
+
+def figures(group_grads: np.ndarray, informative_share: float, config: SignalConfig, rng: np.random.Generator,
+            starts: np.ndarray | None = None) -> dict:
     """signal_and_noise, its interval, the agreement of two updates and the split-half cosines
-    of one set of group gradients (K, D)."""
+    of one set of group gradients (K, D); with each group's start (`starts`), the signal within a start."""
     gram = group_grads @ group_grads.T
     out = signal_and_noise(gram)
+    if starts is not None and config.per_start > 1:
+        out["within_start"] = within_start(gram, starts, config.bootstrap, rng)
+        out["within_start"]["snr"] = out["within_start"]["signal"] / out["noise"] if out["noise"] > 0 else float("nan")
     out["signal_ci95"] = bootstrap_signal(gram, config.bootstrap, rng)
     per_update = config.update_groups * informative_share
     out["informative_per_update"] = per_update
@@ -242,10 +271,11 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
         out["informative"][kind], out["informative_share"][kind] = int(keep[kind].sum()), share
         views = {"all": (grads[kind]["all"], slice(None)), "mean": (grads[kind]["all"], mask),
                  **{part: (grads[kind][part], slice(None)) for part in parts}}
+        starts = np.flatnonzero(keep[kind]) // config.per_start          # each informative group's start
         for name, (vectors, cols) in views.items():
-            out["figures"][f"{kind}/{name}/true"] = figures(stack(vectors["true"], cols), share, config, rng)
+            out["figures"][f"{kind}/{name}/true"] = figures(stack(vectors["true"], cols), share, config, rng, starts)
             out["figures"][f"{kind}/{name}/shuffled"] = control(
-                [figures(stack(vectors[s], cols), share, no_bootstrap, rng) for s in range(config.shuffles)])
+                [figures(stack(vectors[s], cols), share, no_bootstrap, rng, starts) for s in range(config.shuffles)])
     return out
 
 
@@ -253,7 +283,12 @@ def control(draws: list[dict]) -> dict:
     """The shuffled control's figures over its draws: each one's mean, and the draws' signals
     (the spread the true signal is read against)."""
     mean = lambda key: float(np.mean([d[key] for d in draws]))  # noqa: E731
-    return {"draws": len(draws), "signal": mean("signal"), "noise": mean("noise"), "snr": mean("snr"),
+    extra = {}
+    if "within_start" in draws[0]:
+        extra["within_start"] = {"signal": float(np.mean([d["within_start"]["signal"] for d in draws])),
+                                 "signals": [d["within_start"]["signal"] for d in draws],
+                                 "snr": float(np.mean([d["within_start"]["snr"] for d in draws]))}
+    return {**extra, "draws": len(draws), "signal": mean("signal"), "noise": mean("noise"), "snr": mean("snr"),
             "signals": [d["signal"] for d in draws], "agreement_per_update": mean("agreement_per_update"),
             "split_half_cosine": {"mean": float(np.mean([d["split_half_cosine"]["mean"] for d in draws])),
                                   "sd": float(np.mean([d["split_half_cosine"]["sd"] for d in draws]))}}
@@ -279,7 +314,12 @@ def line(result: dict) -> str:
             f"    shuffled ({s['draws']} draws): signal {s['signal']:.3g} (draws {min(s['signals']):.3g} to "
             f"{max(s['signals']):.3g}), snr {s['snr']:.3g}; split-half cosine {s['split_half_cosine']['mean']:+.3f} "
             f"(sd {s['split_half_cosine']['sd']:.3f})\n"
-            "    snr per part, true / shuffled: " + ", ".join(
+            + (f"    within a start ({t['within_start']['pairs']} pairs of groups): signal "
+               f"{t['within_start']['signal']:.3g} (95 % {t['within_start']['signal_ci95'][0]:.3g} to "
+               f"{t['within_start']['signal_ci95'][1]:.3g}), snr {t['within_start']['snr']:.3g}; shuffled "
+               f"{s['within_start']['signal']:.3g} (draws {min(s['within_start']['signals']):.3g} to "
+               f"{max(s['within_start']['signals']):.3g})\n" if "within_start" in t else "")
+            + "    snr per part, true / shuffled: " + ", ".join(
                 f"{p} {f[f'{kind}/{p}/true']['snr']:.3g} / {f[f'{kind}/{p}/shuffled']['snr']:.3g}" for p in parts))
     return "\n".join(text)
 
@@ -293,9 +333,11 @@ def measure(config: SignalConfig) -> dict:
     if bank_path is None or not bank_path.is_file():
         raise ValueError(f"--starts: no start bank at {config.starts}")
     full = StartBank.load(bank_path)
-    if config.groups > len(full):
-        raise ValueError(f"--groups: {config.groups} start states asked, the bank holds {len(full)}")
-    bank = full.subset(np.sort(np.random.default_rng(config.draw_seed).choice(len(full), config.groups, replace=False)))
+    n_starts = config.groups // config.per_start
+    if n_starts > len(full):
+        raise ValueError(f"--groups: {n_starts} start states asked, the bank holds {len(full)}")
+    drawn = np.sort(np.random.default_rng(config.draw_seed).choice(len(full), n_starts, replace=False))
+    bank = full.subset(np.repeat(drawn, config.per_start))           # a start's groups side by side
     policy = models.load(resolve(config.policy, "policy", "--policy"), role="policy")
     world_model = load_checkpoint(config.world_model, "world_model")
     reflector = load_checkpoint(config.reflector, "reflector")
