@@ -19,7 +19,8 @@ from worldenv.config import Settings, confirm_field, grasp_gate_field
 OBJECTIVE_DRAW = 12345   # the seed of the fixed draw of start states (the experiment's too)
 
 
-def _floats(value: str | None) -> list[float]:
+def scales_list(value: str | None) -> list[float]:
+    """Comma-separated exploration scales (each > 0) -> floats; none or empty -> []."""
     if not value:
         return []
     try:
@@ -55,7 +56,7 @@ class ObjectiveConfig(Settings):
     @field_validator("exploration_scales")
     @classmethod
     def _scales(cls, value: str | None) -> str | None:
-        _floats(value)
+        scales_list(value)
         return value
 
     @field_validator("policies")
@@ -86,7 +87,7 @@ def measure(config: ObjectiveConfig) -> dict:
         policy = models.load(path, role="policy")
         mean = imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta, batch=config.batch,
                                  grasp_gate=config.grasp_gate, confirm=config.confirm)
-        for scale in _floats(config.exploration_scales) or [None]:
+        for scale in scales_list(config.exploration_scales) or [None]:
             laplace.restart_scale(policy, scale, "--exploration-scales")   # resets the head whole: no earlier scale left
             sampled = [imagined.rollouts(policy, world_model, reflector, bank, config.horizon, config.eta,
                                          deterministic=False, batch=config.batch, seed=seed,

@@ -38,7 +38,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from worldenv.config import Settings, confirm_field, grasp_gate_field
-from worldenv.measure.objective import _floats
+from worldenv.measure.objective import scales_list
 
 
 REWARDS = ("p_done", "done")   # the trainer's reward, p(done) at termination; and the imagined outcome, 0 or 1
@@ -83,7 +83,7 @@ class SignalConfig(Settings):
     @field_validator("exploration_scales")
     @classmethod
     def _scales(cls, value: str) -> str:
-        if not _floats(value):
+        if not scales_list(value):
             raise ValueError("name at least one scale")
         return value
 
@@ -227,6 +227,33 @@ def figures(group_grads: np.ndarray, informative_share: float, config: SignalCon
     return out
 
 
+def group_gradients(policy, records: list[dict], rewards: dict[str, np.ndarray], keep: dict[str, np.ndarray],
+                    shuffles: int, rng: np.random.Generator) -> dict:
+    """Per reward kind and part of the gradient: the informative groups' gradients, in group
+    order, with the true rewards ("true") and with each of the control's `shuffles` draws (0..S-1).
+    `records` are the groups' rollouts side by side (N per group, `imagined.rollouts` with
+    episodes); a group's episode scores are computed once for every kind and part."""
+    from worldenv.rl import loop_ppo
+    loo = lambda r: loop_ppo.leave_one_out(torch.from_numpy(r)).numpy().astype(np.float32)  # noqa: E731
+    parts = action_parts(policy.config.action_dim)
+    n = next(iter(rewards.values())).shape[1]
+    grads = {kind: {part: {"true": [], **{s: [] for s in range(shuffles)}} for part in ("all", *parts)}
+             for kind in rewards}
+    policy.eval()
+    for g in np.flatnonzero(np.logical_or.reduce(list(keep.values()))):
+        scores = [episode_scores(policy, records[g * n + i]["episode"], parts) for i in range(n)]
+        by_part = {part: np.stack([h[part] for h in scores]) for part in parts}                   # (N, D) each
+        by_part = {"all": sum(by_part.values()), **by_part}
+        for kind, r in rewards.items():
+            if not keep[kind][g]:
+                continue
+            advantages = {"true": loo(r[g]), **{s: loo(rng.permutation(r[g])) for s in range(shuffles)}}
+            for part, h in by_part.items():
+                for label, adv in advantages.items():
+                    grads[kind][part][label].append(adv @ h)
+    return grads
+
+
 def measure_scale(policy, world_model, reflector, bank, scale: float, config: SignalConfig) -> dict:
     """One batch of groups at one exploration scale, with the policy's noise: rewards, and
     figures for true and shuffled rewards, per reward kind and part of the gradient."""
@@ -235,42 +262,26 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
     from worldenv.rl import loop_ppo
     laplace.restart_scale(policy, scale, "--exploration-scales")
     n = config.group_size
-    repeated = bank.subset(np.repeat(np.arange(len(bank)), n))
-    records = imagined.rollouts(policy, world_model, reflector, repeated, config.horizon, config.eta,
-                                deterministic=False, batch=config.batch, seed=config.seed,
+    records = imagined.rollouts(policy, world_model, reflector, bank.subset(np.repeat(np.arange(len(bank)), n)),
+                                config.horizon, config.eta, deterministic=False, batch=config.batch, seed=config.seed,
                                 grasp_gate=config.grasp_gate, confirm=config.confirm, episodes=True)
-    kinds = {"p_done": np.array([r["p_done"] for r in records], np.float64).reshape(len(bank), n),   # (G, N)
-             "done": np.array([r["done"] for r in records], np.float64).reshape(len(bank), n)}
-    keep = {kind: loop_ppo.informative(torch.from_numpy(r), config.min_reward_spread).numpy() for kind, r in kinds.items()}
-    loo = lambda r: loop_ppo.leave_one_out(torch.from_numpy(r)).numpy()  # noqa: E731
+    rewards = {"p_done": np.array([r["p_done"] for r in records], np.float64).reshape(len(bank), n),  # (G, N)
+               "done": np.array([r["done"] for r in records], np.float64).reshape(len(bank), n)}
+    keep = {kind: loop_ppo.informative(torch.from_numpy(r), config.min_reward_spread).numpy()
+            for kind, r in rewards.items()}
     rng = np.random.default_rng([config.seed, int(round(scale * 1e6))])
-    parts = action_parts(policy.config.action_dim)
-    out = {"scale": scale, "noise": policy.noise, "groups": len(bank), "done_fraction": float(kinds["done"].mean()), "ids": list(bank.ids),
-           "rewards": kinds["p_done"].round(4).tolist(), "informative": {}, "informative_share": {}, "figures": {}}
-    # per kind and part: the informative groups' gradients (K, D) with the true rewards and with each
-    # of the control's shuffles; a group's episode scores are computed once for every kind and part
-    grads = {kind: {part: {"true": [], **{s: [] for s in range(config.shuffles)}} for part in ("all", *parts)}
-             for kind in kinds}
-    policy.eval()
-    for g in np.flatnonzero(np.logical_or.reduce(list(keep.values()))):
-        scores = [episode_scores(policy, records[g * n + i]["episode"], parts) for i in range(n)]
-        by_part = {part: np.stack([h[part] for h in scores]) for part in parts}                   # (N, D) each
-        by_part = {"all": sum(by_part.values()), **by_part}
-        for kind, rewards in kinds.items():
-            if not keep[kind][g]:
-                continue
-            advantages = {"true": loo(rewards[g]), **{s: loo(rng.permutation(rewards[g])) for s in range(config.shuffles)}}
-            for part, h in by_part.items():
-                for label, adv in advantages.items():
-                    grads[kind][part][label].append(adv.astype(np.float32) @ h)
+    grads = group_gradients(policy, records, rewards, keep, config.shuffles, rng)
+    out = {"scale": scale, "noise": policy.noise, "groups": len(bank), "done_fraction": float(rewards["done"].mean()),
+           "ids": list(bank.ids), "rewards": rewards["p_done"].round(4).tolist(), "informative": {},
+           "informative_share": {}, "figures": {}}
     mask = mean_mask(policy)
     stack = lambda vectors, cols=slice(None): np.stack(vectors)[:, cols] if vectors else np.zeros((0, 1))  # noqa: E731
     no_bootstrap = config.model_copy(update={"bootstrap": 0})
-    for kind in kinds:
+    for kind in rewards:
         share = float(keep[kind].mean())
         out["informative"][kind], out["informative_share"][kind] = int(keep[kind].sum()), share
         views = {"all": (grads[kind]["all"], slice(None)), "mean": (grads[kind]["all"], mask),
-                 **{part: (grads[kind][part], slice(None)) for part in parts}}
+                 **{part: (vectors, slice(None)) for part, vectors in grads[kind].items() if part != "all"}}
         starts = np.flatnonzero(keep[kind]) // config.per_start          # each informative group's start
         for name, (vectors, cols) in views.items():
             out["figures"][f"{kind}/{name}/true"] = figures(stack(vectors["true"], cols), share, config, rng, starts)
@@ -346,7 +357,7 @@ def measure(config: SignalConfig) -> dict:
     results = []
     for noise in config.noise.split(","):
         policy.config = policy.config.model_copy(update={"noise": noise})
-        for scale in _floats(config.exploration_scales):
+        for scale in scales_list(config.exploration_scales):
             results.append(measure_scale(policy, world_model, reflector, bank, scale, config))
             print(line(results[-1]), flush=True)
     return {"config": config.model_dump(), "scales": results}
