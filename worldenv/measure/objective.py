@@ -123,12 +123,16 @@ def line(row: dict, first: dict) -> str:
     return text
 
 
-def run(config: ObjectiveConfig) -> int:
-    """Measure, print one line per policy and scale, write --out."""
-    result = measure(config)
-    if config.out:
-        path = pathlib.Path(config.out)
+def write_out(result: dict, out: str | None) -> None:
+    """`result` as JSON at --out (its folder made), and where it went; none = nothing."""
+    if out:
+        path = pathlib.Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
         print(f"-> {path}", flush=True)
+
+
+def run(config: ObjectiveConfig) -> int:
+    """Measure, print one line per policy and scale, write --out."""
+    write_out(measure(config), config.out)
     return 0

@@ -30,15 +30,12 @@ gradient, whatever its ratio, since every ratio is 1 there).
 """
 from __future__ import annotations
 
-import json
-import pathlib
-
 import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
 from worldenv.config import Settings, confirm_field, grasp_gate_field
-from worldenv.measure.objective import scales_list
+from worldenv.measure.objective import scales_list, write_out
 
 
 REWARDS = ("p_done", "done")   # the trainer's reward, p(done) at termination; and the imagined outcome, 0 or 1
@@ -365,10 +362,5 @@ def measure(config: SignalConfig) -> dict:
 
 def run(config: SignalConfig) -> int:
     """Measure, print a paragraph per scale, write --out."""
-    result = measure(config)
-    if config.out:
-        path = pathlib.Path(config.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1))
-        print(f"-> {path}", flush=True)
+    write_out(measure(config), config.out)
     return 0
