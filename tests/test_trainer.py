@@ -74,9 +74,12 @@ def test_the_done_reward_pays_the_imagined_outcome_alone(tmp_path):
 
 
 @pytest.fixture()
-def stack(redis_client, key_prefix, tmp_path):
+def stack(request, redis_client, key_prefix, tmp_path):
+    """The three services, tiny models, and a rollout worker; the policy (also at tmp/policy0)
+    explores with the noise `request.param` names (indirect parametrisation), independent by default."""
     torch.manual_seed(5)
     served = models.build("policy")
+    served.config = served.config.model_copy(update={"noise": getattr(request, "param", "independent")})
     served.save_pretrained(tmp_path / "policy0")
     with serving("world-model") as wm, serving("reflector") as rf, serving("policy", model=served) as po:
         clients = [PolicyClient(po.address).connect(), WorldModelClient(wm.address).connect(),
@@ -200,6 +203,26 @@ def test_a_ratio_per_action_clips_each_action_and_trains(stack, redis_url, key_p
     start = models.load(tmp / "policy0", role="policy")
     after = models.load(tmp / "per_action" / "policy", role="policy")
     assert not torch.equal(after.loc_head.weight, start.loc_head.weight)
+
+
+@pytest.mark.parametrize("stack", ["chunk"], indirect=True)
+def test_a_policy_that_explores_one_offset_per_chunk_trains_through_the_services(stack, redis_url, key_prefix):
+    """Noise correlated over the chunk end to end: the served policy samples it, the worker
+    stores its log-probs, and the trainer's own copy (the same checkpoint) scores them the same
+    way, one ratio per action dimension and chunk."""
+    tmp = stack["tmp"]
+    config = _config(stack, redis_url, key_prefix, "chunk", iterations=1, groups=2, group_size=4, epochs=2,
+                     minibatch=8, lr=1e-3, min_reward_spread=0.0, ratio="dimension")
+    summary = trainer.run(config)
+    (row,) = summary["rows"]
+    assert row["timesteps"] == 16 and row["behaviour_gap"] < 1e-2, "the worker's log-probs are the trainer's"
+    after = models.load(tmp / "chunk" / "policy", role="policy")
+    assert after.noise == "chunk", "the run's checkpoint keeps the noise it explored with"
+    bank = synthetic_bank(4)
+    with PolicyClient(stack["policy_addr"]) as client:
+        drawn = client.act(bank.frames, bank.proprio, bank.instructions, deterministic=False)
+    z = (drawn.actions - drawn.loc) / drawn.scale
+    assert np.allclose(z, z[:, :1], atol=1e-3), "the served policy draws one offset per chunk"
 
 
 def test_the_per_action_loss_is_the_chunk_loss_gradient_at_the_start():
