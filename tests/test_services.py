@@ -204,20 +204,27 @@ def test_reflector_sessions_give_judges_p_done_on_the_whole_video(reflector_sess
 
 
 def test_reflector_observe_merges_sessions_of_different_lengths(reflector_sessions):
-    """Concurrent Observes go through one batcher: merged across requests and video lengths."""
+    """Concurrent Observes go through one batcher: merged across requests and video lengths.
+    Merging needs the four requests inside one 40 ms window, which a loaded machine can miss:
+    up to three rounds on fresh sessions, each checked, one of them merged."""
     server, client = reflector_sessions
-    videos = [frames(1, t=2 + i) for i in range(4)]
-    ids = [client.open(v[:, 0], ["a"]) for v in videos]
-    for v, sid in zip(videos, ids):
-        for t in range(1, v.shape[1] - 1):
-            client.observe(sid, v[:, t])
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda i: client.observe(ids[i], videos[i][:, -1]), range(4)))
-    client.close_sessions([sid for pair in ids for sid in pair])
-    assert max(r.timing.batch_requests for r in results) > 1, "no Observe was merged"
-    for v, r in zip(videos, results):
-        assert r.lengths == [v.shape[1]]
-        np.testing.assert_allclose(r.p_done, client.judge(v, ["a"]).p_done, rtol=1e-5, atol=1e-6)
+    merged = 1
+    for _ in range(3):
+        videos = [frames(1, t=2 + i) for i in range(4)]
+        ids = [client.open(v[:, 0], ["a"]) for v in videos]
+        for v, sid in zip(videos, ids):
+            for t in range(1, v.shape[1] - 1):
+                client.observe(sid, v[:, t])
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: client.observe(ids[i], videos[i][:, -1]), range(4)))
+        client.close_sessions([sid for pair in ids for sid in pair])
+        for v, r in zip(videos, results):
+            assert r.lengths == [v.shape[1]]
+            np.testing.assert_allclose(r.p_done, client.judge(v, ["a"]).p_done, rtol=1e-5, atol=1e-6)
+        merged = max(merged, *(r.timing.batch_requests for r in results))
+        if merged > 1:
+            break
+    assert merged > 1, "no Observe was merged in three rounds"
 
 
 def test_reflector_unknown_expired_and_closed_sessions_are_not_found(reflector_sessions):
