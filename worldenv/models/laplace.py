@@ -6,8 +6,10 @@ gives loc and scale, this draws the chunks and scores them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
+import pydantic
 import torch
 
 from worldenv.models import inputs
@@ -38,7 +40,16 @@ def sample(dist: torch.distributions.Laplace, u: torch.Tensor) -> torch.Tensor:
     return dist.loc - dist.scale * u.sign() * torch.log1p(-2.0 * u.abs())
 
 
-NOISES = ("independent", "chunk")
+Noise = Literal["independent", "chunk"]
+NOISES = get_args(Noise)
+
+
+def noise_field():
+    """The `noise` config field of a Laplace policy arch."""
+    return pydantic.Field(
+        "independent", description="how sampled actions explore: 'independent' Laplace noise per action; 'chunk' one "
+        "draw per action dimension shared by the chunk's K steps (one offset per chunk: K times fewer noise dimensions "
+        "in the policy gradient; `worldenv signal --noise` measures both)")
 
 
 def log_prob_terms(dist: torch.distributions.Laplace, actions: torch.Tensor, noise: str = "independent") -> torch.Tensor:

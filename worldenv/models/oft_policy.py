@@ -115,10 +115,7 @@ class OFTConfig(pydantic.BaseModel):
     vision_heads: list[int] | None = pydantic.Field(
         None, description="Prismatic backbone: attention heads of each ViT, when narrower than the timm model "
         "config.json names (tiny test checkpoints); default: the named model's")
-    noise: Literal["independent", "chunk"] = pydantic.Field(
-        "independent", description="how sampled actions explore: 'independent' Laplace noise per action; 'chunk' one "
-        "draw per action dimension shared by the chunk's K steps (one offset per chunk: K times fewer noise dimensions "
-        "in the policy gradient; `worldenv signal --noise` measures both)")
+    noise: laplace.Noise = laplace.noise_field()
     min_log_scale: float = -5.0
     max_log_scale: float = 1.0
 

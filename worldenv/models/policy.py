@@ -48,10 +48,7 @@ class PolicyConfig(pydantic.BaseModel):
         None, description="per action dimension, half the 1-99 % range of the actions it was trained on (fitted by "
         "`train policy`): the unit of the exploration scale, so noise is as large for a rotation as its demos "
         "move; none = 1 everywhere")
-    noise: Literal["independent", "chunk"] = pydantic.Field(
-        "independent", description="how sampled actions explore: 'independent' Laplace noise per action; 'chunk' one "
-        "draw per action dimension shared by the chunk's K steps (one offset per chunk: K times fewer noise dimensions "
-        "in the policy gradient; `worldenv signal --noise` measures both)")
+    noise: laplace.Noise = laplace.noise_field()
     min_log_scale: float = -5.0
     max_log_scale: float = 1.0
 
