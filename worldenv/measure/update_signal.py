@@ -36,9 +36,7 @@ from pydantic import Field, field_validator, model_validator
 
 from worldenv.config import Settings, confirm_field, grasp_gate_field
 from worldenv.measure.objective import scales_list, write_out
-
-
-REWARDS = ("p_done", "done")   # the trainer's reward, p(done) at termination; and the imagined outcome, 0 or 1
+from worldenv.rl.settings import REWARDS   # the trainer's reward, p(done) at termination; the imagined outcome
 
 
 class SignalConfig(Settings):

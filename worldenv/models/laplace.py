@@ -79,8 +79,6 @@ def act(dist: torch.distributions.Laplace, deterministic: bool | Sequence[bool] 
     batch = dist.loc.shape[0]
     if seeds is not None and len(seeds) != batch:
         raise ValueError(f"seeds: expected {batch} entries (one per batch item), got {len(seeds)}")
-    if noise not in NOISES:
-        raise ValueError(f"noise: {noise!r} is not one of {', '.join(NOISES)}")
     det = per_item(deterministic, batch).to(dist.loc.device)[:, None, None]     # (B, 1, 1)
     shape = tuple(dist.loc.shape) if noise == "independent" else (batch, 1, dist.loc.shape[2])
     drawn = sample(dist, uniform_noise(shape, seeds).expand(tuple(dist.loc.shape)))   # (B, K, A)
@@ -152,7 +150,7 @@ class LaplacePolicyRole:
     @property
     def noise(self) -> str:
         """How sampled actions explore: 'independent' per action, or 'chunk' (one offset per chunk)."""
-        return getattr(self.config, "noise", "independent")
+        return self.config.noise
 
     @torch.no_grad()
     def act(self, obs: Observations, deterministic: bool | Sequence[bool] = False,

@@ -4,12 +4,16 @@ Light to import, so the CLI stays fast."""
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from worldenv import home
 from worldenv.config import Settings, confirm_field, grasp_gate_field, local_address, redis_url_field
+
+
+Reward = Literal["p_done", "done"]   # p(done) at termination (World-Env's); the imagined outcome, 1 if done
+REWARDS = get_args(Reward)
 
 
 class RolloutOptions(Settings):
@@ -65,7 +69,7 @@ class RLConfig(Settings):
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold on p(done); 0 = the reflector's default")
     grasp_gate: float = grasp_gate_field()
     confirm: int = confirm_field()
-    reward: Literal["p_done", "done"] = Field(
+    reward: Reward = Field(
         "p_done", description="each rollout's reward: 'p_done' = the reflector's p(done) at its termination "
         "(World-Env's); 'done' = its imagined outcome alone, 1 if it ended done, else 0, so a group whose rollouts "
         "all ended alike gives no advantage even when their p(done) differ (0.91 vs 1.00: the reflector's "

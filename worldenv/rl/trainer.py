@@ -46,7 +46,7 @@ from worldenv.rl import loop_ppo, progress, rollout, value
 from worldenv.rl.mean_path import MeanPath
 from worldenv.rl.publisher import PolicyUnreachable, Publisher, SyncReport
 from worldenv.rl.queue import RolloutQueue
-from worldenv.rl.settings import RLConfig
+from worldenv.rl.settings import REWARDS, RLConfig
 from worldenv.rl.start_replay import StartReplay
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,8 @@ def drop_reason(episodes: list[ImaginedEpisode], cause: str | None, version: int
 def group_rewards(groups: list[list[ImaginedEpisode]], kind: str = "p_done") -> np.ndarray:
     """(G, N) float32: each rollout's reward, the stored p(done) at termination ('p_done') or its
     imagined outcome, 1 if it ended done ('done'; --reward)."""
-    if kind not in ("p_done", "done"):
-        raise ValueError(f"reward: {kind!r} is not 'p_done' or 'done'")
+    if kind not in REWARDS:
+        raise ValueError(f"reward: {kind!r} is not one of {', '.join(REWARDS)}")
     pick = (lambda e: e.reward) if kind == "p_done" else (lambda e: float(e.status == "done"))  # noqa: E731
     return np.array([[pick(e) for e in g] for g in groups], np.float32)
 
