@@ -145,6 +145,44 @@ def test_a_groups_gradient_is_the_trainers_first_ppo_step(noise):
     assert mask.shape == mine.shape and 0 < (~mask).sum() < mask.size, "the scale head's entries are left out"
 
 
+def test_sampling_at_one_chunk_shares_the_rest_and_scores_that_chunk_alone():
+    """`imagine(explore=...)`: a group sampling at chunk 1 only plays its mean at chunks 0 and 2,
+    so its rollouts share the state up to chunk 1 and differ there; `episode_scores` counts that
+    chunk's log-probs alone."""
+    torch.manual_seed(0)
+    policy, world_model, reflector = models.build("policy"), models.build("world_model"), models.build("reflector")
+    laplace.restart_scale(policy, 0.05)
+    bank = synthetic_bank(1).subset([0, 0, 0])
+    mean = imagined.rollouts(policy, world_model, reflector, bank.subset([0]), 3, 0.999999, episodes=True)[0]["episode"]
+    records = imagined.rollouts(policy, world_model, reflector, bank, 3, 0.999999, deterministic=False, seed=4,
+                                episodes=True, explore=[{1}, {1}, {1}])
+    episodes = [r["episode"] for r in records]
+    for e in episodes:
+        assert e.explored == [False, True, False]
+        assert np.allclose(e.actions[0], mean.actions[0], atol=1e-5), "the mean before the sampled chunk"
+        assert np.array_equal(e.frames[1], mean.frames[1]), "so the same state at the sampled chunk"
+        assert not np.allclose(e.actions[1], mean.actions[1], atol=1e-4), "sampled there"
+    assert not np.allclose(episodes[0].actions[1], episodes[1].actions[1]), "each rollout its own draw"
+    every = imagined.rollouts(policy, world_model, reflector, bank.subset([0]), 3, 0.999999, deterministic=False,
+                              seed=4, episodes=True)[0]["episode"]
+    assert every.explored == [True, True, True]
+    e = episodes[0]
+    h = update_signal.episode_scores(policy, e, {"actions": None})["actions"]
+    params = [p for p in policy.parameters() if p.requires_grad]
+    obs = Observations(np.stack(e.frames[1:2]), np.stack(e.proprio[1:2]).astype(np.float32), [e.instruction])
+    grads = torch.autograd.grad(policy.log_prob(obs, torch.from_numpy(np.stack(e.actions[1:2]))).sum(), params,
+                                allow_unused=True)
+    by_hand = np.concatenate([(g if g is not None else torch.zeros_like(p)).flatten().numpy()
+                              for g, p in zip(grads, params)])
+    assert np.allclose(h, by_hand, rtol=1e-4, atol=1e-5 * np.abs(by_hand).max())
+    with pytest.raises(ValueError, match="explore: expected 3"):
+        imagined.rollouts(policy, world_model, reflector, bank, 3, 0.999999, deterministic=False, seed=4,
+                          explore=[{1}])
+    rng = np.random.default_rng(0)
+    drawn = update_signal.explored_chunks([1, 5, 30] * 200, rng)
+    assert set(drawn[0::3]) == {0} and set(drawn[1::3]) == set(range(5)) and max(drawn[2::3]) < 30
+
+
 def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     from worldenv import cli
     torch.manual_seed(0)
@@ -181,8 +219,17 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     again = tmp_path / "again.json"
     assert cli.main([*args[:-1], str(again)]) == 0
     assert json.loads(again.read_text())["scales"][0]["rewards"] == result["scales"][0]["rewards"], "seeded"
+    one = tmp_path / "one.json"
+    assert args[-12] == "--exploration-scales"
+    assert cli.main([*args[:-12], "--exploration-scales", "0.2", "--noise", "chunk", "--explore", "one",
+                     "--shuffles", "2", "--splits", "5", "--bootstrap", "20", "--out", str(one)]) == 0
+    (s,) = json.loads(one.read_text())["scales"]
+    assert s["explore"] == "one" and len(s["explored_chunk"]) == 6 and all(0 <= t < 2 for t in s["explored_chunk"])
+    assert np.isfinite(s["figures"]["p_done/all/true"]["noise"])
     out = capsys.readouterr().out
-    assert out.count("b=0.05, noise independent: 6 groups") == 2 and "b=0.2, noise chunk: 6 groups" in out and "reward p_done: 6 informative groups (100 %)" in out
+    assert "b=0.2, noise chunk, sampling at one chunk: 6 groups" in out
+    assert out.count("b=0.05, noise independent, sampling at every chunk: 6 groups") == 2
+    assert "b=0.2, noise chunk, sampling at every chunk: 6 groups" in out and "reward p_done: 6 informative groups (100 %)" in out
     assert "reward done: 0 informative groups (0 %)" in out and "shuffled (2 draws)" in out
     assert "snr per part, true / shuffled: translation" in out
 
@@ -191,6 +238,7 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
                                                 ("--exploration-scales", "0.1,x", "comma-separated numbers"),
                                                 ("--groups", "1", "--groups: must be >= 2"),
                                                 ("--noise", "independent,pink", "comma-separated names among"),
+                                                ("--explore", "every,twice", "comma-separated names among"),
                                                 ("--per-start", "3", "64 is not a multiple of --per-start 3"),
                                                 ("--policy", "/no/such/policy", "--policy")])
 def test_signal_command_names_the_bad_flag(flag, value, message, capsys):

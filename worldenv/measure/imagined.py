@@ -3,6 +3,8 @@ reports when the world model plays the policy's actions. Held against the real s
 same policy from the same init states, it gives the reward-hacking gap."""
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 import numpy as np
 
 from worldenv.data.start_bank import StartBank
@@ -13,12 +15,13 @@ from worldenv.models.roles import Policy, Reflector, StartStates, WorldModel
 
 def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
              eta: float, deterministic: bool = True, batch: int = 16, seed: int = 0,
-             grasp_gate: float = 0.0, episodes: bool = False, confirm: int = 1) -> list[dict]:
+             grasp_gate: float = 0.0, episodes: bool = False, confirm: int = 1,
+             explore: Sequence[Collection[int] | None] | None = None) -> list[dict]:
     """One imagined episode per bank entry, `batch` at a time: {"id", "done", "p_done", "chunks"},
     and with `episodes` the whole imagined `Episode` as "episode" (its chunks, p(done), proprio; not JSON).
     Sampled (not `deterministic`) episodes draw with per-episode seeds from `seed` (0 = the
     policy's own RNG), so the same call gives the same episodes whatever the batch. `grasp_gate`,
-    `confirm`: see `Imagination.start`."""
+    `confirm`: see `Imagination.start`; `explore` (one entry per bank entry): see `imagine`."""
     out = []
     with Imagination(world_model, reflector) as imagination:
         for lo in range(0, len(bank), batch):
@@ -27,7 +30,7 @@ def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank
                                  part.proprio.astype(np.float32), list(part.instructions))
             seeds = None if deterministic or not seed else [seed * 100_003 + lo + i + 1 for i in range(len(part))]
             imagined = imagine(policy, imagination, starts, horizon, eta, deterministic, seeds, grasp_gate=grasp_gate,
-                               confirm=confirm)
+                               confirm=confirm, explore=None if explore is None else explore[lo:lo + len(part)])
             out += [{"id": part.ids[i], "done": e.done, "p_done": e.p_done[-1], "chunks": len(e.actions)}
                     | ({"episode": e} if episodes else {})
                     for i, e in enumerate(imagined)]

@@ -39,6 +39,9 @@ from worldenv.measure.objective import scales_list, write_out
 from worldenv.rl.settings import REWARDS   # the trainer's reward, p(done) at termination; the imagined outcome
 
 
+EXPLORES = ("every", "one")   # where a sampled rollout samples: every chunk, or one chunk per group
+
+
 class SignalConfig(Settings):
     """Signal and noise of LOOP's policy gradient on one batch of imagined groups."""
 
@@ -62,6 +65,11 @@ class SignalConfig(Settings):
     noise: str = Field("independent", description="how the sampled actions explore, comma-separated to measure "
                        "several on the same starts: 'independent' Laplace noise per action (the checkpoint's as "
                        "shipped), 'chunk' one draw per action dimension shared by the chunk's steps")
+    explore: str = Field("every", description="where a sampled rollout samples, comma-separated to measure "
+                         "several on the same starts: 'every' chunk (as `train rl` explores), or 'one': each group "
+                         "samples at one chunk only, drawn uniformly among the chunks its start's mean episode ran, "
+                         "and acts with its mean everywhere else, so its rollouts share the state up to that chunk "
+                         "and their outcomes differ by that chunk's draw alone (the score counts that chunk only)")
     min_reward_spread: float = Field(0.05, ge=0, description="groups whose rewards differ by at most this are left "
                                      "out, as `train rl` leaves them out of its update")
     update_groups: int = Field(32, ge=1, description="groups per update to report the agreement of two updates "
@@ -87,6 +95,14 @@ class SignalConfig(Settings):
         if self.groups % self.per_start:
             raise ValueError(f"groups: {self.groups} is not a multiple of --per-start {self.per_start}")
         return self
+
+    @field_validator("explore")
+    @classmethod
+    def _explores(cls, value: str) -> str:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        if not names or any(n not in EXPLORES for n in names):
+            raise ValueError(f"expected comma-separated names among {', '.join(EXPLORES)}, got {value!r}")
+        return ",".join(names)
 
     @field_validator("noise")
     @classmethod
@@ -160,15 +176,17 @@ def action_parts(action_dim: int) -> dict[str, list[int] | None]:
 
 
 def episode_scores(policy, episode, parts: dict[str, list[int] | None]) -> dict[str, np.ndarray]:
-    """Per part: h = d/dθ sum_t log π(a_t | s_t), over one imagined episode's chunks and the part's
-    action dimensions (None = all), flattened over the trainable parameters in their order
-    (float32). The parts' h sum to the whole action's."""
+    """Per part: h = d/dθ sum_t log π(a_t | s_t), over one imagined episode's sampled chunks
+    (`explored`) and the part's action dimensions (None = all), flattened over the trainable
+    parameters in their order (float32). The parts' h sum to the whole action's."""
     from worldenv.models.roles import Observations
     params = [p for p in policy.parameters() if p.requires_grad]
     obs = Observations(np.stack(episode.frames[:-1]), np.stack(episode.proprio[:-1]).astype(np.float32),
                        [episode.instruction] * len(episode.actions))
     actions = torch.from_numpy(np.stack(episode.actions).astype(np.float32))
     terms = policy.log_prob_terms(obs, actions)                                                   # (T, K, A)
+    if episode.explored and not all(episode.explored):       # chunks played with the mean score nothing
+        terms = terms[torch.as_tensor(np.asarray(episode.explored, bool))]
     out = {}
     for k, (name, dims) in enumerate(parts.items()):
         total = terms.sum() if dims is None else terms[..., dims].sum()
@@ -249,24 +267,39 @@ def group_gradients(policy, records: list[dict], rewards: dict[str, np.ndarray],
     return grads
 
 
-def measure_scale(policy, world_model, reflector, bank, scale: float, config: SignalConfig) -> dict:
-    """One batch of groups at one exploration scale, with the policy's noise: rewards, and
-    figures for true and shuffled rewards, per reward kind and part of the gradient."""
+def explored_chunks(lengths: list[int], rng: np.random.Generator) -> list[int]:
+    """Per group, the one chunk its rollouts sample at: uniform among the `lengths[g]` chunks
+    its start's mean episode ran (the chunks every rollout of the group reaches)."""
+    return [int(rng.integers(max(1, n))) for n in lengths]
+
+
+def measure_scale(policy, world_model, reflector, bank, scale: float, config: SignalConfig,
+                  explore: str = "every") -> dict:
+    """One batch of groups at one exploration scale, with the policy's noise, sampling at every
+    chunk or at one per group (`explore`): rewards, and figures for true and shuffled rewards,
+    per reward kind and part of the gradient."""
     from worldenv.measure import imagined
     from worldenv.models import laplace
     from worldenv.rl import loop_ppo
     laplace.restart_scale(policy, scale, "--exploration-scales")
     n = config.group_size
+    run = dict(horizon=config.horizon, eta=config.eta, batch=config.batch, grasp_gate=config.grasp_gate,
+               confirm=config.confirm)
+    at = per_episode = None
+    if explore == "one":
+        mean = imagined.rollouts(policy, world_model, reflector, bank, deterministic=True, **run)
+        at = explored_chunks([r["chunks"] for r in mean], np.random.default_rng([config.seed, config.draw_seed, 1]))
+        per_episode = [{t} for t in at for _ in range(n)]
     records = imagined.rollouts(policy, world_model, reflector, bank.subset(np.repeat(np.arange(len(bank)), n)),
-                                config.horizon, config.eta, deterministic=False, batch=config.batch, seed=config.seed,
-                                grasp_gate=config.grasp_gate, confirm=config.confirm, episodes=True)
+                                deterministic=False, seed=config.seed, episodes=True, explore=per_episode, **run)
     rewards = {"p_done": np.array([r["p_done"] for r in records], np.float64).reshape(len(bank), n),  # (G, N)
                "done": np.array([r["done"] for r in records], np.float64).reshape(len(bank), n)}
     keep = {kind: loop_ppo.informative(torch.from_numpy(r), config.min_reward_spread).numpy()
             for kind, r in rewards.items()}
     rng = np.random.default_rng([config.seed, int(round(scale * 1e6))])
     grads = group_gradients(policy, records, rewards, keep, config.shuffles, rng)
-    out = {"scale": scale, "noise": policy.noise, "groups": len(bank), "done_fraction": float(rewards["done"].mean()),
+    out = {"scale": scale, "noise": policy.noise, "explore": explore, "explored_chunk": at,
+           "groups": len(bank), "done_fraction": float(rewards["done"].mean()),
            "ids": list(bank.ids), "rewards": rewards["p_done"].round(4).tolist(), "informative": {},
            "informative_share": {}, "figures": {}}
     mask = mean_mask(policy)
@@ -304,7 +337,8 @@ def line(result: dict) -> str:
     """One printed paragraph per scale: per reward kind, every trainable weight's figures, true
     rewards and shuffled, then each action part's snr (the mean's figures are in --out)."""
     f = result["figures"]
-    text = [f"b={result['scale']:g}, noise {result['noise']}: {result['groups']} groups, done fraction {result['done_fraction']:.2f}"]
+    text = [f"b={result['scale']:g}, noise {result['noise']}, sampling at {result['explore']} chunk: "
+            f"{result['groups']} groups, done fraction {result['done_fraction']:.2f}"]
     for kind in REWARDS:
         t, s = f[f"{kind}/all/true"], f[f"{kind}/all/shuffled"]
         lo, hi = t["signal_ci95"]
@@ -350,11 +384,12 @@ def measure(config: SignalConfig) -> dict:
     if not hasattr(policy, "noise"):
         raise ValueError(f"--policy: the {policy.spec.arch} policy samples no Laplace noise to measure")
     results = []
-    for noise in config.noise.split(","):
-        policy.config = policy.config.model_copy(update={"noise": noise})
-        for scale in scales_list(config.exploration_scales):
-            results.append(measure_scale(policy, world_model, reflector, bank, scale, config))
-            print(line(results[-1]), flush=True)
+    for explore in config.explore.split(","):
+        for noise in config.noise.split(","):
+            policy.config = policy.config.model_copy(update={"noise": noise})
+            for scale in scales_list(config.exploration_scales):
+                results.append(measure_scale(policy, world_model, reflector, bank, scale, config, explore))
+                print(line(results[-1]), flush=True)
     return {"config": config.model_dump(), "scales": results}
 
 

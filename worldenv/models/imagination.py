@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -146,6 +146,7 @@ class Episode:
     actions: list = dataclasses.field(default_factory=list)     # (K, A) as sampled
     log_probs: list = dataclasses.field(default_factory=list)
     p_done: list = dataclasses.field(default_factory=list)
+    explored: list = dataclasses.field(default_factory=list)    # bool per chunk: sampled, not the mean
     policy_version: int = 0     # of the policy that sampled the last chunk
     eta: float = 0.0            # the done threshold applied
     done_step: int | None = None
@@ -159,11 +160,16 @@ class Episode:
 def imagine(policy: Policy, imagination: Imagination, starts: StartStates, horizon: int | Sequence[int],
             eta: float | Sequence[float] = 0.0, deterministic: bool = False, seeds: Sequence[int] | None = None,
             on_step: Callable[[], None] | None = None, grasp_gate: float | Sequence[float] = 0.0,
-            confirm: int | Sequence[int] = 1) -> list[Episode]:
+            confirm: int | Sequence[int] = 1, explore: Sequence[Collection[int] | None] | None = None) -> list[Episode]:
     """Imagine len(starts) episodes as one batch until each ends; the batch shrinks to the episodes
     still running. `seeds` (one per episode) seed each step's draw (`step_seed`); none = the
     policy's own RNG. `on_step()` runs before every step (a worker touches its jobs there).
-    `grasp_gate`, `confirm`: see `Imagination.start`."""
+    `grasp_gate`, `confirm`: see `Imagination.start`. `explore` (one entry per episode): the chunks
+    (0-based) at which a sampled episode samples, its mean everywhere else (None = every chunk);
+    each episode's `explored` says which of its chunks were sampled."""
+    if explore is not None and len(explore) != len(starts):
+        raise ValueError(f"explore: expected {len(starts)} entries (one per episode), got {len(explore)}")
+    flags = np.broadcast_to(np.asarray(deterministic, bool), (len(starts),))
     rows = imagination.start(starts, horizon, eta, grasp_gate=grasp_gate, confirm=confirm)
     first = starts.frames[:, -1] if starts.frames.ndim == 5 else starts.frames
     episodes = [Episode([first[i]], [np.asarray(starts.proprio[i], np.float32)], starts.instructions[i],
@@ -176,12 +182,15 @@ def imagine(policy: Policy, imagination: Imagination, starts: StartStates, horiz
                            np.stack([episodes[i].proprio[-1] for i in live]),
                            [episodes[i].instruction for i in live])
         step_seeds = None if seeds is None else [step_seed(seeds[i], t) for i in live]
+        mean = [bool(flags[i]) or (explore is not None and explore[i] is not None and t not in explore[i])
+                for i in live]
         started = time.perf_counter()
-        act = policy.act(obs, deterministic, step_seeds)
+        act = policy.act(obs, mean if explore is not None else deterministic, step_seeds)
         act_ms = latency_ms(policy, started)
         out = imagination.step(rows[live], act.actions)
         for k, i in enumerate(live):
             _record(episodes[i], t, act, out, k, {"act": act_ms, **out.latency_ms})
+            episodes[i].explored.append(not mean[k])
         ended = out.terminated | out.truncated
         imagination.end(rows[live[ended]])
         live, t = live[~ended], t + 1
