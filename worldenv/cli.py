@@ -14,7 +14,7 @@ COMMAND_MODULES = [f"worldenv.commands.{name}" for name in (
     "up", "serve", "worker", "rollout", "health",   # the serving backbone
     "demos", "starts", "explore", "eval", "compare",  # LIBERO, the ground truth
     "train", "pipeline", "experiment", "align",     # the models, trained on LIBERO episodes; RL measured
-    "objective", "signal",                          # RL's own objective and its update's signal, in imagination only
+    "objective", "signal", "sensitivity",           # RL's own objective, its update's signal, the outcome's answer to an action
     "models",                                       # checkpoint directories of any arch
     "export",                                       # episodes for other projects' tools (LeRobot)
 )]
