@@ -45,6 +45,9 @@ def test_summary_counts_flips_against_the_base():
     assert s["flips"] == 1 and s["episodes"] == 4 and s["flip_rate"] == 0.25
     assert s["starts_with_a_flip"] == 0.5 and s["flip_rate_done_base"] == 0.5 and s["flip_rate_failed_base"] == 0.0
     assert s["p_done_change"] == pytest.approx((0.1 + 0.7 + 0.0 + 0.2) / 4)
+    assert s["pairs_with_a_flip"] == 1 and s["one_sided"] == 1 and s["one_sided_done_base"] == 1
+    both = sensitivity.summary(base, [{"done": False, "p_done": 0.0}] * 2 + [{"done": True, "p_done": 1.0}] * 2, 2)
+    assert both["one_sided"] == 0 and both["both_sides_done_base"] == 1 and both["both_sides_failed_base"] == 1
 
 
 def test_sensitivity_command_on_tiny_checkpoints(tmp_path, capsys):
@@ -56,22 +59,23 @@ def test_sensitivity_command_on_tiny_checkpoints(tmp_path, capsys):
         dirs[role] = str(tmp_path / role)
     synthetic_bank(6).save(tmp_path / "starts.npz")
     args = ["sensitivity", "--policy", dirs["policy"], "--starts", str(tmp_path / "starts.npz"),
-            "--world-model", dirs["world_model"], "--reflector", dirs["reflector"], "--groups", "4", "--offsets", "3",
+            "--world-model", dirs["world_model"], "--reflector", dirs["reflector"], "--groups", "4", "--offsets", "4",
             "--sizes", "0,0.5", "--horizon", "3", "--eta", "0.5", "--batch", "5", "--out", str(tmp_path / "s.json")]
     assert cli.main(args) == 0
     result = json.loads((tmp_path / "s.json").read_text())
     assert [s["size"] for s in result["sizes"]] == [0.0, 0.5]
     assert len(result["ids"]) == 4 and all(0 <= t < c for t, c in zip(result["offset_chunk"], result["base_chunks"]))
     zero = result["sizes"][0]
-    assert zero["episodes"] == 12 and zero["flips"] == 0, "size 0 replays the base in other batches"
-    assert zero["done"] == [d for d in result["base_done"] for _ in range(3)]
+    assert zero["episodes"] == 16 and zero["flips"] == 0, "size 0 replays the base in other batches"
+    assert zero["done"] == [d for d in result["base_done"] for _ in range(4)]
     out = capsys.readouterr().out
-    assert "m=0: outcome flipped in 0 of 12 episodes" in out and "m=0.5: outcome flipped in" in out
+    assert "m=0: outcome flipped in 0 of 16 episodes" in out and "m=0.5: outcome flipped in" in out
 
 
 @pytest.mark.parametrize("flag,value,message", [("--sizes", "0,-1", "comma-separated numbers >= 0"),
                                                 ("--sizes", "a", "comma-separated numbers >= 0"),
                                                 ("--groups", "0", "--groups: must be >= 1"),
+                                                ("--offsets", "3", "--offsets: Input should be a multiple of 2"),
                                                 ("--policy", "/no/such/policy", "--policy")])
 def test_sensitivity_command_names_the_bad_flag(flag, value, message, capsys):
     from worldenv import cli

@@ -9,6 +9,9 @@ explores), at a chunk drawn uniformly among the chunks the base ran, its mean ev
 Per size m it reports how often the outcome differs from the base's (flips), the mean change of
 the final p(done), and the share of starts where at least one of the offsets flipped it (what a
 group of N would see). Size 0 replays the base in other batches: the flips of the numerics alone.
+Offsets come in pairs v, -v: a flip on one side only is a direction (the outcome's first order,
+what a gradient follows); a flip on both sides is a ridge (a mean at a local best or worst,
+whose groups give large advantages and no expected direction).
 
 Where the outcome answers its action smoothly, flips grow with m from none at m -> 0; where the
 closed loop amplifies any change into another episode, flips are as frequent at m = 1e-4 as at
@@ -36,7 +39,8 @@ class SensitivityConfig(Settings):
     world_model: str = Field("shipped", description="world-model checkpoint directory; 'shipped' = worldenv's")
     reflector: str = Field("shipped", description="reflector checkpoint directory; 'shipped' = worldenv's")
     groups: int = Field(32, ge=1, le=4096, description="start states drawn (uniformly, without replacement)")
-    offsets: int = Field(8, ge=1, le=64, description="offsets per start and size (random sign vectors)")
+    offsets: int = Field(8, ge=2, le=64, multiple_of=2, description="offsets per start and size, in pairs v, -v "
+                         "(v a random sign vector): whether a flip has a side")
     sizes: str = Field("0,0.0001,0.001,0.01,0.1", description="comma-separated offset sizes m >= 0, normalised "
                        "action units (times each dimension's spread); 0 = the base replayed in other batches")
     horizon: int = Field(30, ge=1, description="max action chunks per imagined episode (RL's)")
@@ -125,7 +129,13 @@ def summary(base: list[dict], changed: list[dict], offsets: int) -> dict:
     base_done = np.array([b["done"] for b in base])[:, None]
     base_p = np.array([b["p_done"] for b in base])[:, None]
     flips = done != base_done
-    return {"flip_rate": float(flips.mean()), "flips": int(flips.sum()), "episodes": int(flips.size),
+    pairs = flips.reshape(len(base), -1, 2)                          # (v, -v) side by side
+    flipped = pairs.any(axis=2)
+    return {"pairs_with_a_flip": int(flipped.sum()), "one_sided": int((pairs.sum(axis=2) == 1).sum()),
+            "one_sided_done_base": int((pairs.sum(axis=2) == 1)[base_done[:, 0]].sum()),
+            "one_sided_failed_base": int((pairs.sum(axis=2) == 1)[~base_done[:, 0]].sum()),
+            "both_sides_done_base": int((pairs.sum(axis=2) == 2)[base_done[:, 0]].sum()),
+            "both_sides_failed_base": int((pairs.sum(axis=2) == 2)[~base_done[:, 0]].sum()),"flip_rate": float(flips.mean()), "flips": int(flips.sum()), "episodes": int(flips.size),
             "starts_with_a_flip": float(flips.any(axis=1).mean()),
             "p_done_change": float(np.abs(p - base_p).mean()),
             "flip_rate_done_base": float(flips[base_done[:, 0]].mean()) if base_done.any() else float("nan"),
@@ -153,7 +163,8 @@ def measure(config: SensitivityConfig) -> dict:
     base = run_episodes(policy, world_model, reflector, bank, {}, config, np.arange(len(bank)))
     rng = np.random.default_rng([config.seed, config.draw_seed])
     at = [int(rng.integers(max(1, b["chunks"]))) for b in base]
-    signs = rng.choice([-1.0, 1.0], size=(len(bank), config.offsets, c.action_dim)).astype(np.float32)
+    half = rng.choice([-1.0, 1.0], size=(len(bank), config.offsets // 2, 1, c.action_dim)).astype(np.float32)
+    signs = np.concatenate([half, -half], axis=2).reshape(len(bank), config.offsets, c.action_dim)   # v, -v, ...
     many = bank.subset(np.repeat(np.arange(len(bank)), config.offsets))
     results = []
     for size in sizes_list(config.sizes):
@@ -166,8 +177,10 @@ def measure(config: SensitivityConfig) -> dict:
         r = results[-1]
         print(f"m={size:g}: outcome flipped in {r['flips']} of {r['episodes']} episodes ({100 * r['flip_rate']:.1f} %; "
               f"base done {100 * r['flip_rate_done_base']:.1f} %, base failed {100 * r['flip_rate_failed_base']:.1f} %), "
-              f"starts with a flip {100 * r['starts_with_a_flip']:.0f} %, mean |p(done) change| {r['p_done_change']:.3f}",
-              flush=True)
+              f"starts with a flip {100 * r['starts_with_a_flip']:.0f} %, mean |p(done) change| {r['p_done_change']:.3f}; "
+              f"pairs v, -v with a flip {r['pairs_with_a_flip']}: one side only {r['one_sided']} (base done "
+              f"{r['one_sided_done_base']}, failed {r['one_sided_failed_base']}), both sides: base done "
+              f"{r['both_sides_done_base']}, failed {r['both_sides_failed_base']}", flush=True)
     return {"config": config.model_dump(), "ids": list(bank.ids), "base_done": [b["done"] for b in base],
             "base_chunks": [b["chunks"] for b in base], "offset_chunk": at, "sizes": results}
 
