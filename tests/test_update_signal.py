@@ -205,7 +205,8 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
         assert s["groups"] == 6 and len(s["rewards"]) == 6 and all(len(r) == 3 for r in s["rewards"])
         assert s["informative"] == {"p_done": 6, "done": 0}, "p(done) differs between rollouts; none ends done"
         assert set(s["figures"]) == {f"{k}/{p}/{t}" for k in ("p_done", "done")
-                                     for p in ("all", "mean", "translation", "rotation", "gripper")
+                                     for p in ("all", "mean", "translation", "rotation", "gripper", "mean_done",
+                                               "mean_failed")
                                      for t in ("true", "shuffled")}
         assert np.isnan(s["figures"]["done/all/true"]["signal"]), "no informative group: nothing to pair"
         true, control = s["figures"]["p_done/all/true"], s["figures"]["p_done/all/shuffled"]
@@ -213,6 +214,8 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
         assert control["draws"] == 2 and len(control["signals"]) == 2
         assert len(true["signal_ci95"]) == 2
         assert true["within_start"]["pairs"] == 3 and "within_start" in control, "3 starts, 2 groups each"
+        assert len(s["mean_done"]) == 6 and not any(s["mean_done"]), "no mean episode ends done at eta 0.999999"
+        assert s["figures"]["p_done/mean_failed/true"]["groups"] == 6 and s["figures"]["p_done/mean_done/true"]["groups"] == 0
     assert len(set(result["scales"][0]["ids"])) == 3
     assert result["scales"][0]["rewards"] != result["scales"][1]["rewards"], "the scale is restarted"
     assert result["scales"][0]["rewards"] != result["scales"][2]["rewards"], "the noise is switched"
@@ -232,6 +235,7 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     assert "b=0.2, noise chunk, sampling at every chunk: 6 groups" in out and "reward p_done: 6 informative groups (100 %)" in out
     assert "reward done: 0 informative groups (0 %)" in out and "shuffled (2 draws)" in out
     assert "snr per part, true / shuffled: translation" in out
+    assert "by the start's mean episode: done 0 informative groups" in out and "failed 6 informative groups" in out
 
 
 @pytest.mark.parametrize("flag,value,message", [("--exploration-scales", "", "name at least one scale"),

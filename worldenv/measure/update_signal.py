@@ -20,6 +20,8 @@ measures per parameter set (every trainable weight, and the mean's alone):
 - all of it per part of the gradient, from the log-probs of the translation, rotation and gripper
   actions alone (they sum to the whole), and per way of exploring (--noise: independent noise
   per action, or one offset per chunk);
+- the figures of the whole gradient again for the groups whose start's mean episode ends done
+  and for those whose mean fails: noise that breaks a success, against noise that finds one;
 - all of it for two rewards on the same rollouts: the trainer's, p(done) at termination, and the
   imagined outcome alone (1 if done, else 0), under which a group whose rollouts all ended alike
   but with p(done) 0.91 to 1.00 carries no advantage (under p(done) its spread can pass
@@ -286,8 +288,9 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
     run = dict(horizon=config.horizon, eta=config.eta, batch=config.batch, grasp_gate=config.grasp_gate,
                confirm=config.confirm)
     at = per_episode = None
+    mean = imagined.rollouts(policy, world_model, reflector, bank, deterministic=True, **run)   # each start's mean
+    mean_done = np.array([r["done"] for r in mean], bool)
     if explore == "one":
-        mean = imagined.rollouts(policy, world_model, reflector, bank, deterministic=True, **run)
         at = explored_chunks([r["chunks"] for r in mean], np.random.default_rng([config.seed, config.draw_seed, 1]))
         per_episode = [{t} for t in at for _ in range(n)]
     records = imagined.rollouts(policy, world_model, reflector, bank.subset(np.repeat(np.arange(len(bank)), n)),
@@ -299,6 +302,7 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
     rng = np.random.default_rng([config.seed, int(round(scale * 1e6))])
     grads = group_gradients(policy, records, rewards, keep, config.shuffles, rng)
     out = {"scale": scale, "noise": policy.noise, "explore": explore, "explored_chunk": at,
+           "mean_done": mean_done.tolist(),
            "groups": len(bank), "done_fraction": float(rewards["done"].mean()),
            "ids": list(bank.ids), "rewards": rewards["p_done"].round(4).tolist(), "informative": {},
            "informative_share": {}, "figures": {}}
@@ -315,6 +319,13 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
             out["figures"][f"{kind}/{name}/true"] = figures(stack(vectors["true"], cols), share, config, rng, starts)
             out["figures"][f"{kind}/{name}/shuffled"] = control(
                 [figures(stack(vectors[s], cols), share, no_bootstrap, rng, starts) for s in range(config.shuffles)])
+        of_mean = mean_done[np.flatnonzero(keep[kind])]              # each informative group's start: mean done?
+        for name, starts_of, which in (("mean_done", mean_done, of_mean), ("mean_failed", ~mean_done, ~of_mean)):
+            sub = {label: [v for v, w in zip(vectors, which) if w] for label, vectors in grads[kind]["all"].items()}
+            sub_share = float(keep[kind][starts_of].mean()) if starts_of.any() else 0.0
+            out["figures"][f"{kind}/{name}/true"] = figures(stack(sub["true"]), sub_share, config, rng)
+            out["figures"][f"{kind}/{name}/shuffled"] = control(
+                [figures(stack(sub[s]), sub_share, no_bootstrap, rng) for s in range(config.shuffles)])
     return out
 
 
@@ -333,6 +344,13 @@ def control(draws: list[dict]) -> dict:
                                   "sd": float(np.mean([d["split_half_cosine"]["sd"] for d in draws]))}}
 
 
+def snr_interval(figure: dict) -> str:
+    """The signal's 95 % interval over the noise: the snr's, as printed."""
+    lo, hi = figure["signal_ci95"]
+    noise = figure["noise"]
+    return f"{lo / noise:.3g} to {hi / noise:.3g}" if noise > 0 else "nan"
+
+
 def line(result: dict) -> str:
     """One printed paragraph per scale: per reward kind, every trainable weight's figures, true
     rewards and shuffled, then each action part's snr (the mean's figures are in --out)."""
@@ -343,7 +361,7 @@ def line(result: dict) -> str:
         t, s = f[f"{kind}/all/true"], f[f"{kind}/all/shuffled"]
         lo, hi = t["signal_ci95"]
         parts = [k.split("/")[1] for k in f if k.startswith(f"{kind}/") and k.endswith("/true")
-                 and k.split("/")[1] not in ("all", "mean")]
+                 and k.split("/")[1] not in ("all", "mean", "mean_done", "mean_failed")]
         text.append(
             f"  reward {kind}: {result['informative'][kind]} informative groups "
             f"({100 * result['informative_share'][kind]:.0f} %)\n"
@@ -359,6 +377,11 @@ def line(result: dict) -> str:
                f"{t['within_start']['signal_ci95'][1]:.3g}), snr {t['within_start']['snr']:.3g}; shuffled "
                f"{s['within_start']['signal']:.3g} (draws {min(s['within_start']['signals']):.3g} to "
                f"{max(s['within_start']['signals']):.3g})\n" if "within_start" in t else "")
+            + "    by the start's mean episode: " + "; ".join(
+                f"{label} {f[f'{kind}/{name}/true']['groups']} informative groups, snr "
+                f"{f[f'{kind}/{name}/true']['snr']:.3g} (95 % {snr_interval(f[f'{kind}/{name}/true'])}), shuffled "
+                f"{f[f'{kind}/{name}/shuffled']['snr']:.3g}"
+                for name, label in (("mean_done", "done"), ("mean_failed", "failed"))) + "\n"
             + "    snr per part, true / shuffled: " + ", ".join(
                 f"{p} {f[f'{kind}/{p}/true']['snr']:.3g} / {f[f'{kind}/{p}/shuffled']['snr']:.3g}" for p in parts))
     return "\n".join(text)
