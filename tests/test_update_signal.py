@@ -183,19 +183,35 @@ def test_sampling_at_one_chunk_shares_the_rest_and_scores_that_chunk_alone():
     assert set(drawn[0::3]) == {0} and set(drawn[1::3]) == set(range(5)) and max(drawn[2::3]) < 30
 
 
-def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
-    from worldenv import cli
+def _tiny_signal_args(tmp_path) -> list[str]:
+    """`worldenv signal` on tiny random checkpoints and 8 synthetic starts: 6 groups of 3, two per
+    start, 2 chunks, never done (eta 0.999999), every group kept."""
     torch.manual_seed(0)
     dirs = {}
     for role in ("policy", "world_model", "reflector"):
         models.build(role).save_pretrained(tmp_path / role)
         dirs[role] = str(tmp_path / role)
-    bank = synthetic_bank(8)
-    bank.save(tmp_path / "starts.npz")
-    args = ["signal", "--policy", dirs["policy"], "--starts", str(tmp_path / "starts.npz"),
+    synthetic_bank(8).save(tmp_path / "starts.npz")
+    return ["signal", "--policy", dirs["policy"], "--starts", str(tmp_path / "starts.npz"),
             "--world-model", dirs["world_model"], "--reflector", dirs["reflector"], "--groups", "6",
             "--per-start", "2", "--group-size", "3", "--horizon", "2", "--eta", "0.999999", "--min-reward-spread", "0",
-            "--exploration-scales", "0.05,0.2", "--noise", "independent,chunk", "--shuffles", "2", "--splits", "5", "--bootstrap", "20",
+            "--shuffles", "2", "--splits", "5", "--bootstrap", "20"]
+
+
+def test_signal_command_sampling_at_one_chunk(tmp_path, capsys):
+    from worldenv import cli
+    one = tmp_path / "one.json"
+    assert cli.main([*_tiny_signal_args(tmp_path), "--exploration-scales", "0.2", "--noise", "chunk", "--explore", "one",
+                     "--out", str(one)]) == 0
+    (s,) = json.loads(one.read_text())["scales"]
+    assert s["explore"] == "one" and len(s["explored_chunk"]) == 6 and all(0 <= t < 2 for t in s["explored_chunk"])
+    assert np.isfinite(s["figures"]["p_done/all/true"]["noise"])
+    assert "b=0.2, noise chunk, sampling at one chunk: 6 groups" in capsys.readouterr().out
+
+
+def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
+    from worldenv import cli
+    args = [*_tiny_signal_args(tmp_path), "--exploration-scales", "0.05,0.2", "--noise", "independent,chunk",
             "--out", str(tmp_path / "signal.json")]
     assert cli.main(args) == 0
     result = json.loads((tmp_path / "signal.json").read_text())
@@ -222,15 +238,7 @@ def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
     again = tmp_path / "again.json"
     assert cli.main([*args[:-1], str(again)]) == 0
     assert json.loads(again.read_text())["scales"][0]["rewards"] == result["scales"][0]["rewards"], "seeded"
-    one = tmp_path / "one.json"
-    assert args[-12] == "--exploration-scales"
-    assert cli.main([*args[:-12], "--exploration-scales", "0.2", "--noise", "chunk", "--explore", "one",
-                     "--shuffles", "2", "--splits", "5", "--bootstrap", "20", "--out", str(one)]) == 0
-    (s,) = json.loads(one.read_text())["scales"]
-    assert s["explore"] == "one" and len(s["explored_chunk"]) == 6 and all(0 <= t < 2 for t in s["explored_chunk"])
-    assert np.isfinite(s["figures"]["p_done/all/true"]["noise"])
     out = capsys.readouterr().out
-    assert "b=0.2, noise chunk, sampling at one chunk: 6 groups" in out
     assert out.count("b=0.05, noise independent, sampling at every chunk: 6 groups") == 2
     assert "b=0.2, noise chunk, sampling at every chunk: 6 groups" in out and "reward p_done: 6 informative groups (100 %)" in out
     assert "reward done: 0 informative groups (0 %)" in out and "shuffled (2 draws)" in out

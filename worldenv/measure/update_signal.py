@@ -101,19 +101,21 @@ class SignalConfig(Settings):
     @field_validator("explore")
     @classmethod
     def _explores(cls, value: str) -> str:
-        names = [v.strip() for v in value.split(",") if v.strip()]
-        if not names or any(n not in EXPLORES for n in names):
-            raise ValueError(f"expected comma-separated names among {', '.join(EXPLORES)}, got {value!r}")
-        return ",".join(names)
+        return names_among(value, EXPLORES)
 
     @field_validator("noise")
     @classmethod
     def _noises(cls, value: str) -> str:
         from worldenv.models.laplace import NOISES
-        names = [v.strip() for v in value.split(",") if v.strip()]
-        if not names or any(n not in NOISES for n in names):
-            raise ValueError(f"expected comma-separated names among {', '.join(NOISES)}, got {value!r}")
-        return ",".join(names)
+        return names_among(value, NOISES)
+
+
+def names_among(value: str, allowed: tuple[str, ...]) -> str:
+    """A comma-separated list of names from `allowed`, cleaned; else a ValueError naming them."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names or any(n not in allowed for n in names):
+        raise ValueError(f"expected comma-separated names among {', '.join(allowed)}, got {value!r}")
+    return ",".join(names)
 
 
 def signal_and_noise(gram: np.ndarray) -> dict[str, float]:
@@ -306,26 +308,34 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
            "groups": len(bank), "done_fraction": float(rewards["done"].mean()),
            "ids": list(bank.ids), "rewards": rewards["p_done"].round(4).tolist(), "informative": {},
            "informative_share": {}, "figures": {}}
-    mask = mean_mask(policy)
-    stack = lambda vectors, cols=slice(None): np.stack(vectors)[:, cols] if vectors else np.zeros((0, 1))  # noqa: E731
-    no_bootstrap = config.model_copy(update={"bootstrap": 0})
     for kind in rewards:
-        share = float(keep[kind].mean())
-        out["informative"][kind], out["informative_share"][kind] = int(keep[kind].sum()), share
-        views = {"all": (grads[kind]["all"], slice(None)), "mean": (grads[kind]["all"], mask),
-                 **{part: (vectors, slice(None)) for part, vectors in grads[kind].items() if part != "all"}}
-        starts = np.flatnonzero(keep[kind]) // config.per_start          # each informative group's start
-        for name, (vectors, cols) in views.items():
-            out["figures"][f"{kind}/{name}/true"] = figures(stack(vectors["true"], cols), share, config, rng, starts)
-            out["figures"][f"{kind}/{name}/shuffled"] = control(
-                [figures(stack(vectors[s], cols), share, no_bootstrap, rng, starts) for s in range(config.shuffles)])
-        of_mean = mean_done[np.flatnonzero(keep[kind])]              # each informative group's start: mean done?
-        for name, starts_of, which in (("mean_done", mean_done, of_mean), ("mean_failed", ~mean_done, ~of_mean)):
-            sub = {label: [v for v, w in zip(vectors, which) if w] for label, vectors in grads[kind]["all"].items()}
-            sub_share = float(keep[kind][starts_of].mean()) if starts_of.any() else 0.0
-            out["figures"][f"{kind}/{name}/true"] = figures(stack(sub["true"]), sub_share, config, rng)
-            out["figures"][f"{kind}/{name}/shuffled"] = control(
-                [figures(stack(sub[s]), sub_share, no_bootstrap, rng) for s in range(config.shuffles)])
+        out["informative"][kind], out["informative_share"][kind] = int(keep[kind].sum()), float(keep[kind].mean())
+        out["figures"] |= {f"{kind}/{key}": value for key, value in
+                           kind_figures(grads[kind], keep[kind], mean_done, mean_mask(policy), config, rng).items()}
+    return out
+
+
+def kind_figures(grads: dict, keep: np.ndarray, mean_done: np.ndarray, mask: np.ndarray, config: SignalConfig,
+                 rng: np.random.Generator) -> dict:
+    """One reward kind's figures, true and shuffled ("<view>/true", "<view>/shuffled"): the whole
+    gradient ("all"), the mean's entries ("mean"), each action part, and the whole gradient of
+    the groups whose start's mean episode ends done ("mean_done") or fails ("mean_failed").
+    `grads` are `group_gradients`' for the kind, `keep` (G,) its informative groups."""
+    share, informative = float(keep.mean()), np.flatnonzero(keep)
+    starts = informative // config.per_start                        # each informative group's start
+    views = {"all": (grads["all"], slice(None), share, starts), "mean": (grads["all"], mask, share, starts),
+             **{part: (vectors, slice(None), share, starts) for part, vectors in grads.items() if part != "all"}}
+    for name, groups_of in (("mean_done", mean_done), ("mean_failed", ~mean_done)):
+        which = groups_of[informative]
+        sub = {label: [v for v, w in zip(vectors, which) if w] for label, vectors in grads["all"].items()}
+        views[name] = (sub, slice(None), float(keep[groups_of].mean()) if groups_of.any() else 0.0, None)
+    no_bootstrap = config.model_copy(update={"bootstrap": 0})
+    stack = lambda vectors, cols: np.stack(vectors)[:, cols] if vectors else np.zeros((0, 1))  # noqa: E731
+    out = {}
+    for name, (vectors, cols, view_share, view_starts) in views.items():
+        out[f"{name}/true"] = figures(stack(vectors["true"], cols), view_share, config, rng, view_starts)
+        out[f"{name}/shuffled"] = control([figures(stack(vectors[s], cols), view_share, no_bootstrap, rng, view_starts)
+                                           for s in range(config.shuffles)])
     return out
 
 
