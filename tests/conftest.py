@@ -61,3 +61,23 @@ def redis_client(redis_server):
 def key_prefix() -> str:
     """A key prefix no other test uses."""
     return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def tiny_model_flags(tmp_path):
+    """flags(n) -> the flags of a measurement command (--policy, --world-model, --reflector,
+    --starts) naming tiny random checkpoints (built after torch.manual_seed(0)) and a bank of n
+    synthetic start states, saved under tmp_path."""
+    def flags(n: int) -> list[str]:
+        import torch
+
+        from worldenv import models
+        from worldenv.data.start_bank import synthetic_bank
+        torch.manual_seed(0)
+        out = []
+        for role in ("policy", "world_model", "reflector"):
+            models.build(role).save_pretrained(tmp_path / role)
+            out += [f"--{role.replace('_', '-')}", str(tmp_path / role)]
+        synthetic_bank(n).save(tmp_path / "starts.npz")
+        return [*out, "--starts", str(tmp_path / "starts.npz")]
+    return flags

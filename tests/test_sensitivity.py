@@ -50,16 +50,9 @@ def test_summary_counts_flips_against_the_base():
     assert both["one_sided"] == 0 and both["both_sides_done_base"] == 1 and both["both_sides_failed_base"] == 1
 
 
-def test_sensitivity_command_on_tiny_checkpoints(tmp_path, capsys):
+def test_sensitivity_command_on_tiny_checkpoints(tmp_path, capsys, tiny_model_flags):
     from worldenv import cli
-    torch.manual_seed(0)
-    dirs = {}
-    for role in ("policy", "world_model", "reflector"):
-        models.build(role).save_pretrained(tmp_path / role)
-        dirs[role] = str(tmp_path / role)
-    synthetic_bank(6).save(tmp_path / "starts.npz")
-    args = ["sensitivity", "--policy", dirs["policy"], "--starts", str(tmp_path / "starts.npz"),
-            "--world-model", dirs["world_model"], "--reflector", dirs["reflector"], "--groups", "4", "--offsets", "4",
+    args = ["sensitivity", *tiny_model_flags(6), "--groups", "4", "--offsets", "4",
             "--sizes", "0,0.5", "--horizon", "3", "--eta", "0.5", "--batch", "5", "--out", str(tmp_path / "s.json")]
     assert cli.main(args) == 0
     result = json.loads((tmp_path / "s.json").read_text())

@@ -184,25 +184,18 @@ def test_sampling_at_one_chunk_shares_the_rest_and_scores_that_chunk_alone():
     assert set(drawn[0::3]) == {0} and set(drawn[1::3]) == set(range(5)) and max(drawn[2::3]) < 30
 
 
-def _tiny_signal_args(tmp_path) -> list[str]:
-    """`worldenv signal` on tiny random checkpoints and 8 synthetic starts: 6 groups of 3, two per
-    start, 2 chunks, never done (eta 0.999999), every group kept."""
-    torch.manual_seed(0)
-    dirs = {}
-    for role in ("policy", "world_model", "reflector"):
-        models.build(role).save_pretrained(tmp_path / role)
-        dirs[role] = str(tmp_path / role)
-    synthetic_bank(8).save(tmp_path / "starts.npz")
-    return ["signal", "--policy", dirs["policy"], "--starts", str(tmp_path / "starts.npz"),
-            "--world-model", dirs["world_model"], "--reflector", dirs["reflector"], "--groups", "6",
+def _tiny_signal_args(flags) -> list[str]:
+    """`worldenv signal` on tiny random checkpoints and 8 synthetic starts (`tiny_model_flags`):
+    6 groups of 3, two per start, 2 chunks, never done (eta 0.999999), every group kept."""
+    return ["signal", *flags(8), "--groups", "6",
             "--per-start", "2", "--group-size", "3", "--horizon", "2", "--eta", "0.999999", "--min-reward-spread", "0",
             "--shuffles", "2", "--splits", "5", "--bootstrap", "20"]
 
 
-def test_signal_command_sampling_at_one_chunk(tmp_path, capsys):
+def test_signal_command_sampling_at_one_chunk(tmp_path, capsys, tiny_model_flags):
     from worldenv import cli
     one = tmp_path / "one.json"
-    assert cli.main([*_tiny_signal_args(tmp_path), "--exploration-scales", "0.2", "--noise", "chunk", "--explore", "one",
+    assert cli.main([*_tiny_signal_args(tiny_model_flags), "--exploration-scales", "0.2", "--noise", "chunk", "--explore", "one",
                      "--out", str(one)]) == 0
     (s,) = json.loads(one.read_text())["scales"]
     assert s["explore"] == "one" and len(s["explored_chunk"]) == 6 and all(0 <= t < 2 for t in s["explored_chunk"])
@@ -210,9 +203,9 @@ def test_signal_command_sampling_at_one_chunk(tmp_path, capsys):
     assert "b=0.2, noise chunk, sampling at one chunk: 6 groups" in capsys.readouterr().out
 
 
-def test_signal_command_on_tiny_checkpoints(tmp_path, capsys):
+def test_signal_command_on_tiny_checkpoints(tmp_path, capsys, tiny_model_flags):
     from worldenv import cli
-    args = [*_tiny_signal_args(tmp_path), "--exploration-scales", "0.05,0.2", "--noise", "independent,chunk",
+    args = [*_tiny_signal_args(tiny_model_flags), "--exploration-scales", "0.05,0.2", "--noise", "independent,chunk",
             "--out", str(tmp_path / "signal.json")]
     assert cli.main(args) == 0
     result = json.loads((tmp_path / "signal.json").read_text())

@@ -13,6 +13,12 @@ from worldenv.models.imagination import Imagination, imagine
 from worldenv.models.roles import Policy, Reflector, StartStates, WorldModel
 
 
+def start_states(bank: StartBank) -> StartStates:
+    """Every entry of `bank` as imagination's start states (frames with their history)."""
+    return StartStates(np.stack([bank.start_frames(i) for i in range(len(bank))]), bank.proprio.astype(np.float32),
+                       list(bank.instructions))
+
+
 def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
              eta: float, deterministic: bool = True, batch: int = 16, seed: int = 0,
              grasp_gate: float = 0.0, episodes: bool = False, confirm: int = 1,
@@ -26,8 +32,7 @@ def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank
     with Imagination(world_model, reflector) as imagination:
         for lo in range(0, len(bank), batch):
             part = bank.subset(range(lo, min(lo + batch, len(bank))))
-            starts = StartStates(np.stack([part.start_frames(i) for i in range(len(part))]),
-                                 part.proprio.astype(np.float32), list(part.instructions))
+            starts = start_states(part)
             seeds = None if deterministic or not seed else [seed * 100_003 + lo + i + 1 for i in range(len(part))]
             imagined = imagine(policy, imagination, starts, horizon, eta, deterministic, seeds, grasp_gate=grasp_gate,
                                confirm=confirm, explore=None if explore is None else explore[lo:lo + len(part)])

@@ -55,12 +55,7 @@ class SensitivityConfig(Settings):
     @field_validator("sizes")
     @classmethod
     def _sizes(cls, value: str) -> str:
-        try:
-            sizes = [float(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"expected comma-separated numbers >= 0, got {value!r}") from None
-        if not sizes or any(not np.isfinite(s) or s < 0 for s in sizes):
-            raise ValueError(f"expected comma-separated numbers >= 0, got {value!r}")
+        sizes_list(value)
         return value
 
 
@@ -96,25 +91,29 @@ class OffsetPolicy:
 
 
 def sizes_list(value: str) -> list[float]:
-    return [float(v) for v in value.split(",") if v.strip()]
+    """Comma-separated offset sizes, each finite and >= 0, at least one; else a ValueError."""
+    try:
+        sizes = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers >= 0, got {value!r}") from None
+    if not sizes or any(not np.isfinite(s) or s < 0 for s in sizes):
+        raise ValueError(f"expected comma-separated numbers >= 0, got {value!r}")
+    return sizes
 
 
 def run_episodes(policy, world_model, reflector, bank, offsets: dict[int, Offset], config: SensitivityConfig,
                  order: np.ndarray) -> list[dict]:
     """One episode per bank entry, the mean with `offsets`; run in the batches `order` makes
     (a permutation of the entries), returned in bank order: {"done", "p_done", "chunks"}."""
+    from worldenv.measure.imagined import start_states
     from worldenv.models.imagination import Imagination, imagine
-    from worldenv.models.roles import StartStates
     out: list[dict | None] = [None] * len(bank)
     seeds = [i + 1 for i in range(len(bank))]
     acting = OffsetPolicy(policy, seeds, offsets, config.horizon)
     with Imagination(world_model, reflector) as imagination:
         for lo in range(0, len(bank), config.batch):
             rows = order[lo:lo + config.batch]
-            part = bank.subset(rows)
-            starts = StartStates(np.stack([part.start_frames(i) for i in range(len(part))]),
-                                 part.proprio.astype(np.float32), list(part.instructions))
-            episodes = imagine(acting, imagination, starts, config.horizon, config.eta, True,
+            episodes = imagine(acting, imagination, start_states(bank.subset(rows)), config.horizon, config.eta, True,
                                [seeds[r] for r in rows], grasp_gate=config.grasp_gate, confirm=config.confirm)
             for r, e in zip(rows, episodes):
                 out[int(r)] = {"done": bool(e.done), "p_done": float(e.p_done[-1]), "chunks": len(e.actions)}
@@ -129,31 +128,25 @@ def summary(base: list[dict], changed: list[dict], offsets: int) -> dict:
     base_done = np.array([b["done"] for b in base])[:, None]
     base_p = np.array([b["p_done"] for b in base])[:, None]
     flips = done != base_done
-    pairs = flips.reshape(len(base), -1, 2)                          # (v, -v) side by side
-    flipped = pairs.any(axis=2)
-    return {"pairs_with_a_flip": int(flipped.sum()), "one_sided": int((pairs.sum(axis=2) == 1).sum()),
-            "one_sided_done_base": int((pairs.sum(axis=2) == 1)[base_done[:, 0]].sum()),
-            "one_sided_failed_base": int((pairs.sum(axis=2) == 1)[~base_done[:, 0]].sum()),
-            "both_sides_done_base": int((pairs.sum(axis=2) == 2)[base_done[:, 0]].sum()),
-            "both_sides_failed_base": int((pairs.sum(axis=2) == 2)[~base_done[:, 0]].sum()),"flip_rate": float(flips.mean()), "flips": int(flips.sum()), "episodes": int(flips.size),
+    sides = flips.reshape(len(base), -1, 2).sum(axis=2)              # flips of each pair (v, -v): 0, 1 or 2
+    was_done = base_done[:, 0]
+    return {"flip_rate": float(flips.mean()), "flips": int(flips.sum()), "episodes": int(flips.size),
             "starts_with_a_flip": float(flips.any(axis=1).mean()),
             "p_done_change": float(np.abs(p - base_p).mean()),
-            "flip_rate_done_base": float(flips[base_done[:, 0]].mean()) if base_done.any() else float("nan"),
-            "flip_rate_failed_base": float(flips[~base_done[:, 0]].mean()) if (~base_done).any() else float("nan")}
+            "flip_rate_done_base": float(flips[was_done].mean()) if was_done.any() else float("nan"),
+            "flip_rate_failed_base": float(flips[~was_done].mean()) if (~was_done).any() else float("nan"),
+            "pairs_with_a_flip": int((sides > 0).sum()), "one_sided": int((sides == 1).sum()),
+            "one_sided_done_base": int((sides == 1)[was_done].sum()),
+            "one_sided_failed_base": int((sides == 1)[~was_done].sum()),
+            "both_sides_done_base": int((sides == 2)[was_done].sum()),
+            "both_sides_failed_base": int((sides == 2)[~was_done].sum())}
 
 
 def measure(config: SensitivityConfig) -> dict:
-    from worldenv import checkpoints, models
-    from worldenv.data.start_bank import StartBank
+    from worldenv import models
     from worldenv.measure.align import load_checkpoint, resolve
-    bank_path = checkpoints.start_bank(config.starts)
-    if bank_path is None or not bank_path.is_file():
-        raise ValueError(f"--starts: no start bank at {config.starts}")
-    full = StartBank.load(bank_path)
-    if config.groups > len(full):
-        raise ValueError(f"--groups: {config.groups} start states asked, the bank holds {len(full)}")
-    drawn = np.sort(np.random.default_rng(config.draw_seed).choice(len(full), config.groups, replace=False))
-    bank = full.subset(drawn)
+    from worldenv.measure.update_signal import draw_starts, explored_chunks
+    bank = draw_starts(config.starts, config.groups, config.draw_seed)
     policy = models.load(resolve(config.policy, "policy", "--policy"), role="policy")
     world_model = load_checkpoint(config.world_model, "world_model")
     reflector = load_checkpoint(config.reflector, "reflector")
@@ -162,7 +155,7 @@ def measure(config: SensitivityConfig) -> dict:
     spread = np.asarray(getattr(c, "action_spread", None) or [1.0] * c.action_dim, np.float32)
     base = run_episodes(policy, world_model, reflector, bank, {}, config, np.arange(len(bank)))
     rng = np.random.default_rng([config.seed, config.draw_seed])
-    at = [int(rng.integers(max(1, b["chunks"]))) for b in base]
+    at = explored_chunks([b["chunks"] for b in base], rng)
     half = rng.choice([-1.0, 1.0], size=(len(bank), config.offsets // 2, 1, c.action_dim)).astype(np.float32)
     signs = np.concatenate([half, -half], axis=2).reshape(len(bank), config.offsets, c.action_dim)   # v, -v, ...
     many = bank.subset(np.repeat(np.arange(len(bank)), config.offsets))

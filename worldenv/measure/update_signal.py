@@ -308,10 +308,11 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
            "groups": len(bank), "done_fraction": float(rewards["done"].mean()),
            "ids": list(bank.ids), "rewards": rewards["p_done"].round(4).tolist(), "informative": {},
            "informative_share": {}, "figures": {}}
+    mask = mean_mask(policy)
     for kind in rewards:
         out["informative"][kind], out["informative_share"][kind] = int(keep[kind].sum()), float(keep[kind].mean())
         out["figures"] |= {f"{kind}/{key}": value for key, value in
-                           kind_figures(grads[kind], keep[kind], mean_done, mean_mask(policy), config, rng).items()}
+                           kind_figures(grads[kind], keep[kind], mean_done, mask, config, rng).items()}
     return out
 
 
@@ -397,20 +398,26 @@ def line(result: dict) -> str:
     return "\n".join(text)
 
 
+def draw_starts(starts: str, n: int, seed: int):
+    """`n` start states of the bank `starts` names, drawn uniformly without replacement with
+    `seed`, in bank order; a missing bank or too few states is a ValueError naming the flag."""
+    from worldenv import checkpoints
+    from worldenv.data.start_bank import StartBank
+    bank_path = checkpoints.start_bank(starts)
+    if bank_path is None or not bank_path.is_file():
+        raise ValueError(f"--starts: no start bank at {starts}")
+    full = StartBank.load(bank_path)
+    if n > len(full):
+        raise ValueError(f"--groups: {n} start states asked, the bank holds {len(full)}")
+    return full.subset(np.sort(np.random.default_rng(seed).choice(len(full), n, replace=False)))
+
+
 def measure(config: SignalConfig) -> dict:
     """Every scale's batch of groups, on one draw of start states."""
-    from worldenv import checkpoints, models
-    from worldenv.data.start_bank import StartBank
+    from worldenv import models
     from worldenv.measure.align import load_checkpoint, resolve
-    bank_path = checkpoints.start_bank(config.starts)
-    if bank_path is None or not bank_path.is_file():
-        raise ValueError(f"--starts: no start bank at {config.starts}")
-    full = StartBank.load(bank_path)
-    n_starts = config.groups // config.per_start
-    if n_starts > len(full):
-        raise ValueError(f"--groups: {n_starts} start states asked, the bank holds {len(full)}")
-    drawn = np.sort(np.random.default_rng(config.draw_seed).choice(len(full), n_starts, replace=False))
-    bank = full.subset(np.repeat(drawn, config.per_start))           # a start's groups side by side
+    bank = draw_starts(config.starts, config.groups // config.per_start, config.draw_seed)
+    bank = bank.subset(np.repeat(np.arange(len(bank)), config.per_start))   # a start's groups side by side
     policy = models.load(resolve(config.policy, "policy", "--policy"), role="policy")
     world_model = load_checkpoint(config.world_model, "world_model")
     reflector = load_checkpoint(config.reflector, "reflector")
