@@ -184,6 +184,38 @@ def test_sampling_at_one_chunk_shares_the_rest_and_scores_that_chunk_alone():
     assert set(drawn[0::3]) == {0} and set(drawn[1::3]) == set(range(5)) and max(drawn[2::3]) < 30
 
 
+def test_sampling_from_one_chunk_on_shares_the_prefix_and_scores_the_tail():
+    """'tail' samples at the drawn chunk and every later one: its rollouts play the mean
+    before it and their own draws from it on, and the score counts those chunks alone."""
+    assert update_signal.explored_set("one", 3, 30) == {3}
+    assert update_signal.explored_set("tail", 3, 5) == {3, 4} and update_signal.explored_set("tail", 0, 2) == {0, 1}
+    with pytest.raises(ValueError, match="explore"):
+        update_signal.explored_set("every", 0, 2)
+    torch.manual_seed(0)
+    policy, world_model, reflector = models.build("policy"), models.build("world_model"), models.build("reflector")
+    laplace.restart_scale(policy, 0.05)
+    bank = synthetic_bank(1).subset([0, 0])
+    mean = imagined.rollouts(policy, world_model, reflector, bank, 3, 0.999999, episodes=True)[0]["episode"]
+    tail = [update_signal.explored_set("tail", 1, 3)] * 2
+    records = imagined.rollouts(policy, world_model, reflector, bank, 3, 0.999999, deterministic=False, seed=4,
+                                episodes=True, explore=tail)
+    episodes = [r["episode"] for r in records]
+    for e in episodes:
+        assert e.explored == [False, True, True]
+        assert np.allclose(e.actions[0], mean.actions[0], atol=1e-5), "the mean before the drawn chunk"
+        assert not np.allclose(e.actions[2], mean.actions[2], atol=1e-4), "sampled after it too"
+    assert not np.allclose(episodes[0].actions[2], episodes[1].actions[2]), "each rollout its own draws"
+    e = episodes[0]
+    h = update_signal.episode_scores(policy, e, {"actions": None})["actions"]
+    params = [p for p in policy.parameters() if p.requires_grad]
+    obs = Observations(np.stack(e.frames[1:3]), np.stack(e.proprio[1:3]).astype(np.float32), [e.instruction] * 2)
+    grads = torch.autograd.grad(policy.log_prob(obs, torch.from_numpy(np.stack(e.actions[1:3]))).sum(), params,
+                                allow_unused=True)
+    by_hand = np.concatenate([(g if g is not None else torch.zeros_like(p)).flatten().numpy()
+                              for g, p in zip(grads, params)])
+    assert np.allclose(h, by_hand, rtol=1e-4, atol=1e-5 * np.abs(by_hand).max())
+
+
 def _tiny_signal_args(flags) -> list[str]:
     """`worldenv signal` on tiny random checkpoints and 8 synthetic starts (`tiny_model_flags`):
     6 groups of 3, two per start, 2 chunks, never done (eta 0.999999), every group kept."""
@@ -201,6 +233,12 @@ def test_signal_command_sampling_at_one_chunk(tmp_path, capsys, tiny_model_flags
     assert s["explore"] == "one" and len(s["explored_chunk"]) == 6 and all(0 <= t < 2 for t in s["explored_chunk"])
     assert np.isfinite(s["figures"]["p_done/all/true"]["noise"])
     assert "b=0.2, noise chunk, sampling at one chunk: 6 groups" in capsys.readouterr().out
+    tail = tmp_path / "tail.json"
+    assert cli.main([*_tiny_signal_args(tiny_model_flags), "--exploration-scales", "0.2", "--explore", "tail",
+                     "--out", str(tail)]) == 0
+    (t,) = json.loads(tail.read_text())["scales"]
+    assert t["explore"] == "tail" and t["explored_chunk"] == s["explored_chunk"], "the same chunks drawn as 'one'"
+    assert "sampling at one chunk and every later one: 6 groups" in capsys.readouterr().out
 
 
 def test_signal_command_on_tiny_checkpoints(tmp_path, capsys, tiny_model_flags):

@@ -41,7 +41,9 @@ from worldenv.measure.objective import scales_list, write_out
 from worldenv.rl.settings import REWARDS   # the trainer's reward, p(done) at termination; the imagined outcome
 
 
-EXPLORES = ("every", "one")   # where a sampled rollout samples: every chunk, or one chunk per group
+EXPLORES = ("every", "one", "tail")   # where a sampled rollout samples: every chunk, one chunk per group,
+                                      # or every chunk from one drawn per group on
+WHERE = {"every": "every chunk", "one": "one chunk", "tail": "one chunk and every later one"}
 
 
 class SignalConfig(Settings):
@@ -71,7 +73,9 @@ class SignalConfig(Settings):
                          "several on the same starts: 'every' chunk (as `train rl` explores), or 'one': each group "
                          "samples at one chunk only, drawn uniformly among the chunks its start's mean episode ran, "
                          "and acts with its mean everywhere else, so its rollouts share the state up to that chunk "
-                         "and their outcomes differ by that chunk's draw alone (the score counts that chunk only)")
+                         "and their outcomes differ by that chunk's draw alone (the score counts that chunk only), "
+                         "or 'tail': the same drawn chunk, sampled there and at every chunk after it (the shared "
+                         "prefix of 'one', the noise of several chunks adding up as with 'every')")
     min_reward_spread: float = Field(0.05, ge=0, description="groups whose rewards differ by at most this are left "
                                      "out, as `train rl` leaves them out of its update")
     update_groups: int = Field(32, ge=1, description="groups per update to report the agreement of two updates "
@@ -277,10 +281,20 @@ def explored_chunks(lengths: list[int], rng: np.random.Generator) -> list[int]:
     return [int(rng.integers(max(1, n))) for n in lengths]
 
 
+def explored_set(explore: str, at: int, horizon: int) -> set[int]:
+    """The chunks a rollout samples at, given its group's drawn chunk `at`: that chunk alone
+    ('one'), or it and every later one up to the horizon ('tail')."""
+    if explore == "one":
+        return {at}
+    if explore == "tail":
+        return set(range(at, horizon))
+    raise ValueError(f"explore: no drawn chunk for {explore!r}")
+
+
 def measure_scale(policy, world_model, reflector, bank, scale: float, config: SignalConfig,
                   explore: str = "every") -> dict:
-    """One batch of groups at one exploration scale, with the policy's noise, sampling at every
-    chunk or at one per group (`explore`): rewards, and figures for true and shuffled rewards,
+    """One batch of groups at one exploration scale, with the policy's noise, sampling where
+    `explore` says (EXPLORES): rewards, and figures for true and shuffled rewards,
     per reward kind and part of the gradient."""
     from worldenv.measure import imagined
     from worldenv.models import laplace
@@ -292,9 +306,9 @@ def measure_scale(policy, world_model, reflector, bank, scale: float, config: Si
     at = per_episode = None
     mean = imagined.rollouts(policy, world_model, reflector, bank, deterministic=True, **run)   # each start's mean
     mean_done = np.array([r["done"] for r in mean], bool)
-    if explore == "one":
+    if explore != "every":
         at = explored_chunks([r["chunks"] for r in mean], np.random.default_rng([config.seed, config.draw_seed, 1]))
-        per_episode = [{t} for t in at for _ in range(n)]
+        per_episode = [explored_set(explore, t, config.horizon) for t in at for _ in range(n)]
     records = imagined.rollouts(policy, world_model, reflector, bank.subset(np.repeat(np.arange(len(bank)), n)),
                                 deterministic=False, seed=config.seed, episodes=True, explore=per_episode, **run)
     rewards = {"p_done": np.array([r["p_done"] for r in records], np.float64).reshape(len(bank), n),  # (G, N)
@@ -366,7 +380,7 @@ def line(result: dict) -> str:
     """One printed paragraph per scale: per reward kind, every trainable weight's figures, true
     rewards and shuffled, then each action part's snr (the mean's figures are in --out)."""
     f = result["figures"]
-    text = [f"b={result['scale']:g}, noise {result['noise']}, sampling at {result['explore']} chunk: "
+    text = [f"b={result['scale']:g}, noise {result['noise']}, sampling at {WHERE[result['explore']]}: "
             f"{result['groups']} groups, done fraction {result['done_fraction']:.2f}"]
     for kind in REWARDS:
         t, s = f[f"{kind}/all/true"], f[f"{kind}/all/shuffled"]
