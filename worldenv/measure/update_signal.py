@@ -41,9 +41,9 @@ from worldenv.measure.objective import scales_list, write_out
 from worldenv.rl.settings import REWARDS   # the trainer's reward, p(done) at termination; the imagined outcome
 
 
-EXPLORES = ("every", "one", "tail")   # where a sampled rollout samples: every chunk, one chunk per group,
-                                      # or every chunk from one drawn per group on
-WHERE = {"every": "every chunk", "one": "one chunk", "tail": "one chunk and every later one"}
+# where a sampled rollout samples, and how the printout says it: every chunk, one chunk per group
+# (drawn among its mean episode's), or that chunk and every later one
+EXPLORES = {"every": "every chunk", "one": "one chunk", "tail": "one chunk and every later one"}
 
 
 class SignalConfig(Settings):
@@ -105,7 +105,7 @@ class SignalConfig(Settings):
     @field_validator("explore")
     @classmethod
     def _explores(cls, value: str) -> str:
-        return names_among(value, EXPLORES)
+        return names_among(value, tuple(EXPLORES))
 
     @field_validator("noise")
     @classmethod
@@ -380,7 +380,7 @@ def line(result: dict) -> str:
     """One printed paragraph per scale: per reward kind, every trainable weight's figures, true
     rewards and shuffled, then each action part's snr (the mean's figures are in --out)."""
     f = result["figures"]
-    text = [f"b={result['scale']:g}, noise {result['noise']}, sampling at {WHERE[result['explore']]}: "
+    text = [f"b={result['scale']:g}, noise {result['noise']}, sampling at {EXPLORES[result['explore']]}: "
             f"{result['groups']} groups, done fraction {result['done_fraction']:.2f}"]
     for kind in REWARDS:
         t, s = f[f"{kind}/all/true"], f[f"{kind}/all/shuffled"]
