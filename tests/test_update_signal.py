@@ -145,6 +145,20 @@ def test_a_groups_gradient_is_the_trainers_first_ppo_step(noise):
     assert mask.shape == mine.shape and 0 < (~mask).sum() < mask.size, "the scale head's entries are left out"
 
 
+def _assert_scores_chunks(policy, e, lo: int, hi: int) -> None:
+    """`episode_scores` of episode `e` equals, by hand, the gradient of the log-probs of its
+    chunks lo..hi-1 alone (the chunks it sampled at)."""
+    h = update_signal.episode_scores(policy, e, {"actions": None})["actions"]
+    params = [p for p in policy.parameters() if p.requires_grad]
+    obs = Observations(np.stack(e.frames[lo:hi]), np.stack(e.proprio[lo:hi]).astype(np.float32),
+                       [e.instruction] * (hi - lo))
+    grads = torch.autograd.grad(policy.log_prob(obs, torch.from_numpy(np.stack(e.actions[lo:hi]))).sum(), params,
+                                allow_unused=True)
+    by_hand = np.concatenate([(g if g is not None else torch.zeros_like(p)).flatten().numpy()
+                              for g, p in zip(grads, params)])
+    assert np.allclose(h, by_hand, rtol=1e-4, atol=1e-5 * np.abs(by_hand).max())
+
+
 def test_sampling_at_one_chunk_shares_the_rest_and_scores_that_chunk_alone():
     """`imagine(explore=...)`: a group sampling at chunk 1 only plays its mean at chunks 0 and 2,
     so its rollouts share the state up to chunk 1 and differ there; `episode_scores` counts that
@@ -167,15 +181,7 @@ def test_sampling_at_one_chunk_shares_the_rest_and_scores_that_chunk_alone():
     every = imagined.rollouts(policy, world_model, reflector, bank.subset([0]), 3, 0.999999, deterministic=False,
                               seed=4, episodes=True)[0]["episode"]
     assert every.explored == [True, True, True]
-    e = episodes[0]
-    h = update_signal.episode_scores(policy, e, {"actions": None})["actions"]
-    params = [p for p in policy.parameters() if p.requires_grad]
-    obs = Observations(np.stack(e.frames[1:2]), np.stack(e.proprio[1:2]).astype(np.float32), [e.instruction])
-    grads = torch.autograd.grad(policy.log_prob(obs, torch.from_numpy(np.stack(e.actions[1:2]))).sum(), params,
-                                allow_unused=True)
-    by_hand = np.concatenate([(g if g is not None else torch.zeros_like(p)).flatten().numpy()
-                              for g, p in zip(grads, params)])
-    assert np.allclose(h, by_hand, rtol=1e-4, atol=1e-5 * np.abs(by_hand).max())
+    _assert_scores_chunks(policy, episodes[0], 1, 2)
     with pytest.raises(ValueError, match="explore: expected 3"):
         imagined.rollouts(policy, world_model, reflector, bank, 3, 0.999999, deterministic=False, seed=4,
                           explore=[{1}])
@@ -205,15 +211,7 @@ def test_sampling_from_one_chunk_on_shares_the_prefix_and_scores_the_tail():
         assert np.allclose(e.actions[0], mean.actions[0], atol=1e-5), "the mean before the drawn chunk"
         assert not np.allclose(e.actions[2], mean.actions[2], atol=1e-4), "sampled after it too"
     assert not np.allclose(episodes[0].actions[2], episodes[1].actions[2]), "each rollout its own draws"
-    e = episodes[0]
-    h = update_signal.episode_scores(policy, e, {"actions": None})["actions"]
-    params = [p for p in policy.parameters() if p.requires_grad]
-    obs = Observations(np.stack(e.frames[1:3]), np.stack(e.proprio[1:3]).astype(np.float32), [e.instruction] * 2)
-    grads = torch.autograd.grad(policy.log_prob(obs, torch.from_numpy(np.stack(e.actions[1:3]))).sum(), params,
-                                allow_unused=True)
-    by_hand = np.concatenate([(g if g is not None else torch.zeros_like(p)).flatten().numpy()
-                              for g, p in zip(grads, params)])
-    assert np.allclose(h, by_hand, rtol=1e-4, atol=1e-5 * np.abs(by_hand).max())
+    _assert_scores_chunks(policy, episodes[0], 1, 3)
 
 
 def _tiny_signal_args(flags) -> list[str]:

@@ -19,6 +19,19 @@ def start_states(bank: StartBank) -> StartStates:
                        list(bank.instructions))
 
 
+def draw_starts(starts: str, n: int, seed: int) -> StartBank:
+    """`n` start states of the bank `starts` names, drawn uniformly without replacement with
+    `seed`, in bank order; a missing bank or too few states is a ValueError naming the flag."""
+    from worldenv import checkpoints
+    bank_path = checkpoints.start_bank(starts)
+    if bank_path is None or not bank_path.is_file():
+        raise ValueError(f"--starts: no start bank at {starts}")
+    full = StartBank.load(bank_path)
+    if n > len(full):
+        raise ValueError(f"--groups: {n} start states asked, the bank holds {len(full)}")
+    return full.subset(np.sort(np.random.default_rng(seed).choice(len(full), n, replace=False)))
+
+
 def rollouts(policy: Policy, world_model: WorldModel, reflector: Reflector, bank: StartBank, horizon: int,
              eta: float, deterministic: bool = True, batch: int = 16, seed: int = 0,
              grasp_gate: float = 0.0, episodes: bool = False, confirm: int = 1,

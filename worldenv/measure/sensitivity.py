@@ -145,7 +145,8 @@ def summary(base: list[dict], changed: list[dict], offsets: int) -> dict:
 def measure(config: SensitivityConfig) -> dict:
     from worldenv import models
     from worldenv.measure.align import load_checkpoint, resolve
-    from worldenv.measure.update_signal import draw_starts, explored_chunks
+    from worldenv.measure.imagined import draw_starts
+    from worldenv.measure.update_signal import explored_chunks
     bank = draw_starts(config.starts, config.groups, config.draw_seed)
     policy = models.load(resolve(config.policy, "policy", "--policy"), role="policy")
     world_model = load_checkpoint(config.world_model, "world_model")

@@ -412,24 +412,11 @@ def line(result: dict) -> str:
     return "\n".join(text)
 
 
-def draw_starts(starts: str, n: int, seed: int):
-    """`n` start states of the bank `starts` names, drawn uniformly without replacement with
-    `seed`, in bank order; a missing bank or too few states is a ValueError naming the flag."""
-    from worldenv import checkpoints
-    from worldenv.data.start_bank import StartBank
-    bank_path = checkpoints.start_bank(starts)
-    if bank_path is None or not bank_path.is_file():
-        raise ValueError(f"--starts: no start bank at {starts}")
-    full = StartBank.load(bank_path)
-    if n > len(full):
-        raise ValueError(f"--groups: {n} start states asked, the bank holds {len(full)}")
-    return full.subset(np.sort(np.random.default_rng(seed).choice(len(full), n, replace=False)))
-
-
 def measure(config: SignalConfig) -> dict:
     """Every scale's batch of groups, on one draw of start states."""
     from worldenv import models
     from worldenv.measure.align import load_checkpoint, resolve
+    from worldenv.measure.imagined import draw_starts
     bank = draw_starts(config.starts, config.groups // config.per_start, config.draw_seed)
     bank = bank.subset(np.repeat(np.arange(len(bank)), config.per_start))   # a start's groups side by side
     policy = models.load(resolve(config.policy, "policy", "--policy"), role="policy")
