@@ -139,6 +139,25 @@ def test_one_real_iteration_publishes_a_new_policy_and_resume_continues(stack, r
     assert 0 < second["straightness"] <= 1 + 1e-9
 
 
+def test_a_run_and_its_shuffled_control_keep_their_settings_and_pair_by_iteration(stack, redis_url, key_prefix):
+    from worldenv.measure import training_runs
+    tmp = stack["tmp"]
+    settings = dict(iterations=2, groups=2, group_size=4, epochs=1, minibatch=8, lr=1e-3, min_reward_spread=0.0,
+                    exploration_scale=0.1, seed=5, auth_token="secret")
+    trainer.run(_config(stack, redis_url, key_prefix, "paired_rl", **settings))
+    trainer.run(_config(stack, redis_url, key_prefix, "paired_ctl", shuffle_rewards=True, **settings))
+    kept = json.loads((tmp / "paired_ctl" / "run.json").read_text())
+    assert kept["shuffle_rewards"] is True and kept["seed"] == 5 and "auth_token" not in kept
+    rl, ctl = (training_runs.load_run(str(tmp / name)) for name in ("paired_rl", "paired_ctl"))
+    result = training_runs.pair_runs(ctl, rl, resamples=200)
+    assert result["start"]["a"] == result["start"]["b"], "the same policy, starts and sampling seeds at iteration 0"
+    assert result["n"] == 1 and result["a_run"]["updates"] == result["b_run"]["updates"] == 2
+    other = _config(stack, redis_url, key_prefix, "paired_other", **(settings | {"seed": 6, "iterations": 1}))
+    trainer.run(other)
+    with pytest.raises(ValueError, match="seed: the runs differ"):
+        training_runs.pair_runs(ctl, training_runs.load_run(str(tmp / "paired_other")))
+
+
 def test_groups_without_reward_spread_skip_the_update_and_snapshots_are_kept(stack, redis_url, key_prefix):
     tmp = stack["tmp"]
     config = _config(stack, redis_url, key_prefix, "flat", iterations=2, groups=2, group_size=4, min_reward_spread=1.0,

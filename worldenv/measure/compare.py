@@ -9,7 +9,10 @@ an interval from resampling init states. That interval holds the runs fixed; how
 side differ from each other (the training seed's spread) is printed beside it, because a gain
 smaller than that spread is not one a single run would show. With at least two runs a side, the
 runs themselves are compared too (a permutation test of their success rates), with how many runs
-a side a gain of 5 or 10 points would need at the spread they show."""
+a side a gain of 5 or 10 points would need at the spread they show.
+
+Two `worldenv train rl` runs on the same seed (a run and its shuffled-rewards control) are
+compared by their on-policy imagined success, paired by iteration (`training_runs`)."""
 from __future__ import annotations
 
 import itertools
@@ -21,7 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from worldenv.config import Settings
-from worldenv.measure import paired
+from worldenv.measure import paired, training_runs
 from worldenv.sim.report import rate
 
 
@@ -33,7 +36,9 @@ class CompareConfig(Settings):
 
     baseline: str = Field(description="the reference runs: eval output directories (or their eval.json), "
                           "comma-separated, e.g. SFT, or the shuffled-rewards controls at several seeds; or align "
-                          "outputs (alignment.json), e.g. world models trained at several seeds",
+                          "outputs (alignment.json), e.g. world models trained at several seeds; or `train rl --out` "
+                          "directories (metrics.jsonl), e.g. a shuffled-rewards control, compared by on-policy imagined "
+                          "success iteration by iteration",
                           json_schema_extra=POSITIONAL)
     candidate: str = Field(description="the runs compared with them, comma-separated, e.g. RL at several seeds",
                            json_schema_extra=POSITIONAL)
@@ -131,6 +136,8 @@ def compare(config: CompareConfig) -> dict:
     for side, found in names.items():
         if not found:
             raise ValueError(f"{side}: give at least one eval directory")
+    if any(training_runs.is_run(w) for found in names.values() for w in found):
+        return compare_training(names, config.resamples)
     loaded = {side: [load(w, config.alignment) for w in found] for side, found in names.items()}
     kinds = {kind for side in loaded.values() for kind, _ in side}
     if len(kinds) > 1:
@@ -146,6 +153,20 @@ def compare(config: CompareConfig) -> dict:
             "groups": groups(runs["baseline"], runs["candidate"], config.resamples) if several else None}
 
 
+ON_POLICY = "on-policy imagined success"
+
+
+def compare_training(names: dict[str, list[str]], resamples: int) -> dict:
+    """Every candidate run against every baseline run, paired by iteration."""
+    if not all(training_runs.is_run(w) for found in names.values() for w in found):
+        raise ValueError("baseline, candidate: give all `train rl` run directories (metrics.jsonl), or none")
+    runs = {w: training_runs.load_run(w) for found in names.values() for w in found}
+    pairs = [{"baseline": a, "candidate": b, **training_runs.pair_runs(runs[a], runs[b], resamples)}
+             for a, b in itertools.product(names["baseline"], names["candidate"])]
+    return {"measure": ON_POLICY, "baseline": names["baseline"], "candidate": names["candidate"], "pairs": pairs,
+            "groups": None}
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:+.1f}"
 
@@ -153,6 +174,8 @@ def _pct(x: float) -> str:
 def markdown(result: dict) -> str:
     """The comparison as a table per pair and, for groups, one line with the seeds' spread."""
     measure = result.get("measure", "success")
+    if measure == ON_POLICY:
+        return training_runs.markdown(result["pairs"])
     lines = [f"Measure: {measure} per episode (1 = {'LIBERO success' if measure == 'success' else 'agrees with LIBERO'}).",
              "",
              "| baseline | candidate | n | baseline | candidate | difference, points (95 % CI) | "

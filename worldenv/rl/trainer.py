@@ -46,7 +46,7 @@ from worldenv.rl import loop_ppo, progress, rollout, value
 from worldenv.rl.mean_path import MeanPath
 from worldenv.rl.publisher import PolicyUnreachable, Publisher, SyncReport
 from worldenv.rl.queue import RolloutQueue
-from worldenv.rl.settings import REWARDS, RLConfig
+from worldenv.rl.settings import REWARDS, SETTINGS_FILE, RLConfig
 from worldenv.rl.start_replay import StartReplay
 
 log = logging.getLogger(__name__)
@@ -368,6 +368,12 @@ def snapshot_dir(out: pathlib.Path, iterations: int) -> pathlib.Path:
     return out / "snapshots" / f"iteration{iterations:04d}"
 
 
+def save_settings(out: pathlib.Path, config: RLConfig) -> None:
+    """The settings of this start of the run, in run.json (`worldenv compare` pairs two runs by
+    them); the bearer token is left out."""
+    (out / SETTINGS_FILE).write_text(config.model_dump_json(indent=2, exclude={"auth_token"}) + "\n")
+
+
 def log_row(out: pathlib.Path, row: dict) -> list[dict]:
     """Append `row` to metrics.jsonl (dropping rows of iterations at or after it: a resumed run
     continues the same curve); returns every row."""
@@ -427,6 +433,7 @@ def run(config: RLConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     resumed = (out / "trainer_state.pt").is_file()
     policy, bank = starting_policy(config, out, resumed), start_bank(config)
+    save_settings(out, config)
     client = redis.Redis.from_url(config.redis_url)
     publisher = publisher_of(config, client)
     try:

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Ten times the groups per run (issue 25): LOOP at 128 groups x 8 for 140 iterations (17,920
+# groups), beside its shuffled-reward control, on two stacks of the shipped models, one core
+# each. About 200 s per iteration each on 2 cores, so about 8 hours: more than a session. The run
+# is carried across machines in the repository: `save` copies each arm's run state (policy,
+# trainer state with the optimiser and the RNG, metrics) to reports/signal/budget/ARM/, and
+# `start` on a fresh machine copies it back into the worldenv home, where `train rl` resumes it
+# at the next iteration. Results: reports/learning-signal.md ("Ten times the groups").
+#
+# Usage: bash scripts/budget_run.sh start [RUN_DIR]   # two stacks and both trainers, in the background
+#        bash scripts/budget_run.sh save  [RUN_DIR]   # the run state of both arms into the repository
+#        (RUN_DIR default: $WORLDENV_HOME/runs/budget)
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export MUJOCO_GL=${MUJOCO_GL:-egl} OMP_NUM_THREADS=1
+HOME_DIR=${WORLDENV_HOME:-$HOME/.worldenv}
+R=${2:-$HOME_DIR/runs/budget}
+W=$PWD/.venv/bin/worldenv
+CARRY=$PWD/reports/signal/budget
+# The settings of the 128-group run at lr 1e-6, chosen from one probe iteration's KL and clip
+# fraction (reports/learning-signal.md, "Four times the groups per update"); a new seed.
+ARGS="--iterations 140 --groups 128 --minibatch 1024 --lr 1e-6 --exploration-scale 0.02 --seed 31 --snapshot-every 14"
+ARMS="rl ctl"
+mkdir -p "$R"
+
+field() { grep -m1 "^$2 " "$1" | awk '{print $2}'; }   # a line of `worldenv up`'s banner
+
+start() {
+  for arm in $ARMS; do
+    local h=$R/$arm
+    mkdir -p "$h/run"
+    if [ ! -f "$h/run/trainer_state.pt" ] && [ -f "$CARRY/$arm/trainer_state.pt" ]; then
+      cp -r "$CARRY/$arm/policy" "$CARRY/$arm/trainer_state.pt" "$CARRY/$arm/metrics.jsonl" "$h/run/"
+      echo "$arm: resuming the carried run after iteration $(last_iteration "$h/run")"
+    fi
+    nohup "$W" up --home "$h" --free-ports --no-exit --threads 1 --world-model-threads 1 > "$R/up_$arm.log" 2>&1 &
+  done
+  for arm in $ARMS; do
+    until grep -q "^serving" "$R/up_$arm.log"; do sleep 2; done
+    local extra=""
+    [ "$arm" = ctl ] && extra="--shuffle-rewards"
+    nohup "$W" train rl $ARGS $extra --redis-url "$(field "$R/up_$arm.log" redis)" \
+      --policy-addr "$(field "$R/up_$arm.log" policy)" --out "$R/$arm/run" > "$R/train_$arm.log" 2>&1 &
+    echo "$arm: training, log $R/train_$arm.log"
+  done
+}
+
+last_iteration() { tail -n1 "$1/metrics.jsonl" | sed 's/.*"iteration": \([0-9]*\).*/\1/'; }
+
+# A consistent copy while the trainer runs: it writes metrics.jsonl, then policy/, then
+# trainer_state.pt at the end of each iteration (a few seconds of ~200); a copy taken inside
+# that window has a policy newer than its state, and is taken again.
+consistent() {
+  local run=$1
+  [ "$(stat -c %Y "$run/policy/model.safetensors")" -le "$(stat -c %Y "$run/trainer_state.pt")" ] &&
+    [ "$(find "$run/trainer_state.pt" -mmin -0.2 | wc -l)" = 0 ]
+}
+
+save() {
+  for arm in $ARMS; do
+    local run=$R/$arm/run
+    [ -f "$run/trainer_state.pt" ] || { echo "$arm: no run state in $run"; continue; }
+    until consistent "$run"; do sleep 5; done
+    mkdir -p "$CARRY/$arm"
+    rm -rf "$CARRY/$arm/policy"
+    cp -r "$run/policy" "$run/trainer_state.pt" "$run/metrics.jsonl" "$CARRY/$arm/"
+    consistent "$run" || { echo "$arm: the trainer wrote during the copy; run save again"; continue; }
+    echo "$arm: saved after iteration $(last_iteration "$CARRY/$arm")"
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  save) save ;;
+  *) echo "usage: $0 start|save [RUN_DIR]" >&2; exit 2 ;;
+esac

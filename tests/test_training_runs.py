@@ -1,0 +1,91 @@
+"""`worldenv compare` on `train rl` runs: on-policy imagined success paired by iteration."""
+import json
+
+import pytest
+
+from worldenv.measure import training_runs
+
+SETTINGS = {"policy": "shipped", "starts": "shipped", "seed": 31, "groups": 128, "group_size": 8, "horizon": 30,
+            "eta": 0.0, "grasp_gate": 0.0, "confirm": 1, "exploration_scale": 0.02, "replay_open": 0.0, "value": None,
+            "lr": 1e-6, "auth_token": None}
+
+
+def _run(root, name, done, settings=None, extra_rows=()):
+    """A run directory holding what compare reads: metrics rows (iteration, done fraction, the
+    trainer's update figures) and, unless `settings` is False, run.json."""
+    folder = root / name
+    folder.mkdir()
+    rows = [{"iteration": i, "done_fraction": d, "zero_advantage_groups": 0.75, "approx_kl": 0.01,
+             "clip_fraction": 0.2, "mean_drift_b": 0.01 * i} for i, d in enumerate(done)] + list(extra_rows)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if settings is not False:
+        (folder / "run.json").write_text(json.dumps(settings or SETTINGS))
+    return str(folder)
+
+
+def test_a_run_ahead_in_every_iteration_leads_its_control(tmp_path, capsys):
+    from worldenv import cli
+    control = _run(tmp_path, "control", [0.20, 0.20, 0.21, 0.22, 0.20, 0.21, 0.22],
+                   SETTINGS | {"shuffle_rewards": True, "lr": 1e-6})
+    rl = _run(tmp_path, "rl", [0.20, 0.23, 0.24, 0.25, 0.24, 0.26, 0.27], SETTINGS | {"shuffle_rewards": False})
+    out = tmp_path / "compare.json"
+    assert cli.main(["compare", control, rl, "--resamples", "500", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    (p,) = json.loads(out.read_text())["pairs"]
+    assert p["n"] == 6 and p["iterations"] == [1, 6], "iteration 0 (the same start policy) is left out"
+    assert p["start"] == {"a": 0.20, "b": 0.20}
+    assert (p["sign_test"]["only_b"], p["sign_test"]["only_a"]) == (6, 0)
+    assert p["sign_test"]["p_value"] == pytest.approx(2 / 64)                  # 2 * 0.5 ** 6
+    assert p["bootstrap"]["difference"] == pytest.approx((0.03 + 0.03 + 0.03 + 0.04 + 0.05 + 0.05) / 6)
+    assert p["bootstrap"]["ci95"][0] > 0, "ahead by 3 to 5 points in every iteration"
+    assert p["halves"] == [{"iterations": [1, 3], "a_mean": pytest.approx(0.21), "b_mean": pytest.approx(0.24)},
+                           {"iterations": [4, 6], "a_mean": pytest.approx(0.21), "b_mean": pytest.approx(0.2566667)}]
+    assert training_runs.verdict(p) == "leads"
+    assert "| 6 / 0 | 0.031 |" in printed and "| leads |" in printed
+    # 128 groups x 25 % informative x 7 iterations; the last row's drift
+    assert p["b_run"]["informative_groups"] == 224 and p["b_run"]["mean_drift_b"] == pytest.approx(0.06)
+    assert p["a_run"]["shuffle_rewards"] is True and p["b_run"]["shuffle_rewards"] is False
+
+
+def test_a_mixed_record_is_no_separation_and_a_resumed_row_replaces_the_earlier(tmp_path, capsys):
+    from worldenv import cli
+    # iteration 3 was written twice (a run killed after logging it, resumed): the last row counts
+    control = _run(tmp_path, "control", [0.2, 0.2, 0.3, 0.1], extra_rows=[{"iteration": 3, "done_fraction": 0.3}])
+    rl = _run(tmp_path, "rl", [0.2, 0.3, 0.2, 0.2])
+    assert cli.main(["compare", control, rl, "--resamples", "500"]) == 0
+    printed = capsys.readouterr().out
+    result = training_runs.pair_runs(training_runs.load_run(control), training_runs.load_run(rl), 500)
+    assert (result["sign_test"]["only_b"], result["sign_test"]["only_a"]) == (1, 2)
+    assert result["sign_test"]["p_value"] == 1.0 and training_runs.verdict(result) == "no separation"
+    assert "| no separation |" in printed
+
+
+def test_runs_on_other_draws_or_without_shared_iterations_are_refused(tmp_path, capsys):
+    from worldenv import cli
+    control = _run(tmp_path, "control", [0.2, 0.2, 0.2])
+    other_seed = _run(tmp_path, "other", [0.2, 0.3, 0.3], SETTINGS | {"seed": 32, "groups": 64})
+    assert cli.main(["compare", control, other_seed]) == 2
+    assert "seed, groups: the runs differ here" in capsys.readouterr().err
+    short = _run(tmp_path, "short", [0.2])
+    assert cli.main(["compare", control, short]) == 2
+    assert "share no iteration after 0" in capsys.readouterr().err
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "eval.json").write_text(json.dumps({"episodes": [{"id": "s/0/0", "success": True}]}))
+    assert cli.main(["compare", control, str(ev)]) == 2
+    assert "give all `train rl` run directories" in capsys.readouterr().err
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"iteration": 0}\nnot json\n')
+    assert cli.main(["compare", control, str(broken)]) == 2
+    assert "broken.jsonl line 2: not a metrics row" in capsys.readouterr().err
+
+
+def test_a_metrics_file_kept_alone_pairs_without_its_settings(tmp_path):
+    kept = tmp_path / "rl_metrics.jsonl"
+    kept.write_text("".join(json.dumps({"iteration": i, "done_fraction": d}) + "\n"
+                            for i, d in enumerate([0.2, 0.25, 0.3])))
+    control = _run(tmp_path, "control", [0.2, 0.2, 0.2], SETTINGS | {"seed": 99})
+    run = training_runs.load_run(str(kept))
+    assert run["settings"] is None and training_runs.is_run(str(kept))
+    result = training_runs.pair_runs(training_runs.load_run(control), run, 500)   # unchecked: no settings a side
+    assert result["n"] == 2 and result["b_run"]["informative_groups"] is None

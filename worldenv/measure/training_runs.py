@@ -1,0 +1,151 @@
+"""Two `worldenv train rl` runs on the same draws, paired iteration by iteration: does a run's
+policy succeed more often in imagination, on its own rollouts, than its control's does?
+
+Runs with the same seed draw the same start states and the same sampling seeds at every
+iteration (`Trainer.collect`), and their policies are the same before the first update, so the
+done fraction of iteration k (the imagined success of the policy after k updates, sampled as RL
+explores, over groups x N rollouts) is a paired measurement. The unit is the iteration: the sign
+test counts the iterations where one run is ahead (McNemar's exact test on them), and the
+difference gets an interval from resampling iterations. Iteration 0, where both policies are the
+same, is shown as a check and left out of the test. Halves of the iterations say whether a gap
+grows. A shuffled-rewards control (`--shuffle-rewards`) is the usual baseline: it moves the
+policy as far with no signal."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from worldenv.measure import paired
+from worldenv.rl.settings import SETTINGS_FILE
+
+# What makes two runs draw the same rollouts before their updates part them.
+PAIRED_SETTINGS = ("policy", "starts", "seed", "groups", "group_size", "horizon", "eta", "grasp_gate", "confirm",
+                   "exploration_scale", "replay_open", "value")
+
+
+def is_run(where: str) -> bool:
+    """A `train rl --out` directory, or a metrics file of one (.jsonl)."""
+    path = pathlib.Path(where)
+    return (path / "metrics.jsonl").is_file() or (path.suffix == ".jsonl" and path.is_file())
+
+
+def load_run(where: str) -> dict:
+    """{"rows": iteration -> its metrics row (the last written, as a resumed run rewrites),
+    "settings": the run's settings (run.json beside metrics.jsonl), or None for a metrics file
+    kept alone or a run from before they were kept}."""
+    path = pathlib.Path(where)
+    metrics = path / "metrics.jsonl" if path.is_dir() else path
+    rows: dict[int, dict] = {}
+    for n, line in enumerate(metrics.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows[int(row["iteration"])] = row
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{metrics} line {n}: not a metrics row of `train rl` ({exc})") from None
+    settings_path = metrics.parent / SETTINGS_FILE
+    settings = json.loads(settings_path.read_text()) if metrics.name == "metrics.jsonl" and \
+        settings_path.is_file() else None
+    return {"rows": rows, "settings": settings}
+
+
+def unpaired_settings(a: dict | None, b: dict | None) -> list[str]:
+    """The PAIRED_SETTINGS on which two runs' recorded settings differ (none when either has none)."""
+    if a is None or b is None:
+        return []
+    return [k for k in PAIRED_SETTINGS if a.get(k) != b.get(k)]
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summary(run: dict) -> dict:
+    """What one run did: iterations, updates, informative share, KL, the mean's drift."""
+    rows = [run["rows"][i] for i in sorted(run["rows"])]
+    updated = [r for r in rows if not r.get("skipped")]
+    groups = (run["settings"] or {}).get("groups")
+    share = [1 - r["zero_advantage_groups"] for r in rows if r.get("zero_advantage_groups") is not None]
+    return {"iterations": len(rows), "updates": len(updated), "shuffle_rewards": (run["settings"] or {}).get(
+                "shuffle_rewards"), "done_fraction": _mean(rows, "done_fraction"),
+            "informative_share": float(np.mean(share)) if share else None,
+            "informative_groups": int(round(sum(share) * groups)) if groups and share else None,
+            "approx_kl": _mean(updated, "approx_kl"), "clip_fraction": _mean(updated, "clip_fraction"),
+            "mean_drift_b": rows[-1].get("mean_drift_b") if rows else None}
+
+
+def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fraction") -> dict:
+    """Run b against run a on the iterations both have, from iteration 1 on; a ValueError names a
+    paired setting they differ in, or says they share no such iteration."""
+    if differ := unpaired_settings(a["settings"], b["settings"]):
+        raise ValueError(", ".join(differ) + ": the runs differ here, so they do not draw the same rollouts "
+                         "(pair runs started with the same values)")
+    common = sorted(i for i in set(a["rows"]) & set(b["rows"])
+                    if a["rows"][i].get(measure) is not None and b["rows"][i].get(measure) is not None)
+    start = {k: run["rows"][0].get(measure) if 0 in run["rows"] else None for k, run in (("a", a), ("b", b))}
+    later = [i for i in common if i > 0]
+    if not later:
+        raise ValueError(f"the runs share no iteration after 0 with a {measure} (iterations: "
+                         f"{sorted(a['rows'])} and {sorted(b['rows'])})")
+    x = np.array([a["rows"][i][measure] for i in later], np.float64)
+    y = np.array([b["rows"][i][measure] for i in later], np.float64)
+    half = len(later) // 2
+    halves = [(later[:half], x[:half], y[:half]), (later[half:], x[half:], y[half:])] if half else []
+    return {"measure": measure, "iterations": [later[0], later[-1]], "n": len(later), "start": start,
+            "a_mean": float(x.mean()), "b_mean": float(y.mean()),
+            "sign_test": paired.mcnemar(x > y, y > x),  # only_a: iterations a is ahead; only_b: b is
+            "bootstrap": paired.bootstrap_difference(x, y, resamples),
+            "halves": [{"iterations": [its[0], its[-1]], "a_mean": float(xs.mean()), "b_mean": float(ys.mean())}
+                       for its, xs, ys in halves],
+            "a_run": summary(a), "b_run": summary(b)}
+
+
+def verdict(result: dict) -> str:
+    """'leads' / 'trails' when the sign test says so at 5 %, else 'no separation'."""
+    test = result["sign_test"]
+    if test["p_value"] < 0.05:
+        return "leads" if test["only_b"] > test["only_a"] else "trails"
+    return "no separation"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def markdown(pairs: list[dict]) -> str:
+    """One row per pair: the candidate's on-policy imagined success against the baseline's."""
+    lines = ["Measure: the on-policy imagined success per iteration (done fraction of its groups x N rollouts), "
+             "paired by iteration from 1 on (the same start states and sampling seeds); iteration 0, both runs' "
+             "start policy, is the check.", "",
+             "| baseline | candidate | iterations | iteration 0 (baseline / candidate) | baseline | candidate | "
+             "difference, points (95 % CI) | iterations ahead (candidate / baseline) | sign test p | halves "
+             "(baseline / candidate) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in pairs:
+        boot, test = p["bootstrap"], p["sign_test"]
+        halves = "; ".join(f"{h['iterations'][0]}-{h['iterations'][1]}: {_pct(h['a_mean'])} / {_pct(h['b_mean'])}"
+                           for h in p["halves"])
+        lines.append(f"| {p['baseline']} | {p['candidate']} | {p['iterations'][0]}-{p['iterations'][1]} ({p['n']}) | "
+                     f"{_pct(p['start']['a'])} / {_pct(p['start']['b'])} | {_pct(p['a_mean'])} | {_pct(p['b_mean'])} | "
+                     f"{100 * boot['difference']:+.1f} ({100 * boot['ci95'][0]:+.1f} to {100 * boot['ci95'][1]:+.1f}) | "
+                     f"{test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | {halves} | {verdict(p)} |")
+    lines += ["", "| run | iterations | updates | shuffled rewards | informative groups (share) | mean approx KL | "
+              "mean clip fraction | mean's drift (b) |", "|---|---|---|---|---|---|---|---|"]
+    seen = set()
+    for p in pairs:
+        for name, s in ((p["baseline"], p["a_run"]), (p["candidate"], p["b_run"])):
+            if name in seen:
+                continue
+            seen.add(name)
+            informative = f"{_pct(s['informative_share'])} %" if s["informative_groups"] is None else \
+                f"{s['informative_groups']} ({_pct(s['informative_share'])} %)"
+            kl = "-" if s["approx_kl"] is None else f"{s['approx_kl']:.4f}"
+            clip = "-" if s["clip_fraction"] is None else f"{s['clip_fraction']:.2f}"
+            drift = "-" if s["mean_drift_b"] is None else f"{s['mean_drift_b']:.3f}"
+            shuffled = {None: "not recorded", True: "yes", False: "no"}[s["shuffle_rewards"]]
+            lines.append(f"| {name} | {s['iterations']} | {s['updates']} | {shuffled} | {informative} | {kl} | "
+                         f"{clip} | {drift} |")
+    return "\n".join(lines)
