@@ -147,7 +147,8 @@ def test_a_run_and_its_shuffled_control_keep_their_settings_and_pair_by_iteratio
     trainer.run(_config(stack, redis_url, key_prefix, "paired_rl", **settings))
     trainer.run(_config(stack, redis_url, key_prefix, "paired_ctl", shuffle_rewards=True, **settings))
     kept = json.loads((tmp / "paired_ctl" / "run.json").read_text())
-    assert kept["shuffle_rewards"] is True and kept["seed"] == 5 and "auth_token" not in kept
+    assert kept["settings"]["shuffle_rewards"] is True and kept["settings"]["seed"] == 5
+    assert "auth_token" not in kept["settings"] and kept["resumes"] == []
     rl, ctl = (training_runs.load_run(str(tmp / name)) for name in ("paired_rl", "paired_ctl"))
     result = training_runs.pair_runs(ctl, rl, resamples=200)
     assert result["start"]["a"] == result["start"]["b"], "the same policy, starts and sampling seeds at iteration 0"
@@ -156,6 +157,10 @@ def test_a_run_and_its_shuffled_control_keep_their_settings_and_pair_by_iteratio
     trainer.run(other)
     with pytest.raises(ValueError, match="seed: the runs differ"):
         training_runs.pair_runs(ctl, training_runs.load_run(str(tmp / "paired_other")))
+    # a resume elsewhere (another Redis prefix, more iterations) is not a change; another lr is, and is logged
+    trainer.run(_config(stack, redis_url, key_prefix, "paired_rl", **(settings | {"iterations": 3, "lr": 2e-3})))
+    resumes = json.loads((tmp / "paired_rl" / "run.json").read_text())["resumes"]
+    assert resumes == [{"at_iteration": 2, "changed": {"lr": [1e-3, 2e-3]}}]
 
 
 def test_groups_without_reward_spread_skip_the_update_and_snapshots_are_kept(stack, redis_url, key_prefix):

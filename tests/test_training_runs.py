@@ -10,7 +10,7 @@ SETTINGS = {"policy": "shipped", "starts": "shipped", "seed": 31, "groups": 128,
             "lr": 1e-6, "auth_token": None}
 
 
-def _run(root, name, done, settings=None, extra_rows=()):
+def _run(root, name, done, settings=None, extra_rows=(), resumes=()):
     """A run directory holding what compare reads: metrics rows (iteration, done fraction, the
     trainer's update figures) and, unless `settings` is False, run.json."""
     folder = root / name
@@ -19,7 +19,7 @@ def _run(root, name, done, settings=None, extra_rows=()):
              "clip_fraction": 0.2, "mean_drift_b": 0.01 * i} for i, d in enumerate(done)] + list(extra_rows)
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if settings is not False:
-        (folder / "run.json").write_text(json.dumps(settings or SETTINGS))
+        (folder / "run.json").write_text(json.dumps({"settings": settings or SETTINGS, "resumes": list(resumes)}))
     return str(folder)
 
 
@@ -27,7 +27,8 @@ def test_a_run_ahead_in_every_iteration_leads_its_control(tmp_path, capsys):
     from worldenv import cli
     control = _run(tmp_path, "control", [0.20, 0.20, 0.21, 0.22, 0.20, 0.21, 0.22],
                    SETTINGS | {"shuffle_rewards": True, "lr": 1e-6})
-    rl = _run(tmp_path, "rl", [0.20, 0.23, 0.24, 0.25, 0.24, 0.26, 0.27], SETTINGS | {"shuffle_rewards": False})
+    rl = _run(tmp_path, "rl", [0.20, 0.23, 0.24, 0.25, 0.24, 0.26, 0.27], SETTINGS | {"shuffle_rewards": False},
+              resumes=[{"at_iteration": 3, "changed": {}}, {"at_iteration": 5, "changed": {"lr": [1e-6, 2e-6]}}])
     out = tmp_path / "compare.json"
     assert cli.main(["compare", control, rl, "--resamples", "500", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -42,6 +43,7 @@ def test_a_run_ahead_in_every_iteration_leads_its_control(tmp_path, capsys):
                            {"iterations": [4, 6], "a_mean": pytest.approx(0.21), "b_mean": pytest.approx(0.2566667)}]
     assert training_runs.verdict(p) == "leads"
     assert "| 6 / 0 | 0.031 |" in printed and "| leads |" in printed
+    assert "| 3, 5 (lr 1e-06 -> 2e-06) |" in printed, "the resumes, and the setting one of them changed"
     # 128 groups x 25 % informative x 7 iterations; the last row's drift
     assert p["b_run"]["informative_groups"] == 224 and p["b_run"]["mean_drift_b"] == pytest.approx(0.06)
     assert p["a_run"]["shuffle_rewards"] is True and p["b_run"]["shuffle_rewards"] is False

@@ -34,7 +34,7 @@ def is_run(where: str) -> bool:
 def load_run(where: str) -> dict:
     """{"rows": iteration -> its metrics row (the last written, as a resumed run rewrites),
     "settings": the run's settings (run.json beside metrics.jsonl), or None for a metrics file
-    kept alone or a run from before they were kept}."""
+    kept alone or a run from before they were kept, "resumes": the resumes run.json logged}."""
     path = pathlib.Path(where)
     metrics = path / "metrics.jsonl" if path.is_dir() else path
     rows: dict[int, dict] = {}
@@ -47,9 +47,9 @@ def load_run(where: str) -> dict:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{metrics} line {n}: not a metrics row of `train rl` ({exc})") from None
     settings_path = metrics.parent / SETTINGS_FILE
-    settings = json.loads(settings_path.read_text()) if metrics.name == "metrics.jsonl" and \
-        settings_path.is_file() else None
-    return {"rows": rows, "settings": settings}
+    kept = json.loads(settings_path.read_text()) if metrics.name == "metrics.jsonl" and settings_path.is_file() \
+        else {}
+    return {"rows": rows, "settings": kept.get("settings"), "resumes": kept.get("resumes", [])}
 
 
 def unpaired_settings(a: dict | None, b: dict | None) -> list[str]:
@@ -75,7 +75,9 @@ def summary(run: dict) -> dict:
             "informative_share": float(np.mean(share)) if share else None,
             "informative_groups": int(round(sum(share) * groups)) if groups and share else None,
             "approx_kl": _mean(updated, "approx_kl"), "clip_fraction": _mean(updated, "clip_fraction"),
-            "mean_drift_b": rows[-1].get("mean_drift_b") if rows else None}
+            "mean_drift_b": rows[-1].get("mean_drift_b") if rows else None,
+            "resumed_at": [r["at_iteration"] for r in run.get("resumes", [])],
+            "changed": {r["at_iteration"]: r["changed"] for r in run.get("resumes", []) if r.get("changed")}}
 
 
 def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fraction") -> dict:
@@ -133,7 +135,8 @@ def markdown(pairs: list[dict]) -> str:
                      f"{100 * boot['difference']:+.1f} ({100 * boot['ci95'][0]:+.1f} to {100 * boot['ci95'][1]:+.1f}) | "
                      f"{test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | {halves} | {verdict(p)} |")
     lines += ["", "| run | iterations | updates | shuffled rewards | informative groups (share) | mean approx KL | "
-              "mean clip fraction | mean's drift (b) |", "|---|---|---|---|---|---|---|---|"]
+              "mean clip fraction | mean's drift (b) | resumed at (settings changed) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     seen = set()
     for p in pairs:
         for name, s in ((p["baseline"], p["a_run"]), (p["candidate"], p["b_run"])):
@@ -146,6 +149,8 @@ def markdown(pairs: list[dict]) -> str:
             clip = "-" if s["clip_fraction"] is None else f"{s['clip_fraction']:.2f}"
             drift = "-" if s["mean_drift_b"] is None else f"{s['mean_drift_b']:.3f}"
             shuffled = {None: "not recorded", True: "yes", False: "no"}[s["shuffle_rewards"]]
+            resumed = ", ".join(f"{i}" + (f" ({', '.join(f'{k} {a} -> {b}' for k, (a, b) in s['changed'][i].items())})"
+                                          if i in s["changed"] else "") for i in s["resumed_at"]) or "-"
             lines.append(f"| {name} | {s['iterations']} | {s['updates']} | {shuffled} | {informative} | {kl} | "
-                         f"{clip} | {drift} |")
+                         f"{clip} | {drift} | {resumed} |")
     return "\n".join(lines)

@@ -368,10 +368,29 @@ def snapshot_dir(out: pathlib.Path, iterations: int) -> pathlib.Path:
     return out / "snapshots" / f"iteration{iterations:04d}"
 
 
-def save_settings(out: pathlib.Path, config: RLConfig) -> None:
-    """The settings of this start of the run, in run.json (`worldenv compare` pairs two runs by
-    them); the bearer token is left out."""
-    (out / SETTINGS_FILE).write_text(config.model_dump_json(indent=2, exclude={"auth_token"}) + "\n")
+# Settings a resumed run may change without changing what it learns: where it runs and how long.
+PLUMBING = frozenset({"redis_url", "prefix", "policy_addr", "auth_token", "weights_store", "policy_timeout_s",
+                      "sync_every_s", "max_hopeless", "out", "iterations", "timeout", "run_id", "snapshot_every"})
+
+
+def save_settings(out: pathlib.Path, config: RLConfig, first: int) -> dict:
+    """Keep the settings of this start of the run in run.json (`worldenv compare` pairs runs by
+    them; the bearer token is left out). A resume (`first` > 0) that changes what the run learns
+    (anything but PLUMBING) is logged there under "resumes" with each change as [before, after],
+    and warned about; returns the changes."""
+    path = out / SETTINGS_FILE
+    now = json.loads(config.model_dump_json(exclude={"auth_token"}))
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    before, resumes = kept.get("settings"), kept.get("resumes", [])
+    changed = {k: [before.get(k), v] for k, v in now.items() if k not in PLUMBING and before.get(k) != v} \
+        if before is not None and first > 0 else {}
+    if first > 0:
+        resumes = resumes + [{"at_iteration": first, "changed": changed}]
+    if changed:
+        log.warning("resumed at iteration %d with other settings than before: %s", first,
+                    ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    path.write_text(json.dumps({"settings": now, "resumes": resumes}, indent=2) + "\n")
+    return changed
 
 
 def log_row(out: pathlib.Path, row: dict) -> list[dict]:
@@ -433,13 +452,13 @@ def run(config: RLConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     resumed = (out / "trainer_state.pt").is_file()
     policy, bank = starting_policy(config, out, resumed), start_bank(config)
-    save_settings(out, config)
     client = redis.Redis.from_url(config.redis_url)
     publisher = publisher_of(config, client)
     try:
         trainer = Trainer(config, policy, publisher, RolloutQueue(client, config.prefix),
                           EpisodeStore(client, config.prefix), bank, value_model(config))
         first = load_state(out, trainer)
+        save_settings(out, config, first)
         if trainer.mean_path.start is None:      # a fresh run, or a state saved before the path was kept
             trainer.mean_path.begin(trainer.policy)
         publisher.publish(weights_bytes(trainer.policy), f"start of {out.name}")   # the served policy = ours
