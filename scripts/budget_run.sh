@@ -9,6 +9,7 @@
 #
 # Usage: bash scripts/budget_run.sh start [RUN_DIR]   # two stacks and both trainers, in the background
 #        bash scripts/budget_run.sh save  [RUN_DIR]   # the run state of both arms into the repository
+#        bash scripts/budget_run.sh stop  [RUN_DIR]   # both trainers (an iteration in flight is lost) and stacks
 #        (RUN_DIR default: $WORLDENV_HOME/runs/budget)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -69,8 +70,16 @@ save() {
   done
 }
 
+stop() {
+  pkill -f "train rl .*--out $R/" && sleep 2
+  pkill -INT -f "worldenv up --home $R/"
+  while pgrep -f "worldenv up --home $R/" > /dev/null; do sleep 1; done
+  echo "stopped"
+}
+
 case "${1:-}" in
   start) start ;;
   save) save ;;
-  *) echo "usage: $0 start|save [RUN_DIR]" >&2; exit 2 ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|save|stop [RUN_DIR]" >&2; exit 2 ;;
 esac
