@@ -288,7 +288,7 @@ def tune_config(config: ExperimentConfig, role: str, data: pathlib.Path, init: p
 def curve(config: ExperimentConfig, root: pathlib.Path, stack: Stack, rl_out: pathlib.Path, starts: pathlib.Path) -> None:
     """Each snapshot: real success and imagined success from the same init states, and RL's own
     objective on the fixed draw of `starts`."""
-    from worldenv.rl.trainer import snapshot_dir
+    from worldenv.rl.run_dir import snapshot_dir
     stages.run(root, "eval_starts", _libero(config, "starts", "build", "--inits", f"{CURVE_INITS}-"
                                             f"{CURVE_INITS + config.curve_episodes - 1}", "--out", str(root / "eval_starts.npz")),
                root / "logs" / "eval_starts.log")

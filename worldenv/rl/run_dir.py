@@ -1,0 +1,84 @@
+"""What a `worldenv train rl` run directory holds, and how a run resumes from it: the policy
+(servable), the trainer's state (optimiser, RNG, start replay, the mean's path) written
+atomically after each iteration, metrics.jsonl (one row per iteration; a resume continues the
+same curve), run.json (the settings, and what each resume changed) and the policy snapshots."""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+
+import torch
+
+from worldenv.rl.settings import SETTINGS_FILE, RLConfig
+
+log = logging.getLogger(__name__)
+
+
+def save_state(out: pathlib.Path, trainer, it: int) -> None:
+    """The policy (in the checkpoint format, servable) and the resumable state, atomically."""
+    trainer.policy.save_pretrained(out / "policy")
+    payload = {"iteration": it, "version": trainer.publisher.version, "optimizer": trainer.optimizer.state_dict(),
+               "rng": trainer.rng.bit_generator.state, "start_replay": trainer.replay.state_dict(),
+               "mean_path": trainer.mean_path.state_dict()}
+    tmp = out / "trainer_state.pt.tmp"
+    torch.save(payload, tmp)
+    tmp.replace(out / "trainer_state.pt")
+
+
+def load_state(out: pathlib.Path, trainer) -> int:
+    """Restore the optimiser and the RNG; returns the next iteration (0 if there is no state)."""
+    path = out / "trainer_state.pt"
+    if not path.is_file():
+        return 0
+    payload = torch.load(path, weights_only=False)
+    try:
+        trainer.optimizer.load_state_dict(payload["optimizer"])
+    except ValueError as exc:  # other parameters: --head-lr or --learn-scale changed since the run started
+        raise ValueError(f"head_lr, learn_scale: {path} was saved with {len(payload['optimizer']['param_groups'])} "
+                         f"optimiser group(s), this run has {len(trainer.optimizer.param_groups)}; resume with the "
+                         f"--head-lr and --learn-scale the run started with ({exc})") from None
+    trainer.rng.bit_generator.state = payload["rng"]
+    trainer.replay.load_state_dict(payload.get("start_replay", {}))
+    trainer.mean_path.load_state_dict(payload.get("mean_path", {}))
+    return int(payload["iteration"]) + 1
+
+
+def snapshot_dir(out: pathlib.Path, iterations: int) -> pathlib.Path:
+    """Where the policy after `iterations` RL iterations is kept (--snapshot-every; 0 = the start)."""
+    return out / "snapshots" / f"iteration{iterations:04d}"
+
+
+# Settings a resumed run may change without changing what it learns: where it runs and how long.
+PLUMBING = frozenset({"redis_url", "prefix", "policy_addr", "auth_token", "weights_store", "policy_timeout_s",
+                      "sync_every_s", "max_hopeless", "out", "iterations", "timeout", "run_id", "snapshot_every"})
+
+
+def save_settings(out: pathlib.Path, config: RLConfig, first: int) -> dict:
+    """Keep the settings of this start of the run in run.json (`worldenv compare` pairs runs by
+    them; the bearer token is left out). A resume (`first` > 0) that changes what the run learns
+    (anything but PLUMBING) is logged there under "resumes" with each change as [before, after],
+    and warned about; returns the changes."""
+    path = out / SETTINGS_FILE
+    now = json.loads(config.model_dump_json(exclude={"auth_token"}))
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    before, resumes = kept.get("settings"), kept.get("resumes", [])
+    changed = {k: [before.get(k), v] for k, v in now.items() if k not in PLUMBING and before.get(k) != v} \
+        if before is not None and first > 0 else {}
+    if first > 0:
+        resumes = resumes + [{"at_iteration": first, "changed": changed}]
+    if changed:
+        log.warning("resumed at iteration %d with other settings than before: %s", first,
+                    ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
+    path.write_text(json.dumps({"settings": now, "resumes": resumes}, indent=2) + "\n")
+    return changed
+
+
+def log_row(out: pathlib.Path, row: dict) -> list[dict]:
+    """Append `row` to metrics.jsonl (dropping rows of iterations at or after it: a resumed run
+    continues the same curve); returns every row."""
+    path = out / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = [r for r in rows if r["iteration"] < row["iteration"]] + [row]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
