@@ -3,7 +3,7 @@
 # groups), beside its shuffled-reward control, on two stacks of the shipped models, one core
 # each. About 200 s per iteration each on 2 cores, so about 8 hours: more than a session. The run
 # is carried across machines in the repository: `save` copies each arm's run state (policy,
-# trainer state with the optimiser and the RNG, metrics, settings) to reports/signal/budget/ARM/, and
+# trainer state with the optimiser and the RNG, metrics, groups, settings) to reports/signal/budget/ARM/, and
 # `start` on a fresh machine copies it back into the worldenv home, where `train rl` resumes it
 # at the next iteration. Results: reports/learning-signal.md ("Ten times the groups").
 #
@@ -22,6 +22,7 @@ CARRY=$PWD/reports/signal/budget
 # fraction (reports/learning-signal.md, "Four times the groups per update"); a new seed.
 ARGS="--iterations 140 --groups 128 --minibatch 1024 --lr 1e-6 --exploration-scale 0.02 --seed 31 --snapshot-every 14"
 ARMS="rl ctl"
+KEPT="policy trainer_state.pt metrics.jsonl run.json groups.jsonl"   # what a run needs to resume, and its record
 mkdir -p "$R"
 
 field() { grep -m1 "^$2 " "$1" | awk '{print $2}'; }   # a line of `worldenv up`'s banner
@@ -31,7 +32,7 @@ start() {
     local h=$R/$arm
     mkdir -p "$h/run"
     if [ ! -f "$h/run/trainer_state.pt" ] && [ -f "$CARRY/$arm/trainer_state.pt" ]; then
-      cp -r "$CARRY/$arm/policy" "$CARRY/$arm/trainer_state.pt" "$CARRY/$arm/metrics.jsonl" "$CARRY/$arm/run.json" "$h/run/"
+      for f in $KEPT; do [ -e "$CARRY/$arm/$f" ] && cp -r "$CARRY/$arm/$f" "$h/run/"; done
       echo "$arm: resuming the carried run after iteration $(last_iteration "$h/run")"
     fi
     nohup "$W" up --home "$h" --free-ports --no-exit --threads 1 --world-model-threads 1 > "$R/up_$arm.log" 2>&1 &
@@ -64,7 +65,7 @@ save() {
     until consistent "$run"; do sleep 5; done
     mkdir -p "$CARRY/$arm"
     rm -rf "$CARRY/$arm/policy"
-    cp -r "$run/policy" "$run/trainer_state.pt" "$run/metrics.jsonl" "$run/run.json" "$CARRY/$arm/"
+    for f in $KEPT; do [ -e "$run/$f" ] && cp -r "$run/$f" "$CARRY/$arm/"; done
     consistent "$run" || { echo "$arm: the trainer wrote during the copy; run save again"; continue; }
     echo "$arm: saved after iteration $(last_iteration "$CARRY/$arm")"
   done

@@ -153,6 +153,16 @@ def test_a_run_and_its_shuffled_control_keep_their_settings_and_pair_by_iteratio
     result = training_runs.pair_runs(ctl, rl, resamples=200)
     assert result["start"]["a"] == result["start"]["b"], "the same policy, starts and sampling seeds at iteration 0"
     assert result["n"] == 1 and result["a_run"]["updates"] == result["b_run"]["updates"] == 2
+    logged = [json.loads(line) for line in (tmp / "paired_rl" / "groups.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in (tmp / "paired_rl" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in logged] == [0, 1]
+    for row, groups in zip(metrics, (r["groups"] for r in logged)):
+        assert len(groups) == 2 and all(len(g["done"]) == len(g["rewards"]) == 4 for g in groups)
+        assert all(g["start"].startswith("synthetic/") for g in groups)
+        assert row["zero_advantage_groups"] == pytest.approx(1 - np.mean([g["used"] for g in groups]))
+        assert row["done_fraction"] == pytest.approx(np.mean([g["done"] for g in groups]))
+    drawn = {g["start"].split("/")[1] for g in logged[1]["groups"]}       # both runs drew the same starts
+    assert set(result["by_task"]) == drawn and all(v["n"] == 1 for v in result["by_task"].values())
     other = _config(stack, redis_url, key_prefix, "paired_other", **(settings | {"seed": 6, "iterations": 1}))
     trainer.run(other)
     with pytest.raises(ValueError, match="seed: the runs differ"):

@@ -1,5 +1,6 @@
 """`worldenv compare` on `train rl` runs: on-policy imagined success paired by iteration."""
 import json
+import pathlib
 
 import pytest
 
@@ -91,3 +92,35 @@ def test_a_metrics_file_kept_alone_pairs_without_its_settings(tmp_path):
     assert run["settings"] is None and training_runs.is_run(str(kept))
     result = training_runs.pair_runs(training_runs.load_run(control), run, 500)   # unchecked: no settings a side
     assert result["n"] == 2 and result["b_run"]["informative_groups"] is None
+
+
+def _groups(folder, per_iteration):
+    """groups.jsonl: per iteration, {task: list of groups' done flags}."""
+    rows = [{"iteration": i, "groups": [{"start": f"libero_object/{t}/100{k}/demo/step0", "rewards": [0.5] * len(d),
+                                          "done": d, "used": 0 < sum(d) < len(d)}
+                                         for t, groups in tasks.items() for k, d in enumerate(groups)]}
+            for i, tasks in enumerate(per_iteration)]
+    (pathlib.Path(folder) / "groups.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_groups_split_the_comparison_by_task(tmp_path, capsys):
+    from worldenv import cli
+    control = _run(tmp_path, "control", [0.25, 0.25, 0.25])
+    rl = _run(tmp_path, "rl", [0.25, 0.375, 0.375])
+    same = {"0": [[0, 0, 0, 0]], "1": [[1, 1, 0, 0]]}
+    _groups(control, [same, same, same])
+    # task 1 gains a success in iterations 1 and 2 (2/4 -> 3/4); task 0 stays at 0/4
+    _groups(rl, [same, {"0": [[0, 0, 0, 0]], "1": [[1, 1, 1, 0]]}, {"0": [[0, 0, 0, 0]], "1": [[1, 1, 1, 0]]}])
+    out = tmp_path / "c.json"
+    assert cli.main(["compare", control, rl, "--resamples", "200", "--out", str(out)]) == 0
+    (p,) = json.loads(out.read_text())["pairs"]
+    assert set(p["by_task"]) == {"0", "1"}
+    one, zero = p["by_task"]["1"], p["by_task"]["0"]
+    assert one["n"] == 2 and (one["a_mean"], one["b_mean"]) == (0.5, 0.75)
+    assert (one["sign_test"]["only_b"], one["sign_test"]["only_a"]) == (2, 0)
+    assert zero["bootstrap"]["difference"] == 0 and zero["sign_test"]["p_value"] == 1.0
+    assert "| 1 | 2 | 50.0 | 75.0 | +25.0 (+25.0 to +25.0) | 2 / 0 | 0.500 |" in capsys.readouterr().out
+    broken = pathlib.Path(rl) / "groups.jsonl"
+    broken.write_text('{"iteration": 0, "groups": [{"done": [1]}]}\n')
+    assert cli.main(["compare", control, rl]) == 2
+    assert "groups.jsonl line 1: not a groups row" in capsys.readouterr().err

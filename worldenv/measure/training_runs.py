@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 
 from worldenv.measure import paired
-from worldenv.rl.settings import SETTINGS_FILE
+from worldenv.rl.settings import GROUPS_FILE, SETTINGS_FILE
 
 # What makes two runs draw the same rollouts before their updates part them.
 PAIRED_SETTINGS = ("policy", "starts", "seed", "groups", "group_size", "horizon", "eta", "grasp_gate", "confirm",
@@ -49,7 +49,27 @@ def load_run(where: str) -> dict:
     settings_path = metrics.parent / SETTINGS_FILE
     kept = json.loads(settings_path.read_text()) if metrics.name == "metrics.jsonl" and settings_path.is_file() \
         else {}
-    return {"rows": rows, "settings": kept.get("settings"), "resumes": kept.get("resumes", [])}
+    return {"rows": rows, "settings": kept.get("settings"), "resumes": kept.get("resumes", []),
+            "groups": load_groups(metrics.parent / GROUPS_FILE) if metrics.name == "metrics.jsonl" else {}}
+
+
+def load_groups(path: pathlib.Path) -> dict[int, dict[str, float]]:
+    """Iteration -> task -> done fraction of its groups' rollouts, from groups.jsonl (none: {})."""
+    if not path.is_file():
+        return {}
+    out: dict[int, dict[str, float]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            done: dict[str, list[int]] = {}
+            for g in row["groups"]:
+                done.setdefault(paired.task(g["start"]), []).extend(g["done"])
+            out[int(row["iteration"])] = {t: float(np.mean(d)) for t, d in sorted(done.items())}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} line {n}: not a groups row of `train rl` ({exc})") from None
+    return out
 
 
 def unpaired_settings(a: dict | None, b: dict | None) -> list[str]:
@@ -98,12 +118,30 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
     half = len(later) // 2
     halves = [(later[:half], x[:half], y[:half]), (later[half:], x[half:], y[half:])] if half else []
     return {"measure": measure, "iterations": [later[0], later[-1]], "n": len(later), "start": start,
-            "a_mean": float(x.mean()), "b_mean": float(y.mean()),
-            "sign_test": paired.mcnemar(x > y, y > x),  # only_a: iterations a is ahead; only_b: b is
-            "bootstrap": paired.bootstrap_difference(x, y, resamples),
+            **_paired(x, y, resamples),
             "halves": [{"iterations": [its[0], its[-1]], "a_mean": float(xs.mean()), "b_mean": float(ys.mean())}
                        for its, xs, ys in halves],
-            "a_run": summary(a), "b_run": summary(b)}
+            "by_task": by_task(a["groups"], b["groups"], resamples), "a_run": summary(a), "b_run": summary(b)}
+
+
+def _paired(x: np.ndarray, y: np.ndarray, resamples: int) -> dict:
+    """y against x, paired by iteration: the means, the sign test, the bootstrapped difference."""
+    return {"a_mean": float(x.mean()), "b_mean": float(y.mean()),
+            "sign_test": paired.mcnemar(x > y, y > x),  # only_a: iterations a is ahead; only_b: b is
+            "bootstrap": paired.bootstrap_difference(x, y, resamples)}
+
+
+def by_task(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]], resamples: int) -> dict[str, dict]:
+    """Per task, the pairing by iteration of its groups' done fractions (from 1 on, where both
+    runs logged their groups); {} without groups.jsonl on both sides."""
+    later = sorted(i for i in set(a) & set(b) if i > 0)
+    tasks = sorted({t for i in later for t in a[i]} & {t for i in later for t in b[i]}, key=lambda t: (len(t), t))
+    out = {}
+    for t in tasks:
+        its = [i for i in later if t in a[i] and t in b[i]]
+        x, y = np.array([a[i][t] for i in its]), np.array([b[i][t] for i in its])
+        out[t] = {"n": len(its), **_paired(x, y, resamples)}
+    return out
 
 
 def verdict(result: dict) -> str:
@@ -134,6 +172,16 @@ def markdown(pairs: list[dict]) -> str:
                      f"{_pct(p['start']['a'])} / {_pct(p['start']['b'])} | {_pct(p['a_mean'])} | {_pct(p['b_mean'])} | "
                      f"{100 * boot['difference']:+.1f} ({100 * boot['ci95'][0]:+.1f} to {100 * boot['ci95'][1]:+.1f}) | "
                      f"{test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | {halves} | {verdict(p)} |")
+    tasks = [(p, t, v) for p in pairs for t, v in p["by_task"].items()]
+    if tasks:
+        lines += ["", "Per task (each iteration's groups of that task; groups.jsonl):", "",
+                  "| baseline | candidate | task | iterations | baseline | candidate | difference, points (95 % CI) | "
+                  "iterations ahead (candidate / baseline) | sign test p |", "|---|---|---|---|---|---|---|---|---|"]
+        for p, t, v in tasks:
+            boot, test = v["bootstrap"], v["sign_test"]
+            lines.append(f"| {p['baseline']} | {p['candidate']} | {t} | {v['n']} | {_pct(v['a_mean'])} | "
+                         f"{_pct(v['b_mean'])} | {100 * boot['difference']:+.1f} ({100 * boot['ci95'][0]:+.1f} to "
+                         f"{100 * boot['ci95'][1]:+.1f}) | {test['only_b']} / {test['only_a']} | {test['p_value']:.3f} |")
     lines += ["", "| run | iterations | updates | shuffled rewards | informative groups (share) | mean approx KL | "
               "mean clip fraction | mean's drift (b) | resumed at (settings changed) |",
               "|---|---|---|---|---|---|---|---|---|"]

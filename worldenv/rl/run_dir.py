@@ -1,7 +1,8 @@
 """What a `worldenv train rl` run directory holds, and how a run resumes from it: the policy
 (servable), the trainer's state (optimiser, RNG, start replay, the mean's path) written
 atomically after each iteration, metrics.jsonl (one row per iteration; a resume continues the
-same curve), run.json (the settings, and what each resume changed) and the policy snapshots."""
+same curve), groups.jsonl (each iteration's groups: start, rewards, outcomes, whether the update
+used them), run.json (the settings, and what each resume changed) and the policy snapshots."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import pathlib
 
 import torch
 
-from worldenv.rl.settings import SETTINGS_FILE, RLConfig
+from worldenv.rl.settings import GROUPS_FILE, SETTINGS_FILE, RLConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,21 @@ def save_settings(out: pathlib.Path, config: RLConfig, first: int) -> dict:
     return changed
 
 
-def log_row(out: pathlib.Path, row: dict) -> list[dict]:
-    """Append `row` to metrics.jsonl (dropping rows of iterations at or after it: a resumed run
-    continues the same curve); returns every row."""
-    path = out / "metrics.jsonl"
+def _append(path: pathlib.Path, row: dict) -> list[dict]:
+    """Append `row` to the JSON lines at `path`, dropping rows of iterations at or after it (a
+    resumed run continues the same record); returns every row."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     rows = [r for r in rows if r["iteration"] < row["iteration"]] + [row]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
+
+
+def log_row(out: pathlib.Path, row: dict) -> list[dict]:
+    """Append the iteration's metrics row to metrics.jsonl; returns every row."""
+    return _append(out / "metrics.jsonl", row)
+
+
+def log_groups(out: pathlib.Path, it: int, groups: list[dict]) -> None:
+    """Append the iteration's groups (`Trainer.groups_seen`) to groups.jsonl: what a run and its
+    control, drawing the same starts, did start by start (`worldenv compare` splits by task)."""
+    _append(out / GROUPS_FILE, {"iteration": it, "groups": groups})

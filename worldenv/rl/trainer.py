@@ -46,7 +46,7 @@ from worldenv.rl import loop_ppo, progress, rollout, value
 from worldenv.rl.mean_path import MeanPath
 from worldenv.rl.publisher import PolicyUnreachable, Publisher, SyncReport
 from worldenv.rl.queue import RolloutQueue
-from worldenv.rl.run_dir import load_state, log_row, save_settings, save_state, snapshot_dir
+from worldenv.rl.run_dir import load_state, log_groups, log_row, save_settings, save_state, snapshot_dir
 from worldenv.rl.settings import REWARDS, RLConfig
 from worldenv.rl.start_replay import StartReplay
 
@@ -224,6 +224,7 @@ class Trainer:
         self.mean_path = MeanPath(bank)      # how far and which way the updates move the mean action
         self._drawn: dict[str, tuple[int, bool]] = {}   # this iteration's group id -> (start index, replayed)
         self._synced_at, self._sync = 0.0, SyncReport()
+        self.groups_seen: list[dict] = []    # this iteration's complete groups: start, rewards, outcomes, used
         # Job ids of this process: the queue runs a job id once ever, so a run started again in a
         # deleted directory, or resumed in the middle of an iteration, must not reuse the ids whose
         # results it read past (it would wait for them until --timeout).
@@ -260,7 +261,7 @@ class Trainer:
 
     def iteration(self, it: int, run_id: str) -> dict:
         c, version = self.config, self.publisher.version
-        self._sync = SyncReport()
+        self._sync, self.groups_seen = SyncReport(), []
         try:
             self.sync()                                                                  # every replica on our weights
         except PolicyUnreachable as exc:
@@ -291,6 +292,9 @@ class Trainer:
         rewards = group_rewards(groups, c.reward).reshape(-1, c.group_size)                         # (G, N)
         keep = loop_ppo.informative(torch.from_numpy(rewards), c.min_reward_spread).numpy()              # (G,)
         cause = progress.cause_of(len(groups), int(keep.sum()), dropped)
+        self.groups_seen = [{"start": g[0].start_id, "rewards": [round(float(x), 4) for x in r],
+                             "done": [int(e.status == "done") for e in g], "used": bool(k)}
+                            for g, r, k in zip(groups, rewards, keep)]
         row = {"iteration": it, **_rollout_stats(episodes, rewards, wall), "zero_advantage_groups":
                float(1 - keep.mean()) if len(keep) else 1.0, **self._replay_stats(groups, rewards, keep),
                **dropped, "no_update_cause": cause,
@@ -404,6 +408,7 @@ def run(config: RLConfig) -> dict:
             if row.get("no_update_cause") in progress.HOPELESS:
                 log.warning("iteration %d: no usable group (%s) %s", it, row["no_update_cause"], row["drop_reason"])
             rows = log_row(out, row)
+            log_groups(out, it, trainer.groups_seen)
             runs.RunLog(client, config.prefix).put(run_id, row)   # the debug API's run page reads it
             curves.plot(rows, out / "curves.png")
             save_state(out, trainer, it)
