@@ -119,7 +119,8 @@ def test_groups_split_the_comparison_by_task(tmp_path, capsys):
     assert one["n"] == 2 and (one["a_mean"], one["b_mean"]) == (0.5, 0.75)
     assert (one["sign_test"]["only_b"], one["sign_test"]["only_a"]) == (2, 0)
     assert zero["bootstrap"]["difference"] == 0 and zero["sign_test"]["p_value"] == 1.0
-    assert "| 1 | 2 | 50.0 | 75.0 | +25.0 (+25.0 to +25.0) | 2 / 0 | 0.500 |" in capsys.readouterr().out
+    assert (one["a_informative"], one["b_informative"], zero["b_informative"]) == (1.0, 1.0, 0.0)
+    assert "| 1 | 2 | 50.0 | 75.0 | +25.0 (+25.0 to +25.0) | 2 / 0 | 0.500 | 100.0 / 100.0 % |" in capsys.readouterr().out
     broken = pathlib.Path(rl) / "groups.jsonl"
     broken.write_text('{"iteration": 0, "groups": [{"done": [1]}]}\n')
     assert cli.main(["compare", control, rl]) == 2

@@ -53,20 +53,24 @@ def load_run(where: str) -> dict:
             "groups": load_groups(metrics.parent / GROUPS_FILE) if metrics.name == "metrics.jsonl" else {}}
 
 
-def load_groups(path: pathlib.Path) -> dict[int, dict[str, float]]:
-    """Iteration -> task -> done fraction of its groups' rollouts, from groups.jsonl (none: {})."""
+def load_groups(path: pathlib.Path) -> dict[int, dict[str, dict[str, float]]]:
+    """Iteration -> task -> {"done": the done fraction of its groups' rollouts, "informative": the
+    share of its groups the update used}, from groups.jsonl (none: {})."""
     if not path.is_file():
         return {}
-    out: dict[int, dict[str, float]] = {}
+    out: dict[int, dict[str, dict[str, float]]] = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
             done: dict[str, list[int]] = {}
+            used: dict[str, list[bool]] = {}
             for g in row["groups"]:
                 done.setdefault(paired.task(g["start"]), []).extend(g["done"])
-            out[int(row["iteration"])] = {t: float(np.mean(d)) for t, d in sorted(done.items())}
+                used.setdefault(paired.task(g["start"]), []).append(bool(g["used"]))
+            out[int(row["iteration"])] = {t: {"done": float(np.mean(d)), "informative": float(np.mean(used[t]))}
+                                          for t, d in sorted(done.items())}
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} line {n}: not a groups row of `train rl` ({exc})") from None
     return out
@@ -131,16 +135,20 @@ def _paired(x: np.ndarray, y: np.ndarray, resamples: int) -> dict:
             "bootstrap": paired.bootstrap_difference(x, y, resamples)}
 
 
-def by_task(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]], resamples: int) -> dict[str, dict]:
+def by_task(a: dict[int, dict[str, dict[str, float]]], b: dict[int, dict[str, dict[str, float]]],
+            resamples: int) -> dict[str, dict]:
     """Per task, the pairing by iteration of its groups' done fractions (from 1 on, where both
-    runs logged their groups); {} without groups.jsonl on both sides."""
+    runs logged their groups), and each run's mean informative share there; {} without
+    groups.jsonl on both sides."""
     later = sorted(i for i in set(a) & set(b) if i > 0)
     tasks = sorted({t for i in later for t in a[i]} & {t for i in later for t in b[i]}, key=lambda t: (len(t), t))
     out = {}
     for t in tasks:
         its = [i for i in later if t in a[i] and t in b[i]]
-        x, y = np.array([a[i][t] for i in its]), np.array([b[i][t] for i in its])
-        out[t] = {"n": len(its), **_paired(x, y, resamples)}
+        x, y = np.array([a[i][t]["done"] for i in its]), np.array([b[i][t]["done"] for i in its])
+        out[t] = {"n": len(its), **_paired(x, y, resamples),
+                  "a_informative": float(np.mean([a[i][t]["informative"] for i in its])),
+                  "b_informative": float(np.mean([b[i][t]["informative"] for i in its]))}
     return out
 
 
@@ -176,12 +184,14 @@ def markdown(pairs: list[dict]) -> str:
     if tasks:
         lines += ["", "Per task (each iteration's groups of that task; groups.jsonl):", "",
                   "| baseline | candidate | task | iterations | baseline | candidate | difference, points (95 % CI) | "
-                  "iterations ahead (candidate / baseline) | sign test p |", "|---|---|---|---|---|---|---|---|---|"]
+                  "iterations ahead (candidate / baseline) | sign test p | informative groups (baseline / "
+                  "candidate) |", "|---|---|---|---|---|---|---|---|---|---|"]
         for p, t, v in tasks:
             boot, test = v["bootstrap"], v["sign_test"]
             lines.append(f"| {p['baseline']} | {p['candidate']} | {t} | {v['n']} | {_pct(v['a_mean'])} | "
                          f"{_pct(v['b_mean'])} | {100 * boot['difference']:+.1f} ({100 * boot['ci95'][0]:+.1f} to "
-                         f"{100 * boot['ci95'][1]:+.1f}) | {test['only_b']} / {test['only_a']} | {test['p_value']:.3f} |")
+                         f"{100 * boot['ci95'][1]:+.1f}) | {test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | "
+                         f"{_pct(v['a_informative'])} / {_pct(v['b_informative'])} % |")
     lines += ["", "| run | iterations | updates | shuffled rewards | informative groups (share) | mean approx KL | "
               "mean clip fraction | mean's drift (b) | resumed at (settings changed) |",
               "|---|---|---|---|---|---|---|---|---|"]
