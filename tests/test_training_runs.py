@@ -125,3 +125,28 @@ def test_groups_split_the_comparison_by_task(tmp_path, capsys):
     broken.write_text('{"iteration": 0, "groups": [{"done": [1]}]}\n')
     assert cli.main(["compare", control, rl]) == 2
     assert "groups.jsonl line 1: not a groups row" in capsys.readouterr().err
+
+
+def test_several_seeds_pair_by_position_and_the_pairs_become_the_unit(tmp_path, capsys):
+    from worldenv import cli
+    runs, controls = [], []
+    for seed, gap in ((21, 0.02), (31, -0.03), (41, 0.04)):      # each pair: the run ahead by `gap` throughout
+        settings = SETTINGS | {"seed": seed}
+        controls.append(_run(tmp_path, f"ctl{seed}", [0.2, 0.2, 0.2, 0.2], settings))
+        runs.append(_run(tmp_path, f"rl{seed}", [0.2] + [0.2 + gap] * 3, settings))
+    out = tmp_path / "c.json"
+    assert cli.main(["compare", ",".join(controls), ",".join(runs), "--resamples", "200", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert [p["candidate"] for p in result["pairs"]] == runs, "one pair per seed, not every run against every control"
+    across = result["across_pairs"]
+    assert across["differences"] == pytest.approx([0.02, -0.03, 0.04])
+    assert (across["ahead"], across["behind"]) == (2, 1)
+    # 8 sign flips of (2, -3, 4): |mean| >= 1 for all but (+2, +3, -4) and (-2, -3, +4) -> 6 / 8
+    assert across["p_value"] == pytest.approx(0.75) and across["smallest_p"] == pytest.approx(0.25)
+    assert "Pairs as the unit (3 seeds): mean difference +1.0 points (per pair: +2.0, -3.0, +4.0)" in printed
+    # crossed seeds are refused by their settings; an unequal count by the lists
+    assert cli.main(["compare", ",".join(controls[:2]), ",".join(runs[1::-1])]) == 2
+    assert "seed: the runs differ here" in capsys.readouterr().err
+    assert cli.main(["compare", controls[0], ",".join(runs[:2])]) == 2
+    assert "give one control run per run, in the same order" in capsys.readouterr().err

@@ -157,14 +157,18 @@ ON_POLICY = "on-policy imagined success"
 
 
 def compare_training(names: dict[str, list[str]], resamples: int) -> dict:
-    """Every candidate run against every baseline run, paired by iteration."""
+    """Each candidate run against the baseline run in the same place of its list (one seed's run
+    and its control), paired by iteration; with several pairs, the pairs as the unit."""
     if not all(training_runs.is_run(w) for found in names.values() for w in found):
         raise ValueError("baseline, candidate: give all `train rl` run directories (metrics.jsonl), or none")
+    if len(names["baseline"]) != len(names["candidate"]):
+        raise ValueError(f"baseline, candidate: {len(names['baseline'])} and {len(names['candidate'])} runs; give "
+                         "one control run per run, in the same order (each pair on one seed)")
     runs = {w: training_runs.load_run(w) for found in names.values() for w in found}
     pairs = [{"baseline": a, "candidate": b, **training_runs.pair_runs(runs[a], runs[b], resamples)}
-             for a, b in itertools.product(names["baseline"], names["candidate"])]
+             for a, b in zip(names["baseline"], names["candidate"])]
     return {"measure": ON_POLICY, "baseline": names["baseline"], "candidate": names["candidate"], "pairs": pairs,
-            "groups": None}
+            "groups": None, "across_pairs": training_runs.across_pairs(pairs)}
 
 
 def _pct(x: float) -> str:
@@ -175,7 +179,7 @@ def markdown(result: dict) -> str:
     """The comparison as a table per pair and, for groups, one line with the seeds' spread."""
     measure = result.get("measure", "success")
     if measure == ON_POLICY:
-        return training_runs.markdown(result["pairs"])
+        return training_runs.markdown(result["pairs"], result.get("across_pairs"))
     lines = [f"Measure: {measure} per episode (1 = {'LIBERO success' if measure == 'success' else 'agrees with LIBERO'}).",
              "",
              "| baseline | candidate | n | baseline | candidate | difference, points (95 % CI) | "
