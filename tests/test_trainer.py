@@ -145,7 +145,9 @@ def test_a_run_and_its_shuffled_control_keep_their_settings_and_pair_by_iteratio
     settings = dict(iterations=2, groups=2, group_size=4, epochs=1, minibatch=8, lr=1e-3, min_reward_spread=0.0,
                     exploration_scale=0.1, seed=5, auth_token="secret")
     trainer.run(_config(stack, redis_url, key_prefix, "paired_rl", **settings))
-    trainer.run(_config(stack, redis_url, key_prefix, "paired_ctl", shuffle_rewards=True, **settings))
+    # the control also takes another number of minibatch passes: its updates use the RNG otherwise,
+    # and its start draws must not follow them
+    trainer.run(_config(stack, redis_url, key_prefix, "paired_ctl", shuffle_rewards=True, **(settings | {"epochs": 3})))
     kept = json.loads((tmp / "paired_ctl" / "run.json").read_text())
     assert kept["settings"]["shuffle_rewards"] is True and kept["settings"]["seed"] == 5
     assert "auth_token" not in kept["settings"] and kept["resumes"] == []
@@ -161,6 +163,8 @@ def test_a_run_and_its_shuffled_control_keep_their_settings_and_pair_by_iteratio
         assert all(g["start"].startswith("synthetic/") for g in groups)
         assert row["zero_advantage_groups"] == pytest.approx(1 - np.mean([g["used"] for g in groups]))
         assert row["done_fraction"] == pytest.approx(np.mean([g["done"] for g in groups]))
+    logged_ctl = [json.loads(line) for line in (tmp / "paired_ctl" / "groups.jsonl").read_text().splitlines()]
+    assert [[g["start"] for g in r["groups"]] for r in logged] == [[g["start"] for g in r["groups"]] for r in logged_ctl]
     drawn = {g["start"].split("/")[1] for g in logged[1]["groups"]}       # both runs drew the same starts
     assert set(result["by_task"]) == drawn and all(v["n"] == 1 for v in result["by_task"].values())
     other = _config(stack, redis_url, key_prefix, "paired_other", **(settings | {"seed": 6, "iterations": 1}))

@@ -2,7 +2,9 @@
 policy succeed more often in imagination, on its own rollouts, than its control's does?
 
 Runs with the same seed draw the same start states and the same sampling seeds at every
-iteration (`Trainer.collect`), and their policies are the same before the first update, so the
+iteration (`trainer.draw_rng`; runs from before it drew from a stream their minibatch orders also
+used, so a run and its control drew the same starts only until their updates' timesteps first
+differed in number), and their policies are the same before the first update, so the
 done fraction of iteration k (the imagined success of the policy after k updates, sampled as RL
 explores, over groups x N rollouts) is a paired measurement. The unit is the iteration: the sign
 test counts the iterations where one run is ahead (McNemar's exact test on them), and the

@@ -1,5 +1,5 @@
 """What a `worldenv train rl` run directory holds, and how a run resumes from it: the policy
-(servable), the trainer's state (optimiser, RNG, start replay, the mean's path) written
+(servable), the trainer's state (optimiser, start replay, the mean's path) written
 atomically after each iteration, metrics.jsonl (one row per iteration; a resume continues the
 same curve), groups.jsonl (each iteration's groups: start, rewards, outcomes, whether the update
 used them), run.json (the settings, and what each resume changed) and the policy snapshots."""
@@ -20,7 +20,7 @@ def save_state(out: pathlib.Path, trainer, it: int) -> None:
     """The policy (in the checkpoint format, servable) and the resumable state, atomically."""
     trainer.policy.save_pretrained(out / "policy")
     payload = {"iteration": it, "version": trainer.publisher.version, "optimizer": trainer.optimizer.state_dict(),
-               "rng": trainer.rng.bit_generator.state, "start_replay": trainer.replay.state_dict(),
+               "start_replay": trainer.replay.state_dict(),
                "mean_path": trainer.mean_path.state_dict()}
     tmp = out / "trainer_state.pt.tmp"
     torch.save(payload, tmp)
@@ -28,7 +28,9 @@ def save_state(out: pathlib.Path, trainer, it: int) -> None:
 
 
 def load_state(out: pathlib.Path, trainer) -> int:
-    """Restore the optimiser and the RNG; returns the next iteration (0 if there is no state)."""
+    """Restore the optimiser, the start replay and the mean's path; returns the next iteration (0
+    if there is no state). Draws and minibatch orders are functions of the seed and the
+    iteration (`trainer.draw_rng`), so there is no RNG to restore; an older state's "rng" is not read."""
     path = out / "trainer_state.pt"
     if not path.is_file():
         return 0
@@ -39,7 +41,6 @@ def load_state(out: pathlib.Path, trainer) -> int:
         raise ValueError(f"head_lr, learn_scale: {path} was saved with {len(payload['optimizer']['param_groups'])} "
                          f"optimiser group(s), this run has {len(trainer.optimizer.param_groups)}; resume with the "
                          f"--head-lr and --learn-scale the run started with ({exc})") from None
-    trainer.rng.bit_generator.state = payload["rng"]
     trainer.replay.load_state_dict(payload.get("start_replay", {}))
     trainer.mean_path.load_state_dict(payload.get("mean_path", {}))
     return int(payload["iteration"]) + 1

@@ -210,6 +210,14 @@ def param_groups(policy, lr: float, head_lr: float | None) -> list[dict]:
             for name, params in groups.items() if params]
 
 
+def draw_rng(seed: int, it: int) -> np.random.Generator:
+    """The start-state draw of iteration `it`: a function of the seed and the iteration alone, so
+    that a run and its control (or a resumed run) draw the same starts whatever their updates did.
+    (A stream shared with the minibatch order would part them after the first update whose
+    timesteps differ in number.)"""
+    return np.random.default_rng([seed, it, 2])     # [seed, it] (= [seed, it, 0]) shuffles a control's rewards
+
+
 class Trainer:
     """Holds the connections, the policy copy and the optimiser; `iteration` runs one."""
 
@@ -219,7 +227,6 @@ class Trainer:
             config, policy, publisher, queue, store, bank
         self.value_model = value_model      # short imagination: scores episodes cut at the horizon (rl/value.py)
         self.optimizer = torch.optim.Adam(param_groups(policy, config.lr, config.head_lr), lr=config.lr)
-        self.rng = np.random.default_rng(config.seed)
         self.replay = StartReplay(len(bank), config.replay_open, config.min_reward_spread)
         self.mean_path = MeanPath(bank)      # how far and which way the updates move the mean action
         self._drawn: dict[str, tuple[int, bool]] = {}   # this iteration's group id -> (start index, replayed)
@@ -232,7 +239,7 @@ class Trainer:
 
     def collect(self, it: int, run_id: str) -> tuple[list[ImaginedEpisode], float]:
         c = self.config
-        indices, replayed = self.replay.draw(c.groups, self.rng)    # uniform draws at --replay-open 0
+        indices, replayed = self.replay.draw(c.groups, draw_rng(c.seed, it))   # uniform draws at --replay-open 0
         prefix = iteration_run_id(run_id, it, self.attempt)
         self._drawn = {f"{prefix}-g{g:04d}": (int(i), bool(r)) for g, (i, r) in enumerate(zip(indices, replayed))}
         jobs = rollout.make_jobs(self.bank.subset(indices), c.groups * c.group_size, prefix, c.horizon, c.group_size,
@@ -275,7 +282,8 @@ class Trainer:
                            c.reward)
         if c.ratio == "dimension":
             batch, row["behaviour_gap"] = with_old_terms(self.policy, batch, c.minibatch)
-        stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip, self.rng)
+        stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip,
+                       np.random.default_rng([c.seed, it, 1]))
         stats.update(self.mean_path.see(self.policy))
         try:                                                                             # publish
             self._sync = self._sync.add(self.publisher.publish(weights_bytes(self.policy), f"{run_id} iteration {it}"))
