@@ -113,6 +113,7 @@ def test_groups_split_the_comparison_by_task(tmp_path, capsys):
     _groups(rl, [same, {"0": [[0, 0, 0, 0]], "1": [[1, 1, 1, 0]]}, {"0": [[0, 0, 0, 0]], "1": [[1, 1, 1, 0]]}])
     out = tmp_path / "c.json"
     assert cli.main(["compare", control, rl, "--resamples", "200", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
     (p,) = json.loads(out.read_text())["pairs"]
     assert set(p["by_task"]) == {"0", "1"}
     one, zero = p["by_task"]["1"], p["by_task"]["0"]
@@ -120,7 +121,9 @@ def test_groups_split_the_comparison_by_task(tmp_path, capsys):
     assert (one["sign_test"]["only_b"], one["sign_test"]["only_a"]) == (2, 0)
     assert zero["bootstrap"]["difference"] == 0 and zero["sign_test"]["p_value"] == 1.0
     assert (one["a_informative"], one["b_informative"], zero["b_informative"]) == (1.0, 1.0, 0.0)
-    assert "| 1 | 2 | 50.0 | 75.0 | +25.0 (+25.0 to +25.0) | 2 / 0 | 0.500 | 100.0 / 100.0 % |" in capsys.readouterr().out
+    assert p["same_starts"] == {"checked": 3, "same": [0, 1, 2]}
+    assert "| 1 | 2 | 50.0 | 75.0 | +25.0 (+25.0 to +25.0) | 2 / 0 | 0.500 | 100.0 / 100.0 % |" in printed
+    assert "the same starts in 3 of the 3 iterations both logged (groups.jsonl), iterations 0-2." in printed
     broken = pathlib.Path(rl) / "groups.jsonl"
     broken.write_text('{"iteration": 0, "groups": [{"done": [1]}]}\n')
     assert cli.main(["compare", control, rl]) == 2

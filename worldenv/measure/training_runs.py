@@ -63,9 +63,12 @@ def load_run(where: str) -> dict:
             "groups": load_groups(metrics.parent / GROUPS_FILE) if metrics.name == "metrics.jsonl" else {}}
 
 
+STARTS = "starts"    # beside the tasks of an iteration in `load_groups`: the starts drawn, in group order
+
+
 def load_groups(path: pathlib.Path) -> dict[int, dict[str, dict[str, float]]]:
     """Iteration -> task -> {"done": the done fraction of its groups' rollouts, "informative": the
-    share of its groups the update used}, from groups.jsonl (none: {})."""
+    share of its groups the update used}, and STARTS -> the starts drawn, from groups.jsonl (none: {})."""
     if not path.is_file():
         return {}
     out: dict[int, dict[str, dict[str, float]]] = {}
@@ -81,6 +84,7 @@ def load_groups(path: pathlib.Path) -> dict[int, dict[str, dict[str, float]]]:
                 used.setdefault(paired.task(g["start"]), []).append(bool(g["used"]))
             out[int(row["iteration"])] = {t: {"done": float(np.mean(d)), "informative": float(np.mean(used[t]))}
                                           for t, d in sorted(done.items())}
+            out[int(row["iteration"])][STARTS] = [g["start"] for g in row["groups"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} line {n}: not a groups row of `train rl` ({exc})") from None
     return out
@@ -135,7 +139,15 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
             **_paired(x, y, resamples),
             "halves": [{"iterations": [its[0], its[-1]], "a_mean": float(xs.mean()), "b_mean": float(ys.mean())}
                        for its, xs, ys in halves],
-            "by_task": by_task(a["groups"], b["groups"], resamples), "a_run": summary(a), "b_run": summary(b)}
+            "by_task": by_task(a["groups"], b["groups"], resamples), "same_starts": same_starts(a["groups"], b["groups"]),
+            "a_run": summary(a), "b_run": summary(b)}
+
+
+def same_starts(a: dict, b: dict) -> dict:
+    """Of the iterations both runs logged groups for, those whose starts were the same (the
+    pairing holds there): {"checked": n, "same": [iterations]}."""
+    both = sorted(set(a) & set(b))
+    return {"checked": len(both), "same": [i for i in both if a[i][STARTS] == b[i][STARTS]]}
 
 
 def _paired(x: np.ndarray, y: np.ndarray, resamples: int) -> dict:
@@ -151,7 +163,8 @@ def by_task(a: dict[int, dict[str, dict[str, float]]], b: dict[int, dict[str, di
     runs logged their groups), and each run's mean informative share there; {} without
     groups.jsonl on both sides."""
     later = sorted(i for i in set(a) & set(b) if i > 0)
-    tasks = sorted({t for i in later for t in a[i]} & {t for i in later for t in b[i]}, key=lambda t: (len(t), t))
+    tasks = sorted(({t for i in later for t in a[i]} & {t for i in later for t in b[i]}) - {STARTS},
+                   key=lambda t: (len(t), t))
     out = {}
     for t in tasks:
         its = [i for i in later if t in a[i] and t in b[i]]
@@ -213,6 +226,13 @@ def markdown(pairs: list[dict], across: dict | None = None) -> str:
               f"{', '.join(f'{100 * x:+.1f}' for x in across['differences'])}), candidate ahead in "
               f"{across['ahead']}, behind in {across['behind']}; sign-flip test p = {across['p_value']:.3f} (the "
               f"smallest p {len(across['differences'])} pairs can give: {across['smallest_p']:.3f})."]
+    for p in pairs:
+        if p["same_starts"]["checked"]:
+            same = p["same_starts"]["same"]
+            lines += ["", f"{p['candidate']} against {p['baseline']}: the same starts in {len(same)} of the "
+                      f"{p['same_starts']['checked']} iterations both logged (groups.jsonl)"
+                      + (f", iterations {same[0]}-{same[-1]}" if same and same == list(range(same[0], same[-1] + 1))
+                         else "") + "."]
     tasks = [(p, t, v) for p in pairs for t, v in p["by_task"].items()]
     if tasks:
         lines += ["", "Per task (each iteration's groups of that task; groups.jsonl):", "",
