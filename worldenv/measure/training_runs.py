@@ -202,8 +202,13 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _interval(boot: dict) -> str:
+    return f"{100 * boot['difference']:+.1f} ({100 * boot['ci95'][0]:+.1f} to {100 * boot['ci95'][1]:+.1f})"
+
+
 def markdown(pairs: list[dict], across: dict | None = None) -> str:
-    """One row per pair: the candidate's on-policy imagined success against the baseline's."""
+    """One row per pair: the candidate's on-policy imagined success against the baseline's; the
+    pairs as the unit; where the starts were the same; per task; what each run did."""
     lines = ["Measure: the on-policy imagined success per iteration (done fraction of its groups x N rollouts), "
              "paired by iteration from 1 on (the same start states and sampling seeds); iteration 0, both runs' "
              "start policy, is the check.", "",
@@ -211,57 +216,74 @@ def markdown(pairs: list[dict], across: dict | None = None) -> str:
              "difference, points (95 % CI) | iterations ahead (candidate / baseline) | sign test p | halves "
              "(baseline / candidate) | this pair |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in pairs:
-        boot, test = p["bootstrap"], p["sign_test"]
+        test = p["sign_test"]
         halves = "; ".join(f"{h['iterations'][0]}-{h['iterations'][1]}: {_pct(h['a_mean'])} / {_pct(h['b_mean'])}"
                            for h in p["halves"])
         lines.append(f"| {p['baseline']} | {p['candidate']} | {p['iterations'][0]}-{p['iterations'][1]} ({p['n']}) | "
                      f"{_pct(p['start']['a'])} / {_pct(p['start']['b'])} | {_pct(p['a_mean'])} | {_pct(p['b_mean'])} | "
-                     f"{100 * boot['difference']:+.1f} ({100 * boot['ci95'][0]:+.1f} to {100 * boot['ci95'][1]:+.1f}) | "
-                     f"{test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | {halves} | {verdict(p)} |")
-    lines += ["", "A pair's verdict is about its two runs' paths; whether true rewards beat no signal needs several "
-              "seeds: give the runs and their controls in the same order on both sides, and the pairs become the "
-              "unit." if across is None else
-              f"Pairs as the unit ({len(across['differences'])} seeds): mean difference "
-              f"{100 * across['difference']:+.1f} points (per pair: "
-              f"{', '.join(f'{100 * x:+.1f}' for x in across['differences'])}), candidate ahead in "
-              f"{across['ahead']}, behind in {across['behind']}; sign-flip test p = {across['p_value']:.3f} (the "
-              f"smallest p {len(across['differences'])} pairs can give: {across['smallest_p']:.3f})."]
+                     f"{_interval(p['bootstrap'])} | {test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | "
+                     f"{halves} | {verdict(p)} |")
+    lines += ["", _across_line(across)] + _same_start_lines(pairs) + _task_lines(pairs) + _run_lines(pairs)
+    return "\n".join(lines)
+
+
+def _across_line(across: dict | None) -> str:
+    if across is None:
+        return ("A pair's verdict is about its two runs' paths; whether true rewards beat no signal needs several "
+                "seeds: give the runs and their controls in the same order on both sides, and the pairs become the "
+                "unit.")
+    return (f"Pairs as the unit ({len(across['differences'])} seeds): mean difference "
+            f"{100 * across['difference']:+.1f} points (per pair: "
+            f"{', '.join(f'{100 * x:+.1f}' for x in across['differences'])}), candidate ahead in "
+            f"{across['ahead']}, behind in {across['behind']}; sign-flip test p = {across['p_value']:.3f} (the "
+            f"smallest p {len(across['differences'])} pairs can give: {across['smallest_p']:.3f}).")
+
+
+def _same_start_lines(pairs: list[dict]) -> list[str]:
+    lines = []
     for p in pairs:
         if p["same_starts"]["checked"]:
             same = p["same_starts"]["same"]
+            run = same and same == list(range(same[0], same[-1] + 1))
             lines += ["", f"{p['candidate']} against {p['baseline']}: the same starts in {len(same)} of the "
                       f"{p['same_starts']['checked']} iterations both logged (groups.jsonl)"
-                      + (f", iterations {same[0]}-{same[-1]}" if same and same == list(range(same[0], same[-1] + 1))
-                         else "") + "."]
+                      + (f", iterations {same[0]}-{same[-1]}" if run else "") + "."]
+    return lines
+
+
+def _task_lines(pairs: list[dict]) -> list[str]:
     tasks = [(p, t, v) for p in pairs for t, v in p["by_task"].items()]
-    if tasks:
-        lines += ["", "Per task (each iteration's groups of that task; groups.jsonl):", "",
-                  "| baseline | candidate | task | iterations | baseline | candidate | difference, points (95 % CI) | "
-                  "iterations ahead (candidate / baseline) | sign test p | informative groups (baseline / "
-                  "candidate) |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for p, t, v in tasks:
-            boot, test = v["bootstrap"], v["sign_test"]
-            lines.append(f"| {p['baseline']} | {p['candidate']} | {t} | {v['n']} | {_pct(v['a_mean'])} | "
-                         f"{_pct(v['b_mean'])} | {100 * boot['difference']:+.1f} ({100 * boot['ci95'][0]:+.1f} to "
-                         f"{100 * boot['ci95'][1]:+.1f}) | {test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | "
-                         f"{_pct(v['a_informative'])} / {_pct(v['b_informative'])} % |")
-    lines += ["", "| run | iterations | updates | shuffled rewards | informative groups (share) | mean approx KL | "
-              "mean clip fraction | mean's drift (b) | resumed at (settings changed) |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    seen = set()
+    if not tasks:
+        return []
+    lines = ["", "Per task (each iteration's groups of that task; groups.jsonl):", "",
+             "| baseline | candidate | task | iterations | baseline | candidate | difference, points (95 % CI) | "
+             "iterations ahead (candidate / baseline) | sign test p | informative groups (baseline / "
+             "candidate) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for p, t, v in tasks:
+        test = v["sign_test"]
+        lines.append(f"| {p['baseline']} | {p['candidate']} | {t} | {v['n']} | {_pct(v['a_mean'])} | "
+                     f"{_pct(v['b_mean'])} | {_interval(v['bootstrap'])} | {test['only_b']} / {test['only_a']} | "
+                     f"{test['p_value']:.3f} | {_pct(v['a_informative'])} / {_pct(v['b_informative'])} % |")
+    return lines
+
+
+def _run_lines(pairs: list[dict]) -> list[str]:
+    lines = ["", "| run | iterations | updates | shuffled rewards | informative groups (share) | mean approx KL | "
+             "mean clip fraction | mean's drift (b) | resumed at (settings changed) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    runs = {}
     for p in pairs:
-        for name, s in ((p["baseline"], p["a_run"]), (p["candidate"], p["b_run"])):
-            if name in seen:
-                continue
-            seen.add(name)
-            informative = f"{_pct(s['informative_share'])} %" if s["informative_groups"] is None else \
-                f"{s['informative_groups']} ({_pct(s['informative_share'])} %)"
-            kl = "-" if s["approx_kl"] is None else f"{s['approx_kl']:.4f}"
-            clip = "-" if s["clip_fraction"] is None else f"{s['clip_fraction']:.2f}"
-            drift = "-" if s["mean_drift_b"] is None else f"{s['mean_drift_b']:.3f}"
-            shuffled = {None: "not recorded", True: "yes", False: "no"}[s["shuffle_rewards"]]
-            resumed = ", ".join(f"{i}" + (f" ({', '.join(f'{k} {a} -> {b}' for k, (a, b) in s['changed'][i].items())})"
-                                          if i in s["changed"] else "") for i in s["resumed_at"]) or "-"
-            lines.append(f"| {name} | {s['iterations']} | {s['updates']} | {shuffled} | {informative} | {kl} | "
-                         f"{clip} | {drift} | {resumed} |")
-    return "\n".join(lines)
+        runs.setdefault(p["baseline"], p["a_run"])
+        runs.setdefault(p["candidate"], p["b_run"])
+    for name, s in runs.items():
+        informative = f"{_pct(s['informative_share'])} %" if s["informative_groups"] is None else \
+            f"{s['informative_groups']} ({_pct(s['informative_share'])} %)"
+        kl = "-" if s["approx_kl"] is None else f"{s['approx_kl']:.4f}"
+        clip = "-" if s["clip_fraction"] is None else f"{s['clip_fraction']:.2f}"
+        drift = "-" if s["mean_drift_b"] is None else f"{s['mean_drift_b']:.3f}"
+        shuffled = {None: "not recorded", True: "yes", False: "no"}[s["shuffle_rewards"]]
+        resumed = ", ".join(f"{i}" + (f" ({', '.join(f'{k} {a} -> {b}' for k, (a, b) in s['changed'][i].items())})"
+                                      if i in s["changed"] else "") for i in s["resumed_at"]) or "-"
+        lines.append(f"| {name} | {s['iterations']} | {s['updates']} | {shuffled} | {informative} | {kl} | "
+                     f"{clip} | {drift} | {resumed} |")
+    return lines
