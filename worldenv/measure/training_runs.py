@@ -28,7 +28,7 @@ import pathlib
 import numpy as np
 
 from worldenv.measure import paired
-from worldenv.rl.settings import GROUPS_FILE, SETTINGS_FILE
+from worldenv.rl.settings import GROUPS_FILE, METRICS_FILE, SETTINGS_FILE
 
 # What makes two runs draw the same rollouts before their updates part them.
 PAIRED_SETTINGS = ("policy", "starts", "seed", "groups", "group_size", "horizon", "eta", "grasp_gate", "confirm",
@@ -38,7 +38,7 @@ PAIRED_SETTINGS = ("policy", "starts", "seed", "groups", "group_size", "horizon"
 def is_run(where: str) -> bool:
     """A `train rl --out` directory, or a metrics file of one (.jsonl)."""
     path = pathlib.Path(where)
-    return (path / "metrics.jsonl").is_file() or (path.suffix == ".jsonl" and path.is_file())
+    return (path / METRICS_FILE).is_file() or (path.suffix == ".jsonl" and path.is_file())
 
 
 def load_run(where: str) -> dict:
@@ -46,7 +46,7 @@ def load_run(where: str) -> dict:
     "settings": the run's settings (run.json beside metrics.jsonl), or None for a metrics file
     kept alone or a run from before they were kept, "resumes": the resumes run.json logged}."""
     path = pathlib.Path(where)
-    metrics = path / "metrics.jsonl" if path.is_dir() else path
+    metrics = path / METRICS_FILE if path.is_dir() else path
     rows: dict[int, dict] = {}
     for n, line in enumerate(metrics.read_text().splitlines(), 1):
         if not line.strip():
@@ -56,22 +56,20 @@ def load_run(where: str) -> dict:
             rows[int(row["iteration"])] = row
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{metrics} line {n}: not a metrics row of `train rl` ({exc})") from None
+    in_run_dir = metrics.name == METRICS_FILE        # else a metrics file kept alone: nothing beside it
     settings_path = metrics.parent / SETTINGS_FILE
-    kept = json.loads(settings_path.read_text()) if metrics.name == "metrics.jsonl" and settings_path.is_file() \
-        else {}
+    kept = json.loads(settings_path.read_text()) if in_run_dir and settings_path.is_file() else {}
     return {"rows": rows, "settings": kept.get("settings"), "resumes": kept.get("resumes", []),
-            "groups": load_groups(metrics.parent / GROUPS_FILE) if metrics.name == "metrics.jsonl" else {}}
+            "groups": load_groups(metrics.parent / GROUPS_FILE) if in_run_dir else {}}
 
 
-STARTS = "starts"    # beside the tasks of an iteration in `load_groups`: the starts drawn, in group order
-
-
-def load_groups(path: pathlib.Path) -> dict[int, dict[str, dict[str, float]]]:
-    """Iteration -> task -> {"done": the done fraction of its groups' rollouts, "informative": the
-    share of its groups the update used}, and STARTS -> the starts drawn, from groups.jsonl (none: {})."""
+def load_groups(path: pathlib.Path) -> dict[int, dict]:
+    """Iteration -> {"starts": the starts drawn, in group order, "tasks": task -> {"done": the
+    done fraction of its groups' rollouts, "informative": the share of its groups the update
+    used}}, from groups.jsonl (none: {})."""
     if not path.is_file():
         return {}
-    out: dict[int, dict[str, dict[str, float]]] = {}
+    out: dict[int, dict] = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -82,9 +80,10 @@ def load_groups(path: pathlib.Path) -> dict[int, dict[str, dict[str, float]]]:
             for g in row["groups"]:
                 done.setdefault(paired.task(g["start"]), []).extend(g["done"])
                 used.setdefault(paired.task(g["start"]), []).append(bool(g["used"]))
-            out[int(row["iteration"])] = {t: {"done": float(np.mean(d)), "informative": float(np.mean(used[t]))}
-                                          for t, d in sorted(done.items())}
-            out[int(row["iteration"])][STARTS] = [g["start"] for g in row["groups"]]
+            out[int(row["iteration"])] = {
+                "starts": [g["start"] for g in row["groups"]],
+                "tasks": {t: {"done": float(np.mean(d)), "informative": float(np.mean(used[t]))}
+                          for t, d in sorted(done.items())}}
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} line {n}: not a groups row of `train rl` ({exc})") from None
     return out
@@ -106,10 +105,11 @@ def summary(run: dict) -> dict:
     """What one run did: iterations, updates, informative share, KL, the mean's drift."""
     rows = [run["rows"][i] for i in sorted(run["rows"])]
     updated = [r for r in rows if not r.get("skipped")]
-    groups = (run["settings"] or {}).get("groups")
+    settings = run["settings"] or {}
+    groups = settings.get("groups")
     share = [1 - r["zero_advantage_groups"] for r in rows if r.get("zero_advantage_groups") is not None]
-    return {"iterations": len(rows), "updates": len(updated), "shuffle_rewards": (run["settings"] or {}).get(
-                "shuffle_rewards"), "done_fraction": _mean(rows, "done_fraction"),
+    return {"iterations": len(rows), "updates": len(updated), "shuffle_rewards": settings.get("shuffle_rewards"),
+            "done_fraction": _mean(rows, "done_fraction"),
             "informative_share": float(np.mean(share)) if share else None,
             "informative_groups": int(round(sum(share) * groups)) if groups and share else None,
             "approx_kl": _mean(updated, "approx_kl"), "clip_fraction": _mean(updated, "clip_fraction"),
@@ -147,7 +147,7 @@ def same_starts(a: dict, b: dict) -> dict:
     """Of the iterations both runs logged groups for, those whose starts were the same (the
     pairing holds there): {"checked": n, "same": [iterations]}."""
     both = sorted(set(a) & set(b))
-    return {"checked": len(both), "same": [i for i in both if a[i][STARTS] == b[i][STARTS]]}
+    return {"checked": len(both), "same": [i for i in both if a[i]["starts"] == b[i]["starts"]]}
 
 
 def _paired(x: np.ndarray, y: np.ndarray, resamples: int) -> dict:
@@ -157,21 +157,20 @@ def _paired(x: np.ndarray, y: np.ndarray, resamples: int) -> dict:
             "bootstrap": paired.bootstrap_difference(x, y, resamples)}
 
 
-def by_task(a: dict[int, dict[str, dict[str, float]]], b: dict[int, dict[str, dict[str, float]]],
-            resamples: int) -> dict[str, dict]:
+def by_task(a: dict[int, dict], b: dict[int, dict], resamples: int) -> dict[str, dict]:
     """Per task, the pairing by iteration of its groups' done fractions (from 1 on, where both
     runs logged their groups), and each run's mean informative share there; {} without
     groups.jsonl on both sides."""
     later = sorted(i for i in set(a) & set(b) if i > 0)
-    tasks = sorted(({t for i in later for t in a[i]} & {t for i in later for t in b[i]}) - {STARTS},
-                   key=lambda t: (len(t), t))
+    ta, tb = {i: a[i]["tasks"] for i in later}, {i: b[i]["tasks"] for i in later}
+    tasks = sorted({t for i in later for t in ta[i]} & {t for i in later for t in tb[i]}, key=lambda t: (len(t), t))
     out = {}
     for t in tasks:
-        its = [i for i in later if t in a[i] and t in b[i]]
-        x, y = np.array([a[i][t]["done"] for i in its]), np.array([b[i][t]["done"] for i in its])
+        its = [i for i in later if t in ta[i] and t in tb[i]]
+        x, y = np.array([ta[i][t]["done"] for i in its]), np.array([tb[i][t]["done"] for i in its])
         out[t] = {"n": len(its), **_paired(x, y, resamples),
-                  "a_informative": float(np.mean([a[i][t]["informative"] for i in its])),
-                  "b_informative": float(np.mean([b[i][t]["informative"] for i in its]))}
+                  "a_informative": float(np.mean([ta[i][t]["informative"] for i in its])),
+                  "b_informative": float(np.mean([tb[i][t]["informative"] for i in its]))}
     return out
 
 

@@ -11,7 +11,7 @@ import pathlib
 
 import torch
 
-from worldenv.rl.settings import GROUPS_FILE, SETTINGS_FILE, RLConfig
+from worldenv.rl.settings import GROUPS_FILE, METRICS_FILE, SETTINGS_FILE, RLConfig
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _append(path: pathlib.Path, row: dict) -> list[dict]:
 
 def log_row(out: pathlib.Path, row: dict) -> list[dict]:
     """Append the iteration's metrics row to metrics.jsonl; returns every row."""
-    return _append(out / "metrics.jsonl", row)
+    return _append(out / METRICS_FILE, row)
 
 
 def log_groups(out: pathlib.Path, it: int, groups: list[dict]) -> None:

@@ -14,6 +14,7 @@ from worldenv.config import Settings, confirm_field, grasp_gate_field, local_add
 
 Reward = Literal["p_done", "done"]   # p(done) at termination (World-Env's); the imagined outcome, 1 if done
 REWARDS = get_args(Reward)
+METRICS_FILE = "metrics.jsonl"   # in a run directory: one row per iteration (`train rl`)
 SETTINGS_FILE = "run.json"    # in a run directory: the settings of the run's latest start (`train rl`)
 GROUPS_FILE = "groups.jsonl"  # in a run directory: each iteration's groups (start, rewards, outcomes)
 
