@@ -41,21 +41,29 @@ def is_run(where: str) -> bool:
     return (path / METRICS_FILE).is_file() or (path.suffix == ".jsonl" and path.is_file())
 
 
-def load_run(where: str) -> dict:
-    """{"rows": iteration -> its metrics row (the last written, as a resumed run rewrites),
-    "settings": the run's settings (run.json beside metrics.jsonl), or None for a metrics file
-    kept alone or a run from before they were kept, "resumes": the resumes run.json logged}."""
-    path = pathlib.Path(where)
-    metrics = path / METRICS_FILE if path.is_dir() else path
-    rows: dict[int, dict] = {}
-    for n, line in enumerate(metrics.read_text().splitlines(), 1):
+def by_iteration(path: pathlib.Path, what: str, read) -> dict[int, object]:
+    """Iteration -> `read(row)` for each JSON line of `path` (a later row of an iteration replaces
+    an earlier one, as a resumed run rewrites); a line that does not parse, or that `read`
+    cannot take, is a ValueError naming the file, the line and `what` it should be."""
+    out: dict[int, object] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            rows[int(row["iteration"])] = row
+            out[int(row["iteration"])] = read(row)
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{metrics} line {n}: not a metrics row of `train rl` ({exc})") from None
+            raise ValueError(f"{path} line {n}: not a {what} row of `train rl` ({exc})") from None
+    return out
+
+
+def load_run(where: str) -> dict:
+    """{"rows": iteration -> its metrics row, "settings": the run's settings (run.json beside
+    metrics.jsonl), or None for a metrics file kept alone or a run from before they were kept,
+    "resumes": the resumes run.json logged, "groups": `load_groups`}."""
+    path = pathlib.Path(where)
+    metrics = path / METRICS_FILE if path.is_dir() else path
+    rows = by_iteration(metrics, "metrics", lambda row: row)
     in_run_dir = metrics.name == METRICS_FILE        # else a metrics file kept alone: nothing beside it
     settings_path = metrics.parent / SETTINGS_FILE
     kept = json.loads(settings_path.read_text()) if in_run_dir and settings_path.is_file() else {}
@@ -67,26 +75,18 @@ def load_groups(path: pathlib.Path) -> dict[int, dict]:
     """Iteration -> {"starts": the starts drawn, in group order, "tasks": task -> {"done": the
     done fraction of its groups' rollouts, "informative": the share of its groups the update
     used}}, from groups.jsonl (none: {})."""
-    if not path.is_file():
-        return {}
-    out: dict[int, dict] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            done: dict[str, list[int]] = {}
-            used: dict[str, list[bool]] = {}
-            for g in row["groups"]:
-                done.setdefault(paired.task(g["start"]), []).extend(g["done"])
-                used.setdefault(paired.task(g["start"]), []).append(bool(g["used"]))
-            out[int(row["iteration"])] = {
-                "starts": [g["start"] for g in row["groups"]],
-                "tasks": {t: {"done": float(np.mean(d)), "informative": float(np.mean(used[t]))}
-                          for t, d in sorted(done.items())}}
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path} line {n}: not a groups row of `train rl` ({exc})") from None
-    return out
+    return by_iteration(path, "groups", _groups) if path.is_file() else {}
+
+
+def _groups(row: dict) -> dict:
+    done: dict[str, list[int]] = {}
+    used: dict[str, list[bool]] = {}
+    for g in row["groups"]:
+        done.setdefault(paired.task(g["start"]), []).extend(g["done"])
+        used.setdefault(paired.task(g["start"]), []).append(bool(g["used"]))
+    return {"starts": [g["start"] for g in row["groups"]],
+            "tasks": {t: {"done": float(np.mean(d)), "informative": float(np.mean(used[t]))}
+                      for t, d in sorted(done.items())}}
 
 
 def unpaired_settings(a: dict | None, b: dict | None) -> list[str]:
