@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -69,3 +70,40 @@ def test_a_killed_worker_is_restarted_and_its_jobs_still_complete(stack, caplog)
     assert all(store.meta(j.id)["status"] == "horizon" and store.meta(j.id)["steps"] == 30 for j in jobs)
     assert queue.pending() == 0
     client.close()
+
+
+SLOW_TO_STOP = """
+import signal, sys, time
+log = open(sys.argv[1], "a")
+def bye(*_):
+    log.write(f"{sys.argv[2]} term {time.time()}\\n"); log.flush()
+    time.sleep(1.0)
+    log.write(f"{sys.argv[2]} exit {time.time()}\\n"); log.flush()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+log.write(f"{sys.argv[2]} up {time.time()}\\n"); log.flush()
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_stop_takes_the_slowest_child_of_each_tier_not_their_sum(tmp_path):
+    """Children that each take 1 s to stop: the workers stop before any service is asked to, the
+    services before Redis, and the services stop together (about 3 s in all, not 6)."""
+    events = tmp_path / "events"
+    (tmp_path / "logs").mkdir()
+    up = local.Stack(local.StackConfig(home=tmp_path), "redis://unused", {}, {})
+    names = ["redis", "world-model", "reflector", "policy", "debug-api", "worker-0"]
+    for name in names:
+        up.spawn(name, [sys.executable, "-c", SLOW_TO_STOP, str(events), name])
+    wait_for(lambda: events.exists() and events.read_text().count(" up ") == len(names), 30, "children up")
+    started = time.monotonic()
+    up.stop(timeout_s=10.0)
+    took = time.monotonic() - started
+    rows = [line.split() for line in events.read_text().splitlines()]
+    at = {(name, what): float(t) for name, what, t in rows}
+    services = names[1:5]
+    assert all(at[(s, "term")] >= at[("worker-0", "exit")] for s in services)
+    assert at[("redis", "term")] >= max(at[(s, "exit")] for s in services)
+    assert max(at[(s, "term")] for s in services) - min(at[(s, "term")] for s in services) < 0.5
+    assert 2.9 < took < 5.0, took

@@ -81,21 +81,31 @@ class Stack:
         return self.processes[name]
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Workers first, Redis last: in-flight episodes finish or stay pending for reclaim."""
+        """Workers first, Redis last: in-flight episodes finish or stay pending for reclaim. The
+        children of one tier stop together, so a stop takes the slowest of each tier, not their sum."""
         if self.supervisor is not None:
             self.supervisor.stop()
-        for name in reversed(list(self.processes)):
-            proc = self.processes[name]
-            if proc.poll() is None:
+        for tier in _stop_tiers(self.processes):
+            running = [p for p in tier if p.poll() is None]
+            for proc in running:
                 proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            for proc in running:
                 try:
-                    proc.wait(timeout_s)
+                    proc.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
         stack_file = self.config.home / "up.json"
         if stack_file.exists():
             stack_file.unlink()
+
+
+def _stop_tiers(processes: dict[str, subprocess.Popen]) -> list[list[subprocess.Popen]]:
+    """The children in stopping order: the workers, then the services they call, then Redis."""
+    def tier(name: str) -> int:
+        return 0 if name.startswith("worker") else 2 if name == "redis" else 1
+    return [[p for n, p in processes.items() if tier(n) == t] for t in range(3)]
 
 
 class Supervisor:
