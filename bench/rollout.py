@@ -19,6 +19,9 @@
 (f) the world model's U-Net blocks: its step per item with diffusers' own ResnetBlock2D and
     GroupNorm against `worldenv.models.unet_inference`'s (in process, one thread, CPU time, in
     turns), in float32 and under --autocast, at B = 8 and 32, with the PSNR between their frames
+(g) the world model's step in float32, NCHW against channels-last (serve --channels-last; in
+    process, one thread, CPU time, in turns) at B = 3, 8 and 32, and for each layout the share of
+    pixels a grey level or more apart between one batch of 3 and three batches of 1
 
 This checkout's world model runs under `up`'s --world-model-autocast ('auto': bfloat16 where the
 CPU computes it natively), or --autocast; the baseline as it ran.
@@ -307,12 +310,43 @@ def inference_blocks(batch: int, repeats: int = 7, world_model: str = "shipped",
             psnr(float(((frames["old"] - frames["new"]) ** 2).mean()), 1))
 
 
+def channels_last_step(batch: int, repeats: int = 7, world_model: str = "shipped") -> tuple[float, float]:
+    """(ms per item in NCHW, channels-last) of the world model's float32 step at `batch`, one
+    thread, timed in turns (medians of CPU time)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    layouts = {"nchw": load_world_model(world_model), "channels-last": load_world_model(world_model)}
+    layouts["channels-last"].use_channels_last(True)
+    args = step_inputs(layouts["nchw"], batch)
+    times = {k: [] for k in layouts}
+    for _ in range(repeats):
+        for name, wm in layouts.items():
+            started = time.thread_time()
+            wm.predict(*args)
+            times[name].append(time.thread_time() - started)
+    torch.set_num_threads(threads)
+    return tuple(1e3 * np.median(times[k]) / batch for k in layouts)
+
+
+def batch_rounding(channels_last: bool, world_model: str = "shipped") -> float:
+    """Share of pixels a grey level or more apart between the world model's step on one batch of 3
+    and on three batches of 1 (the same inputs), in float32 in the given layout."""
+    wm = load_world_model(world_model)
+    wm.use_channels_last(channels_last)
+    history, proprio, actions = step_inputs(wm, 3)
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    together = wm.predict(history, proprio, actions, generator=seeded())[0].astype(int)
+    apart = np.concatenate([wm.predict(history[i:i + 1], proprio[i:i + 1], actions[i:i + 1], generator=seeded())[0]
+                            for i in range(3)]).astype(int)
+    return float((np.abs(together - apart) >= 1).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=32, help="(a), (b): episodes per measurement")
     parser.add_argument("--horizon", type=int, default=8, help="(a), (b): chunks per episode")
     parser.add_argument("--threads", type=int, default=1, help="(a), (b): torch threads of this process")
-    parser.add_argument("--parts", default="abcdef", help="which measurements to run (letters)")
+    parser.add_argument("--parts", default="abcdefg", help="which measurements to run (letters)")
     parser.add_argument("--baseline", default="b6e9ea0", help="(c): the commit to compare with")
     parser.add_argument("--rounds", type=int, default=3, help="(a), (c): turns of each path or code")
     parser.add_argument("--world-model", default="shipped", help="this code's world-model checkpoint "
@@ -345,6 +379,14 @@ def main() -> None:
             print(f"(f) world-model step per item, B = {batch}, one thread (CPU time), autocast {autocast}: "
                   f"diffusers' blocks {old:.2f} ms, inference blocks {new:.2f} ms -> {old / new:.2f}x; "
                   + ("frames bit for bit" if db == float("inf") else f"frames {db:.1f} dB apart"), flush=True)
+    if "g" in args.parts:
+        rounding = {layout: batch_rounding(layout, args.world_model) for layout in (False, True)}
+        for batch in (3, 8, 32):
+            nchw, last = channels_last_step(batch, world_model=args.world_model)
+            print(f"(g) world-model step per item, B = {batch}, float32, one thread (CPU time): NCHW {nchw:.2f} ms, "
+                  f"channels-last {last:.2f} ms -> {nchw / last:.2f}x", flush=True)
+        print(f"(g) pixels a grey level or more apart, one batch of 3 against three of 1: NCHW {rounding[False]:.4%}, "
+              f"channels-last {rounding[True]:.4%} (CPU: {torch.backends.cpu.get_cpu_capability()})", flush=True)
     if not set(args.parts) & set("abc"):
         return
     proc, url = start_redis()

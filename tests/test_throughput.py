@@ -86,6 +86,12 @@ def test_up_gives_every_service_the_cores(monkeypatch, tmp_path):
     assert threads == {"world-model": "0", "reflector": "0", "policy": "0"}
     autocast = {name: argv[argv.index("--autocast") + 1] for name, argv in spawned.items() if "--autocast" in argv}
     assert autocast == {"world-model": "auto"}
+    assert not any("--channels-last" in argv for argv in spawned.values())   # NCHW unless asked
+    spawned.clear()
+    stack.processes.clear()
+    stack.config = local.StackConfig(home=tmp_path, free_ports=True, world_model_channels_last=True)
+    local._start_services(stack)
+    assert [name for name, argv in spawned.items() if "--channels-last" in argv] == ["world-model"]
 
 
 @pytest.mark.parametrize("channels", [3, 16, 64, 200])
@@ -182,6 +188,26 @@ def test_autocast_is_refused_where_a_model_has_no_mixed_precision_path():
     assert not hasattr(policy, "autocast")
     model, _ = load_model("world_model", ServeConfig(checkpoint="none", autocast="none"))
     assert model.autocast is None and model.spec.extra["autocast"] == "none"
+
+
+def test_channels_last_keeps_the_frames_within_a_grey_level_and_is_refused_without_that_path():
+    """`serve --channels-last`: the world model's float32 pass on a channels-last input gives the
+    NCHW frames within a grey level and its proprio bit for bit (a faster path, not another
+    model); a model without that path refuses it, naming the field."""
+    from services.common.factory import load_model
+    from worldenv.config import ServeConfig
+    nchw, _ = load_model("world_model", ServeConfig(checkpoint="shipped"))
+    last, _ = load_model("world_model", ServeConfig(checkpoint="shipped", channels_last=True))
+    assert (nchw.channels_last, last.channels_last) == (False, True) and last.spec.extra["channels_last"] is True
+    rng = np.random.default_rng(0)
+    history = rng.integers(0, 256, (8, nchw.config.history, 64, 64, 3), dtype=np.uint8)
+    proprio = rng.normal(0, 0.1, (8, nchw.config.proprio_dim)).astype(np.float32)
+    actions = rng.uniform(-1, 1, (8, nchw.config.chunk_length, nchw.config.action_dim)).astype(np.float32)
+    (a, pa), (b, pb) = nchw.predict(history, proprio, actions), last.predict(history, proprio, actions)
+    assert np.abs(a.astype(int) - b).max() <= 1
+    np.testing.assert_array_equal(pa, pb)
+    with pytest.raises(ValueError, match="channels_last"):
+        load_model("policy", ServeConfig(checkpoint="none", channels_last=True))
 
 
 def test_the_served_world_model_says_its_autocast():

@@ -123,6 +123,12 @@ class ServeConfig(Settings):
         "AVX512-BF16 or AMX), else none, and none for a world model without this path (a paper-scale one runs in "
         "--dtype); measured on the two-core CPU: 1.8x faster per step, the frames about 53 dB PSNR from float32's "
         "(bench/rollout.py)")
+    channels_last: bool = Field(
+        False, description="world model: run its U-Net pass on a channels-last input in float32 too (the autocast "
+        "path always does): measured 1.2-1.3x faster per step on a one-thread AVX2 CPU (bench/rollout.py (g)), but "
+        "oneDNN's rounding may then depend on the batch size (0.003 % of pixels a grey level apart between a "
+        "batch of 3 and three of 1 there, 8.5 % on another CPU), so an item's frame may depend on what it was "
+        "batched with")
     seed: int = Field(0, description="seed for random initialisation when no checkpoint is given")
     max_batch_size: int = Field(32, ge=1, description="largest merged batch of the dynamic batcher (items)")
     max_delay_ms: float = Field(5.0, ge=0, description="longest a request waits for others to join its batch")

@@ -30,7 +30,17 @@ def load_model(role: str, config: ServeConfig):
     else:
         torch.manual_seed(config.seed)
         model, version = models.build(role, device=config.device, dtype=config.dtype), f"init-seed{config.seed}"
-    return with_autocast(model, config.autocast), version
+    return with_layout(with_autocast(model, config.autocast), config.channels_last), version
+
+
+def with_layout(model, channels_last: bool):
+    """`model` set to run its convolutions channels-last in float32 too, where asked; refused for a
+    model without that path."""
+    if channels_last:
+        if not hasattr(model, "use_channels_last"):
+            raise ValueError(f"channels_last: {type(model).__name__} has no channels-last path; leave it off")
+        model.use_channels_last(True)
+    return model
 
 
 def with_autocast(model, choice: str):
@@ -54,6 +64,6 @@ def create_service(name: str, config: ServeConfig, model=None, version: str | No
     if model is None:
         model, version = load_model(SERVICES[name].role, config)
     else:
-        model = with_autocast(model, config.autocast)
+        model = with_layout(with_autocast(model, config.autocast), config.channels_last)
     module, _, cls = SERVICERS[name].partition(":")
     return getattr(importlib.import_module(module), cls)(model, version or "in-memory", config)

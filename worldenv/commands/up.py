@@ -37,6 +37,9 @@ class UpConfig(RolloutOptions):
     world_model_autocast: Autocast = Field("auto", description="the world model's U-Net pass under torch.autocast "
                                            "(serve --autocast): 'auto' = bfloat16 where the CPU or GPU computes it "
                                            "natively, else float32; 'none' = float32 always")
+    world_model_channels_last: bool = Field(False, description="the world model's U-Net pass channels-last in "
+                                            "float32 too (serve --channels-last): about 1.3x faster per step on a "
+                                            "CPU without bfloat16, its rounding dependent on the batch size")
     step_time_s: float = Field(1.0, gt=0, description="expected seconds of one imagined step of a worker's batch; "
                                "a dead worker's jobs are taken over after 10 times this (at least 5 s)")
     checkpoints: str = Field("shipped", description="folder with policy/, world_model/ and reflector/ checkpoints "
@@ -95,6 +98,7 @@ def main(config: UpConfig) -> int:
                             workers=config.workers, batch_size=config.batch_size, threads=config.threads,
                             world_model_threads=config.world_model_threads,
                             world_model_autocast=config.world_model_autocast,
+                            world_model_channels_last=config.world_model_channels_last,
                             checkpoints=config.checkpoint_dirs(), reclaim_idle_s=reclaim_idle_s(config.step_time_s),
                             starts=_absolute(config.start_bank()))
     print(f"starting worldenv in {state} ...", flush=True)

@@ -204,6 +204,8 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
     #: dtype the U-Net's pass runs in under torch.autocast in `predict` (None: the weights' own);
     #: a serving choice (`use_autocast`), not saved with the checkpoint; training never uses it
     autocast: torch.dtype | None = None
+    #: run the U-Net pass on a channels-last input in float32 too (`use_channels_last`), a serving choice
+    channels_last: bool = False
 
     def __init__(self, config: WorldModelConfig | None = None):
         super().__init__()
@@ -211,10 +213,12 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         embed = 4 * config.block_out_channels[0]
         cond_dim = config.chunk_length * config.action_dim + config.proprio_dim
         in_channels = 3 * config.history + int(config.action_map) + 3 * (config.mode == "diffusion")
-        # NCHW on purpose: channels-last made a B = 8 pass about 1.3x faster on one CPU thread, but
-        # oneDNN then rounds differently per batch size (8.5 % of pixels a grey level or more apart
-        # between a batch of 3 and three of 1, tests/test_gym_env.py, against under 1 % in NCHW).
-        # The bfloat16 path (`use_autocast`) rounds per batch size anyway, and runs channels-last.
+        # NCHW by default: channels-last made a B = 8 pass about 1.3x faster on one CPU thread, but
+        # oneDNN then rounds differently per batch size on some CPUs (8.5 % of pixels a grey level or
+        # more apart between a batch of 3 and three of 1 on one, tests/test_gym_env.py, against under
+        # 1 % in NCHW; 0.003 % on an AVX2-only one, bench/rollout.py (g)). It is a serving choice
+        # (`use_channels_last`); the bfloat16 path (`use_autocast`) rounds per batch size anyway, and
+        # runs channels-last.
         self.unet = unet_inference.accelerate(_unet(config, in_channels, embed))
         self.cond = torch.nn.Sequential(torch.nn.Linear(cond_dim, embed), torch.nn.SiLU(), torch.nn.Linear(embed, embed))
         self.proprio_head = torch.nn.Sequential(torch.nn.Linear(cond_dim, 128), torch.nn.SiLU(),
@@ -260,6 +264,11 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         self.autocast = precision.resolve(choice, self.device)
         return self.autocast
 
+    def use_channels_last(self, on: bool = True) -> None:
+        """Run `predict`'s U-Net pass on a channels-last input in float32 as well (bfloat16 always
+        does): faster on a CPU, with rounding that may depend on the batch size (see __init__)."""
+        self.channels_last = on
+
     # --- conditioning ---------------------------------------------------------------------
 
     def _condition(self, history: torch.Tensor, proprio: torch.Tensor,
@@ -293,7 +302,8 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         c = self.config
         return Spec("world_model", c.arch, c.name, c.image_size, c.chunk_length, c.action_dim, c.proprio_dim,
                     {"history": c.history, "mode": c.mode,
-                     "autocast": str(self.autocast).removeprefix("torch.") if self.autocast else "none"})
+                     "autocast": str(self.autocast).removeprefix("torch.") if self.autocast else "none",
+                     "channels_last": self.channels_last or self.autocast is not None})
 
     def start(self, starts: StartStates) -> list[MemoryBank]:
         """Start frames (B, S, S, 3), or a (B, T, S, S, 3) history, -> one memory bank each.
@@ -359,7 +369,7 @@ class ActionConditionedWorldModel(torch.nn.Module, checkpoint.Pretrained, Transi
         proprio_t = inputs.as_tensor(proprio, device, torch.float32)
         actions_t = inputs.as_tensor(actions, device, torch.float32)
         image, last, embed = self._condition(history_t, proprio_t, actions_t)
-        if self.autocast is not None:   # oneDNN's bfloat16 convolutions run faster channels-last (measured 1.15x)
+        if self.autocast is not None or self.channels_last:   # oneDNN's convolutions run faster channels-last
             image = image.contiguous(memory_format=torch.channels_last)
         with precision.autocast(device, self.autocast):
             residual = self._sample_residual(image, embed, generator)
