@@ -39,7 +39,9 @@ start() {
     fi
     # --world-model-channels-last: 1.2-1.3x where the CPU has no native bfloat16 (there `auto` runs
     # float32); where it has, the bfloat16 path runs channels-last anyway. The world model ran
-    # bfloat16 for the first 35 / 38 iterations (RL / control), float32 channels-last after them.
+    # under `auto` for the first 35 / 38 iterations (RL / control; their machines were not recorded,
+    # and at about 160 s an iteration, six times this AVX2 one's float32, likely bfloat16), and
+    # channels-last after them.
     nohup "$W" up --home "$h" --free-ports --no-exit --threads 1 --world-model-threads 1 --world-model-channels-last \
       > "$R/up_$arm.log" 2>&1 &
   done
