@@ -153,3 +153,32 @@ def test_several_seeds_pair_by_position_and_the_pairs_become_the_unit(tmp_path, 
     assert "seed: the runs differ here" in capsys.readouterr().err
     assert cli.main(["compare", controls[0], ",".join(runs[:2])]) == 2
     assert "give one control run per run, in the same order" in capsys.readouterr().err
+
+
+def test_same_starts_only_pairs_the_iterations_whose_starts_match(tmp_path, capsys):
+    """Two runs whose draws parted in iterations 1-2 and met again from 3 on: `--same-starts-only`
+    pairs iterations 3-4 alone, the per-task rows too; runs with no such iteration are refused."""
+    from worldenv import cli
+    control = _run(tmp_path, "control", [0.5, 0.5, 0.5, 0.5, 0.5])
+    rl = _run(tmp_path, "rl", [0.5, 0.25, 0.25, 0.75, 0.75])
+    tasks = lambda done: {"1": [done]}  # noqa: E731
+    _groups(control, [tasks([1, 1, 0, 0])] * 5)
+    _groups(rl, [tasks([1, 1, 0, 0]), tasks([1, 0, 0, 0]), tasks([1, 0, 0, 0]), tasks([1, 1, 1, 0]), tasks([1, 1, 1, 0])])
+    moved = pathlib.Path(rl) / "groups.jsonl"
+    rows = [json.loads(line) for line in moved.read_text().splitlines()]
+    for row in rows[1:3]:   # other starts drawn in iterations 1 and 2
+        row["groups"][0]["start"] = "libero_object/1/2000/demo/step0"
+    moved.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "c.json"
+    assert cli.main(["compare", control, rl, "--resamples", "200", "--out", str(out)]) == 0
+    (every,) = json.loads(out.read_text())["pairs"]
+    assert every["n"] == 4 and every["same_starts"]["same"] == [0, 3, 4] and every["by_task"]["1"]["n"] == 4
+    capsys.readouterr()
+    assert cli.main(["compare", control, rl, "--same-starts-only", "--resamples", "200", "--out", str(out)]) == 0
+    assert "only the iterations where groups.jsonl shows both runs drew the same starts" in capsys.readouterr().out
+    (same,) = json.loads(out.read_text())["pairs"]
+    assert same["n"] == 2 and same["iterations"] == [3, 4] and same["b_mean"] == 0.75
+    assert same["by_task"]["1"]["n"] == 2 and same["by_task"]["1"]["b_mean"] == 0.75
+    bare = _run(tmp_path, "bare", [0.5, 0.5, 0.5, 0.5, 0.5])   # no groups.jsonl: no iteration shown the same
+    assert cli.main(["compare", control, bare, "--same-starts-only"]) == 2
+    assert "and the same starts" in capsys.readouterr().err

@@ -48,6 +48,9 @@ class CompareConfig(Settings):
         "on the world model's replay of the real actions, or on the real video; imagined_actions: the closed loop's "
         "verdict against LIBERO's outcome of the closed loop's own actions (`align --in-libero`)")
     resamples: int = Field(10_000, ge=100, le=1_000_000, description="bootstrap resamples of the init states")
+    same_starts_only: bool = Field(False, description="for `train rl` runs: pair only the iterations where both "
+                                   "runs drew the same starts (from their groups.jsonl), e.g. a run whose draws "
+                                   "parted from its control's for a while")
     out: str | None = Field(None, description="also write the comparison as JSON to this file")
 
 
@@ -137,7 +140,7 @@ def compare(config: CompareConfig) -> dict:
         if not found:
             raise ValueError(f"{side}: give at least one eval directory")
     if any(training_runs.is_run(w) for found in names.values() for w in found):
-        return compare_training(names, config.resamples)
+        return compare_training(names, config.resamples, config.same_starts_only)
     loaded = {side: [load(w, config.alignment) for w in found] for side, found in names.items()}
     kinds = {kind for side in loaded.values() for kind, _ in side}
     if len(kinds) > 1:
@@ -156,7 +159,7 @@ def compare(config: CompareConfig) -> dict:
 ON_POLICY = "on-policy imagined success"
 
 
-def compare_training(names: dict[str, list[str]], resamples: int) -> dict:
+def compare_training(names: dict[str, list[str]], resamples: int, same_starts_only: bool = False) -> dict:
     """Each candidate run against the baseline run in the same place of its list (one seed's run
     and its control), paired by iteration; with several pairs, the pairs as the unit."""
     if not all(training_runs.is_run(w) for found in names.values() for w in found):
@@ -165,7 +168,8 @@ def compare_training(names: dict[str, list[str]], resamples: int) -> dict:
         raise ValueError(f"baseline, candidate: {len(names['baseline'])} and {len(names['candidate'])} runs; give "
                          "one control run per run, in the same order (each pair on one seed)")
     runs = {w: training_runs.load_run(w) for found in names.values() for w in found}
-    pairs = [{"baseline": a, "candidate": b, **training_runs.pair_runs(runs[a], runs[b], resamples)}
+    pairs = [{"baseline": a, "candidate": b, **training_runs.pair_runs(runs[a], runs[b], resamples,
+                                                                       same_starts_only=same_starts_only)}
              for a, b in zip(names["baseline"], names["candidate"])]
     return {"measure": ON_POLICY, "baseline": names["baseline"], "candidate": names["candidate"], "pairs": pairs,
             "groups": None, "across_pairs": training_runs.across_pairs(pairs)}

@@ -118,19 +118,24 @@ def summary(run: dict) -> dict:
             "changed": {r["at_iteration"]: r["changed"] for r in run.get("resumes", []) if r.get("changed")}}
 
 
-def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fraction") -> dict:
-    """Run b against run a on the iterations both have, from iteration 1 on; a ValueError names a
-    paired setting they differ in, or says they share no such iteration."""
+def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fraction",
+              same_starts_only: bool = False) -> dict:
+    """Run b against run a on the iterations both have, from iteration 1 on (with
+    `same_starts_only`, only those where groups.jsonl shows both drew the same starts); a
+    ValueError names a paired setting they differ in, or says they share no such iteration."""
     if differ := unpaired_settings(a["settings"], b["settings"]):
         raise ValueError(", ".join(differ) + ": the runs differ here, so they do not draw the same rollouts "
                          "(pair runs started with the same values)")
     common = sorted(i for i in set(a["rows"]) & set(b["rows"])
                     if a["rows"][i].get(measure) is not None and b["rows"][i].get(measure) is not None)
     start = {k: run["rows"][0].get(measure) if 0 in run["rows"] else None for k, run in (("a", a), ("b", b))}
-    later = [i for i in common if i > 0]
+    starts = same_starts(a["groups"], b["groups"])
+    later = [i for i in common if i > 0 and (not same_starts_only or i in starts["same"])]
     if not later:
-        raise ValueError(f"the runs share no iteration after 0 with a {measure} (iterations: "
-                         f"{sorted(a['rows'])} and {sorted(b['rows'])})")
+        raise ValueError(f"the runs share no iteration after 0 with a {measure}"
+                         + (" and the same starts" if same_starts_only else "")
+                         + f" (iterations: {sorted(a['rows'])} and {sorted(b['rows'])}"
+                         + (f"; the same starts in {starts['same']}" if same_starts_only else "") + ")")
     x = np.array([a["rows"][i][measure] for i in later], np.float64)
     y = np.array([b["rows"][i][measure] for i in later], np.float64)
     half = len(later) // 2
@@ -139,7 +144,8 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
             **_paired(x, y, resamples),
             "halves": [{"iterations": [its[0], its[-1]], "a_mean": float(xs.mean()), "b_mean": float(ys.mean())}
                        for its, xs, ys in halves],
-            "by_task": by_task(a["groups"], b["groups"], resamples), "same_starts": same_starts(a["groups"], b["groups"]),
+            "by_task": by_task(a["groups"], b["groups"], resamples, later), "same_starts": starts,
+            "same_starts_only": same_starts_only,
             "a_run": summary(a), "b_run": summary(b)}
 
 
@@ -157,11 +163,11 @@ def _paired(x: np.ndarray, y: np.ndarray, resamples: int) -> dict:
             "bootstrap": paired.bootstrap_difference(x, y, resamples)}
 
 
-def by_task(a: dict[int, dict], b: dict[int, dict], resamples: int) -> dict[str, dict]:
+def by_task(a: dict[int, dict], b: dict[int, dict], resamples: int, among: list[int] | None = None) -> dict[str, dict]:
     """Per task, the pairing by iteration of its groups' done fractions (from 1 on, where both
-    runs logged their groups), and each run's mean informative share there; {} without
-    groups.jsonl on both sides."""
-    later = sorted(i for i in set(a) & set(b) if i > 0)
+    runs logged their groups, and among `among` if given), and each run's mean informative share
+    there; {} without groups.jsonl on both sides."""
+    later = sorted(i for i in set(a) & set(b) if i > 0 and (among is None or i in among))
     ta, tb = {i: a[i]["tasks"] for i in later}, {i: b[i]["tasks"] for i in later}
     tasks = sorted({t for i in later for t in ta[i]} & {t for i in later for t in tb[i]}, key=lambda t: (len(t), t))
     out = {}
@@ -208,9 +214,11 @@ def _interval(boot: dict) -> str:
 def markdown(pairs: list[dict], across: dict | None = None) -> str:
     """One row per pair: the candidate's on-policy imagined success against the baseline's; the
     pairs as the unit; where the starts were the same; per task; what each run did."""
+    only = any(p.get("same_starts_only") for p in pairs)
     lines = ["Measure: the on-policy imagined success per iteration (done fraction of its groups x N rollouts), "
-             "paired by iteration from 1 on (the same start states and sampling seeds); iteration 0, both runs' "
-             "start policy, is the check.", "",
+             "paired by iteration from 1 on (the same start states and sampling seeds)"
+             + (", only the iterations where groups.jsonl shows both runs drew the same starts" if only else "")
+             + "; iteration 0, both runs' start policy, is the check.", "",
              "| baseline | candidate | iterations | iteration 0 (baseline / candidate) | baseline | candidate | "
              "difference, points (95 % CI) | iterations ahead (candidate / baseline) | sign test p | halves "
              "(baseline / candidate) | this pair |", "|---|---|---|---|---|---|---|---|---|---|---|"]
