@@ -338,3 +338,35 @@ def test_drop_undelivered_deletes_only_a_dead_attempts_unclaimed_jobs(queue, red
     assert sorted(c.job.run_id for c in rest) == ["other-it0001-aaaaaa", "r-it0001-bbbbbb", "r-it0001-bbbbbb"]
     assert queue.complete(held[0], {"status": "done"}), "the job a worker held still completes"
     assert queue.drop_undelivered(lambda run: True) == 0, "nothing undelivered is left"
+
+
+def test_the_wait_for_results_bounds_each_next_result_not_their_sum(queue):
+    """Results that keep coming, each within the timeout, are waited for however long they take
+    together; a queue that stalls fails after the timeout with what it got."""
+    import threading
+    cursor = queue.results_cursor()
+    for i in range(5):
+        queue.enqueue(job(i, run="slow"))
+    claimed = queue.claim("slow-worker", 5)
+    assert len(claimed) == 5
+
+    def finish(count: int) -> None:
+        for c in claimed[:count]:
+            time.sleep(0.3)
+            queue.complete(c, {"status": "done", "steps": 1, "reward": 0.0, "episode_id": ""})
+
+    started = time.monotonic()
+    feeder = threading.Thread(target=finish, args=(5,))
+    feeder.start()
+    results = queue.wait_results("slow", 5, after=cursor, timeout_s=1.0)
+    feeder.join()
+    assert len(results) == 5 and time.monotonic() - started > 1.0, "all five arrived, later than one timeout"
+    cursor = queue.results_cursor()
+    for i in range(5, 8):
+        queue.enqueue(job(i, run="stall"))
+    claimed = queue.claim("stall-worker", 3)
+    feeder = threading.Thread(target=finish, args=(1,))
+    feeder.start()
+    with pytest.raises(TimeoutError, match=r"1 of 3 results of run 'stall': none new for 1 s"):
+        queue.wait_results("stall", 3, after=cursor, timeout_s=1.0)
+    feeder.join()

@@ -255,14 +255,16 @@ class RolloutQueue:
     def wait_results(self, run_id: str, n: int, after: str = "0-0", timeout_s: float = 600.0,
                      on_wait: Callable[[], None] | None = None) -> list[dict[str, str]]:
         """Block until `n` results of `run_id` arrived after `after`; returns them in order.
-        `on_wait` is called between reads (about once a second) while results are missing."""
+        `timeout_s` bounds the wait for the next result, not for all of them: a slow stack that
+        keeps finishing episodes is waited for, a stalled one fails. `on_wait` is called between
+        reads (about once a second) while results are missing."""
         deadline, found = time.monotonic() + timeout_s, []
         while len(found) < n:
             if on_wait is not None:
                 on_wait()
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
-                raise TimeoutError(f"{len(found)} of {n} results of run {run_id!r} after {timeout_s:g} s")
+                raise TimeoutError(f"{len(found)} of {n} results of run {run_id!r}: none new for {timeout_s:g} s")
             reply = self.r.xread({self.results_key: after}, count=512, block=min(remaining_ms, 1000))
             for _, items in reply or []:
                 for entry_id, fields in items:
@@ -270,6 +272,7 @@ class RolloutQueue:
                     result = {k.decode(): v.decode() for k, v in fields.items()}
                     if result.get("run_id") == run_id:
                         found.append(result)
+                        deadline = time.monotonic() + timeout_s
         return found
 
     def pending(self) -> int:

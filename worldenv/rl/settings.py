@@ -31,7 +31,8 @@ class RolloutOptions(Settings):
     eta: float = Field(0.0, ge=0, lt=1, description="done threshold; 0 = the reflector's default")
     grasp_gate: float = grasp_gate_field()
     confirm: int = confirm_field()
-    timeout: float = Field(900.0, gt=0, description="seconds to wait for all results")
+    timeout: float = Field(900.0, gt=0, description="seconds to wait for the next result (a stack that keeps "
+                           "finishing episodes is waited for, however slow; one that stalls this long fails)")
 
     @field_validator("starts")
     @classmethod
@@ -123,7 +124,9 @@ class RLConfig(Settings):
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     max_staleness: int = Field(1, ge=0, description="drop episodes sampled by a policy more versions old")
     seed: int = Field(0, ge=0, description="seed of the start-state draws, sampling and minibatches")
-    timeout: float = Field(900.0, gt=0, description="seconds to wait for one iteration's episodes")
+    timeout: float = Field(900.0, gt=0, description="seconds an iteration waits for its next episode (a stack "
+                           "that keeps finishing episodes is waited for, however slow; one that stalls this long "
+                           "fails the run, which resumes at that iteration)")
     run_id: str | None = Field(None, description="id of the run's jobs; none = the out directory's name")
     snapshot_every: int = Field(0, ge=0, description="keep the policy every K iterations in "
                                          "<out>/snapshots/iterationK, and the start in iteration0000 (to evaluate "
