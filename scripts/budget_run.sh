@@ -20,9 +20,7 @@ W=$PWD/.venv/bin/worldenv
 CARRY=$PWD/reports/signal/budget
 # The settings of the 128-group run at lr 1e-6, chosen from one probe iteration's KL and clip
 # fraction (reports/learning-signal.md, "Four times the groups per update"); a new seed.
-# --timeout (plumbing, not logged as a change on resume): an iteration's 1,024 rollouts took 160 s
-# on a two-core machine with AVX512-BF16 and did not finish in 900 s on one with AVX2 only.
-ARGS="--iterations 140 --groups 128 --minibatch 1024 --lr 1e-6 --exploration-scale 0.02 --seed 31 --snapshot-every 14 --timeout 7200"
+ARGS="--iterations 140 --groups 128 --minibatch 1024 --lr 1e-6 --exploration-scale 0.02 --seed 31 --snapshot-every 14"
 ARMS="rl ctl"
 KEPT="policy trainer_state.pt metrics.jsonl run.json groups.jsonl"   # what a run needs to resume, and its record
 mkdir -p "$R"
