@@ -3,6 +3,7 @@ and a rollout worker; resume; stale and failed episodes dropped."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -173,8 +174,12 @@ def test_a_run_and_its_shuffled_control_keep_their_settings_and_pair_by_iteratio
         training_runs.pair_runs(ctl, training_runs.load_run(str(tmp / "paired_other")))
     # a resume elsewhere (another Redis prefix, more iterations) is not a change; another lr is, and is logged
     trainer.run(_config(stack, redis_url, key_prefix, "paired_rl", **(settings | {"iterations": 3, "lr": 2e-3})))
-    resumes = json.loads((tmp / "paired_rl" / "run.json").read_text())["resumes"]
-    assert resumes == [{"at_iteration": 2, "changed": {"lr": [1e-3, 2e-3]}}]
+    kept = json.loads((tmp / "paired_rl" / "run.json").read_text())
+    (resume,) = kept["resumes"]
+    assert (resume["at_iteration"], resume["changed"]) == (2, {"lr": [1e-3, 2e-3]})
+    for start in (kept["machine"], resume["machine"]):   # where each start ran, to read its wall times by
+        assert start["cores"] == os.cpu_count() and start["torch"] == torch.__version__ and start["cpu"]
+    assert kept["machine"]["at"] <= resume["machine"]["at"], "the first start's machine is kept on a resume"
 
 
 def test_groups_without_reward_spread_skip_the_update_and_snapshots_are_kept(stack, redis_url, key_prefix):

@@ -2,12 +2,16 @@
 (servable), the trainer's state (optimiser, start replay, the mean's path) written
 atomically after each iteration, metrics.jsonl (one row per iteration; a resume continues the
 same curve), groups.jsonl (each iteration's groups: start, rewards, outcomes, whether the update
-used them), run.json (the settings, and what each resume changed) and the policy snapshots."""
+used them), run.json (the settings, what each resume changed, and the machine each start ran
+on) and the policy snapshots."""
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import os
 import pathlib
+import platform
 
 import torch
 
@@ -67,13 +71,23 @@ def save_settings(out: pathlib.Path, config: RLConfig, first: int) -> dict:
     before, resumes = kept.get("settings"), kept.get("resumes", [])
     changed = {k: [before.get(k), v] for k, v in now.items() if k not in PLUMBING and before.get(k) != v} \
         if before is not None and first > 0 else {}
+    started = kept.get("machine") if before is not None and first > 0 else machine()
     if first > 0:
-        resumes = resumes + [{"at_iteration": first, "changed": changed}]
+        resumes = resumes + [{"at_iteration": first, "changed": changed, "machine": machine()}]
     if changed:
         log.warning("resumed at iteration %d with other settings than before: %s", first,
                     ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
-    path.write_text(json.dumps({"settings": now, "resumes": resumes}, indent=2) + "\n")
+    path.write_text(json.dumps({"settings": now, "machine": started, "resumes": resumes}, indent=2) + "\n")
     return changed
+
+
+def machine() -> dict:
+    """Where this start of the trainer runs, to read its wall times by (the services it calls may
+    run elsewhere: their GetSpec says how they compute)."""
+    import torch
+    return {"at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "host": platform.node(), "cores": os.cpu_count(), "cpu": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _append(path: pathlib.Path, row: dict) -> list[dict]:
