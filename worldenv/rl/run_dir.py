@@ -84,7 +84,6 @@ def save_settings(out: pathlib.Path, config: RLConfig, first: int) -> dict:
 def machine() -> dict:
     """Where this start of the trainer runs, to read its wall times by (the services it calls may
     run elsewhere: their GetSpec says how they compute)."""
-    import torch
     return {"at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": platform.node(), "cores": os.cpu_count(), "cpu": torch.backends.cpu.get_cpu_capability(),
             "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
