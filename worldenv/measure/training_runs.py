@@ -2,7 +2,7 @@
 policy succeed more often in imagination, on its own rollouts, than its control's does?
 
 Runs with the same seed draw the same start states and the same sampling seeds at every
-iteration (`trainer.draw_rng`; runs from before it drew from a stream their minibatch orders also
+iteration (`trainer.iteration_rng`; runs from before it drew from a stream their minibatch orders also
 used, so a run and its control drew the same starts only until their updates' timesteps first
 differed in number), and their policies are the same before the first update, so the
 done fraction of iteration k (the imagined success of the policy after k updates, sampled as RL
@@ -132,10 +132,10 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
     starts = same_starts(a["groups"], b["groups"])
     later = [i for i in common if i > 0 and (not same_starts_only or i in starts["same"])]
     if not later:
-        raise ValueError(f"the runs share no iteration after 0 with a {measure}"
-                         + (" and the same starts" if same_starts_only else "")
-                         + f" (iterations: {sorted(a['rows'])} and {sorted(b['rows'])}"
-                         + (f"; the same starts in {starts['same']}" if same_starts_only else "") + ")")
+        wanted, seen = f"a {measure}", f"iterations: {sorted(a['rows'])} and {sorted(b['rows'])}"
+        if same_starts_only:
+            wanted, seen = wanted + " and the same starts", seen + f"; the same starts in {starts['same']}"
+        raise ValueError(f"the runs share no iteration after 0 with {wanted} ({seen})")
     x = np.array([a["rows"][i][measure] for i in later], np.float64)
     y = np.array([b["rows"][i][measure] for i in later], np.float64)
     half = len(later) // 2

@@ -34,7 +34,7 @@ def save_state(out: pathlib.Path, trainer, it: int) -> None:
 def load_state(out: pathlib.Path, trainer) -> int:
     """Restore the optimiser, the start replay and the mean's path; returns the next iteration (0
     if there is no state). Draws and minibatch orders are functions of the seed and the
-    iteration (`trainer.draw_rng`), so there is no RNG to restore; an older state's "rng" is not read."""
+    iteration (`trainer.iteration_rng`), so there is no RNG to restore; an older state's "rng" is not read."""
     path = out / "trainer_state.pt"
     if not path.is_file():
         return 0

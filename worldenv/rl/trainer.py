@@ -210,12 +210,16 @@ def param_groups(policy, lr: float, head_lr: float | None) -> list[dict]:
             for name, params in groups.items() if params]
 
 
-def draw_rng(seed: int, it: int) -> np.random.Generator:
-    """The start-state draw of iteration `it`: a function of the seed and the iteration alone, so
-    that a run and its control (or a resumed run) draw the same starts whatever their updates did.
-    (A stream shared with the minibatch order would part them after the first update whose
-    timesteps differ in number.)"""
-    return np.random.default_rng([seed, it, 2])     # [seed, it] (= [seed, it, 0]) shuffles a control's rewards
+SHUFFLE, MINIBATCHES, DRAW = 0, 1, 2   # an iteration's random streams (`iteration_rng`)
+
+
+def iteration_rng(seed: int, it: int, stream: int) -> np.random.Generator:
+    """One random stream of iteration `it` (a control's reward shuffle, the minibatch order, the
+    start-state draw): a function of the seed, the iteration and the stream alone, so that a run
+    and its control (or a resumed run) draw the same starts whatever their updates did. (A draw
+    sharing a stream with the minibatch order would part them after the first update whose
+    timesteps differ in number.) The shuffle's stream is the one `[seed, it]` seeded before."""
+    return np.random.default_rng([seed, it, stream])
 
 
 class Trainer:
@@ -239,7 +243,7 @@ class Trainer:
 
     def collect(self, it: int, run_id: str) -> tuple[list[ImaginedEpisode], float]:
         c = self.config
-        indices, replayed = self.replay.draw(c.groups, draw_rng(c.seed, it))   # uniform draws at --replay-open 0
+        indices, replayed = self.replay.draw(c.groups, iteration_rng(c.seed, it, DRAW))   # uniform draws at --replay-open 0
         prefix = iteration_run_id(run_id, it, self.attempt)
         self._drawn = {f"{prefix}-g{g:04d}": (int(i), bool(r)) for g, (i, r) in enumerate(zip(indices, replayed))}
         jobs = rollout.make_jobs(self.bank.subset(indices), c.groups * c.group_size, prefix, c.horizon, c.group_size,
@@ -278,12 +282,12 @@ class Trainer:
         row, groups = self.usable(it, episodes, wall)
         if not groups:
             return {**row, "version": version, "skipped": True, **self._sync_stats()}
-        batch, _ = flatten(groups, np.random.default_rng([c.seed, it]) if c.shuffle_rewards else None,  # advantages
+        batch, _ = flatten(groups, iteration_rng(c.seed, it, SHUFFLE) if c.shuffle_rewards else None,  # advantages
                            c.reward)
         if c.ratio == "dimension":
             batch, row["behaviour_gap"] = with_old_terms(self.policy, batch, c.minibatch)
         stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip,
-                       np.random.default_rng([c.seed, it, 1]))
+                       iteration_rng(c.seed, it, MINIBATCHES))
         stats.update(self.mean_path.see(self.policy))
         try:                                                                             # publish
             self._sync = self._sync.add(self.publisher.publish(weights_bytes(self.policy), f"{run_id} iteration {it}"))
