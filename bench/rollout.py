@@ -226,11 +226,23 @@ def trainer_settings(url: str, baseline: str, rounds: int, world_model: str = "s
             "replay_psnr": replay_psnr, "flipped": flipped, "p_done_diff": worst}
 
 
+def in_turns(works: dict, repeats: int) -> dict[str, float]:
+    """Name -> median seconds of this thread's CPU time of `works[name]()`, run in turns (each
+    round calls every work once, in order), which other processes on the machine do not inflate."""
+    times = {name: [] for name in works}
+    for _ in range(repeats):
+        for name, work in works.items():
+            started = time.thread_time()
+            work()
+            times[name].append(time.thread_time() - started)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def world_model_flops(batch: int = 8, repeats: int = 7, world_model: str = "shipped",
                       autocast: str = "none") -> tuple[float, float, float]:
     """(GFLOP/s of the world model's step at `batch` under `autocast`, GFLOP/s of a float32 1024^2
-    matmul, of a bfloat16 one), one thread, timed in turns (medians) in this thread's CPU time,
-    which other processes on the machine do not inflate."""
+    matmul, of a bfloat16 one), one thread, timed in turns (medians of this thread's CPU
+    time, `in_turns`)."""
     from torch.utils.flop_counter import FlopCounterMode
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -242,15 +254,9 @@ def world_model_flops(batch: int = 8, repeats: int = 7, world_model: str = "ship
         wm.predict(*args)
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     a16, b16 = a.bfloat16(), b.bfloat16()
-    step, matmul, matmul16 = [], [], []
-    for _ in range(repeats):
-        for times, work in ((step, lambda: wm.predict(*args)), (matmul, lambda: a @ b), (matmul16, lambda: a16 @ b16)):
-            started = time.thread_time()
-            work()
-            times.append(time.thread_time() - started)
+    t = in_turns({"step": lambda: wm.predict(*args), "matmul": lambda: a @ b, "matmul16": lambda: a16 @ b16}, repeats)
     torch.set_num_threads(threads)
-    return (counter.get_total_flops() / np.median(step) / 1e9,
-            *(2 * 1024 ** 3 / np.median(t) / 1e9 for t in (matmul, matmul16)))
+    return (counter.get_total_flops() / t["step"] / 1e9, *(2 * 1024 ** 3 / t[k] / 1e9 for k in ("matmul", "matmul16")))
 
 
 OPERATOR_KINDS = {"convolution": "conv", "SiLU": "silu", "GroupNorm": "group_norm", "attention": "attention",
@@ -299,14 +305,9 @@ def inference_blocks(batch: int, repeats: int = 7, world_model: str = "shipped",
     unet_inference.restore(plain.unet)
     args = step_inputs(fast, batch)
     frames = {name: wm.predict(*args)[0].astype(np.float64) for name, wm in (("old", plain), ("new", fast))}
-    times = {"old": [], "new": []}
-    for _ in range(repeats):
-        for name, wm in (("old", plain), ("new", fast)):
-            started = time.thread_time()
-            wm.predict(*args)
-            times[name].append(time.thread_time() - started)
+    t = in_turns({"old": lambda: plain.predict(*args), "new": lambda: fast.predict(*args)}, repeats)
     torch.set_num_threads(threads)
-    return (*(1e3 * np.median(times[k]) / batch for k in ("old", "new")),
+    return (*(1e3 * t[k] / batch for k in ("old", "new")),
             psnr(float(((frames["old"] - frames["new"]) ** 2).mean()), 1))
 
 
@@ -318,14 +319,9 @@ def channels_last_step(batch: int, repeats: int = 7, world_model: str = "shipped
     layouts = {"nchw": load_world_model(world_model), "channels-last": load_world_model(world_model)}
     layouts["channels-last"].use_channels_last(True)
     args = step_inputs(layouts["nchw"], batch)
-    times = {k: [] for k in layouts}
-    for _ in range(repeats):
-        for name, wm in layouts.items():
-            started = time.thread_time()
-            wm.predict(*args)
-            times[name].append(time.thread_time() - started)
+    t = in_turns({name: (lambda wm=wm: wm.predict(*args)) for name, wm in layouts.items()}, repeats)
     torch.set_num_threads(threads)
-    return tuple(1e3 * np.median(times[k]) / batch for k in layouts)
+    return tuple(1e3 * t[k] / batch for k in layouts)
 
 
 def batch_rounding(channels_last: bool, world_model: str = "shipped") -> float:
