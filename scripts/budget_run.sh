@@ -35,7 +35,7 @@ start() {
       for f in $KEPT; do [ -e "$CARRY/$arm/$f" ] && cp -r "$CARRY/$arm/$f" "$h/run/"; done
       echo "$arm: resuming the carried run after iteration $(last_iteration "$h/run")"
     fi
-    # --world-model-channels-last: 1.2-1.3x where the CPU has no native bfloat16 (there `auto` runs
+    # --world-model-channels-last: 1.16-1.29x where the CPU has no native bfloat16 (there `auto` runs
     # float32); where it has, the bfloat16 path runs channels-last anyway. The world model ran
     # under `auto` for the first 35 / 38 iterations (RL / control; their machines were not recorded,
     # and at about 160 s an iteration, six times this AVX2 one's float32, likely bfloat16), and

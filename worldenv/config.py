@@ -125,7 +125,7 @@ class ServeConfig(Settings):
         "(bench/rollout.py)")
     channels_last: bool = Field(
         False, description="world model: run its U-Net pass on a channels-last input in float32 too (the autocast "
-        "path always does): measured 1.2-1.3x faster per step on a one-thread AVX2 CPU (bench/rollout.py (g)), but "
+        "path always does): measured 1.16-1.29x faster per step on a one-thread AVX2 CPU (bench/rollout.py (g)), but "
         "oneDNN's rounding may then depend on the batch size (0.003 % of pixels a grey level apart between a "
         "batch of 3 and three of 1 there, 8.5 % on another CPU), so an item's frame may depend on what it was "
         "batched with")

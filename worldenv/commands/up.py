@@ -38,7 +38,7 @@ class UpConfig(RolloutOptions):
                                            "(serve --autocast): 'auto' = bfloat16 where the CPU or GPU computes it "
                                            "natively, else float32; 'none' = float32 always")
     world_model_channels_last: bool = Field(False, description="the world model's U-Net pass channels-last in "
-                                            "float32 too (serve --channels-last): 1.2-1.3x faster per step on a "
+                                            "float32 too (serve --channels-last): 1.16-1.29x faster per step on a "
                                             "CPU without bfloat16, its rounding dependent on the batch size")
     step_time_s: float = Field(1.0, gt=0, description="expected seconds of one imagined step of a worker's batch; "
                                "a dead worker's jobs are taken over after 10 times this (at least 5 s)")
