@@ -325,3 +325,38 @@ def test_controls_are_run_per_seed_and_compared_with_rl_by_hand(tmp_path):
     settings = experiment.rl_config(config, addresses, tmp_path, tmp_path / "s.npz", tmp_path / "o", 1, "r", 1, shuffle=True)
     assert settings.shuffle_rewards and settings.seed == 1
     assert not experiment.rl_config(config, addresses, tmp_path, tmp_path / "s.npz", tmp_path / "o", 1, "r").shuffle_rewards
+
+
+def test_objective_results_pairs_rows_of_earlier_files_and_refuses_other_draws(tmp_path, capsys):
+    """--results reads earlier --out files: each row against the first, the mean paired by start and
+    the sampled episodes by start and seed (hand-made outcomes, so the counts are known); a file on
+    another draw is refused, naming the flag and the setting."""
+    from worldenv import cli
+    ids = [f"libero_object/{i % 2}/{i}" for i in range(6)]
+
+    def row(policy, mean, sampled):
+        return {"policy": policy, "scale": 0.02, "mean": [{"id": i, "done": d} for i, d in zip(ids, mean)],
+                "sampled": [[{"id": i, "done": d} for i, d in zip(ids, seed)] for seed in sampled]}
+
+    settings = {"starts": 6, "per_task": 3, "draw_seed": 12345, "horizon": 30, "eta": 0.0, "grasp_gate": 0.0, "confirm": 1}
+    first = {**settings, "rows": [row("sft", [1, 0, 0, 0, 1, 0], [[0, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0]])]}
+    # the mean: only sft 0, only rl 2 (ids 1, 3); sampled: only sft 1 (seed 2, id 0), only rl 3
+    second = {**settings, "rows": [row("rl", [1, 1, 0, 1, 1, 0], [[0, 1, 1, 0, 1, 0], [0, 0, 0, 1, 0, 0]])]}
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    (tmp_path / "b.json").write_text(json.dumps(second))
+    out = tmp_path / "both.json"
+    assert cli.main(["objective", "--results", f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("sft  b=0.02  mean 2/6") and "sampled 2/12" in printed[0] and " vs " not in printed[0]
+    assert printed[1].startswith("rl  b=0.02  mean 4/6") and "sampled 4/12" in printed[1]
+    assert "vs sft: +2 (McNemar p = 0.5" in printed[1] and "0: 0/0 1: 0/2" in printed[1]
+    assert "sampled +2 (only the first / only this 1/3, McNemar p = 0.62)" in printed[1]
+    merged = json.loads(out.read_text())
+    assert [r["policy"] for r in merged["rows"]] == ["sft", "rl"] and merged["draw_seed"] == 12345
+
+    (tmp_path / "c.json").write_text(json.dumps({**second, "draw_seed": 7}))
+    assert cli.main(["objective", "--results", f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}"]) == 2
+    assert "--results: " in (err := capsys.readouterr().err) and "draw_seed = 7" in err
+    (tmp_path / "d.json").write_text("{}")
+    assert cli.main(["objective", "--results", str(tmp_path / "d.json")]) == 2
+    assert "has no rows" in capsys.readouterr().err

@@ -6,6 +6,8 @@ restarted at each --exploration-scales value, as `train rl` explores). Two quest
 here without a real simulator step, so settings can be chosen on them:
 - which exploration scale keeps success (sampled / mean, per scale);
 - does an RL run raise what it optimises (each policy against the first, paired on the same starts).
+`--results` compares the rows of earlier `--out` files (policies measured at different times, on
+the same draw and settings) without measuring again.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pydantic import Field, field_validator
 from worldenv.config import Settings, confirm_field, grasp_gate_field
 
 OBJECTIVE_DRAW = 12345   # the seed of the fixed draw of start states (the experiment's too)
+DRAW_KEYS = ("starts", "per_task", "draw_seed", "horizon", "eta", "grasp_gate", "confirm")   # what rows must share to pair
 
 
 def scales_list(value: str | None) -> list[float]:
@@ -52,6 +55,10 @@ class ObjectiveConfig(Settings):
     samples: int = Field(1, ge=1, le=16, description="sampled episodes per start state (seeds 1..K)")
     batch: int = Field(16, ge=1, le=256, description="imagined episodes run as one batch")
     out: str | None = Field(None, description="JSON file of every episode's outcome; none = print only")
+    results: str | None = Field(
+        None, description="comma-separated JSON files of earlier --out runs: print their rows, each against the "
+        "first, instead of measuring (the policy and model flags are then not used); the files must share the "
+        "draw and the settings (" + ", ".join(DRAW_KEYS) + "); --out writes them as one")
 
     @field_validator("exploration_scales")
     @classmethod
@@ -100,9 +107,44 @@ def measure(config: ObjectiveConfig) -> dict:
             "confirm": config.confirm, "rows": rows}
 
 
+def load_results(value: str) -> dict:
+    """The rows of earlier --out files as one result, refused (naming --results) where a file is
+    missing, is not such a file, or differs from the first in the draw or a setting."""
+    files = [f.strip() for f in value.split(",") if f.strip()]
+    if not files:
+        raise ValueError("--results: name at least one JSON file written by --out")
+    merged: dict | None = None
+    for name in files:
+        path = pathlib.Path(name)
+        if not path.is_file():
+            raise ValueError(f"--results: no file {name}")
+        try:
+            result = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--results: {name} is not JSON ({exc})") from None
+        if not isinstance(result, dict) or not isinstance(result.get("rows"), list) or not result["rows"]:
+            raise ValueError(f"--results: {name} has no rows; expected a file written by `worldenv objective --out`")
+        if merged is None:
+            merged = {**result, "rows": list(result["rows"]), "results": files}
+            continue
+        for key in DRAW_KEYS:
+            if result.get(key) != merged.get(key):
+                raise ValueError(f"--results: {name} has {key} = {result.get(key)!r} and {files[0]} has "
+                                 f"{merged.get(key)!r}; rows measured on different draws or settings do not pair")
+        merged["rows"].extend(result["rows"])
+    return merged
+
+
+def sampled_outcomes(row: dict) -> dict[str, bool]:
+    """A row's sampled episodes by start id and seed ("suite/task/.../#seed"), so two rows with the
+    same number of seeds pair episode for episode."""
+    return {f"{r['id']}/#{seed}": r["done"] for seed, draw in enumerate(row["sampled"], 1) for r in draw}
+
+
 def line(row: dict, first: dict) -> str:
-    """One printed row: mean and sampled success per task, sampled/mean, and the mean's paired
-    difference from the first policy's (McNemar), with the discordant starts per task."""
+    """One printed row: mean and sampled success per task, sampled/mean, and the paired difference
+    from the first policy's (McNemar): the mean's, with the discordant starts per task, and the
+    sampled episodes' (start and seed paired) where both rows drew as many seeds."""
     from worldenv.measure import paired
     from worldenv.measure.imagined import by_task
     n, k = len(row["mean"]), len(row["sampled"])
@@ -120,6 +162,11 @@ def line(row: dict, first: dict) -> str:
         tasks = " ".join(f"{t or '-'}: {m['only_a']}/{m['only_b']}" for t, m in paired.by_task(first_done, done).items())
         text += (f"  vs {first['policy']}: {int(b.sum()) - int(a.sum()):+d} (McNemar p = {test['p_value']:.2g}; "
                  f"per task, only the first / only this: {tasks})")
+        if len(first["sampled"]) == k:
+            a, b = paired.pairs(sampled_outcomes(first), sampled_outcomes(row))
+            test = paired.mcnemar(a, b)
+            text += (f"; sampled {int(b.sum()) - int(a.sum()):+d} (only the first / only this "
+                     f"{test['only_a']}/{test['only_b']}, McNemar p = {test['p_value']:.2g})")
     return text
 
 
@@ -133,6 +180,12 @@ def write_out(result: dict, out: str | None) -> None:
 
 
 def run(config: ObjectiveConfig) -> int:
-    """Measure, print one line per policy and scale, write --out."""
-    write_out(measure(config), config.out)
+    """Measure (or read --results), print one line per policy and scale, write --out."""
+    if config.results:
+        result = load_results(config.results)
+        for row in result["rows"]:
+            print(line(row, result["rows"][0]), flush=True)
+    else:
+        result = measure(config)
+    write_out(result, config.out)
     return 0
