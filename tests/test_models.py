@@ -163,8 +163,10 @@ def test_policy_rejects_bad_shapes_by_name(policy):
 
 
 def test_policy_config_validates():
-    with pytest.raises(ValueError, match="min_log_scale"):
-        PolicyConfig(min_log_scale=2.0)
+    from worldenv.models.oft_policy import OFTConfig
+    for config in (PolicyConfig, OFTConfig):   # one validator for both Laplace archs
+        with pytest.raises(ValueError, match=r"min_log_scale \(2.0\) must be below max_log_scale \(1.0\)"):
+            config(min_log_scale=2.0)
     with pytest.raises(ValueError, match="image_size"):
         PolicyConfig(image_size=4)
 

@@ -52,6 +52,13 @@ def noise_field():
         "in the policy gradient; `worldenv signal --noise` measures both)")
 
 
+def scales_ordered(config):
+    """The model validator of a Laplace arch's config: its scale head's log-scale bounds in order."""
+    if not config.min_log_scale < config.max_log_scale:
+        raise ValueError(f"min_log_scale ({config.min_log_scale}) must be below max_log_scale ({config.max_log_scale})")
+    return config
+
+
 def log_prob_terms(dist: torch.distributions.Laplace, actions: torch.Tensor, noise: str = "independent") -> torch.Tensor:
     """Log-density terms of action chunks (B, K, A) under `dist`: per action (B, K, A) with
     independent noise; with noise correlated over the chunk ('chunk'), one per action dimension

@@ -119,11 +119,7 @@ class OFTConfig(pydantic.BaseModel):
     min_log_scale: float = -5.0
     max_log_scale: float = 1.0
 
-    @pydantic.model_validator(mode="after")
-    def _scales_ordered(self):
-        if not self.min_log_scale < self.max_log_scale:
-            raise ValueError(f"min_log_scale ({self.min_log_scale}) must be below max_log_scale ({self.max_log_scale})")
-        return self
+    _scales_ordered = pydantic.model_validator(mode="after")(laplace.scales_ordered)
 
 
 def _backbone_config(size: str, tokenizer) -> transformers.LlavaConfig:
