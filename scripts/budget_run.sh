@@ -10,12 +10,14 @@
 # Usage: bash scripts/budget_run.sh start [RUN_DIR]   # two stacks and both trainers, in the background
 #        bash scripts/budget_run.sh save  [RUN_DIR]   # the run state of both arms into the repository
 #        bash scripts/budget_run.sh stop  [RUN_DIR]   # both trainers (an iteration in flight is lost) and stacks
+#        bash scripts/budget_run.sh objective K [RUN_DIR]   # SFT, control and RL at snapshot K on the fixed
+#                                                           # 288-start draw, into reports/signal/budget/objective_itK.json
 #        (RUN_DIR default: $WORLDENV_HOME/runs/budget)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export MUJOCO_GL=${MUJOCO_GL:-egl} OMP_NUM_THREADS=1
 HOME_DIR=${WORLDENV_HOME:-$HOME/.worldenv}
-R=${2:-$HOME_DIR/runs/budget}
+if [ "${1:-}" = objective ]; then R=${3:-$HOME_DIR/runs/budget}; else R=${2:-$HOME_DIR/runs/budget}; fi
 W=$PWD/.venv/bin/worldenv
 CARRY=$PWD/reports/signal/budget
 # The settings of the 128-group run at lr 1e-6, chosen from one probe iteration's KL and clip
@@ -84,9 +86,26 @@ stop() {
   echo "stopped"
 }
 
+# RL's own objective at snapshot K (imagination only; the protocol of the report's table): SFT,
+# then the control and RL after K iterations, each sampled once at the run's scale; RL and SFT
+# are held against the control. SFT is measured again on each machine (its CPU kernels move it by
+# a start or two).
+objective() {
+  local k=$1 snap
+  snap=snapshots/iteration$(printf %04d "$k")
+  for arm in $ARMS; do
+    [ -f "$R/$arm/run/$snap/model.safetensors" ] || { echo "$arm: no snapshot $R/$arm/run/$snap" >&2; return 1; }
+    rm -rf "$R/obj/${arm}_it$k" && mkdir -p "$R/obj" && cp -r "$R/$arm/run/$snap" "$R/obj/${arm}_it$k"
+  done
+  "$W" objective --policies "shipped,$R/obj/ctl_it$k,$R/obj/rl_it$k" --against "ctl_it$k" --per-task 96 \
+    --samples 1 --exploration-scales 0.02 --batch 32 --out "$CARRY/objective_it$k.json"
+}
+
 case "${1:-}" in
   start) start ;;
   save) save ;;
   stop) stop ;;
-  *) echo "usage: $0 start|save|stop [RUN_DIR]" >&2; exit 2 ;;
+  objective) [ -n "${2:-}" ] || { echo "usage: $0 objective K [RUN_DIR]" >&2; exit 2; }
+             objective "$2" ;;
+  *) echo "usage: $0 start|save|stop|objective K [RUN_DIR]" >&2; exit 2 ;;
 esac

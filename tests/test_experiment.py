@@ -236,7 +236,8 @@ def test_objective_command_compares_policies_and_scales_on_one_draw(tiny, tmp_pa
 @pytest.mark.parametrize("flag,value,message", [("--exploration-scales", "0.1,x", "comma-separated numbers"),
                                                 ("--exploration-scales", "0.1,0", "must be > 0"),
                                                 ("--policies", "/no/such/policy", "--policies"),
-                                                ("--samples", "0", "--samples: must be >= 1")])
+                                                ("--samples", "0", "--samples: must be >= 1"),
+                                                ("--against", "nope", "--against: 'nope' names 0 of the policies")])
 def test_objective_command_names_the_bad_flag(flag, value, message, capsys):
     from worldenv import cli
     try:
@@ -353,6 +354,10 @@ def test_objective_results_pairs_rows_of_earlier_files_and_refuses_other_draws(t
     assert "sampled +2 (only the first / only this 1/3, McNemar p = 0.62)" in printed[1]
     merged = json.loads(out.read_text())
     assert [r["policy"] for r in merged["rows"]] == ["sft", "rl"] and merged["draw_seed"] == 12345
+    assert cli.main(["objective", "--results", str(out), "--against", "rl"]) == 0   # the same pairs, the other way
+    printed = capsys.readouterr().out.splitlines()
+    assert "vs rl: -2" in printed[0] and "sampled -2 (only the first / only this 3/1" in printed[0]
+    assert " vs " not in printed[1]
 
     (tmp_path / "c.json").write_text(json.dumps({**second, "draw_seed": 7}))
     assert cli.main(["objective", "--results", f"{tmp_path / 'a.json'},{tmp_path / 'c.json'}"]) == 2

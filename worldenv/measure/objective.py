@@ -55,6 +55,10 @@ class ObjectiveConfig(Settings):
     samples: int = Field(1, ge=1, le=16, description="sampled episodes per start state (seeds 1..K)")
     batch: int = Field(16, ge=1, le=256, description="imagined episodes run as one batch")
     out: str | None = Field(None, description="JSON file of every episode's outcome; none = print only")
+    against: str | None = Field(
+        None, description="the policy the others are compared with, as --policies or the rows name it, or its "
+        "directory's name (e.g. the control of an RL run); none = the first. Each row is held against its row "
+        "at the same scale. When measuring, the rows are printed again against it at the end")
     results: str | None = Field(
         None, description="comma-separated JSON files of earlier --out runs: print their rows, each against the "
         "first, instead of measuring (the policy and model flags are then not used); the files must share the "
@@ -101,7 +105,7 @@ def measure(config: ObjectiveConfig) -> dict:
                                          grasp_gate=config.grasp_gate, confirm=config.confirm)
                        for seed in range(1, config.samples + 1)]
             rows.append({"policy": name, "scale": scale, "mean": mean, "sampled": sampled})
-            print(line(rows[-1], rows[0]), flush=True)
+            print(line(rows[-1], reference(rows, rows[-1], None)), flush=True)
     return {"starts": len(bank), "per_task": config.per_task, "draw_seed": config.draw_seed,
             "horizon": config.horizon, "eta": config.eta, "grasp_gate": config.grasp_gate,
             "confirm": config.confirm, "rows": rows}
@@ -139,6 +143,32 @@ def sampled_outcomes(row: dict) -> dict[str, bool]:
     """A row's sampled episodes by start id and seed ("suite/task/.../#seed"), so two rows with the
     same number of seeds pair episode for episode."""
     return {f"{r['id']}/#{seed}": r["done"] for seed, draw in enumerate(row["sampled"], 1) for r in draw}
+
+
+def pick(names: list[str], against: str | None) -> str:
+    """The one of `names` that --against names (exactly, or as the last part of its path); the first when none."""
+    if against is None:
+        return names[0]
+    matches = [n for n in names if n == against] or [n for n in names if pathlib.PurePath(n).name == against]
+    if len(matches) != 1:
+        raise ValueError(f"--against: {against!r} names {len(matches)} of the policies {', '.join(names)}; "
+                         "name exactly one")
+    return matches[0]
+
+
+def reference(rows: list[dict], row: dict, against: str | None) -> dict:
+    """The row `row` is compared with: the --against policy's (the first policy's when none) at
+    `row`'s scale, else that policy's first row. A name matches a row's policy exactly or as the
+    last part of its path; a name no row has, or that two policies share, is refused."""
+    chosen = pick(list(dict.fromkeys(r["policy"] for r in rows)), against)
+    own = [r for r in rows if r["policy"] == chosen]
+    return next((r for r in own if r["scale"] == row["scale"]), own[0])
+
+
+def report(rows: list[dict], against: str | None) -> None:
+    """Every row's line, each against its reference row."""
+    for row in rows:
+        print(line(row, reference(rows, row, against)), flush=True)
 
 
 def line(row: dict, first: dict) -> str:
@@ -183,9 +213,12 @@ def run(config: ObjectiveConfig) -> int:
     """Measure (or read --results), print one line per policy and scale, write --out."""
     if config.results:
         result = load_results(config.results)
-        for row in result["rows"]:
-            print(line(row, result["rows"][0]), flush=True)
+        report(result["rows"], config.against)
     else:
+        pick([p.strip() for p in config.policies.split(",") if p.strip()], config.against)   # before hours of measuring
         result = measure(config)
+        if config.against:
+            print(f"against {config.against}:", flush=True)
+            report(result["rows"], config.against)
     write_out(result, config.out)
     return 0
