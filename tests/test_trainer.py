@@ -12,6 +12,7 @@ import torch
 
 from servers import serving
 from worldenv import models
+from worldenv.models import precision
 from worldenv.rl import trainer
 from worldenv.client.clients import PolicyClient, ReflectorClient, WorldModelClient
 from worldenv.rl.queue import RolloutQueue
@@ -179,6 +180,7 @@ def test_a_run_and_its_shuffled_control_keep_their_settings_and_pair_by_iteratio
     assert (resume["at_iteration"], resume["changed"]) == (2, {"lr": [1e-3, 2e-3]})
     for start in (kept["machine"], resume["machine"]):   # where each start ran, to read its wall times by
         assert start["cores"] == os.cpu_count() and start["torch"] == torch.__version__ and start["cpu"]
+        assert start["cpu_bfloat16"] == precision.native_bfloat16("cpu")   # what `up`'s autocast 'auto' ran in
     assert kept["machine"]["at"] <= resume["machine"]["at"], "the first start's machine is kept on a resume"
 
 

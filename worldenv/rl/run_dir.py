@@ -83,10 +83,14 @@ def save_settings(out: pathlib.Path, config: RLConfig, first: int) -> dict:
 
 def machine() -> dict:
     """Where this start of the trainer runs, to read its wall times by (the services it calls may
-    run elsewhere: their GetSpec says how they compute)."""
+    run elsewhere: their GetSpec says how they compute). `cpu_bfloat16`: whether this CPU computes
+    bfloat16 natively, i.e. what a world model served here under `--autocast auto` (as `worldenv up`
+    serves it) runs in: bfloat16 if so, else float32."""
+    from worldenv.models.precision import native_bfloat16
     return {"at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": platform.node(), "cores": os.cpu_count(), "cpu": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cpu_bfloat16": native_bfloat16("cpu"), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _append(path: pathlib.Path, row: dict) -> list[dict]:
