@@ -5,7 +5,8 @@ with its mean and with actions sampled from its Laplace head (at the checkpoint'
 restarted at each --exploration-scales value, as `train rl` explores). Two questions are answered
 here without a real simulator step, so settings can be chosen on them:
 - which exploration scale keeps success (sampled / mean, per scale);
-- does an RL run raise what it optimises (each policy against the first, paired on the same starts).
+- does an RL run raise what it optimises (each policy against the first, or --against, paired on the
+  same starts).
 `--results` compares the rows of earlier `--out` files (policies measured at different times, on
 the same draw and settings) without measuring again.
 """
@@ -61,7 +62,7 @@ class ObjectiveConfig(Settings):
         "at the same scale. When measuring, the rows are printed again against it at the end")
     results: str | None = Field(
         None, description="comma-separated JSON files of earlier --out runs: print their rows, each against the "
-        "first, instead of measuring (the policy and model flags are then not used); the files must share the "
+        "first policy's (or --against), instead of measuring (the policy and model flags are then not used); the files must share the "
         "draw and the settings (" + ", ".join(DRAW_KEYS) + "); --out writes them as one")
 
     @field_validator("exploration_scales")
@@ -173,7 +174,7 @@ def report(rows: list[dict], against: str | None) -> None:
 
 def line(row: dict, first: dict) -> str:
     """One printed row: mean and sampled success per task, sampled/mean, and the paired difference
-    from the first policy's (McNemar): the mean's, with the discordant starts per task, and the
+    from the row it is held against, `first` (McNemar; "the first" in the text): the mean's, with the discordant starts per task, and the
     sampled episodes' (start and seed paired) where both rows drew as many seeds."""
     from worldenv.measure import paired
     from worldenv.measure.imagined import by_task
