@@ -23,6 +23,11 @@ OBJECTIVE_DRAW = 12345   # the seed of the fixed draw of start states (the exper
 DRAW_KEYS = ("starts", "per_task", "draw_seed", "horizon", "eta", "grasp_gate", "confirm")   # what rows must share to pair
 
 
+def names_list(value: str) -> list[str]:
+    """Comma-separated names (policies, files) -> the names, stripped, empty ones dropped."""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def scales_list(value: str | None) -> list[float]:
     """Comma-separated exploration scales (each > 0) -> floats; none or empty -> []."""
     if not value:
@@ -74,7 +79,7 @@ class ObjectiveConfig(Settings):
     @field_validator("policies")
     @classmethod
     def _policies(cls, value: str) -> str:
-        if not [p for p in value.split(",") if p.strip()]:
+        if not names_list(value):
             raise ValueError("name at least one policy checkpoint")
         return value
 
@@ -90,8 +95,7 @@ def measure(config: ObjectiveConfig) -> dict:
     if bank_path is None or not bank_path.is_file():
         raise ValueError(f"--starts: no start bank at {config.starts}")
     bank = imagined.fixed_draw(StartBank.load(bank_path), config.per_task, config.draw_seed)
-    paths = {name: resolve(name, "policy", "--policies")
-             for name in [p.strip() for p in config.policies.split(",") if p.strip()]}
+    paths = {name: resolve(name, "policy", "--policies") for name in names_list(config.policies)}
     world_model = load_checkpoint(config.world_model, "world_model")
     reflector = load_checkpoint(config.reflector, "reflector")
     rows = []
@@ -115,7 +119,7 @@ def measure(config: ObjectiveConfig) -> dict:
 def load_results(value: str) -> dict:
     """The rows of earlier --out files as one result, refused (naming --results) where a file is
     missing, is not such a file, or differs from the first in the draw or a setting."""
-    files = [f.strip() for f in value.split(",") if f.strip()]
+    files = names_list(value)
     if not files:
         raise ValueError("--results: name at least one JSON file written by --out")
     merged: dict | None = None
@@ -216,7 +220,7 @@ def run(config: ObjectiveConfig) -> int:
         result = load_results(config.results)
         report(result["rows"], config.against)
     else:
-        pick([p.strip() for p in config.policies.split(",") if p.strip()], config.against)   # before hours of measuring
+        pick(names_list(config.policies), config.against)   # before hours of measuring
         result = measure(config)
         if config.against:
             print(f"against {config.against}:", flush=True)
