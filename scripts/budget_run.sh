@@ -8,7 +8,7 @@
 # at the next iteration. Results: reports/learning-signal.md ("Ten times the groups").
 #
 # Usage: bash scripts/budget_run.sh start [RUN_DIR]   # two stacks and both trainers, in the background
-#        bash scripts/budget_run.sh save  [RUN_DIR]   # the run state of both arms into the repository
+#        bash scripts/budget_run.sh save  [RUN_DIR]   # the run state of both arms (and snapshots not yet measured) into the repository
 #        bash scripts/budget_run.sh stop  [RUN_DIR]   # both trainers (an iteration in flight is lost) and stacks
 #        bash scripts/budget_run.sh objective K [RUN_DIR]   # SFT, control and RL at snapshot K on the fixed
 #                                                           # 288-start draw, into reports/signal/budget/objective_itK.json
@@ -35,6 +35,7 @@ start() {
     mkdir -p "$h/run"
     if [ ! -f "$h/run/trainer_state.pt" ] && [ -f "$CARRY/$arm/trainer_state.pt" ]; then
       for f in $KEPT; do [ -e "$CARRY/$arm/$f" ] && cp -r "$CARRY/$arm/$f" "$h/run/"; done
+      [ -d "$CARRY/$arm/snapshots" ] && cp -r "$CARRY/$arm/snapshots" "$h/run/"
       echo "$arm: resuming the carried run after iteration $(last_iteration "$h/run")"
     fi
     # --world-model-channels-last: 1.16-1.29x where the CPU has no native bfloat16 (there `auto` runs
@@ -66,6 +67,19 @@ consistent() {
     [ "$(find "$run/trainer_state.pt" -mmin -0.2 | wc -l)" = 0 ]
 }
 
+# The snapshots whose objective is not yet in the repository go with the run state (2 MB each), so
+# `objective K` can be measured on the next machine; a measured one stays in git's history only.
+carry_snapshots() {
+  local run=$1 to=$2 snap k
+  rm -rf "$to/snapshots"
+  for snap in "$run"/snapshots/iteration*; do
+    [ -f "$snap/model.safetensors" ] || continue
+    k=$((10#${snap##*iteration}))
+    [ "$k" -gt 0 ] && [ ! -f "$CARRY/objective_it$k.json" ] || continue
+    mkdir -p "$to/snapshots" && cp -r "$snap" "$to/snapshots/"
+  done
+}
+
 save() {
   for arm in $ARMS; do
     local run=$R/$arm/run
@@ -74,6 +88,7 @@ save() {
     mkdir -p "$CARRY/$arm"
     rm -rf "$CARRY/$arm/policy"
     for f in $KEPT; do [ -e "$run/$f" ] && cp -r "$run/$f" "$CARRY/$arm/"; done
+    carry_snapshots "$run" "$CARRY/$arm"
     consistent "$run" || { echo "$arm: the trainer wrote during the copy; run save again"; continue; }
     echo "$arm: saved after iteration $(last_iteration "$CARRY/$arm")"
   done
