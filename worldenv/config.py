@@ -8,7 +8,8 @@ defaults. Field descriptions become `--help` text (see `worldenv.commands.flags`
 
 Settings that recur are declared once here: `redis_url_field` (every settings class that takes
 a Redis: $REDIS_URL, else the Redis a running `worldenv up` recorded, else
-redis://127.0.0.1:6379/0) and the services' addresses (`local_address`).
+redis://127.0.0.1:6379/0), the services' addresses (`local_address`) and how a comma-separated
+flag value reads (`comma_list`).
 """
 from __future__ import annotations
 
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="WORLDENV_", extra="forbid", validate_default=True,
                                       env_ignore_empty=True)  # compose passes unset values as ""
+
+
+def comma_list(value: str) -> list[str]:
+    """A comma-separated flag value (names, paths, numbers) -> its items, stripped, empty ones dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def flag(name: str) -> str:

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from worldenv.commands import flags
-from worldenv.config import Settings, redis_url_field
+from worldenv.config import Settings, comma_list, redis_url_field
 
 
 class ExportConfig(Settings):
@@ -48,7 +48,7 @@ class ExportConfig(Settings):
 
 def _recorded(config: ExportConfig) -> list:
     from worldenv.data import chunks, lerobot
-    episodes = chunks.load([p for p in config.data.split(",") if p], image_size=config.image_size or None)
+    episodes = chunks.load(comma_list(config.data), image_size=config.image_size or None)
     kind = lambda e: config.kind if config.kind != "auto" else ("demo" if e.id.endswith("/expert")  # noqa: E731
                                                                 else "exploration")
     return [lerobot.from_chunked(e, kind(e)) for e in episodes]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from worldenv.commands import flags
-from worldenv.config import Settings
+from worldenv.config import Settings, comma_list
 from worldenv.sim.job_settings import BadArguments
 from worldenv.sim.starts import StartsConfig, build_starts
 
@@ -25,7 +25,7 @@ class KeyframesConfig(Settings):
 def build_keyframes(config: KeyframesConfig) -> int:
     """Write the bank; keyframes stop before each episode's success."""
     from worldenv.data import chunks, start_bank
-    episodes = chunks.load([p for p in config.data.split(",") if p])
+    episodes = chunks.load(comma_list(config.data))
     bank = start_bank.keyframes(episodes, history=config.history, every=config.every,
                                 before_success=config.before_success)
     path = bank.save(config.out)

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from worldenv.config import Settings
+from worldenv.config import Settings, comma_list
 from worldenv.measure import paired, training_runs
 from worldenv.sim.report import rate
 
@@ -135,7 +135,7 @@ def runs(a: np.ndarray, b: np.ndarray) -> dict | None:
 
 def compare(config: CompareConfig) -> dict:
     """Every candidate against every baseline, and the two sides as groups when either has several."""
-    names = {side: [w.strip() for w in getattr(config, side).split(",") if w.strip()] for side in ("baseline", "candidate")}
+    names = {side: comma_list(getattr(config, side)) for side in ("baseline", "candidate")}
     for side, found in names.items():
         if not found:
             raise ValueError(f"{side}: give at least one eval directory")

@@ -17,15 +17,10 @@ import pathlib
 
 from pydantic import Field, field_validator
 
-from worldenv.config import Settings, confirm_field, grasp_gate_field
+from worldenv.config import Settings, comma_list, confirm_field, grasp_gate_field
 
 OBJECTIVE_DRAW = 12345   # the seed of the fixed draw of start states (the experiment's too)
 DRAW_KEYS = ("starts", "per_task", "draw_seed", "horizon", "eta", "grasp_gate", "confirm")   # what rows must share to pair
-
-
-def names_list(value: str) -> list[str]:
-    """Comma-separated names (policies, files) -> the names, stripped, empty ones dropped."""
-    return [name.strip() for name in value.split(",") if name.strip()]
 
 
 def scales_list(value: str | None) -> list[float]:
@@ -79,7 +74,7 @@ class ObjectiveConfig(Settings):
     @field_validator("policies")
     @classmethod
     def _policies(cls, value: str) -> str:
-        if not names_list(value):
+        if not comma_list(value):
             raise ValueError("name at least one policy checkpoint")
         return value
 
@@ -95,7 +90,7 @@ def measure(config: ObjectiveConfig) -> dict:
     if bank_path is None or not bank_path.is_file():
         raise ValueError(f"--starts: no start bank at {config.starts}")
     bank = imagined.fixed_draw(StartBank.load(bank_path), config.per_task, config.draw_seed)
-    paths = {name: resolve(name, "policy", "--policies") for name in names_list(config.policies)}
+    paths = {name: resolve(name, "policy", "--policies") for name in comma_list(config.policies)}
     world_model = load_checkpoint(config.world_model, "world_model")
     reflector = load_checkpoint(config.reflector, "reflector")
     rows = []
@@ -119,7 +114,7 @@ def measure(config: ObjectiveConfig) -> dict:
 def load_results(value: str) -> dict:
     """The rows of earlier --out files as one result, refused (naming --results) where a file is
     missing, is not such a file, or differs from the first in the draw or a setting."""
-    files = names_list(value)
+    files = comma_list(value)
     if not files:
         raise ValueError("--results: name at least one JSON file written by --out")
     merged: dict | None = None
@@ -220,7 +215,7 @@ def run(config: ObjectiveConfig) -> int:
         result = load_results(config.results)
         report(result["rows"], config.against)
     else:
-        pick(names_list(config.policies), config.against)   # before hours of measuring
+        pick(comma_list(config.policies), config.against)   # before hours of measuring
         result = measure(config)
         if config.against:
             print(f"against {config.against}:", flush=True)

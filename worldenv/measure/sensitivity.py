@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field, field_validator
 
-from worldenv.config import Settings, confirm_field, grasp_gate_field
+from worldenv.config import Settings, comma_list, confirm_field, grasp_gate_field
 from worldenv.measure.objective import write_out
 from worldenv.models.imagination import step_seed
 from worldenv.models.roles import ActionChunks, Observations
@@ -93,7 +93,7 @@ class OffsetPolicy:
 def sizes_list(value: str) -> list[float]:
     """Comma-separated offset sizes, each finite and >= 0, at least one; else a ValueError."""
     try:
-        sizes = [float(v) for v in value.split(",") if v.strip()]
+        sizes = [float(v) for v in comma_list(value)]
     except ValueError:
         raise ValueError(f"expected comma-separated numbers >= 0, got {value!r}") from None
     if not sizes or any(not np.isfinite(s) or s < 0 for s in sizes):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from worldenv.config import Settings, confirm_field, grasp_gate_field
+from worldenv.config import Settings, comma_list, confirm_field, grasp_gate_field
 from worldenv.measure.objective import scales_list, write_out
 from worldenv.rl.settings import REWARDS   # the trainer's reward, p(done) at termination; the imagined outcome
 
@@ -116,7 +116,7 @@ class SignalConfig(Settings):
 
 def names_among(value: str, allowed: tuple[str, ...]) -> str:
     """A comma-separated list of names from `allowed`, cleaned; else a ValueError naming them."""
-    names = [v.strip() for v in value.split(",") if v.strip()]
+    names = comma_list(value)
     if not names or any(n not in allowed for n in names):
         raise ValueError(f"expected comma-separated names among {', '.join(allowed)}, got {value!r}")
     return ",".join(names)

@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from worldenv import checkpoints
-from worldenv.config import Autocast, Settings, argv, confirm_field, grasp_gate_field
+from worldenv.config import Autocast, Settings, argv, comma_list, confirm_field, grasp_gate_field
 from worldenv.measure.objective import OBJECTIVE_DRAW
 from worldenv.pipeline import stages
 from worldenv.rl.settings import RLConfig
@@ -140,7 +140,7 @@ class ExperimentConfig(Settings):
     def seeds(self) -> list[int]:
         """Every RL seed, --seed first."""
         try:
-            extra = [int(s) for s in self.extra_seeds.split(",") if s.strip()]
+            extra = [int(s) for s in comma_list(self.extra_seeds)]
         except ValueError:
             raise ValueError(f"--extra-seeds: comma-separated seeds, got {self.extra_seeds!r}") from None
         if any(s < 0 for s in extra):

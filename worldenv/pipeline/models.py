@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from worldenv.config import Settings
+from worldenv.config import Settings, comma_list
 from worldenv.pipeline import stages
 
 TRAIN_INITS, EXPLORE_INITS, HELDOUT_DEMO_INITS, HELDOUT_EXPLORE_INITS = 1000, 2000, 5000, 6000
@@ -78,11 +78,11 @@ class PipelineConfig(Settings):
 
     @property
     def candidates(self) -> list[int]:
-        return [int(k) for k in self.sft_demos.split(",") if k.strip()]
+        return [int(k) for k in comma_list(self.sft_demos)]
 
     @property
     def seeds(self) -> list[int]:
-        return [int(s) for s in self.sft_seeds.split(",") if s.strip()]
+        return [int(s) for s in comma_list(self.sft_seeds)]
 
 
 def _libero(config: PipelineConfig, *args: str) -> list[str]:

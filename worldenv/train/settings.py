@@ -7,7 +7,7 @@ from typing import Literal
 
 import pydantic
 
-from worldenv.config import Settings
+from worldenv.config import Settings, comma_list
 
 
 class FitConfig(Settings):
@@ -69,7 +69,7 @@ class TrainConfig(FitConfig):
     @property
     def paths(self) -> list[str]:
         """The data paths."""
-        return [p for p in self.data.split(",") if p]
+        return comma_list(self.data)
 
 
 class PolicyTrainConfig(TrainConfig):
