@@ -57,6 +57,21 @@ def test_the_shuffled_rewards_control_permutes_each_groups_rewards_among_its_rol
     assert [batch.advantages[2 * (g * 8 + w)] for g, w in enumerate(winner)] == [1.0] * 3
 
 
+def test_controls_at_one_seed_part_by_their_shuffle_seed_alone(tmp_path):
+    from worldenv.measure import training_runs
+    base = dict(out=str(tmp_path / "run"), seed=5, shuffle_rewards=True)
+    groups = [[_episode(g * 8 + i, f"g{g}", reward=float(i == g)) for i in range(8)] for g in range(3)]
+    shuffled = {name: trainer.flatten(groups, trainer.shuffle_rng(RLConfig(**base, **extra), 4))[1]
+                for name, extra in (("default", {}), ("own", {"shuffle_seed": 5}), ("other", {"shuffle_seed": 9}))}
+    assert (shuffled["default"] == shuffled["own"]).all(), "no --shuffle-seed: the permutations of --seed"
+    assert not (shuffled["default"] == shuffled["other"]).all()
+    assert trainer.shuffle_rng(RLConfig(out=base["out"], seed=5), 4) is None, "RL permutes nothing"
+    with pytest.raises(ValueError, match="shuffle_seed: .*--shuffle-rewards"):
+        RLConfig(out=base["out"], shuffle_seed=9)
+    settings = [json.loads(RLConfig(**base, shuffle_seed=seed).model_dump_json()) for seed in (None, 9)]
+    assert training_runs.unpaired_settings(*settings) == [], "two controls pair: the same starts and sampling seeds"
+
+
 def test_the_done_reward_pays_the_imagined_outcome_alone(tmp_path):
     """--reward done: a group whose rollouts all ended done with different p(done) gives no
     advantage (and is not informative); a mixed group pays the done ones 1."""

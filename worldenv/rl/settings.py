@@ -121,6 +121,10 @@ class RLConfig(Settings):
         "(seeded per iteration) before the advantages, so the update keeps RL's groups, size and steps and loses "
         "its signal; its mean path (mean_drift_b, straightness) and `worldenv objective` are the noise floor a run "
         "with the true rewards is compared with")
+    shuffle_seed: int | None = Field(
+        None, ge=0, description="seed of --shuffle-rewards' permutations; none = --seed. Controls at one --seed and "
+        "different --shuffle-seed draw the same starts and sampling seeds and part by chance alone: their paired "
+        "on-policy gap (`worldenv compare --same-starts-only`) is the null for a run against its control")
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     max_staleness: int = Field(1, ge=0, description="drop episodes sampled by a policy more versions old")
     seed: int = Field(0, ge=0, description="seed of the start-state draws, sampling and minibatches")
@@ -137,6 +141,12 @@ class RLConfig(Settings):
         if self.reward == "done" and self.value is not None:
             raise ValueError("reward: 'done' scores an episode cut at the horizon 0, so --value would score nothing; "
                              "use --reward p_done with --value")
+        return self
+
+    @model_validator(mode="after")
+    def _shuffle_seed_with_shuffle(self) -> "RLConfig":
+        if self.shuffle_seed is not None and not self.shuffle_rewards:
+            raise ValueError("shuffle_seed: seeds the permutations of --shuffle-rewards, which is off")
         return self
 
     @field_validator("value")

@@ -222,6 +222,13 @@ def iteration_rng(seed: int, it: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, it, stream])
 
 
+def shuffle_rng(config: RLConfig, it: int) -> np.random.Generator | None:
+    """A control's reward permutations at iteration `it` (--shuffle-seed, else --seed); None for RL."""
+    if not config.shuffle_rewards:
+        return None
+    return iteration_rng(config.seed if config.shuffle_seed is None else config.shuffle_seed, it, SHUFFLE)
+
+
 class Trainer:
     """Holds the connections, the policy copy and the optimiser; `iteration` runs one."""
 
@@ -282,8 +289,7 @@ class Trainer:
         row, groups = self.usable(it, episodes, wall)
         if not groups:
             return {**row, "version": version, "skipped": True, **self._sync_stats()}
-        batch, _ = flatten(groups, iteration_rng(c.seed, it, SHUFFLE) if c.shuffle_rewards else None,  # advantages
-                           c.reward)
+        batch, _ = flatten(groups, shuffle_rng(c, it), c.reward)                        # advantages
         if c.ratio == "dimension":
             batch, row["behaviour_gap"] = with_old_terms(self.policy, batch, c.minibatch)
         stats = update(self.policy, self.optimizer, batch, c.epochs, c.minibatch, c.clip, c.grad_clip,
