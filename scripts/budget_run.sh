@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Ten times the groups per run (issue 25): LOOP at 128 groups x 8 for 140 iterations (17,920
 # groups), beside its shuffled-reward control, on two stacks of the shipped models, one core
-# each. About 200 s per iteration each on 2 cores, so about 8 hours: more than a session. The run
-# is carried across machines in the repository: `save` copies each arm's run state (policy,
+# each; from iteration 85 on, a second control forked from the first on a third stack (`fork`).
+# About 200 s per iteration each on 2 cores, so about 8 hours: more than a session. The run is
+# carried across machines in the repository: `save` copies each arm's run state (policy,
 # trainer state with the optimiser and the RNG, metrics, groups, settings) to reports/signal/budget/ARM/, and
 # `start` on a fresh machine copies it back into the worldenv home, where `train rl` resumes it
 # at the next iteration. Results: reports/learning-signal.md ("Ten times the groups").
 #
-# Usage: bash scripts/budget_run.sh start [RUN_DIR]   # two stacks and both trainers, in the background
-#        bash scripts/budget_run.sh save  [RUN_DIR]   # the run state of both arms (and snapshots not yet measured) into the repository
-#        bash scripts/budget_run.sh stop  [RUN_DIR]   # both trainers (an iteration in flight is lost) and stacks
-#        bash scripts/budget_run.sh objective K [RUN_DIR]   # SFT, control and RL at snapshot K on the fixed
+# Usage: bash scripts/budget_run.sh start [RUN_DIR]   # a stack and a trainer per arm not training yet, in the background
+#        bash scripts/budget_run.sh save  [RUN_DIR]   # each arm's run state (and snapshots not yet measured) into the repository
+#        bash scripts/budget_run.sh stop  [RUN_DIR]   # every trainer (an iteration in flight is lost) and stack
+#        bash scripts/budget_run.sh objective K [RUN_DIR]   # SFT, the controls and RL at snapshot K on the fixed
 #                                                           # 288-start draw, into reports/signal/budget/objective_itK.json
 #        (RUN_DIR default: $WORLDENV_HOME/runs/budget)
 set -uo pipefail
@@ -23,20 +24,46 @@ CARRY=$PWD/reports/signal/budget
 # The settings of the 128-group run at lr 1e-6, chosen from one probe iteration's KL and clip
 # fraction (reports/learning-signal.md, "Four times the groups per update"); a new seed.
 ARGS="--iterations 140 --groups 128 --minibatch 1024 --lr 1e-6 --exploration-scale 0.02 --seed 31 --snapshot-every 14"
-ARMS="rl ctl"
+ARMS="rl ctl ctl2"   # RL, its shuffled control, and a second control forked from it (`fork`)
 KEPT="policy trainer_state.pt metrics.jsonl run.json groups.jsonl"   # what a run needs to resume, and its record
 mkdir -p "$R"
 
 field() { grep -m1 "^$2 " "$1" | awk '{print $2}'; }   # a line of `worldenv up`'s banner
 
+running() { pgrep -f "train rl .*--out $R/$1/run" > /dev/null; }
+
+# The second control (ctl2) is forked from the control's run state, once, where the control then
+# stands, and goes on with other reward permutations (--shuffle-seed 32): from the fork on, it and
+# the control draw the same starts and sampling seeds and part by chance alone, so their paired gap
+# is the null for RL's against the control, and their objectives the null for the objective's.
+fork() {
+  local from=$R/ctl/run to=$R/ctl2/run
+  [ -f "$from/trainer_state.pt" ] || from=$CARRY/ctl
+  until [ "$from" = "$CARRY/ctl" ] || consistent "$from"; do sleep 5; done
+  mkdir -p "$to"
+  for f in $KEPT; do [ -e "$from/$f" ] && cp -r "$from/$f" "$to/"; done
+  echo "ctl2: forked from the control after iteration $(last_iteration "$to")"
+}
+
+arm_args() {
+  case $1 in
+    ctl) echo "--shuffle-rewards" ;;
+    ctl2) echo "--shuffle-rewards --shuffle-seed 32" ;;
+  esac
+}
+
 start() {
+  local arm h
   for arm in $ARMS; do
-    local h=$R/$arm
+    h=$R/$arm
+    running "$arm" && { echo "$arm: already training"; continue; }
     mkdir -p "$h/run"
     if [ ! -f "$h/run/trainer_state.pt" ] && [ -f "$CARRY/$arm/trainer_state.pt" ]; then
       for f in $KEPT; do [ -e "$CARRY/$arm/$f" ] && cp -r "$CARRY/$arm/$f" "$h/run/"; done
       [ -d "$CARRY/$arm/snapshots" ] && cp -r "$CARRY/$arm/snapshots" "$h/run/"
       echo "$arm: resuming the carried run after iteration $(last_iteration "$h/run")"
+    elif [ "$arm" = ctl2 ] && [ ! -f "$h/run/trainer_state.pt" ]; then
+      fork
     fi
     # --world-model-channels-last: 1.16-1.29x where the CPU has no native bfloat16 (there `auto` runs
     # float32); where it has, the bfloat16 path runs channels-last anyway. The world model ran
@@ -47,10 +74,10 @@ start() {
       > "$R/up_$arm.log" 2>&1 &
   done
   for arm in $ARMS; do
+    running "$arm" && continue
     until grep -q "^serving" "$R/up_$arm.log"; do sleep 2; done
-    local extra=""
-    [ "$arm" = ctl ] && extra="--shuffle-rewards"
-    nohup "$W" train rl $ARGS $extra --redis-url "$(field "$R/up_$arm.log" redis)" \
+    # shellcheck disable=SC2046
+    nohup "$W" train rl $ARGS $(arm_args "$arm") --redis-url "$(field "$R/up_$arm.log" redis)" \
       --policy-addr "$(field "$R/up_$arm.log" policy)" --out "$R/$arm/run" > "$R/train_$arm.log" 2>&1 &
     echo "$arm: training, log $R/train_$arm.log"
   done
@@ -102,17 +129,21 @@ stop() {
 }
 
 # RL's own objective at snapshot K (imagination only; the protocol of the report's table): SFT,
-# then the control and RL after K iterations, each sampled once at the run's scale; RL and SFT
-# are held against the control. SFT is measured again on each machine (its CPU kernels move it by
+# then the control, the second control (where it has snapshot K) and RL after K iterations, each
+# sampled once at the run's scale; every row is held against the control. SFT is measured again on each machine (its CPU kernels move it by
 # a start or two).
 objective() {
-  local k=$1 snap
+  local k=$1 snap policies="shipped"
   snap=snapshots/iteration$(printf %04d "$k")
-  for arm in $ARMS; do
-    [ -f "$R/$arm/run/$snap/model.safetensors" ] || { echo "$arm: no snapshot $R/$arm/run/$snap" >&2; return 1; }
+  for arm in ctl ctl2 rl; do
+    if [ ! -f "$R/$arm/run/$snap/model.safetensors" ]; then
+      [ "$arm" = ctl2 ] && continue   # forked after K
+      echo "$arm: no snapshot $R/$arm/run/$snap" >&2; return 1
+    fi
     rm -rf "$R/obj/${arm}_it$k" && mkdir -p "$R/obj" && cp -r "$R/$arm/run/$snap" "$R/obj/${arm}_it$k"
+    policies="$policies,$R/obj/${arm}_it$k"
   done
-  "$W" objective --policies "shipped,$R/obj/ctl_it$k,$R/obj/rl_it$k" --against "ctl_it$k" --per-task 96 \
+  "$W" objective --policies "$policies" --against "ctl_it$k" --per-task 96 \
     --samples 1 --exploration-scales 0.02 --batch 32 --out "$CARRY/objective_it$k.json"
 }
 
