@@ -71,7 +71,7 @@ def test_runs_on_other_draws_or_without_shared_iterations_are_refused(tmp_path, 
     assert "seed, groups: the runs differ here" in capsys.readouterr().err
     short = _run(tmp_path, "short", [0.2])
     assert cli.main(["compare", control, short]) == 2
-    assert "share no iteration after 0" in capsys.readouterr().err
+    assert "share no iteration from 1 on" in capsys.readouterr().err
     ev = tmp_path / "eval"
     ev.mkdir()
     (ev / "eval.json").write_text(json.dumps({"episodes": [{"id": "s/0/0", "success": True}]}))
@@ -182,3 +182,25 @@ def test_same_starts_only_pairs_the_iterations_whose_starts_match(tmp_path, caps
     bare = _run(tmp_path, "bare", [0.5, 0.5, 0.5, 0.5, 0.5])   # no groups.jsonl: no iteration shown the same
     assert cli.main(["compare", control, bare, "--same-starts-only"]) == 2
     assert "and the same starts" in capsys.readouterr().err
+
+
+def test_a_forked_run_pairs_from_the_fork_on(tmp_path, capsys):
+    """A second control forked from the first after iteration 2 carries its rows 0-2: pairing them
+    would count one record twice, so compare refuses and names --from-iteration; from 3 on it pairs."""
+    from worldenv import cli
+    control = _run(tmp_path, "control", [0.2, 0.21, 0.22, 0.20, 0.25, 0.23], SETTINGS | {"shuffle_rewards": True})
+    forked = _run(tmp_path, "forked", [0.2, 0.21, 0.22, 0.22, 0.24, 0.26],
+                  SETTINGS | {"shuffle_rewards": True, "shuffle_seed": 32},
+                  resumes=[{"at_iteration": 3, "changed": {"shuffle_seed": [None, 32]}}])
+    assert cli.main(["compare", control, forked]) == 2
+    err = capsys.readouterr().err
+    assert "from_iteration: iterations 1-2 are the same record in both runs" in err and "--from-iteration 3" in err
+    out = tmp_path / "c.json"
+    assert cli.main(["compare", control, forked, "--from-iteration", "3", "--resamples", "200", "--out", str(out)]) == 0
+    assert "paired by iteration from 3 on" in capsys.readouterr().out
+    (p,) = json.loads(out.read_text())["pairs"]
+    assert p["n"] == 3 and p["iterations"] == [3, 5] and p["first"] == 3
+    assert (p["sign_test"]["only_b"], p["sign_test"]["only_a"]) == (2, 1)
+    assert p["bootstrap"]["difference"] == pytest.approx((0.02 - 0.01 + 0.03) / 3)
+    assert cli.main(["compare", control, forked, "--from-iteration", "6"]) == 2
+    assert "share no iteration from 6 on" in capsys.readouterr().err

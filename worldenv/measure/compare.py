@@ -51,6 +51,9 @@ class CompareConfig(Settings):
     same_starts_only: bool = Field(False, description="for `train rl` runs: pair only the iterations where both "
                                    "runs drew the same starts (from their groups.jsonl), e.g. a run whose draws "
                                    "parted from its control's for a while")
+    from_iteration: int = Field(1, ge=1, description="for `train rl` runs: pair only the iterations from this one "
+                                "on, e.g. a second control's after it was forked from the first (the fork carries "
+                                "the rows before it, which compare refuses to pair)")
     out: str | None = Field(None, description="also write the comparison as JSON to this file")
 
 
@@ -140,7 +143,7 @@ def compare(config: CompareConfig) -> dict:
         if not found:
             raise ValueError(f"{side}: give at least one eval directory")
     if any(training_runs.is_run(w) for found in names.values() for w in found):
-        return compare_training(names, config.resamples, config.same_starts_only)
+        return compare_training(names, config.resamples, config.same_starts_only, config.from_iteration)
     loaded = {side: [load(w, config.alignment) for w in found] for side, found in names.items()}
     kinds = {kind for side in loaded.values() for kind, _ in side}
     if len(kinds) > 1:
@@ -159,7 +162,8 @@ def compare(config: CompareConfig) -> dict:
 ON_POLICY = "on-policy imagined success"
 
 
-def compare_training(names: dict[str, list[str]], resamples: int, same_starts_only: bool = False) -> dict:
+def compare_training(names: dict[str, list[str]], resamples: int, same_starts_only: bool = False,
+                     first: int = 1) -> dict:
     """Each candidate run against the baseline run in the same place of its list (one seed's run
     and its control), paired by iteration; with several pairs, the pairs as the unit."""
     if not all(training_runs.is_run(w) for found in names.values() for w in found):
@@ -169,7 +173,8 @@ def compare_training(names: dict[str, list[str]], resamples: int, same_starts_on
                          "one control run per run, in the same order (each pair on one seed)")
     runs = {w: training_runs.load_run(w) for found in names.values() for w in found}
     pairs = [{"baseline": a, "candidate": b, **training_runs.pair_runs(runs[a], runs[b], resamples,
-                                                                       same_starts_only=same_starts_only)}
+                                                                       same_starts_only=same_starts_only,
+                                                                       first=first)}
              for a, b in zip(names["baseline"], names["candidate"])]
     return {"measure": ON_POLICY, "baseline": names["baseline"], "candidate": names["candidate"], "pairs": pairs,
             "groups": None, "across_pairs": training_runs.across_pairs(pairs)}

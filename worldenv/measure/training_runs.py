@@ -119,10 +119,11 @@ def summary(run: dict) -> dict:
 
 
 def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fraction",
-              same_starts_only: bool = False) -> dict:
-    """Run b against run a on the iterations both have, from iteration 1 on (with
+              same_starts_only: bool = False, first: int = 1) -> dict:
+    """Run b against run a on the iterations both have, from iteration `first` on (with
     `same_starts_only`, only those where groups.jsonl shows both drew the same starts); a
-    ValueError names a paired setting they differ in, or says they share no such iteration."""
+    ValueError names a paired setting they differ in, says they share no such iteration, or that
+    some of them are one record (a run forked from the other carries its rows up to the fork)."""
     if differ := unpaired_settings(a["settings"], b["settings"]):
         raise ValueError(", ".join(differ) + ": the runs differ here, so they do not draw the same rollouts "
                          "(pair runs started with the same values)")
@@ -130,12 +131,15 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
                     if a["rows"][i].get(measure) is not None and b["rows"][i].get(measure) is not None)
     start = {k: run["rows"][0].get(measure) if 0 in run["rows"] else None for k, run in (("a", a), ("b", b))}
     starts = same_starts(a["groups"], b["groups"])
-    later = [i for i in common if i > 0 and (not same_starts_only or i in starts["same"])]
+    later = [i for i in common if i >= max(first, 1) and (not same_starts_only or i in starts["same"])]
     if not later:
         wanted, seen = f"a {measure}", f"iterations: {sorted(a['rows'])} and {sorted(b['rows'])}"
         if same_starts_only:
             wanted, seen = wanted + " and the same starts", seen + f"; the same starts in {starts['same']}"
-        raise ValueError(f"the runs share no iteration after 0 with {wanted} ({seen})")
+        raise ValueError(f"the runs share no iteration from {max(first, 1)} on with {wanted} ({seen})")
+    if shared := [i for i in later if a["rows"][i] == b["rows"][i]]:
+        raise ValueError(f"from_iteration: iterations {shared[0]}-{shared[-1]} are the same record in both runs "
+                         f"(one was forked from the other); pair from the fork on (--from-iteration {shared[-1] + 1})")
     x = np.array([a["rows"][i][measure] for i in later], np.float64)
     y = np.array([b["rows"][i][measure] for i in later], np.float64)
     half = len(later) // 2
@@ -145,7 +149,7 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
             "halves": [{"iterations": [its[0], its[-1]], "a_mean": float(xs.mean()), "b_mean": float(ys.mean())}
                        for its, xs, ys in halves],
             "by_task": by_task(a["groups"], b["groups"], resamples, later), "same_starts": starts,
-            "same_starts_only": same_starts_only,
+            "same_starts_only": same_starts_only, "first": max(first, 1),
             "a_run": summary(a), "b_run": summary(b)}
 
 
@@ -215,8 +219,9 @@ def markdown(pairs: list[dict], across: dict | None = None) -> str:
     """One row per pair: the candidate's on-policy imagined success against the baseline's; the
     pairs as the unit; where the starts were the same; per task; what each run did."""
     only = any(p.get("same_starts_only") for p in pairs)
+    first = min(p.get("first", 1) for p in pairs)
     lines = ["Measure: the on-policy imagined success per iteration (done fraction of its groups x N rollouts), "
-             "paired by iteration from 1 on (the same start states and sampling seeds)"
+             f"paired by iteration from {first} on (the same start states and sampling seeds)"
              + (", only the iterations where groups.jsonl shows both runs drew the same starts" if only else "")
              + "; iteration 0, both runs' start policy, is the check.", "",
              "| baseline | candidate | iterations | iteration 0 (baseline / candidate) | baseline | candidate | "
