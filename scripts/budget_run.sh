@@ -129,22 +129,33 @@ stop() {
 }
 
 # RL's own objective at snapshot K (imagination only; the protocol of the report's table): SFT,
-# then the control, the second control (where it has snapshot K) and RL after K iterations, each
-# sampled once at the run's scale; every row is held against the control. SFT is measured again on each machine (its CPU kernels move it by
-# a start or two).
+# then RL, the control and the second control (where it has snapshot K) after K iterations, each
+# sampled once at the run's scale, into one file where every row is held against the control. SFT
+# is measured again on each machine (its CPU kernels move it by a start or two). Each part is
+# measured alone as soon as its snapshot exists (an arm still training is waited for), kept in
+# RUN_DIR/obj, and skipped when run again; then the parts are joined (`objective --results`).
 objective() {
-  local k=$1 snap policies="shipped"
+  local k=$1 snap parts="" arm
   snap=snapshots/iteration$(printf %04d "$k")
-  for arm in ctl ctl2 rl; do
+  part() {   # NAME POLICY: one row of the objective, measured once
+    local out=$R/obj/part_it${k}_$1.json
+    [ -f "$out" ] || "$W" objective --policies "$2" --per-task 96 --samples 1 --exploration-scales 0.02 \
+      --batch 32 --out "$out" || return 1
+    parts="$parts${parts:+,}$out"
+  }
+  mkdir -p "$R/obj"
+  part sft shipped || return 1
+  for arm in rl ctl ctl2; do
+    while [ ! -f "$R/$arm/run/$snap/model.safetensors" ] && running "$arm" &&
+          [ "$(last_iteration "$R/$arm/run")" -lt "$k" ]; do sleep 30; done
     if [ ! -f "$R/$arm/run/$snap/model.safetensors" ]; then
       [ "$arm" = ctl2 ] && continue   # forked after K
       echo "$arm: no snapshot $R/$arm/run/$snap" >&2; return 1
     fi
-    rm -rf "$R/obj/${arm}_it$k" && mkdir -p "$R/obj" && cp -r "$R/$arm/run/$snap" "$R/obj/${arm}_it$k"
-    policies="$policies,$R/obj/${arm}_it$k"
+    rm -rf "$R/obj/${arm}_it$k" && cp -r "$R/$arm/run/$snap" "$R/obj/${arm}_it$k"
+    part "$arm" "$R/obj/${arm}_it$k" || return 1
   done
-  "$W" objective --policies "$policies" --against "ctl_it$k" --per-task 96 \
-    --samples 1 --exploration-scales 0.02 --batch 32 --out "$CARRY/objective_it$k.json"
+  "$W" objective --results "$parts" --against "ctl_it$k" --out "$CARRY/objective_it$k.json"
 }
 
 case "${1:-}" in
