@@ -36,14 +36,17 @@ running() { pgrep -f "train rl .*--out $R/$1/run" > /dev/null; }
 # stands, and goes on with other reward permutations (--shuffle-seed 32): from the fork on, it and
 # the control draw the same starts and sampling seeds and part by chance alone, so their paired gap
 # is the null for RL's against the control, and their objectives the null for the objective's.
+# (`start` has brought the control's carried state into RUN_DIR before it comes to ctl2; with no
+# state anywhere, both controls start from the policy.)
 fork() {
   local from=$R/ctl/run to=$R/ctl2/run
-  [ -f "$from/trainer_state.pt" ] || from=$CARRY/ctl
-  until [ "$from" = "$CARRY/ctl" ] || consistent "$from"; do sleep 5; done
-  mkdir -p "$to"
-  for f in $KEPT; do [ -e "$from/$f" ] && cp -r "$from/$f" "$to/"; done
+  [ -f "$from/trainer_state.pt" ] || return 0
+  until consistent "$from"; do sleep 5; done
+  copy_state "$from" "$to"
   echo "ctl2: forked from the control after iteration $(last_iteration "$to")"
 }
+
+copy_state() { mkdir -p "$2"; for f in $KEPT; do [ -e "$1/$f" ] && cp -r "$1/$f" "$2/"; done; }   # FROM TO
 
 arm_args() {
   case $1 in
@@ -59,7 +62,7 @@ start() {
     running "$arm" && { echo "$arm: already training"; continue; }
     mkdir -p "$h/run"
     if [ ! -f "$h/run/trainer_state.pt" ] && [ -f "$CARRY/$arm/trainer_state.pt" ]; then
-      for f in $KEPT; do [ -e "$CARRY/$arm/$f" ] && cp -r "$CARRY/$arm/$f" "$h/run/"; done
+      copy_state "$CARRY/$arm" "$h/run"
       [ -d "$CARRY/$arm/snapshots" ] && cp -r "$CARRY/$arm/snapshots" "$h/run/"
       echo "$arm: resuming the carried run after iteration $(last_iteration "$h/run")"
     elif [ "$arm" = ctl2 ] && [ ! -f "$h/run/trainer_state.pt" ]; then
@@ -112,9 +115,8 @@ save() {
     local run=$R/$arm/run
     [ -f "$run/trainer_state.pt" ] || { echo "$arm: no run state in $run"; continue; }
     until consistent "$run"; do sleep 5; done
-    mkdir -p "$CARRY/$arm"
     rm -rf "$CARRY/$arm/policy"
-    for f in $KEPT; do [ -e "$run/$f" ] && cp -r "$run/$f" "$CARRY/$arm/"; done
+    copy_state "$run" "$CARRY/$arm"
     carry_snapshots "$run" "$CARRY/$arm"
     consistent "$run" || { echo "$arm: the trainer wrote during the copy; run save again"; continue; }
     echo "$arm: saved after iteration $(last_iteration "$CARRY/$arm")"
