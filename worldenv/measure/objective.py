@@ -62,8 +62,8 @@ class ObjectiveConfig(Settings):
         "at the same scale. When measuring, the rows are printed again against it at the end")
     results: str | None = Field(
         None, description="comma-separated JSON files of earlier --out runs: print their rows, each against the "
-        "first policy's (or --against), instead of measuring (the policy and model flags are then not used); the files must share the "
-        "draw and the settings (" + ", ".join(DRAW_KEYS) + "); --out writes them as one")
+        "first policy's (or --against), instead of measuring (the policy and model flags are then not used); the "
+        "files must share the draw and the settings (" + ", ".join(DRAW_KEYS) + "); --out writes them as one")
 
     @field_validator("exploration_scales")
     @classmethod
@@ -173,8 +173,9 @@ def report(rows: list[dict], against: str | None) -> None:
 
 def line(row: dict, first: dict) -> str:
     """One printed row: mean and sampled success per task, sampled/mean, and the paired difference
-    from the row it is held against, `first` (McNemar; "the first" in the text): the mean's, with the discordant starts per task, and the
-    sampled episodes' (start and seed paired) where both rows drew as many seeds."""
+    from the row it is held against, `first` (McNemar; "the first" in the text): the mean's, with the
+    discordant starts per task, and the sampled episodes' (start and seed paired) where both rows
+    drew as many seeds."""
     from worldenv.measure import paired
     from worldenv.measure.imagined import by_task
     n, k = len(row["mean"]), len(row["sampled"])

@@ -124,6 +124,7 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
     `same_starts_only`, only those where groups.jsonl shows both drew the same starts); a
     ValueError names a paired setting they differ in, says they share no such iteration, or that
     some of them are one record (a run forked from the other carries its rows up to the fork)."""
+    first = max(first, 1)   # iteration 0 is both runs' start policy, the check
     if differ := unpaired_settings(a["settings"], b["settings"]):
         raise ValueError(", ".join(differ) + ": the runs differ here, so they do not draw the same rollouts "
                          "(pair runs started with the same values)")
@@ -131,12 +132,12 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
                     if a["rows"][i].get(measure) is not None and b["rows"][i].get(measure) is not None)
     start = {k: run["rows"][0].get(measure) if 0 in run["rows"] else None for k, run in (("a", a), ("b", b))}
     starts = same_starts(a["groups"], b["groups"])
-    later = [i for i in common if i >= max(first, 1) and (not same_starts_only or i in starts["same"])]
+    later = [i for i in common if i >= first and (not same_starts_only or i in starts["same"])]
     if not later:
         wanted, seen = f"a {measure}", f"iterations: {sorted(a['rows'])} and {sorted(b['rows'])}"
         if same_starts_only:
             wanted, seen = wanted + " and the same starts", seen + f"; the same starts in {starts['same']}"
-        raise ValueError(f"the runs share no iteration from {max(first, 1)} on with {wanted} ({seen})")
+        raise ValueError(f"the runs share no iteration from {first} on with {wanted} ({seen})")
     if shared := [i for i in later if a["rows"][i] == b["rows"][i]]:
         raise ValueError(f"from_iteration: iterations {shared[0]}-{shared[-1]} are the same record in both runs "
                          f"(one was forked from the other); pair from the fork on (--from-iteration {shared[-1] + 1})")
@@ -149,7 +150,7 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
             "halves": [{"iterations": [its[0], its[-1]], "a_mean": float(xs.mean()), "b_mean": float(ys.mean())}
                        for its, xs, ys in halves],
             "by_task": by_task(a["groups"], b["groups"], resamples, later), "same_starts": starts,
-            "same_starts_only": same_starts_only, "first": max(first, 1),
+            "same_starts_only": same_starts_only, "first": first,
             "a_run": summary(a), "b_run": summary(b)}
 
 
