@@ -186,21 +186,30 @@ def test_same_starts_only_pairs_the_iterations_whose_starts_match(tmp_path, caps
 
 def test_a_forked_run_pairs_from_the_fork_on(tmp_path, capsys):
     """A second control forked from the first after iteration 2 carries its rows 0-2: pairing them
-    would count one record twice, so compare refuses and names --from-iteration; from 3 on it pairs."""
+    would count one record twice, so compare refuses and names --from-iteration. Iteration 3, the
+    fork's first, collected with one policy in both (the same success, other updates): the check."""
     from worldenv import cli
-    control = _run(tmp_path, "control", [0.2, 0.21, 0.22, 0.20, 0.25, 0.23], SETTINGS | {"shuffle_rewards": True})
-    forked = _run(tmp_path, "forked", [0.2, 0.21, 0.22, 0.22, 0.24, 0.26],
+    control = _run(tmp_path, "control", [0.2, 0.21, 0.22, 0.20, 0.25, 0.23, 0.25], SETTINGS | {"shuffle_rewards": True})
+    forked = _run(tmp_path, "forked", [0.2, 0.21, 0.22, 0.20, 0.24, 0.26, 0.27],
                   SETTINGS | {"shuffle_rewards": True, "shuffle_seed": 32},
                   resumes=[{"at_iteration": 3, "changed": {"shuffle_seed": [None, 32]}}])
+    metrics = pathlib.Path(forked) / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    rows[3]["approx_kl"] = 0.02   # its own permutation: another update from the same rollouts
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert cli.main(["compare", control, forked]) == 2
     err = capsys.readouterr().err
-    assert "from_iteration: iterations 1-2 are the same record in both runs" in err and "--from-iteration 3" in err
+    assert "from_iteration: iterations 1-2 are the same record in both runs" in err and "--from-iteration 4" in err
     out = tmp_path / "c.json"
-    assert cli.main(["compare", control, forked, "--from-iteration", "3", "--resamples", "200", "--out", str(out)]) == 0
-    assert "paired by iteration from 3 on" in capsys.readouterr().out
+    assert cli.main(["compare", control, forked, "--from-iteration", "4", "--resamples", "200", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "paired by iteration from 4 on" in printed and "| 3: 20.0 / 20.0 |" in printed
     (p,) = json.loads(out.read_text())["pairs"]
-    assert p["n"] == 3 and p["iterations"] == [3, 5] and p["first"] == 3
+    assert p["n"] == 3 and p["iterations"] == [4, 6] and p["first"] == 4 and p["check"] == 3
     assert (p["sign_test"]["only_b"], p["sign_test"]["only_a"]) == (2, 1)
-    assert p["bootstrap"]["difference"] == pytest.approx((0.02 - 0.01 + 0.03) / 3)
-    assert cli.main(["compare", control, forked, "--from-iteration", "6"]) == 2
-    assert "share no iteration from 6 on" in capsys.readouterr().err
+    assert p["bootstrap"]["difference"] == pytest.approx((-0.01 + 0.03 + 0.02) / 3)
+    assert cli.main(["compare", control, forked, "--from-iteration", "7"]) == 2
+    assert "share no iteration from 7 on" in capsys.readouterr().err
+    rl = _run(tmp_path, "rl", [0.2, 0.22, 0.23, 0.22, 0.27, 0.28, 0.29])   # started beside the control: check 0
+    assert cli.main(["compare", control, rl, "--from-iteration", "4", "--out", str(out)]) == 0
+    assert "| 0: 20.0 / 20.0 |" in capsys.readouterr().out and json.loads(out.read_text())["pairs"][0]["check"] == 0

@@ -53,7 +53,8 @@ class CompareConfig(Settings):
                                    "parted from its control's for a while")
     from_iteration: int = Field(1, ge=1, description="for `train rl` runs: pair only the iterations from this one "
                                 "on, e.g. a second control's after it was forked from the first (the fork carries "
-                                "the rows before it, which compare refuses to pair)")
+                                "the rows before it, which compare refuses to pair; the fork's first iteration, collected with one policy "
+                                "in both, is then the check)")
     out: str | None = Field(None, description="also write the comparison as JSON to this file")
 
 

@@ -123,14 +123,17 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
     """Run b against run a on the iterations both have, from iteration `first` on (with
     `same_starts_only`, only those where groups.jsonl shows both drew the same starts); a
     ValueError names a paired setting they differ in, says they share no such iteration, or that
-    some of them are one record (a run forked from the other carries its rows up to the fork)."""
-    first = max(first, 1)   # iteration 0 is both runs' start policy, the check
+    some of them are one record (a run forked from the other carries its rows up to the fork).
+    The check is the first iteration where both collected with one policy: 0, or a fork's first."""
+    first = max(first, 1)
     if differ := unpaired_settings(a["settings"], b["settings"]):
         raise ValueError(", ".join(differ) + ": the runs differ here, so they do not draw the same rollouts "
                          "(pair runs started with the same values)")
     common = sorted(i for i in set(a["rows"]) & set(b["rows"])
                     if a["rows"][i].get(measure) is not None and b["rows"][i].get(measure) is not None)
-    start = {k: run["rows"][0].get(measure) if 0 in run["rows"] else None for k, run in (("a", a), ("b", b))}
+    shared_all = [i for i in common if i > 0 and a["rows"][i] == b["rows"][i]]
+    check = shared_all[-1] + 1 if shared_all else 0
+    start = {k: run["rows"][check].get(measure) if check in run["rows"] else None for k, run in (("a", a), ("b", b))}
     starts = same_starts(a["groups"], b["groups"])
     later = [i for i in common if i >= first and (not same_starts_only or i in starts["same"])]
     if not later:
@@ -140,12 +143,13 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
         raise ValueError(f"the runs share no iteration from {first} on with {wanted} ({seen})")
     if shared := [i for i in later if a["rows"][i] == b["rows"][i]]:
         raise ValueError(f"from_iteration: iterations {shared[0]}-{shared[-1]} are the same record in both runs "
-                         f"(one was forked from the other); pair from the fork on (--from-iteration {shared[-1] + 1})")
+                         f"(one was forked from the other); pair from the fork on (--from-iteration {check + 1}: "
+                         f"iteration {check}, the fork's first, collected with one policy in both: the check)")
     x = np.array([a["rows"][i][measure] for i in later], np.float64)
     y = np.array([b["rows"][i][measure] for i in later], np.float64)
     half = len(later) // 2
     halves = [(later[:half], x[:half], y[:half]), (later[half:], x[half:], y[half:])] if half else []
-    return {"measure": measure, "iterations": [later[0], later[-1]], "n": len(later), "start": start,
+    return {"measure": measure, "iterations": [later[0], later[-1]], "n": len(later), "check": check, "start": start,
             **_paired(x, y, resamples),
             "halves": [{"iterations": [its[0], its[-1]], "a_mean": float(xs.mean()), "b_mean": float(ys.mean())}
                        for its, xs, ys in halves],
@@ -224,8 +228,9 @@ def markdown(pairs: list[dict], across: dict | None = None) -> str:
     lines = ["Measure: the on-policy imagined success per iteration (done fraction of its groups x N rollouts), "
              f"paired by iteration from {first} on (the same start states and sampling seeds)"
              + (", only the iterations where groups.jsonl shows both runs drew the same starts" if only else "")
-             + "; iteration 0, both runs' start policy, is the check.", "",
-             "| baseline | candidate | iterations | iteration 0 (baseline / candidate) | baseline | candidate | "
+             + "; the check is the first iteration where both runs collected with one policy (0, or a fork's "
+             "first), so equal there.", "",
+             "| baseline | candidate | iterations | check: iteration, baseline / candidate | baseline | candidate | "
              "difference, points (95 % CI) | iterations ahead (candidate / baseline) | sign test p | halves "
              "(baseline / candidate) | this pair |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in pairs:
@@ -233,7 +238,7 @@ def markdown(pairs: list[dict], across: dict | None = None) -> str:
         halves = "; ".join(f"{h['iterations'][0]}-{h['iterations'][1]}: {_pct(h['a_mean'])} / {_pct(h['b_mean'])}"
                            for h in p["halves"])
         lines.append(f"| {p['baseline']} | {p['candidate']} | {p['iterations'][0]}-{p['iterations'][1]} ({p['n']}) | "
-                     f"{_pct(p['start']['a'])} / {_pct(p['start']['b'])} | {_pct(p['a_mean'])} | {_pct(p['b_mean'])} | "
+                     f"{p.get('check', 0)}: {_pct(p['start']['a'])} / {_pct(p['start']['b'])} | {_pct(p['a_mean'])} | {_pct(p['b_mean'])} | "
                      f"{_interval(p['bootstrap'])} | {test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | "
                      f"{halves} | {verdict(p)} |")
     lines += ["", _across_line(across)] + _same_start_lines(pairs) + _task_lines(pairs) + _run_lines(pairs)
