@@ -73,7 +73,9 @@ start() {
     # under `auto` for the first 35 / 38 iterations (RL / control; their machines were not recorded,
     # and at about 160 s an iteration, six times this AVX2 one's float32, likely bfloat16), and
     # channels-last after them.
+    # --max-episodes: two iterations' episodes (0.6 GB of Redis a stack instead of 3 GB at 10,000).
     nohup "$W" up --home "$h" --free-ports --no-exit --threads 1 --world-model-threads 1 --world-model-channels-last \
+      --max-episodes 2048 \
       > "$R/up_$arm.log" 2>&1 &
   done
   for arm in $ARMS; do

@@ -85,3 +85,11 @@ def test_train_rl_publishes_to_the_policy_the_running_stack_recorded(tmp_path, m
     config = RLConfig(out=str(tmp_path / "run"))
     assert config.policy_addr == "127.0.0.1:41999" and config.redis_url == "redis://127.0.0.1:41234/0"
     assert RLConfig(out=str(tmp_path / "run"), policy_addr="10.0.0.1:50053").policy_addr == "10.0.0.1:50053"
+
+
+def test_up_refuses_an_episode_store_smaller_than_one_rl_iteration(capsys):
+    """The trainer reads each iteration's episodes back from the store: `--rl` with fewer kept than
+    one iteration makes is refused before anything starts, naming the field."""
+    assert cli.main(["up", "--rl", "2", "--rl-groups", "4", "--group-size", "8", "--max-episodes", "31"]) == 2
+    err = capsys.readouterr().err
+    assert "max_episodes: 31 is fewer than one --rl iteration's episodes (4 groups x 8)" in err

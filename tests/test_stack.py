@@ -28,7 +28,7 @@ def wait_for(condition, timeout_s: float, what: str):
 @pytest.fixture
 def stack(tmp_path):
     up = local.start(local.StackConfig(home=tmp_path, free_ports=True, workers=1, batch_size=4, reclaim_idle_s=3.0,
-                                       backoff_s=0.5))
+                                       backoff_s=0.5, max_episodes=3))
     try:
         yield up
     finally:
@@ -67,7 +67,9 @@ def test_a_killed_worker_is_restarted_and_its_jobs_still_complete(stack, caplog)
     results = queue.wait_results("supervised", 4, timeout_s=180)
     assert sorted(r["job_id"] for r in results) == sorted(j.id for j in jobs), "each job completes exactly once"
     store = EpisodeStore(client, stack.config.prefix)
-    assert all(store.meta(j.id)["status"] == "horizon" and store.meta(j.id)["steps"] == 30 for j in jobs)
+    kept = [m for j in jobs if (m := store.meta(j.id)) is not None]
+    assert store.count() == len(kept) == 3, "the workers keep --max-episodes episodes, the oldest dropped"
+    assert all(m["status"] == "horizon" and m["steps"] == 30 for m in kept)
     assert queue.pending() == 0
     client.close()
 

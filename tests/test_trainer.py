@@ -3,6 +3,7 @@ and a rollout worker; resume; stale and failed episodes dropped."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 
@@ -106,7 +107,7 @@ def stack(request, redis_client, key_prefix, tmp_path):
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, kwargs={"stop": stop}, daemon=True)
         thread.start()
-        yield {"policy_addr": po.address, "tmp": tmp_path}
+        yield {"policy_addr": po.address, "tmp": tmp_path, "worker": worker}
         stop.set()
         thread.join(10)
         for c in clients:
@@ -316,3 +317,17 @@ def test_a_run_started_again_in_a_deleted_directory_gets_its_episodes(stack, red
     second = trainer.run(config)
     assert [r["iteration"] for r in second["rows"]] == [0] and second["rows"][0]["timesteps"] == 4
     assert first["rows"][0]["timesteps"] == 4
+
+
+def test_episodes_the_store_dropped_before_the_trainer_read_them_are_named(stack, redis_url, key_prefix, caplog):
+    """A worker whose episode store keeps fewer episodes than one iteration makes (`up --max-episodes`)
+    loses some before the trainer reads them. A group short of some is dropped as incomplete; one
+    gone whole leaves no trace in the row (here the oldest 4, one group), so the trainer says so."""
+    stack["worker"].store.max_episodes = 4
+    config = _config(stack, redis_url, key_prefix, "short", iterations=1, groups=2, group_size=4, epochs=1,
+                     minibatch=8, lr=1e-4, min_reward_spread=0.0)
+    caplog.set_level(logging.WARNING, logger="worldenv.rl.trainer")
+    (row,) = trainer.run(config)["rows"]
+    assert row["timesteps"] == 4 * 2 and row["dropped_groups"] == 0, "one group of 4 x 2 steps trained"
+    assert any("4 of 8 episodes left the episode store" in r.getMessage() and "--max-episodes" in r.getMessage()
+               and "at least one iteration (8)" in r.getMessage() for r in caplog.records)

@@ -6,7 +6,7 @@ import pathlib
 import signal
 import threading
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from worldenv import checkpoints, home
 from worldenv.commands import flags
@@ -27,6 +27,10 @@ class UpConfig(RolloutOptions):
                                             embedded=True)
     workers: int = Field(1, ge=0, description="rollout workers")
     batch_size: int = Field(32, ge=1, description="jobs each rollout worker runs as one batch (32, measured in bench/rollout.py (c): a batch of a whole iteration pays the per-step calls once)")
+    max_episodes: int = Field(10000, ge=1, description="imagined episodes the episode store keeps for the debug "
+                              "API and the RL trainer, which reads each iteration's back (so at least --groups x "
+                              "--group-size); the oldest beyond are dropped (about 0.3 MB each in Redis, frames "
+                              "included: a long RL run that is not being debugged can keep fewer)")
     threads: int = Field(0, ge=0, description="torch threads of the policy and reflector services; 0 = torch's "
                          "default, every core (a worker calls the services one after another, so each gets the cores "
                          "the others wait on; measured 5 % more imagined steps/s than one thread each)")
@@ -63,6 +67,13 @@ class UpConfig(RolloutOptions):
             raise ValueError(f"no such folder {v}")
         return v
 
+    @model_validator(mode="after")
+    def _keeps_an_iteration(self) -> "UpConfig":
+        if self.rl and self.max_episodes < self.rl_groups * self.group_size:
+            raise ValueError(f"max_episodes: {self.max_episodes} is fewer than one --rl iteration's episodes "
+                             f"({self.rl_groups} groups x {self.group_size}), which the trainer reads back")
+        return self
+
     @property
     def folder(self) -> pathlib.Path | None:
         """The --checkpoints folder (None for random init)."""
@@ -95,7 +106,8 @@ def main(config: UpConfig) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     state = pathlib.Path(config.home) if config.home else home.path()
     cfg = local.StackConfig(home=state, host=config.host, free_ports=config.free_ports, redis_url=config.redis_url,
-                            workers=config.workers, batch_size=config.batch_size, threads=config.threads,
+                            workers=config.workers, batch_size=config.batch_size, max_episodes=config.max_episodes,
+                            threads=config.threads,
                             world_model_threads=config.world_model_threads,
                             world_model_autocast=config.world_model_autocast,
                             world_model_channels_last=config.world_model_channels_last,

