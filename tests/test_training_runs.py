@@ -210,6 +210,12 @@ def test_a_forked_run_pairs_from_the_fork_on(tmp_path, capsys):
     assert p["bootstrap"]["difference"] == pytest.approx((-0.01 + 0.03 + 0.02) / 3)
     assert cli.main(["compare", control, forked, "--from-iteration", "7"]) == 2
     assert "share no iteration from 7 on" in capsys.readouterr().err
+    assert cli.main(["compare", control, forked, "--from-iteration", "4", "--to-iteration", "5", "--out", str(out)]) == 0
+    assert "paired by iteration from 4 to 5" in capsys.readouterr().out
+    (p,) = json.loads(out.read_text())["pairs"]
+    assert p["iterations"] == [4, 5] and p["bootstrap"]["difference"] == pytest.approx((-0.01 + 0.03) / 2)
+    assert cli.main(["compare", control, forked, "--from-iteration", "4", "--to-iteration", "3"]) == 2
+    assert "to_iteration: 3 is before --from-iteration 4" in capsys.readouterr().err
     rl = _run(tmp_path, "rl", [0.2, 0.22, 0.23, 0.22, 0.27, 0.28, 0.29])   # started beside the control: check 0
     assert cli.main(["compare", control, rl, "--from-iteration", "4", "--out", str(out)]) == 0
     assert "| 0: 20.0 / 20.0 |" in capsys.readouterr().out and json.loads(out.read_text())["pairs"][0]["check"] == 0

@@ -21,7 +21,7 @@ import pathlib
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from worldenv.config import Settings, comma_list
 from worldenv.measure import paired, training_runs
@@ -55,7 +55,17 @@ class CompareConfig(Settings):
                                 "on, e.g. a second control's after it was forked from the first (the fork carries "
                                 "the rows before it, which compare refuses to pair; the fork's first iteration, collected with one policy "
                                 "in both, is then the check)")
+    to_iteration: int | None = Field(None, ge=1, description="for `train rl` runs: pair only the iterations up to "
+                                     "this one, e.g. two pairs at the same distance from where each parted; "
+                                     "none = every iteration both have")
     out: str | None = Field(None, description="also write the comparison as JSON to this file")
+
+
+    @model_validator(mode="after")
+    def _a_range(self) -> "CompareConfig":
+        if self.to_iteration is not None and self.to_iteration < self.from_iteration:
+            raise ValueError(f"to_iteration: {self.to_iteration} is before --from-iteration {self.from_iteration}")
+        return self
 
 
 def outcomes(evaluation: dict) -> dict[str, bool]:
@@ -144,7 +154,8 @@ def compare(config: CompareConfig) -> dict:
         if not found:
             raise ValueError(f"{side}: give at least one eval directory")
     if any(training_runs.is_run(w) for found in names.values() for w in found):
-        return compare_training(names, config.resamples, config.same_starts_only, config.from_iteration)
+        return compare_training(names, config.resamples, config.same_starts_only, config.from_iteration,
+                                config.to_iteration)
     loaded = {side: [load(w, config.alignment) for w in found] for side, found in names.items()}
     kinds = {kind for side in loaded.values() for kind, _ in side}
     if len(kinds) > 1:
@@ -164,7 +175,7 @@ ON_POLICY = "on-policy imagined success"
 
 
 def compare_training(names: dict[str, list[str]], resamples: int, same_starts_only: bool = False,
-                     first: int = 1) -> dict:
+                     first: int = 1, last: int | None = None) -> dict:
     """Each candidate run against the baseline run in the same place of its list (one seed's run
     and its control), paired by iteration; with several pairs, the pairs as the unit."""
     if not all(training_runs.is_run(w) for found in names.values() for w in found):
@@ -175,7 +186,7 @@ def compare_training(names: dict[str, list[str]], resamples: int, same_starts_on
     runs = {w: training_runs.load_run(w) for found in names.values() for w in found}
     pairs = [{"baseline": a, "candidate": b, **training_runs.pair_runs(runs[a], runs[b], resamples,
                                                                        same_starts_only=same_starts_only,
-                                                                       first=first)}
+                                                                       first=first, last=last)}
              for a, b in zip(names["baseline"], names["candidate"])]
     return {"measure": ON_POLICY, "baseline": names["baseline"], "candidate": names["candidate"], "pairs": pairs,
             "groups": None, "across_pairs": training_runs.across_pairs(pairs)}

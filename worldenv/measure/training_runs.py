@@ -119,8 +119,8 @@ def summary(run: dict) -> dict:
 
 
 def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fraction",
-              same_starts_only: bool = False, first: int = 1) -> dict:
-    """Run b against run a on the iterations both have, from iteration `first` on (with
+              same_starts_only: bool = False, first: int = 1, last: int | None = None) -> dict:
+    """Run b against run a on the iterations both have, from iteration `first` on (up to `last`; with
     `same_starts_only`, only those where groups.jsonl shows both drew the same starts); a
     ValueError names a paired setting they differ in, says they share no such iteration, or that
     some of them are one record (a run forked from the other carries its rows up to the fork).
@@ -135,12 +135,14 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
     check = shared_all[-1] + 1 if shared_all else 0
     start = {k: run["rows"][check].get(measure) if check in run["rows"] else None for k, run in (("a", a), ("b", b))}
     starts = same_starts(a["groups"], b["groups"])
-    later = [i for i in common if i >= first and (not same_starts_only or i in starts["same"])]
+    later = [i for i in common if first <= i <= (last if last is not None else i)
+             and (not same_starts_only or i in starts["same"])]
     if not later:
         wanted, seen = f"a {measure}", f"iterations: {sorted(a['rows'])} and {sorted(b['rows'])}"
         if same_starts_only:
             wanted, seen = wanted + " and the same starts", seen + f"; the same starts in {starts['same']}"
-        raise ValueError(f"the runs share no iteration from {first} on with {wanted} ({seen})")
+        span = f"from {first} on" if last is None else f"in {first}-{last}"
+        raise ValueError(f"the runs share no iteration {span} with {wanted} ({seen})")
     if shared := [i for i in later if a["rows"][i] == b["rows"][i]]:
         raise ValueError(f"from_iteration: iterations {shared[0]}-{shared[-1]} are the same record in both runs "
                          f"(one was forked from the other); pair from the fork on (--from-iteration {check + 1}: "
@@ -154,7 +156,7 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
             "halves": [{"iterations": [its[0], its[-1]], "a_mean": float(xs.mean()), "b_mean": float(ys.mean())}
                        for its, xs, ys in halves],
             "by_task": by_task(a["groups"], b["groups"], resamples, later), "same_starts": starts,
-            "same_starts_only": same_starts_only, "first": first,
+            "same_starts_only": same_starts_only, "first": first, "last": last,
             "a_run": summary(a), "b_run": summary(b)}
 
 
@@ -225,8 +227,10 @@ def markdown(pairs: list[dict], across: dict | None = None) -> str:
     pairs as the unit; where the starts were the same; per task; what each run did."""
     only = any(p.get("same_starts_only") for p in pairs)
     first = min(p.get("first", 1) for p in pairs)
+    lasts = [p.get("last") for p in pairs]
+    span = f"from {first} on" if None in lasts else f"from {first} to {max(lasts)}"
     lines = ["Measure: the on-policy imagined success per iteration (done fraction of its groups x N rollouts), "
-             f"paired by iteration from {first} on (the same start states and sampling seeds)"
+             f"paired by iteration {span} (the same start states and sampling seeds)"
              + (", only the iterations where groups.jsonl shows both runs drew the same starts" if only else "")
              + "; the check is the first iteration where both runs collected with one policy (0, or a fork's "
              "first), so equal there.", "",
