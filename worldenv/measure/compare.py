@@ -53,13 +53,12 @@ class CompareConfig(Settings):
                                    "parted from its control's for a while")
     from_iteration: int = Field(1, ge=1, description="for `train rl` runs: pair only the iterations from this one "
                                 "on, e.g. a second control's after it was forked from the first (the fork carries "
-                                "the rows before it, which compare refuses to pair; the fork's first iteration, collected with one policy "
-                                "in both, is then the check)")
+                                "the rows before it, which compare refuses to pair; the fork's first iteration, "
+                                "collected with one policy in both, is then the check)")
     to_iteration: int | None = Field(None, ge=1, description="for `train rl` runs: pair only the iterations up to "
                                      "this one, e.g. two pairs at the same distance from where each parted; "
                                      "none = every iteration both have")
     out: str | None = Field(None, description="also write the comparison as JSON to this file")
-
 
     @model_validator(mode="after")
     def _a_range(self) -> "CompareConfig":

@@ -242,7 +242,8 @@ def markdown(pairs: list[dict], across: dict | None = None) -> str:
         halves = "; ".join(f"{h['iterations'][0]}-{h['iterations'][1]}: {_pct(h['a_mean'])} / {_pct(h['b_mean'])}"
                            for h in p["halves"])
         lines.append(f"| {p['baseline']} | {p['candidate']} | {p['iterations'][0]}-{p['iterations'][1]} ({p['n']}) | "
-                     f"{p.get('check', 0)}: {_pct(p['start']['a'])} / {_pct(p['start']['b'])} | {_pct(p['a_mean'])} | {_pct(p['b_mean'])} | "
+                     f"{p.get('check', 0)}: {_pct(p['start']['a'])} / {_pct(p['start']['b'])} | "
+                     f"{_pct(p['a_mean'])} | {_pct(p['b_mean'])} | "
                      f"{_interval(p['bootstrap'])} | {test['only_b']} / {test['only_a']} | {test['p_value']:.3f} | "
                      f"{halves} | {verdict(p)} |")
     lines += ["", _across_line(across)] + _same_start_lines(pairs) + _task_lines(pairs) + _run_lines(pairs)
