@@ -131,8 +131,8 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
                          "(pair runs started with the same values)")
     common = sorted(i for i in set(a["rows"]) & set(b["rows"])
                     if a["rows"][i].get(measure) is not None and b["rows"][i].get(measure) is not None)
-    shared_all = [i for i in common if i > 0 and a["rows"][i] == b["rows"][i]]
-    check = shared_all[-1] + 1 if shared_all else 0
+    shared = [i for i in common if i > 0 and a["rows"][i] == b["rows"][i]]   # a fork's rows before it
+    check = shared[-1] + 1 if shared else 0
     start = {k: run["rows"][check].get(measure) if check in run["rows"] else None for k, run in (("a", a), ("b", b))}
     starts = same_starts(a["groups"], b["groups"])
     later = [i for i in common if first <= i <= (last if last is not None else i)
@@ -143,7 +143,7 @@ def pair_runs(a: dict, b: dict, resamples: int = 10_000, measure: str = "done_fr
             wanted, seen = wanted + " and the same starts", seen + f"; the same starts in {starts['same']}"
         span = f"from {first} on" if last is None else f"in {first}-{last}"
         raise ValueError(f"the runs share no iteration {span} with {wanted} ({seen})")
-    if shared := [i for i in later if a["rows"][i] == b["rows"][i]]:
+    if shared := [i for i in shared if i in later]:
         raise ValueError(f"from_iteration: iterations {shared[0]}-{shared[-1]} are the same record in both runs "
                          f"(one was forked from the other); pair from the fork on (--from-iteration {check + 1}: "
                          f"iteration {check}, the fork's first, collected with one policy in both: the check)")
