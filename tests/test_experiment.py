@@ -365,3 +365,35 @@ def test_objective_results_pairs_rows_of_earlier_files_and_refuses_other_draws(t
     (tmp_path / "d.json").write_text("{}")
     assert cli.main(["objective", "--results", str(tmp_path / "d.json")]) == 2
     assert "has no rows" in capsys.readouterr().err
+
+
+def test_objective_holds_each_row_against_the_controls_gap(tmp_path, capsys):
+    """--controls: every other row's lead over each control, mean and sampled, against the largest
+    gap between two controls (hand-made counts: controls 3 / 1 mean and 2 / 4 sampled, so gaps 2 and
+    2); a row above by more on both is said to lead, one that is not is not; one name is refused,
+    naming the flag."""
+    from worldenv import cli
+    ids = [f"libero_object/0/{i}" for i in range(8)]
+
+    def row(policy, mean, sampled):
+        return {"policy": policy, "scale": 0.02, "mean": [{"id": i, "done": i_ < mean} for i_, i in enumerate(ids)],
+                "sampled": [[{"id": i, "done": i_ < sampled} for i_, i in enumerate(ids)]]}
+
+    settings = {"starts": 8, "per_task": 8, "draw_seed": 12345, "horizon": 30, "eta": 0.0, "grasp_gate": 0.0, "confirm": 1}
+    rows = [row("sft", 2, 2), row("runs/ctl", 3, 2), row("runs/ctl2", 1, 4), row("runs/rl", 6, 7), row("rl_close", 5, 6)]
+    (tmp_path / "a.json").write_text(json.dumps({**settings, "rows": rows}))
+    out = tmp_path / "verdict.json"
+    assert cli.main(["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl,ctl2", "--out", str(out)]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if "over the controls" in line]
+    assert len(printed) == 3, "sft, rl and rl_close; the controls are not held against themselves"
+    rl = next(line for line in printed if line.startswith("runs/rl "))
+    assert "mean +3 / +5 (gap 2); sampled +5 / +3 (gap 2): leads every control" in rl
+    close = next(line for line in printed if line.startswith("rl_close "))
+    assert "mean +2 / +4 (gap 2)" in close and "does not lead" in close, "a lead equal to the gap is not above it"
+    verdicts = {v["policy"]: v for v in json.loads(out.read_text())["against_controls"]}
+    assert verdicts["runs/rl"]["above"] and not verdicts["rl_close"]["above"] and not verdicts["sft"]["above"]
+    assert verdicts["sft"]["leads"] == {"mean": [-1, 1], "sampled": [0, -2]} and verdicts["sft"]["gap"] == {"mean": 2, "sampled": 2}
+    assert cli.main(["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl"]) == 2
+    assert "controls" in (err := capsys.readouterr().err) and "at least two" in err
+    assert cli.main(["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl,nope"]) == 2
+    assert "--controls: 'nope' names 0 of the policies" in capsys.readouterr().err

@@ -6,7 +6,8 @@ restarted at each --exploration-scales value, as `train rl` explores). Two quest
 here without a real simulator step, so settings can be chosen on them:
 - which exploration scale keeps success (sampled / mean, per scale);
 - does an RL run raise what it optimises (each policy against the first, or --against, paired on the
-  same starts).
+  same starts), and by more than no-signal controls part by chance (--controls: every other row's
+  lead over each control against the controls' own gap).
 `--results` compares the rows of earlier `--out` files (policies measured at different times, on
 the same draw and settings) without measuring again.
 """
@@ -60,6 +61,11 @@ class ObjectiveConfig(Settings):
         None, description="the policy the others are compared with, as --policies or the rows name it, or its "
         "directory's name (e.g. the control of an RL run); none = the first. Each row is held against its row "
         "at the same scale. When measuring, the rows are printed again against it at the end")
+    controls: str | None = Field(
+        None, description="comma-separated names (as --against takes them) of at least two runs trained with no "
+        "signal (`train rl --shuffle-rewards`, other shuffle seeds): each other row's lead over every control, "
+        "mean and sampled, held against the largest gap between two controls at its scale, the distance chance "
+        "alone put between them; none = no such line")
     results: str | None = Field(
         None, description="comma-separated JSON files of earlier --out runs: print their rows, each against the "
         "first policy's (or --against), instead of measuring (the policy and model flags are then not used); the "
@@ -69,6 +75,13 @@ class ObjectiveConfig(Settings):
     @classmethod
     def _scales(cls, value: str | None) -> str | None:
         scales_list(value)
+        return value
+
+    @field_validator("controls")
+    @classmethod
+    def _controls(cls, value: str | None) -> str | None:
+        if value is not None and len(set(comma_list(value))) < 2:
+            raise ValueError("name at least two control runs: their gap is what a lead is held against")
         return value
 
     @field_validator("policies")
@@ -145,13 +158,13 @@ def sampled_outcomes(row: dict) -> dict[str, bool]:
     return {f"{r['id']}/#{seed}": r["done"] for seed, draw in enumerate(row["sampled"], 1) for r in draw}
 
 
-def pick(names: list[str], against: str | None) -> str:
-    """The one of `names` that --against names (exactly, or as the last part of its path); the first when none."""
+def pick(names: list[str], against: str | None, flag: str = "--against") -> str:
+    """The one of `names` that `flag` names (exactly, or as the last part of its path); the first when none."""
     if against is None:
         return names[0]
     matches = [n for n in names if n == against] or [n for n in names if pathlib.PurePath(n).name == against]
     if len(matches) != 1:
-        raise ValueError(f"--against: {against!r} names {len(matches)} of the policies {', '.join(names)}; "
+        raise ValueError(f"{flag}: {against!r} names {len(matches)} of the policies {', '.join(names)}; "
                          "name exactly one")
     return matches[0]
 
@@ -201,6 +214,49 @@ def line(row: dict, first: dict) -> str:
     return text
 
 
+def done_counts(row: dict) -> tuple[int, int]:
+    """A row's successes: (mean, sampled over all its seeds)."""
+    return sum(r["done"] for r in row["mean"]), sum(r["done"] for s in row["sampled"] for r in s)
+
+
+def against_controls(rows: list[dict], controls: list[str]) -> list[dict]:
+    """Per scale, every row that is not a control against the controls (each named as --against
+    takes it): its lead in successes over each control, mean and sampled, and the controls' gap,
+    the largest difference between two of them; `above` where every lead exceeds the gap on both
+    measures. Rows are compared at one scale, so a control lacking a scale leaves it out."""
+    names = list(dict.fromkeys(r["policy"] for r in rows))
+    chosen = [pick(names, c, "--controls") for c in controls]
+    if len(set(chosen)) < len(chosen):
+        raise ValueError(f"--controls: {', '.join(controls)} name one policy twice")
+    out = []
+    for scale in dict.fromkeys(r["scale"] for r in rows):
+        at = {r["policy"]: r for r in rows if r["scale"] == scale}
+        if not all(c in at for c in chosen):
+            continue
+        base = [done_counts(at[c]) for c in chosen]
+        gap = tuple(max(b[m] for b in base) - min(b[m] for b in base) for m in (0, 1))
+        for name, row in at.items():
+            if name in chosen:
+                continue
+            own = done_counts(row)
+            leads = [tuple(own[m] - b[m] for m in (0, 1)) for b in base]
+            out.append({"policy": name, "scale": scale, "controls": chosen, "gap": {"mean": gap[0], "sampled": gap[1]},
+                        "leads": {"mean": [lead[0] for lead in leads], "sampled": [lead[1] for lead in leads]},
+                        "above": all(lead[m] > gap[m] for lead in leads for m in (0, 1))})
+    return out
+
+
+def controls_line(verdict: dict) -> str:
+    """One row against the controls, as printed."""
+    scale = "own" if verdict["scale"] is None else f"{verdict['scale']:g}"
+    parts = [f"{m} {' / '.join(f'{v:+d}' for v in verdict['leads'][m])} (gap {verdict['gap'][m]})"
+             for m in ("mean", "sampled")]
+    said = ("leads every control by more than the controls' gap on both" if verdict["above"] else
+            "does not lead every control by more than the controls' gap on both")
+    return (f"{verdict['policy']}  b={scale}  over the controls {', '.join(verdict['controls'])}: "
+            f"{'; '.join(parts)}: {said}")
+
+
 def write_out(result: dict, out: str | None) -> None:
     """`result` as JSON at --out (its folder made), and where it went; none = nothing."""
     if out:
@@ -217,9 +273,15 @@ def run(config: ObjectiveConfig) -> int:
         report(result["rows"], config.against)
     else:
         pick(comma_list(config.policies), config.against)   # before hours of measuring
+        for control in comma_list(config.controls or ""):
+            pick(comma_list(config.policies), control, "--controls")
         result = measure(config)
         if config.against:
             print(f"against {config.against}:", flush=True)
             report(result["rows"], config.against)
+    if config.controls:
+        result["against_controls"] = against_controls(result["rows"], comma_list(config.controls))
+        for verdict in result["against_controls"]:
+            print(controls_line(verdict), flush=True)
     write_out(result, config.out)
     return 0
