@@ -13,12 +13,14 @@
 #        bash scripts/budget_run.sh stop  [RUN_DIR]   # every trainer (an iteration in flight is lost) and stack
 #        bash scripts/budget_run.sh objective K [RUN_DIR]   # SFT, the controls and RL at snapshot K on the fixed
 #                                                           # 288-start draw, into reports/signal/budget/objective_itK.json
+#        bash scripts/budget_run.sh libero K [RUN_DIR]      # SFT, RL and both controls after K iterations in LIBERO
+#                                                           # (only once RL passes the rule), into eval_itK_ARM.json
 #        (RUN_DIR default: $WORLDENV_HOME/runs/budget)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export MUJOCO_GL=${MUJOCO_GL:-egl} OMP_NUM_THREADS=1
 HOME_DIR=${WORLDENV_HOME:-$HOME/.worldenv}
-if [ "${1:-}" = objective ]; then R=${3:-$HOME_DIR/runs/budget}; else R=${2:-$HOME_DIR/runs/budget}; fi
+if [ "${1:-}" = objective ] || [ "${1:-}" = libero ]; then R=${3:-$HOME_DIR/runs/budget}; else R=${2:-$HOME_DIR/runs/budget}; fi
 W=$PWD/.venv/bin/worldenv
 CARRY=$PWD/reports/signal/budget
 # The settings of the 128-group run at lr 1e-6, chosen from one probe iteration's KL and clip
@@ -159,7 +161,39 @@ objective() {
     rm -rf "$R/obj/${arm}_it$k" && cp -r "$R/$arm/run/$snap" "$R/obj/${arm}_it$k"
     part "$arm" "$R/obj/${arm}_it$k" || return 1
   done
-  "$W" objective --results "$parts" --against "ctl_it$k" --out "$CARRY/objective_it$k.json"
+  # every row against the control, and (where the second control has K) each row's lead over both
+  # controls against the controls' own gap: the rule for LIBERO (see `libero` below)
+  local controls=""
+  [ -d "$R/obj/ctl2_it$k" ] && controls="--controls ctl_it$k,ctl2_it$k"
+  # shellcheck disable=SC2086
+  "$W" objective --results "$parts" --against "ctl_it$k" $controls --out "$CARRY/objective_it$k.json"
+}
+
+# LIBERO at snapshot K, only once RL has passed the rule written before K was measured
+# (reports/learning-signal.md, "Ten times the groups"): SFT, RL and both controls on the
+# experiment's 150 paired episodes (LIBERO's fixed init states 0-49 of tasks 0-2), mean actions,
+# each into reports/signal/budget/eval_itK_ARM.json (skipped when there); every simulator step is
+# counted in those files. The policy after K iterations is the run's snapshot K, or the run's
+# policy when K is where it stopped (a measured snapshot is not carried to the next machine).
+libero() {
+  local k=$1 arm pol out policies=""
+  for arm in rl ctl ctl2; do   # every policy found before the first episode
+    pol=$R/$arm/run/snapshots/iteration$(printf %04d "$k")
+    if [ ! -f "$pol/model.safetensors" ]; then
+      pol=$R/$arm/run/policy
+      [ -f "$R/$arm/run/metrics.jsonl" ] && [ "$(last_iteration "$R/$arm/run")" = $((k - 1)) ] ||
+        { echo "$arm: neither snapshot $k nor a run that stopped after $k iterations in $R/$arm/run" >&2; return 1; }
+    fi
+    policies="$policies $arm=$pol"
+  done
+  for arm in sft=shipped $policies; do
+    out=$CARRY/eval_it${k}_${arm%%=*}.json
+    [ -f "$out" ] && { echo "${arm%%=*}: $out already measured"; continue; }
+    "$W" eval --policy "${arm#*=}" --suite libero_object --tasks 0,1,2 --episodes-per-task 50 --init-offset 0 \
+      --out "$out" || return 1
+  done
+  "$W" compare "$CARRY/eval_it${k}_ctl.json,$CARRY/eval_it${k}_ctl2.json" "$CARRY/eval_it${k}_rl.json" &&
+    "$W" compare "$CARRY/eval_it${k}_sft.json" "$CARRY/eval_it${k}_rl.json"
 }
 
 case "${1:-}" in
@@ -168,5 +202,7 @@ case "${1:-}" in
   stop) stop ;;
   objective) [ -n "${2:-}" ] || { echo "usage: $0 objective K [RUN_DIR]" >&2; exit 2; }
              objective "$2" ;;
-  *) echo "usage: $0 start|save|stop|objective K [RUN_DIR]" >&2; exit 2 ;;
+  libero) [ -n "${2:-}" ] || { echo "usage: $0 libero K [RUN_DIR]" >&2; exit 2; }
+          libero "$2" ;;
+  *) echo "usage: $0 start|save|stop|objective K|libero K [RUN_DIR]" >&2; exit 2 ;;
 esac
