@@ -224,7 +224,6 @@ def test_reflector_fine_tuned_on_replays_judges_imagined_video_closer_to_the_rea
     same episodes (real labels): its loss on the replays falls and its verdicts move toward the
     real outcomes."""
     from worldenv.data.chunks import load
-    torch.manual_seed(0)   # the replaying world model's weights: not whatever the tests before left in the global RNG
     world = models.build("world_model", image_size=32, block_out_channels=(8, 16))
     world.save_pretrained(tmp_path / "world_model")
     common = dict(data=str(data), steps=100, batch_size=16, eval_every=100, lr=3e-3, warmup=5, val_fraction=0.0,
