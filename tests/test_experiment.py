@@ -397,3 +397,7 @@ def test_objective_holds_each_row_against_the_controls_gap(tmp_path, capsys):
     assert "controls" in (err := capsys.readouterr().err) and "at least two" in err
     assert cli.main(["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl,nope"]) == 2
     assert "--controls: 'nope' names 0 of the policies" in capsys.readouterr().err
+    rows[4]["sampled"].append(rows[4]["sampled"][0])   # a second seed for one row: its sampled count is not comparable
+    (tmp_path / "b.json").write_text(json.dumps({**settings, "rows": rows}))
+    assert cli.main(["objective", "--results", str(tmp_path / "b.json"), "--controls", "ctl,ctl2"]) == 2
+    assert "--controls: the rows drew different numbers of sampled seeds" in capsys.readouterr().err

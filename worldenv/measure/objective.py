@@ -233,6 +233,10 @@ def against_controls(rows: list[dict], controls: list[str]) -> list[dict]:
         at = {r["policy"]: r for r in rows if r["scale"] == scale}
         if not all(c in at for c in chosen):
             continue
+        seeds = {name: len(row["sampled"]) for name, row in at.items()}
+        if len(set(seeds.values())) > 1:
+            raise ValueError(f"--controls: the rows drew different numbers of sampled seeds ({seeds}); their sampled "
+                             "successes are not counts of the same episodes")
         base = [done_counts(at[c]) for c in chosen]
         gap = tuple(max(b[m] for b in base) - min(b[m] for b in base) for m in (0, 1))
         for name, row in at.items():
