@@ -379,11 +379,14 @@ def test_objective_holds_each_row_against_the_controls_gap(tmp_path, capsys):
         return {"policy": policy, "scale": 0.02, "mean": [{"id": i, "done": i_ < mean} for i_, i in enumerate(ids)],
                 "sampled": [[{"id": i, "done": i_ < sampled} for i_, i in enumerate(ids)]]}
 
-    settings = {"starts": 8, "per_task": 8, "draw_seed": 12345, "horizon": 30, "eta": 0.0, "grasp_gate": 0.0, "confirm": 1}
-    rows = [row("sft", 2, 2), row("runs/ctl", 3, 2), row("runs/ctl2", 1, 4), row("runs/rl", 6, 7), row("rl_close", 5, 6)]
+    settings = {"starts": 8, "per_task": 8, "draw_seed": 12345, "horizon": 30, "eta": 0.0, "grasp_gate": 0.0,
+                "confirm": 1}
+    rows = [row("sft", 2, 2), row("runs/ctl", 3, 2), row("runs/ctl2", 1, 4), row("runs/rl", 6, 7),
+            row("rl_close", 5, 6)]
     (tmp_path / "a.json").write_text(json.dumps({**settings, "rows": rows}))
     out = tmp_path / "verdict.json"
-    assert cli.main(["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl,ctl2", "--out", str(out)]) == 0
+    args = ["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl,ctl2", "--out", str(out)]
+    assert cli.main(args) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if "over the controls" in line]
     assert len(printed) == 3, "sft, rl and rl_close; the controls are not held against themselves"
     rl = next(line for line in printed if line.startswith("runs/rl "))
@@ -392,7 +395,8 @@ def test_objective_holds_each_row_against_the_controls_gap(tmp_path, capsys):
     assert "mean +2 / +4 (gap 2)" in close and "does not lead" in close, "a lead equal to the gap is not above it"
     verdicts = {v["policy"]: v for v in json.loads(out.read_text())["against_controls"]}
     assert verdicts["runs/rl"]["above"] and not verdicts["rl_close"]["above"] and not verdicts["sft"]["above"]
-    assert verdicts["sft"]["leads"] == {"mean": [-1, 1], "sampled": [0, -2]} and verdicts["sft"]["gap"] == {"mean": 2, "sampled": 2}
+    assert verdicts["sft"]["leads"] == {"mean": [-1, 1], "sampled": [0, -2]}
+    assert verdicts["sft"]["gap"] == {"mean": 2, "sampled": 2}
     assert cli.main(["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl"]) == 2
     assert "controls" in (err := capsys.readouterr().err) and "at least two" in err
     assert cli.main(["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl,nope"]) == 2
