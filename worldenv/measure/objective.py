@@ -192,9 +192,8 @@ def line(row: dict, first: dict) -> str:
     from worldenv.measure import paired
     from worldenv.measure.imagined import by_task
     n, k = len(row["mean"]), len(row["sampled"])
-    mean = sum(r["done"] for r in row["mean"])
+    mean, sampled = done_counts(row)
     drawn = [r for s in row["sampled"] for r in s]
-    sampled = sum(r["done"] for r in drawn)
     ratio = f"{sampled / (k * mean):.2f}" if mean else "-"
     scale = "own" if row["scale"] is None else f"{row['scale']:g}"
     text = (f"{row['policy']}  b={scale}  mean {mean}/{n} {by_task(row['mean'])}  sampled {sampled}/{n * k} "
