@@ -8,6 +8,10 @@
 # `start` on a fresh machine copies it back into the worldenv home, where `train rl` resumes it
 # at the next iteration. Results: reports/learning-signal.md ("Ten times the groups").
 #
+# BUDGET_SEED=S runs another RL seed and its own shuffled control (`rl`, `ctl`; no fork) at the same
+# settings, carried in reports/signal/budget-seedS/ (RUN_DIR default $WORLDENV_HOME/runs/budget-seedS):
+# RL runs and controls read as the unit. Seed 31 (the default) is the first run, with three arms.
+#
 # Usage: bash scripts/budget_run.sh start [RUN_DIR]   # a stack and a trainer per arm not training yet, in the background
 #        bash scripts/budget_run.sh save  [RUN_DIR]   # each arm's run state (and snapshots not yet measured) into the repository
 #        bash scripts/budget_run.sh stop  [RUN_DIR]   # every trainer (an iteration in flight is lost) and stack
@@ -20,13 +24,18 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export MUJOCO_GL=${MUJOCO_GL:-egl} OMP_NUM_THREADS=1
 HOME_DIR=${WORLDENV_HOME:-$HOME/.worldenv}
-if [ "${1:-}" = objective ] || [ "${1:-}" = libero ]; then R=${3:-$HOME_DIR/runs/budget}; else R=${2:-$HOME_DIR/runs/budget}; fi
+SEED=${BUDGET_SEED:-31}
+case $SEED in
+  31) SET=budget; ARMS="rl ctl ctl2" ;;   # RL, its shuffled control, and a second control forked from it (`fork`)
+  *[!0-9]*|"") echo "BUDGET_SEED: a non-negative integer, not '$SEED'" >&2; exit 2 ;;
+  *) SET=budget-seed$SEED; ARMS="rl ctl" ;;   # another seed: RL and its own shuffled control
+esac
+if [ "${1:-}" = objective ] || [ "${1:-}" = libero ]; then R=${3:-$HOME_DIR/runs/$SET}; else R=${2:-$HOME_DIR/runs/$SET}; fi
 W=$PWD/.venv/bin/worldenv
-CARRY=$PWD/reports/signal/budget
+CARRY=$PWD/reports/signal/$SET
 # The settings of the 128-group run at lr 1e-6, chosen from one probe iteration's KL and clip
 # fraction (reports/learning-signal.md, "Four times the groups per update"); a new seed.
-ARGS="--iterations 140 --groups 128 --minibatch 1024 --lr 1e-6 --exploration-scale 0.02 --seed 31 --snapshot-every 14"
-ARMS="rl ctl ctl2"   # RL, its shuffled control, and a second control forked from it (`fork`)
+ARGS="--iterations 140 --groups 128 --minibatch 1024 --lr 1e-6 --exploration-scale 0.02 --seed $SEED --snapshot-every 14"
 KEPT="policy trainer_state.pt metrics.jsonl run.json groups.jsonl"   # what a run needs to resume, and its record
 mkdir -p "$R"
 
@@ -151,7 +160,7 @@ objective() {
   }
   mkdir -p "$R/obj"
   part sft shipped || return 1
-  for arm in rl ctl ctl2; do
+  for arm in $ARMS; do
     while [ ! -f "$R/$arm/run/$snap/model.safetensors" ] && running "$arm" &&
           [ "$(last_iteration "$R/$arm/run")" -lt "$k" ]; do sleep 30; done
     if [ ! -f "$R/$arm/run/$snap/model.safetensors" ]; then
@@ -177,7 +186,7 @@ objective() {
 # policy when K is where it stopped (a measured snapshot is not carried to the next machine).
 libero() {
   local k=$1 arm pol out policies=""
-  for arm in rl ctl ctl2; do   # every policy found before the first episode
+  for arm in $ARMS; do   # every policy found before the first episode
     pol=$R/$arm/run/snapshots/iteration$(printf %04d "$k")
     if [ ! -f "$pol/model.safetensors" ]; then
       pol=$R/$arm/run/policy
@@ -192,7 +201,9 @@ libero() {
     "$W" eval --policy "${arm#*=}" --suite libero_object --tasks 0,1,2 --episodes-per-task 50 --init-offset 0 \
       --out "$out" || return 1
   done
-  "$W" compare "$CARRY/eval_it${k}_ctl.json,$CARRY/eval_it${k}_ctl2.json" "$CARRY/eval_it${k}_rl.json" &&
+  local controls="$CARRY/eval_it${k}_ctl.json"
+  [ -f "$CARRY/eval_it${k}_ctl2.json" ] && controls="$controls,$CARRY/eval_it${k}_ctl2.json"
+  "$W" compare "$controls" "$CARRY/eval_it${k}_rl.json" &&
     "$W" compare "$CARRY/eval_it${k}_sft.json" "$CARRY/eval_it${k}_rl.json"
 }
 
