@@ -221,25 +221,32 @@ def test_reflector_reads_the_instruction_with_mismatched_negatives(tmp_path):
 
 def test_reflector_fine_tuned_on_replays_judges_imagined_video_closer_to_the_real_outcome(data, tmp_path):
     """A reflector trained on real videos, then fine-tuned with a world model's replays of the
-    same episodes (real labels): its loss on the replays falls and its verdicts move toward the
-    real outcomes."""
+    same episodes (real labels): on the replays its verdicts move toward the real outcomes (the
+    successes' mean p(done) rises, and more than the failures'), for each of three world models
+    seeded 0-2. How far depends on the world model's weights: over seeds 0-4 the gap rose by
+    0.05-0.23, so the test holds the direction at three seeds, not a margin at one, and builds its
+    world models from their own seeds, not from whatever state the tests before it left."""
     from worldenv.data.chunks import load
-    world = models.build("world_model", image_size=32, block_out_channels=(8, 16))
-    world.save_pretrained(tmp_path / "world_model")
     common = dict(data=str(data), steps=100, batch_size=16, eval_every=100, lr=3e-3, warmup=5, val_fraction=0.0,
                   mismatch_fraction=0.0)
     train_reflector.train(ReflectorTrainConfig(out=str(tmp_path / "base"), model=REFLECTOR_HASHED, **common))
-    tuned = train_reflector.train(ReflectorTrainConfig(out=str(tmp_path / "tuned"), init=str(tmp_path / "base" / "model"),
-                                                       replays=str(tmp_path / "world_model"), **common))
-    assert tuned["replays"] and tuned["train_episodes"] == 2 * len(load([data]))
-    replays = train_reflector.replayed(load([data]), str(tmp_path / "world_model"))
-    items = train_reflector.prefixes(replays)
-    labels = np.array([replays[i].success[c] for i, c, _ in items])
-    gaps = {}
-    for run in ("base", "tuned"):
-        model = models.load(tmp_path / run / "model")
-        p = np.array([model.judge(train_reflector.clip(replays[i], c, model.config.max_frames)[None],
-                                  [replays[i].instruction])[0] for i, c, _ in items])
-        gaps[run] = (p[labels].mean(), p[~labels].mean())
-    (base_pos, base_neg), (tuned_pos, tuned_neg) = gaps["base"], gaps["tuned"]
-    assert tuned_pos > base_pos and tuned_pos - tuned_neg > base_pos - base_neg + 0.1, gaps
+    base = models.load(tmp_path / "base" / "model")
+    moves = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        world = tmp_path / f"world_model{seed}"
+        models.build("world_model", image_size=32, block_out_channels=(8, 16)).save_pretrained(world)
+        tuned = train_reflector.train(ReflectorTrainConfig(out=str(tmp_path / f"tuned{seed}"), replays=str(world),
+                                                           init=str(tmp_path / "base" / "model"), **common))
+        assert tuned["replays"] and tuned["train_episodes"] == 2 * len(load([data]))
+        replays = train_reflector.replayed(load([data]), str(world))
+        items = train_reflector.prefixes(replays)
+        labels = np.array([replays[i].success[c] for i, c, _ in items])
+        gaps = []
+        for model in (base, models.load(tmp_path / f"tuned{seed}" / "model")):
+            p = np.array([model.judge(train_reflector.clip(replays[i], c, model.config.max_frames)[None],
+                                      [replays[i].instruction])[0] for i, c, _ in items])
+            gaps.append((p[labels].mean(), p[~labels].mean()))
+        (base_pos, base_neg), (tuned_pos, tuned_neg) = gaps
+        moves.append((seed, tuned_pos - base_pos, (tuned_pos - tuned_neg) - (base_pos - base_neg)))
+    assert all(pos > 0 and gap > 0 for _, pos, gap in moves), moves
