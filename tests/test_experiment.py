@@ -397,6 +397,23 @@ def test_objective_holds_each_row_against_the_controls_gap(tmp_path, capsys):
     assert verdicts["runs/rl"]["above"] and not verdicts["rl_close"]["above"] and not verdicts["sft"]["above"]
     assert verdicts["sft"]["leads"] == {"mean": [-1, 1], "sampled": [0, -2]}
     assert verdicts["sft"]["gap"] == {"mean": 2, "sampled": 2}
+    assert verdicts["runs/rl"]["resamples"] == 2000 and "with the starts redrawn 2000 times it leads so in" in rl
+    assert verdicts["runs/rl"]["resampled_above"] > verdicts["rl_close"]["resampled_above"]
+    # redrawn starts on known outcomes: two identical controls failing everywhere (gap 0 in every
+    # redraw), a row succeeding everywhere (leads in every redraw), one equal to the controls (never)
+    known = [row("ctl_a", 0, 0), row("ctl_b", 0, 0), row("best", 8, 8), row("same", 0, 0)]
+    (tmp_path / "c.json").write_text(json.dumps({**settings, "rows": known}))
+    assert cli.main(["objective", "--results", str(tmp_path / "c.json"), "--controls", "ctl_a,ctl_b",
+                     "--resamples", "300", "--out", str(out)]) == 0
+    redrawn = {v["policy"]: v["resampled_above"] for v in json.loads(out.read_text())["against_controls"]}
+    assert redrawn == {"best": 1.0, "same": 0.0}
+    assert cli.main(["objective", "--results", str(tmp_path / "c.json"), "--controls", "ctl_a,ctl_b",
+                     "--resamples", "0", "--out", str(out)]) == 0
+    assert "resampled_above" not in json.loads(out.read_text())["against_controls"][0]
+    known[2]["mean"][0]["id"] = "libero_object/0/99"   # a start the controls did not play
+    (tmp_path / "d.json").write_text(json.dumps({**settings, "rows": known}))
+    assert cli.main(["objective", "--results", str(tmp_path / "d.json"), "--controls", "ctl_a,ctl_b"]) == 2
+    assert "--controls: best did not play the controls' starts" in capsys.readouterr().err
     assert cli.main(["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl"]) == 2
     assert "controls" in (err := capsys.readouterr().err) and "at least two" in err
     assert cli.main(["objective", "--results", str(tmp_path / "a.json"), "--controls", "ctl,nope"]) == 2

@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
 from worldenv.config import Settings, comma_list, confirm_field, grasp_gate_field
+
+if TYPE_CHECKING:
+    import numpy as np
 
 OBJECTIVE_DRAW = 12345   # the seed of the fixed draw of start states (the experiment's too)
 DRAW_KEYS = ("starts", "per_task", "draw_seed", "horizon", "eta", "grasp_gate", "confirm")   # what rows must share to pair
@@ -66,6 +70,10 @@ class ObjectiveConfig(Settings):
         "signal (`train rl --shuffle-rewards`, other shuffle seeds): each other row's lead over every control, "
         "mean and sampled, held against the largest gap between two controls at its scale, the distance chance "
         "alone put between them; none = no such line")
+    resamples: int = Field(
+        2000, ge=0, le=100_000, description="--controls: how often to redraw the starts with replacement (the same "
+        "draw for every row) and say in what share of the redraws each row would still lead every control by more "
+        "than the controls' gap: how far the verdict rests on which starts were drawn; 0 = not redrawn")
     results: str | None = Field(
         None, description="comma-separated JSON files of earlier --out runs: print their rows, each against the "
         "first policy's (or --against), instead of measuring (the policy and model flags are then not used); the "
@@ -218,11 +226,12 @@ def done_counts(row: dict) -> tuple[int, int]:
     return sum(r["done"] for r in row["mean"]), sum(r["done"] for s in row["sampled"] for r in s)
 
 
-def against_controls(rows: list[dict], controls: list[str]) -> list[dict]:
+def against_controls(rows: list[dict], controls: list[str], resamples: int = 0) -> list[dict]:
     """Per scale, every row that is not a control against the controls (each named as --against
     takes it): its lead in successes over each control, mean and sampled, and the controls' gap,
     the largest difference between two of them; `above` where every lead exceeds the gap on both
-    measures. Rows are compared at one scale, so a control lacking a scale leaves it out."""
+    measures, and (resamples > 0) `resampled_above`, the share of redraws of the starts where it
+    still does. Rows are compared at one scale, so a control lacking a scale leaves it out."""
     names = list(dict.fromkeys(r["policy"] for r in rows))
     chosen = [pick(names, c, "--controls") for c in controls]
     if len(set(chosen)) < len(chosen):
@@ -243,10 +252,45 @@ def against_controls(rows: list[dict], controls: list[str]) -> list[dict]:
                 continue
             own = done_counts(row)
             leads = [tuple(own[m] - b[m] for m in (0, 1)) for b in base]
-            out.append({"policy": name, "scale": scale, "controls": chosen, "gap": {"mean": gap[0], "sampled": gap[1]},
-                        "leads": {"mean": [lead[0] for lead in leads], "sampled": [lead[1] for lead in leads]},
-                        "above": all(lead[m] > gap[m] for lead in leads for m in (0, 1))})
+            verdict = {"policy": name, "scale": scale, "controls": chosen, "gap": {"mean": gap[0], "sampled": gap[1]},
+                       "leads": {"mean": [lead[0] for lead in leads], "sampled": [lead[1] for lead in leads]},
+                       "above": all(lead[m] > gap[m] for lead in leads for m in (0, 1))}
+            if resamples:
+                verdict["resampled_above"] = resampled_above(row, [at[c] for c in chosen], resamples)
+                verdict["resamples"] = resamples
+            out.append(verdict)
     return out
+
+
+def per_start(row: dict, ids: list[str]) -> np.ndarray:
+    """A row's successes per start in the order `ids`: (starts, 2), the mean's and the sampled
+    seeds' summed. A row that did not play exactly those starts is refused."""
+    import numpy as np
+    if any(sorted(r["id"] for r in draw) != sorted(ids) for draw in [row["mean"], *row["sampled"]]):
+        raise ValueError(f"--controls: {row['policy']} did not play the controls' starts; rows from different draws "
+                         "do not pair")
+    mean = {r["id"]: r["done"] for r in row["mean"]}
+    sampled = dict.fromkeys(ids, 0)
+    for draw in row["sampled"]:
+        for r in draw:
+            sampled[r["id"]] += r["done"]
+    return np.array([[mean[i], sampled[i]] for i in ids], dtype=np.int64)
+
+
+def resampled_above(row: dict, controls: list[dict], resamples: int, seed: int = 0) -> float:
+    """The share of `resamples` redraws of the starts (with replacement, one redraw for every row, so
+    the pairing holds) in which `row` leads every control by more than the controls' gap, on the
+    mean and on the sampled episodes: 1 when the verdict `above` does not hang on the draw, about
+    half when it does."""
+    import numpy as np
+    ids = [r["id"] for r in controls[0]["mean"]]
+    counts = np.stack([per_start(r, ids) for r in [row, *controls]])           # (rows, starts, 2)
+    pick_ = np.random.default_rng(seed).integers(0, len(ids), (resamples, len(ids)))
+    totals = np.stack([counts[:, p].sum(axis=1) for p in pick_], axis=1)        # (rows, resamples, 2)
+    own, base = totals[0], totals[1:]
+    gap = base.max(axis=0) - base.min(axis=0)
+    above = ((own[None] - base) > gap[None]).all(axis=(0, 2))
+    return float(above.mean())
 
 
 def controls_line(verdict: dict) -> str:
@@ -256,8 +300,10 @@ def controls_line(verdict: dict) -> str:
              for m in ("mean", "sampled")]
     said = ("leads every control by more than the controls' gap on both" if verdict["above"] else
             "does not lead every control by more than the controls' gap on both")
+    held = (f"; with the starts redrawn {verdict['resamples']} times it leads so in {verdict['resampled_above']:.0%}"
+            if "resampled_above" in verdict else "")
     return (f"{verdict['policy']}  b={scale}  over the controls {', '.join(verdict['controls'])}: "
-            f"{'; '.join(parts)}: {said}")
+            f"{'; '.join(parts)}: {said}{held}")
 
 
 def write_out(result: dict, out: str | None) -> None:
@@ -283,7 +329,7 @@ def run(config: ObjectiveConfig) -> int:
             print(f"against {config.against}:", flush=True)
             report(result["rows"], config.against)
     if config.controls:
-        result["against_controls"] = against_controls(result["rows"], comma_list(config.controls))
+        result["against_controls"] = against_controls(result["rows"], comma_list(config.controls), config.resamples)
         for verdict in result["against_controls"]:
             print(controls_line(verdict), flush=True)
     write_out(result, config.out)
