@@ -17,8 +17,8 @@
 #        bash scripts/budget_run.sh stop  [RUN_DIR]   # every trainer (an iteration in flight is lost) and stack
 #        bash scripts/budget_run.sh objective K [RUN_DIR]   # SFT, the controls and RL at snapshot K on the fixed
 #                                                           # 288-start draw, into reports/signal/budget/objective_itK.json
-#        bash scripts/budget_run.sh libero K [RUN_DIR]      # SFT, RL and both controls after K iterations in LIBERO
-#                                                           # (only once RL passes the rule), into eval_itK_ARM.json
+#        bash scripts/budget_run.sh libero K [RUN_DIR]      # SFT, RL and the controls after K iterations in LIBERO,
+#                                                           # into reports/signal/SET/eval_itK_ARM/
 #        (RUN_DIR default: $WORLDENV_HOME/runs/budget)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -178,10 +178,10 @@ objective() {
   "$W" objective --results "$parts" --against "ctl_it$k" $controls --out "$CARRY/objective_it$k.json"
 }
 
-# LIBERO at snapshot K, only once RL has passed the rule written before K was measured
-# (reports/learning-signal.md, "Ten times the groups"): SFT, RL and both controls on the
-# experiment's 150 paired episodes (LIBERO's fixed init states 0-49 of tasks 0-2), mean actions,
-# each into reports/signal/budget/eval_itK_ARM.json (skipped when there); every simulator step is
+# LIBERO at snapshot K, read as declared in reports/learning-signal.md before it runs ("Ten times
+# the groups"): SFT, RL and the controls on the experiment's 150 paired episodes (LIBERO's fixed
+# init states 0-49 of tasks 0-2), mean actions, each into reports/signal/SET/eval_itK_ARM/ (eval.json,
+# eval.md; skipped when its eval.json is there, so a cut run goes on); every simulator step is
 # counted in those files. The policy after K iterations is the run's snapshot K, or the run's
 # policy when K is where it stopped (a measured snapshot is not carried to the next machine).
 libero() {
@@ -196,15 +196,15 @@ libero() {
     policies="$policies $arm=$pol"
   done
   for arm in sft=shipped $policies; do
-    out=$CARRY/eval_it${k}_${arm%%=*}.json
-    [ -f "$out" ] && { echo "${arm%%=*}: $out already measured"; continue; }
+    out=$CARRY/eval_it${k}_${arm%%=*}
+    [ -f "$out/eval.json" ] && { echo "${arm%%=*}: $out already measured"; continue; }
     "$W" eval --policy "${arm#*=}" --suite libero_object --tasks 0,1,2 --episodes-per-task 50 --init-offset 0 \
       --out "$out" || return 1
   done
-  local controls="$CARRY/eval_it${k}_ctl.json"
-  [ -f "$CARRY/eval_it${k}_ctl2.json" ] && controls="$controls,$CARRY/eval_it${k}_ctl2.json"
-  "$W" compare "$controls" "$CARRY/eval_it${k}_rl.json" &&
-    "$W" compare "$CARRY/eval_it${k}_sft.json" "$CARRY/eval_it${k}_rl.json"
+  local controls="$CARRY/eval_it${k}_ctl"
+  [ -f "$CARRY/eval_it${k}_ctl2/eval.json" ] && controls="$controls,$CARRY/eval_it${k}_ctl2"
+  "$W" compare "$controls" "$CARRY/eval_it${k}_rl" &&
+    "$W" compare "$CARRY/eval_it${k}_sft" "$CARRY/eval_it${k}_rl"
 }
 
 case "${1:-}" in
