@@ -16,7 +16,7 @@
 #        bash scripts/budget_run.sh save  [RUN_DIR]   # each arm's run state (and snapshots not yet measured) into the repository
 #        bash scripts/budget_run.sh stop  [RUN_DIR]   # every trainer (an iteration in flight is lost) and stack
 #        bash scripts/budget_run.sh objective K [RUN_DIR]   # SFT, the controls and RL at snapshot K on the fixed
-#                                                           # 288-start draw, into reports/signal/budget/objective_itK.json
+#                                                           # 288-start draw, into reports/signal/SET/objective_itK.json
 #        bash scripts/budget_run.sh libero K [RUN_DIR]      # SFT, RL and the controls after K iterations in LIBERO,
 #                                                           # into reports/signal/SET/eval_itK_ARM/
 #        (RUN_DIR default: $WORLDENV_HOME/runs/budget)

@@ -285,8 +285,8 @@ def resampled_above(row: dict, controls: list[dict], resamples: int, seed: int =
     import numpy as np
     ids = [r["id"] for r in controls[0]["mean"]]
     counts = np.stack([per_start(r, ids) for r in [row, *controls]])           # (rows, starts, 2)
-    pick_ = np.random.default_rng(seed).integers(0, len(ids), (resamples, len(ids)))
-    totals = np.stack([counts[:, p].sum(axis=1) for p in pick_], axis=1)        # (rows, resamples, 2)
+    redraws = np.random.default_rng(seed).integers(0, len(ids), (resamples, len(ids)))
+    totals = counts[:, redraws].sum(axis=2)                                      # (rows, resamples, 2)
     own, base = totals[0], totals[1:]
     gap = base.max(axis=0) - base.min(axis=0)
     above = ((own[None] - base) > gap[None]).all(axis=(0, 2))
